@@ -1,0 +1,5 @@
+"""The admin API: services, replicas, keys, usage, and replica registration."""
+
+from aifactory.api.routes import AdminAPI
+
+__all__ = ["AdminAPI"]

@@ -1,0 +1,192 @@
+"""The admin and replica-registration API (Starlette), under ``/api`` and ``/internal``.
+
+Endpoints raise our errors; the handler in ``build_api`` turns them into the
+same JSON error shape the gateway uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from aifactory.control import ControlPlane
+from aifactory.errors import BadRequest, Forbidden, NotFound, SpecError, Unauthorized
+from aifactory.specs import load_service
+from aifactory.tenancy import KeyAuthenticator, Principal, issue_key
+
+_MAX_SPEC_BYTES = 256 * 1024
+
+
+class AdminAPI:
+    """Routes that manage services and keys."""
+
+    def __init__(self, plane: ControlPlane, authenticator: KeyAuthenticator) -> None:
+        self._plane = plane
+        self._auth = authenticator
+
+    def routes(self) -> list[Route]:
+        """Every route of the admin API."""
+        return [
+            Route("/api/services", self.list_services, methods=["GET"]),
+            Route("/api/services", self.deploy, methods=["POST"]),
+            Route("/api/services/{name}", self.describe, methods=["GET"]),
+            Route("/api/services/{name}", self.delete, methods=["DELETE"]),
+            Route("/api/services/{name}/replicas", self.replicas, methods=["GET"]),
+            Route("/api/services/{name}/logs", self.logs, methods=["GET"]),
+            Route("/api/keys", self.list_keys, methods=["GET"]),
+            Route("/api/keys", self.create_key, methods=["POST"]),
+            Route("/api/keys/{key_id:int}", self.revoke_key, methods=["DELETE"]),
+            Route("/api/usage", self.usage, methods=["GET"]),
+            Route("/internal/replicas/{replica_id}/register", self.register, methods=["POST"]),
+        ]
+
+    async def _admin(self, request: Request) -> Principal:
+        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secret:
+            raise Unauthorized(
+                "You didn't provide an API key.", fix="send `Authorization: Bearer KEY`"
+            )
+        principal = await self._auth.authenticate(secret.strip())
+        if principal is None:
+            raise Unauthorized("Incorrect API key provided.")
+        if not principal.is_admin:
+            raise Forbidden(
+                "This endpoint needs an admin key.", fix="use the key in DATA_DIR/admin.key"
+            )
+        return principal
+
+    async def list_services(self, request: Request) -> Response:
+        """GET /api/services."""
+        await self._admin(request)
+        return JSONResponse({"services": await self._plane.services()})
+
+    async def deploy(self, request: Request) -> Response:
+        """POST /api/services with a YAML or JSON spec."""
+        principal = await self._admin(request)
+        body = await request.body()
+        if len(body) > _MAX_SPEC_BYTES:
+            raise BadRequest(f"The spec is larger than {_MAX_SPEC_BYTES} bytes.")
+        origin = request.headers.get("x-spec-origin", "spec")[:200]
+        try:
+            service = load_service(body.decode("utf-8", errors="replace"), origin)
+        except SpecError as exc:
+            raise BadRequest(exc.message, exc.fix) from exc
+        outcome = await self._plane.deploy(service, principal.tenant_id)
+        status = 201 if outcome == "created" else 200
+        return JSONResponse({"name": service.name, "result": outcome}, status_code=status)
+
+    async def describe(self, request: Request) -> Response:
+        """GET /api/services/{name}."""
+        await self._admin(request)
+        return JSONResponse(await self._plane.describe(request.path_params["name"]))
+
+    async def delete(self, request: Request) -> Response:
+        """DELETE /api/services/{name}: replicas drain, then the service goes."""
+        await self._admin(request)
+        await self._plane.delete(request.path_params["name"])
+        return JSONResponse({"name": request.path_params["name"], "result": "deleting"}, 202)
+
+    async def replicas(self, request: Request) -> Response:
+        """GET /api/services/{name}/replicas."""
+        await self._admin(request)
+        name = request.path_params["name"]
+        await self._plane.describe(name)
+        return JSONResponse({"replicas": await self._plane.replicas(name)})
+
+    async def logs(self, request: Request) -> Response:
+        """GET /api/services/{name}/logs?replica=ID&lines=N."""
+        await self._admin(request)
+        try:
+            lines = min(10_000, max(1, int(request.query_params.get("lines", "200"))))
+        except ValueError as exc:
+            raise BadRequest("`lines` must be a whole number.", param="lines") from exc
+        text = await self._plane.logs(
+            request.path_params["name"], request.query_params.get("replica", ""), lines
+        )
+        return PlainTextResponse(text)
+
+    async def list_keys(self, request: Request) -> Response:
+        """GET /api/keys (hashes are never shown)."""
+        await self._admin(request)
+        keys = await _run(self._plane.store.list_keys)
+        return JSONResponse({"keys": keys})
+
+    async def create_key(self, request: Request) -> Response:
+        """POST /api/keys {"tenant": NAME, "role": "user"|"admin", "name": LABEL}."""
+        await self._admin(request)
+        document = await _json_object(request)
+        tenant = document.get("tenant")
+        role = document.get("role", "user")
+        label = document.get("name", "")
+        if not isinstance(tenant, str) or not _is_name(tenant):
+            raise BadRequest(
+                f"tenant {tenant!r} is not a valid name.",
+                fix="use lower case letters, digits and '-', starting with a letter",
+                param="tenant",
+            )
+        if role not in ("user", "admin"):
+            raise BadRequest(f"role {role!r} is not 'user' or 'admin'.", param="role")
+        if not isinstance(label, str) or len(label) > 64:
+            raise BadRequest("`name` must be a string of at most 64 characters.", param="name")
+        issued = await _run(issue_key, self._plane.store, tenant, role, label)
+        return JSONResponse(
+            {
+                "id": issued.key_id,
+                "tenant": issued.tenant,
+                "role": issued.role,
+                "key": issued.secret,
+            },
+            status_code=201,
+        )
+
+    async def revoke_key(self, request: Request) -> Response:
+        """DELETE /api/keys/{id}."""
+        await self._admin(request)
+        key_id = request.path_params["key_id"]
+        if not await _run(self._plane.store.revoke_key, key_id):
+            raise NotFound(f"no active key with id {key_id}.", fix="see `aifactory keys ls`")
+        return JSONResponse({"id": key_id, "result": "revoked"})
+
+    async def usage(self, request: Request) -> Response:
+        """GET /api/usage: tokens per tenant and model."""
+        await self._admin(request)
+        totals = await _run(self._plane.store.usage_totals)
+        return JSONResponse({"usage": [t.__dict__ for t in totals]})
+
+    async def register(self, request: Request) -> Response:
+        """POST /internal/replicas/{id}/register, authenticated by the one-time token."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("Registration needs the replica's one-time token.")
+        document = await _json_object(request)
+        await self._plane.register(
+            request.path_params["replica_id"],
+            token.strip(),
+            document.get("host"),
+            document.get("port"),
+        )
+        return JSONResponse({"result": "registered"})
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        document = json.loads(await request.body())
+    except ValueError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}.") from exc
+    if not isinstance(document, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return document
+
+
+def _is_name(value: str) -> bool:
+    return re.fullmatch(r"[a-z][a-z0-9-]{0,62}", value) is not None
+
+
+async def _run(function: Any, *args: Any) -> Any:
+    return await asyncio.to_thread(function, *args)

@@ -1,0 +1,48 @@
+"""Where replicas run: one interface, three stacks.
+
+Backends are imported only when chosen, so optional clients (Kubernetes)
+stay optional. Nothing outside this package imports a concrete backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from aifactory.backends.base import (
+    AllocationRequest,
+    AllocationState,
+    AllocationStatus,
+    Backend,
+)
+from aifactory.errors import ConfigError
+
+__all__ = [
+    "AllocationRequest",
+    "AllocationState",
+    "AllocationStatus",
+    "Backend",
+    "load_backend",
+]
+
+_REGISTRY = {
+    "local": "aifactory.backends.local:LocalBackend",
+}
+
+
+def load_backend(name: str, **options: Any) -> Backend:
+    """Import and build the backend called ``name``.
+
+    Raises:
+        ConfigError: when no backend has that name.
+    """
+    target = _REGISTRY.get(name)
+    if target is None:
+        raise ConfigError(
+            f"backend {name!r} is not available.",
+            fix=f"use one of: {', '.join(sorted(_REGISTRY))}",
+        )
+    module_name, _, class_name = target.partition(":")
+    backend_class = getattr(importlib.import_module(module_name), class_name)
+    backend: Backend = backend_class(**options)
+    return backend

@@ -1,0 +1,124 @@
+"""The one interface every backend implements: submit, status, cancel, render.
+
+A backend knows *where* work runs (local processes, Slurm jobs, Kubernetes
+pods); it knows nothing of tenants, models or routing. The control plane
+hands it an ``AllocationRequest`` and tracks it by the returned handle::
+
+    control.reconciler                    backend
+    ------------------                    -------
+    submit(request)  ------------------>  start the launcher somewhere
+                     <------------------  handle ("4711", a pid, a pod name)
+    status([handles]) ----------------->  ask the scheduler
+                     <------------------  {handle: AllocationStatus}
+    cancel(handle)   ------------------>  SIGTERM / scancel / delete pod
+
+The launcher inside the allocation starts the engine and registers
+``host:port`` back with the control plane; that path is the same on every
+backend.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from aifactory.specs import Resources
+
+
+class AllocationState(enum.Enum):
+    """Where an allocation stands, the same words for every backend."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    UNKNOWN = "unknown"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the allocation has ended for good."""
+        return self in _FINISHED
+
+
+_FINISHED = {
+    AllocationState.COMPLETED,
+    AllocationState.FAILED,
+    AllocationState.CANCELLED,
+    AllocationState.TIMEOUT,
+}
+
+
+@dataclass(frozen=True)
+class AllocationRequest:
+    """What to run for one replica, and with what.
+
+    Attributes:
+        replica_id: The control plane's id of the replica.
+        service: The service name (for job names and log folders).
+        argv: The launcher command; never passed through a shell.
+        resources: CPUs, memory and GPUs the allocation needs.
+        time_limit_s: Wall-clock limit, or None for no limit.
+        log_path: Where the allocation's output goes.
+        env: Extra environment variables for the launcher.
+    """
+
+    replica_id: str
+    service: str
+    argv: tuple[str, ...]
+    resources: Resources
+    time_limit_s: float | None
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AllocationStatus:
+    """What a backend knows about one allocation."""
+
+    state: AllocationState
+    reason: str = ""
+    exit_code: int | None = None
+    node: str = ""
+
+
+class Backend(Protocol):
+    """Where replicas run.
+
+    Attributes:
+        name: The backend's name in specs (``local``, ``slurm``).
+        advertise_host: The host the launcher reports, or ``auto`` to let it
+            use the node's own name.
+    """
+
+    name: str
+    advertise_host: str
+
+    async def submit(self, request: AllocationRequest) -> str:
+        """Start an allocation; return its handle.
+
+        Raises:
+            CapacityExceeded: when it cannot fit now (try again later).
+            BackendError: when the backend refused it.
+        """
+        ...
+
+    async def status(self, handles: Sequence[str]) -> dict[str, AllocationStatus]:
+        """The state of each handle; unknown handles map to ``UNKNOWN``."""
+        ...
+
+    async def cancel(self, handle: str) -> None:
+        """Stop an allocation (politely first); a finished one is a no-op."""
+        ...
+
+    def render(self, request: AllocationRequest) -> str:
+        """Human-readable text of exactly what ``submit`` would run."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the backend; a local backend stops what it started."""
+        ...

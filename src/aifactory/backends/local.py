@@ -1,0 +1,147 @@
+"""Local backend: replicas are child processes of the control plane.
+
+Each allocation is a process group led by the launcher; cancel sends SIGTERM
+to the group, then SIGKILL after a grace period. The launcher and the engine
+ask Linux to kill them when their parent dies, so a control plane killed
+with -9 leaves no orphans. CPU threads are budgeted: the sum of the running
+replicas' ``cpus`` never exceeds ``cpus`` (oversubscribing 2 cores made two
+llama.cpp replicas 5-7x slower).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
+from aifactory.errors import BackendError, CapacityExceeded
+
+logger = logging.getLogger(__name__)
+
+_STOP_GRACE_S = 10.0
+
+
+@dataclass
+class _Allocation:
+    process: asyncio.subprocess.Process
+    cpus: int
+    cancelled: bool = False
+
+
+class LocalBackend:
+    """Runs each replica as a local process group."""
+
+    name = "local"
+    advertise_host = "127.0.0.1"
+
+    def __init__(self, cpus: int | None = None) -> None:
+        self.cpus = cpus or os.cpu_count() or 1
+        self._allocations: dict[str, _Allocation] = {}
+
+    @property
+    def cpus_in_use(self) -> int:
+        """CPUs held by allocations still running."""
+        return sum(a.cpus for a in self._allocations.values() if a.process.returncode is None)
+
+    async def submit(self, request: AllocationRequest) -> str:
+        """Start the launcher as a new process group."""
+        if request.resources.gpus:
+            raise BackendError(
+                f"{request.service}: the local backend has no GPUs to give.",
+                fix="set `resources.gpus: 0` or deploy with `backend: slurm`",
+            )
+        free = self.cpus - self.cpus_in_use
+        if request.resources.cpus > free:
+            raise CapacityExceeded(
+                f"{request.service}: needs {request.resources.cpus} CPUs, {free} of "
+                f"{self.cpus} free on this machine.",
+                fix="lower `resources.cpus`, delete another service, or set AIFACTORY_LOCAL_CPUS",
+            )
+        log = await asyncio.to_thread(_open_log, request.log_path)
+        with log:
+            process = await asyncio.create_subprocess_exec(
+                *request.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **request.env},
+            )
+        handle = str(process.pid)
+        self._allocations[handle] = _Allocation(process, request.resources.cpus)
+        logger.info("replica %s: started local process group %s", request.replica_id, handle)
+        return handle
+
+    async def status(self, handles: Sequence[str]) -> dict[str, AllocationStatus]:
+        """Running, or how the process ended."""
+        result = {}
+        for handle in handles:
+            allocation = self._allocations.get(handle)
+            if allocation is None:
+                result[handle] = AllocationStatus(AllocationState.UNKNOWN, "not started here")
+                continue
+            code = allocation.process.returncode
+            if code is None:
+                result[handle] = AllocationStatus(AllocationState.RUNNING, node="localhost")
+            elif allocation.cancelled:
+                result[handle] = AllocationStatus(AllocationState.CANCELLED, "cancelled", code)
+            elif code == 0:
+                result[handle] = AllocationStatus(AllocationState.COMPLETED, "exited 0", code)
+            else:
+                result[handle] = AllocationStatus(
+                    AllocationState.FAILED, _describe_exit(code), code
+                )
+        return result
+
+    async def cancel(self, handle: str) -> None:
+        """SIGTERM the process group, SIGKILL it after a grace period."""
+        allocation = self._allocations.get(handle)
+        if allocation is None:
+            return
+        allocation.cancelled = True
+        process = allocation.process
+        if process.returncode is None:
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), _STOP_GRACE_S)
+            except TimeoutError:
+                logger.warning("process group %s ignored SIGTERM; killing it", handle)
+                _signal_group(process.pid, signal.SIGKILL)
+                await process.wait()
+        # The engine may outlive its launcher by a moment: make sure the group is gone.
+        _signal_group(process.pid, signal.SIGKILL)
+
+    def render(self, request: AllocationRequest) -> str:
+        """The command line, quoted for reading."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(request.env.items()))
+        command = shlex.join(request.argv)
+        return f"{env} {command} >> {shlex.quote(str(request.log_path))} 2>&1".strip()
+
+    async def aclose(self) -> None:
+        """Stop every process this backend started."""
+        await asyncio.gather(*(self.cancel(h) for h in list(self._allocations)))
+        self._allocations.clear()
+
+
+def _open_log(path: Path) -> BinaryIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "ab")
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"

@@ -1,0 +1,255 @@
+"""The command line: ``aifactory`` (or ``aif``)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aifactory.client import AdminClient, ClientError
+from aifactory.config import Settings, load_settings
+from aifactory.errors import AIFactoryError
+
+app = typer.Typer(
+    help="aifactory: OpenAI-compatible endpoints on Slurm, Kubernetes or this machine.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings(**overrides: Any) -> Settings:
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _client() -> AdminClient:
+    return AdminClient(_settings())
+
+
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    background: Annotated[bool, typer.Option("--background", "-d", help="Run detached.")] = False,
+) -> None:
+    """Start the control plane (gateway, API, reconciler) on this machine."""
+    settings = _settings(host=host, port=port)
+    if background:
+        from aifactory.daemon import start_background
+
+        pid = start_background(settings)
+        console.print(
+            f"aifactory is up at {settings.control_url} (pid {pid}); stop it with `aifactory down`"
+        )
+        return
+    from aifactory.server import serve
+
+    serve(settings)
+
+
+@app.command()
+def down() -> None:
+    """Stop a control plane started with `up --background`."""
+    from aifactory.daemon import stop_background
+
+    if stop_background(_settings()):
+        console.print("aifactory stopped")
+    else:
+        console.print("no background aifactory was running")
+
+
+@app.command()
+def deploy(
+    spec: Annotated[Path, typer.Argument(help="Service spec (YAML).", exists=True, dir_okay=False)],
+    wait: Annotated[bool, typer.Option(help="Wait until a replica is ready.")] = True,
+) -> None:
+    """Deploy a service from a YAML spec."""
+    from aifactory.progress import wait_until_ready
+    from aifactory.specs import load_service
+
+    service = load_service(spec.read_text(), str(spec))
+    client = _client()
+    result = client.json(
+        "POST", "/api/services", content=spec.read_bytes(), headers={"X-Spec-Origin": str(spec)}
+    )
+    console.print(f"service [bold]{service.name}[/bold]: {result['result']}")
+    if wait and service.replicas.min > 0:
+        wait_until_ready(client, [service.name], console)
+
+
+@app.command()
+def services() -> None:
+    """List services and their replicas."""
+    rows = _client().json("GET", "/api/services")["services"]
+    table = Table("name", "models", "engine", "backend", "ready", "status", "waiting on")
+    for s in rows:
+        table.add_row(
+            s["name"],
+            ", ".join(s["models"]),
+            s["engine"],
+            s["backend"],
+            f"{s['ready']}/{s['wanted']}",
+            s["status"],
+            s["pending_reason"],
+        )
+    console.print(table)
+
+
+@app.command()
+def replicas(name: Annotated[str, typer.Argument(help="Service name.")]) -> None:
+    """Show the recent replicas of a service."""
+    rows = _client().json("GET", f"/api/services/{name}/replicas")["replicas"]
+    table = Table("replica", "backend", "state", "handle", "address", "in flight", "reason")
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["backend"],
+            r["state"],
+            r["handle"],
+            r["address"],
+            str(r["in_flight"]),
+            r["reason"],
+        )
+    console.print(table)
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="Service name.")],
+    replica: Annotated[str, typer.Option(help="Replica id (default: the newest).")] = "",
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines.")] = 100,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+) -> None:
+    """Print the log of a service's replica."""
+    client = _client()
+    seen = ""
+    while True:
+        text = client.request(
+            "GET", f"/api/services/{name}/logs", params={"replica": replica, "lines": lines}
+        ).text
+        new = text[len(seen) :] if seen and text.startswith(seen) else text
+        if new != seen or not follow:
+            console.out(new, end="", highlight=False)
+        if not follow:
+            return
+        seen = text
+        time.sleep(1)
+
+
+@app.command()
+def delete(
+    name: Annotated[str, typer.Argument(help="Service name.")],
+    wait: Annotated[bool, typer.Option(help="Wait until its replicas are stopped.")] = True,
+) -> None:
+    """Delete a service: its replicas drain, then stop."""
+    client = _client()
+    client.json("DELETE", f"/api/services/{name}")
+    if wait:
+        with console.status(f"draining and stopping {name}…"):
+            while True:
+                try:
+                    client.json("GET", f"/api/services/{name}")
+                except ClientError:
+                    break
+                time.sleep(0.3)
+    console.print(f"service [bold]{name}[/bold] deleted")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant (project) the key belongs to.")],
+    role: Annotated[str, typer.Option(help="user or admin.")] = "user",
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+) -> None:
+    """Create an API key (shown once)."""
+    issued = _client().json(
+        "POST", "/api/keys", json={"tenant": tenant, "role": role, "name": name}
+    )
+    console.print(
+        f"key {issued['id']} for tenant {issued['tenant']} ({issued['role']}), shown once:"
+    )
+    console.print(issued["key"], highlight=False, soft_wrap=True)
+
+
+@keys_app.command("ls")
+def keys_ls() -> None:
+    """List API keys (never their secrets)."""
+    rows = _client().json("GET", "/api/keys")["keys"]
+    table = Table("id", "tenant", "role", "prefix", "name", "created", "revoked")
+    for k in rows:
+        table.add_row(
+            str(k["id"]),
+            k["tenant"],
+            k["role"],
+            k["prefix"] + "…",
+            k["name"],
+            k["created_at"][:19],
+            "yes" if k["revoked"] else "",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Argument(help="Key id from `keys ls`.")]) -> None:
+    """Revoke an API key."""
+    _client().json("DELETE", f"/api/keys/{key_id}")
+    console.print(f"key {key_id} revoked")
+
+
+@app.command()
+def usage() -> None:
+    """Tokens used per tenant and model."""
+    rows = _client().json("GET", "/api/usage")["usage"]
+    table = Table("tenant", "model", "requests", "prompt tokens", "completion tokens")
+    for u in rows:
+        table.add_row(
+            u["tenant"],
+            u["model"],
+            str(u["requests"]),
+            str(u["prompt_tokens"]),
+            str(u["completion_tokens"]),
+        )
+    console.print(table)
+
+
+@app.command()
+def demo(
+    examples: Annotated[
+        Path, typer.Option(help="Folder with chat.yaml and embeddings.yaml.")
+    ] = Path("examples"),
+) -> None:
+    """Start everything, deploy the example chat and embeddings models, and use them."""
+    from aifactory.demo import run_demo
+
+    run_demo(_settings(), examples, console)
+
+
+def main() -> None:
+    """Entry point of the `aifactory` and `aif` commands."""
+    try:
+        app(standalone_mode=False)
+    except AIFactoryError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        if exc.fix:
+            err.print(f"[yellow]fix:[/yellow] {exc.fix}", highlight=False)
+        raise SystemExit(1) from None
+    except (typer.Abort, KeyboardInterrupt):
+        raise SystemExit(130) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise

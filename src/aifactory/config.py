@@ -1,0 +1,128 @@
+"""Settings: one typed object, read from arguments, ``AIFACTORY_*`` and a TOML file.
+
+Precedence, highest first: keyword arguments, ``AIFACTORY_*`` environment
+variables, the TOML file named by ``AIFACTORY_CONFIG`` (default
+``~/.config/aifactory/config.toml`` when it exists), then the defaults, which
+work on one machine with no configuration. Nothing else in aifactory reads
+``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from aifactory.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+BackendName = Literal["local", "slurm", "kubernetes"]
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "aifactory"
+
+
+def _config_file() -> Path:
+    explicit = os.environ.get("AIFACTORY_CONFIG")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "aifactory" / "config.toml"
+
+
+class Settings(BaseSettings):
+    """Every setting of aifactory, with single-machine defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="AIFACTORY_", extra="forbid", frozen=True)
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    public_url: str = ""
+    default_backend: BackendName = "local"
+    local_cpus: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    upstream_connect_timeout_s: float = Field(default=5.0, gt=0)
+    upstream_read_timeout_s: float = Field(default=600.0, gt=0)
+    reconcile_interval_s: float = Field(default=1.0, gt=0)
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    api_url: str = ""
+    api_key: str = ""
+    require_integration: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order the sources: arguments, environment, TOML file, defaults."""
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        return (init_settings, env_settings, toml)
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data directory."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'aifactory.db'}"
+
+    @cached_property
+    def control_url(self) -> str:
+        """The URL replicas use to register with this control plane."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @cached_property
+    def client_url(self) -> str:
+        """The URL the CLI talks to."""
+        return (self.api_url or self.control_url).rstrip("/")
+
+    @property
+    def admin_key_file(self) -> Path:
+        """Where the first admin key is written on first start (mode 0600)."""
+        return self.data_dir / "admin.key"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where replica and server logs go."""
+        return self.data_dir / "logs"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where converted model files are cached."""
+        return self.data_dir / "cache"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation errors into a readable ConfigError.
+
+    Raises:
+        ConfigError: naming the key, the bad value and what is accepted.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(
+            f"Setting {key!r} has a bad value {first.get('input')!r}: {first['msg']}.",
+            fix=f"set AIFACTORY_{key.upper()} (or `{key}` in {_config_file()}) to a valid value",
+        ) from exc

@@ -1,0 +1,144 @@
+"""The fleet: live services and replicas in memory, and the routing choice.
+
+The reconciler writes here; the gateway reads through the ``Router``
+protocol (``resolve``, ``acquire``, ``release``). Picking is least
+outstanding requests among ready replicas, ties broken in turn.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aifactory.specs import Service
+
+
+class ReplicaState(enum.Enum):
+    """The lifecycle of a replica, in order.
+
+    submitted -> registered -> healthy -> ready -> draining -> gone,
+    with ``failed`` reachable from any state before ``gone``.
+    """
+
+    SUBMITTED = "submitted"
+    REGISTERED = "registered"
+    HEALTHY = "healthy"
+    READY = "ready"
+    DRAINING = "draining"
+    GONE = "gone"
+    FAILED = "failed"
+
+
+STARTING = {ReplicaState.SUBMITTED, ReplicaState.REGISTERED, ReplicaState.HEALTHY}
+ACTIVE = STARTING | {ReplicaState.READY}
+
+
+@dataclass
+class LiveReplica:
+    """What the control plane tracks about one replica while it lives."""
+
+    id: str
+    service: str
+    backend: str
+    state: ReplicaState = ReplicaState.SUBMITTED
+    handle: str = ""
+    base_url: str = ""
+    token_hash: str = ""
+    in_flight: int = 0
+    health_failures: int = 0
+    suspect: bool = False
+    created_at: float = field(default_factory=time.monotonic)
+    changed_at: float = field(default_factory=time.monotonic)
+    last_health_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One request's hold on a replica; give it back with ``Fleet.release``."""
+
+    replica_id: str
+    base_url: str
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model name clients may use, and the service behind it."""
+
+    name: str
+    service: str
+    created: int
+
+
+class Fleet:
+    """Services and their replicas as the router and reconciler see them."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, Service] = {}
+        self.replicas: dict[str, LiveReplica] = {}
+        self._models: dict[str, ModelEntry] = {}
+        self._turn = itertools.count()
+
+    def set_services(self, services: Iterable[tuple[Service, int]]) -> None:
+        """Replace the set of routable services (with their creation times)."""
+        self.services = {}
+        self._models = {}
+        for service, created in services:
+            self.services[service.name] = service
+            for name in service.served_names():
+                self._models[name] = ModelEntry(name, service.name, created)
+
+    def of_service(self, service: str) -> list[LiveReplica]:
+        """The live replicas of one service."""
+        return [r for r in self.replicas.values() if r.service == service]
+
+    # the Router protocol
+
+    def resolve(self, model: str) -> str | None:
+        """The service serving ``model`` (a name or an alias), if any."""
+        entry = self._models.get(model)
+        return entry.service if entry else None
+
+    def models(self) -> list[ModelEntry]:
+        """Every model name clients may use."""
+        return list(self._models.values())
+
+    def acquire(self, service: str, exclude: set[str]) -> Lease | None:
+        """Take the ready replica with the fewest requests in flight."""
+        best: LiveReplica | None = None
+        turn = next(self._turn)
+        candidates = [
+            r
+            for r in self.replicas.values()
+            if r.service == service
+            and r.state is ReplicaState.READY
+            and not r.suspect
+            and r.id not in exclude
+        ]
+        if not candidates:
+            return None
+        offset = turn % len(candidates)
+        for replica in candidates[offset:] + candidates[:offset]:
+            if best is None or replica.in_flight < best.in_flight:
+                best = replica
+        assert best is not None
+        best.in_flight += 1
+        return Lease(best.id, best.base_url)
+
+    def release(self, replica_id: str, failed: bool = False) -> None:
+        """Give a replica back; ``failed`` marks it suspect until its next health check."""
+        replica = self.replicas.get(replica_id)
+        if replica is None:
+            return
+        replica.in_flight -= 1
+        if failed:
+            replica.suspect = True
+            replica.last_health_at = 0.0
+
+    def ready_count(self, service: str) -> int:
+        """How many replicas of ``service`` take traffic now."""
+        return sum(
+            1 for r in self.of_service(service) if r.state is ReplicaState.READY and not r.suspect
+        )

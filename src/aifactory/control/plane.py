@@ -1,0 +1,191 @@
+"""The control plane facade: what the admin API and the CLI may ask for."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from aifactory.config import Settings
+from aifactory.control.fleet import Fleet
+from aifactory.control.reconciler import Reconciler
+from aifactory.engines import locate, render_engine
+from aifactory.errors import AIFactoryError, BadRequest, Conflict, NotFound
+from aifactory.specs import Service
+from aifactory.store import ReplicaRow, Store
+
+_HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^[0-9a-fA-F:]{2,39}$")
+
+
+class ControlPlane:
+    """Deploy, delete and inspect services; accept replica registrations."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.fleet = Fleet()
+        self.reconciler = Reconciler(settings, store, self.fleet)
+
+    async def start(self) -> None:
+        """Start reconciling."""
+        await self.reconciler.start()
+
+    async def stop(self) -> None:
+        """Drain and stop every replica."""
+        await self.reconciler.stop()
+
+    async def deploy(self, service: Service, tenant_id: int | None) -> str:
+        """Add a service; ``"created"``, or ``"unchanged"`` for the same spec again.
+
+        Raises:
+            Conflict: the name or a model name is taken by a different service.
+            BadRequest: the engine or backend cannot run this spec.
+        """
+        self._check_runnable(service)
+        existing = await asyncio.to_thread(self.store.service, service.name)
+        if existing is not None:
+            if existing.status == "deleting":
+                raise Conflict(
+                    f"service {service.name!r} is being deleted.", fix="wait a moment and retry"
+                )
+            if existing.spec == service.to_document():
+                return "unchanged"
+            raise Conflict(
+                f"service {service.name!r} already exists with a different spec.",
+                fix=f"run `aifactory delete {service.name}` first, or pick another name",
+            )
+        for name in service.served_names():
+            owner = self.fleet.resolve(name)
+            if owner is not None:
+                raise Conflict(
+                    f"model name {name!r} is already served by service {owner!r}.",
+                    fix="choose another model name or alias",
+                )
+        await asyncio.to_thread(
+            self.store.add_service, service.name, service.to_document(), tenant_id
+        )
+        self.reconciler.wake()
+        return "created"
+
+    def _check_runnable(self, service: Service) -> None:
+        backend_name = service.backend or self.settings.default_backend
+        try:
+            self.reconciler.backend(backend_name)
+            render_engine(service, self.settings.cache_dir)
+            if backend_name == "local" and service.engine.type == "llama.cpp":
+                locate(service.engine.model)
+        except AIFactoryError as exc:
+            raise BadRequest(exc.message, exc.fix, param="engine") from exc
+        if backend_name == "local" and service.resources.cpus > self.settings.local_cpus:
+            raise BadRequest(
+                f"service {service.name!r} asks for {service.resources.cpus} CPUs per replica; "
+                f"this machine gives the local backend {self.settings.local_cpus}.",
+                fix="lower `resources.cpus` or set AIFACTORY_LOCAL_CPUS",
+                param="resources.cpus",
+            )
+
+    async def delete(self, name: str) -> None:
+        """Mark a service for deletion; its replicas drain, then it disappears.
+
+        Raises:
+            NotFound: no such service.
+        """
+        if await asyncio.to_thread(self.store.service, name) is None:
+            raise NotFound(f"service {name!r} does not exist.", fix="see `aifactory services`")
+        await asyncio.to_thread(self.store.set_service_status, name, "deleting")
+        self.reconciler.wake()
+
+    async def services(self) -> list[dict[str, Any]]:
+        """A summary of every service."""
+        rows = await asyncio.to_thread(self.store.services)
+        return [self._summary(row.name, row.status, row.spec) for row in rows]
+
+    async def describe(self, name: str) -> dict[str, Any]:
+        """One service with its spec and live replicas.
+
+        Raises:
+            NotFound: no such service.
+        """
+        row = await asyncio.to_thread(self.store.service, name)
+        if row is None:
+            raise NotFound(f"service {name!r} does not exist.", fix="see `aifactory services`")
+        summary = self._summary(row.name, row.status, row.spec)
+        summary["spec"] = row.spec
+        summary["replicas"] = await self.replicas(name)
+        return summary
+
+    def _summary(self, name: str, status: str, spec: dict[str, Any]) -> dict[str, Any]:
+        live = self.fleet.of_service(name)
+        states: dict[str, int] = {}
+        for replica in live:
+            states[replica.state.value] = states.get(replica.state.value, 0) + 1
+        models = [m["name"] if isinstance(m, dict) else m for m in spec.get("models", [])]
+        return {
+            "name": name,
+            "status": status,
+            "models": models,
+            "engine": spec.get("engine", {}).get("type"),
+            "backend": spec.get("backend") or self.settings.default_backend,
+            "wanted": spec.get("replicas", {}).get("min", 1),
+            "ready": self.fleet.ready_count(name),
+            "replica_states": states,
+            "in_flight": sum(r.in_flight for r in live),
+            "pending_reason": self.reconciler.pending_reason.get(name, ""),
+        }
+
+    async def replicas(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Recent replicas of a service, newest last, live ones with their load."""
+        rows = await asyncio.to_thread(self.store.replicas, name)
+        return [self._replica_view(row) for row in rows[-limit:]]
+
+    def _replica_view(self, row: ReplicaRow) -> dict[str, Any]:
+        live = self.fleet.replicas.get(row.id)
+        return {
+            "id": row.id,
+            "backend": row.backend,
+            "state": live.state.value if live else row.state,
+            "handle": row.handle,
+            "address": f"{row.host}:{row.port}" if row.host else "",
+            "in_flight": live.in_flight if live else 0,
+            "reason": row.reason,
+            "created_at": row.created_at.isoformat(),
+            "updated_at": row.updated_at.isoformat(),
+            "log": row.log_path,
+        }
+
+    async def logs(self, name: str, replica_id: str = "", lines: int = 200) -> str:
+        """The last lines of a replica's log (the newest replica by default).
+
+        Raises:
+            NotFound: no such service or replica, or nothing logged yet.
+        """
+        rows = await asyncio.to_thread(self.store.replicas, name)
+        if replica_id:
+            rows = [r for r in rows if r.id == replica_id]
+        if not rows:
+            raise NotFound(
+                f"no replica {replica_id or ''} of service {name!r} has logs.".replace("  ", " ")
+            )
+        path = Path(rows[-1].log_path)
+        return await asyncio.to_thread(_tail, path, lines)
+
+    async def register(self, replica_id: str, token: str, host: Any, port: Any) -> None:
+        """Accept a launcher's registration.
+
+        Raises:
+            BadRequest: a malformed host or port.
+        """
+        if not isinstance(host, str) or not _HOST.match(host):
+            raise BadRequest(f"host {host!r} is not a host name or address.", param="host")
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise BadRequest(f"port {port!r} is not a TCP port.", param="port")
+        await self.reconciler.register(replica_id, token, host, port)
+
+
+def _tail(path: Path, lines: int) -> str:
+    if not path.exists():
+        return ""
+    with path.open(errors="replace") as handle:
+        return "".join(deque(handle, maxlen=lines))

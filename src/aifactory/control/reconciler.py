@@ -1,0 +1,383 @@
+"""The reconciler: the only place that decides how many replicas exist and where.
+
+Every tick it compares what the specs want with what runs, and acts::
+
+    specs (store) --> want N replicas of S
+    fleet         --> have: submitted | registered | healthy | ready | draining
+    backends      --> which allocations ended (crash, walltime, cancel)
+    health checks --> registered -> healthy -> ready; ready -> failed
+
+    fewer than wanted -> submit one (after back-off if the last ones failed)
+    more than wanted  -> drain extras; drained (no request in flight) -> cancel -> gone
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from aifactory import metrics
+from aifactory.backends import AllocationRequest, Backend, load_backend
+from aifactory.config import Settings
+from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
+from aifactory.control.health import probe
+from aifactory.engines import render_engine
+from aifactory.errors import (
+    AIFactoryError,
+    BackendError,
+    CapacityExceeded,
+    Conflict,
+    NotFound,
+    SpecError,
+    Unauthorized,
+)
+from aifactory.specs import Service, load_service
+from aifactory.store import Store
+from aifactory.tenancy import hash_key
+
+logger = logging.getLogger(__name__)
+
+_MAX_BACKOFF_S = 60.0
+_CAPACITY_RETRY_S = 5.0
+
+
+class Reconciler:
+    """Drives replicas of every service toward their spec."""
+
+    def __init__(self, settings: Settings, store: Store, fleet: Fleet) -> None:
+        self._settings = settings
+        self._store = store
+        self._fleet = fleet
+        self._backends: dict[str, Backend] = {}
+        self._failures: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
+        self.pending_reason: dict[str, str] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._cancels: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+
+    # lifecycle of the reconciler itself
+
+    async def start(self) -> None:
+        """Forget replicas of an earlier run, then start the loop."""
+        self._session = aiohttp.ClientSession()
+        stale = [r.id for r in await asyncio.to_thread(self._store.replicas, None, True)]
+        if stale:
+            # Local replicas die with the control plane (PR_SET_PDEATHSIG).
+            await asyncio.to_thread(
+                self._store.mark_replicas, stale, "gone", "control plane restarted"
+            )
+        await self.tick()
+        self._task = asyncio.create_task(self._loop(), name="reconciler")
+
+    async def stop(self) -> None:
+        """Stop the loop and every replica, draining in-flight requests first."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        live = list(self._fleet.replicas.values())
+        for replica in live:
+            replica.state = ReplicaState.DRAINING
+        deadline = time.monotonic() + self._settings.drain_timeout_s
+        while any(r.in_flight for r in live) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        await asyncio.gather(*self._cancels, return_exceptions=True)
+        await asyncio.gather(*(b.aclose() for b in self._backends.values()))
+        ids = [r.id for r in live]
+        if ids:
+            await asyncio.to_thread(self._store.mark_replicas, ids, "gone", "control plane stopped")
+        self._fleet.replicas.clear()
+        if self._session is not None:
+            await self._session.close()
+
+    def wake(self) -> None:
+        """Run the next tick now rather than at the next interval."""
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._settings.reconcile_interval_s)
+            self._wake.clear()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("reconcile tick failed; retrying next tick")
+
+    # one tick
+
+    async def tick(self) -> None:
+        """Observe, then act once."""
+        rows = await asyncio.to_thread(self._store.services)
+        active: list[tuple[Service, int]] = []
+        deleting: list[str] = []
+        for row in rows:
+            if row.status == "deleting":
+                deleting.append(row.name)
+                continue
+            try:
+                active.append(
+                    (load_service(dict(row.spec), row.name), int(row.created_at.timestamp()))
+                )
+            except SpecError as exc:
+                logger.error("service %s has an invalid stored spec: %s", row.name, exc)
+        self._fleet.set_services(active)
+        await self._poll_allocations()
+        await self._check_health()
+        for service, _created in active:
+            await self._converge(service)
+        for name in deleting:
+            await self._remove(name)
+        await self._drain_step()
+        self._export_metrics()
+
+    async def _converge(self, service: Service) -> None:
+        replicas = [r for r in self._fleet.of_service(service.name) if r.state in ACTIVE]
+        wanted = service.replicas.min
+        if len(replicas) < wanted:
+            if time.monotonic() >= self._retry_at.get(service.name, 0.0):
+                await self._launch(service)
+        elif len(replicas) > wanted:
+            extras = sorted(replicas, key=lambda r: (r.state is ReplicaState.READY, -r.created_at))[
+                : len(replicas) - wanted
+            ]
+            for replica in extras:
+                await self._transition(replica, ReplicaState.DRAINING, "scaled down")
+
+    async def _remove(self, name: str) -> None:
+        replicas = self._fleet.of_service(name)
+        for replica in replicas:
+            if replica.state is not ReplicaState.DRAINING:
+                await self._transition(replica, ReplicaState.DRAINING, "service deleted")
+        if not replicas:
+            await asyncio.to_thread(self._store.remove_service, name)
+            self._failures.pop(name, None)
+            self._retry_at.pop(name, None)
+            self.pending_reason.pop(name, None)
+            logger.info("service %s: deleted", name)
+
+    # launching and registration
+
+    def backend(self, name: str) -> Backend:
+        """The backend called ``name``, built on first use."""
+        if name not in self._backends:
+            options: dict[str, Any] = {"cpus": self._settings.local_cpus} if name == "local" else {}
+            self._backends[name] = load_backend(name, **options)
+        return self._backends[name]
+
+    def allocation_request(
+        self, service: Service, replica_id: str, token_file: Path
+    ) -> AllocationRequest:
+        """What a new replica of ``service`` would run."""
+        backend = self.backend(service.backend or self._settings.default_backend)
+        engine = render_engine(service, self._settings.cache_dir)
+        argv = (
+            sys.executable, "-m", "aifactory.launcher",
+            "--control-url", self._settings.control_url,
+            "--replica-id", replica_id,
+            "--token-file", str(token_file),
+            "--advertise-host", backend.advertise_host,
+            "--", *engine.argv,
+        )  # fmt: skip
+        return AllocationRequest(
+            replica_id=replica_id,
+            service=service.name,
+            argv=argv,
+            resources=service.resources,
+            time_limit_s=service.time_limit_s,
+            log_path=self._settings.logs_dir / service.name / f"{replica_id}.log",
+            env=engine.env,
+        )
+
+    async def _launch(self, service: Service) -> None:
+        replica_id = f"{service.name}-{secrets.token_hex(3)}"
+        token = secrets.token_urlsafe(32)
+        token_file = self._settings.data_dir / "run" / f"{replica_id}.token"
+        try:
+            request = self.allocation_request(service, replica_id, token_file)
+            backend = self.backend(service.backend or self._settings.default_backend)
+        except AIFactoryError as exc:
+            self._note_failure(service.name, str(exc))
+            return
+        await asyncio.to_thread(_write_secret, token_file, token)
+        replica = LiveReplica(replica_id, service.name, backend.name, token_hash=hash_key(token))
+        self._fleet.replicas[replica_id] = replica
+        try:
+            replica.handle = await backend.submit(request)
+        except CapacityExceeded as exc:
+            del self._fleet.replicas[replica_id]
+            token_file.unlink(missing_ok=True)
+            self.pending_reason[service.name] = str(exc)
+            self._retry_at[service.name] = time.monotonic() + _CAPACITY_RETRY_S
+            return
+        except BackendError as exc:
+            del self._fleet.replicas[replica_id]
+            token_file.unlink(missing_ok=True)
+            self._note_failure(service.name, str(exc))
+            return
+        self.pending_reason.pop(service.name, None)
+        await asyncio.to_thread(
+            self._store.add_replica,
+            id=replica_id,
+            service=service.name,
+            backend=backend.name,
+            state=ReplicaState.SUBMITTED.value,
+            handle=replica.handle,
+            log_path=str(request.log_path),
+        )
+        logger.info("replica %s: submitted to %s as %s", replica_id, backend.name, replica.handle)
+
+    async def register(self, replica_id: str, token: str, host: str, port: int) -> None:
+        """Accept a launcher's report of where its engine listens (once).
+
+        Raises:
+            NotFound: no such live replica.
+            Unauthorized: wrong or already used token.
+            Conflict: the replica is past registration.
+        """
+        replica = self._fleet.replicas.get(replica_id)
+        if replica is None:
+            raise NotFound(f"replica {replica_id!r} is not live.")
+        if not replica.token_hash or not hmac.compare_digest(replica.token_hash, hash_key(token)):
+            raise Unauthorized(f"registration token for replica {replica_id!r} is not valid.")
+        if replica.state is not ReplicaState.SUBMITTED:
+            raise Conflict(f"replica {replica_id!r} is {replica.state.value}, not submitted.")
+        replica.token_hash = ""
+        replica.base_url = f"http://{host}:{port}"
+        await self._transition(
+            replica, ReplicaState.REGISTERED, f"engine at {host}:{port}", host=host, port=port
+        )
+        self.wake()
+
+    # observing
+
+    async def _poll_allocations(self) -> None:
+        by_backend: dict[str, list[LiveReplica]] = {}
+        for replica in self._fleet.replicas.values():
+            if replica.handle:
+                by_backend.setdefault(replica.backend, []).append(replica)
+        for name, replicas in by_backend.items():
+            statuses = await self.backend(name).status([r.handle for r in replicas])
+            for replica in replicas:
+                status = statuses[replica.handle]
+                if not status.state.finished:
+                    continue
+                if replica.state is ReplicaState.DRAINING:
+                    await self._transition(replica, ReplicaState.GONE, status.reason)
+                else:
+                    await self._fail(replica, f"allocation ended: {status.reason}")
+
+    async def _check_health(self) -> None:
+        now = time.monotonic()
+        due: list[tuple[LiveReplica, Service]] = []
+        for replica in list(self._fleet.replicas.values()):
+            service = self._fleet.services.get(replica.service)
+            if service is None or replica.state not in ACTIVE:
+                continue
+            if (
+                replica.state in STARTING
+                and now - replica.created_at > service.health.start_timeout_s
+            ):
+                await self._fail(
+                    replica, f"not ready after {service.health.start_timeout_s:.0f}s start timeout"
+                )
+            elif replica.base_url and (
+                replica.state is not ReplicaState.READY
+                or replica.suspect
+                or now - replica.last_health_at >= service.health.interval_s
+            ):
+                due.append((replica, service))
+        results = await asyncio.gather(*(self._probe(r, s) for r, s in due))
+        for (replica, service), result in zip(due, results, strict=True):
+            replica.last_health_at = time.monotonic()
+            if result.ok:
+                replica.health_failures = 0
+                replica.suspect = False
+                if replica.state is not ReplicaState.READY:
+                    if replica.state is ReplicaState.REGISTERED:
+                        await self._transition(replica, ReplicaState.HEALTHY, "engine answers")
+                    await self._transition(replica, ReplicaState.READY, "health check passed")
+                    self._failures[service.name] = 0
+            elif result.answered and replica.state is ReplicaState.REGISTERED:
+                await self._transition(replica, ReplicaState.HEALTHY, result.detail)
+            elif replica.state is ReplicaState.READY:
+                replica.health_failures += 1
+                if replica.health_failures >= service.health.failure_threshold:
+                    await self._fail(replica, result.detail)
+
+    async def _probe(self, replica: LiveReplica, service: Service) -> Any:
+        assert self._session is not None
+        return await probe(
+            self._session, replica.base_url + service.health.path, service.health.timeout_s
+        )
+
+    # acting
+
+    async def _drain_step(self) -> None:
+        now = time.monotonic()
+        for replica in list(self._fleet.replicas.values()):
+            if replica.state is not ReplicaState.DRAINING or replica.handle == "":
+                continue
+            if replica.in_flight == 0 or now - replica.changed_at > self._settings.drain_timeout_s:
+                self._cancel(replica)
+                replica.handle = ""  # cancel once; the poll will not see it again
+                await self._transition(replica, ReplicaState.GONE, "drained and stopped")
+
+    def _cancel(self, replica: LiveReplica) -> None:
+        backend = self.backend(replica.backend)
+        task = asyncio.create_task(backend.cancel(replica.handle))
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+
+    async def _fail(self, replica: LiveReplica, reason: str) -> None:
+        if replica.handle:
+            self._cancel(replica)
+        self._note_failure(replica.service, reason)
+        await self._transition(replica, ReplicaState.FAILED, reason)
+
+    def _note_failure(self, service: str, reason: str) -> None:
+        count = self._failures.get(service, 0) + 1
+        self._failures[service] = count
+        delay = min(_MAX_BACKOFF_S, 2.0 ** (count - 1))
+        self._retry_at[service] = time.monotonic() + delay
+        self.pending_reason[service] = f"{reason} (retrying in {delay:.0f}s)"
+        logger.warning("service %s: %s; next try in %.0fs", service, reason, delay)
+
+    async def _transition(
+        self, replica: LiveReplica, state: ReplicaState, reason: str, **fields: Any
+    ) -> None:
+        logger.info(
+            "replica %s: %s -> %s (%s)", replica.id, replica.state.value, state.value, reason
+        )
+        replica.state = state
+        replica.changed_at = time.monotonic()
+        if state in (ReplicaState.GONE, ReplicaState.FAILED):
+            self._fleet.replicas.pop(replica.id, None)
+        await asyncio.to_thread(
+            self._store.update_replica, replica.id, state=state.value, reason=reason, **fields
+        )
+
+    def _export_metrics(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for replica in self._fleet.replicas.values():
+            key = (replica.service, replica.state.value)
+            counts[key] = counts.get(key, 0) + 1
+        metrics.set_replica_counts(counts)
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.touch(mode=0o600)
+    path.write_text(secret)

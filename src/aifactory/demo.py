@@ -1,0 +1,116 @@
+"""The newcomer's demo: up, deploy chat + embeddings, ask with the openai SDK."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+
+from aifactory.client import AdminClient, ClientError
+from aifactory.config import Settings
+from aifactory.progress import wait_until_ready
+from aifactory.specs import load_service
+
+SPECS = ("chat.yaml", "embeddings.yaml")
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def run_demo(settings: Settings, examples: Path, console: Console) -> None:
+    """Run the whole tour, printing what happens and what to try next.
+
+    Raises:
+        ClientError: when a step fails (with the fix).
+    """
+    from openai import OpenAI
+
+    client = AdminClient(settings)
+    if client.healthy():
+        console.print(f"[bold]1.[/bold] control plane already running at {client.url}")
+    else:
+        from aifactory.daemon import start_background
+
+        with console.status("[bold]1.[/bold] starting the control plane…"):
+            start_background(settings)
+        client = AdminClient(settings)
+        console.print(f"[bold]1.[/bold] control plane up at {client.url} (local backend, SQLite)")
+
+    names = []
+    for filename in SPECS:
+        path = examples / filename
+        if not path.exists():
+            raise ClientError(f"{path} not found.", fix="run the demo from the repository root")
+        service = load_service(path.read_text(), str(path))
+        result = client.json(
+            "POST", "/api/services", content=path.read_bytes(), headers={"X-Spec-Origin": str(path)}
+        )
+        console.print(
+            f"[bold]2.[/bold] deployed {path}: "
+            f"service [bold]{service.name}[/bold] ({result['result']})"
+        )
+        names.append(service.name)
+    wait_until_ready(client, names, console)
+
+    issued = client.json("POST", "/api/keys", json={"tenant": "demo", "name": "demo key"})
+    key = issued["key"]
+    base_url = f"{client.url}/v1"
+    openai = OpenAI(base_url=base_url, api_key=key)
+    chat_model = load_service((examples / SPECS[0]).read_text()).models[0].name
+    embed_model = load_service((examples / SPECS[1]).read_text()).models[0].name
+
+    question = "In one sentence, what is a supercomputer?"
+    console.print(
+        f"\n[bold]3.[/bold] chat with [bold]{chat_model}[/bold] via the openai SDK (streamed)"
+    )
+    console.print(f"[dim]> {question}[/dim]")
+    stream = openai.chat.completions.create(
+        model=chat_model,
+        messages=[{"role": "user", "content": question}],
+        max_tokens=80,
+        stream=True,
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            console.out(chunk.choices[0].delta.content, end="", highlight=False)
+    console.print()
+
+    sentences = [
+        "A man is playing a guitar.",
+        "Someone plays the guitar.",
+        "The stock market fell sharply today.",
+    ]
+    vectors = [
+        d.embedding for d in openai.embeddings.create(model=embed_model, input=sentences).data
+    ]
+    console.print(
+        f"\n[bold]4.[/bold] embeddings with [bold]{embed_model}[/bold] "
+        f"({len(vectors[0])} dimensions)"
+    )
+    console.print(f"    similar sentences:   {_cosine(vectors[0], vectors[1]):.3f}")
+    console.print(f"    unrelated sentences: {_cosine(vectors[0], vectors[2]):.3f}")
+
+    example_body = json.dumps(
+        {"model": chat_model, "messages": [{"role": "user", "content": "Hi"}]}
+    )
+    console.print(
+        Panel.fit(
+            f"API URL   {base_url}\n"
+            f"API key   {key}   (tenant 'demo'; admin key in {settings.admin_key_file})\n\n"
+            "Try next:\n"
+            f"  curl {base_url}/chat/completions -H 'Authorization: Bearer {key}' \\\n"
+            f"       -H 'Content-Type: application/json' \\\n"
+            f"       -d '{example_body}'\n"
+            "  .venv/bin/aif services          .venv/bin/aif replicas chat\n"
+            "  .venv/bin/aif logs chat         .venv/bin/aif usage\n"
+            "  .venv/bin/aif keys create --tenant myproject\n"
+            "  .venv/bin/aif delete embeddings .venv/bin/aif down",
+            title="aifactory is running",
+            border_style="green",
+        )
+    )

@@ -1,0 +1,51 @@
+"""Recipe: llama.cpp's C++ server on CPU, through our ``llamacpp_server`` runner."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from aifactory.engines.base import HOST, PORT, EngineLaunch
+from aifactory.errors import EngineError
+from aifactory.specs import Service
+
+# spec `engine.args` name -> runner flag; booleans become bare flags.
+ARGS = {
+    "ctx_size": "--ctx-size",
+    "parallel": "--parallel",
+    "batch_size": "--batch-size",
+    "ubatch_size": "--ubatch-size",
+    "embedding": "--embedding",
+    "pooling": "--pooling",
+    "chat_template": "--chat-template",
+    "jinja": "--jinja",
+}
+
+
+def render(service: Service, cache_dir: Path, python: str = sys.executable) -> EngineLaunch:
+    """The argv that starts llama.cpp for ``service``.
+
+    Raises:
+        EngineError: for an argument llama.cpp does not take.
+    """
+    engine = service.engine
+    argv = [python, "-m", "aifactory.engines.llamacpp_server", "--model", engine.model]
+    for name in service.served_names():
+        argv += ["--alias", name]
+    argv += ["--host", HOST, "--port", PORT, "--threads", str(service.resources.cpus)]
+    argv += ["--cache-dir", str(cache_dir)]
+    for name, value in engine.args.items():
+        flag = ARGS.get(name.replace("-", "_"))
+        if flag is None:
+            raise EngineError(
+                f"engine argument {name!r} is not known to llama.cpp.",
+                fix=f"use one of: {', '.join(sorted(ARGS))}",
+            )
+        if isinstance(value, bool):
+            if flag == "--jinja":
+                argv.append("--jinja" if value else "--no-jinja")
+            elif value:
+                argv.append(flag)
+        else:
+            argv += [flag, str(value)]
+    return EngineLaunch(tuple(argv), env=dict(engine.env), threads=service.resources.cpus)

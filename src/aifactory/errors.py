@@ -1,0 +1,199 @@
+"""The one error tree of aifactory.
+
+Every error a user can act on carries a ``fix`` sentence. Each API turns these
+errors into its own format in one place (the gateway writes OpenAI error JSON).
+
+::
+
+    AIFactoryError
+     +-- ConfigError             bad setting (env var or TOML file)
+     +-- SpecError               a Service spec failed validation
+     +-- EngineError             an engine cannot be launched as asked
+     +-- BackendError            a backend could not do what was asked
+     |    +-- CapacityExceeded   not enough free CPUs/GPUs for a replica now
+     +-- APIError                an HTTP request cannot be served
+          +-- BadRequest           400
+          +-- Unauthorized         401
+          +-- Forbidden            403
+          +-- NotFound             404
+          |    +-- ModelNotFound     404 for an unknown model
+          +-- Conflict             409
+          +-- PayloadTooLarge      413
+          +-- RateLimited          429
+          +-- UpstreamError        502
+          +-- NoReplicaAvailable   503
+          +-- UpstreamTimeout      504
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AIFactoryError",
+    "APIError",
+    "BackendError",
+    "BadRequest",
+    "CapacityExceeded",
+    "ConfigError",
+    "Conflict",
+    "EngineError",
+    "Forbidden",
+    "ModelNotFound",
+    "NoReplicaAvailable",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "SpecError",
+    "Unauthorized",
+    "UpstreamError",
+    "UpstreamTimeout",
+]
+
+
+class AIFactoryError(Exception):
+    """Base of every error aifactory raises on purpose.
+
+    Args:
+        message: What went wrong, naming the offending value.
+        fix: One sentence telling the user what to do about it.
+    """
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message} Fix: {self.fix}" if self.fix else self.message
+
+
+class ConfigError(AIFactoryError):
+    """Raised by ``config.load_settings`` when a setting has a bad value."""
+
+
+class SpecError(AIFactoryError):
+    """Raised by ``specs.load_service`` when a spec fails validation."""
+
+
+class EngineError(AIFactoryError):
+    """Raised by ``engines`` when an engine cannot be launched as asked."""
+
+
+class BackendError(AIFactoryError):
+    """Raised by a backend when submit, status or cancel fails."""
+
+
+class CapacityExceeded(BackendError):
+    """Raised by a backend's submit when the replica does not fit right now.
+
+    The reconciler keeps the replica wanted and tries again later.
+    """
+
+
+class APIError(AIFactoryError):
+    """Base of errors that become an HTTP response.
+
+    Args:
+        message: Shown to the client.
+        fix: Appended to the message for the client.
+        headers: Extra response headers (``Retry-After``).
+    """
+
+    status_code = 500
+    error_type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        fix: str = "",
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, fix)
+        self.param = param
+        self.headers = headers or {}
+
+
+class BadRequest(APIError):
+    """Raised when a request body or parameter is malformed (400)."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class Unauthorized(APIError):
+    """Raised when the API key is missing, unknown or revoked (401)."""
+
+    status_code = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(APIError):
+    """Raised when a valid key lacks the role an endpoint needs (403)."""
+
+    status_code = 403
+    error_type = "permission_error"
+
+
+class NotFound(APIError):
+    """Raised when a path or named object does not exist (404)."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    """Raised by the gateway when no service serves the requested model (404)."""
+
+    code = "model_not_found"
+
+
+class Conflict(APIError):
+    """Raised when an object already exists or is in the wrong state (409)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "conflict"
+
+
+class PayloadTooLarge(APIError):
+    """Raised when a request body exceeds the configured limit (413)."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(APIError):
+    """Raised when a limit is hit; carries ``Retry-After`` (429)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(APIError):
+    """Raised by the gateway when every tried replica failed (502)."""
+
+    status_code = 502
+    error_type = "server_error"
+    code = "upstream_error"
+
+
+class NoReplicaAvailable(APIError):
+    """Raised by the gateway when a model has no ready replica (503)."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "no_replica_available"
+
+
+class UpstreamTimeout(APIError):
+    """Raised by the gateway when a replica does not answer in time (504)."""
+
+    status_code = 504
+    error_type = "server_error"
+    code = "upstream_timeout"

@@ -1,0 +1,61 @@
+"""What the gateway asks of the control plane to route a request."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class Lease(Protocol):
+    """A request's hold on one replica."""
+
+    @property
+    def replica_id(self) -> str:
+        """The replica's id."""
+        ...
+
+    @property
+    def base_url(self) -> str:
+        """Where the replica's engine listens (``http://host:port``)."""
+        ...
+
+
+class ModelInfo(Protocol):
+    """A model name clients may use."""
+
+    @property
+    def name(self) -> str:
+        """The model name or alias."""
+        ...
+
+    @property
+    def created(self) -> int:
+        """Unix time the serving service was created."""
+        ...
+
+
+class Router(Protocol):
+    """Picks replicas for the gateway.
+
+    ::
+
+        resolve(model)            -> service name, or None (404)
+        acquire(service, exclude) -> Lease, or None (no ready replica: 503)
+        release(replica_id, failed) -> the replica's load drops; failed marks it suspect
+    """
+
+    def resolve(self, model: str) -> str | None:
+        """The service that serves ``model``."""
+        ...
+
+    def models(self) -> Sequence[ModelInfo]:
+        """Every model name clients may use."""
+        ...
+
+    def acquire(self, service: str, exclude: set[str]) -> Lease | None:
+        """Take the least-loaded ready replica not in ``exclude``."""
+        ...
+
+    def release(self, replica_id: str, failed: bool = False) -> None:
+        """Give the replica back."""
+        ...

@@ -1,0 +1,121 @@
+r"""The replica launcher: runs inside an allocation, on whatever node it landed.
+
+It picks a free port, starts the engine, registers ``host:port`` with the
+control plane using a one-time token, then waits. SIGTERM is passed on to the
+engine, which gets a grace period before SIGKILL. The launcher exits with the
+engine's exit code, so the backend sees a crash as a failed allocation.
+Only the standard library is used here: nodes may have little installed.
+
+::
+
+    python -m aifactory.launcher --control-url URL --replica-id ID \\
+        --token-file FILE [--advertise-host auto] -- ENGINE ARGV WITH {host} {port}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+
+from aifactory.engines import fill_address
+from aifactory.engines._process import die_with_parent
+
+_REGISTER_ATTEMPTS = 30
+_STOP_GRACE_S = 8.0
+
+
+def free_port(host: str) -> int:
+    """A port the OS says is free on ``host`` now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def register(control_url: str, replica_id: str, token: str, host: str, port: int) -> None:
+    """Tell the control plane where the engine listens.
+
+    Raises:
+        RuntimeError: when the control plane refuses or stays unreachable.
+    """
+    url = f"{control_url}/internal/replicas/{replica_id}/register"
+    body = json.dumps({"host": host, "port": port}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    for attempt in range(_REGISTER_ATTEMPTS):
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10):
+                return
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"registration refused: {exc.code} {exc.read()[:300]!r}") from exc
+        except OSError as exc:
+            wait_s = min(10.0, 0.5 * 2**attempt)
+            print(f"launcher: control plane unreachable ({exc}); retrying in {wait_s}s", flush=True)
+            time.sleep(wait_s)
+    raise RuntimeError(f"control plane at {control_url} unreachable")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse the launcher's command line."""
+    parser = argparse.ArgumentParser(prog="aifactory.launcher")
+    parser.add_argument("--control-url", required=True)
+    parser.add_argument("--replica-id", required=True)
+    parser.add_argument("--token-file", required=True, type=Path)
+    parser.add_argument("--advertise-host", default="auto")
+    parser.add_argument("--bind-host", default="")
+    parser.add_argument("engine", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.engine and args.engine[0] == "--":
+        args.engine = args.engine[1:]
+    if not args.engine:
+        parser.error("give the engine command after --")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Launch, register, wait; return the engine's exit code."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    die_with_parent()
+    token = args.token_file.read_text().strip()
+    args.token_file.unlink(missing_ok=True)
+    advertise = socket.getfqdn() if args.advertise_host == "auto" else args.advertise_host
+    bind = args.bind_host or ("127.0.0.1" if advertise in ("127.0.0.1", "localhost") else "0.0.0.0")
+    port = free_port(bind)
+    command = fill_address(tuple(args.engine), bind, port)
+    print(f"launcher: replica {args.replica_id} starting engine on {bind}:{port}", flush=True)
+    engine = subprocess.Popen(command, preexec_fn=die_with_parent)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        print(f"launcher: got {signal.Signals(signum).name}; stopping the engine", flush=True)
+        engine.terminate()
+        try:
+            engine.wait(_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            engine.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        register(args.control_url, args.replica_id, token, advertise, port)
+    except RuntimeError as exc:
+        print(f"launcher: {exc}; stopping the engine", flush=True)
+        engine.terminate()
+        engine.wait()
+        return 3
+    print(f"launcher: registered {advertise}:{port}", flush=True)
+    code = engine.wait()
+    print(f"launcher: engine exited with code {code}", flush=True)
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Prometheus metrics of the whole process, served at ``/metrics``.
+
+Each room updates its own series through the small functions below, so no
+room touches another's metric objects.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+REGISTRY = CollectorRegistry()
+
+REQUESTS = Counter(
+    "aifactory_requests",
+    "Requests answered by the gateway",
+    ["model", "endpoint", "status"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "aifactory_request_latency_seconds",
+    "Time from request received to last byte sent",
+    ["model", "endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge(
+    "aifactory_requests_in_flight", "Requests being served", ["model"], registry=REGISTRY
+)
+TOKENS = Counter("aifactory_tokens", "Tokens processed", ["model", "kind"], registry=REGISTRY)
+REPLICAS = Gauge(
+    "aifactory_replicas", "Replicas by service and state", ["service", "state"], registry=REGISTRY
+)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def set_replica_counts(counts: dict[tuple[str, str], int]) -> None:
+    """Replace the replica gauge with fresh counts per (service, state)."""
+    REPLICAS.clear()
+    for (service, state), count in counts.items():
+        REPLICAS.labels(service, state).set(count)
+
+
+def render() -> bytes:
+    """The metrics in Prometheus text format."""
+    return generate_latest(REGISTRY)

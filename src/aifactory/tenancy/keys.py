@@ -1,0 +1,94 @@
+"""API keys: minted once, stored hashed, checked through a short-lived cache.
+
+Keys are 256-bit random tokens, so a single SHA-256 is a sound hash (no
+password stretching is needed); the store is looked up by hash and the match
+is confirmed with a constant-time comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from aifactory.store import KeyRecord, Store
+
+Role = Literal["admin", "user"]
+KEY_PREFIX = "aif-"
+_CACHE_TTL_S = 5.0
+_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's id, its tenant and its role."""
+
+    key_id: int
+    tenant_id: int
+    tenant: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the key may administer the whole factory."""
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly minted key; ``secret`` is shown once and never stored."""
+
+    key_id: int
+    tenant: str
+    role: str
+    secret: str
+
+
+def hash_key(secret: str) -> str:
+    """The hex SHA-256 of a key, as stored."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def issue_key(store: Store, tenant: str, role: Role = "user", name: str = "") -> IssuedKey:
+    """Mint a key for ``tenant`` (created if missing) and store its hash."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    tenant_id = store.ensure_tenant(tenant)
+    key_id = store.add_key(tenant_id, hash_key(secret), secret[:10], role, name)
+    return IssuedKey(key_id, tenant, role, secret)
+
+
+class KeyAuthenticator:
+    """Maps a presented key to a Principal, caching lookups for a few seconds.
+
+    A revoked key stops working within ``_CACHE_TTL_S`` seconds.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def authenticate(self, secret: str) -> Principal | None:
+        """Return the key's Principal, or None for an unknown or revoked key."""
+        digest = hash_key(secret)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        record = await asyncio.to_thread(self._store.key_by_hash, digest)
+        principal = _principal(record, digest)
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[digest] = (now + _CACHE_TTL_S, principal)
+        return principal
+
+
+def _principal(record: KeyRecord | None, digest: str) -> Principal | None:
+    if record is None or record.revoked:
+        return None
+    if not hmac.compare_digest(record.key_hash, digest):
+        return None
+    return Principal(record.key_id, record.tenant_id, record.tenant, record.role)
