@@ -26,8 +26,7 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from aifactory.engines import fill_address
-from aifactory.engines._process import die_with_parent
+from aifactory.engines import die_with_parent, fill_address
 
 _REGISTER_ATTEMPTS = 30
 _STOP_GRACE_S = 8.0

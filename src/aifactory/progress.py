@@ -27,13 +27,14 @@ def wait_until_ready(
             elapsed = time.monotonic() - started
             live.update(_table(summaries, elapsed))
             if all(s["ready"] >= min(1, s["wanted"]) for s in summaries):
-                return
+                break
             if elapsed > timeout_s:
                 raise ClientError(
                     f"not ready after {timeout_s:.0f}s.",
                     fix="see `aifactory replicas NAME` and `aifactory logs NAME`",
                 )
             time.sleep(0.25)
+    console.print()
 
 
 def _table(summaries: list[dict[str, object]], elapsed: float) -> Table:

@@ -65,10 +65,11 @@ class Lease:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model name clients may use, and the service behind it."""
+    """A model name clients may use, the service behind it and its canonical name."""
 
     name: str
     service: str
+    canonical: str
     created: int
 
 
@@ -87,8 +88,9 @@ class Fleet:
         self._models = {}
         for service, created in services:
             self.services[service.name] = service
-            for name in service.served_names():
-                self._models[name] = ModelEntry(name, service.name, created)
+            for model in service.models:
+                for name in (model.name, *model.aliases):
+                    self._models[name] = ModelEntry(name, service.name, model.name, created)
 
     def of_service(self, service: str) -> list[LiveReplica]:
         """The live replicas of one service."""
@@ -96,10 +98,9 @@ class Fleet:
 
     # the Router protocol
 
-    def resolve(self, model: str) -> str | None:
+    def resolve(self, model: str) -> ModelEntry | None:
         """The service serving ``model`` (a name or an alias), if any."""
-        entry = self._models.get(model)
-        return entry.service if entry else None
+        return self._models.get(model)
 
     def models(self) -> list[ModelEntry]:
         """Every model name clients may use."""

@@ -60,7 +60,7 @@ class ControlPlane:
             owner = self.fleet.resolve(name)
             if owner is not None:
                 raise Conflict(
-                    f"model name {name!r} is already served by service {owner!r}.",
+                    f"model name {name!r} is already served by service {owner.service!r}.",
                     fix="choose another model name or alias",
                 )
         await asyncio.to_thread(

@@ -3,11 +3,12 @@
 from pathlib import Path
 
 from aifactory.engines import llamacpp, openai_compatible, vllm
+from aifactory.engines._process import die_with_parent
 from aifactory.engines.base import EngineLaunch, fill_address
 from aifactory.engines.model_source import locate
 from aifactory.specs import Service
 
-__all__ = ["EngineLaunch", "fill_address", "locate", "render_engine"]
+__all__ = ["EngineLaunch", "die_with_parent", "fill_address", "locate", "render_engine"]
 
 
 def render_engine(service: Service, cache_dir: Path) -> EngineLaunch:

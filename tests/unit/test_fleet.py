@@ -1,0 +1,58 @@
+from aifactory.control import Fleet, ReplicaState
+from aifactory.control.fleet import LiveReplica
+from aifactory.specs import load_service
+
+SPEC = "name: chat\nmodels: [{name: smol, aliases: [chat]}]\nengine: {type: llama.cpp, model: x}\n"
+
+
+def _fleet(*states: ReplicaState) -> Fleet:
+    fleet = Fleet()
+    fleet.set_services([(load_service(SPEC), 0)])
+    for i, state in enumerate(states):
+        fleet.replicas[f"r{i}"] = LiveReplica(
+            f"r{i}", "chat", "local", state=state, base_url=f"http://h:{i}"
+        )
+    return fleet
+
+
+def test_resolve_by_name_and_alias() -> None:
+    fleet = _fleet()
+    entry = fleet.resolve("chat")
+    assert entry is not None and entry.service == "chat" and entry.canonical == "smol"
+    assert fleet.resolve("nope") is None
+    assert {m.name for m in fleet.models()} == {"smol", "chat"}
+
+
+def test_least_outstanding_wins() -> None:
+    fleet = _fleet(ReplicaState.READY, ReplicaState.READY)
+    first = fleet.acquire("chat", set())
+    second = fleet.acquire("chat", set())
+    assert first and second and first.replica_id != second.replica_id
+    fleet.release(first.replica_id)
+    third = fleet.acquire("chat", set())
+    assert third is not None and third.replica_id == first.replica_id
+
+
+def test_only_ready_replicas_take_traffic() -> None:
+    fleet = _fleet(ReplicaState.REGISTERED, ReplicaState.DRAINING, ReplicaState.HEALTHY)
+    assert fleet.acquire("chat", set()) is None
+    assert fleet.ready_count("chat") == 0
+
+
+def test_failed_release_makes_replica_suspect_and_excluded() -> None:
+    fleet = _fleet(ReplicaState.READY, ReplicaState.READY)
+    lease = fleet.acquire("chat", set())
+    assert lease is not None
+    fleet.release(lease.replica_id, failed=True)
+    assert fleet.ready_count("chat") == 1
+    for _ in range(3):
+        other = fleet.acquire("chat", set())
+        assert other is not None and other.replica_id != lease.replica_id
+        fleet.release(other.replica_id)
+
+
+def test_exclude_skips_tried_replicas() -> None:
+    fleet = _fleet(ReplicaState.READY, ReplicaState.READY)
+    assert fleet.acquire("chat", {"r0", "r1"}) is None
+    lease = fleet.acquire("chat", {"r0"})
+    assert lease is not None and lease.replica_id == "r1"

@@ -1,0 +1,64 @@
+import asyncio
+from pathlib import Path
+
+from aifactory.store import Store
+from aifactory.tenancy import KeyAuthenticator, UsageLedger, hash_key, issue_key
+
+
+def _store(tmp_path: Path) -> Store:
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    store.create_schema()
+    return store
+
+
+def test_keys_are_stored_hashed_only(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    issued = issue_key(store, "physics", "user", "laptop")
+    assert issued.secret.startswith("aif-") and len(issued.secret) > 40
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())  # the db and its WAL
+    assert issued.secret.encode() not in raw
+    assert hash_key(issued.secret).encode() in raw
+    listed = store.list_keys()
+    assert listed[0]["tenant"] == "physics" and "key_hash" not in listed[0]
+
+
+def test_authenticate_and_revoke(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    issued = issue_key(store, "physics")
+
+    async def scenario() -> None:
+        auth = KeyAuthenticator(store)
+        principal = await auth.authenticate(issued.secret)
+        assert principal is not None and principal.tenant == "physics" and not principal.is_admin
+        assert await auth.authenticate("aif-wrong") is None
+        assert store.revoke_key(issued.key_id)
+        assert await KeyAuthenticator(store).authenticate(issued.secret) is None
+
+    asyncio.run(scenario())
+
+
+def test_ledger_writes_in_batches(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    issued = issue_key(store, "physics")
+    principal_tenant = store.key_by_hash(hash_key(issued.secret))
+    assert principal_tenant is not None
+
+    async def scenario() -> None:
+        ledger = UsageLedger(store, flush_interval_s=60)
+        ledger.start()
+        for _ in range(3):
+            ledger.record(
+                tenant_id=principal_tenant.tenant_id,
+                key_id=issued.key_id,
+                model="smol",
+                endpoint="chat",
+                prompt_tokens=10,
+                completion_tokens=4,
+            )
+        assert store.usage_totals() == []  # nothing written on the request path
+        await ledger.stop()
+
+    asyncio.run(scenario())
+    (total,) = store.usage_totals()
+    assert (total.tenant, total.model, total.requests) == ("physics", "smol", 3)
+    assert (total.prompt_tokens, total.completion_tokens) == (30, 12)

