@@ -88,7 +88,11 @@ def test_cli_without_a_server_says_how_to_start_one(tmp_path: Path) -> None:
     }
     result = subprocess.run(
         [sys.executable, "-m", "aifactory", "services"],
-        env=env, capture_output=True, text=True, timeout=60, cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
     )
     assert result.returncode == 1
     assert "No control plane answers" in result.stderr and "aifactory up" in result.stderr
@@ -104,8 +108,14 @@ def test_up_background_and_down(tmp_path: Path) -> None:
     }
 
     def aif(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "aifactory", *args], env=env,
-                              capture_output=True, text=True, timeout=120, cwd=REPO)
+        return subprocess.run(
+            [sys.executable, "-m", "aifactory", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
 
     up = aif("up", "--background")
     assert up.returncode == 0, up.stderr
