@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 from rich.console import Console
-from rich.panel import Panel
 
 from aifactory.client import AdminClient, ClientError
 from aifactory.config import Settings
@@ -98,19 +97,21 @@ def run_demo(settings: Settings, examples: Path, console: Console) -> None:
     example_body = json.dumps(
         {"model": chat_model, "messages": [{"role": "user", "content": "Hi"}]}
     )
-    console.print(
-        Panel.fit(
-            f"API URL   {base_url}\n"
-            f"API key   {key}   (tenant 'demo'; admin key in {settings.admin_key_file})\n\n"
-            "Try next:\n"
-            f"  curl {base_url}/chat/completions -H 'Authorization: Bearer {key}' \\\n"
-            f"       -H 'Content-Type: application/json' \\\n"
-            f"       -d '{example_body}'\n"
-            "  .venv/bin/aif services          .venv/bin/aif replicas chat\n"
-            "  .venv/bin/aif logs chat         .venv/bin/aif usage\n"
-            "  .venv/bin/aif keys create --tenant myproject\n"
-            "  .venv/bin/aif delete embeddings .venv/bin/aif down",
-            title="aifactory is running",
-            border_style="green",
-        )
-    )
+    console.rule("[green]aifactory is running[/green]")
+    console.print(f"API URL  {base_url}", highlight=False)
+    console.print(f"API key  {key}  (tenant 'demo')", highlight=False)
+    console.print(f"Admin key in {settings.admin_key_file}\n", highlight=False)
+    console.print("Try next:")
+    lines = [
+        f"export OPENAI_BASE_URL={base_url} OPENAI_API_KEY={key}",
+        f'curl $OPENAI_BASE_URL/chat/completions -H "Authorization: Bearer $OPENAI_API_KEY" \\',
+        f"     -H 'Content-Type: application/json' -d '{example_body}'",
+        ".venv/bin/aif services            # what runs",
+        ".venv/bin/aif replicas chat       # replica states, addresses, load",
+        ".venv/bin/aif logs chat           # the engine's log",
+        ".venv/bin/aif usage               # tokens per tenant and model",
+        ".venv/bin/aif keys create --tenant myproject",
+        ".venv/bin/aif down                # stop everything",
+    ]
+    for line in lines:
+        console.print("  " + line, highlight=False, soft_wrap=True)
