@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     default_backend: BackendName = "local"
     local_cpus: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_in_flight_per_key: int = Field(default=256, ge=1)
     upstream_connect_timeout_s: float = Field(default=5.0, gt=0)
     upstream_read_timeout_s: float = Field(default=600.0, gt=0)
     reconcile_interval_s: float = Field(default=1.0, gt=0)

@@ -104,7 +104,7 @@ def run_demo(settings: Settings, examples: Path, console: Console) -> None:
     console.print("Try next:")
     lines = [
         f"export OPENAI_BASE_URL={base_url} OPENAI_API_KEY={key}",
-        f'curl $OPENAI_BASE_URL/chat/completions -H "Authorization: Bearer $OPENAI_API_KEY" \\',
+        'curl $OPENAI_BASE_URL/chat/completions -H "Authorization: Bearer $OPENAI_API_KEY" \\',
         f"     -H 'Content-Type: application/json' -d '{example_body}'",
         ".venv/bin/aif services            # what runs",
         ".venv/bin/aif replicas chat       # replica states, addresses, load",

@@ -48,6 +48,7 @@ class App:
             self.authenticator,
             self.ledger,
             max_request_bytes=settings.max_request_bytes,
+            max_in_flight_per_key=settings.max_in_flight_per_key,
             connect_timeout_s=settings.upstream_connect_timeout_s,
             read_timeout_s=settings.upstream_read_timeout_s,
         )

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from openai import OpenAI
 
@@ -24,7 +25,7 @@ replicas: {min: 2, max: 2}
 
 @pytest.fixture(scope="module")
 def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("faults"), local_cpus="2")
+    srv = start_server(tmp_path_factory.mktemp("faults"), local_cpus="2", max_in_flight_per_key="2")
     srv.deploy(TWO_REPLICAS)
     srv.wait_ready("chat", count=2)
     yield srv
@@ -75,6 +76,37 @@ def test_killed_engine_requests_go_on_and_replica_comes_back(fault_server: Serve
     assert len(_engine_pids(fault_server)) == 2
     for _ in range(4):
         assert _ask(client)
+
+
+def test_too_many_requests_in_flight_is_429_json(fault_server: Server) -> None:
+    key = fault_server.admin.post("/api/keys", json={"tenant": "greedy"}).json()["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {
+        "model": "chat",
+        "messages": [{"role": "user", "content": "Tell a very long story."}],
+        "max_tokens": 400,
+        "stream": True,
+    }
+    url = f"{fault_server.url}/v1/chat/completions"
+    with httpx.Client(timeout=60) as http:
+        with (
+            http.stream("POST", url, headers=headers, json=body) as first,
+            http.stream("POST", url, headers=headers, json=body) as second,
+        ):
+            assert first.status_code == second.status_code == 200
+            third = http.post(url, headers=headers, json=body)
+            assert third.status_code == 429
+            assert third.headers["retry-after"] == "1"
+            error = third.json()["error"]
+            assert error["code"] == "rate_limit_exceeded" and "limit 2" in error["message"]
+        # Hung-up streams give their slots back as soon as the gateway notices.
+        deadline = time.monotonic() + 5
+        while True:
+            reply = http.post(url, headers=headers, json={**body, "stream": False, "max_tokens": 2})
+            if reply.status_code != 429 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert reply.status_code == 200
 
 
 def test_shutdown_leaves_no_process(fault_server: Server) -> None:

@@ -34,6 +34,9 @@ class _Allocation:
     process: asyncio.subprocess.Process
     cpus: int
     cancelled: bool = False
+    timed_out: bool = False
+    timer: asyncio.TimerHandle | None = None
+    stopper: asyncio.Task[None] | None = None
 
 
 class LocalBackend:
@@ -76,7 +79,13 @@ class LocalBackend:
                 env={**os.environ, **request.env},
             )
         handle = str(process.pid)
-        self._allocations[handle] = _Allocation(process, request.resources.cpus)
+        allocation = _Allocation(process, request.resources.cpus)
+        self._allocations[handle] = allocation
+        if request.time_limit_s is not None:
+            # Like a walltime: the allocation is stopped when its time is up.
+            allocation.timer = asyncio.get_running_loop().call_later(
+                request.time_limit_s, self._time_up, handle
+            )
         logger.info("replica %s: started local process group %s", request.replica_id, handle)
         return handle
 
@@ -91,6 +100,10 @@ class LocalBackend:
             code = allocation.process.returncode
             if code is None:
                 result[handle] = AllocationStatus(AllocationState.RUNNING, node="localhost")
+            elif allocation.timed_out:
+                result[handle] = AllocationStatus(
+                    AllocationState.TIMEOUT, "time limit reached", code
+                )
             elif allocation.cancelled:
                 result[handle] = AllocationStatus(AllocationState.CANCELLED, "cancelled", code)
             elif code == 0:
@@ -107,6 +120,8 @@ class LocalBackend:
         if allocation is None:
             return
         allocation.cancelled = True
+        if allocation.timer is not None:
+            allocation.timer.cancel()
         process = allocation.process
         if process.returncode is None:
             _signal_group(process.pid, signal.SIGTERM)
@@ -118,6 +133,13 @@ class LocalBackend:
                 await process.wait()
         # The engine may outlive its launcher by a moment: make sure the group is gone.
         _signal_group(process.pid, signal.SIGKILL)
+
+    def _time_up(self, handle: str) -> None:
+        allocation = self._allocations[handle]
+        if allocation.process.returncode is None:
+            logger.info("process group %s reached its time limit; stopping it", handle)
+            allocation.timed_out = True
+            allocation.stopper = asyncio.get_running_loop().create_task(self.cancel(handle))
 
     def render(self, request: AllocationRequest) -> str:
         """The command line, quoted for reading."""

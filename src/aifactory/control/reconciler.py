@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from aifactory import metrics
-from aifactory.backends import AllocationRequest, Backend, load_backend
+from aifactory.backends import AllocationRequest, AllocationState, Backend, load_backend
 from aifactory.config import Settings
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
 from aifactory.control.health import probe
@@ -276,6 +276,9 @@ class Reconciler:
                 if not status.state.finished or replica.stopping:
                     continue
                 if replica.state is ReplicaState.DRAINING:
+                    await self._transition(replica, ReplicaState.GONE, status.reason)
+                elif status.state is AllocationState.TIMEOUT:
+                    # Reaching the time limit is the normal end of an allocation, not a failure.
                     await self._transition(replica, ReplicaState.GONE, status.reason)
                 else:
                     await self._fail(replica, f"allocation ended: {status.reason}")

@@ -31,6 +31,7 @@ from aifactory.errors import (
     NoReplicaAvailable,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     Unauthorized,
     UpstreamError,
     UpstreamTimeout,
@@ -64,6 +65,7 @@ class GatewayApp:
         ledger: UsageLedger,
         *,
         max_request_bytes: int,
+        max_in_flight_per_key: int,
         connect_timeout_s: float,
         read_timeout_s: float,
     ) -> None:
@@ -71,6 +73,8 @@ class GatewayApp:
         self._auth = authenticator
         self._ledger = ledger
         self._max_bytes = max_request_bytes
+        self._max_in_flight = max_in_flight_per_key
+        self._in_flight: dict[int, int] = {}
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
@@ -108,7 +112,23 @@ class GatewayApp:
         if endpoint is not None:
             if method != "POST":
                 raise BadRequest(f"{path} takes POST, not {method}.")
-            await self._proxy(endpoint, path, principal, scope, receive, exchange)
+            held = self._in_flight.get(principal.key_id, 0)
+            if held >= self._max_in_flight:
+                raise RateLimited(
+                    f"This API key already has {held} requests in flight "
+                    f"(limit {self._max_in_flight}).",
+                    fix="wait for some to finish, or raise AIFACTORY_MAX_IN_FLIGHT_PER_KEY",
+                    headers={"Retry-After": "1"},
+                )
+            self._in_flight[principal.key_id] = held + 1
+            try:
+                await self._proxy(endpoint, path, principal, scope, receive, exchange)
+            finally:
+                left = self._in_flight[principal.key_id] - 1
+                if left:
+                    self._in_flight[principal.key_id] = left
+                else:
+                    del self._in_flight[principal.key_id]
         elif path == "/v1/models" and method == "GET":
             await send_json(exchange.send, 200, {"object": "list", "data": self._model_list()})
         elif path.startswith("/v1/models/") and method == "GET":
