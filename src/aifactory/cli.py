@@ -15,6 +15,7 @@ from aifactory.config import Settings, load_settings
 from aifactory.errors import AIFactoryError
 
 app = typer.Typer(
+    pretty_exceptions_show_locals=False,
     help="aifactory: OpenAI-compatible endpoints on Slurm, Kubernetes or this machine.",
     no_args_is_help=True,
     add_completion=False,
@@ -236,20 +237,9 @@ def demo(
 def main() -> None:
     """Entry point of the `aifactory` and `aif` commands."""
     try:
-        app(standalone_mode=False)
+        app()
     except AIFactoryError as exc:
         err.print(f"[red]error:[/red] {exc.message}", highlight=False)
         if exc.fix:
             err.print(f"[yellow]fix:[/yellow] {exc.fix}", highlight=False)
         raise SystemExit(1) from None
-    except (typer.Abort, KeyboardInterrupt):
-        raise SystemExit(130) from None
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise
