@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     upstream_connect_timeout_s: float = Field(default=5.0, gt=0)
     upstream_read_timeout_s: float = Field(default=600.0, gt=0)
     reconcile_interval_s: float = Field(default=1.0, gt=0)
+    slurm_partition: str = ""
+    slurm_account: str = ""
+    slurm_qos: str = ""
+    slurm_preamble: str = ""
+    slurm_command_timeout_s: float = Field(default=30.0, gt=0)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     api_url: str = ""
@@ -100,6 +105,11 @@ class Settings(BaseSettings):
     def admin_key_file(self) -> Path:
         """Where the first admin key is written on first start (mode 0600)."""
         return self.data_dir / "admin.key"
+
+    @property
+    def instance_file(self) -> Path:
+        """Where this control plane's id (the tag on its Slurm jobs) is kept."""
+        return self.data_dir / "instance"
 
     @property
     def logs_dir(self) -> Path:

@@ -11,6 +11,7 @@ errors into its own format in one place (the gateway writes OpenAI error JSON).
      +-- EngineError             an engine cannot be launched as asked
      +-- BackendError            a backend could not do what was asked
      |    +-- CapacityExceeded   not enough free CPUs/GPUs for a replica now
+     |    +-- SchedulerCommandFailed  sbatch/squeue/scancel failed or timed out
      +-- APIError                an HTTP request cannot be served
           +-- BadRequest           400
           +-- Unauthorized         401
@@ -42,6 +43,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "SchedulerCommandFailed",
     "SpecError",
     "Unauthorized",
     "UpstreamError",
@@ -87,6 +89,32 @@ class CapacityExceeded(BackendError):
 
     The reconciler keeps the replica wanted and tries again later.
     """
+
+
+class SchedulerCommandFailed(BackendError):
+    """Raised by the scheduler command helper when a command fails or times out.
+
+    Carries the command, its exit code (None on timeout) and output tails.
+    """
+
+    def __init__(
+        self,
+        argv: list[str] | str = "",
+        returncode: int | None = None,
+        stdout: str = "",
+        stderr: str = "",
+    ) -> None:
+        command = argv if isinstance(argv, str) else " ".join(argv)
+        outcome = "timed out" if returncode is None else f"exited with {returncode}"
+        detail = (stderr.strip() or stdout.strip())[-500:]
+        super().__init__(
+            f"`{command}` {outcome}" + (f": {detail}" if detail else "."),
+            fix="check that Slurm answers (`sinfo`) and that the job fits the site's policy",
+        )
+        self.argv = argv
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
 
 
 class APIError(AIFactoryError):

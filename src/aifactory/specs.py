@@ -23,6 +23,7 @@ __all__ = [
     "Replicas",
     "Resources",
     "Service",
+    "SlurmOptions",
     "load_service",
     "parse_duration_s",
 ]
@@ -165,6 +166,62 @@ class HealthCheck(_Spec):
     failure_threshold: int = Field(default=3, ge=1)
 
 
+# Extra sbatch options a spec may set. Everything else that shapes a job
+# (partition, account, QOS, resources, time) has its own checked field, and
+# options that would change what runs or where output goes are not offered.
+SBATCH_OPTIONS = frozenset(
+    {
+        "begin", "cluster-constraint", "clusters", "contiguous", "core-spec", "cores-per-socket",
+        "deadline", "distribution", "exclude", "exclusive", "gpu-bind", "gpu-freq",
+        "gpus-per-node", "gres-flags", "hint", "licenses", "mail-type", "mail-user", "mem-bind",
+        "mincpus", "network", "nice", "nodelist", "no-requeue", "overcommit", "priority",
+        "requeue", "reservation", "signal", "sockets-per-node", "spread-job", "switches",
+        "thread-spec", "threads-per-core", "time-min", "tmp", "wckey",
+    }
+)  # fmt: skip
+SLURM_NAME_PATTERN = r"^[A-Za-z0-9_.+-]{1,128}$"
+# No whitespace, quotes, `$`, backquotes, `;`, `#` or control characters: a value
+# can neither end an #SBATCH line nor mean anything to a shell.
+SLURM_VALUE = re.compile(r"^[A-Za-z0-9_.,:=+@%/()\[\]&|*!<>-]{1,512}$")
+
+
+class SlurmOptions(_Spec):
+    """Where and under which policy a replica's job runs on Slurm.
+
+    Site policy stays in charge: these are requests that ``sbatch`` checks
+    against the partition, account and QOS limits the centre set.
+    """
+
+    partition: str | None = Field(default=None, pattern=SLURM_NAME_PATTERN)
+    account: str | None = Field(default=None, pattern=SLURM_NAME_PATTERN)
+    qos: str | None = Field(default=None, pattern=SLURM_NAME_PATTERN)
+    constraint: str | None = None
+    options: dict[str, str | int | bool] = Field(default_factory=dict)
+
+    @field_validator("constraint")
+    @classmethod
+    def _constraint_is_inert(cls, value: str | None) -> str | None:
+        if value is not None and not SLURM_VALUE.match(value):
+            raise ValueError(f"constraint {value!r} may not contain spaces, quotes or ;$`#")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _options_allowed(cls, options: dict[str, str | int | bool]) -> dict[str, str | int | bool]:
+        for name, value in options.items():
+            if name not in SBATCH_OPTIONS:
+                raise ValueError(
+                    f"sbatch option {name!r} is not allowed here; allowed: "
+                    + ", ".join(sorted(SBATCH_OPTIONS))
+                )
+            if isinstance(value, str) and not SLURM_VALUE.match(value):
+                raise ValueError(
+                    f"value {value!r} of sbatch option {name!r} may not contain "
+                    "spaces, quotes or ;$`#"
+                )
+        return options
+
+
 class Service(_Spec):
     """A model endpoint with a stable name, served by replicas that come and go."""
 
@@ -177,6 +234,8 @@ class Service(_Spec):
     backend: BackendName | None = None
     health: HealthCheck = HealthCheck()
     time_limit_s: float | None = Field(default=None, alias="time_limit", gt=0)
+    rotation_lead_s: float = Field(default=120.0, alias="rotation_lead", ge=0)
+    slurm: SlurmOptions = SlurmOptions()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -187,10 +246,19 @@ class Service(_Spec):
             return [{"name": item} if isinstance(item, str) else item for item in value]
         return value
 
-    @field_validator("time_limit_s", mode="before")
+    @field_validator("time_limit_s", "rotation_lead_s", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration_s(value)
+
+    @model_validator(mode="after")
+    def _lead_fits_in_time_limit(self) -> Service:
+        if self.time_limit_s is not None and self.rotation_lead_s >= self.time_limit_s:
+            raise ValueError(
+                f"rotation_lead ({self.rotation_lead_s:.0f}s) must be shorter than "
+                f"time_limit ({self.time_limit_s:.0f}s)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_model_names(self) -> Service:

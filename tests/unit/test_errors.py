@@ -15,8 +15,14 @@ def _error_classes() -> list[type[errors.AIFactoryError]]:
 
 @pytest.mark.parametrize("cls", _error_classes(), ids=lambda c: c.__name__)
 def test_every_error_builds_and_prints(cls: type[errors.AIFactoryError]) -> None:
-    error = cls("something was wrong", "do this instead")
-    assert str(error) == "something was wrong Fix: do this instead"
+    if cls is errors.SchedulerCommandFailed:
+        error = cls(["sbatch", "--parsable"], 1, "", "sbatch: error: invalid partition")
+        assert str(error).startswith("`sbatch --parsable` exited with 1: sbatch: error: invalid")
+        assert "Fix: check that Slurm answers" in str(error)
+        assert "timed out" in str(cls(["squeue"], None))
+    else:
+        error = cls("something was wrong", "do this instead")
+        assert str(error) == "something was wrong Fix: do this instead"
     assert cls.__doc__, f"{cls.__name__} needs a docstring saying who raises it"
     assert cls.__name__ in errors.__doc__ or cls is errors.AIFactoryError
 

@@ -15,6 +15,7 @@ from aifactory.backends.base import (
     AllocationStatus,
     Backend,
 )
+from aifactory.backends.slurm_script import SiteDefaults
 from aifactory.errors import ConfigError
 
 __all__ = [
@@ -22,11 +23,13 @@ __all__ = [
     "AllocationState",
     "AllocationStatus",
     "Backend",
+    "SiteDefaults",
     "load_backend",
 ]
 
 _REGISTRY = {
     "local": "aifactory.backends.local:LocalBackend",
+    "slurm": "aifactory.backends.slurm:SlurmBackend",
 }
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from aifactory.specs import Resources
+from aifactory.specs import Resources, SlurmOptions
 
 
 class AllocationState(enum.Enum):
@@ -65,6 +65,7 @@ class AllocationRequest:
         time_limit_s: Wall-clock limit, or None for no limit.
         log_path: Where the allocation's output goes.
         env: Extra environment variables for the launcher.
+        slurm: Partition, account, QOS and extra options (Slurm only).
     """
 
     replica_id: str
@@ -74,16 +75,28 @@ class AllocationRequest:
     time_limit_s: float | None
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
 
 @dataclass(frozen=True)
 class AllocationStatus:
-    """What a backend knows about one allocation."""
+    """What a backend knows about one allocation.
+
+    Attributes:
+        state: Where it stands.
+        reason: Why, in plain words (a pending reason, how it ended).
+        exit_code: The exit code once finished, when known.
+        node: Where it runs.
+        ends_at: Unix time its time limit ends, when running with one.
+        starts_at: Unix time the scheduler expects it to start, when pending.
+    """
 
     state: AllocationState
     reason: str = ""
     exit_code: int | None = None
     node: str = ""
+    ends_at: float | None = None
+    starts_at: float | None = None
 
 
 class Backend(Protocol):
@@ -117,6 +130,13 @@ class Backend(Protocol):
 
     def render(self, request: AllocationRequest) -> str:
         """Human-readable text of exactly what ``submit`` would run."""
+        ...
+
+    async def tagged(self) -> dict[str, str]:
+        """Live allocations this control plane started: replica id -> handle.
+
+        Used to adopt replicas after a restart and to cancel strays.
+        """
         ...
 
     async def aclose(self) -> None:

@@ -16,6 +16,7 @@ import logging
 import os
 import shlex
 import signal
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ class _Allocation:
     timed_out: bool = False
     timer: asyncio.TimerHandle | None = None
     stopper: asyncio.Task[None] | None = None
+    ends_at: float | None = None
 
 
 class LocalBackend:
@@ -83,6 +85,7 @@ class LocalBackend:
         self._allocations[handle] = allocation
         if request.time_limit_s is not None:
             # Like a walltime: the allocation is stopped when its time is up.
+            allocation.ends_at = time.time() + request.time_limit_s
             allocation.timer = asyncio.get_running_loop().call_later(
                 request.time_limit_s, self._time_up, handle
             )
@@ -99,7 +102,9 @@ class LocalBackend:
                 continue
             code = allocation.process.returncode
             if code is None:
-                result[handle] = AllocationStatus(AllocationState.RUNNING, node="localhost")
+                result[handle] = AllocationStatus(
+                    AllocationState.RUNNING, node="localhost", ends_at=allocation.ends_at
+                )
             elif allocation.timed_out:
                 result[handle] = AllocationStatus(
                     AllocationState.TIMEOUT, "time limit reached", code
@@ -133,6 +138,10 @@ class LocalBackend:
                 await process.wait()
         # The engine may outlive its launcher by a moment: make sure the group is gone.
         _signal_group(process.pid, signal.SIGKILL)
+
+    async def tagged(self) -> dict[str, str]:
+        """Nothing to adopt: local replicas die with the control plane."""
+        return {}
 
     def _time_up(self, handle: str) -> None:
         allocation = self._allocations[handle]

@@ -51,6 +51,11 @@ class LiveReplica:
     health_failures: int = 0
     suspect: bool = False
     stopping: bool = False
+    retiring: bool = False
+    ends_at: float | None = None
+    starts_at: float | None = None
+    node: str = ""
+    pending_reason: str = ""
     created_at: float = field(default_factory=time.monotonic)
     changed_at: float = field(default_factory=time.monotonic)
     last_health_at: float = 0.0

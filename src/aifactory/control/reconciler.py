@@ -27,10 +27,18 @@ from typing import Any
 import aiohttp
 
 from aifactory import metrics
-from aifactory.backends import AllocationRequest, AllocationState, Backend, load_backend
+from aifactory.backends import (
+    AllocationRequest,
+    AllocationState,
+    Backend,
+    SiteDefaults,
+    load_backend,
+)
 from aifactory.config import Settings
+from aifactory.control.adoption import adopt
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
 from aifactory.control.health import probe
+from aifactory.control.rotation import due_for_rotation
 from aifactory.engines import render_engine
 from aifactory.errors import (
     AIFactoryError,
@@ -70,14 +78,11 @@ class Reconciler:
     # lifecycle of the reconciler itself
 
     async def start(self) -> None:
-        """Forget replicas of an earlier run, then start the loop."""
+        """Adopt the replicas of an earlier run that still live, then start the loop."""
         self._session = aiohttp.ClientSession()
-        stale = [r.id for r in await asyncio.to_thread(self._store.replicas, None, True)]
-        if stale:
-            # Local replicas die with the control plane (PR_SET_PDEATHSIG).
-            await asyncio.to_thread(
-                self._store.mark_replicas, stale, "gone", "control plane restarted"
-            )
+        services = await asyncio.to_thread(self._store.services)
+        named = {str(row.spec.get("backend") or self._settings.default_backend) for row in services}
+        await adopt(self, self._store, self._fleet, named - {"local"})
         await self.tick()
         self._task = asyncio.create_task(self._loop(), name="reconciler")
 
@@ -93,6 +98,14 @@ class Reconciler:
         while any(r.in_flight for r in live) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         await asyncio.gather(*self._cancels, return_exceptions=True)
+        await asyncio.gather(
+            *(
+                self.backend(r.backend).cancel(r.handle)
+                for r in live
+                if r.handle and not r.stopping
+            ),
+            return_exceptions=True,
+        )
         await asyncio.gather(*(b.aclose() for b in self._backends.values()))
         ids = [r.id for r in live]
         if ids:
@@ -141,12 +154,29 @@ class Reconciler:
             await self._converge(service)
         for name in deleting:
             await self._remove(name)
+        for replica in list(self._fleet.replicas.values()):
+            orphaned = (
+                replica.service not in self._fleet.services and replica.service not in deleting
+            )
+            if orphaned and replica.state is not ReplicaState.DRAINING:
+                await self._transition(replica, ReplicaState.DRAINING, "its service is gone")
         await self._drain_step()
         self._export_metrics()
 
     async def _converge(self, service: Service) -> None:
-        replicas = [r for r in self._fleet.of_service(service.name) if r.state in ACTIVE]
+        live = [r for r in self._fleet.of_service(service.name) if r.state in ACTIVE]
+        now = time.time()
+        for replica in live:
+            if due_for_rotation(replica, service, now):
+                # Overlap: the replacement starts while this one still serves.
+                replica.retiring = True
+                logger.info("replica %s: time limit near; starting its replacement", replica.id)
+        replicas = [r for r in live if not r.retiring]
+        ready = sum(1 for r in replicas if r.state is ReplicaState.READY)
         wanted = service.replicas.min
+        for old in [r for r in live if r.retiring and r.state is ReplicaState.READY]:
+            if ready >= wanted:
+                await self._transition(old, ReplicaState.DRAINING, "replaced before its time limit")
         if len(replicas) < wanted:
             if time.monotonic() >= self._retry_at.get(service.name, 0.0):
                 await self._launch(service)
@@ -174,9 +204,26 @@ class Reconciler:
     def backend(self, name: str) -> Backend:
         """The backend called ``name``, built on first use."""
         if name not in self._backends:
-            options: dict[str, Any] = {"cpus": self._settings.local_cpus} if name == "local" else {}
-            self._backends[name] = load_backend(name, **options)
+            self._backends[name] = load_backend(name, **self._backend_options(name))
         return self._backends[name]
+
+    def _backend_options(self, name: str) -> dict[str, Any]:
+        settings = self._settings
+        if name == "local":
+            return {"cpus": settings.local_cpus}
+        if name == "slurm":
+            site = SiteDefaults(
+                partition=settings.slurm_partition or None,
+                account=settings.slurm_account or None,
+                qos=settings.slurm_qos or None,
+                preamble=settings.slurm_preamble,
+            )
+            return {
+                "instance": instance_id(settings.instance_file),
+                "site": site,
+                "command_timeout_s": settings.slurm_command_timeout_s,
+            }
+        return {}
 
     def allocation_request(
         self, service: Service, replica_id: str, token_file: Path
@@ -200,6 +247,7 @@ class Reconciler:
             time_limit_s=service.time_limit_s,
             log_path=self._settings.logs_dir / service.name / f"{replica_id}.log",
             env=engine.env,
+            slurm=service.slurm,
         )
 
     async def _launch(self, service: Service) -> None:
@@ -236,6 +284,7 @@ class Reconciler:
             backend=backend.name,
             state=ReplicaState.SUBMITTED.value,
             handle=replica.handle,
+            token_hash=replica.token_hash,
             log_path=str(request.log_path),
         )
         logger.info("replica %s: submitted to %s as %s", replica_id, backend.name, replica.handle)
@@ -258,7 +307,12 @@ class Reconciler:
         replica.token_hash = ""
         replica.base_url = f"http://{host}:{port}"
         await self._transition(
-            replica, ReplicaState.REGISTERED, f"engine at {host}:{port}", host=host, port=port
+            replica,
+            ReplicaState.REGISTERED,
+            f"engine at {host}:{port}",
+            host=host,
+            port=port,
+            token_hash="",
         )
         self.wake()
 
@@ -273,7 +327,13 @@ class Reconciler:
             statuses = await self.backend(name).status([r.handle for r in replicas])
             for replica in replicas:
                 status = statuses[replica.handle]
-                if not status.state.finished or replica.stopping:
+                if status.state is AllocationState.UNKNOWN or replica.stopping:
+                    continue
+                if not status.state.finished:
+                    replica.ends_at = status.ends_at or replica.ends_at
+                    replica.starts_at = status.starts_at
+                    replica.node = status.node or replica.node
+                    replica.pending_reason = status.reason
                     continue
                 if replica.state is ReplicaState.DRAINING:
                     await self._transition(replica, ReplicaState.GONE, status.reason)
@@ -387,6 +447,17 @@ class Reconciler:
             key = (replica.service, replica.state.value)
             counts[key] = counts.get(key, 0) + 1
         metrics.set_replica_counts(counts)
+
+
+def instance_id(path: Path) -> str:
+    """This control plane's stable id, created on first use (tags its jobs)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        value = secrets.token_hex(4)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(value + "\n")
+        return value
 
 
 def _write_secret(path: Path, secret: str) -> None:

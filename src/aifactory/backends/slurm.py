@@ -1,0 +1,270 @@
+"""Slurm backend: a replica is one batch job, driven only through Slurm's commands.
+
+The control plane acts as an ordinary user: ``sbatch --parsable`` to submit
+(the script on stdin), ``squeue --json`` (or formatted output on older Slurm)
+to observe, ``scancel`` to stop. No root, no plugins: site policy stays in
+charge. Every command has a timeout and runs off the event loop; a slow or
+failing ``slurmctld`` makes ``status`` report ``UNKNOWN`` rather than crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aifactory.backends._commands import run_command
+from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
+from aifactory.backends.slurm_script import SiteDefaults, job_tag, render_job_script
+from aifactory.errors import BackendError, SchedulerCommandFailed
+
+logger = logging.getLogger(__name__)
+
+# Slurm job states -> ours. Anything else is logged and becomes UNKNOWN.
+STATES = {
+    "PENDING": AllocationState.PENDING,
+    "CONFIGURING": AllocationState.PENDING,
+    "REQUEUED": AllocationState.PENDING,
+    "REQUEUE_HOLD": AllocationState.PENDING,
+    "REQUEUE_FED": AllocationState.PENDING,
+    "RESV_DEL_HOLD": AllocationState.PENDING,
+    "RUNNING": AllocationState.RUNNING,
+    "COMPLETING": AllocationState.RUNNING,
+    "SUSPENDED": AllocationState.RUNNING,
+    "STOPPED": AllocationState.RUNNING,
+    "RESIZING": AllocationState.RUNNING,
+    "SIGNALING": AllocationState.RUNNING,
+    "STAGE_OUT": AllocationState.RUNNING,
+    "COMPLETED": AllocationState.COMPLETED,
+    "CANCELLED": AllocationState.CANCELLED,
+    "FAILED": AllocationState.FAILED,
+    "BOOT_FAIL": AllocationState.FAILED,
+    "NODE_FAIL": AllocationState.FAILED,
+    "OUT_OF_MEMORY": AllocationState.FAILED,
+    "DEADLINE": AllocationState.TIMEOUT,
+    "TIMEOUT": AllocationState.TIMEOUT,
+    "PREEMPTED": AllocationState.FAILED,
+    "REVOKED": AllocationState.CANCELLED,
+    "SPECIAL_EXIT": AllocationState.FAILED,
+}
+
+# Pending reasons in plain words; others are shown as Slurm wrote them.
+REASONS = {
+    "None": "queued, not yet considered",
+    "Resources": "waiting for resources",
+    "Priority": "waiting behind higher-priority jobs",
+    "Dependency": "waiting for a dependency",
+    "BeginTime": "waiting for its begin time",
+    "JobHeldUser": "held by the user",
+    "JobHeldAdmin": "held by an administrator",
+    "PartitionNodeLimit": "asks for more nodes than the partition allows",
+    "PartitionTimeLimit": "asks for more time than the partition allows",
+    "PartitionDown": "partition is down",
+    "PartitionInactive": "partition is inactive",
+    "PartitionConfig": "partition configuration does not allow it",
+    "ReqNodeNotAvail": "requested nodes are not available",
+    "Reservation": "waiting for its reservation",
+    "AssocGrpCpuLimit": "account CPU limit reached",
+    "AssocGrpGRES": "account GPU limit reached",
+    "AssocMaxJobsLimit": "account job limit reached",
+    "QOSMaxCpuPerUserLimit": "QOS limit on CPUs per user reached",
+    "QOSMaxGRESPerUser": "QOS limit on GPUs per user reached",
+    "QOSMaxJobsPerUserLimit": "QOS limit on jobs per user reached",
+    "QOSGrpCpuLimit": "QOS CPU limit reached",
+    "QOSGrpGRES": "QOS GPU limit reached",
+    "NodeDown": "a node went down",
+    "TimeLimit": "time limit reached",
+    "NonZeroExitCode": "exited with a non-zero code",
+    "JobLaunchFailure": "failed to launch",
+    "BadConstraints": "constraints cannot be met",
+}
+
+_FORMAT = "%i|%T|%r|%S|%e|%N|%k"
+
+
+def plain_reason(reason: str) -> str:
+    """A Slurm reason code in plain words."""
+    if reason.startswith("QOS") and reason not in REASONS:
+        return f"QOS limit ({reason})"
+    return REASONS.get(reason, reason)
+
+
+class SlurmBackend:
+    """Runs each replica as one Slurm batch job."""
+
+    name = "slurm"
+    advertise_host = "auto"
+
+    def __init__(
+        self,
+        instance: str,
+        site: SiteDefaults | None = None,
+        command_timeout_s: float = 30.0,
+    ) -> None:
+        self.instance = instance
+        self.site = site or SiteDefaults()
+        self.timeout_s = command_timeout_s
+        self._json = True
+
+    def render(self, request: AllocationRequest) -> str:
+        """The batch script, exactly as submitted."""
+        return render_job_script(request, self.instance, self.site)
+
+    async def submit(self, request: AllocationRequest) -> str:
+        """``sbatch --parsable`` with the script on stdin; return the job id."""
+        script = self.render(request)
+        request.log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out = await run_command(
+                ["sbatch", "--parsable"], timeout_s=self.timeout_s, stdin=script
+            )
+        except SchedulerCommandFailed as exc:
+            raise BackendError(
+                f"sbatch refused replica {request.replica_id}: {exc.stderr.strip() or exc}",
+                fix="check partition, account, QOS and limits with your site's policy",
+            ) from exc
+        job_id = out.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise BackendError(f"sbatch answered {out!r}, not a job id.")
+        logger.info("replica %s: submitted as Slurm job %s", request.replica_id, job_id)
+        return job_id
+
+    async def status(self, handles: Sequence[str]) -> dict[str, AllocationStatus]:
+        """Each job's state from ``squeue``; UNKNOWN when Slurm does not answer."""
+        if not handles:
+            return {}
+        try:
+            jobs = await self._query(list(handles))
+        except SchedulerCommandFailed as exc:
+            logger.warning("squeue failed; keeping replicas as they are: %s", exc)
+            return {
+                h: AllocationStatus(AllocationState.UNKNOWN, "Slurm did not answer")
+                for h in handles
+            }
+        return {
+            h: jobs.get(h, AllocationStatus(AllocationState.UNKNOWN, "not in the queue"))
+            for h in handles
+        }
+
+    async def cancel(self, handle: str) -> None:
+        """``scancel`` the job; a job already gone is fine."""
+        try:
+            await run_command(["scancel", handle], timeout_s=self.timeout_s)
+        except SchedulerCommandFailed as exc:
+            if "Invalid job id" not in exc.stderr and "already completing" not in exc.stderr:
+                raise
+
+    async def tagged(self) -> dict[str, str]:
+        """Live jobs carrying this control plane's tag: replica id -> job id."""
+        prefix = job_tag(self.instance, "")
+        found = {}
+        for job_id, (comment, status) in (await self._query_all()).items():
+            if comment.startswith(prefix) and not status.state.finished:
+                found[comment.removeprefix(prefix)] = job_id
+        return found
+
+    async def aclose(self) -> None:
+        """Nothing to release: jobs are stopped by the reconciler, one by one."""
+
+    async def _query(self, job_ids: list[str]) -> dict[str, AllocationStatus]:
+        everything = await self._query_all(job_ids)
+        return {job_id: status for job_id, (_comment, status) in everything.items()}
+
+    async def _query_all(
+        self, job_ids: list[str] | None = None
+    ) -> dict[str, tuple[str, AllocationStatus]]:
+        select = ["--jobs=" + ",".join(job_ids)] if job_ids else ["--me"]
+        if self._json:
+            try:
+                out = await run_command(
+                    ["squeue", "--json", "--states=all", *select], timeout_s=self.timeout_s
+                )
+                return _parse_json(out)
+            except SchedulerCommandFailed as exc:
+                if "json" not in (exc.stderr + exc.stdout).lower():
+                    raise
+                logger.info("squeue has no --json here; using formatted output")
+                self._json = False
+        out = await run_command(
+            ["squeue", "--noheader", "--states=all", f"--format={_FORMAT}", *select],
+            timeout_s=self.timeout_s,
+        )
+        return _parse_formatted(out)
+
+
+def _state(name: str) -> AllocationState:
+    state = STATES.get(name)
+    if state is None:
+        logger.warning("unknown Slurm job state %r", name)
+        return AllocationState.UNKNOWN
+    return state
+
+
+def _status(state_name: str, reason: str, node: str, start: float, end: float) -> AllocationStatus:
+    state = _state(state_name)
+    now = time.time()
+    return AllocationStatus(
+        state=state,
+        reason=plain_reason(reason) if state is not AllocationState.RUNNING else "",
+        node=node,
+        ends_at=end if state is AllocationState.RUNNING and end > now else None,
+        starts_at=start if state is AllocationState.PENDING and start > 0 else None,
+    )
+
+
+def _parse_json(text: str) -> dict[str, tuple[str, AllocationStatus]]:
+    document: dict[str, Any] = json.loads(text)
+    result = {}
+    for job in document.get("jobs", []):
+        state = job.get("job_state", "")
+        if isinstance(state, list):  # newer Slurm reports a list of flags
+            state = state[0] if state else ""
+        status = _status(
+            str(state),
+            str(job.get("state_reason", "")),
+            str(job.get("batch_host") or job.get("nodes") or ""),
+            _number(job.get("start_time")),
+            _number(job.get("end_time")) if job.get("time_limit") not in (None, 0) else 0.0,
+        )
+        exit_code = job.get("exit_code")
+        if status.state.finished and isinstance(exit_code, int):
+            status = _with_exit(status, exit_code)
+        result[str(job["job_id"])] = (str(job.get("comment") or ""), status)
+    return result
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, dict):  # newer Slurm: {"set": true, "number": N}
+        value = value.get("number", 0)
+    return float(value or 0)
+
+
+def _with_exit(status: AllocationStatus, wait_status: int) -> AllocationStatus:
+    code = wait_status >> 8 if wait_status > 255 else wait_status
+    reason = status.reason or ""
+    if wait_status and wait_status < 256:
+        reason = f"{reason} (signal {wait_status})".strip()
+    return AllocationStatus(status.state, reason, code, status.node, None, None)
+
+
+def _parse_formatted(text: str) -> dict[str, tuple[str, AllocationStatus]]:
+    result = {}
+    for line in text.splitlines():
+        parts = line.split("|", 6)
+        if len(parts) != 7:
+            continue
+        job_id, state, reason, start, end, nodes, comment = parts
+        result[job_id] = (
+            comment if comment != "(null)" else "",
+            _status(state, reason, nodes, _timestamp(start), _timestamp(end)),
+        )
+    return result
+
+
+def _timestamp(text: str) -> float:
+    try:
+        return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return 0.0

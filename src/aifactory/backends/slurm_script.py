@@ -1,0 +1,101 @@
+"""Render a replica's Slurm batch script from its allocation request (a pure function).
+
+Every user value is either checked against a pattern (names, sbatch option
+values: no whitespace, quotes, ``;$`#``) or passed through ``shlex.quote``
+(environment values, the launcher command), so nothing from a spec can add an
+``#SBATCH`` line or a shell command. The site's preamble (``module load …``) comes
+from the operator's settings, not from specs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from dataclasses import dataclass
+
+from aifactory.backends.base import AllocationRequest
+from aifactory.errors import BackendError
+from aifactory.specs import SLURM_VALUE
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PATH = re.compile(r"^[^\s'\"`$;#\\]+$")
+TAG_PREFIX = "aifactory"
+
+
+@dataclass(frozen=True)
+class SiteDefaults:
+    """What the operator set for every job: defaults and the preamble."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    preamble: str = ""
+
+
+def job_tag(instance: str, replica_id: str) -> str:
+    """The ``--comment`` that marks a job as this control plane's replica."""
+    return f"{TAG_PREFIX}:{instance}:{replica_id}"
+
+
+def _directive(name: str, value: str | int | bool) -> str:
+    if value is True:
+        return f"#SBATCH --{name}"
+    text = str(value)
+    if not SLURM_VALUE.match(text):
+        raise BackendError(
+            f"sbatch option --{name} has an unsafe value {text!r}.",
+            fix="use letters, digits and ,.:=+@%/()[]&|*!<>- only",
+        )
+    return f"#SBATCH --{name}={text}"
+
+
+def render_job_script(request: AllocationRequest, instance: str, site: SiteDefaults) -> str:
+    """The exact batch script ``sbatch`` will run for ``request``.
+
+    Raises:
+        BackendError: when a value could not be rendered safely.
+    """
+    log = str(request.log_path)
+    if not _PATH.match(log):
+        raise BackendError(
+            f"log path {log!r} contains spaces or shell characters.",
+            fix="set AIFACTORY_DATA_DIR to a path without them",
+        )
+    slurm = request.slurm
+    resources = request.resources
+    lines = [
+        "#!/bin/bash",
+        f"# aifactory replica {request.replica_id} of service {request.service}.",
+        "# Rendered by the control plane; `aifactory job-script SERVICE` shows it.",
+        _directive("job-name", f"aif-{request.replica_id}"),
+        _directive("comment", job_tag(instance, request.replica_id)),
+        _directive("output", log),
+        _directive("open-mode", "append"),
+        _directive("nodes", 1),
+        _directive("ntasks", 1),
+        _directive("cpus-per-task", resources.cpus),
+        _directive("mem", f"{math.ceil(resources.memory_gib * 1024)}M"),
+    ]
+    if request.time_limit_s is not None:
+        lines.append(_directive("time", max(1, math.ceil(request.time_limit_s / 60))))
+    if resources.gpus:
+        lines.append(_directive("gres", f"gpu:{resources.gpus}"))
+    for name in ("partition", "account", "qos"):
+        value = getattr(slurm, name) or getattr(site, name)
+        if value:
+            lines.append(_directive(name, value))
+    if slurm.constraint:
+        lines.append(_directive("constraint", slurm.constraint))
+    for name, value in sorted(slurm.options.items()):
+        if value is not False:
+            lines.append(_directive(name, value))
+    lines += ["", "set -euo pipefail"]
+    if site.preamble.strip():
+        lines += ["# site preamble", site.preamble.strip()]
+    for name, value in sorted(request.env.items()):
+        if not _ENV_NAME.match(name):
+            raise BackendError(f"environment variable name {name!r} is not valid.")
+        lines.append(f"export {name}={shlex.quote(value)}")
+    lines += ["", "exec " + shlex.join(request.argv), ""]
+    return "\n".join(lines)
