@@ -105,20 +105,36 @@ def services() -> None:
 
 @app.command()
 def replicas(name: Annotated[str, typer.Argument(help="Service name.")]) -> None:
-    """Show the recent replicas of a service."""
+    """Show the recent replicas of a service (state, job, node, pending reason, time left)."""
     rows = _client().json("GET", f"/api/services/{name}/replicas")["replicas"]
-    table = Table("replica", "backend", "state", "handle", "address", "in flight", "reason")
+    table = Table("replica", "backend", "job", "state", "node", "address", "in flight", "note")
     for r in rows:
         table.add_row(
             r["id"],
             r["backend"],
-            r["state"],
             r["handle"],
+            r["state"] + (" (retiring)" if r["retiring"] else ""),
+            r["node"],
             r["address"],
             str(r["in_flight"]),
-            r["reason"],
+            _replica_note(r),
         )
     console.print(table)
+
+
+def _replica_note(replica: dict[str, Any]) -> str:
+    if replica["pending_reason"]:
+        eta = f", expected start in {replica['eta_s']}s" if replica["eta_s"] is not None else ""
+        return f"{replica['pending_reason']}{eta}"
+    if replica["time_left_s"] is not None and replica["state"] == "ready":
+        return f"{replica['time_left_s']}s left"
+    return str(replica["reason"])
+
+
+@app.command("job-script")
+def job_script(name: Annotated[str, typer.Argument(help="Service name.")]) -> None:
+    """Print exactly what a new replica of a service would run (its batch script)."""
+    console.out(_client().request("GET", f"/api/services/{name}/job-script").text, highlight=False)
 
 
 @app.command()

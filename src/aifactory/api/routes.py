@@ -39,6 +39,7 @@ class AdminAPI:
             Route("/api/services/{name}", self.delete, methods=["DELETE"]),
             Route("/api/services/{name}/replicas", self.replicas, methods=["GET"]),
             Route("/api/services/{name}/logs", self.logs, methods=["GET"]),
+            Route("/api/services/{name}/job-script", self.job_script, methods=["GET"]),
             Route("/api/keys", self.list_keys, methods=["GET"]),
             Route("/api/keys", self.create_key, methods=["POST"]),
             Route("/api/keys/{key_id:int}", self.revoke_key, methods=["DELETE"]),
@@ -110,6 +111,11 @@ class AdminAPI:
             request.path_params["name"], request.query_params.get("replica", ""), lines
         )
         return PlainTextResponse(text)
+
+    async def job_script(self, request: Request) -> Response:
+        """GET /api/services/{name}/job-script: what a new replica would run."""
+        await self._admin(request)
+        return PlainTextResponse(await self._plane.job_script(request.path_params["name"]))
 
     async def list_keys(self, request: Request) -> Response:
         """GET /api/keys (hashes are never shown)."""

@@ -205,9 +205,16 @@ def _state(name: str) -> AllocationState:
 def _status(state_name: str, reason: str, node: str, start: float, end: float) -> AllocationStatus:
     state = _state(state_name)
     now = time.time()
+    if state.finished:
+        said = "" if reason in ("", "None") else f": {plain_reason(reason)}"
+        described = f"Slurm job {state_name.lower()}{said}"
+    elif state is AllocationState.RUNNING:
+        described = ""
+    else:
+        described = plain_reason(reason)
     return AllocationStatus(
         state=state,
-        reason=plain_reason(reason) if state is not AllocationState.RUNNING else "",
+        reason=described,
         node=node,
         ends_at=end if state is AllocationState.RUNNING and end > now else None,
         starts_at=start if state is AllocationState.PENDING and start > 0 else None,
@@ -242,10 +249,11 @@ def _number(value: Any) -> float:
 
 
 def _with_exit(status: AllocationStatus, wait_status: int) -> AllocationStatus:
-    code = wait_status >> 8 if wait_status > 255 else wait_status
-    reason = status.reason or ""
-    if wait_status and wait_status < 256:
-        reason = f"{reason} (signal {wait_status})".strip()
+    # squeue reports the raw wait status: the exit code is in the high byte.
+    code = wait_status >> 8
+    reason = status.reason
+    if code:
+        reason = f"{reason}, exit code {code}"
     return AllocationStatus(status.state, reason, code, status.node, None, None)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from aifactory.control.fleet import Fleet
 from aifactory.control.reconciler import Reconciler
 from aifactory.engines import locate, render_engine
 from aifactory.errors import AIFactoryError, BadRequest, Conflict, NotFound
-from aifactory.specs import Service
+from aifactory.specs import Service, load_service
 from aifactory.store import ReplicaRow, Store
 
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^[0-9a-fA-F:]{2,39}$")
@@ -142,18 +143,40 @@ class ControlPlane:
 
     def _replica_view(self, row: ReplicaRow) -> dict[str, Any]:
         live = self.fleet.replicas.get(row.id)
+        now = time.time()
         return {
             "id": row.id,
             "backend": row.backend,
             "state": live.state.value if live else row.state,
             "handle": row.handle,
+            "node": live.node if live else "",
             "address": f"{row.host}:{row.port}" if row.host else "",
             "in_flight": live.in_flight if live else 0,
+            "pending_reason": live.pending_reason if live else "",
+            "eta_s": round(live.starts_at - now) if live and live.starts_at else None,
+            "time_left_s": round(live.ends_at - now) if live and live.ends_at else None,
+            "retiring": bool(live and live.retiring),
             "reason": row.reason,
             "created_at": row.created_at.isoformat(),
             "updated_at": row.updated_at.isoformat(),
             "log": row.log_path,
         }
+
+    async def job_script(self, name: str) -> str:
+        """The exact script (or command) a new replica of ``name`` would run.
+
+        Raises:
+            NotFound: no such service.
+        """
+        row = await asyncio.to_thread(self.store.service, name)
+        if row is None:
+            raise NotFound(f"service {name!r} does not exist.", fix="see `aifactory services`")
+        service = load_service(dict(row.spec), name)
+        replica_id = f"{name}-XXXXXX"
+        token_file = self.settings.data_dir / "run" / f"{replica_id}.token"
+        request = self.reconciler.allocation_request(service, replica_id, token_file)
+        backend = self.reconciler.backend(service.backend or self.settings.default_backend)
+        return backend.render(request)
 
     async def logs(self, name: str, replica_id: str = "", lines: int = 200) -> str:
         """The last lines of a replica's log (the newest replica by default).
