@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up, then lint, type-check and run every test against the real engine.
+# Set up, then lint, type-check and run every test against the real engine
+# and a real Slurm cluster (started here, stopped at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -8,7 +9,15 @@ echo "==> ruff"
 .venv/bin/ruff format --check .
 echo "==> mypy"
 .venv/bin/mypy src
+echo "==> Slurm dev cluster"
+started_slurm=0
+if ! bash deploy/slurm-dev-cluster.sh status >/dev/null 2>&1; then
+    bash deploy/slurm-dev-cluster.sh up
+    started_slurm=1
+fi
+stop_slurm() { if [ "$started_slurm" = 1 ]; then bash deploy/slurm-dev-cluster.sh down >/dev/null 2>&1 || true; fi; }
+trap stop_slurm EXIT
 echo "==> pytest"
 # Integration tests must run here: a skipped one fails the run.
 export AIFACTORY_REQUIRE_INTEGRATION=1
-exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
