@@ -39,14 +39,16 @@ def free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def register(control_url: str, replica_id: str, token: str, host: str, port: int) -> None:
+def register(
+    control_url: str, replica_id: str, token: str, host: str, port: int, launched_at: float
+) -> None:
     """Tell the control plane where the engine listens.
 
     Raises:
         RuntimeError: when the control plane refuses or stays unreachable.
     """
     url = f"{control_url}/internal/replicas/{replica_id}/register"
-    body = json.dumps({"host": host, "port": port}).encode()
+    body = json.dumps({"host": host, "port": port, "launched_at": launched_at}).encode()
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     for attempt in range(_REGISTER_ATTEMPTS):
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
@@ -81,6 +83,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Launch, register, wait; return the engine's exit code."""
+    launched_at = time.time()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     die_with_parent()
     token = args.token_file.read_text().strip()
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        register(args.control_url, args.replica_id, token, advertise, port)
+        register(args.control_url, args.replica_id, token, advertise, port, launched_at)
     except RuntimeError as exc:
         print(f"launcher: {exc}; stopping the engine", flush=True)
         engine.terminate()

@@ -176,6 +176,7 @@ class AdminAPI:
             token.strip(),
             document.get("host"),
             document.get("port"),
+            document.get("launched_at"),
         )
         return JSONResponse({"result": "registered"})
 

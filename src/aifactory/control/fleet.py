@@ -56,6 +56,8 @@ class LiveReplica:
     starts_at: float | None = None
     node: str = ""
     pending_reason: str = ""
+    watched: bool = False
+    timeline: dict[str, float] = field(default_factory=dict)
     created_at: float = field(default_factory=time.monotonic)
     changed_at: float = field(default_factory=time.monotonic)
     last_health_at: float = 0.0

@@ -156,6 +156,7 @@ class ControlPlane:
             "eta_s": round(live.starts_at - now) if live and live.starts_at else None,
             "time_left_s": round(live.ends_at - now) if live and live.ends_at else None,
             "retiring": bool(live and live.retiring),
+            "timeline": dict(live.timeline) if live else {},
             "reason": row.reason,
             "created_at": row.created_at.isoformat(),
             "updated_at": row.updated_at.isoformat(),
@@ -194,17 +195,23 @@ class ControlPlane:
         path = Path(rows[-1].log_path)
         return await asyncio.to_thread(_tail, path, lines)
 
-    async def register(self, replica_id: str, token: str, host: Any, port: Any) -> None:
+    async def register(
+        self, replica_id: str, token: str, host: Any, port: Any, launched_at: Any = None
+    ) -> None:
         """Accept a launcher's registration.
 
         Raises:
-            BadRequest: a malformed host or port.
+            BadRequest: a malformed host, port or launch time.
         """
         if not isinstance(host, str) or not _HOST.match(host):
             raise BadRequest(f"host {host!r} is not a host name or address.", param="host")
         if not isinstance(port, int) or not 0 < port < 65536:
             raise BadRequest(f"port {port!r} is not a TCP port.", param="port")
-        await self.reconciler.register(replica_id, token, host, port)
+        if launched_at is not None and not isinstance(launched_at, int | float):
+            raise BadRequest(
+                f"launched_at {launched_at!r} is not a Unix time.", param="launched_at"
+            )
+        await self.reconciler.register(replica_id, token, host, port, launched_at)
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -37,7 +37,7 @@ from aifactory.backends import (
 from aifactory.config import Settings
 from aifactory.control.adoption import adopt
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
-from aifactory.control.health import probe
+from aifactory.control.health import Probe, probe
 from aifactory.control.rotation import due_for_rotation
 from aifactory.engines import render_engine
 from aifactory.errors import (
@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 60.0
 _CAPACITY_RETRY_S = 5.0
+_STARTUP_PROBE_S = 0.1
 
 
 class Reconciler:
@@ -262,6 +263,7 @@ class Reconciler:
             return
         await asyncio.to_thread(_write_secret, token_file, token)
         replica = LiveReplica(replica_id, service.name, backend.name, token_hash=hash_key(token))
+        replica.timeline["requested"] = time.time()
         self._fleet.replicas[replica_id] = replica
         try:
             replica.handle = await backend.submit(request)
@@ -277,6 +279,7 @@ class Reconciler:
             self._note_failure(service.name, str(exc))
             return
         self.pending_reason.pop(service.name, None)
+        replica.timeline["submitted"] = time.time()
         await asyncio.to_thread(
             self._store.add_replica,
             id=replica_id,
@@ -289,7 +292,9 @@ class Reconciler:
         )
         logger.info("replica %s: submitted to %s as %s", replica_id, backend.name, replica.handle)
 
-    async def register(self, replica_id: str, token: str, host: str, port: int) -> None:
+    async def register(
+        self, replica_id: str, token: str, host: str, port: int, launched_at: float | None = None
+    ) -> None:
         """Accept a launcher's report of where its engine listens (once).
 
         Raises:
@@ -306,6 +311,8 @@ class Reconciler:
             raise Conflict(f"replica {replica_id!r} is {replica.state.value}, not submitted.")
         replica.token_hash = ""
         replica.base_url = f"http://{host}:{port}"
+        if launched_at is not None:
+            replica.timeline["launched"] = launched_at
         await self._transition(
             replica,
             ReplicaState.REGISTERED,
@@ -314,7 +321,7 @@ class Reconciler:
             port=port,
             token_hash="",
         )
-        self.wake()
+        self._background(self._watch_startup(replica))
 
     # observing
 
@@ -330,6 +337,8 @@ class Reconciler:
                 if status.state is AllocationState.UNKNOWN or replica.stopping:
                     continue
                 if not status.state.finished:
+                    if status.state is AllocationState.RUNNING:
+                        replica.timeline.setdefault("running", time.time())
                     replica.ends_at = status.ends_at or replica.ends_at
                     replica.starts_at = status.starts_at
                     replica.node = status.node or replica.node
@@ -357,31 +366,52 @@ class Reconciler:
                 await self._fail(
                     replica, f"not ready after {service.health.start_timeout_s:.0f}s start timeout"
                 )
-            elif replica.base_url and (
-                replica.state is not ReplicaState.READY
-                or replica.suspect
-                or now - replica.last_health_at >= service.health.interval_s
+            elif (
+                replica.base_url
+                and not replica.watched
+                and (
+                    replica.state is not ReplicaState.READY
+                    or replica.suspect
+                    or now - replica.last_health_at >= service.health.interval_s
+                )
             ):
                 due.append((replica, service))
         results = await asyncio.gather(*(self._probe(r, s) for r, s in due))
         for (replica, service), result in zip(due, results, strict=True):
-            replica.last_health_at = time.monotonic()
-            if result.ok:
-                replica.health_failures = 0
-                replica.suspect = False
-                if replica.state is not ReplicaState.READY:
-                    if replica.state is ReplicaState.REGISTERED:
-                        await self._transition(replica, ReplicaState.HEALTHY, "engine answers")
-                    await self._transition(replica, ReplicaState.READY, "health check passed")
-                    self._failures[service.name] = 0
-            elif result.answered and replica.state is ReplicaState.REGISTERED:
-                await self._transition(replica, ReplicaState.HEALTHY, result.detail)
-            elif replica.state is ReplicaState.READY:
-                replica.health_failures += 1
-                if replica.health_failures >= service.health.failure_threshold:
-                    await self._fail(replica, result.detail)
+            await self._apply_probe(replica, service, result)
 
-    async def _probe(self, replica: LiveReplica, service: Service) -> Any:
+    async def _apply_probe(self, replica: LiveReplica, service: Service, result: Probe) -> None:
+        replica.last_health_at = time.monotonic()
+        if result.ok:
+            replica.health_failures = 0
+            replica.suspect = False
+            if replica.state is not ReplicaState.READY:
+                if replica.state is ReplicaState.REGISTERED:
+                    await self._transition(replica, ReplicaState.HEALTHY, "engine answers")
+                await self._transition(replica, ReplicaState.READY, "health check passed")
+                self._failures[service.name] = 0
+        elif result.answered and replica.state is ReplicaState.REGISTERED:
+            await self._transition(replica, ReplicaState.HEALTHY, result.detail)
+        elif replica.state is ReplicaState.READY:
+            replica.health_failures += 1
+            if replica.health_failures >= service.health.failure_threshold:
+                await self._fail(replica, result.detail)
+
+    async def _watch_startup(self, replica: LiveReplica) -> None:
+        """Probe a just-registered replica often, so it is ready within ~0.1 s of its engine."""
+        replica.watched = True
+        try:
+            while replica.state in (ReplicaState.REGISTERED, ReplicaState.HEALTHY):
+                service = self._fleet.services.get(replica.service)
+                if service is None or replica.id not in self._fleet.replicas:
+                    return
+                await self._apply_probe(replica, service, await self._probe(replica, service))
+                if not _is_ready(replica):
+                    await asyncio.sleep(_STARTUP_PROBE_S)
+        finally:
+            replica.watched = False
+
+    async def _probe(self, replica: LiveReplica, service: Service) -> Probe:
         assert self._session is not None
         return await probe(
             self._session, replica.base_url + service.health.path, service.health.timeout_s
@@ -435,6 +465,7 @@ class Reconciler:
         )
         replica.state = state
         replica.changed_at = time.monotonic()
+        replica.timeline[state.value] = time.time()
         if state in (ReplicaState.GONE, ReplicaState.FAILED):
             self._fleet.replicas.pop(replica.id, None)
         await asyncio.to_thread(
@@ -447,6 +478,10 @@ class Reconciler:
             key = (replica.service, replica.state.value)
             counts[key] = counts.get(key, 0) + 1
         metrics.set_replica_counts(counts)
+
+
+def _is_ready(replica: LiveReplica) -> bool:
+    return replica.state is ReplicaState.READY
 
 
 def instance_id(path: Path) -> str:
