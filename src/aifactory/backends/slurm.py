@@ -143,10 +143,37 @@ class SlurmBackend:
                 h: AllocationStatus(AllocationState.UNKNOWN, "Slurm did not answer")
                 for h in handles
             }
+        missing = [h for h in handles if h not in jobs]
+        if missing:
+            jobs.update(await self._accounting(missing))
         return {
             h: jobs.get(h, AllocationStatus(AllocationState.UNKNOWN, "not in the queue"))
             for h in handles
         }
+
+    async def _accounting(self, job_ids: list[str]) -> dict[str, AllocationStatus]:
+        """Ask ``sacct`` (slurmdbd, else the job-completion log) about jobs gone from squeue."""
+        fields = ["--noheader", "--parsable2", "--format=JobIDRaw,State,ExitCode"]
+        select = ["--jobs=" + ",".join(job_ids)]
+        for source in ([], ["--completion"]):
+            try:
+                out = await run_command(
+                    ["sacct", *source, *fields, *select], timeout_s=self.timeout_s
+                )
+            except SchedulerCommandFailed:
+                continue
+            found = {}
+            for line in out.splitlines():
+                job_id, _, rest = line.partition("|")
+                state, _, exit_code = rest.partition("|")
+                if job_id in job_ids and state:
+                    name = state.split()[0]  # "CANCELLED by 0"
+                    code = int(exit_code.split(":")[0]) if exit_code[:1].isdigit() else None
+                    found[job_id] = AllocationStatus(
+                        _state(name), f"Slurm job {name.lower()} (from accounting)", code
+                    )
+            return found
+        return {}
 
     async def cancel(self, handle: str) -> None:
         """``scancel`` the job; a job already gone is fine."""

@@ -1,0 +1,88 @@
+import asyncio
+import json
+import time
+
+import pytest
+
+from aifactory.backends import AllocationState, load_backend
+from aifactory.backends.slurm import _parse_formatted, _parse_json, plain_reason
+
+
+def _job(**fields: object) -> dict[str, object]:
+    job: dict[str, object] = {
+        "job_id": 7,
+        "name": "aif-chat-1",
+        "comment": "aifactory:abc:chat-1",
+        "job_state": "RUNNING",
+        "state_reason": "None",
+        "batch_host": "n1",
+        "nodes": "n1",
+        "start_time": int(time.time()) - 10,
+        "end_time": int(time.time()) + 50,
+        "time_limit": 1,
+        "exit_code": 0,
+    }
+    job.update(fields)
+    return job
+
+
+def test_running_job_has_node_and_end() -> None:
+    ((comment, status),) = _parse_json(json.dumps({"jobs": [_job()]})).values()
+    assert comment == "aifactory:abc:chat-1"
+    assert status.state is AllocationState.RUNNING and status.node == "n1"
+    assert status.ends_at is not None and status.ends_at > time.time()
+
+
+def test_pending_job_has_plain_reason_and_expected_start() -> None:
+    start = int(time.time()) + 120
+    jobs = _parse_json(
+        json.dumps(
+            {"jobs": [_job(job_state="PENDING", state_reason="Resources", start_time=start)]}
+        )
+    )
+    status = jobs["7"][1]
+    assert status.state is AllocationState.PENDING
+    assert status.reason == "waiting for resources" and status.starts_at == start
+
+
+def test_finished_jobs_decode_wait_status() -> None:
+    failed = _parse_json(
+        json.dumps(
+            {"jobs": [_job(job_state="FAILED", state_reason="NonZeroExitCode", exit_code=768)]}
+        )
+    )["7"][1]
+    assert failed.state is AllocationState.FAILED and failed.exit_code == 3
+    assert "exited with a non-zero code" in failed.reason and "exit code 3" in failed.reason
+    timeout = _parse_json(
+        json.dumps({"jobs": [_job(job_state="TIMEOUT", state_reason="TimeLimit")]})
+    )
+    assert timeout["7"][1].state is AllocationState.TIMEOUT
+
+
+def test_unknown_state_becomes_unknown() -> None:
+    jobs = _parse_json(json.dumps({"jobs": [_job(job_state="WARPED")]}))
+    assert jobs["7"][1].state is AllocationState.UNKNOWN
+
+
+def test_formatted_output_fallback() -> None:
+    line = "9|PENDING|Priority|2030-01-01T00:00:00|N/A||aifactory:abc:chat-2"
+    comment, status = _parse_formatted(line)["9"]
+    assert comment == "aifactory:abc:chat-2"
+    assert status.state is AllocationState.PENDING
+    assert status.reason == "waiting behind higher-priority jobs" and status.starts_at
+
+
+def test_plain_reasons() -> None:
+    assert plain_reason("QOSMaxWallDurationPerJobLimit").startswith("QOS limit")
+    assert plain_reason("SomethingNew") == "SomethingNew"
+
+
+def test_missing_slurm_degrades_to_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        backend = load_backend("slurm", instance="abc")
+        statuses = await backend.status(["1"])
+        assert statuses["1"].state is AllocationState.UNKNOWN
+        assert statuses["1"].reason == "Slurm did not answer"
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    asyncio.run(scenario())
