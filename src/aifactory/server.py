@@ -23,11 +23,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aifactory import metrics
-from aifactory.api import AdminAPI
+from aifactory.api import AdminAPI, JobsAPI
 from aifactory.config import Settings
-from aifactory.control import ControlPlane
+from aifactory.control import ControlPlane, instance_id
 from aifactory.errors import APIError, NotFound
 from aifactory.gateway import GatewayApp, error_body
+from aifactory.jobs import JobsManager
 from aifactory.store import Store
 from aifactory.tenancy import KeyAuthenticator, UsageLedger, issue_key
 
@@ -52,10 +53,13 @@ class App:
             connect_timeout_s=settings.upstream_connect_timeout_s,
             read_timeout_s=settings.upstream_read_timeout_s,
         )
+        self.jobs = JobsManager(settings, self.store, instance_id(settings.instance_file))
+        admin_api = AdminAPI(self.plane, self.authenticator)
         routes = [
             Route("/healthz", self._healthz, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
-            *AdminAPI(self.plane, self.authenticator).routes(),
+            *admin_api.routes(),
+            *JobsAPI(self.jobs, admin_api.authenticate_admin).routes(),
         ]
         self.admin = Starlette(
             routes=routes,

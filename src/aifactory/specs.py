@@ -19,11 +19,13 @@ from aifactory.errors import SpecError
 __all__ = [
     "EngineSpec",
     "HealthCheck",
+    "Job",
     "ModelName",
     "Replicas",
     "Resources",
     "Service",
     "SlurmOptions",
+    "load_job",
     "load_service",
     "parse_duration_s",
 ]
@@ -201,7 +203,7 @@ class SlurmOptions(_Spec):
     @field_validator("constraint")
     @classmethod
     def _constraint_is_inert(cls, value: str | None) -> str | None:
-        if value is not None and not SLURM_VALUE.match(value):
+        if value is not None and not SLURM_VALUE.fullmatch(value):
             raise ValueError(f"constraint {value!r} may not contain spaces, quotes or ;$`#")
         return value
 
@@ -214,7 +216,7 @@ class SlurmOptions(_Spec):
                     f"sbatch option {name!r} is not allowed here; allowed: "
                     + ", ".join(sorted(SBATCH_OPTIONS))
                 )
-            if isinstance(value, str) and not SLURM_VALUE.match(value):
+            if isinstance(value, str) and not SLURM_VALUE.fullmatch(value):
                 raise ValueError(
                     f"value {value!r} of sbatch option {name!r} may not contain "
                     "spaces, quotes or ;$`#"
@@ -325,4 +327,124 @@ def load_service(source: str | dict[str, Any], origin: str = "spec") -> Service:
         raise SpecError(
             f"{origin} is not a valid Service:\n{_describe(exc)}\n",
             fix="correct the fields listed above (examples/chat.yaml shows a working spec)",
+        ) from exc
+
+
+# A Slurm array: indexes and ranges (with an optional step), then an optional
+# "%N" limit on how many tasks run at once: "0-9", "1,3,5", "0-15:2%4".
+JOB_ARRAY_PATTERN = (
+    r"^\d{1,7}(-\d{1,7}(:\d{1,7})?)?(,\d{1,7}(-\d{1,7}(:\d{1,7})?)?){0,63}(%\d{1,5})?$"
+)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Job(_Spec):
+    """A batch job: a command run once (or once per array task) on one or more nodes.
+
+    ``resources.cpus`` is per task, ``resources.memory_gib`` and
+    ``resources.gpus`` are per node. With more than one node or task the
+    command is started by ``srun`` on every task; otherwise it runs directly.
+    """
+
+    kind: Literal["Job"] = "Job"
+    name: str = Field(pattern=NAME_PATTERN)
+    command: tuple[str, ...] = Field(min_length=1, max_length=4096)
+    nodes: int = Field(default=1, ge=1, le=10_000)
+    tasks_per_node: int = Field(default=1, ge=1, le=1024)
+    resources: Resources = Resources()
+    array: str | None = None
+    time_limit_s: float | None = Field(default=None, alias="time_limit", gt=0)
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    backend: Literal["slurm"] = "slurm"
+    slurm: SlurmOptions = SlurmOptions()
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split_command(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
+    @field_validator("command")
+    @classmethod
+    def _command_is_text(cls, command: tuple[str, ...]) -> tuple[str, ...]:
+        if not command[0] or command[0].startswith("-"):
+            raise ValueError("the program (first word of `command`) must be a name or a path")
+        if any("\0" in part for part in command):
+            raise ValueError("`command` may not contain NUL characters")
+        return command
+
+    @field_validator("time_limit_s", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration_s(value)
+
+    @field_validator("array")
+    @classmethod
+    def _array(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(JOB_ARRAY_PATTERN, value):
+            raise ValueError(
+                "must be indexes and ranges such as '0-9', '1,3,5' or "
+                "'0-15%4' (at most 4 running at once)"
+            )
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        for name, value in env.items():
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"environment variable name {name!r} is not valid")
+            if "\0" in value:
+                raise ValueError(f"environment variable {name} may not contain NUL characters")
+        return env
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/") or len(value) > 4096:
+            raise ValueError(f"workdir {value!r} must be an absolute path")
+        if any(ord(c) < 32 or c == "\x7f" for c in value):
+            raise ValueError(f"workdir {value!r} may not contain control characters")
+        return value
+
+    @property
+    def parallel(self) -> bool:
+        """Whether the command runs as several tasks (through ``srun``)."""
+        return self.nodes > 1 or self.tasks_per_node > 1
+
+    def to_document(self) -> dict[str, Any]:
+        """The spec as a plain dict that ``load_job`` accepts back."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def load_job(source: str | dict[str, Any], origin: str = "job spec") -> Job:
+    """Validate a Job spec given as YAML text or a parsed document.
+
+    Raises:
+        SpecError: listing each bad field by its path, with the fix.
+    """
+    if isinstance(source, str):
+        try:
+            document = yaml.safe_load(source)
+        except yaml.YAMLError as exc:
+            raise SpecError(
+                f"{origin} is not valid YAML: {exc}", fix="check indentation and quoting"
+            ) from exc
+    else:
+        document = source
+    if not isinstance(document, dict):
+        raise SpecError(
+            f"{origin} must be a mapping with at least `name` and `command`.",
+            fix="e.g. `kind: Job`, `name: hello`, `command: [echo, hello]`",
+        )
+    try:
+        return Job.model_validate(document)
+    except ValidationError as exc:
+        raise SpecError(
+            f"{origin} is not a valid Job:\n{_describe(exc)}\n",
+            fix="correct the fields listed above (`kind: Job`, `name`, `command`, `nodes`, …)",
         ) from exc

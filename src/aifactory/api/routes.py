@@ -47,6 +47,10 @@ class AdminAPI:
             Route("/internal/replicas/{replica_id}/register", self.register, methods=["POST"]),
         ]
 
+    async def authenticate_admin(self, request: Request) -> Principal:
+        """The caller's principal; raises unless the request carries an admin key."""
+        return await self._admin(request)
+
     async def _admin(self, request: Request) -> Principal:
         scheme, _, secret = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secret:

@@ -15,6 +15,7 @@ from aifactory.backends.base import (
     AllocationStatus,
     Backend,
 )
+from aifactory.backends.slurm_jobs import JobTask, SlurmJobRunner
 from aifactory.backends.slurm_script import SiteDefaults
 from aifactory.errors import ConfigError
 
@@ -23,7 +24,9 @@ __all__ = [
     "AllocationState",
     "AllocationStatus",
     "Backend",
+    "JobTask",
     "SiteDefaults",
+    "SlurmJobRunner",
     "load_backend",
 ]
 

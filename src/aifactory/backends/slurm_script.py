@@ -42,7 +42,7 @@ def _directive(name: str, value: str | int | bool) -> str:
     if value is True:
         return f"#SBATCH --{name}"
     text = str(value)
-    if not SLURM_VALUE.match(text):
+    if not SLURM_VALUE.fullmatch(text):
         raise BackendError(
             f"sbatch option --{name} has an unsafe value {text!r}.",
             fix="use letters, digits and ,.:=+@%/()[]&|*!<>- only",

@@ -2,5 +2,6 @@
 
 from aifactory.control.fleet import Fleet, Lease, ModelEntry, ReplicaState
 from aifactory.control.plane import ControlPlane
+from aifactory.control.reconciler import instance_id
 
-__all__ = ["ControlPlane", "Fleet", "Lease", "ModelEntry", "ReplicaState"]
+__all__ = ["ControlPlane", "Fleet", "Lease", "ModelEntry", "ReplicaState", "instance_id"]

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aifactory.store.tables import (
     ApiKeyRow,
     Base,
+    JobRow,
     ReplicaRow,
     ServiceRow,
     TenantRow,
@@ -265,3 +266,40 @@ class Store:
             query = query.where(UsageRow.created_at >= since)
         with self._session() as s:
             return [UsageTotal(*row) for row in s.execute(query).all()]
+
+    # batch jobs
+
+    def add_job(self, **fields: Any) -> None:
+        """Insert a job row."""
+        with self._session() as s:
+            s.add(JobRow(**fields))
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Change some fields of a job."""
+        with self._session() as s:
+            s.execute(
+                update(JobRow).where(JobRow.id == job_id).values(updated_at=utcnow(), **fields)
+            )
+
+    def job(self, job_id: str) -> JobRow | None:
+        """One job by id."""
+        with self._session() as s:
+            return s.get(JobRow, job_id)
+
+    def newest_job(self, name: str) -> JobRow | None:
+        """The most recently submitted job called ``name``."""
+        with self._session() as s:
+            return s.scalar(
+                select(JobRow)
+                .where(JobRow.name == name)
+                .order_by(JobRow.submitted_at.desc())
+                .limit(1)
+            )
+
+    def jobs(self, limit: int = 100, tenant_id: int | None = None) -> list[JobRow]:
+        """The newest jobs, newest first, optionally of one tenant."""
+        query = select(JobRow).order_by(JobRow.submitted_at.desc()).limit(limit)
+        if tenant_id is not None:
+            query = query.where(JobRow.tenant_id == tenant_id)
+        with self._session() as s:
+            return list(s.scalars(query))

@@ -89,3 +89,29 @@ class UsageRow(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
+
+
+class JobRow(Base):
+    """A batch job: its validated spec, its Slurm job id and how it stands or ended.
+
+    ``tasks`` keeps the last state of each array task (or the one task), so a
+    job is still described after Slurm forgot it.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    spec: Mapped[dict[str, object]] = mapped_column(JSON)
+    backend: Mapped[str] = mapped_column(String(16))
+    slurm_job_id: Mapped[str] = mapped_column(String(32), default="", index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tasks: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
+    log_dir: Mapped[str] = mapped_column(Text, default="")
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), nullable=True)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,271 @@
+"""Batch jobs on Slurm: submit a rendered script, read each task's state, cancel.
+
+Replicas (``slurm.py``) are long-running servers; batch jobs run a command to
+its end, possibly on several nodes and as an array of tasks. Both use the
+same commands and the same state table::
+
+    JobsManager                    SlurmJobRunner                 Slurm
+    -----------                    --------------                 -----
+    submit(script)  ------------>  sbatch --parsable  (stdin)  -> job id
+    tasks(job id)   ------------>  squeue --json --states=all  -> one entry per task
+                                   (sacct -c when it left squeue)
+    cancel(job id)  ------------>  scancel
+
+``squeue`` reports the raw wait status: the exit code is its high byte and a
+killing signal its low seven bits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from aifactory.backends._commands import run_command
+from aifactory.backends.base import AllocationState
+from aifactory.backends.slurm import STATES, plain_reason
+from aifactory.backends.slurm_script import job_tag
+from aifactory.errors import BackendError, SchedulerCommandFailed
+
+logger = logging.getLogger(__name__)
+
+_SACCT_FORMAT = "JobID,State,ExitCode,NodeList,Start,End"
+
+
+@dataclass(frozen=True)
+class JobTask:
+    """One task of a batch job (the whole job when it is not an array).
+
+    Attributes:
+        task: The array index, or None for a job that is not an array.
+        slurm_job_id: Slurm's own id of this task's job record.
+        state: Where it stands, in the shared words.
+        slurm_state: Slurm's word for it (``PENDING``, ``NODE_FAIL``…).
+        reason: Why it waits or how it ended, in plain words.
+        exit_code: The exit code once finished (0 when killed by a signal).
+        signal: The signal that killed it, if any.
+        nodes: The node list (``n[1-2]``).
+        started_at: Unix time it started, when it did.
+        ended_at: Unix time it ended, when it did.
+    """
+
+    task: int | None
+    slurm_job_id: str
+    state: AllocationState
+    slurm_state: str
+    reason: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    nodes: str = ""
+    started_at: float | None = None
+    ended_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The task as plain JSON values."""
+        return {
+            "task": self.task,
+            "slurm_job_id": self.slurm_job_id,
+            "state": self.state.value,
+            "slurm_state": self.slurm_state,
+            "reason": self.reason,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "nodes": self.nodes,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+        }
+
+
+class SlurmJobRunner:
+    """Submits, observes and cancels batch jobs with Slurm's own commands."""
+
+    def __init__(self, instance: str, command_timeout_s: float = 30.0) -> None:
+        self.instance = instance
+        self.timeout_s = command_timeout_s
+
+    def tag(self, job_id: str) -> str:
+        """The ``--comment`` that marks a batch job as this control plane's."""
+        return job_tag(self.instance, "job:" + job_id)
+
+    async def submit(self, script: str) -> str:
+        """``sbatch --parsable`` with ``script`` on stdin; return Slurm's job id.
+
+        Raises:
+            BackendError: when sbatch refused the job or did not answer.
+        """
+        try:
+            out = await run_command(
+                ["sbatch", "--parsable"], timeout_s=self.timeout_s, stdin=script
+            )
+        except SchedulerCommandFailed as exc:
+            missing = exc.returncode == 127
+            raise BackendError(
+                f"sbatch refused the job: {exc.stderr.strip() or exc}",
+                fix="install Slurm's client commands (sbatch, squeue, scancel) here"
+                if missing
+                else "check partition, account, QOS, node count and limits (`sinfo`)",
+            ) from exc
+        slurm_id = out.strip().split(";")[0]
+        if not slurm_id.isdigit():
+            raise BackendError(f"sbatch answered {out!r}, not a job id.")
+        return slurm_id
+
+    async def tasks(self, slurm_id: str) -> list[JobTask]:
+        """Every task of job ``slurm_id``, sorted by array index.
+
+        An empty list means Slurm knows nothing of the job any more (neither
+        ``squeue`` nor the completion log).
+
+        Raises:
+            SchedulerCommandFailed: when Slurm does not answer.
+        """
+        out = await run_command(
+            ["squeue", "--json", "--states=all", f"--jobs={slurm_id}"], timeout_s=self.timeout_s
+        )
+        found = parse_squeue(out, slurm_id)
+        if not found:
+            found = await self._from_sacct(slurm_id)
+        return found
+
+    async def cancel(self, slurm_id: str) -> None:
+        """``scancel`` the job (every array task); a job already gone is fine.
+
+        Raises:
+            SchedulerCommandFailed: when scancel fails for another reason.
+        """
+        try:
+            await run_command(["scancel", slurm_id], timeout_s=self.timeout_s)
+        except SchedulerCommandFailed as exc:
+            if "Invalid job id" not in exc.stderr and "already completing" not in exc.stderr:
+                raise
+
+    async def _from_sacct(self, slurm_id: str) -> list[JobTask]:
+        # The job left squeue (MinJobAge): the completion log still knows how
+        # it ended. Without a completion log, say so rather than guess.
+        try:
+            out = await run_command(
+                ["sacct", "-c", "-P", "-n", "-j", slurm_id, f"--format={_SACCT_FORMAT}"],
+                timeout_s=self.timeout_s,
+            )
+        except SchedulerCommandFailed as exc:
+            logger.info("sacct -c could not tell about job %s: %s", slurm_id, exc)
+            return []
+        return parse_sacct(out, slurm_id)
+
+
+def decode_wait_status(wait_status: int) -> tuple[int, int | None]:
+    """Split a raw wait status into (exit code, killing signal or None)."""
+    signal = wait_status & 0x7F
+    return (wait_status >> 8) & 0xFF, signal or None
+
+
+def _state(name: str) -> AllocationState:
+    state = STATES.get(name)
+    if state is None:
+        logger.warning("unknown Slurm job state %r", name)
+        return AllocationState.UNKNOWN
+    return state
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, dict):  # newer Slurm: {"set": true, "number": N}
+        value = value.get("number", 0) if value.get("set", True) else 0
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _reason(state: AllocationState, slurm_state: str, reason: str) -> str:
+    if state is AllocationState.RUNNING:
+        return ""
+    if state.finished:
+        return "" if reason in ("", "None") else plain_reason(reason)
+    return plain_reason(reason) if reason else slurm_state.lower()
+
+
+def _expand(indexes: str) -> list[int]:
+    """``"2-5,7"`` or ``"0-15:2%4"`` -> the task indexes it names."""
+    found: list[int] = []
+    for part in indexes.split("%")[0].split(","):
+        match = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part.strip())
+        if match is None:
+            continue
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        step = int(match.group(3) or 1)
+        found.extend(range(first, last + 1, max(step, 1)))
+    return found
+
+
+def parse_squeue(text: str, slurm_id: str) -> list[JobTask]:
+    """The tasks of job ``slurm_id`` in ``squeue --json`` output.
+
+    Array tasks that have not started yet share one entry (``array_task_string``
+    ``"3-9"``); it is expanded to one pending task per index.
+    """
+    document: dict[str, Any] = json.loads(text)
+    tasks: dict[int | None, JobTask] = {}
+    for job in document.get("jobs", []):
+        own_id = str(job.get("job_id", ""))
+        array_id = str(job.get("array_job_id") or "")
+        if own_id != slurm_id and array_id != slurm_id:
+            continue  # squeue may list every job, whatever --jobs says
+        slurm_state = job.get("job_state", "")
+        if isinstance(slurm_state, list):  # newer Slurm: a list of flags
+            slurm_state = slurm_state[0] if slurm_state else ""
+        slurm_state = str(slurm_state)
+        state = _state(slurm_state)
+        wait_status = job.get("exit_code")
+        exit_code = signal = None
+        if state.finished and isinstance(wait_status, int):
+            exit_code, signal = decode_wait_status(wait_status)
+        started, ended = _number(job.get("start_time")), _number(job.get("end_time"))
+        task = JobTask(
+            task=None,
+            slurm_job_id=own_id,
+            state=state,
+            slurm_state=slurm_state,
+            reason=_reason(state, slurm_state, str(job.get("state_reason") or "")),
+            exit_code=exit_code,
+            signal=signal,
+            nodes=str(job.get("nodes") or ""),
+            started_at=started if started and state is not AllocationState.PENDING else None,
+            ended_at=ended if ended and state.finished else None,
+        )
+        index = job.get("array_task_id")
+        pending_indexes = str(job.get("array_task_string") or "")
+        if isinstance(index, int):
+            tasks[index] = replace(task, task=index)
+        elif pending_indexes:
+            for number in _expand(pending_indexes):
+                tasks.setdefault(number, replace(task, task=number))
+        else:
+            tasks[None] = task
+    return sorted(tasks.values(), key=lambda t: -1 if t.task is None else t.task)
+
+
+def parse_sacct(text: str, slurm_id: str) -> list[JobTask]:
+    """The finished job ``slurm_id`` in ``sacct -c -P -n`` output (not arrays)."""
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < 6 or parts[0] != slurm_id:
+            continue
+        slurm_state = parts[1].split()[0] if parts[1] else ""
+        code, _, signal = parts[2].partition(":")
+        state = _state(slurm_state)
+        return [
+            JobTask(
+                task=None,
+                slurm_job_id=slurm_id,
+                state=state,
+                slurm_state=slurm_state,
+                reason="from the completion log",
+                exit_code=int(code) if code.isdigit() else None,
+                signal=int(signal) if signal.isdigit() and int(signal) else None,
+                nodes=parts[3],
+            )
+        ]
+    return []

@@ -1,0 +1,255 @@
+"""The batch-jobs facade: what the admin API and the CLI may ask about jobs.
+
+States are refreshed from Slurm when asked (on read), not by a loop: a job
+that is still pending or running is looked up in ``squeue`` each time it is
+shown, and its last known state is kept in the store, so a finished job is
+still described after Slurm forgot it::
+
+    submit(job)   -> render script -> sbatch -> jobs row (pending)
+    describe(id)  -> squeue (unfinished only) -> per-task states -> jobs row
+    logs(id)      -> DATA_DIR/logs/jobs/ID/<slurm id>[_<task>].log
+    cancel(id)    -> scancel -> describe
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aifactory.backends import AllocationState, JobTask, SiteDefaults, SlurmJobRunner
+from aifactory.config import Settings
+from aifactory.errors import BackendError, BadRequest, NotFound, SchedulerCommandFailed
+from aifactory.jobs.script import JobScriptContext, render_batch_script
+from aifactory.specs import Job, load_job
+from aifactory.store import JobRow, Store
+
+logger = logging.getLogger(__name__)
+
+_FINISHED = {s.value for s in AllocationState if s.finished}
+# How the states of several tasks add up to the job's, most telling first.
+_ENDINGS = (
+    AllocationState.CANCELLED,
+    AllocationState.TIMEOUT,
+    AllocationState.FAILED,
+    AllocationState.UNKNOWN,
+)
+
+
+class JobsManager:
+    """Submit, describe, read the logs of and cancel batch jobs.
+
+    Args:
+        settings: Data directory, Slurm site defaults and command timeout.
+        store: Where jobs are recorded.
+        instance: This control plane's id (tags its Slurm jobs).
+        runner: The Slurm driver; built from the settings when not given.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        instance: str,
+        runner: SlurmJobRunner | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.runner = runner or SlurmJobRunner(instance, settings.slurm_command_timeout_s)
+        self.site = SiteDefaults(
+            partition=settings.slurm_partition or None,
+            account=settings.slurm_account or None,
+            qos=settings.slurm_qos or None,
+            preamble=settings.slurm_preamble,
+        )
+
+    def log_dir(self, job_id: str) -> Path:
+        """Where a job's output files go."""
+        return self.settings.logs_dir / "jobs" / job_id
+
+    def render(self, job: Job, job_id: str = "") -> str:
+        """The batch script ``submit`` would run for ``job``.
+
+        Raises:
+            BackendError: when a value could not be rendered safely.
+        """
+        job_id = job_id or f"{job.name}-XXXXXX"
+        context = JobScriptContext(job_id, self.runner.tag(job_id), self.log_dir(job_id), self.site)
+        return render_batch_script(job, context)
+
+    async def submit(self, job: Job, tenant_id: int | None) -> dict[str, Any]:
+        """Submit ``job``; return its view (state ``pending``).
+
+        Raises:
+            BadRequest: the script could not be rendered, or sbatch refused it.
+        """
+        job_id = f"{job.name}-{secrets.token_hex(3)}"
+        log_dir = self.log_dir(job_id)
+        try:
+            script = self.render(job, job_id)
+            await asyncio.to_thread(_write_script, log_dir, script)
+            slurm_id = await self.runner.submit(script)
+        except BackendError as exc:
+            raise BadRequest(exc.message, exc.fix) from exc
+        await asyncio.to_thread(
+            self.store.add_job,
+            id=job_id,
+            name=job.name,
+            spec=job.to_document(),
+            backend=job.backend,
+            slurm_job_id=slurm_id,
+            state=AllocationState.PENDING.value,
+            log_dir=str(log_dir),
+            tenant_id=tenant_id,
+        )
+        logger.info("job %s: submitted as Slurm job %s", job_id, slurm_id)
+        return await self.describe(job_id)
+
+    async def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest jobs, newest first, with fresh states for unfinished ones."""
+        rows = await asyncio.to_thread(self.store.jobs, limit)
+        fresh = await asyncio.gather(*(self._refresh(row) for row in rows))
+        return [_view(row) for row in fresh]
+
+    async def describe(self, id_or_name: str) -> dict[str, Any]:
+        """One job (by id, or the newest of that name) with each task's state.
+
+        Raises:
+            NotFound: no such job.
+        """
+        row = await self._refresh(await self._find(id_or_name))
+        return _view(row)
+
+    async def logs(self, id_or_name: str, task: int | None = None, lines: int = 200) -> str:
+        """The last lines of a job's output (of one array task: the first by default).
+
+        Raises:
+            NotFound: no such job or task.
+            BadRequest: a task asked of a job that is not an array.
+        """
+        row = await self._refresh(await self._find(id_or_name))
+        array = bool(row.spec.get("array"))
+        if not array:
+            if task is not None:
+                raise BadRequest(f"job {row.id} is not an array; leave out `task`.", param="task")
+            name = f"{row.slurm_job_id}.log"
+        else:
+            known = sorted(n for t in row.tasks if isinstance(n := t.get("task"), int))
+            if task is None:
+                if not known:
+                    return ""
+                task = known[0]
+            elif known and task not in known:
+                raise NotFound(
+                    f"job {row.id} has no array task {task}.",
+                    fix=f"use one of: {', '.join(str(k) for k in known)}",
+                )
+            name = f"{row.slurm_job_id}_{task}.log"
+        return await asyncio.to_thread(_tail, Path(row.log_dir) / name, lines)
+
+    async def cancel(self, id_or_name: str) -> dict[str, Any]:
+        """``scancel`` a job (all its tasks); a finished job stays as it ended.
+
+        Raises:
+            NotFound: no such job.
+        """
+        row = await self._find(id_or_name)
+        if row.state not in _FINISHED:
+            await self.runner.cancel(row.slurm_job_id)
+            logger.info("job %s: cancel requested (Slurm job %s)", row.id, row.slurm_job_id)
+        return await self.describe(row.id)
+
+    async def _find(self, id_or_name: str) -> JobRow:
+        row = await asyncio.to_thread(self.store.job, id_or_name)
+        if row is None:
+            row = await asyncio.to_thread(self.store.newest_job, id_or_name)
+        if row is None:
+            raise NotFound(f"job {id_or_name!r} does not exist.", fix="see `aifactory jobs ls`")
+        return row
+
+    async def _refresh(self, row: JobRow) -> JobRow:
+        if row.state in _FINISHED or not row.slurm_job_id:
+            return row
+        try:
+            tasks = await self.runner.tasks(row.slurm_job_id)
+        except SchedulerCommandFailed as exc:
+            logger.warning("job %s: Slurm did not answer: %s", row.id, exc)
+            return row
+        fields = _summarize(tasks)
+        if fields["state"] != row.state:
+            logger.info("job %s: %s -> %s", row.id, row.state, fields["state"])
+        await asyncio.to_thread(self.store.update_job, row.id, **fields)
+        refreshed = await asyncio.to_thread(self.store.job, row.id)
+        return refreshed or row
+
+
+def _summarize(tasks: list[JobTask]) -> dict[str, Any]:
+    """The job row's fields from the states of its tasks."""
+    if not tasks:
+        return {
+            "state": AllocationState.UNKNOWN.value,
+            "reason": "Slurm no longer knows this job",
+        }
+    states = {t.state for t in tasks}
+    if not all(s.finished for s in states):
+        started = AllocationState.RUNNING in states or any(s.finished for s in states)
+        state = AllocationState.RUNNING if started else AllocationState.PENDING
+    elif states == {AllocationState.COMPLETED}:
+        state = AllocationState.COMPLETED
+    else:
+        state = next(s for s in _ENDINGS if s in states)
+    codes = [t.exit_code for t in tasks if t.exit_code is not None]
+    starts = [t.started_at for t in tasks if t.started_at]
+    ends = [t.ended_at for t in tasks if t.ended_at]
+    reason = next((t.reason for t in tasks if t.reason), "")
+    return {
+        "state": state.value,
+        "reason": reason,
+        "exit_code": max(codes) if state.finished and codes else None,
+        "tasks": [t.to_dict() for t in tasks],
+        "started_at": _time(min(starts)) if starts else None,
+        "ended_at": _time(max(ends)) if state.finished and ends else None,
+    }
+
+
+def _view(row: JobRow) -> dict[str, Any]:
+    spec = load_job(dict(row.spec), row.id)
+    nodes = sorted({str(t["nodes"]) for t in row.tasks if t.get("nodes")})
+    return {
+        "id": row.id,
+        "name": row.name,
+        "backend": row.backend,
+        "slurm_job_id": row.slurm_job_id,
+        "state": row.state,
+        "reason": row.reason,
+        "exit_code": row.exit_code,
+        "nodes": ",".join(nodes),
+        "array": spec.array,
+        "tasks": row.tasks,
+        "command": list(spec.command),
+        "submitted_at": row.submitted_at.isoformat(),
+        "started_at": row.started_at.isoformat() if row.started_at else None,
+        "ended_at": row.ended_at.isoformat() if row.ended_at else None,
+        "log_dir": row.log_dir,
+        "spec": row.spec,
+    }
+
+
+def _time(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _write_script(log_dir: Path, script: str) -> None:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "job.sh").write_text(script)
+
+
+def _tail(path: Path, lines: int) -> str:
+    if not path.exists():
+        return ""
+    with path.open(errors="replace") as handle:
+        return "".join(deque(handle, maxlen=lines))
