@@ -231,8 +231,9 @@ async def serve(host: str, port: int) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     print(f"minimal upstream (pid {os.getpid()}) on http://{host}:{port}", flush=True)
-    async with server:
-        await stop.wait()
+    await stop.wait()
+    # Exit now: waiting for clients' idle keep-alive connections would stall shutdown.
+    server.close()
 
 
 def main() -> None:

@@ -96,27 +96,43 @@ def main(argv: list[str] | None = None) -> int:
     engine = subprocess.Popen(command, preexec_fn=die_with_parent)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        print(f"launcher: got {signal.Signals(signum).name}; stopping the engine", flush=True)
-        engine.terminate()
-        try:
-            engine.wait(_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            engine.kill()
-        sys.exit(0)
+        # Raising (rather than waiting here) unwinds any engine.wait() in
+        # progress, which would otherwise hold the lock that reaps the engine.
+        raise _Stop(signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        register(args.control_url, args.replica_id, token, advertise, port, launched_at)
-    except RuntimeError as exc:
-        print(f"launcher: {exc}; stopping the engine", flush=True)
-        engine.terminate()
-        engine.wait()
-        return 3
-    print(f"launcher: registered {advertise}:{port}", flush=True)
-    code = engine.wait()
+        try:
+            register(args.control_url, args.replica_id, token, advertise, port, launched_at)
+        except RuntimeError as exc:
+            print(f"launcher: {exc}; stopping the engine", flush=True)
+            _stop_engine(engine)
+            return 3
+        print(f"launcher: registered {advertise}:{port}", flush=True)
+        code = engine.wait()
+    except _Stop as stopped:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        name = signal.Signals(stopped.args[0]).name
+        print(f"launcher: got {name}; stopping the engine", flush=True)
+        _stop_engine(engine)
+        return 0
     print(f"launcher: engine exited with code {code}", flush=True)
     return code if code >= 0 else 128 - code
+
+
+class _Stop(BaseException):
+    """Raised by the signal handler to leave whatever the launcher is waiting on."""
+
+
+def _stop_engine(engine: subprocess.Popen[bytes]) -> None:
+    engine.terminate()
+    try:
+        engine.wait(_STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        engine.kill()
+        engine.wait()
 
 
 if __name__ == "__main__":

@@ -41,6 +41,38 @@ REPLICAS = Gauge(
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+class RequestSeries:
+    """The series of one (model, endpoint), looked up once: ``labels()`` is not free."""
+
+    def __init__(self, model: str, endpoint: str) -> None:
+        self.in_flight = IN_FLIGHT.labels(model)
+        self.latency = LATENCY.labels(model, endpoint)
+        self.prompt_tokens = TOKENS.labels(model, "prompt")
+        self.completion_tokens = TOKENS.labels(model, "completion")
+        self._model = model
+        self._endpoint = endpoint
+        self._by_status: dict[int, Counter] = {}
+
+    def answered(self, status: int) -> Counter:
+        """The request counter for one response status."""
+        counter = self._by_status.get(status)
+        if counter is None:
+            counter = REQUESTS.labels(self._model, self._endpoint, str(status))
+            self._by_status[status] = counter
+        return counter
+
+
+_SERIES: dict[tuple[str, str], RequestSeries] = {}
+
+
+def request_series(model: str, endpoint: str) -> RequestSeries:
+    """The cached series of a (model, endpoint); models are bounded by the specs."""
+    series = _SERIES.get((model, endpoint))
+    if series is None:
+        series = _SERIES[(model, endpoint)] = RequestSeries(model, endpoint)
+    return series
+
+
 def set_replica_counts(counts: dict[tuple[str, str], int]) -> None:
     """Replace the replica gauge with fresh counts per (service, state)."""
     REPLICAS.clear()

@@ -127,3 +127,37 @@ def test_control_plane_killed_hard_leaves_no_orphans(tmp_path: Path) -> None:
     while processes_mentioning(str(srv.data_dir)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert processes_mentioning(str(srv.data_dir)) == []
+
+
+def test_replica_that_never_gets_ready_is_failed_with_its_log(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "stuck", local_cpus="2")
+    try:
+        srv.deploy(
+            """
+name: stuck
+models: [stuck-model]
+engine:
+  type: openai-compatible
+  command: ["sh", "-c", "echo booting-but-never-listening on $0; exec sleep 600", "{port}"]
+health: {start_timeout_s: 3}
+"""
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            replicas = srv.admin.get("/api/services/stuck/replicas").json()["replicas"]
+            failed = [r for r in replicas if r["state"] == "failed"]
+            if failed:
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError(f"never failed: {replicas}")
+        reason = failed[0]["reason"]
+        assert "not ready after 3s start timeout" in reason
+        assert "booting-but-never-listening on" in reason  # the tail of its log
+        srv.cli("delete", "stuck")
+        deadline = time.monotonic() + 15  # failed replicas are stopped in the background
+        while processes_mentioning(str(srv.data_dir)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_mentioning(str(srv.data_dir)) == []
+    finally:
+        srv.stop()

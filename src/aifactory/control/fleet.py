@@ -57,6 +57,7 @@ class LiveReplica:
     node: str = ""
     pending_reason: str = ""
     watched: bool = False
+    log_path: str = ""
     timeline: dict[str, float] = field(default_factory=dict)
     created_at: float = field(default_factory=time.monotonic)
     changed_at: float = field(default_factory=time.monotonic)

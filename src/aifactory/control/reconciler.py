@@ -20,6 +20,7 @@ import logging
 import secrets
 import sys
 import time
+from collections import deque
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 60.0
 _CAPACITY_RETRY_S = 5.0
-_STARTUP_PROBE_S = 0.1
+_STARTUP_PROBE_S = 0.02
 
 
 class Reconciler:
@@ -264,6 +265,7 @@ class Reconciler:
         await asyncio.to_thread(_write_secret, token_file, token)
         replica = LiveReplica(replica_id, service.name, backend.name, token_hash=hash_key(token))
         replica.timeline["requested"] = time.time()
+        replica.log_path = str(request.log_path)
         self._fleet.replicas[replica_id] = replica
         try:
             replica.handle = await backend.submit(request)
@@ -363,8 +365,11 @@ class Reconciler:
                 replica.state in STARTING
                 and now - replica.created_at > service.health.start_timeout_s
             ):
+                tail = await asyncio.to_thread(_log_tail, replica.log_path)
                 await self._fail(
-                    replica, f"not ready after {service.health.start_timeout_s:.0f}s start timeout"
+                    replica,
+                    f"not ready after {service.health.start_timeout_s:.0f}s start timeout"
+                    + (f"; last log lines:\n{tail}" if tail else ""),
                 )
             elif (
                 replica.base_url
@@ -478,6 +483,14 @@ class Reconciler:
             key = (replica.service, replica.state.value)
             counts[key] = counts.get(key, 0) + 1
         metrics.set_replica_counts(counts)
+
+
+def _log_tail(path: str, lines: int = 10) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            return "".join(deque(handle, maxlen=lines)).rstrip()
+    except OSError:
+        return ""
 
 
 def _is_ready(replica: LiveReplica) -> bool:

@@ -217,7 +217,8 @@ class GatewayApp:
 
         started = time.perf_counter()
         status = 500
-        metrics.IN_FLIGHT.labels(model).inc()
+        series = metrics.request_series(model, endpoint)
+        series.in_flight.inc()
         try:
             usage, status = await self._forward(
                 entry.service, path, body, stream, wants_usage, receive, exchange
@@ -226,12 +227,12 @@ class GatewayApp:
             status = exc.status_code
             raise
         finally:
-            metrics.IN_FLIGHT.labels(model).dec()
-            metrics.REQUESTS.labels(model, endpoint, str(status)).inc()
-            metrics.LATENCY.labels(model, endpoint).observe(time.perf_counter() - started)
+            series.in_flight.dec()
+            series.answered(status).inc()
+            series.latency.observe(time.perf_counter() - started)
         if usage.prompt_tokens or usage.completion_tokens:
-            metrics.TOKENS.labels(model, "prompt").inc(usage.prompt_tokens)
-            metrics.TOKENS.labels(model, "completion").inc(usage.completion_tokens)
+            series.prompt_tokens.inc(usage.prompt_tokens)
+            series.completion_tokens.inc(usage.completion_tokens)
             self._ledger.record(
                 tenant_id=principal.tenant_id,
                 key_id=principal.key_id,
