@@ -1,14 +1,20 @@
 """Slurm backend: a replica is one batch job, driven only through Slurm's commands.
 
 The control plane acts as an ordinary user: ``sbatch --parsable`` to submit
-(the script on stdin), ``squeue --json`` (or formatted output on older Slurm)
-to observe, ``scancel`` to stop. No root, no plugins: site policy stays in
+(the script on stdin), ``squeue`` to observe, ``sacct`` for jobs that left the
+queue, ``scancel`` to stop. The frequent status poll uses ``squeue``'s
+formatted output with ``--jobs``: Slurm 22.05's ``--json`` ignores ``--jobs``
+and returns every job slurmctld remembers (56 ms and 750 KB for ~200 jobs
+here, growing with the cluster). ``--json`` (parsed off the event loop) is used
+for the rare scan of this control plane's tagged jobs, with formatted output
+as the fallback on Slurm without it. No root, no plugins: site policy stays in
 charge. Every command has a timeout and runs off the event loop; a slow or
 failing ``slurmctld`` makes ``status`` report ``UNKNOWN`` rather than crash.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -196,28 +202,33 @@ class SlurmBackend:
         """Nothing to release: jobs are stopped by the reconciler, one by one."""
 
     async def _query(self, job_ids: list[str]) -> dict[str, AllocationStatus]:
-        everything = await self._query_all(job_ids)
+        everything = await self._formatted(["--jobs=" + ",".join(job_ids)])
         return {job_id: status for job_id, (_comment, status) in everything.items()}
 
-    async def _query_all(
-        self, job_ids: list[str] | None = None
-    ) -> dict[str, tuple[str, AllocationStatus]]:
-        select = ["--jobs=" + ",".join(job_ids)] if job_ids else ["--me"]
+    async def _query_all(self) -> dict[str, tuple[str, AllocationStatus]]:
         if self._json:
             try:
                 out = await run_command(
-                    ["squeue", "--json", "--states=all", *select], timeout_s=self.timeout_s
+                    ["squeue", "--json", "--states=all", "--me"], timeout_s=self.timeout_s
                 )
-                return _parse_json(out)
+                return await asyncio.to_thread(_parse_json, out)
             except SchedulerCommandFailed as exc:
                 if "json" not in (exc.stderr + exc.stdout).lower():
                     raise
                 logger.info("squeue has no --json here; using formatted output")
                 self._json = False
-        out = await run_command(
-            ["squeue", "--noheader", "--states=all", f"--format={_FORMAT}", *select],
-            timeout_s=self.timeout_s,
-        )
+        return await self._formatted(["--me"])
+
+    async def _formatted(self, select: list[str]) -> dict[str, tuple[str, AllocationStatus]]:
+        try:
+            out = await run_command(
+                ["squeue", "--noheader", "--states=all", f"--format={_FORMAT}", *select],
+                timeout_s=self.timeout_s,
+            )
+        except SchedulerCommandFailed as exc:
+            if "Invalid job id" in exc.stderr:
+                return {}  # every job asked for has left slurmctld's memory
+            raise
         return _parse_formatted(out)
 
 

@@ -119,14 +119,14 @@ class Fleet:
         """Take the ready replica with the fewest requests in flight."""
         best: LiveReplica | None = None
         turn = next(self._turn)
-        candidates = [
+        ready = [
             r
             for r in self.replicas.values()
-            if r.service == service
-            and r.state is ReplicaState.READY
-            and not r.suspect
-            and r.id not in exclude
+            if r.service == service and r.state is ReplicaState.READY and r.id not in exclude
         ]
+        # A suspect replica (one request failed on it) is used only when no
+        # other is left: one transient error must not take a model offline.
+        candidates = [r for r in ready if not r.suspect] or ready
         if not candidates:
             return None
         offset = turn % len(candidates)

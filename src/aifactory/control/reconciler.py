@@ -150,10 +150,11 @@ class Reconciler:
             except SpecError as exc:
                 logger.error("service %s has an invalid stored spec: %s", row.name, exc)
         self._fleet.set_services(active)
-        await self._poll_allocations()
-        await self._check_health()
+        # Act on new wants first: a deploy must not wait behind the status poll.
         for service, _created in active:
             await self._converge(service)
+        await self._poll_allocations()
+        await self._check_health()
         for name in deleting:
             await self._remove(name)
         for replica in list(self._fleet.replicas.values()):
@@ -403,7 +404,7 @@ class Reconciler:
                 await self._fail(replica, result.detail)
 
     async def _watch_startup(self, replica: LiveReplica) -> None:
-        """Probe a just-registered replica often, so it is ready within ~0.1 s of its engine."""
+        """Probe a just-registered replica often, so it is ready within ~20 ms of its engine."""
         replica.watched = True
         try:
             while replica.state in (ReplicaState.REGISTERED, ReplicaState.HEALTHY):

@@ -1,12 +1,21 @@
-"""How to launch an engine: llama.cpp (CPU), vLLM (GPU), any OpenAI-compatible server."""
+"""How to launch an engine: llama.cpp (CPU), vLLM (GPU), any OpenAI-compatible server.
+
+This package is imported on compute nodes by the launcher and the engine
+runner, so importing it stays cheap: the recipes (which need the specs and
+pydantic) load only when ``render_engine`` is called.
+"""
+
+from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aifactory.engines import llamacpp, openai_compatible, vllm
 from aifactory.engines._process import die_with_parent
 from aifactory.engines.base import EngineLaunch, fill_address
 from aifactory.engines.model_source import locate
-from aifactory.specs import Service
+
+if TYPE_CHECKING:
+    from aifactory.specs import Service
 
 __all__ = ["EngineLaunch", "die_with_parent", "fill_address", "locate", "render_engine"]
 
@@ -17,6 +26,8 @@ def render_engine(service: Service, cache_dir: Path) -> EngineLaunch:
     Raises:
         EngineError: when the spec asks for something the engine cannot do.
     """
+    from aifactory.engines import llamacpp, openai_compatible, vllm
+
     if service.engine.type == "llama.cpp":
         return llamacpp.render(service, cache_dir)
     if service.engine.type == "vllm":

@@ -53,6 +53,7 @@ _MAX_ATTEMPTS = 3
 _RETRY_AFTER_S = "5"
 _RETRYABLE_STATUS = {502, 503}
 _FORWARDED_HEADERS = {"content-type", "cache-control"}
+_CANNOT_CONNECT = (aiohttp.ClientConnectorError, TimeoutError)
 
 
 class GatewayApp:
@@ -83,7 +84,9 @@ class GatewayApp:
     async def start(self) -> None:
         """Open the upstream connection pool."""
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            # Engines close idle keep-alive connections after ~5 s (cpp-httplib):
+            # let ours go first, so a request rarely lands on a closing one.
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=3),
             timeout=self._timeout,
             auto_decompress=False,
         )
@@ -255,11 +258,11 @@ class GatewayApp:
         assert self._session is not None, "GatewayApp.start() was not called"
         tried: set[str] = set()
         last_error = ""
+        stale_retried = False
         for attempt in range(_MAX_ATTEMPTS):
             lease = self._router.acquire(service, tried)
             if lease is None:
                 break
-            tried.add(lease.replica_id)
             try:
                 response = await self._session.post(
                     lease.base_url + path,
@@ -267,11 +270,19 @@ class GatewayApp:
                     headers={"Content-Type": "application/json"},
                 )
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                # Nothing reached the client yet: safe to try another replica.
-                self._router.release(lease.replica_id, failed=True)
+                # Nothing reached the client yet: safe to try again.
                 last_error = f"replica {lease.replica_id}: {type(exc).__name__} {exc}"
                 logger.warning("upstream attempt %d failed: %s", attempt + 1, last_error)
+                if not isinstance(exc, _CANNOT_CONNECT) and not stale_retried:
+                    # A pooled keep-alive connection the engine had just closed:
+                    # the replica is fine, a fresh connection to it will do.
+                    stale_retried = True
+                    self._router.release(lease.replica_id)
+                    continue
+                self._router.release(lease.replica_id, failed=True)
+                tried.add(lease.replica_id)
                 continue
+            tried.add(lease.replica_id)
             if response.status in _RETRYABLE_STATUS and attempt + 1 < _MAX_ATTEMPTS:
                 last_error = f"replica {lease.replica_id} answered {response.status}"
                 response.release()
