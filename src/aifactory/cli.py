@@ -133,6 +133,26 @@ def _replica_note(replica: dict[str, Any]) -> str:
     return str(replica["reason"])
 
 
+@app.command()
+def status(
+    name: Annotated[str, typer.Argument(help="Service name.")],
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
+) -> None:
+    """Where a service stands: replicas by state, queue, pending reasons, scaling decisions."""
+    from rich.live import Live
+
+    from aifactory.status_view import render_status
+
+    client = _client()
+    if not watch:
+        console.print(render_status(client.json("GET", f"/v1/services/{name}")))
+        return
+    with Live(console=console, refresh_per_second=4) as live:
+        while True:
+            live.update(render_status(client.json("GET", f"/v1/services/{name}")))
+            time.sleep(1)
+
+
 @app.command("job-script")
 def job_script(name: Annotated[str, typer.Argument(help="Service name.")]) -> None:
     """Print exactly what a new replica of a service would run (its batch script)."""

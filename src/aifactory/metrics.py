@@ -38,6 +38,33 @@ REPLICAS = Gauge(
     "aifactory_replicas", "Replicas by service and state", ["service", "state"], registry=REGISTRY
 )
 
+QUEUE_LENGTH = Gauge(
+    "aifactory_queue_length",
+    "Requests held while no replica is ready",
+    ["model"],
+    registry=REGISTRY,
+)
+QUEUE_WAIT = Histogram(
+    "aifactory_queue_wait_seconds",
+    "How long held requests waited for a replica",
+    ["model"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+    registry=REGISTRY,
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "aifactory_time_to_first_token_seconds",
+    "Time from request received to the first streamed token sent",
+    ["model"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+SCALING_EVENTS = Counter(
+    "aifactory_scaling_events",
+    "Changes of a service's wanted replicas",
+    ["service", "direction"],
+    registry=REGISTRY,
+)
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 

@@ -35,6 +35,9 @@ from aifactory.tenancy import KeyAuthenticator, UsageLedger, issue_key
 
 logger = logging.getLogger(__name__)
 
+# Service status lives with the admin routes, though under /v1 for clients.
+_STATUS = "/v1/services/"
+
 
 class App:
     """The whole HTTP surface of ``aifactory up``."""
@@ -70,7 +73,8 @@ class App:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch ``/v1`` to the gateway and the rest to the admin app."""
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith("/v1/") and not path.startswith(_STATUS):
             await self.gateway(scope, receive, send)
         else:
             await self.admin(scope, receive, send)

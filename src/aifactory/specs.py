@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aifactory.errors import SpecError
 
 __all__ = [
+    "Autoscaling",
     "EngineSpec",
     "HealthCheck",
     "Job",
@@ -158,6 +159,35 @@ class Replicas(_Spec):
         return self
 
 
+class Autoscaling(_Spec):
+    """How a service follows its load, down to zero replicas when ``replicas.min`` is 0.
+
+    ``target_concurrency`` is the number of requests one replica should carry;
+    requests arriving when no replica is ready wait in a queue of
+    ``queue_size`` for at most ``queue_timeout`` while one starts.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    target_concurrency: int = Field(default=8, ge=1, le=10_000)
+    scale_up_window_s: float = Field(default=0.0, alias="scale_up_window", ge=0)
+    scale_down_window_s: float = Field(default=60.0, alias="scale_down_window", ge=0)
+    idle_to_zero_s: float = Field(default=300.0, alias="idle_to_zero", ge=0)
+    queue_size: int = Field(default=64, ge=0, le=100_000)
+    queue_timeout_s: float = Field(default=600.0, alias="queue_timeout", gt=0)
+
+    @field_validator(
+        "scale_up_window_s",
+        "scale_down_window_s",
+        "idle_to_zero_s",
+        "queue_timeout_s",
+        mode="before",
+    )
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration_s(value)
+
+
 class HealthCheck(_Spec):
     """How the control plane decides a replica is ready and stays so."""
 
@@ -237,6 +267,7 @@ class Service(_Spec):
     health: HealthCheck = HealthCheck()
     time_limit_s: float | None = Field(default=None, alias="time_limit", gt=0)
     rotation_lead_s: float = Field(default=120.0, alias="rotation_lead", ge=0)
+    autoscaling: Autoscaling = Autoscaling()
     slurm: SlurmOptions = SlurmOptions()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)

@@ -44,6 +44,7 @@ class AdminAPI:
             Route("/api/keys", self.create_key, methods=["POST"]),
             Route("/api/keys/{key_id:int}", self.revoke_key, methods=["DELETE"]),
             Route("/api/usage", self.usage, methods=["GET"]),
+            Route("/v1/services/{name}", self.service_status, methods=["GET"]),
             Route("/internal/replicas/{replica_id}/register", self.register, methods=["POST"]),
         ]
 
@@ -51,7 +52,7 @@ class AdminAPI:
         """The caller's principal; raises unless the request carries an admin key."""
         return await self._admin(request)
 
-    async def _admin(self, request: Request) -> Principal:
+    async def _caller(self, request: Request) -> Principal:
         scheme, _, secret = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secret:
             raise Unauthorized(
@@ -60,6 +61,15 @@ class AdminAPI:
         principal = await self._auth.authenticate(secret.strip())
         if principal is None:
             raise Unauthorized("Incorrect API key provided.")
+        return principal
+
+    async def service_status(self, request: Request) -> Response:
+        """GET /v1/services/{name}: replicas, queue, pending reasons and scaling (any key)."""
+        await self._caller(request)
+        return JSONResponse(await self._plane.status(request.path_params["name"]))
+
+    async def _admin(self, request: Request) -> Principal:
+        principal = await self._caller(request)
         if not principal.is_admin:
             raise Forbidden(
                 "This endpoint needs an admin key.", fix="use the key in DATA_DIR/admin.key"

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from aifactory.control.holding import Held, HoldQueues
 from aifactory.specs import Service
 
 
@@ -33,6 +34,12 @@ class ReplicaState(enum.Enum):
 
 
 STARTING = {ReplicaState.SUBMITTED, ReplicaState.REGISTERED, ReplicaState.HEALTHY}
+_STARTING_WORDS = {
+    ReplicaState.SUBMITTED: "allocation starting",
+    ReplicaState.REGISTERED: "engine starting",
+    ReplicaState.HEALTHY: "engine loading the model",
+}
+_MAX_SESSIONS = 100_000
 ACTIVE = STARTING | {ReplicaState.READY}
 
 
@@ -88,8 +95,10 @@ class Fleet:
     def __init__(self) -> None:
         self.services: dict[str, Service] = {}
         self.replicas: dict[str, LiveReplica] = {}
+        self.holding = HoldQueues()
         self._models: dict[str, ModelEntry] = {}
         self._turn = itertools.count()
+        self._affinity: dict[tuple[str, str], str] = {}
 
     def set_services(self, services: Iterable[tuple[Service, int]]) -> None:
         """Replace the set of routable services (with their creation times)."""
@@ -115,8 +124,30 @@ class Fleet:
         """Every model name clients may use."""
         return list(self._models.values())
 
-    def acquire(self, service: str, exclude: set[str]) -> Lease | None:
-        """Take the ready replica with the fewest requests in flight."""
+    def acquire(self, service: str, exclude: set[str], session: str = "") -> Lease | None:
+        """Take the ready replica with the fewest requests in flight.
+
+        With a ``session`` key, the replica that served the session before is
+        taken while it is ready, so the engine can reuse its prompt cache.
+        """
+        if session:
+            pinned = self.replicas.get(self._affinity.get((service, session), ""))
+            if (
+                pinned is not None
+                and pinned.state is ReplicaState.READY
+                and not pinned.suspect
+                and pinned.id not in exclude
+            ):
+                pinned.in_flight += 1
+                return Lease(pinned.id, pinned.base_url)
+        lease = self._least_loaded(service, exclude)
+        if lease is not None and session:
+            if len(self._affinity) > _MAX_SESSIONS:
+                self._affinity.clear()
+            self._affinity[(service, session)] = lease.replica_id
+        return lease
+
+    def _least_loaded(self, service: str, exclude: set[str]) -> Lease | None:
         best: LiveReplica | None = None
         turn = next(self._turn)
         ready = [
@@ -146,6 +177,43 @@ class Fleet:
         if failed:
             replica.suspect = True
             replica.last_health_at = 0.0
+
+    # holding requests while replicas start
+
+    def hold(self, service: str) -> Held | None:
+        """Queue a request for ``service``; None when its queue is full."""
+        spec = self.services.get(service)
+        limit = spec.autoscaling.queue_size if spec else 0
+        return self.holding.hold(service, limit)
+
+    def unhold(self, held: Held) -> None:
+        """Take a request out of the queue."""
+        self.holding.unhold(held)
+
+    async def wait(self, held: Held, timeout_s: float) -> None:
+        """Wait until a replica of the held request's service may be ready."""
+        await self.holding.wait(held, timeout_s)
+
+    def queue_timeout_s(self, service: str) -> float:
+        """How long a request may wait for a replica."""
+        spec = self.services.get(service)
+        return spec.autoscaling.queue_timeout_s if spec else 0.0
+
+    def waiting_status(self, held: Held) -> str:
+        """One line saying where a held request stands (for SSE comments)."""
+        starting = [r for r in self.of_service(held.service) if r.state in STARTING]
+        position = self.holding.position(held)
+        if not starting:
+            return f'queued position={position} state=SCALING reason="requesting a replica"'
+        first = min(starting, key=lambda r: r.created_at)
+        state = "PENDING" if first.pending_reason else first.state.value.upper()
+        if first.state is ReplicaState.SUBMITTED and not first.pending_reason:
+            state = "STARTING"
+        reason = first.pending_reason or _STARTING_WORDS.get(first.state, first.state.value)
+        line = f'queued position={position} state={state} reason="{reason}"'
+        if first.starts_at:
+            line += f" eta={max(0, round(first.starts_at - time.time()))}s"
+        return line
 
     def ready_count(self, service: str) -> int:
         """How many replicas of ``service`` take traffic now."""

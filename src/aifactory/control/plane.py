@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aifactory.config import Settings
-from aifactory.control.fleet import Fleet
+from aifactory.control.fleet import STARTING, Fleet
 from aifactory.control.reconciler import Reconciler
 from aifactory.engines import locate, render_engine
 from aifactory.errors import AIFactoryError, BadRequest, Conflict, NotFound
@@ -134,6 +134,53 @@ class ControlPlane:
             "replica_states": states,
             "in_flight": sum(r.in_flight for r in live),
             "pending_reason": self.reconciler.pending_reason.get(name, ""),
+        }
+
+    async def status(self, name: str) -> dict[str, Any]:
+        """Where a service stands: replicas by state, queue, starting replicas, scaling.
+
+        Raises:
+            NotFound: no such service.
+        """
+        summary = await self.describe(name)
+        spec = self.fleet.services.get(name)
+        live = self.fleet.of_service(name)
+        now = time.time()
+        return {
+            "name": name,
+            "status": summary["status"],
+            "models": summary["models"],
+            "backend": summary["backend"],
+            "replicas": {
+                "min": spec.replicas.min if spec else None,
+                "max": spec.replicas.max if spec else None,
+                "wanted": self.reconciler.autoscaler.wanted_now(name),
+                "ready": summary["ready"],
+                "by_state": summary["replica_states"],
+            },
+            "in_flight": summary["in_flight"],
+            "queue": {
+                "length": self.fleet.holding.length(name),
+                "oldest_wait_s": round(self.fleet.holding.oldest_wait_s(name), 1),
+                "limit": spec.autoscaling.queue_size if spec else 0,
+            },
+            "starting": [
+                {
+                    "id": r.id,
+                    "state": r.state.value,
+                    "job": r.handle,
+                    "node": r.node,
+                    "pending_reason": r.pending_reason,
+                    "eta_s": round(r.starts_at - now) if r.starts_at else None,
+                }
+                for r in live
+                if r.state in STARTING
+            ],
+            "scaling": [
+                {"at": d.at, "from": d.before, "to": d.after, "reason": d.reason}
+                for d in self.reconciler.autoscaler.decisions(name)
+            ],
+            "waiting_on": summary["pending_reason"],
         }
 
     async def replicas(self, name: str, limit: int = 20) -> list[dict[str, Any]]:

@@ -37,6 +37,7 @@ from aifactory.backends import (
 )
 from aifactory.config import Settings
 from aifactory.control.adoption import adopt
+from aifactory.control.autoscaler import Autoscaler
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
 from aifactory.control.health import Probe, probe
 from aifactory.control.rotation import due_for_rotation
@@ -76,6 +77,8 @@ class Reconciler:
         self._task: asyncio.Task[None] | None = None
         self._cancels: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
+        self.autoscaler = Autoscaler()
+        fleet.holding.on_demand = lambda _service: self.wake()
 
     # lifecycle of the reconciler itself
 
@@ -176,7 +179,7 @@ class Reconciler:
                 logger.info("replica %s: time limit near; starting its replacement", replica.id)
         replicas = [r for r in live if not r.retiring]
         ready = sum(1 for r in replicas if r.state is ReplicaState.READY)
-        wanted = service.replicas.min
+        wanted = self._wanted(service)
         for old in [r for r in live if r.retiring and r.state is ReplicaState.READY]:
             if ready >= wanted:
                 await self._transition(old, ReplicaState.DRAINING, "replaced before its time limit")
@@ -190,6 +193,24 @@ class Reconciler:
             for replica in extras:
                 await self._transition(replica, ReplicaState.DRAINING, "scaled down")
 
+    def _wanted(self, service: Service) -> int:
+        """The autoscaler's count for ``service``, from its live load."""
+        in_flight = sum(r.in_flight for r in self._fleet.of_service(service.name))
+        queued = self._fleet.holding.length(service.name)
+        history = self.autoscaler.decisions(service.name)
+        last = history[-1] if history else None
+        wanted = self.autoscaler.wanted(service, in_flight, queued)
+        history = self.autoscaler.decisions(service.name)
+        if history and history[-1] is not last:  # at most one decision per call
+            decision = history[-1]
+            direction = "up" if decision.after > decision.before else "down"
+            metrics.SCALING_EVENTS.labels(service.name, direction).inc()
+            logger.info(
+                "service %s: scale %d -> %d (%s)",
+                service.name, decision.before, decision.after, decision.reason,
+            )  # fmt: skip
+        return wanted
+
     async def _remove(self, name: str) -> None:
         replicas = self._fleet.of_service(name)
         for replica in replicas:
@@ -200,6 +221,7 @@ class Reconciler:
             self._failures.pop(name, None)
             self._retry_at.pop(name, None)
             self.pending_reason.pop(name, None)
+            self.autoscaler.forget(name)
             logger.info("service %s: deleted", name)
 
     # launching and registration
@@ -396,6 +418,7 @@ class Reconciler:
                     await self._transition(replica, ReplicaState.HEALTHY, "engine answers")
                 await self._transition(replica, ReplicaState.READY, "health check passed")
                 self._failures[service.name] = 0
+                self._fleet.holding.wake(service.name)
         elif result.answered and replica.state is ReplicaState.REGISTERED:
             await self._transition(replica, ReplicaState.HEALTHY, result.detail)
         elif replica.state is ReplicaState.READY:

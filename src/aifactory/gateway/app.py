@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -36,8 +37,10 @@ from aifactory.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from aifactory.gateway.holding import hold_until_ready
 from aifactory.gateway.responses import send_error, send_json
 from aifactory.gateway.router import Lease, Router
+from aifactory.gateway.stream import Exchange
 from aifactory.gateway.usage import SSEUsageFilter, Usage, usage_of_body
 from aifactory.tenancy import KeyAuthenticator, Principal, UsageLedger
 
@@ -98,16 +101,18 @@ class GatewayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request; errors become OpenAI error JSON."""
-        exchange = _Exchange(send)
+        exchange = Exchange(send)
         try:
             await self._handle(scope, receive, exchange)
         except APIError as exc:
-            if exchange.started:
-                logger.warning("error after the response started: %s", exc)
-            else:
+            if not exchange.started:
                 await send_error(send, exc)
+            elif exchange.sse:
+                await exchange.fail_stream(exc)
+            else:
+                logger.warning("error after the response started: %s", exc)
 
-    async def _handle(self, scope: Scope, receive: Receive, exchange: _Exchange) -> None:
+    async def _handle(self, scope: Scope, receive: Receive, exchange: Exchange) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
         principal = await self._authenticate(scope)
@@ -193,7 +198,7 @@ class GatewayApp:
         principal: Principal,
         scope: Scope,
         receive: Receive,
-        exchange: _Exchange,
+        exchange: Exchange,
     ) -> None:
         body = await self._read_body(scope, receive)
         try:
@@ -209,6 +214,7 @@ class GatewayApp:
         if entry is None:
             raise ModelNotFound(_no_model(model), param="model")
         model = entry.canonical
+        session = _session_key(scope, payload)
         stream = endpoint in STREAMABLE and payload.get("stream") is True
         wants_usage = False
         if stream:
@@ -224,7 +230,9 @@ class GatewayApp:
         series.in_flight.inc()
         try:
             usage, status = await self._forward(
-                entry.service, path, body, stream, wants_usage, receive, exchange
+                _Call(entry.service, model, path, body, stream, wants_usage, session),
+                receive,
+                exchange,
             )
         except APIError as exc:
             status = exc.status_code
@@ -246,21 +254,20 @@ class GatewayApp:
             )
 
     async def _forward(
-        self,
-        service: str,
-        path: str,
-        body: bytes,
-        stream: bool,
-        wants_usage: bool,
-        receive: Receive,
-        exchange: _Exchange,
+        self, call: _Call, receive: Receive, exchange: Exchange
     ) -> tuple[Usage, int]:
         assert self._session is not None, "GatewayApp.start() was not called"
+        service, path, body = call.service, call.path, call.body
         tried: set[str] = set()
         last_error = ""
         stale_retried = False
         for attempt in range(_MAX_ATTEMPTS):
-            lease = self._router.acquire(service, tried)
+            lease = self._router.acquire(service, tried, call.session)
+            if lease is None and not tried and self._router.ready_count(service) == 0:
+                # Nothing ready (scaled to zero, or starting): wait in line.
+                lease = await hold_until_ready(
+                    self._router, service, call.model, call.stream, call.session, exchange
+                )
             if lease is None:
                 break
             try:
@@ -289,9 +296,7 @@ class GatewayApp:
                 self._router.release(lease.replica_id, failed=True)
                 continue
             try:
-                return await self._relay(
-                    response, stream, wants_usage, receive, exchange
-                ), response.status
+                return await self._relay(response, call, receive, exchange), response.status
             finally:
                 response.release()
                 self._router.release(lease.replica_id)
@@ -308,12 +313,7 @@ class GatewayApp:
         )
 
     async def _relay(
-        self,
-        response: aiohttp.ClientResponse,
-        stream: bool,
-        wants_usage: bool,
-        receive: Receive,
-        exchange: _Exchange,
+        self, response: aiohttp.ClientResponse, call: _Call, receive: Receive, exchange: Exchange
     ) -> Usage:
         headers = [
             (name.lower().encode(), value.encode())
@@ -321,7 +321,12 @@ class GatewayApp:
             if name.lower() in _FORWARDED_HEADERS
         ]
         is_sse = response.headers.get("Content-Type", "").startswith("text/event-stream")
-        if not (stream and is_sse):
+        if exchange.started and not (is_sse and response.status == 200):
+            # The SSE response began while the request was held: the upstream
+            # error can only be told as an error event.
+            detail = (await response.read())[:500].decode(errors="replace")
+            raise UpstreamError(f"The replica answered {response.status}: {detail}")
+        if not (call.stream and is_sse):
             try:
                 data = await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -330,8 +335,10 @@ class GatewayApp:
             await exchange.start(response.status, headers)
             await exchange.send({"type": "http.response.body", "body": data})
             return usage_of_body(data) if response.status == 200 else Usage()
-        sse = SSEUsageFilter(forward_usage_chunk=wants_usage)
-        await exchange.start(response.status, headers)
+        sse = SSEUsageFilter(forward_usage_chunk=call.wants_usage)
+        if not exchange.started:
+            await exchange.start(response.status, headers)
+        first_token = True
         # A client that hangs up must stop the generation upstream too.
         watcher = asyncio.create_task(_wait_for_disconnect(receive))
         try:
@@ -342,6 +349,10 @@ class GatewayApp:
                     return sse.usage
                 data = sse.feed(chunk)
                 if data:
+                    if first_token:
+                        first_token = False
+                        ttft = time.perf_counter() - call.started
+                        metrics.TIME_TO_FIRST_TOKEN.labels(call.model).observe(ttft)
                     await exchange.send(
                         {"type": "http.response.body", "body": data, "more_body": True}
                     )
@@ -353,18 +364,27 @@ class GatewayApp:
         return sse.usage
 
 
-class _Exchange:
-    """Remembers whether the response has started, so errors are sent only before."""
+@dataclass(frozen=True)
+class _Call:
+    """What the gateway forwards for one request."""
 
-    __slots__ = ("send", "started")
+    service: str
+    model: str
+    path: str
+    body: bytes
+    stream: bool
+    wants_usage: bool
+    session: str
+    started: float = field(default_factory=time.perf_counter)
 
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.started = False
 
-    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self.started = True
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+def _session_key(scope: Scope, payload: dict[str, Any]) -> str:
+    """The prompt-cache affinity key: ``X-Session-Id``, else the ``user`` field."""
+    for name, value in scope["headers"]:
+        if name == b"x-session-id":
+            return str(value.decode("latin-1"))[:256]
+    user = payload.get("user")
+    return str(user)[:256] if isinstance(user, str) else ""
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Lease(Protocol):
@@ -50,7 +50,8 @@ class Router(Protocol):
     ::
 
         resolve(model)            -> ModelInfo (service, canonical name), or None (404)
-        acquire(service, exclude) -> Lease, or None (no ready replica: 503)
+        acquire(service, exclude) -> Lease, or None (no ready replica)
+        hold(service) / wait / unhold -> wait in the service's queue while replicas start
         release(replica_id, failed) -> the replica's load drops; failed marks it suspect
     """
 
@@ -62,8 +63,32 @@ class Router(Protocol):
         """Every model name clients may use."""
         ...
 
-    def acquire(self, service: str, exclude: set[str]) -> Lease | None:
-        """Take the least-loaded ready replica not in ``exclude``."""
+    def acquire(self, service: str, exclude: set[str], session: str = "") -> Lease | None:
+        """Take the least-loaded ready replica not in ``exclude`` (or the session's)."""
+        ...
+
+    def ready_count(self, service: str) -> int:
+        """How many replicas of ``service`` take traffic now."""
+        ...
+
+    def hold(self, service: str) -> Any:
+        """Queue a request while no replica is ready; None when the queue is full."""
+        ...
+
+    def unhold(self, held: Any) -> None:
+        """Take a request out of the queue."""
+        ...
+
+    async def wait(self, held: Any, timeout_s: float) -> None:
+        """Sleep until a replica may be ready, or ``timeout_s``."""
+        ...
+
+    def queue_timeout_s(self, service: str) -> float:
+        """How long a request may be held."""
+        ...
+
+    def waiting_status(self, held: Any) -> str:
+        """Where a held request stands, in one line."""
         ...
 
     def release(self, replica_id: str, failed: bool = False) -> None:

@@ -1,0 +1,40 @@
+"""How `aifactory status` draws a service's status document."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+
+def render_status(status: dict[str, Any]) -> Group:
+    """A few lines and tables for one service's ``/v1/services/{name}`` document."""
+    replicas = status["replicas"]
+    states = ", ".join(f"{n} {s}" for s, n in replicas["by_state"].items()) or "none"
+    queue = status["queue"]
+    head = Text.assemble(
+        (status["name"], "bold"),
+        f"  {status['backend']}  replicas {replicas['ready']} ready / {replicas['wanted']} wanted "
+        f"(min {replicas['min']}, max {replicas['max']}): {states}\n",
+        f"in flight {status['in_flight']}   queue {queue['length']}/{queue['limit']}",
+        f" (oldest waited {queue['oldest_wait_s']}s)" if queue["length"] else "",
+    )
+    parts: list[Any] = [head]
+    if status["waiting_on"]:
+        parts.append(Text(f"waiting on: {status['waiting_on']}", style="yellow"))
+    if status["starting"]:
+        table = Table("starting replica", "state", "job", "node", "Slurm says", "expected start")
+        for r in status["starting"]:
+            eta = f"in {r['eta_s']}s" if r["eta_s"] is not None else ""
+            table.add_row(r["id"], r["state"], r["job"], r["node"], r["pending_reason"], eta)
+        parts.append(table)
+    if status["scaling"]:
+        table = Table("when", "from", "to", "why", title="recent scaling decisions")
+        for d in status["scaling"][-8:]:
+            when = time.strftime("%H:%M:%S", time.localtime(d["at"]))
+            table.add_row(when, str(d["from"]), str(d["to"]), d["reason"])
+        parts.append(table)
+    return Group(*parts)
