@@ -8,8 +8,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 from openai import OpenAI
 
@@ -225,3 +227,39 @@ def test_rotation_under_steady_load_fails_no_request(tmp_path: Path) -> None:
         assert old["state"] == "gone" and "drained" in old["reason"]
     finally:
         srv.stop()
+
+
+def test_scaled_to_zero_on_slurm_holds_and_serves(slurm_server: Server) -> None:
+    slurm_server.deploy(
+        spec("coldslurm").replace("replicas: {min: 1, max: 1}", "replicas: {min: 0, max: 1}")
+        + "autoscaling: {idle_to_zero: 5s, scale_down_window: 2s, queue_timeout: 120s}\n"
+    )
+    assert our_jobs(slurm_server.data_dir) == {}
+    key = slurm_server.admin.post("/api/keys", json={"tenant": "cold"}).json()["key"]
+    client = OpenAI(base_url=f"{slurm_server.url}/v1", api_key=key, max_retries=0)
+    comments: list[str] = []
+    with ThreadPoolExecutor(1) as pool:
+        plain = pool.submit(ask, client, "coldslurm-model")
+        with httpx.stream(
+            "POST",
+            f"{slurm_server.url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={
+                "model": "coldslurm-model",
+                "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 8,
+                "stream": True,
+            },
+            timeout=120,
+        ) as response:
+            lines = list(response.iter_lines())
+        assert plain.result(timeout=120)
+    comments = [line for line in lines if line.startswith(":")]
+    assert comments and comments[0].startswith(": queued position=")
+    assert any(line.startswith("data: {") for line in lines)
+    assert len(our_jobs(slurm_server.data_dir)) == 1
+    deadline = time.monotonic() + 60
+    while our_jobs(slurm_server.data_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert our_jobs(slurm_server.data_dir) == {}, "idle service went back to zero jobs"
+    slurm_server.cli("delete", "coldslurm")
