@@ -83,7 +83,12 @@ def deploy(
         "POST", "/api/services", content=spec.read_bytes(), headers={"X-Spec-Origin": str(spec)}
     )
     console.print(f"service [bold]{service.name}[/bold]: {result['result']}")
-    if wait and service.replicas.min > 0:
+    if service.replicas.min == 0:
+        console.print(
+            "scaled to zero: the first request starts a replica and waits for it "
+            f"(watch with `aifactory status {service.name} --watch`)"
+        )
+    elif wait:
         wait_until_ready(client, [service.name], console)
 
 
