@@ -332,12 +332,7 @@ def _describe(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_service(source: str | dict[str, Any], origin: str = "spec") -> Service:
-    """Validate a Service spec given as YAML text or a parsed document.
-
-    Raises:
-        SpecError: listing each bad field by its path, with the fix.
-    """
+def _parse(source: str | dict[str, Any], origin: str, needs: str, example: str) -> dict[str, Any]:
     if isinstance(source, str):
         try:
             document = yaml.safe_load(source)
@@ -348,10 +343,17 @@ def load_service(source: str | dict[str, Any], origin: str = "spec") -> Service:
     else:
         document = source
     if not isinstance(document, dict):
-        raise SpecError(
-            f"{origin} must be a mapping with at least `name`, `models` and `engine`.",
-            fix="see examples/chat.yaml",
-        )
+        raise SpecError(f"{origin} must be a mapping with at least {needs}.", fix=example)
+    return document
+
+
+def load_service(source: str | dict[str, Any], origin: str = "spec") -> Service:
+    """Validate a Service spec given as YAML text or a parsed document.
+
+    Raises:
+        SpecError: listing each bad field by its path, with the fix.
+    """
+    document = _parse(source, origin, "`name`, `models` and `engine`", "see examples/chat.yaml")
     try:
         return Service.model_validate(document)
     except ValidationError as exc:
@@ -458,20 +460,7 @@ def load_job(source: str | dict[str, Any], origin: str = "job spec") -> Job:
     Raises:
         SpecError: listing each bad field by its path, with the fix.
     """
-    if isinstance(source, str):
-        try:
-            document = yaml.safe_load(source)
-        except yaml.YAMLError as exc:
-            raise SpecError(
-                f"{origin} is not valid YAML: {exc}", fix="check indentation and quoting"
-            ) from exc
-    else:
-        document = source
-    if not isinstance(document, dict):
-        raise SpecError(
-            f"{origin} must be a mapping with at least `name` and `command`.",
-            fix="e.g. `kind: Job`, `name: hello`, `command: [echo, hello]`",
-        )
+    document = _parse(source, origin, "`name` and `command`", "see examples/job.yaml")
     try:
         return Job.model_validate(document)
     except ValidationError as exc:

@@ -16,7 +16,7 @@ from aifactory.backends.base import (
     Backend,
 )
 from aifactory.backends.slurm_jobs import JobTask, SlurmJobRunner
-from aifactory.backends.slurm_script import SiteDefaults
+from aifactory.backends.slurm_script import SiteDefaults, sbatch_directive
 from aifactory.errors import ConfigError
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "SiteDefaults",
     "SlurmJobRunner",
     "load_backend",
+    "sbatch_directive",
 ]
 
 _REGISTRY = {

@@ -38,7 +38,12 @@ def job_tag(instance: str, replica_id: str) -> str:
     return f"{TAG_PREFIX}:{instance}:{replica_id}"
 
 
-def _directive(name: str, value: str | int | bool) -> str:
+def sbatch_directive(name: str, value: str | int | bool) -> str:
+    """One ``#SBATCH --name=value`` line; a value that could escape the line is refused.
+
+    Raises:
+        BackendError: for an unsafe value.
+    """
     if value is True:
         return f"#SBATCH --{name}"
     text = str(value)
@@ -68,28 +73,28 @@ def render_job_script(request: AllocationRequest, instance: str, site: SiteDefau
         "#!/bin/bash",
         f"# aifactory replica {request.replica_id} of service {request.service}.",
         "# Rendered by the control plane; `aifactory job-script SERVICE` shows it.",
-        _directive("job-name", f"aif-{request.replica_id}"),
-        _directive("comment", job_tag(instance, request.replica_id)),
-        _directive("output", log),
-        _directive("open-mode", "append"),
-        _directive("nodes", 1),
-        _directive("ntasks", 1),
-        _directive("cpus-per-task", resources.cpus),
-        _directive("mem", f"{math.ceil(resources.memory_gib * 1024)}M"),
+        sbatch_directive("job-name", f"aif-{request.replica_id}"),
+        sbatch_directive("comment", job_tag(instance, request.replica_id)),
+        sbatch_directive("output", log),
+        sbatch_directive("open-mode", "append"),
+        sbatch_directive("nodes", 1),
+        sbatch_directive("ntasks", 1),
+        sbatch_directive("cpus-per-task", resources.cpus),
+        sbatch_directive("mem", f"{math.ceil(resources.memory_gib * 1024)}M"),
     ]
     if request.time_limit_s is not None:
-        lines.append(_directive("time", max(1, math.ceil(request.time_limit_s / 60))))
+        lines.append(sbatch_directive("time", max(1, math.ceil(request.time_limit_s / 60))))
     if resources.gpus:
-        lines.append(_directive("gres", f"gpu:{resources.gpus}"))
+        lines.append(sbatch_directive("gres", f"gpu:{resources.gpus}"))
     for name in ("partition", "account", "qos"):
         value = getattr(slurm, name) or getattr(site, name)
         if value:
-            lines.append(_directive(name, value))
+            lines.append(sbatch_directive(name, value))
     if slurm.constraint:
-        lines.append(_directive("constraint", slurm.constraint))
+        lines.append(sbatch_directive("constraint", slurm.constraint))
     for name, value in sorted(slurm.options.items()):
         if value is not False:
-            lines.append(_directive(name, value))
+            lines.append(sbatch_directive(name, value))
     lines += ["", "set -euo pipefail"]
     if site.preamble.strip():
         lines += ["# site preamble", site.preamble.strip()]

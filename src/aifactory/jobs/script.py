@@ -28,9 +28,9 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aifactory.backends import SiteDefaults
+from aifactory.backends import SiteDefaults, sbatch_directive
 from aifactory.errors import BackendError
-from aifactory.specs import SLURM_VALUE, Job
+from aifactory.specs import Job
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -56,19 +56,6 @@ class JobScriptContext:
 def log_name(job: Job) -> str:
     """The output file name pattern: ``%A_%a.log`` for arrays, ``%j.log`` otherwise."""
     return "%A_%a.log" if job.array else "%j.log"
-
-
-def _directive(name: str, value: str | int | bool) -> str:
-    if value is True:
-        return f"#SBATCH --{name}"
-    text = str(value)
-    # fullmatch: `$` in a pattern also matches before a trailing newline.
-    if not SLURM_VALUE.fullmatch(text):
-        raise BackendError(
-            f"sbatch option --{name} has an unsafe value {text!r}.",
-            fix="use letters, digits and ,.:=+@%/()[]&|*!<>- only",
-        )
-    return f"#SBATCH --{name}={text}"
 
 
 def quote(value: str) -> str:
@@ -114,29 +101,29 @@ def render_batch_script(job: Job, context: JobScriptContext) -> str:
         "#!/bin/bash",
         f"# aifactory job {context.job_id} ({job.name}).",
         "# Rendered by the control plane from the Job spec; values are checked or quoted.",
-        _directive("job-name", f"aif-job-{job.name}"),
-        _directive("comment", context.tag),
-        _directive("output", str(context.log_dir / log_name(job))),
-        _directive("nodes", job.nodes),
-        _directive("ntasks-per-node", job.tasks_per_node),
-        _directive("cpus-per-task", resources.cpus),
-        _directive("mem", f"{math.ceil(resources.memory_gib * 1024)}M"),
+        sbatch_directive("job-name", f"aif-job-{job.name}"),
+        sbatch_directive("comment", context.tag),
+        sbatch_directive("output", str(context.log_dir / log_name(job))),
+        sbatch_directive("nodes", job.nodes),
+        sbatch_directive("ntasks-per-node", job.tasks_per_node),
+        sbatch_directive("cpus-per-task", resources.cpus),
+        sbatch_directive("mem", f"{math.ceil(resources.memory_gib * 1024)}M"),
     ]
     if job.array:
-        lines.append(_directive("array", job.array))
+        lines.append(sbatch_directive("array", job.array))
     if job.time_limit_s is not None:
-        lines.append(_directive("time", max(1, math.ceil(job.time_limit_s / 60))))
+        lines.append(sbatch_directive("time", max(1, math.ceil(job.time_limit_s / 60))))
     if resources.gpus:
-        lines.append(_directive("gres", f"gpu:{resources.gpus}"))
+        lines.append(sbatch_directive("gres", f"gpu:{resources.gpus}"))
     for name in ("partition", "account", "qos"):
         value = getattr(job.slurm, name) or getattr(context.site, name)
         if value:
-            lines.append(_directive(name, value))
+            lines.append(sbatch_directive(name, value))
     if job.slurm.constraint:
-        lines.append(_directive("constraint", job.slurm.constraint))
+        lines.append(sbatch_directive("constraint", job.slurm.constraint))
     for name, value in sorted(job.slurm.options.items()):
         if value is not False:
-            lines.append(_directive(name, value))
+            lines.append(sbatch_directive(name, value))
     lines += ["", "set -euo pipefail"]
     if context.site.preamble.strip():
         lines += ["# site preamble", context.site.preamble.strip()]
