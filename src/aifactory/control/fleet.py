@@ -99,6 +99,8 @@ class Fleet:
         self._models: dict[str, ModelEntry] = {}
         self._turn = itertools.count()
         self._affinity: dict[tuple[str, str], str] = {}
+        self._peak: dict[str, int] = {}
+        self.last_request: dict[str, float] = {}
 
     def set_services(self, services: Iterable[tuple[Service, int]]) -> None:
         """Replace the set of routable services (with their creation times)."""
@@ -139,6 +141,7 @@ class Fleet:
                 and pinned.id not in exclude
             ):
                 pinned.in_flight += 1
+                self._note_load(service)
                 return Lease(pinned.id, pinned.base_url)
         lease = self._least_loaded(service, exclude)
         if lease is not None and session:
@@ -166,6 +169,7 @@ class Fleet:
                 best = replica
         assert best is not None
         best.in_flight += 1
+        self._note_load(service)
         return Lease(best.id, best.base_url)
 
     def release(self, replica_id: str, failed: bool = False) -> None:
@@ -174,9 +178,20 @@ class Fleet:
         if replica is None:
             return
         replica.in_flight -= 1
+        self.last_request[replica.service] = time.monotonic()
         if failed:
             replica.suspect = True
             replica.last_health_at = 0.0
+
+    def _note_load(self, service: str) -> None:
+        now_in_flight = sum(r.in_flight for r in self.of_service(service))
+        self._peak[service] = max(self._peak.get(service, 0), now_in_flight)
+        self.last_request[service] = time.monotonic()
+
+    def take_peak(self, service: str) -> int:
+        """Peak requests in flight since the last call (at least the current count)."""
+        current = sum(r.in_flight for r in self.of_service(service))
+        return max(self._peak.pop(service, 0), current)
 
     # holding requests while replicas start
 

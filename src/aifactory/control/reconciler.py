@@ -195,11 +195,13 @@ class Reconciler:
 
     def _wanted(self, service: Service) -> int:
         """The autoscaler's count for ``service``, from its live load."""
-        in_flight = sum(r.in_flight for r in self._fleet.of_service(service.name))
+        load = self._fleet.take_peak(service.name)
         queued = self._fleet.holding.length(service.name)
         history = self.autoscaler.decisions(service.name)
         last = history[-1] if history else None
-        wanted = self.autoscaler.wanted(service, in_flight, queued)
+        wanted = self.autoscaler.wanted(
+            service, load, queued, last_request=self._fleet.last_request.get(service.name)
+        )
         history = self.autoscaler.decisions(service.name)
         if history and history[-1] is not last:  # at most one decision per call
             decision = history[-1]
