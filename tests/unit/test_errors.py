@@ -15,7 +15,20 @@ def _error_classes() -> list[type[errors.AIFactoryError]]:
 
 @pytest.mark.parametrize("cls", _error_classes(), ids=lambda c: c.__name__)
 def test_every_error_builds_and_prints(cls: type[errors.AIFactoryError]) -> None:
-    if cls is errors.SchedulerCommandFailed:
+    special = {
+        errors.TaskTimeout: (lambda: errors.TaskTimeout(7, 2.5), "task 7 ran longer than"),
+        errors.TaskLost: (lambda: errors.TaskLost(7, "worker lost 3 times"), "worker lost 3"),
+        errors.RemoteError: (lambda: errors.RemoteError("KeyError", "'x'"), "KeyError: 'x'"),
+        errors.BrokerUnavailable: (
+            lambda: errors.BrokerUnavailable("tcp://h:1", 5),
+            "no functions broker answered",
+        ),
+        errors.ExecutorClosed: (errors.ExecutorClosed, "after shutdown"),
+    }
+    if cls in special:
+        build, expected = special[cls]
+        assert expected in str(build()) and "Fix: " in str(build())
+    elif cls is errors.SchedulerCommandFailed:
         error = cls(["sbatch", "--parsable"], 1, "", "sbatch: error: invalid partition")
         assert str(error).startswith("`sbatch --parsable` exited with 1: sbatch: error: invalid")
         assert "Fix: check that Slurm answers" in str(error)
@@ -37,4 +50,6 @@ def test_api_errors_have_statuses() -> None:
 
 
 def test_all_is_complete() -> None:
-    assert sorted(errors.__all__) == sorted(c.__name__ for c in _error_classes())
+    names = {c.__name__ for c in _error_classes()} | {"RemoteTraceback"}
+    assert sorted(errors.__all__) == sorted(names)
+    assert str(errors.RemoteTraceback("Traceback ...")) == "Traceback ..."

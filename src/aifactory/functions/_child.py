@@ -1,0 +1,41 @@
+"""The loop of one task process under a worker manager.
+
+Kept apart from ``worker.py`` so that a freshly started process imports only
+what running tasks needs. The manager speaks to it over a pipe: one message
+per task (task header + payload) and one per result (result header +
+payload); an empty message says the process is ready.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from aifactory.engines import die_with_parent
+from aifactory.functions import protocol as p
+
+
+def child_main(conn: Connection, spill_dir: str | None, spill_threshold: int) -> None:
+    """Run tasks from ``conn`` until the manager closes it."""
+    # Killed with the manager, even by -9: its tasks are retried elsewhere.
+    die_with_parent(signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    spill_path = Path(spill_dir) if spill_dir else None
+    header_size = p.TASK_HEADER.size
+    conn.send_bytes(b"")
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        task_id, _timeout_s, flags = p.TASK_HEADER.unpack_from(data)
+        try:
+            payload = p.read_payload(flags, data[header_size:], delete=False)
+            fn, args, kwargs = pickle.loads(payload)
+            out, status = p.dump_result(fn(*args, **kwargs)), p.STATUS_OK
+        except BaseException as exc:  # user code may raise SystemExit too
+            out, status = p.dump_error(exc), p.STATUS_ERROR
+        out_flags, frame = p.spill(out, spill_path, spill_threshold, "result")
+        conn.send_bytes(p.RESULT_HEADER.pack(task_id, status, out_flags) + frame)

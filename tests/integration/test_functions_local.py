@@ -1,0 +1,241 @@
+"""Serverless functions end to end: a real broker, real worker processes, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cloudpickle  # type: ignore[import-untyped]
+import pytest
+
+from aifactory.functions import (
+    Broker,
+    BrokerStats,
+    BrokerUnavailable,
+    Executor,
+    RemoteTraceback,
+    TaskLost,
+    TaskTimeout,
+    as_completed,
+)
+
+# Workers cannot import this test module, so ship its functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+HEARTBEAT_S = 0.2
+MAX_RETRIES = 2
+
+
+@dataclass
+class Cluster:
+    broker: Broker
+    worker_address: str
+    client_address: str
+    spill_dir: Path
+    log_dir: Path
+    loop: asyncio.AbstractEventLoop
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_worker(self, pool: str = "default", processes: int = 2) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aifactory.functions.worker",
+                "--broker",
+                self.worker_address,
+                "--pool",
+                pool,
+                "--processes",
+                str(processes),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.workers.append(process)
+        return process
+
+    def stats(self) -> BrokerStats:
+        async def read() -> BrokerStats:
+            return self.broker.stats()
+
+        return asyncio.run_coroutine_threadsafe(read(), self.loop).result(5)
+
+    def wait_for(self, check: Callable[[BrokerStats], bool], timeout_s: float = 20) -> BrokerStats:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            stats = self.stats()
+            if check(stats):
+                return stats
+            time.sleep(0.05)
+        raise AssertionError(f"broker never reached the state; last: {self.stats()}")
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.log_dir.iterdir()))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    spill_dir = tmp_path_factory.mktemp("spill")
+    log_dir = tmp_path_factory.mktemp("logs")
+    started: concurrent.futures.Future[tuple[Cluster, asyncio.Event]] = concurrent.futures.Future()
+
+    async def serve() -> None:
+        broker = Broker(
+            spill_dir=spill_dir,
+            heartbeat_s=HEARTBEAT_S,
+            heartbeat_misses=3,
+            max_retries=MAX_RETRIES,
+        )
+        workers, clients = await broker.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        started.set_result((Cluster(broker, workers, clients, spill_dir, log_dir, loop), stop))
+        await stop.wait()
+        await broker.stop()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    cluster, stop = started.result(10)
+    cluster.start_worker()
+    cluster.start_worker()
+    cluster.wait_for(lambda s: s.pools.get("default", {}).get("workers") == 2)
+    yield cluster
+    for process in cluster.workers:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    codes = [process.wait(10) for process in cluster.workers]
+    cluster.loop.call_soon_threadsafe(stop.set)
+    thread.join(10)
+    assert not thread.is_alive()
+    assert all(code in (0, -signal.SIGKILL) for code in codes), cluster.logs()
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def fail(x: int) -> int:
+    raise ValueError(f"bad input {x}")  # the line the remote traceback must show
+
+
+def sleep_and_mark(marker_dir: Path, seconds: float) -> int:
+    manager_pid = os.getppid()
+    (marker_dir / str(manager_pid)).touch()
+    time.sleep(seconds)
+    return manager_pid
+
+
+def crash() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def grow(data: bytes) -> bytes:
+    return data + b"!"
+
+
+def test_map_returns_results_in_order(cluster: Cluster) -> None:
+    with Executor(cluster.client_address) as executor:
+        assert list(executor.map(square, range(1000))) == [x * x for x in range(1000)]
+        assert list(executor.map(square, range(1000), chunksize=64)) == [x * x for x in range(1000)]
+        futures = [executor.submit(square, x) for x in range(50)]
+        assert sorted(f.result() for f in as_completed(futures, timeout=30)) == [
+            x * x for x in range(50)
+        ]
+
+
+def test_remote_exception_carries_the_remote_traceback(cluster: Cluster) -> None:
+    with Executor(cluster.client_address) as executor:
+        future = executor.submit(fail, 7)
+        with pytest.raises(ValueError, match="bad input 7") as info:
+            future.result(30)
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "the line the remote traceback must show" in str(cause)
+    assert "in fail" in str(cause)
+    shown = "".join(traceback.format_exception(info.value))
+    assert "the line the remote traceback must show" in shown
+
+
+def test_killed_worker_task_is_retried_on_another(cluster: Cluster, tmp_path: Path) -> None:
+    pair = [cluster.start_worker(pool="crash", processes=1) for _ in range(2)]
+    cluster.wait_for(lambda s: s.pools.get("crash", {}).get("workers") == 2)
+    with Executor(cluster.client_address, pool="crash") as executor:
+        future = executor.submit(sleep_and_mark, tmp_path, 1.5)
+        deadline = time.monotonic() + 20
+        while not list(tmp_path.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (marker,) = list(tmp_path.iterdir())
+        victim = int(marker.name)
+        (killed,) = [p for p in pair if p.pid == victim]
+        os.kill(victim, signal.SIGKILL)
+        survivor = future.result(30)
+    assert survivor != victim
+    assert survivor in {p.pid for p in pair}
+    assert killed.wait(5) == -signal.SIGKILL
+
+
+def test_task_lost_too_often_fails_clearly(cluster: Cluster) -> None:
+    with Executor(cluster.client_address) as executor:
+        future = executor.submit(crash)
+        with pytest.raises(TaskLost, match=f"worker lost {MAX_RETRIES + 1} times"):
+            future.result(60)
+        assert executor.submit(square, 4).result(30) == 16
+
+
+def test_task_past_its_timeout_fails_and_the_worker_recovers(cluster: Cluster) -> None:
+    with Executor(cluster.client_address, timeout_s=0.5) as executor:
+        started = time.monotonic()
+        future = executor.submit(time.sleep, 10)
+        with pytest.raises(TimeoutError) as info:
+            future.result(30)
+        assert isinstance(info.value, TaskTimeout)
+        assert time.monotonic() - started < 8
+        assert [executor.submit(square, x).result(30) for x in range(6)] == [
+            x * x for x in range(6)
+        ]
+
+
+def test_cancel_succeeds_only_while_queued(cluster: Cluster) -> None:
+    with Executor(cluster.client_address) as executor:
+        busy = [executor.submit(time.sleep, 1.5) for _ in range(4)]
+        cluster.wait_for(lambda s: s.pools["default"]["running"] == 4)
+        queued = executor.submit(square, 3)
+        cluster.wait_for(lambda s: s.pools["default"]["queued"] == 1)
+        assert queued.cancel()
+        assert queued.cancelled()
+        assert not busy[0].cancel()
+        assert [f.result(30) for f in busy] == [None] * 4
+        with pytest.raises(concurrent.futures.CancelledError):
+            queued.result()
+    with Executor(cluster.client_address, pool="nobody-serves-this") as idle:
+        futures = [idle.submit(square, x) for x in range(3)]
+        idle.shutdown(cancel_futures=True)
+        assert all(f.cancelled() for f in futures)
+
+
+def test_large_argument_and_result_travel_through_spill_files(cluster: Cluster) -> None:
+    data = os.urandom(5 * 1024 * 1024)
+    with Executor(cluster.client_address) as executor:
+        result = executor.submit(grow, data).result(30)
+    assert result == data + b"!"
+    deadline = time.monotonic() + 5
+    while list(cluster.spill_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(cluster.spill_dir.iterdir()) == []
+
+
+def test_unreachable_broker_fails_fast() -> None:
+    with pytest.raises(BrokerUnavailable, match="no functions broker answered"):
+        Executor("tcp://127.0.0.1:9", connect_timeout_s=0.3)
