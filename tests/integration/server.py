@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,9 +18,18 @@ REPO = Path(__file__).parents[2]
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below the kernel's ephemeral range (32768+), where outgoing
+    connections and replica launchers pick theirs, so nothing takes it before
+    the server binds it."""
+    for _ in range(100):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port between 20000 and 32000")
 
 
 def processes_mentioning(marker: str) -> list[str]:
@@ -96,7 +106,20 @@ class Server:
 
 
 def start_server(data_dir: Path, port: int | None = None, **settings: str) -> Server:
-    port = port or free_port()
+    for _attempt in range(3):
+        try:
+            return _start_server(data_dir, port or free_port(), **settings)
+        except PortTaken:
+            if port is not None:
+                raise
+    raise AssertionError("could not find a free port for the server")
+
+
+class PortTaken(AssertionError):
+    pass
+
+
+def _start_server(data_dir: Path, port: int, **settings: str) -> Server:
     env = {
         **os.environ,
         "AIFACTORY_DATA_DIR": str(data_dir),
@@ -113,7 +136,10 @@ def start_server(data_dir: Path, port: int | None = None, **settings: str) -> Se
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError((data_dir / "server.out").read_text())
+            output = (data_dir / "server.out").read_text()
+            if "address already in use" in output:
+                raise PortTaken(output)
+            raise AssertionError(output)
         try:
             if httpx.get(url + "/healthz", timeout=1).status_code == 200:
                 break
