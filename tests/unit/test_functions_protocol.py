@@ -29,9 +29,30 @@ def test_headers_and_ids_round_trip() -> None:
 
 def test_calls_and_results_round_trip_with_closures() -> None:
     offset = 10
-    fn, args, kwargs = pickle.loads(p.dump_call(lambda x, y=0: x + y + offset, (1,), {"y": 2}))
+    fn, args, kwargs = p.load_call(p.dump_call(lambda x, y=0: x + y + offset, (1,), {"y": 2}))
     assert fn(*args, **kwargs) == 13
+    fn, args, kwargs = p.load_call(p.dump_call(divmod, (7, 2), {}))
+    assert (fn(*args, **kwargs), kwargs) == ((3, 1), {})
     assert pickle.loads(p.dump_result({"a": [1, 2]})) == {"a": [1, 2]}
+
+
+def test_functions_are_pickled_and_unpickled_once() -> None:
+    pickled, loaded = p.PickledFunctions(), p.LoadedFunctions(max_entries=2)
+    offset = 10
+
+    def add(x: int) -> int:
+        return x + offset
+
+    first = p.dump_call(add, (1,), {}, pickled)
+    second = p.dump_call(add, ([2],), {}, pickled)
+    assert first[: p.CALL_HEADER.size] == second[: p.CALL_HEADER.size]
+    fn_a, args_a, _ = p.load_call(first, loaded)
+    fn_b, args_b, _ = p.load_call(second, loaded)
+    assert fn_a is fn_b and fn_a(*args_a) == 11 and args_b == ([2],)
+    other = p.load_call(p.dump_call(lambda: 1, (), {}, pickled), loaded)[0]
+    p.load_call(p.dump_call(lambda: 2, (), {}, pickled), loaded)  # evicts add
+    assert other() == 1
+    assert p.load_call(first, loaded)[0] is not fn_a  # unpickled again after eviction
 
 
 def test_small_payloads_stay_inline(tmp_path: Path) -> None:

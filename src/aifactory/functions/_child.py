@@ -8,7 +8,6 @@ payload); an empty message says the process is ready.
 
 from __future__ import annotations
 
-import pickle
 import signal
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -24,6 +23,7 @@ def child_main(conn: Connection, spill_dir: str | None, spill_threshold: int) ->
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spill_path = Path(spill_dir) if spill_dir else None
     header_size = p.TASK_HEADER.size
+    functions = p.LoadedFunctions()
     conn.send_bytes(b"")
     while True:
         try:
@@ -32,10 +32,12 @@ def child_main(conn: Connection, spill_dir: str | None, spill_threshold: int) ->
             return
         task_id, _timeout_s, flags = p.TASK_HEADER.unpack_from(data)
         try:
-            payload = p.read_payload(flags, data[header_size:], delete=False)
-            fn, args, kwargs = pickle.loads(payload)
+            payload = p.read_payload(flags, memoryview(data)[header_size:], delete=False)
+            fn, args, kwargs = p.load_call(payload, functions)
             out, status = p.dump_result(fn(*args, **kwargs)), p.STATUS_OK
         except BaseException as exc:  # user code may raise SystemExit too
             out, status = p.dump_error(exc), p.STATUS_ERROR
         out_flags, frame = p.spill(out, spill_path, spill_threshold, "result")
+        if len(frame) <= p.INLINE_MAX:
+            out_flags |= p.INLINE
         conn.send_bytes(p.RESULT_HEADER.pack(task_id, status, out_flags) + frame)

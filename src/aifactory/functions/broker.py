@@ -13,72 +13,38 @@ A worker silent for ``heartbeat_misses`` heartbeats is lost: each task it
 held goes back to the front of its queue, and a task lost more than
 ``max_retries`` times fails with "worker lost N times". Payloads stay opaque
 bytes here; the broker never unpickles user data.
+
+One thread runs the broker: it polls both sockets, drains each of whatever
+has arrived (up to a slice, so neither side starves the other), then
+dispatches once. ``start``, ``stop`` and ``stats`` are async or thread-safe
+wrappers around it; the bookkeeping lives in ``_scheduler``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from aifactory.functions import protocol as p
+from aifactory.functions._scheduler import BrokerStats, Message, Scheduler
 
 __all__ = ["Broker", "BrokerStats", "main"]
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class BrokerStats:
-    """Counters for a status endpoint; ``done`` and ``failed`` count since start."""
-
-    workers: int
-    capacity: int
-    queued: int
-    running: int
-    done: int
-    failed: int
-    pools: dict[str, dict[str, int]]
-
-
-@dataclass(eq=False)
-class _Task:
-    id: int
-    client: bytes
-    client_task_id: int
-    pool: str
-    timeout_s: float
-    flags: int
-    payload: Any  # bytes or zmq.Frame, passed through untouched
-    attempts: int = 0
-    worker: _Worker | None = None
-    cancelled: bool = False
-
-
-@dataclass(eq=False)
-class _Worker:
-    identity: bytes
-    pool: str
-    capacity: int
-    last_seen: float
-    running: dict[int, _Task] = field(default_factory=dict)
-
-    @property
-    def free(self) -> int:
-        return self.capacity - len(self.running)
+_SLICE = 256  # messages read from one socket before the loop dispatches
 
 
 class Broker:
@@ -115,39 +81,33 @@ class Broker:
         self.max_retries = max_retries
         self.worker_address = ""
         self.client_address = ""
-        self._context: zmq.asyncio.Context | None = None
-        self._workers_socket: zmq.asyncio.Socket | None = None
-        self._clients_socket: zmq.asyncio.Socket | None = None
-        self._loops: list[asyncio.Task[None]] = []
-        self._workers: dict[bytes, _Worker] = {}
-        self._queues: dict[str, deque[_Task]] = {}
-        self._queued: dict[str, int] = {}
-        self._tasks: dict[int, _Task] = {}
-        self._by_client: dict[tuple[bytes, int], _Task] = {}
-        self._next_id = 0
-        self._done = 0
-        self._failed = 0
-        self._pending_failures: list[tuple[_Task, str]] = []
-        self._pending_deletes: list[str] = []
-        self._delete_tasks: set[asyncio.Future[None]] = set()
-        self._spill_root = os.path.realpath(spill_dir) if spill_dir is not None else None
+        spill_root = os.path.realpath(spill_dir) if spill_dir is not None else None
+        self._scheduler = Scheduler(max_retries, spill_root)
+        self._lock = threading.Lock()  # held by the loop while it changes state
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._workers_socket: zmq.Socket[bytes] | None = None
+        self._clients_socket: zmq.Socket[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._wake_r = self._wake_w = -1
+        self._deleter: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def start(self) -> tuple[str, str]:
-        """Bind both sockets and start the loops.
+        """Bind both sockets and start the loop's thread.
 
         Returns:
             The bound worker and client addresses, ports filled in.
         """
-        self._context = zmq.asyncio.Context()
+        self._context = zmq.Context()
         self._workers_socket = self._bind(self._worker_bind)
         self._clients_socket = self._bind(self._client_bind)
         self.worker_address = self._workers_socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.client_address = self._clients_socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._loops = [
-            asyncio.create_task(self._serve_workers(), name="functions-broker-workers"),
-            asyncio.create_task(self._serve_clients(), name="functions-broker-clients"),
-            asyncio.create_task(self._check_heartbeats(), name="functions-broker-heartbeats"),
-        ]
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="functions-broker", daemon=True)
+        self._thread.start()
         logger.info(
             "functions broker: workers at %s, clients at %s",
             self.worker_address,
@@ -156,16 +116,18 @@ class Broker:
         return self.worker_address, self.client_address
 
     async def stop(self) -> None:
-        """Stop the loops and close the sockets; queued tasks are dropped."""
-        for loop in self._loops:
-            loop.cancel()
-        for loop in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
-        self._loops = []
-        for sock in (self._workers_socket, self._clients_socket):
-            if sock is not None:
-                sock.close(linger=0)
+        """Stop the loop and close the sockets; queued tasks are dropped."""
+        if self._thread is not None:
+            self._stopping = True
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"\0")
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        if self._deleter is not None:
+            self._deleter.shutdown(wait=True)
+            self._deleter = None
         if self._context is not None:
             self._context.term()
         self._context = None
@@ -173,26 +135,10 @@ class Broker:
 
     def stats(self) -> BrokerStats:
         """Current counters: workers, slots, queued, running, done and failed tasks."""
-        pools: dict[str, dict[str, int]] = {}
-        for name in set(self._queued) | {w.pool for w in self._workers.values()}:
-            members = [w for w in self._workers.values() if w.pool == name]
-            pools[name] = {
-                "workers": len(members),
-                "capacity": sum(w.capacity for w in members),
-                "queued": self._queued.get(name, 0),
-                "running": sum(len(w.running) for w in members),
-            }
-        return BrokerStats(
-            workers=len(self._workers),
-            capacity=sum(w.capacity for w in self._workers.values()),
-            queued=sum(self._queued.values()),
-            running=sum(len(w.running) for w in self._workers.values()),
-            done=self._done,
-            failed=self._failed,
-            pools=pools,
-        )
+        with self._lock:
+            return self._scheduler.stats()
 
-    def _bind(self, address: str) -> zmq.asyncio.Socket:
+    def _bind(self, address: str) -> zmq.Socket[bytes]:
         assert self._context is not None
         sock = self._context.socket(zmq.ROUTER)
         # Unlimited queues: a full ROUTER drops messages silently, and a
@@ -202,56 +148,6 @@ class Broker:
         sock.setsockopt(zmq.LINGER, 0)
         sock.bind(address)  # port 0 picks a free port; LAST_ENDPOINT names it
         return sock
-
-    # -- workers -----------------------------------------------------------
-
-    async def _serve_workers(self) -> None:
-        assert self._workers_socket is not None
-        sock = self._workers_socket
-        while True:
-            frames = await sock.recv_multipart(copy=True)
-            identity, head, rest = frames[0], frames[1], frames[2:]
-            kind = head[:1]
-            worker = self._workers.get(identity)
-            if worker is not None:
-                worker.last_seen = time.monotonic()
-            if kind == p.RESULTS and worker is not None:
-                await self._on_results(worker, rest)
-            elif kind == p.HEARTBEAT and worker is not None:
-                pass
-            elif kind == p.REGISTER:
-                await self._on_register(identity, p.decode_json(head))
-            elif kind == p.GOODBYE and worker is not None:
-                self._lose_worker(worker, "said goodbye", unstarted=set(p.unpack_ids(head)))
-            elif worker is None:
-                # A worker we declared lost, or one from before a restart.
-                if kind == p.RESULTS:
-                    self._drop_spilled_results(rest)
-                await sock.send_multipart([identity, p.RECONNECT])
-                continue
-            await self._dispatch()
-
-    async def _on_register(self, identity: bytes, body: dict[str, Any]) -> None:
-        assert self._workers_socket is not None
-        old = self._workers.pop(identity, None)
-        if old is not None:
-            self._lose_worker(old, "registered again")
-        worker = _Worker(
-            identity=identity,
-            pool=str(body.get("pool", "default")),
-            capacity=max(1, int(body.get("capacity", 1))),
-            last_seen=time.monotonic(),
-        )
-        self._workers[identity] = worker
-        logger.info(
-            "functions worker %s joined pool %s with %d slots (host %s, pid %s)",
-            identity.hex()[:8],
-            worker.pool,
-            worker.capacity,
-            body.get("host"),
-            body.get("pid"),
-        )
-        await self._workers_socket.send_multipart([identity, self._welcome()])
 
     def _welcome(self) -> bytes:
         return p.encode_json(
@@ -263,219 +159,105 @@ class Broker:
             },
         )
 
-    async def _on_results(self, worker: _Worker, frames: list[bytes]) -> None:
-        assert self._clients_socket is not None
-        replies: dict[bytes, list[bytes]] = {}
-        for i in range(0, len(frames) - 1, 2):
-            task_id, status, flags = p.RESULT_HEADER.unpack(frames[i])
-            task = worker.running.pop(task_id, None)
-            if task is None:  # requeued after a loss, now answered twice
-                self._drop_spilled_results(frames[i : i + 2])
-                continue
-            if status == p.STATUS_CRASHED:
-                self._retry(task, "the process running it died")
-                continue
-            self._finish(task, failed=status != p.STATUS_OK)
-            out = replies.setdefault(task.client, [task.client, p.RESULTS])
-            out.append(p.RESULT_HEADER.pack(task.client_task_id, status, flags))
-            out.append(frames[i + 1])
-        for message in replies.values():
-            await self._clients_socket.send_multipart(message, copy=False)
+    # -- the loop's thread -------------------------------------------------
 
-    def _finish(self, task: _Task, *, failed: bool) -> None:
-        self._tasks.pop(task.id, None)
-        self._by_client.pop((task.client, task.client_task_id), None)
-        if failed:
-            self._failed += 1
-        else:
-            self._done += 1
-        if task.flags & p.SPILLED:
-            self._delete_spill(task.payload)
+    def _run(self) -> None:
+        workers, clients = self._workers_socket, self._clients_socket
+        assert workers is not None and clients is not None
+        poller = zmq.Poller()
+        poller.register(workers, zmq.POLLIN)
+        poller.register(clients, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        next_heartbeat = time.monotonic() + self.heartbeat_s
+        try:
+            while not self._stopping:
+                timeout = max(0.0, next_heartbeat - time.monotonic())
+                ready = dict(poller.poll(int(timeout * 1000) + 1))
+                if self._wake_r in ready:
+                    os.read(self._wake_r, 512)
+                with self._lock:
+                    self._drain_workers(workers)
+                    self._drain_clients(clients)
+                    if time.monotonic() >= next_heartbeat:
+                        self._check_heartbeats(workers)
+                        next_heartbeat = time.monotonic() + self.heartbeat_s
+                    self._flush(workers, clients)
+        except Exception:
+            logger.exception("functions broker loop failed")
+            raise
+        finally:
+            workers.close(linger=0)
+            clients.close(linger=0)
 
-    def _lose_worker(self, worker: _Worker, why: str, unstarted: set[int] | None = None) -> None:
-        self._workers.pop(worker.identity, None)
-        logger.warning(
-            "functions worker %s of pool %s %s; requeueing %d tasks",
-            worker.identity.hex()[:8],
-            worker.pool,
-            why,
-            len(worker.running),
-        )
-        # Requeue in reverse so the oldest task ends up first in the queue.
-        for task in reversed(list(worker.running.values())):
-            if unstarted is not None and task.id in unstarted:
-                self._requeue(task)
-            else:
-                self._retry(task, f"worker {why}")
-        worker.running.clear()
+    def _drain_workers(self, sock: zmq.Socket[bytes]) -> None:
+        scheduler = self._scheduler
+        for _ in range(_SLICE):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            identity, head = frames[0], frames[1]
+            kind = head[:1]
+            worker = scheduler.workers.get(identity)
+            if worker is not None:
+                worker.last_seen = time.monotonic()
+            if kind == p.RESULTS and worker is not None:
+                scheduler.results(worker, frames[2:])
+            elif kind == p.HEARTBEAT and worker is not None:
+                pass
+            elif kind == p.REGISTER:
+                scheduler.register(identity, p.decode_json(head))
+                sock.send_multipart([identity, self._welcome()])
+            elif kind == p.GOODBYE and worker is not None:
+                scheduler.lose_worker(worker, "said goodbye", unstarted=set(p.unpack_ids(head)))
+            elif worker is None:
+                # A worker we declared lost, or one from before a restart.
+                if kind == p.RESULTS:
+                    scheduler.drop_results(frames[2:])
+                sock.send_multipart([identity, p.RECONNECT])
 
-    def _retry(self, task: _Task, why: str) -> None:
-        task.attempts += 1
-        if task.attempts > self.max_retries:
-            self._finish(task, failed=True)
-            reason = f"worker lost {task.attempts} times (last: {why})"
-            self._pending_failures.append((task, reason))
-            return
-        self._requeue(task)
-
-    def _requeue(self, task: _Task) -> None:
-        task.worker = None
-        self._queues.setdefault(task.pool, deque()).appendleft(task)
-        self._queued[task.pool] = self._queued.get(task.pool, 0) + 1
-
-    async def _send_failures(self) -> None:
-        assert self._clients_socket is not None
-        failures, self._pending_failures = self._pending_failures, []
-        for task, reason in failures:
-            logger.warning("functions task %d failed: %s", task.id, reason)
-            await self._clients_socket.send_multipart(
-                [
-                    task.client,
-                    p.RESULTS,
-                    p.RESULT_HEADER.pack(task.client_task_id, p.STATUS_LOST, 0),
-                    reason.encode(),
-                ]
-            )
-
-    async def _check_heartbeats(self) -> None:
-        assert self._workers_socket is not None
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
-            deadline = time.monotonic() - self.heartbeat_s * self.heartbeat_misses
-            for worker in list(self._workers.values()):
-                if worker.last_seen < deadline:
-                    self._lose_worker(worker, f"missed {self.heartbeat_misses} heartbeats")
-                else:
-                    await self._workers_socket.send_multipart([worker.identity, p.HEARTBEAT])
-            await self._dispatch()
-
-    # -- clients -----------------------------------------------------------
-
-    async def _serve_clients(self) -> None:
-        assert self._clients_socket is not None
-        sock = self._clients_socket
-        while True:
-            frames = await sock.recv_multipart(copy=True)
-            identity, head, rest = frames[0], frames[1], frames[2:]
+    def _drain_clients(self, sock: zmq.Socket[bytes]) -> None:
+        scheduler = self._scheduler
+        for _ in range(_SLICE):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            identity, head = frames[0], frames[1]
             kind = head[:1]
             if kind == p.SUBMIT:
-                self._on_submit(identity, head[1:].decode(), rest)
-                await self._dispatch()
+                scheduler.submit(identity, head[1:].decode(), frames[2:])
             elif kind == p.CANCEL:
-                await self._on_cancel(identity, p.unpack_ids(head))
+                scheduler.cancel(identity, p.unpack_ids(head))
             elif kind == p.HELLO:
-                await sock.send_multipart([identity, self._welcome()])
+                sock.send_multipart([identity, self._welcome()])
             elif kind == p.BYE:
-                self._on_bye(identity)
+                scheduler.bye(identity)
 
-    def _on_submit(self, client: bytes, pool: str, frames: list[bytes]) -> None:
-        queue = self._queues.setdefault(pool, deque())
-        count = 0
-        for i in range(0, len(frames) - 1, 2):
-            client_task_id, timeout_s, flags = p.TASK_HEADER.unpack(frames[i])
-            self._next_id += 1
-            task = _Task(
-                id=self._next_id,
-                client=client,
-                client_task_id=client_task_id,
-                pool=pool,
-                timeout_s=timeout_s,
-                flags=flags,
-                payload=frames[i + 1],
-            )
-            self._tasks[task.id] = task
-            self._by_client[(client, client_task_id)] = task
-            queue.append(task)
-            count += 1
-        self._queued[pool] = self._queued.get(pool, 0) + count
+    def _check_heartbeats(self, sock: zmq.Socket[bytes]) -> None:
+        deadline = time.monotonic() - self.heartbeat_s * self.heartbeat_misses
+        for worker in list(self._scheduler.workers.values()):
+            if worker.last_seen < deadline:
+                self._scheduler.lose_worker(worker, f"missed {self.heartbeat_misses} heartbeats")
+            else:
+                sock.send_multipart([worker.identity, p.HEARTBEAT])
 
-    async def _on_cancel(self, client: bytes, ids: tuple[int, ...]) -> None:
-        assert self._clients_socket is not None
-        entries = []
-        for client_task_id in ids:
-            task = self._by_client.get((client, client_task_id))
-            removed = task is not None and task.worker is None and not task.cancelled
-            if task is not None and removed:
-                self._cancel_queued(task)
-            entries.append(p.CANCEL_ENTRY.pack(client_task_id, int(removed)))
-        await self._clients_socket.send_multipart([client, p.CANCELLED + b"".join(entries)])
-
-    def _cancel_queued(self, task: _Task) -> None:
-        # Removal is lazy: dispatch skips cancelled tasks when it meets them.
-        task.cancelled = True
-        self._queued[task.pool] -= 1
-        self._tasks.pop(task.id, None)
-        self._by_client.pop((task.client, task.client_task_id), None)
-        if task.flags & p.SPILLED:
-            self._delete_spill(task.payload)
-
-    def _on_bye(self, client: bytes) -> None:
-        for task in [t for t in self._tasks.values() if t.client == client]:
-            if task.worker is None and not task.cancelled:
-                self._cancel_queued(task)
-
-    # -- dispatch ----------------------------------------------------------
-
-    async def _dispatch(self) -> None:
-        """Hand queued tasks to workers with free slots, one message per worker."""
-        assert self._workers_socket is not None
-        if self._pending_failures:
-            await self._send_failures()
-        for pool, queue in self._queues.items():
-            if not self._queued.get(pool):
-                continue
-            free = [w for w in self._workers.values() if w.pool == pool and w.free > 0]
-            batches: dict[bytes, list[bytes]] = {}
-            while free and queue:
-                # Round-robin one task at a time keeps the workers evenly loaded.
-                for worker in list(free):
-                    task = self._next_task(queue)
-                    if task is None:
-                        break
-                    task.worker = worker
-                    worker.running[task.id] = task
-                    out = batches.setdefault(worker.identity, [worker.identity, p.TASKS])
-                    out.append(p.TASK_HEADER.pack(task.id, task.timeout_s, task.flags))
-                    out.append(task.payload)
-                    if worker.free == 0:
-                        free.remove(worker)
-                else:
-                    continue
-                break
-            for message in batches.values():
-                self._queued[pool] -= (len(message) - 2) // 2
-                await self._workers_socket.send_multipart(message, copy=False)
-
-    @staticmethod
-    def _next_task(queue: deque[_Task]) -> _Task | None:
-        while queue:
-            task = queue.popleft()
-            if not task.cancelled:
-                return task
-        return None
-
-    # -- spill files -------------------------------------------------------
-
-    def _delete_spill(self, frame: Any) -> None:
-        if self._spill_root is None:
-            return
-        path = os.path.normpath(os.fsdecode(bytes(frame)))
-        # Only ever delete inside our own spill directory: the path came off the wire.
-        if os.path.dirname(path) == self._spill_root:
-            self._pending_deletes.append(path)
-            if len(self._pending_deletes) == 1:
-                asyncio.get_running_loop().call_soon(self._flush_deletes)
-
-    def _flush_deletes(self) -> None:
-        paths, self._pending_deletes = self._pending_deletes, []
-        self._delete_tasks.add(task := asyncio.ensure_future(asyncio.to_thread(_unlink, paths)))
-        task.add_done_callback(self._delete_tasks.discard)
-
-    def _drop_spilled_results(self, frames: list[bytes]) -> None:
-        for i in range(0, len(frames) - 1, 2):
-            _, _, flags = p.RESULT_HEADER.unpack(frames[i])
-            if flags & p.SPILLED:
-                self._delete_spill(frames[i + 1])
+    def _flush(self, workers: zmq.Socket[bytes], clients: zmq.Socket[bytes]) -> None:
+        """Send what the scheduler produced: replies first, then new work."""
+        scheduler = self._scheduler
+        outbox: list[Message]
+        outbox, scheduler.outbox = scheduler.outbox, []
+        for message in outbox:
+            clients.send_multipart(message, copy=False)
+        for message in scheduler.dispatch():
+            workers.send_multipart(message, copy=False)
+        if scheduler.deletes:
+            paths, scheduler.deletes = scheduler.deletes, []
+            if self._deleter is None:
+                self._deleter = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="functions-broker-spill"
+                )
+            self._deleter.submit(_unlink, paths)
 
 
 def _unlink(paths: list[str]) -> None:

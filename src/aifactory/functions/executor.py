@@ -119,6 +119,7 @@ class Executor(concurrent.futures.Executor):
         self._pool_prefix = p.SUBMIT + pool.encode()
         self._timeout_s = float(timeout_s or 0.0)
         self._ids = itertools.count(1)
+        self._functions = p.PickledFunctions()
         self._futures: dict[int, TaskFuture[Any]] = {}
         self._ops: deque[_Op] = deque()
         self._cancels: deque[_CancelRequest] = deque()
@@ -142,7 +143,7 @@ class Executor(concurrent.futures.Executor):
         """
         if self._shutdown:
             raise ExecutorClosed()
-        payload = p.dump_call(fn, args, kwargs)
+        payload = p.dump_call(fn, args, kwargs, self._functions)
         flags, frame = p.spill(payload, self._spill_dir, self._spill_threshold, "arg")
         task_id = next(self._ids)
         future: TaskFuture[_T] = TaskFuture(self, task_id, _source_file(fn))
@@ -242,7 +243,7 @@ class Executor(concurrent.futures.Executor):
             op = self._ops.popleft()
             if isinstance(op, tuple):
                 task_id, flags, frame = op
-                batch += [p.TASK_HEADER.pack(task_id, self._timeout_s, flags), frame]
+                p.add_task(batch, task_id, self._timeout_s, flags, frame)
                 continue
             if len(batch) > 1:
                 sock.send_multipart(batch)
@@ -266,13 +267,12 @@ class Executor(concurrent.futures.Executor):
                 return
             kind = frames[0][:1]
             if kind == p.RESULTS:
-                for i in range(1, len(frames) - 1, 2):
-                    task_id, status, flags = p.RESULT_HEADER.unpack(frames[i])
-                    self._complete(task_id, status, flags, frames[i + 1])
+                for task_id, status, flags, payload in p.read_results(frames, 1):
+                    self._complete(task_id, status, flags, payload)
             elif kind == p.CANCELLED:
                 self._on_cancelled(frames[0])
 
-    def _complete(self, task_id: int, status: int, flags: int, frame: bytes) -> None:
+    def _complete(self, task_id: int, status: int, flags: int, frame: p.Payload) -> None:
         future = self._futures.pop(task_id, None)
         try:
             data = p.read_payload(flags, frame, delete=True)
@@ -285,7 +285,7 @@ class Executor(concurrent.futures.Executor):
             elif status == p.STATUS_TIMEOUT:
                 future.set_exception(TaskTimeout(task_id, self._timeout_s))
             else:
-                future.set_exception(TaskLost(task_id, data.decode(errors="replace")))
+                future.set_exception(TaskLost(task_id, bytes(data).decode(errors="replace")))
         except concurrent.futures.InvalidStateError:
             pass
         except Exception as exc:  # the result could not be read or unpickled here

@@ -1,10 +1,14 @@
 """Wire format of serverless functions: message kinds, headers, spill files.
 
 Every message is a ZeroMQ multipart message. The first frame is one kind byte
-(plus, for some kinds, a small body); tasks and results then follow as pairs
-of frames, a fixed-size ``struct`` header and the cloudpickled payload, so a
-batch of many tasks travels as one message and nobody copies a payload to
-change its header::
+(plus, for some kinds, a small body); tasks and results then follow, each a
+fixed-size ``struct`` header and the pickled payload, so a batch of many tasks
+travels as one message. A payload up to :data:`INLINE_MAX` bytes shares its
+header's frame (flag :data:`INLINE`), since copying it is cheaper than a frame;
+a larger one travels in its own frame so nobody copies it to change its
+header. A call payload is :data:`CALL_HEADER` (the function's digest and
+length), the pickled function, then the pickled arguments: clients pickle a
+function once and task processes unpickle it once per digest::
 
     executor                     broker                       worker
        | HELLO json ------------->  |  <------------ REGISTER json |
@@ -28,6 +32,8 @@ retried task must read it again.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import linecache
 import os
@@ -35,7 +41,10 @@ import pickle
 import re
 import struct
 import traceback
+import types
 import uuid
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +55,7 @@ from aifactory.errors import RemoteError, RemoteTraceback
 
 __all__ = [
     "BYE",
+    "CALL_HEADER",
     "CANCEL",
     "CANCELLED",
     "CANCEL_ENTRY",
@@ -53,6 +63,8 @@ __all__ = [
     "GOODBYE",
     "HEARTBEAT",
     "HELLO",
+    "INLINE",
+    "INLINE_MAX",
     "RECONNECT",
     "REGISTER",
     "RESULTS",
@@ -67,15 +79,22 @@ __all__ = [
     "TASKS",
     "TASK_HEADER",
     "WELCOME",
+    "LoadedFunctions",
+    "PickledFunctions",
+    "add_result",
+    "add_task",
     "chunks",
     "decode_json",
     "dump_call",
     "dump_error",
     "dump_result",
     "encode_json",
+    "load_call",
     "load_error",
     "pack_ids",
     "read_payload",
+    "read_results",
+    "read_tasks",
     "run_chunk",
     "spill",
     "spill_path",
@@ -100,6 +119,8 @@ TASK_HEADER = struct.Struct("<QdB")  # task id, timeout_s (0 = none), flags
 RESULT_HEADER = struct.Struct("<QBB")  # task id, status, flags
 CANCEL_ENTRY = struct.Struct("<QB")  # task id, removed (1) or already running (0)
 SPILLED = 1  # flag: the payload frame is a path into the spill directory
+INLINE = 2  # flag: the payload follows the header in the same frame
+INLINE_MAX = 64 << 10  # larger payloads travel in their own frame, never copied
 
 STATUS_OK = 0  # payload: the pickled return value
 STATUS_ERROR = 1  # payload: dump_error(exception)
@@ -108,6 +129,12 @@ STATUS_LOST = 3  # payload: utf-8 reason; the broker gave up retrying
 STATUS_CRASHED = 4  # worker -> broker only: the process running it died
 
 DEFAULT_SPILL_THRESHOLD = 1 << 20
+
+# A call payload starts with the function's digest and the length of its pickle.
+CALL_HEADER = struct.Struct("<16sI")
+_CACHEABLE = (types.FunctionType, functools.partial)
+_CACHE_MAX_BLOB = 1 << 20
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
 _ID = struct.Struct("<Q")
 
@@ -134,6 +161,53 @@ def unpack_ids(frame: bytes) -> tuple[int, ...]:
     return struct.unpack(f"<{(len(frame) - 1) // 8}Q", frame[1:])
 
 
+Payload = bytes | memoryview
+
+
+def add_task(out: list[Any], task_id: int, timeout_s: float, flags: int, payload: Payload) -> None:
+    """Append one task to a message: one frame, or two for a large payload."""
+    if len(payload) <= INLINE_MAX:
+        out.append(TASK_HEADER.pack(task_id, timeout_s, flags | INLINE) + payload)
+    else:
+        out += (TASK_HEADER.pack(task_id, timeout_s, flags & ~INLINE), payload)
+
+
+def add_result(out: list[Any], task_id: int, status: int, flags: int, payload: Payload) -> None:
+    """Append one result to a message: one frame, or two for a large payload."""
+    if len(payload) <= INLINE_MAX:
+        out.append(RESULT_HEADER.pack(task_id, status, flags | INLINE) + payload)
+    else:
+        out += (RESULT_HEADER.pack(task_id, status, flags & ~INLINE), payload)
+
+
+def read_tasks(frames: Sequence[Any], start: int) -> Iterator[tuple[int, float, int, Payload]]:
+    """Task id, timeout, flags (less :data:`INLINE`) and payload of each task from ``start``."""
+    size, end, i = TASK_HEADER.size, len(frames), start
+    while i < end:
+        frame = frames[i]
+        task_id, timeout_s, flags = TASK_HEADER.unpack_from(frame)
+        if flags & INLINE:
+            yield task_id, timeout_s, flags & ~INLINE, memoryview(frame)[size:]
+            i += 1
+        else:
+            yield task_id, timeout_s, flags, frames[i + 1]
+            i += 2
+
+
+def read_results(frames: Sequence[Any], start: int) -> Iterator[tuple[int, int, int, Payload]]:
+    """Task id, status, flags (less :data:`INLINE`) and payload of each result from ``start``."""
+    size, end, i = RESULT_HEADER.size, len(frames), start
+    while i < end:
+        frame = frames[i]
+        task_id, status, flags = RESULT_HEADER.unpack_from(frame)
+        if flags & INLINE:
+            yield task_id, status, flags & ~INLINE, memoryview(frame)[size:]
+            i += 1
+        else:
+            yield task_id, status, flags, frames[i + 1]
+            i += 2
+
+
 def spill_path(spill_dir: Path, suffix: str) -> Path:
     """A fresh, unique file name in the spill directory."""
     return spill_dir / f"{uuid.uuid4().hex}.{suffix}"
@@ -154,11 +228,11 @@ def spill(payload: bytes, spill_dir: Path | None, threshold: int, suffix: str) -
     return SPILLED, os.fsencode(path)
 
 
-def read_payload(flags: int, frame: bytes, *, delete: bool) -> bytes:
+def read_payload(flags: int, frame: Payload, *, delete: bool) -> Payload:
     """The payload a frame stands for, reading (and deleting) its spill file."""
     if not flags & SPILLED:
         return frame
-    path = os.fsdecode(frame)
+    path = os.fsdecode(bytes(frame))
     with open(path, "rb") as file:
         payload = file.read()
     if delete:
@@ -166,9 +240,89 @@ def read_payload(flags: int, frame: bytes, *, delete: bool) -> bytes:
     return payload
 
 
-def dump_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
-    """Serialize a call with cloudpickle, so lambdas and closures travel too."""
-    return bytes(cloudpickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL))
+class PickledFunctions:
+    """The client's cache of pickled functions, one entry per function object.
+
+    cloudpickling a function by value costs far more than its arguments, so a
+    plain function or ``functools.partial`` is pickled once, on its first
+    call, and reused while the object lives. Like Dask and Ray, a function is
+    captured as it was then: rebinding a global it reads later goes unseen.
+    """
+
+    def __init__(self) -> None:
+        self._by_function: weakref.WeakKeyDictionary[Callable[..., Any], bytes] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def head(self, fn: Callable[..., Any]) -> bytes:
+        """:data:`CALL_HEADER` plus the pickled function, cached when possible."""
+        cacheable = type(fn) in _CACHEABLE
+        if cacheable:
+            head = self._by_function.get(fn)
+            if head is not None:
+                return head
+        blob: bytes = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+        digest = hashlib.blake2b(blob, digest_size=16).digest()
+        head = CALL_HEADER.pack(digest, len(blob)) + blob
+        if cacheable and len(blob) <= _CACHE_MAX_BLOB:
+            self._by_function[fn] = head
+        return head
+
+
+class LoadedFunctions:
+    """The task process's cache of unpickled functions, by digest, least recent out."""
+
+    def __init__(self, max_entries: int = 128, max_bytes: int = 64 << 20) -> None:
+        self._entries: OrderedDict[bytes, tuple[Callable[..., Any], int]] = OrderedDict()
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
+
+    def get(self, digest: bytes, blob: memoryview) -> Callable[..., Any]:
+        """The function ``blob`` pickles, unpickled once per digest."""
+        entry = self._entries.get(digest)
+        if entry is not None:
+            self._entries.move_to_end(digest)
+            return entry[0]
+        fn: Callable[..., Any] = pickle.loads(blob)
+        self._entries[digest] = (fn, len(blob))
+        self._bytes += len(blob)
+        while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
+            _, (_, size) = self._entries.popitem(last=False)
+            self._bytes -= size
+        return fn
+
+
+def dump_call(
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    functions: PickledFunctions | None = None,
+) -> bytes:
+    """Serialize a call: :data:`CALL_HEADER`, the pickled function, the arguments.
+
+    cloudpickle makes lambdas and closures travel too; arguments that are all
+    plain scalars take the (much faster) standard pickler.
+    """
+    head = (functions or PickledFunctions()).head(fn)
+    if not kwargs and all(type(arg) in _PLAIN for arg in args):
+        body = pickle.dumps((args, None), protocol=pickle.HIGHEST_PROTOCOL)
+    else:
+        body = cloudpickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+    return head + body
+
+
+def load_call(
+    payload: bytes | memoryview, functions: LoadedFunctions | None = None
+) -> tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]:
+    """The function, arguments and keyword arguments of a :func:`dump_call` payload."""
+    view = memoryview(payload)
+    digest, size = CALL_HEADER.unpack_from(view)
+    start = CALL_HEADER.size
+    blob = view[start : start + size]
+    fn = functions.get(digest, blob) if functions is not None else pickle.loads(blob)
+    args, kwargs = pickle.loads(view[start + size :])
+    return fn, args, kwargs or {}
 
 
 def dump_result(value: Any) -> bytes:
@@ -193,7 +347,7 @@ def dump_error(exc: BaseException) -> bytes:
     return blob
 
 
-def load_error(payload: bytes, source_file: str | None = None) -> BaseException:
+def load_error(payload: Payload, source_file: str | None = None) -> BaseException:
     """Rebuild a remote exception, its remote traceback attached as ``__cause__``.
 
     Raising the result shows both tracebacks, the remote one first, the way

@@ -41,7 +41,7 @@ __all__ = ["WorkerManager", "main"]
 
 logger = logging.getLogger(__name__)
 
-_Queued = tuple[int, float, int, bytes]  # task id, timeout_s, flags, payload frame
+_Queued = tuple[int, float, bytes]  # task id, timeout_s, task header + payload for the child
 
 
 class _Child:
@@ -66,11 +66,11 @@ class _Child:
         self.deadline = float("inf")
 
     def send(self, task: _Queued) -> None:
-        task_id, timeout_s, flags, payload = task
+        task_id, timeout_s, message = task
         self.task_id = task_id
         self.timeout_s = timeout_s
         self.deadline = time.monotonic() + timeout_s if timeout_s > 0 else float("inf")
-        self.conn.send_bytes(p.TASK_HEADER.pack(task_id, timeout_s, flags) + payload)
+        self.conn.send_bytes(message)
 
     def kill(self) -> None:
         self.process.kill()
@@ -208,9 +208,16 @@ class WorkerManager:
                 return
             kind = frames[0][:1]
             if kind == p.TASKS:
-                for i in range(1, len(frames) - 1, 2):
-                    task_id, timeout_s, flags = p.TASK_HEADER.unpack(frames[i])
-                    self._local.append((task_id, timeout_s, flags, frames[i + 1]))
+                i, end = 1, len(frames)
+                while i < end:
+                    # An inline task is already the message its child needs.
+                    frame = frames[i]
+                    task_id, timeout_s, flags = p.TASK_HEADER.unpack_from(frame)
+                    if not flags & p.INLINE:
+                        frame += frames[i + 1]
+                        i += 1
+                    self._local.append((task_id, timeout_s, frame))
+                    i += 1
             elif kind == p.RECONNECT:
                 logger.warning("the broker forgot this worker; registering again")
                 self._local.clear()
@@ -228,7 +235,9 @@ class WorkerManager:
         try:
             while child.conn.poll():
                 data = child.conn.recv_bytes()
-                if data:
+                if data and data[p.RESULT_HEADER.size - 1] & p.INLINE:
+                    self._outbox.append(data)  # the child's message is the result frame
+                elif data:
                     view = memoryview(data)
                     self._outbox += [view[: p.RESULT_HEADER.size], view[p.RESULT_HEADER.size :]]
                 child.ready = True
@@ -251,7 +260,7 @@ class WorkerManager:
                 self._replace_child(child)
 
     def _report(self, task_id: int, status: int) -> None:
-        self._outbox += [p.RESULT_HEADER.pack(task_id, status, 0), b""]
+        self._outbox.append(p.RESULT_HEADER.pack(task_id, status, p.INLINE))
 
     def _assign(self) -> None:
         if not self._local:
