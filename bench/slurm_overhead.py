@@ -41,14 +41,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -64,6 +62,21 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import (
+    BenchError,
+    _die_with_us,
+    _ms,
+    _sigterm,
+    ensure_cluster,
+    free_port,
+    job_state,
+    log,
+    run,
+    summary,
+    tail,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -108,49 +121,10 @@ PHASES = [
     ("submitted_to_running", "(info) submitted → running (1 s squeue polls)"),
     ("post_response", "(info) deploy POST round trip"),
 ]
-_T0 = time.monotonic()
-
-
-def log(message: str) -> None:
-    print(f"[{time.monotonic() - _T0:6.1f}s] {message}", flush=True)
-
-
-class BenchError(Exception):
-    """A failure that ends the run with a message rather than a traceback."""
-
-
-def _sigterm(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 # --------------------------------------------------------------------------
 # processes and Slurm commands
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_us() -> None:
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def run(argv: list[str], timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
 
 
 def timed(argv: list[str]) -> tuple[float, str]:
@@ -161,27 +135,6 @@ def timed(argv: list[str]) -> tuple[float, str]:
     if done.returncode != 0:
         raise BenchError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
     return elapsed, done.stdout
-
-
-def ensure_cluster() -> dict[str, Any]:
-    status = run(["bash", str(CLUSTER_SCRIPT), "status"])
-    brought_up = False
-    if status.returncode != 0:
-        log("slurm: dev cluster not up; running deploy/slurm-dev-cluster.sh up (may install)")
-        up = run(["bash", str(CLUSTER_SCRIPT), "up"], timeout_s=1800)
-        if up.returncode != 0:
-            raise BenchError(f"slurm-dev-cluster.sh up failed:\n{up.stdout[-1500:]}{up.stderr}")
-        brought_up = True
-    version = run(["sinfo", "--version"]).stdout.strip()
-    nodes = run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%N %T"]).stdout.split("\n")
-    log(f"slurm: {version}; nodes: {', '.join(n for n in nodes if n)}")
-    return {"version": version, "nodes": [n for n in nodes if n], "brought_up": brought_up}
-
-
-def job_state(job_id: str) -> str:
-    """Slurm's state word for a job, '' when it knows nothing of it."""
-    out = run(["squeue", "-h", "--states=all", "-j", job_id, "-o", "%T"]).stdout.split()
-    return out[0] if out else ""
 
 
 def _cpu_ticks() -> tuple[int, int]:
@@ -310,23 +263,6 @@ def slurm_log_times(job_id: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------
 # statistics
-
-
-def summary(values: list[float]) -> dict[str, float | int | None]:
-    if not values:
-        return {"median": None, "max": None, "min": None, "n": 0}
-    return {
-        "median": round(statistics.median(values), 1),
-        "max": round(max(values), 1),
-        "min": round(min(values), 1),
-        "n": len(values),
-    }
-
-
-def _ms(later: float | None, earlier: float | None) -> float | None:
-    if later is None or earlier is None:
-        return None
-    return round((later - earlier) * 1000, 1)
 
 
 def derive(run_: dict[str, Any]) -> dict[str, float | None]:
