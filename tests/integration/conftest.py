@@ -3,7 +3,6 @@ from __future__ import annotations
 import importlib.util
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -45,8 +44,3 @@ def user_key(server: Server) -> str:
     response = server.admin.post("/api/keys", json={"tenant": "physics"})
     assert response.status_code == 201
     return str(response.json()["key"])
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "aifactory"

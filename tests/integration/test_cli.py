@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .server import REPO, Server, free_port, processes_mentioning, start_server
+from .server import REPO, free_port, processes_mentioning, start_server
 
 ECHO_SPEC = """
 name: tiny
@@ -127,4 +127,3 @@ def test_up_background_and_down(tmp_path: Path) -> None:
     time.sleep(0.3)
     assert processes_mentioning(f"AIFACTORY_DATA_DIR={tmp_path}") == []
     assert "no background aifactory" in aif("down").stdout
-    _ = Server  # the fixture type is shared with the other modules

@@ -53,15 +53,7 @@ class AdminAPI:
         return await self._admin(request)
 
     async def _caller(self, request: Request) -> Principal:
-        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secret:
-            raise Unauthorized(
-                "You didn't provide an API key.", fix="send `Authorization: Bearer KEY`"
-            )
-        principal = await self._auth.authenticate(secret.strip())
-        if principal is None:
-            raise Unauthorized("Incorrect API key provided.")
-        return principal
+        return await self._auth.authenticate_header(request.headers.get("authorization", ""))
 
     async def service_status(self, request: Request) -> Response:
         """GET /v1/services/{name}: replicas, queue, pending reasons and scaling (any key)."""

@@ -282,8 +282,11 @@ def _parse_json(text: str) -> dict[str, tuple[str, AllocationStatus]]:
 
 def _number(value: Any) -> float:
     if isinstance(value, dict):  # newer Slurm: {"set": true, "number": N}
-        value = value.get("number", 0)
-    return float(value or 0)
+        value = value.get("number", 0) if value.get("set", True) else 0
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _with_exit(status: AllocationStatus, wait_status: int) -> AllocationStatus:

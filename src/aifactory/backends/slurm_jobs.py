@@ -25,7 +25,7 @@ from typing import Any
 
 from aifactory.backends._commands import run_command
 from aifactory.backends.base import AllocationState
-from aifactory.backends.slurm import STATES, plain_reason
+from aifactory.backends.slurm import _number, _state, plain_reason
 from aifactory.backends.slurm_script import job_tag
 from aifactory.errors import BackendError, SchedulerCommandFailed
 
@@ -159,23 +159,6 @@ def decode_wait_status(wait_status: int) -> tuple[int, int | None]:
     """Split a raw wait status into (exit code, killing signal or None)."""
     signal = wait_status & 0x7F
     return (wait_status >> 8) & 0xFF, signal or None
-
-
-def _state(name: str) -> AllocationState:
-    state = STATES.get(name)
-    if state is None:
-        logger.warning("unknown Slurm job state %r", name)
-        return AllocationState.UNKNOWN
-    return state
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, dict):  # newer Slurm: {"set": true, "number": N}
-        value = value.get("number", 0) if value.get("set", True) else 0
-    try:
-        return float(value or 0)
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def _reason(state: AllocationState, slurm_state: str, reason: str) -> str:

@@ -33,7 +33,6 @@ from aifactory.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
-    Unauthorized,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -156,21 +155,8 @@ class GatewayApp:
         ]
 
     async def _authenticate(self, scope: Scope) -> Principal:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, secret = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and secret:
-                    principal = await self._auth.authenticate(secret.strip())
-                    if principal is not None:
-                        return principal
-                    raise Unauthorized(
-                        "Incorrect API key provided.",
-                        fix="use a key from `aifactory keys create --tenant NAME`",
-                    )
-        raise Unauthorized(
-            "You didn't provide an API key.",
-            fix="send `Authorization: Bearer KEY` (api_key=KEY in OpenAI clients)",
-        )
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        return await self._auth.authenticate_header(header.decode("latin-1"))
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         for name, value in scope["headers"]:

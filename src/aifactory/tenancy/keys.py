@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from aifactory.errors import Unauthorized
 from aifactory.store import KeyRecord, Store
 
 Role = Literal["admin", "user"]
@@ -70,6 +71,26 @@ class KeyAuthenticator:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def authenticate_header(self, authorization: str) -> Principal:
+        """The Principal of an ``Authorization: Bearer KEY`` header value.
+
+        Raises:
+            Unauthorized: no bearer key, or an unknown or revoked one.
+        """
+        scheme, _, secret = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise Unauthorized(
+                "You didn't provide an API key.",
+                fix="send `Authorization: Bearer KEY` (api_key=KEY in OpenAI clients)",
+            )
+        principal = await self.authenticate(secret.strip())
+        if principal is None:
+            raise Unauthorized(
+                "Incorrect API key provided.",
+                fix="use a key from `aifactory keys create --tenant NAME`",
+            )
+        return principal
 
     async def authenticate(self, secret: str) -> Principal | None:
         """Return the key's Principal, or None for an unknown or revoked key."""
