@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     slurm_qos: str = ""
     slurm_preamble: str = ""
     slurm_command_timeout_s: float = Field(default=30.0, gt=0)
+    kubeconfig: Path | None = None
+    kubernetes_namespace: str = Field(
+        default="default", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )
+    kubernetes_image: str = Field(default="localhost/aifactory:latest", min_length=1)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     api_url: str = ""

@@ -21,11 +21,13 @@ __all__ = [
     "EngineSpec",
     "HealthCheck",
     "Job",
+    "KubernetesOptions",
     "ModelName",
     "Replicas",
     "Resources",
     "Service",
     "SlurmOptions",
+    "Toleration",
     "load_job",
     "load_service",
     "parse_duration_s",
@@ -254,6 +256,83 @@ class SlurmOptions(_Spec):
         return options
 
 
+# Kubernetes label keys ([prefix/]name) and values, as the API server checks them.
+_LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
+DNS_SUBDOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"
+)
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+LABEL_VALUE = re.compile(rf"^(?:{_LABEL_NAME})?$")
+
+
+def is_label_key(key: str) -> bool:
+    """Whether ``key`` is a valid Kubernetes label key (``[prefix/]name``)."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and not DNS_SUBDOMAIN.fullmatch(prefix):
+        return False
+    return bool(re.fullmatch(_LABEL_NAME, name))
+
+
+class Toleration(_Spec):
+    """Lets a replica's pod run on nodes with a matching taint (Kubernetes ``tolerations``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    key: str = ""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str = ""
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
+    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds", ge=0)
+
+    @field_validator("key")
+    @classmethod
+    def _key_is_a_label_key(cls, key: str) -> str:
+        if key and not is_label_key(key):
+            raise ValueError(f"toleration key {key!r} is not a valid Kubernetes label key")
+        return key
+
+    @field_validator("value")
+    @classmethod
+    def _value_is_a_label_value(cls, value: str) -> str:
+        if not LABEL_VALUE.fullmatch(value):
+            raise ValueError(f"toleration value {value!r} is not a valid Kubernetes label value")
+        return value
+
+    @model_validator(mode="after")
+    def _exists_has_no_value(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator 'Exists' takes no `value`")
+        if not self.key and self.operator != "Exists":
+            raise ValueError("a toleration without `key` needs operator 'Exists' (tolerates all)")
+        return self
+
+
+class KubernetesOptions(_Spec):
+    """Where a replica's pod may run on Kubernetes: node labels it needs, taints it tolerates.
+
+    The cluster's policy stays in charge: the scheduler and admission
+    (quotas, limit ranges) check these like any other pod's.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+    tolerations: tuple[Toleration, ...] = ()
+
+    @field_validator("node_selector")
+    @classmethod
+    def _labels(cls, selector: dict[str, str]) -> dict[str, str]:
+        for key, value in selector.items():
+            if not is_label_key(key):
+                raise ValueError(f"node selector key {key!r} is not a valid Kubernetes label key")
+            if not LABEL_VALUE.fullmatch(value):
+                raise ValueError(
+                    f"node selector value {value!r} (key {key!r}) is not a valid "
+                    "Kubernetes label value: at most 63 letters, digits, '-', '_' or '.'"
+                )
+        return selector
+
+
 class Service(_Spec):
     """A model endpoint with a stable name, served by replicas that come and go."""
 
@@ -269,6 +348,7 @@ class Service(_Spec):
     rotation_lead_s: float = Field(default=120.0, alias="rotation_lead", ge=0)
     autoscaling: Autoscaling = Autoscaling()
     slurm: SlurmOptions = SlurmOptions()
+    kubernetes: KubernetesOptions = KubernetesOptions()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

@@ -34,6 +34,7 @@ __all__ = [
 _REGISTRY = {
     "local": "aifactory.backends.local:LocalBackend",
     "slurm": "aifactory.backends.slurm:SlurmBackend",
+    "kubernetes": "aifactory.backends.kubernetes:KubernetesBackend",
 }
 
 

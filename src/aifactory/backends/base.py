@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from aifactory.specs import Resources, SlurmOptions
+from aifactory.specs import KubernetesOptions, Resources, SlurmOptions
 
 
 class AllocationState(enum.Enum):
@@ -66,6 +66,7 @@ class AllocationRequest:
         log_path: Where the allocation's output goes.
         env: Extra environment variables for the launcher.
         slurm: Partition, account, QOS and extra options (Slurm only).
+        kubernetes: Node selector and tolerations (Kubernetes only).
     """
 
     replica_id: str
@@ -76,6 +77,7 @@ class AllocationRequest:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    kubernetes: KubernetesOptions = field(default_factory=KubernetesOptions)
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class Backend(Protocol):
     """Where replicas run.
 
     Attributes:
-        name: The backend's name in specs (``local``, ``slurm``).
+        name: The backend's name in specs (``local``, ``slurm``, ``kubernetes``).
         advertise_host: The host the launcher reports, or ``auto`` to let it
             use the node's own name.
     """

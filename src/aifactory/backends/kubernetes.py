@@ -1,0 +1,333 @@
+"""Kubernetes backend: a replica is one bare Pod, owned by the control plane.
+
+Why a Pod and not a Deployment per service: the control plane already is the
+controller. It decides how many replicas exist, where (across stacks), which
+one to drain and when to replace one before its time limit; a Deployment
+would be a second controller with its own idea of all that (it recreates a
+Pod we stopped, picks its own victim on scale-down, rolls out on its own
+schedule). One Pod per replica maps one-to-one to the ``Backend`` verbs, the
+same as one Slurm job or one local process: ``submit`` creates it, ``cancel``
+deletes it, and its labels carry this control plane's instance id, the
+service and the replica id so a restarted control plane can adopt it
+(``tagged``). ``restartPolicy: Never``: a failed replica is replaced by the
+control plane, possibly on another stack.
+
+State is watched, never polled: ``PodWatch`` lists this instance's Pods once
+and then follows a watch (resuming after API-server restarts), and
+``status``/``tagged`` answer from that cache. Blocking client calls run in
+threads. Metadata updates are read-modify-write with the object's
+``resourceVersion`` and are retried on 409 conflicts (``update_pod``).
+
+The client comes from an explicit kubeconfig, else the in-cluster service
+account, else the default kubeconfig (``~/.kube/config`` or ``$KUBECONFIG``,
+read by the client library).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import urllib3
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
+from aifactory.backends.kubernetes_pod import (
+    CANCELLED_ANNOTATION,
+    INSTANCE_LABEL,
+    PHASES,
+    REPLICA_LABEL,
+    pod_status,
+    render_pod,
+)
+from aifactory.backends.kubernetes_watch import PodWatch
+from aifactory.errors import BackendError, CapacityExceeded, ConfigError
+
+logger = logging.getLogger(__name__)
+
+_CONFLICT = 409
+_NOT_FOUND = 404
+_CONFLICT_ATTEMPTS = 8
+
+
+class KubernetesBackend:
+    """Runs each replica as one Pod in one namespace."""
+
+    name = "kubernetes"
+    advertise_host = "auto"
+
+    def __init__(
+        self,
+        instance: str,
+        *,
+        namespace: str = "default",
+        image: str = "localhost/aifactory:latest",
+        kubeconfig: Path | str | None = None,
+        termination_grace_s: int = 30,
+        request_timeout_s: float = 30.0,
+        sync_timeout_s: float = 10.0,
+    ) -> None:
+        self.instance = instance
+        self.namespace = namespace
+        self.image = image
+        self.kubeconfig = Path(kubeconfig) if kubeconfig else None
+        self.termination_grace_s = termination_grace_s
+        self.request_timeout_s = request_timeout_s
+        self.sync_timeout_s = sync_timeout_s
+        self._api_client: client.ApiClient | None = None
+        self._watch: PodWatch | None = None
+
+    # ------------------------------------------------------------- Backend
+
+    def render(self, request: AllocationRequest) -> str:
+        """The Pod manifest, as YAML, exactly as submitted."""
+        return yaml.safe_dump(self._manifest(request), sort_keys=False)
+
+    async def submit(self, request: AllocationRequest) -> str:
+        """Create the replica's Pod; return its name."""
+        manifest = self._manifest(request)
+        name: str = manifest["metadata"]["name"]
+        watch = self._started_watch()
+        try:
+            created = await self._call(self.core.create_namespaced_pod, self.namespace, manifest)
+        except ApiException as exc:
+            if exc.status == _CONFLICT and await self._is_ours(name, request.replica_id):
+                return name  # a retried submit: the Pod is already there
+            raise self._refused(name, exc) from exc
+        watch.put(created)
+        logger.info("replica %s: created pod %s/%s", request.replica_id, self.namespace, name)
+        return name
+
+    async def status(self, handles: Sequence[str]) -> dict[str, AllocationStatus]:
+        """Each Pod's state from the watched cache; UNKNOWN while it is not synced."""
+        if not handles:
+            return {}
+        watch = self._started_watch()
+        if not watch.synced and not await asyncio.to_thread(watch.wait_synced, self.sync_timeout_s):
+            return {
+                h: AllocationStatus(AllocationState.UNKNOWN, "the Kubernetes API did not answer")
+                for h in handles
+            }
+        result = {}
+        for handle in handles:
+            pod, deleted = watch.get(handle)
+            if pod is None:
+                result[handle] = AllocationStatus(AllocationState.UNKNOWN, "no such pod")
+            else:
+                result[handle] = pod_status(pod, deleted=deleted)
+        return result
+
+    async def cancel(self, handle: str) -> None:
+        """Mark the Pod cancelled, then delete it with its grace period; gone is fine."""
+        await self.update_pod(handle, _mark_cancelled)
+        try:
+            await self._call(
+                self.core.delete_namespaced_pod,
+                handle,
+                self.namespace,
+                grace_period_seconds=self.termination_grace_s,
+            )
+        except ApiException as exc:
+            if exc.status != _NOT_FOUND:
+                raise self._refused(handle, exc) from exc
+        logger.info("pod %s/%s: deleted", self.namespace, handle)
+
+    async def tagged(self) -> dict[str, str]:
+        """Live Pods carrying this control plane's labels: replica id -> Pod name.
+
+        Raises:
+            BackendError: when the API server did not answer the first list.
+        """
+        watch = self._started_watch()
+        if not await asyncio.to_thread(watch.wait_synced, self.sync_timeout_s):
+            raise BackendError(
+                f"the Kubernetes API did not list pods within {self.sync_timeout_s:.0f} s.",
+                fix=self._reach_fix(),
+            )
+        found = {}
+        for pod in watch.pods():
+            metadata = pod["metadata"]
+            replica_id = (metadata.get("labels") or {}).get(REPLICA_LABEL)
+            live = not pod_status(pod).state.finished and not metadata.get("deletionTimestamp")
+            if replica_id and live:
+                found[replica_id] = metadata["name"]
+        return found
+
+    async def aclose(self) -> None:
+        """Stop watching; Pods keep running (the reconciler stops them one by one)."""
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+        if self._api_client is not None:
+            api_client, self._api_client = self._api_client, None
+            await asyncio.to_thread(api_client.close)
+
+    # ------------------------------------------------------------- beyond the protocol
+
+    async def update_pod(
+        self, handle: str, change: Callable[[dict[str, Any]], bool]
+    ) -> dict[str, Any] | None:
+        """Read-modify-write a Pod, retried when someone else changed it in between.
+
+        ``change`` edits the Pod (a JSON dict) in place and returns whether it
+        changed anything. The write carries the ``resourceVersion`` that was
+        read, so the API server refuses it (409) if the Pod changed meanwhile;
+        then the Pod is read again and ``change`` applied anew.
+
+        Returns:
+            The Pod as written (or as read, when nothing changed); None when
+            there is no such Pod.
+
+        Raises:
+            BackendError: when the write keeps conflicting or is refused.
+        """
+        for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
+            try:
+                pod = await self._call(self.core.read_namespaced_pod, handle, self.namespace)
+            except ApiException as exc:
+                if exc.status == _NOT_FOUND:
+                    return None
+                raise self._refused(handle, exc) from exc
+            if not change(pod):
+                read: dict[str, Any] = pod
+                return read
+            try:
+                written: dict[str, Any] = await self._call(
+                    self.core.replace_namespaced_pod, handle, self.namespace, pod
+                )
+                return written
+            except ApiException as exc:
+                if exc.status == _NOT_FOUND:
+                    return None
+                if exc.status != _CONFLICT:
+                    raise self._refused(handle, exc) from exc
+                logger.info(
+                    "pod %s changed while being updated (try %d); retrying", handle, attempt
+                )
+        raise BackendError(
+            f"pod {handle} kept changing: {_CONFLICT_ATTEMPTS} updates in a row conflicted.",
+            fix="something else is rewriting this pod; find it with `kubectl get events`",
+        )
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        """The CoreV1 API client, made on first use."""
+        if self._api_client is None:
+            self._api_client = _api_client(self.kubeconfig)
+        return client.CoreV1Api(self._api_client)
+
+    # ------------------------------------------------------------- helpers
+
+    def _manifest(self, request: AllocationRequest) -> dict[str, Any]:
+        return render_pod(
+            request,
+            instance=self.instance,
+            namespace=self.namespace,
+            image=self.image,
+            termination_grace_s=self.termination_grace_s,
+        )
+
+    def _started_watch(self) -> PodWatch:
+        if self._watch is None:
+            self._watch = PodWatch(self.core, self.namespace, f"{INSTANCE_LABEL}={self.instance}")
+            self._watch.start()
+        return self._watch
+
+    async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One API call in a thread; the answer as the JSON dict the server sent.
+
+        Raises:
+            ApiException: when the server answered with an error.
+            BackendError: when the server could not be reached.
+        """
+
+        def call() -> Any:
+            response = method(
+                *args, _preload_content=False, _request_timeout=self.request_timeout_s, **kwargs
+            )
+            return json.loads(response.data) if response.data else None
+
+        try:
+            return await asyncio.to_thread(call)
+        except urllib3.exceptions.HTTPError as exc:
+            raise BackendError(
+                f"cannot reach the Kubernetes API server: {exc}", fix=self._reach_fix()
+            ) from exc
+
+    async def _is_ours(self, name: str, replica_id: str) -> bool:
+        try:
+            pod = await self._call(self.core.read_namespaced_pod, name, self.namespace)
+        except ApiException:
+            return False
+        pod_labels = pod["metadata"].get("labels") or {}
+        return bool(
+            pod_labels.get(INSTANCE_LABEL) == self.instance
+            and pod_labels.get(REPLICA_LABEL) == replica_id
+        )
+
+    def _refused(self, name: str, exc: ApiException) -> BackendError:
+        message = _api_message(exc)
+        if exc.status == 403 and "exceeded quota" in message:
+            return CapacityExceeded(
+                f"pod {name}: the namespace {self.namespace!r} is out of quota: {message}",
+                fix="lower `resources`, delete another service, or ask for a larger quota",
+            )
+        return BackendError(
+            f"Kubernetes refused pod {name} (HTTP {exc.status}): {message}",
+            fix=f"check the namespace {self.namespace!r} and this control plane's permissions "
+            "(it needs to create, get, list, watch, update and delete pods)",
+        )
+
+    def _reach_fix(self) -> str:
+        where = f"the kubeconfig {self.kubeconfig}" if self.kubeconfig else "AIFACTORY_KUBECONFIG"
+        return f"check that the API server runs and {where} points at it"
+
+
+def _mark_cancelled(pod: dict[str, Any]) -> bool:
+    """Annotate a Pod that has not finished as cancelled by this control plane."""
+    metadata = pod["metadata"]
+    annotations = metadata.get("annotations") or {}
+    phase = (pod.get("status") or {}).get("phase", "Pending")
+    if CANCELLED_ANNOTATION in annotations or PHASES.get(phase, AllocationState.UNKNOWN).finished:
+        return False
+    annotations[CANCELLED_ANNOTATION] = "true"
+    metadata["annotations"] = annotations
+    return True
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
+def _api_client(kubeconfig: Path | None) -> client.ApiClient:
+    """A client from the kubeconfig, else in-cluster, else the default kubeconfig.
+
+    Raises:
+        ConfigError: when none of them works.
+    """
+    # The client library's loaders are not annotated.
+    from_file: Callable[..., client.ApiClient] = config.new_client_from_config
+    in_cluster: Callable[..., None] = config.load_incluster_config
+    try:
+        if kubeconfig is not None:
+            return from_file(config_file=str(kubeconfig))
+        try:
+            configuration = client.Configuration()
+            in_cluster(client_configuration=configuration)
+            return client.ApiClient(configuration)
+        except config.ConfigException:
+            return from_file()
+    except (config.ConfigException, OSError) as exc:
+        raise ConfigError(
+            f"no Kubernetes client configuration: {exc}",
+            fix="set AIFACTORY_KUBECONFIG to a kubeconfig file (or run inside a cluster)",
+        ) from exc

@@ -1,0 +1,263 @@
+"""A replica's Pod manifest, and what a Pod's status means for it (pure functions).
+
+Rendering checks every name that becomes part of an object name or label
+against Kubernetes' own rules (DNS-1123 labels, label values), so a hostile
+service or replica name is refused here with a readable error instead of
+being half-accepted by the API server. Nothing is ever run through a shell:
+the launcher argv becomes the container's ``command`` list as it is.
+
+Status mapping reads the Pod as the API server sends it (a JSON dict), in one
+place: ``pod_status``. Pod phases map through ``PHASES``; the reasons that
+matter to a control plane (cannot be scheduled, cannot pull the image, out of
+memory, past its deadline) become plain words.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
+from aifactory.errors import BackendError
+from aifactory.specs import DNS_LABEL, DNS_SUBDOMAIN, LABEL_VALUE
+
+logger = logging.getLogger(__name__)
+
+LABEL_PREFIX = "aifactory.io"
+INSTANCE_LABEL = f"{LABEL_PREFIX}/instance"
+SERVICE_LABEL = f"{LABEL_PREFIX}/service"
+REPLICA_LABEL = f"{LABEL_PREFIX}/replica"
+CANCELLED_ANNOTATION = f"{LABEL_PREFIX}/cancelled"
+CONTAINER_NAME = "replica"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+# Pod phases -> ours. Anything else is logged and becomes UNKNOWN.
+PHASES = {
+    "Pending": AllocationState.PENDING,
+    "Running": AllocationState.RUNNING,
+    "Succeeded": AllocationState.COMPLETED,
+    "Failed": AllocationState.FAILED,
+    "Unknown": AllocationState.UNKNOWN,
+}
+
+# Container waiting/terminated reasons in plain words; others are shown as sent.
+REASONS = {
+    "ContainerCreating": "starting the container",
+    "PodInitializing": "starting the container",
+    "ErrImagePull": "cannot pull the image",
+    "ImagePullBackOff": "cannot pull the image (backing off)",
+    "InvalidImageName": "the image name is invalid",
+    "CreateContainerConfigError": "the container's configuration is invalid",
+    "CreateContainerError": "the container could not be created",
+    "RunContainerError": "the container could not be started",
+    "CrashLoopBackOff": "the container keeps crashing",
+    "OOMKilled": "ran out of memory",
+    "Error": "exited with an error",
+    "Completed": "exited 0",
+    "DeadlineExceeded": "time limit reached",
+    "Evicted": "evicted from its node",
+    "NodeLost": "its node stopped answering",
+    "Shutdown": "its node shut down",
+}
+
+
+def pod_name(instance: str, replica_id: str) -> str:
+    """The Pod's name: the control plane's instance id and the replica id.
+
+    Raises:
+        BackendError: when the result is not a valid Pod name.
+    """
+    name = f"aif-{instance}-{replica_id}"
+    if not DNS_SUBDOMAIN.fullmatch(name):
+        raise BackendError(
+            f"replica id {replica_id!r} cannot name a Kubernetes pod ({name!r} must be "
+            "lower-case letters, digits, '-' and '.').",
+            fix="use service names of lower-case letters, digits and '-'",
+        )
+    return name
+
+
+def labels(instance: str, service: str, replica_id: str) -> dict[str, str]:
+    """The labels that mark a Pod as this control plane's replica (for watch and adoption).
+
+    Raises:
+        BackendError: when a value is not a valid label value.
+    """
+    for what, value in (("instance id", instance), ("service", service), ("replica", replica_id)):
+        if not value or not LABEL_VALUE.fullmatch(value) or not DNS_LABEL.fullmatch(value):
+            raise BackendError(
+                f"{what} {value!r} cannot be a Kubernetes label value.",
+                fix="on Kubernetes, use service names of at most 56 lower-case letters, "
+                "digits and '-' (the replica id adds 7)",
+            )
+    return {INSTANCE_LABEL: instance, SERVICE_LABEL: service, REPLICA_LABEL: replica_id}
+
+
+def resources(request: AllocationRequest) -> dict[str, str]:
+    """CPU, memory and GPUs, as both requests and limits (a Guaranteed pod)."""
+    amounts = {
+        "cpu": str(request.resources.cpus),
+        "memory": f"{math.ceil(request.resources.memory_gib * 1024)}Mi",
+    }
+    if request.resources.gpus:
+        amounts[GPU_RESOURCE] = str(request.resources.gpus)
+    return amounts
+
+
+def render_pod(
+    request: AllocationRequest,
+    *,
+    instance: str,
+    namespace: str,
+    image: str,
+    termination_grace_s: int,
+) -> dict[str, Any]:
+    """The Pod manifest for one replica, as a dict ready for the API (and for YAML).
+
+    Raises:
+        BackendError: for a name or label value Kubernetes would refuse.
+    """
+    if not request.argv:
+        raise BackendError(f"replica {request.replica_id} has an empty command.")
+    amounts = resources(request)
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        # No registry to pull from on the dev cluster; a site's nodes may still pull.
+        "imagePullPolicy": "IfNotPresent",
+        "command": list(request.argv),
+        "env": [{"name": k, "value": v} for k, v in sorted(request.env.items())],
+        "resources": {"requests": amounts, "limits": dict(amounts)},
+    }
+    spec: dict[str, Any] = {
+        # The control plane replaces failed replicas itself, possibly elsewhere.
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": termination_grace_s,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "containers": [container],
+    }
+    if request.time_limit_s is not None:
+        spec["activeDeadlineSeconds"] = max(1, math.ceil(request.time_limit_s))
+    options = request.kubernetes
+    if options.node_selector:
+        spec["nodeSelector"] = dict(options.node_selector)
+    if options.tolerations:
+        spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_defaults=True) for t in options.tolerations
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(instance, request.replica_id),
+            "namespace": namespace,
+            "labels": labels(instance, request.service, request.replica_id),
+        },
+        "spec": spec,
+    }
+
+
+def pod_status(pod: dict[str, Any], *, deleted: bool = False) -> AllocationStatus:
+    """What a Pod (a JSON dict from the API) means for its replica.
+
+    ``deleted`` says the Pod is gone from the API server: a Pod that had not
+    finished ended because someone deleted it (this control plane, if it
+    marked it cancelled first).
+    """
+    metadata = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    node = str(spec.get("nodeName") or "")
+    phase = str(status.get("phase") or "Pending")
+    state = PHASES.get(phase)
+    if state is None:
+        logger.warning("unknown pod phase %r of pod %s", phase, metadata.get("name"))
+        return AllocationStatus(AllocationState.UNKNOWN, f"pod phase {phase}", node=node)
+    terminated = _terminated(status)
+    exit_code = terminated.get("exitCode") if terminated else None
+    cancelled = CANCELLED_ANNOTATION in (metadata.get("annotations") or {})
+    if state.finished:
+        return _finished(state, status, terminated, node, cancelled)
+    if deleted or metadata.get("deletionTimestamp"):
+        if deleted:
+            if cancelled:
+                return AllocationStatus(AllocationState.CANCELLED, "cancelled", exit_code, node)
+            return AllocationStatus(
+                AllocationState.FAILED, "the pod was deleted outside aifactory", exit_code, node
+            )
+        return AllocationStatus(AllocationState.RUNNING, "stopping", node=node)
+    if state is AllocationState.PENDING:
+        return AllocationStatus(AllocationState.PENDING, _pending_reason(status), node=node)
+    if state is AllocationState.UNKNOWN:
+        return AllocationStatus(AllocationState.UNKNOWN, "its node stopped reporting", node=node)
+    return AllocationStatus(AllocationState.RUNNING, node=node)
+
+
+def _finished(
+    state: AllocationState,
+    status: dict[str, Any],
+    terminated: dict[str, Any],
+    node: str,
+    cancelled: bool,
+) -> AllocationStatus:
+    exit_code = terminated.get("exitCode") if terminated else None
+    code = exit_code if isinstance(exit_code, int) else None
+    pod_reason = str(status.get("reason") or "")
+    if pod_reason == "DeadlineExceeded":
+        return AllocationStatus(AllocationState.TIMEOUT, REASONS[pod_reason], code, node)
+    if cancelled:
+        return AllocationStatus(AllocationState.CANCELLED, "cancelled", code, node)
+    if state is AllocationState.COMPLETED:
+        return AllocationStatus(state, "exited 0", code if code is not None else 0, node)
+    if pod_reason:
+        said = REASONS.get(pod_reason, pod_reason)
+        message = str(status.get("message") or "")
+        return AllocationStatus(state, f"{said}: {message}" if message else said, code, node)
+    reason = str(terminated.get("reason") or "")
+    if reason == "OOMKilled":
+        described = REASONS[reason]
+    elif code is not None:
+        described = f"exited with code {code}"
+    else:
+        described = REASONS.get(reason, reason) or "failed"
+    return AllocationStatus(state, described, code, node)
+
+
+def _container_status(status: dict[str, Any]) -> dict[str, Any]:
+    for container in status.get("containerStatuses") or []:
+        if container.get("name") == CONTAINER_NAME:
+            return dict(container)
+    return {}
+
+
+def _terminated(status: dict[str, Any]) -> dict[str, Any]:
+    state = _container_status(status).get("state") or {}
+    return dict(state.get("terminated") or {})
+
+
+def _pending_reason(status: dict[str, Any]) -> str:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            message = str(condition.get("message") or "")
+            if condition.get("reason") == "Unschedulable":
+                return (
+                    f"no node can take it yet: {message}" if message else "no node can take it yet"
+                )
+    waiting = (_container_status(status).get("state") or {}).get("waiting") or {}
+    reason = str(waiting.get("reason") or "")
+    if reason:
+        said = REASONS.get(reason, reason)
+        message = str(waiting.get("message") or "")
+        return (
+            f"{said}: {message}"
+            if message and reason in ("ErrImagePull", "ImagePullBackOff")
+            else said
+        )
+    if any(
+        c.get("type") == "PodScheduled" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    ):
+        return "starting on its node"
+    return "waiting for the scheduler"

@@ -1,0 +1,211 @@
+"""A live cache of this control plane's Pods: one list, then a watch that resumes.
+
+A daemon thread lists the Pods matching a label selector once, then watches
+from the list's ``resourceVersion``; each event updates the cache, so status
+questions never reach the API server. When the connection drops (the API
+server restarts, a proxy times out) the thread reconnects with backoff and
+resumes from the last ``resourceVersion`` it saw; only when the server says
+that version is too old (410 Gone) does it list again, and Pods that vanished
+meanwhile count as deleted. Each watch request asks the server to end it
+after ``watch_timeout_s`` and is then renewed from where it stopped: that
+bounds how long a dead connection goes unnoticed and how long the thread
+lingers after ``stop``.
+
+The thread is a daemon thread rather than ``asyncio.to_thread`` work: a watch
+blocks for its whole life, and must never keep an interpreter from exiting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from kubernetes.client import CoreV1Api
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch import watch as _watch_module
+
+logger = logging.getLogger(__name__)
+
+# The client's own line splitter for watch streams (it is not annotated).
+_lines: Callable[[Any], Iterator[str]] = _watch_module.iter_resp_lines
+
+_GONE = 410
+_KEEP_GONE = 1000  # deleted Pods remembered, so status() can still say how they ended
+
+
+class _Expired(Exception):
+    """The watch's resourceVersion is too old: list again."""
+
+
+class PodWatch:
+    """The Pods of one namespace that match a label selector, kept current by a watch."""
+
+    def __init__(
+        self,
+        api: CoreV1Api,
+        namespace: str,
+        selector: str,
+        *,
+        watch_timeout_s: int = 30,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self._api = api
+        self._namespace = namespace
+        self._selector = selector
+        self._watch_timeout_s = watch_timeout_s
+        self._max_backoff_s = max_backoff_s
+        self._lock = threading.Lock()
+        self._pods: dict[str, dict[str, Any]] = {}
+        self._gone: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._synced = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._resource_version = ""
+        self.reconnects = 0
+        self.relists = 0
+
+    def start(self) -> None:
+        """Start the watch thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"pod-watch-{self._namespace}", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to end; it does at its next event or watch renewal."""
+        self._stopping.set()
+
+    def wait_synced(self, timeout_s: float) -> bool:
+        """Block until the first list arrived; False when it did not within ``timeout_s``."""
+        return self._synced.wait(timeout_s)
+
+    @property
+    def synced(self) -> bool:
+        """Whether the cache holds a complete list."""
+        return self._synced.is_set()
+
+    def get(self, name: str) -> tuple[dict[str, Any] | None, bool]:
+        """The Pod called ``name`` and whether it was deleted (its last state then)."""
+        with self._lock:
+            if name in self._pods:
+                return self._pods[name], False
+            if name in self._gone:
+                return self._gone[name], True
+        return None, False
+
+    def pods(self) -> list[dict[str, Any]]:
+        """Every Pod now in the cache."""
+        with self._lock:
+            return list(self._pods.values())
+
+    def put(self, pod: dict[str, Any]) -> None:
+        """Add a Pod this process just created, unless the watch already brought it."""
+        name = pod["metadata"]["name"]
+        with self._lock:
+            self._pods.setdefault(name, pod)
+            self._gone.pop(name, None)
+
+    # ------------------------------------------------------------- the thread
+
+    def _run(self) -> None:
+        backoff_s = 0.2
+        failing = False
+        while not self._stopping.is_set():
+            try:
+                if not self._resource_version:
+                    self._relist()
+                self._watch_once()
+                if failing:
+                    logger.info("pod watch in %s: connected again", self._namespace)
+                failing = False
+                backoff_s = 0.2
+            except _Expired:
+                logger.info(
+                    "pod watch in %s: resourceVersion expired; listing again", self._namespace
+                )
+                self._resource_version = ""
+            except Exception as exc:  # the API server is down or restarting: retry
+                if not failing:
+                    logger.warning(
+                        "pod watch in %s lost the API server (%s); reconnecting",
+                        self._namespace,
+                        _short(exc),
+                    )
+                failing = True
+                self.reconnects += 1
+                self._stopping.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, self._max_backoff_s)
+
+    def _relist(self) -> None:
+        response: Any = self._api.list_namespaced_pod(
+            self._namespace,
+            label_selector=self._selector,
+            _preload_content=False,
+            _request_timeout=30,
+        )
+        document = json.loads(response.data)
+        listed = {pod["metadata"]["name"]: pod for pod in document.get("items") or []}
+        with self._lock:
+            for name, pod in self._pods.items():
+                if name not in listed:
+                    self._remember_gone(name, pod)
+            self._pods = listed
+            for name in listed:
+                self._gone.pop(name, None)
+        self._resource_version = str(document["metadata"]["resourceVersion"])
+        self.relists += 1
+        self._synced.set()
+
+    def _watch_once(self) -> None:
+        response: Any = self._api.list_namespaced_pod(
+            self._namespace,
+            label_selector=self._selector,
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=self._resource_version,
+            timeout_seconds=self._watch_timeout_s,
+            _preload_content=False,
+            _request_timeout=(10, self._watch_timeout_s + 15),
+        )
+        try:
+            for line in _lines(response):
+                if self._stopping.is_set():
+                    return
+                self._apply(json.loads(line))
+        finally:
+            response.release_conn()
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        pod = event.get("object") or {}
+        if kind == "ERROR":
+            if pod.get("code") == _GONE:
+                raise _Expired()
+            raise ApiException(status=pod.get("code"), reason=pod.get("message"))
+        version = (pod.get("metadata") or {}).get("resourceVersion")
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            name = pod["metadata"]["name"]
+            with self._lock:
+                if kind == "DELETED":
+                    self._pods.pop(name, None)
+                    self._remember_gone(name, pod)
+                else:
+                    self._pods[name] = pod
+                    self._gone.pop(name, None)
+        if version:
+            self._resource_version = str(version)
+
+    def _remember_gone(self, name: str, pod: dict[str, Any]) -> None:
+        self._gone[name] = pod
+        while len(self._gone) > _KEEP_GONE:
+            self._gone.popitem(last=False)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
