@@ -2,7 +2,8 @@
 # A real Kubernetes control plane (v1.20.2) on this one machine, for developers and CI.
 #
 #   deploy/k8s-dev-cluster.sh up                build once if needed, start etcd, kube-apiserver,
-#                                               kube-controller-manager and kube-scheduler; wait until ready
+#                                               kube-controller-manager, kube-scheduler, containerd and
+#                                               a kubelet (node aif-node-1); wait until the node is Ready
 #   deploy/k8s-dev-cluster.sh status            component health + `kubectl get nodes`; exit 0 if up, 1 if not
 #   deploy/k8s-dev-cluster.sh down [--purge]    stop the daemons (--purge: also delete the state dir,
 #                                               i.e. everything stored in etcd; the build cache stays)
@@ -16,8 +17,8 @@
 # on the first map-bearing object under Go 1.19), then GOPATH-mode
 # `make WHAT=...`. About 10-12 min on 2 cores, once per machine: the binaries
 # are cached under $CACHE_DIR/v1.20.2/bin (override: AIF_K8S_CACHE_DIR).
-# kubelet is built in the same call when it compiles; the control plane does
-# not need it.
+# kubelet is built in the same call; should it ever fail to build, the
+# control plane still comes up, without a node.
 #
 # What runs, all on 127.0.0.1 (state under /var/lib/aifactory-k8s-dev,
 # override: AIF_K8S_DEV_DIR):
@@ -27,12 +28,23 @@
 #                            service-account signing keys, a self-made CA in pki/
 #   kube-controller-manager  service-account tokens, node lifecycle, garbage collection...
 #   kube-scheduler           binds pods to nodes
+#   containerd               Debian's containerd 1.6 + runc, its own socket and root in
+#                            containerd/ (the system's containerd, if any, is not touched)
+#   kubelet                  node aif-node-1, on this machine's own IP (a kubelet refuses
+#                            a loopback node IP); pods get IPs from a CNI bridge (aifcni0,
+#                            10.88.0.0/16) that this host can reach
 #   admin.kubeconfig         for kubectl (`kubectl --kubeconfig ...`) and the Python client
 #   run/<name>.pid, log/<name>.log
 #
-# Pods need a node: nothing here runs containers. The tests start a node
-# agent (tests/support/k8s_node_agent.py) that registers a Node and runs each
-# pod's command as a local process.
+# Images: no registry is reachable, so two images are made locally from
+# Debian's static busybox (deploy/oci-image.py) and imported into containerd:
+# localhost/pause:aifactory (the pod sandbox) and localhost/busybox:aifactory
+# (sh, sleep, echo, wget...). Pods must use `imagePullPolicy: Never` or
+# `IfNotPresent` with one of these (or another image imported with
+# `ctr --address $STATE_DIR/containerd/containerd.sock -n k8s.io images import`).
+# This machine lacks CAP_SYS_RESOURCE, so containerd runs with
+# restrict_oom_score_adj (without it runc cannot start a pod sandbox:
+# "can't get final child's PID from pipe").
 #
 # `up` is idempotent and repairs: daemons alive and healthy are left alone, a
 # killed one is started again (so killing kube-apiserver and running `up`
@@ -45,6 +57,7 @@ BIN_DIR=$CACHE_DIR/$K8S_VERSION/bin
 BUILD_LOG=$CACHE_DIR/build.log
 SRC_LIST=/etc/apt/sources.list.d/aifactory-deb-src.sources
 PACKAGES=(golang-go etcd-server rsync golang-github-modern-go-reflect2-dev)
+NODE_PACKAGES=(containerd runc containernetworking-plugins busybox-static)
 REFLECT2=/usr/share/gocode/src/github.com/modern-go/reflect2
 CONTROL_PLANE=(kube-apiserver kube-controller-manager kube-scheduler)
 
@@ -158,7 +171,13 @@ API_PORT=6443
 API_URL=https://127.0.0.1:$API_PORT
 SERVICE_CIDR=10.0.0.0/24
 UP_TIMEOUT=${AIF_K8S_UP_TIMEOUT:-90}
-DAEMONS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+DAEMONS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet)
+NODE_NAME=aif-node-1
+CTR_SOCK=$STATE_DIR/containerd/containerd.sock
+CNI_BRIDGE=aifcni0
+POD_CIDR=10.88.0.0/16
+IMAGES=(localhost/pause:aifactory localhost/busybox:aifactory)
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 usage() {
     cat <<USAGE
@@ -210,28 +229,45 @@ show_logs() {
 
 # ---------------------------------------------------------------- keys and config
 
+# Each piece is made once and kept: a running cluster keeps trusting them.
 make_pki() {
-    [ -s "$PKI/admin.token" ] && [ -s "$PKI/apiserver.crt" ] && [ -s "$PKI/sa.key" ] && return 0
-    log "creating a CA, the API server's certificate, service-account keys and the admin token…"
     mkdir -p "$PKI"
     chmod 0700 "$PKI"
     (
         cd "$PKI"
-        openssl genrsa -out ca.key 2048 2>/dev/null
-        openssl req -x509 -new -key ca.key -days 3650 -subj "/CN=aifactory-k8s-dev-ca" -out ca.crt 2>/dev/null
-        openssl genrsa -out apiserver.key 2048 2>/dev/null
-        openssl req -new -key apiserver.key -subj "/CN=kube-apiserver" -out apiserver.csr 2>/dev/null
-        printf '%s\n' "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc" \
-            "extendedKeyUsage=serverAuth" "keyUsage=digitalSignature,keyEncipherment" >apiserver.ext
-        openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
-            -extfile apiserver.ext -out apiserver.crt 2>/dev/null
-        openssl genrsa -out sa.key 2048 2>/dev/null
-        openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
-        od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >admin.token
-        # token,user,uid,"groups"
-        printf '%s,admin,admin,"system:masters"\n' "$(cat admin.token)" >tokens.csv
+        if [ ! -s ca.crt ]; then
+            log "creating the cluster CA…"
+            openssl genrsa -out ca.key 2048 2>/dev/null
+            openssl req -x509 -new -key ca.key -days 3650 -subj "/CN=aifactory-k8s-dev-ca" -out ca.crt 2>/dev/null
+        fi
+        if [ ! -s apiserver.crt ]; then
+            sign_cert apiserver "/CN=kube-apiserver" serverAuth \
+                "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+        fi
+        if [ ! -s apiserver-kubelet-client.crt ]; then
+            sign_cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
+        fi
+        if [ ! -s sa.key ]; then
+            openssl genrsa -out sa.key 2048 2>/dev/null
+            openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+        fi
+        if [ ! -s admin.token ]; then
+            od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >admin.token
+            # token,user,uid,"groups"
+            printf '%s,admin,admin,"system:masters"\n' "$(cat admin.token)" >tokens.csv
+        fi
         chmod 0600 ./*.key admin.token tokens.csv
     ) || die "creating keys with openssl failed in $PKI" "delete $PKI and run '$0 up' again"
+}
+
+sign_cert() { # name subject extendedKeyUsage [extra extension line]: a key and a CA-signed cert
+    local name=$1
+    openssl genrsa -out "$name.key" 2048 2>/dev/null
+    openssl req -new -key "$name.key" -subj "$2" -out "$name.csr" 2>/dev/null
+    printf '%s\n' "extendedKeyUsage=$3" "keyUsage=digitalSignature,keyEncipherment" ${4:+"$4"} >"$name.ext"
+    openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+        -extfile "$name.ext" -out "$name.crt" 2>/dev/null
+    rm -f "$name.csr" "$name.ext"
 }
 
 write_kubeconfig() {
@@ -304,6 +340,9 @@ start_apiserver() {
         --secure-port "$API_PORT" --insecure-port 0 \
         --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
         --client-ca-file "$PKI/ca.crt" \
+        --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
+        --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+        --kubelet-preferred-address-types InternalIP,Hostname \
         --token-auth-file "$PKI/tokens.csv" \
         --authorization-mode Node,RBAC \
         --service-account-key-file "$PKI/sa.pub" \
@@ -332,6 +371,137 @@ start_controllers() {
         --cert-dir "$STATE_DIR/scheduler-certs"
 }
 
+# ---------------------------------------------------------------- the node
+
+node_ip() { # this machine's own address (a kubelet refuses a loopback node IP)
+    local ip
+    ip=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1)}' | head -n 1)
+    [ -n "$ip" ] || ip=$(hostname -I 2>/dev/null | awk '{print $1}')
+    [ -n "$ip" ] || die "cannot find this machine's IP address for the kubelet" "check 'ip route'"
+    echo "$ip"
+}
+
+ctr_k8s() { timeout 60 ctr --address "$CTR_SOCK" -n k8s.io "$@"; }
+
+containerd_ok() { ctr_k8s version >/dev/null 2>&1; }
+
+write_node_config() {
+    mkdir -p "$STATE_DIR/containerd" "$STATE_DIR/cni" "$STATE_DIR/kubelet"
+    cat >"$STATE_DIR/containerd/config.toml" <<TOML
+version = 2
+root = "$STATE_DIR/containerd/root"
+state = "$STATE_DIR/containerd/state"
+[grpc]
+  address = "$CTR_SOCK"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "${IMAGES[0]}"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$STATE_DIR/cni"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+TOML
+    cat >"$STATE_DIR/cni/10-aifdev.conflist" <<CNI
+{"cniVersion": "0.4.0", "name": "aifdev", "plugins": [
+  {"type": "bridge", "bridge": "$CNI_BRIDGE", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "dataDir": "$STATE_DIR/cni/ipam",
+            "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "loopback"}]}
+CNI
+    # Only the API server (its client certificate comes from our CA) can talk
+    # to this kubelet, and it listens on the node IP alone.
+    cat >"$STATE_DIR/kubelet/config.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $(node_ip)
+port: 10250
+readOnlyPort: 0
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: $PKI/ca.crt}
+authorization: {mode: AlwaysAllow}
+cgroupDriver: cgroupfs
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+failSwapOn: false
+evictionHard: {}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+staticPodPath: ""
+YAML
+}
+
+import_images() {
+    local image have entry
+    have=$(ctr_k8s images ls -q 2>/dev/null || true)
+    for image in "${IMAGES[@]}"; do
+        grep -qxF "$image" <<<"$have" && continue
+        case "$image" in
+        *pause*) entry='["/bin/sleep", "2147483647"]' ;;
+        *) entry='["/bin/sh"]' ;;
+        esac
+        log "building and importing the image $image (busybox, no registry)…"
+        python3 "$HERE/oci-image.py" "$image" "$entry" >"$STATE_DIR/containerd/image.tar" ||
+            die "building $image failed" "apt-get install busybox-static python3"
+        ctr_k8s images import "$STATE_DIR/containerd/image.tar" >/dev/null ||
+            die "importing $image into containerd failed" "read $STATE_DIR/log/containerd.log"
+        rm -f "$STATE_DIR/containerd/image.tar"
+    done
+}
+
+node_ready() {
+    [ "$(kubectl_admin get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
+}
+
+start_node() {
+    local b
+    if [ ! -x "$BIN_DIR/kubelet" ]; then
+        warn "no kubelet was built ($BIN_DIR/kubelet): the cluster has no node, pods stay Pending"
+        return 0
+    fi
+    for b in containerd runc /usr/lib/cni/bridge /bin/busybox; do
+        command -v "$b" >/dev/null 2>&1 || {
+            log "installing the node's packages (${NODE_PACKAGES[*]})…"
+            apt_install "${NODE_PACKAGES[@]}"
+            break
+        }
+    done
+    write_node_config
+    start_daemon containerd containerd --config "$STATE_DIR/containerd/config.toml"
+    wait_for "containerd ($CTR_SOCK)" containerd_ok
+    import_images
+    start_daemon kubelet "$BIN_DIR/kubelet" \
+        --config "$STATE_DIR/kubelet/config.yaml" \
+        --kubeconfig "$KUBECONFIG_FILE" \
+        --root-dir "$STATE_DIR/kubelet/root" \
+        --cert-dir "$STATE_DIR/kubelet/pki" \
+        --container-runtime remote \
+        --container-runtime-endpoint "unix://$CTR_SOCK" \
+        --pod-infra-container-image "${IMAGES[0]}" \
+        --hostname-override "$NODE_NAME" \
+        --node-ip "$(node_ip)"
+    wait_for "node $NODE_NAME to be Ready" node_ready
+}
+
+# The kubelet does not stop its containers when it stops: kill them (and
+# their sandboxes) so no pod process outlives the cluster.
+stop_containers() {
+    containerd_ok || return 0
+    local ids id
+    ids=$(ctr_k8s tasks ls -q 2>/dev/null || true)
+    [ -z "$ids" ] || log "killing $(wc -w <<<"$ids") container(s)…"
+    for id in $ids; do ctr_k8s tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
+    for id in $ids; do ctr_k8s tasks delete -f "$id" >/dev/null 2>&1 || true; done
+    for id in $(ctr_k8s containers ls -q 2>/dev/null || true); do
+        ctr_k8s containers delete "$id" >/dev/null 2>&1 || true
+    done
+}
+
 # Pods are refused until the token controller has made the default service
 # account: wait for it, so a fresh cluster accepts pods as soon as 'up' returns.
 default_account_ready() { kubectl_admin get serviceaccount default -o name >/dev/null 2>&1; }
@@ -349,6 +519,7 @@ cmd_up() {
     start_apiserver
     start_controllers
     wait_for "the default service account" default_account_ready
+    start_node
     local name
     for name in kube-controller-manager kube-scheduler; do
         daemon_alive "$name" || {
@@ -356,7 +527,7 @@ cmd_up() {
             die "$name exited right after starting" "read $STATE_DIR/log/$name.log"
         }
     done
-    log "Kubernetes $K8S_VERSION dev control plane up in $(($(date +%s) - t0)) s: $API_URL"
+    log "Kubernetes $K8S_VERSION dev cluster up in $(($(date +%s) - t0)) s: $API_URL"
     log "kubeconfig: $KUBECONFIG_FILE  (kubectl --kubeconfig $KUBECONFIG_FILE get nodes)"
 }
 
@@ -383,11 +554,18 @@ stop_daemon() { # name
 
 cmd_down() { # purge (0/1)
     local i
+    stop_daemon kubelet
+    stop_containers
     for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
         stop_daemon "${DAEMONS[$i]}"
     done
     if [ "$1" -eq 1 ]; then
         log "deleting $STATE_DIR…"
+        ip link delete "$CNI_BRIDGE" 2>/dev/null || true
+        # Pod sandboxes leave their mounts (shm, rootfs) behind: unmount them first.
+        grep -F " $STATE_DIR/" /proc/mounts | awk '{print $2}' | sort -r | while read -r mnt; do
+            umount -l "$mnt" 2>/dev/null || true
+        done
         rm -rf "$STATE_DIR"
         log "Kubernetes dev control plane down and purged (binaries stay in $BIN_DIR)"
     else
@@ -416,7 +594,11 @@ cmd_status() {
         return 1
     fi
     echo "---- kubectl get nodes"
-    kubectl_admin get nodes 2>&1 || true
+    kubectl_admin get nodes -o wide 2>&1 || true
+    if [ -x "$BIN_DIR/kubelet" ] && ! node_ready; then
+        echo "kubernetes aifdev: DEGRADED (node $NODE_NAME is not Ready; run '$0 up')"
+        return 1
+    fi
     if [ "$down" -eq 1 ]; then
         echo "kubernetes aifdev: DEGRADED (a daemon is not running; run '$0 up')"
         return 1
