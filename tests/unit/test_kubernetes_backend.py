@@ -245,6 +245,20 @@ def test_deleted_pods_say_who_deleted_them() -> None:
     assert pod_status(finished, deleted=True).state is AllocationState.COMPLETED
 
 
+def test_a_container_killed_by_a_foreign_delete_is_not_its_own_failure() -> None:
+    killed = pod("Failed", containerStatuses=terminated(137, "Error"))
+    killed["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"] = (
+        "2026-01-01T00:00:02Z"
+    )
+    killed["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:01Z"
+    status = pod_status(killed, deleted=True)
+    assert (status.state, status.exit_code) == (AllocationState.FAILED, 137)
+    assert status.reason == "the pod was deleted outside aifactory"
+    # A container that had failed before anyone deleted the pod keeps its own story.
+    killed["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:09Z"
+    assert pod_status(killed, deleted=True).reason == "exited with code 137"
+
+
 def test_a_pod_being_deleted_is_still_running_while_it_stops() -> None:
     stopping = pod("Running", node="n1")
     stopping["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"

@@ -179,7 +179,7 @@ def pod_status(pod: dict[str, Any], *, deleted: bool = False) -> AllocationStatu
     exit_code = terminated.get("exitCode") if terminated else None
     cancelled = CANCELLED_ANNOTATION in (metadata.get("annotations") or {})
     if state.finished:
-        return _finished(state, status, terminated, node, cancelled)
+        return _finished(state, status, terminated, node, cancelled, _killed_by_deletion(pod))
     if deleted or metadata.get("deletionTimestamp"):
         if deleted:
             if cancelled:
@@ -201,6 +201,7 @@ def _finished(
     terminated: dict[str, Any],
     node: str,
     cancelled: bool,
+    killed_by_deletion: bool,
 ) -> AllocationStatus:
     exit_code = terminated.get("exitCode") if terminated else None
     code = exit_code if isinstance(exit_code, int) else None
@@ -209,6 +210,10 @@ def _finished(
         return AllocationStatus(AllocationState.TIMEOUT, REASONS[pod_reason], code, node)
     if cancelled:
         return AllocationStatus(AllocationState.CANCELLED, "cancelled", code, node)
+    if killed_by_deletion:
+        return AllocationStatus(
+            AllocationState.FAILED, "the pod was deleted outside aifactory", code, node
+        )
     if state is AllocationState.COMPLETED:
         return AllocationStatus(state, "exited 0", code if code is not None else 0, node)
     if pod_reason:
@@ -223,6 +228,14 @@ def _finished(
     else:
         described = REASONS.get(reason, reason) or "failed"
     return AllocationStatus(state, described, code, node)
+
+
+def _killed_by_deletion(pod: dict[str, Any]) -> bool:
+    """Whether the container ended after the Pod was marked for deletion (so because of it)."""
+    deletion = str((pod.get("metadata") or {}).get("deletionTimestamp") or "")
+    finished = str(_terminated(pod.get("status") or {}).get("finishedAt") or "")
+    # Both are RFC 3339 UTC times of the same form, so text order is time order.
+    return bool(deletion and finished and finished >= deletion)
 
 
 def _container_status(status: dict[str, Any]) -> dict[str, Any]:
