@@ -167,6 +167,30 @@ def test_exit_codes_and_time_limits_come_back(namespace: str) -> None:
     run(scenario)
 
 
+def test_the_container_gets_its_argv_literally_and_its_own_ip(namespace: str) -> None:
+    async def scenario() -> None:
+        backend = make_backend(namespace, secrets.token_hex(4))
+        hostile = "$(GREETING) $$ `id`; $(reboot)"
+        handle = await backend.submit(
+            request(
+                "argv-a1b2c3",
+                "",
+                # The shell is the container's own, given the values as arguments.
+                argv=("/bin/sh", "-c", 'echo "$1 $2 $NOTE"', "sh", backend.advertise_host, hostile),
+                env={"GREETING": "not expanded", "NOTE": "$(GREETING)"},
+            )
+        )
+        await wait_for(backend, handle, lambda s: s.state is AllocationState.COMPLETED)
+        pod_ip = kubectl("get", "pod", "-n", namespace, handle, "-o", "jsonpath={.status.podIP}")
+        assert pod_ip.startswith("10.88.")
+        logs = kubectl("logs", "-n", namespace, handle).strip()
+        assert logs == f"{pod_ip} {hostile} $(GREETING)"
+        await backend.cancel(handle)
+        await backend.aclose()
+
+    run(scenario)
+
+
 def test_a_pod_no_node_can_take_is_pending_with_the_reason(namespace: str) -> None:
     async def scenario() -> None:
         backend = make_backend(namespace, secrets.token_hex(4))

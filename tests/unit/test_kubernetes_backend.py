@@ -58,7 +58,10 @@ def test_render_is_the_pod_that_would_be_created() -> None:
     assert container["image"] == "localhost/aif:1"
     assert container["command"] == list(request().argv)
     assert "args" not in container
-    assert container["env"] == [{"name": "OMP_NUM_THREADS", "value": "2"}]
+    assert container["env"] == [
+        {"name": "OMP_NUM_THREADS", "value": "2"},
+        {"name": "AIFACTORY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ]
     assert container["resources"]["requests"] == {"cpu": "2", "memory": "1536Mi"}
     assert container["resources"]["limits"] == container["resources"]["requests"]
     assert pod["spec"]["restartPolicy"] == "Never"
@@ -93,12 +96,23 @@ def test_gpus_time_limit_selector_and_tolerations() -> None:
 
 
 def test_hostile_values_stay_inert_in_the_manifest() -> None:
-    hostile = "x; rm -rf ~ $(reboot) `id` 'q\" \n#"
+    hostile = "x; rm -rf ~ $(HOME) `id` 'q\" \n#"
     pod = manifest(argv=("/bin/echo", hostile), env={"NOTE": hostile})
     container = pod["spec"]["containers"][0]
-    # The argv is the container's command list, never a shell line.
-    assert container["command"] == ["/bin/echo", hostile]
-    assert container["env"] == [{"name": "NOTE", "value": hostile}]
+    # The argv is the container's command list, never a shell line, and every
+    # `$` is doubled so the kubelet's $(NAME) expansion gives it back unchanged.
+    escaped = "x; rm -rf ~ $$(HOME) `id` 'q\" \n#"
+    assert container["command"] == ["/bin/echo", escaped]
+    assert container["env"][0] == {"name": "NOTE", "value": escaped}
+
+
+def test_only_the_advertise_host_is_expanded_by_the_kubelet() -> None:
+    advertise = backend().advertise_host
+    assert advertise == "$(AIFACTORY_POD_IP)"
+    pod = manifest(argv=("launcher", "--advertise-host", advertise, "--", "srv", "$$5"))
+    assert pod["spec"]["containers"][0]["command"] == [
+        "launcher", "--advertise-host", "$(AIFACTORY_POD_IP)", "--", "srv", "$$$$5",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@ from aifactory.backends.kubernetes_pod import (
     CANCELLED_ANNOTATION,
     INSTANCE_LABEL,
     PHASES,
+    POD_IP,
     REPLICA_LABEL,
     pod_status,
     render_pod,
@@ -60,7 +61,8 @@ class KubernetesBackend:
     """Runs each replica as one Pod in one namespace."""
 
     name = "kubernetes"
-    advertise_host = "auto"
+    # The kubelet puts the Pod's IP here: a Pod's host name resolves only inside it.
+    advertise_host = POD_IP
 
     def __init__(
         self,

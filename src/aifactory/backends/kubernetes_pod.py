@@ -4,7 +4,11 @@ Rendering checks every name that becomes part of an object name or label
 against Kubernetes' own rules (DNS-1123 labels, label values), so a hostile
 service or replica name is refused here with a readable error instead of
 being half-accepted by the API server. Nothing is ever run through a shell:
-the launcher argv becomes the container's ``command`` list as it is.
+the launcher argv becomes the container's ``command`` list. The kubelet
+expands ``$(NAME)`` in commands and env values, so every ``$`` is written
+as ``$$`` (which it turns back into ``$``): values arrive exactly as given.
+The one exception is ``POD_IP``, the launcher's advertise host, which the
+kubelet replaces with the Pod's IP (from the downward API).
 
 Status mapping reads the Pod as the API server sends it (a JSON dict), in one
 place: ``pod_status``. Pod phases map through ``PHASES``; the reasons that
@@ -31,6 +35,9 @@ REPLICA_LABEL = f"{LABEL_PREFIX}/replica"
 CANCELLED_ANNOTATION = f"{LABEL_PREFIX}/cancelled"
 CONTAINER_NAME = "replica"
 GPU_RESOURCE = "nvidia.com/gpu"
+POD_IP_VARIABLE = "AIFACTORY_POD_IP"
+# The one argv element the kubelet expands: the launcher reports the Pod's own IP.
+POD_IP = f"$({POD_IP_VARIABLE})"
 
 # Pod phases -> ours. Anything else is logged and becomes UNKNOWN.
 PHASES = {
@@ -126,8 +133,14 @@ def render_pod(
         "image": image,
         # No registry to pull from on the dev cluster; a site's nodes may still pull.
         "imagePullPolicy": "IfNotPresent",
-        "command": list(request.argv),
-        "env": [{"name": k, "value": v} for k, v in sorted(request.env.items())],
+        "command": [arg if arg == POD_IP else _literal(arg) for arg in request.argv],
+        "env": [
+            *({"name": k, "value": _literal(v)} for k, v in sorted(request.env.items())),
+            {
+                "name": POD_IP_VARIABLE,
+                "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+            },
+        ],
         "resources": {"requests": amounts, "limits": dict(amounts)},
     }
     spec: dict[str, Any] = {
@@ -157,6 +170,11 @@ def render_pod(
         },
         "spec": spec,
     }
+
+
+def _literal(value: str) -> str:
+    """``value`` escaped so the kubelet's ``$(NAME)`` expansion leaves it as it is."""
+    return value.replace("$", "$$")
 
 
 def pod_status(pod: dict[str, Any], *, deleted: bool = False) -> AllocationStatus:
