@@ -334,6 +334,19 @@ start_etcd() {
 }
 
 start_apiserver() {
+    local i
+    if daemon_alive kube-apiserver && ! api_ready; then
+        # Still starting, still draining after a SIGTERM (that can take a
+        # minute) or hung: give it 15 s, then start a fresh one.
+        for ((i = 0; i < 50; i++)); do
+            api_ready && break
+            sleep 0.3
+        done
+        if ! api_ready; then
+            warn "kube-apiserver runs but does not answer; restarting it"
+            stop_daemon kube-apiserver
+        fi
+    fi
     start_daemon kube-apiserver "$BIN_DIR/kube-apiserver" \
         --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
         --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
@@ -454,8 +467,20 @@ import_images() {
     done
 }
 
+# Ready means: the kubelet answers its health check, the Node says Ready in a
+# heartbeat sent since this script started the kubelet (the Node object may
+# still say Ready from before it was killed), and no not-ready taint is left
+# (the scheduler would not place pods yet).
+KUBELET_SINCE=""
 node_ready() {
-    [ "$(kubectl_admin get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
+    local out ready beat taints
+    curl -sf --max-time 3 http://127.0.0.1:10248/healthz >/dev/null 2>&1 || return 1
+    out=$(kubectl_admin get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime} {.spec.taints[*].key}' 2>/dev/null) || return 1
+    read -r ready beat taints <<<"$out"
+    [ "$ready" = True ] || return 1
+    # RFC 3339 UTC times of one form: text order is time order.
+    [ -z "$KUBELET_SINCE" ] || [[ ! $beat < $KUBELET_SINCE ]] || return 1
+    ! grep -qE 'not-ready|unreachable' <<<"${taints:-}"
 }
 
 start_node() {
@@ -475,6 +500,7 @@ start_node() {
     start_daemon containerd containerd --config "$STATE_DIR/containerd/config.toml"
     wait_for "containerd ($CTR_SOCK)" containerd_ok
     import_images
+    daemon_alive kubelet || KUBELET_SINCE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     start_daemon kubelet "$BIN_DIR/kubelet" \
         --config "$STATE_DIR/kubelet/config.yaml" \
         --kubeconfig "$KUBECONFIG_FILE" \
@@ -567,9 +593,9 @@ cmd_down() { # purge (0/1)
             umount -l "$mnt" 2>/dev/null || true
         done
         rm -rf "$STATE_DIR"
-        log "Kubernetes dev control plane down and purged (binaries stay in $BIN_DIR)"
+        log "Kubernetes dev cluster down and purged (binaries stay in $BIN_DIR)"
     else
-        log "Kubernetes dev control plane down (state kept in $STATE_DIR)"
+        log "Kubernetes dev cluster down (state kept in $STATE_DIR)"
     fi
 }
 
