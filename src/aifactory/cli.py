@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aifactory import cli_jobs
+from aifactory import cli_functions, cli_jobs
 from aifactory.client import AdminClient, ClientError
 from aifactory.config import Settings, load_settings
 from aifactory.errors import AIFactoryError
@@ -24,6 +24,7 @@ app = typer.Typer(
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 cli_jobs.register(app)
+cli_functions.register(app)
 console = Console()
 err = Console(stderr=True)
 
@@ -70,22 +71,26 @@ def down() -> None:
 
 @app.command()
 def deploy(
-    spec: Annotated[Path, typer.Argument(help="Service spec (YAML).", exists=True, dir_okay=False)],
+    spec: Annotated[
+        Path,
+        typer.Argument(help="Service or FunctionPool spec (YAML).", exists=True, dir_okay=False),
+    ],
     wait: Annotated[bool, typer.Option(help="Wait until a replica is ready.")] = True,
 ) -> None:
-    """Deploy a service from a YAML spec."""
+    """Deploy a service (or a function pool) from a YAML spec."""
     from aifactory.progress import wait_until_ready
-    from aifactory.specs import load_service
+    from aifactory.specs import load_deployable
 
-    service = load_service(spec.read_text(), str(spec))
+    service = load_deployable(spec.read_text(), str(spec))
     client = _client()
     result = client.json(
         "POST", "/api/services", content=spec.read_bytes(), headers={"X-Spec-Origin": str(spec)}
     )
     console.print(f"service [bold]{service.name}[/bold]: {result['result']}")
     if service.replicas.min == 0:
+        work = "task" if service.kind == "FunctionPool" else "request"
         console.print(
-            "scaled to zero: the first request starts a replica and waits for it "
+            f"scaled to zero: the first {work} starts a replica and waits for it "
             f"(watch with `aifactory status {service.name} --watch`)"
         )
     elif wait:

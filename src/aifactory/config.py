@@ -13,6 +13,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError
 from pydantic_settings import (
@@ -65,6 +66,10 @@ class Settings(BaseSettings):
     slurm_preamble: str = ""
     slurm_command_timeout_s: float = Field(default=30.0, gt=0)
     drain_timeout_s: float = Field(default=30.0, ge=0)
+    functions_worker_port: int = Field(default=5561, ge=0, le=65535)
+    functions_client_port: int = Field(default=5562, ge=0, le=65535)
+    functions_heartbeat_s: float = Field(default=1.0, gt=0)
+    functions_max_retries: int = Field(default=3, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     api_url: str = ""
     api_key: str = ""
@@ -100,6 +105,11 @@ class Settings(BaseSettings):
     def client_url(self) -> str:
         """The URL the CLI talks to."""
         return (self.api_url or self.control_url).rstrip("/")
+
+    @cached_property
+    def advertise_host(self) -> str:
+        """The host name replicas and clients reach this control plane by."""
+        return urlsplit(self.control_url).hostname or "127.0.0.1"
 
     @property
     def admin_key_file(self) -> Path:

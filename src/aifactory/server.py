@@ -3,7 +3,9 @@
 ``/v1/*`` goes straight to the raw ASGI gateway (the hot path); everything
 else (admin API, registration, ``/healthz``, ``/metrics``) goes to a
 Starlette app, whose lifespan starts and stops every background task in one
-order: store, keys, ledger, gateway pool, control plane; and the reverse.
+order: store, keys, ledger, gateway pool, functions broker, control plane;
+and the reverse. ``/v1/services/…`` and ``/v1/functions…`` are admin routes
+too, though under ``/v1`` for clients.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aifactory import metrics
-from aifactory.api import AdminAPI, JobsAPI
+from aifactory.api import AdminAPI, FunctionsAPI, JobsAPI
 from aifactory.config import Settings
 from aifactory.control import ControlPlane, instance_id
 from aifactory.errors import APIError, NotFound
+from aifactory.functions import FunctionsHub, Invoker
 from aifactory.gateway import GatewayApp, error_body
 from aifactory.jobs import JobsManager
 from aifactory.store import Store
@@ -35,8 +38,7 @@ from aifactory.tenancy import KeyAuthenticator, UsageLedger, issue_key
 
 logger = logging.getLogger(__name__)
 
-# Service status lives with the admin routes, though under /v1 for clients.
-_STATUS = "/v1/services/"
+_ADMIN_UNDER_V1 = ("/v1/services/", "/v1/functions")
 
 
 class App:
@@ -48,6 +50,9 @@ class App:
         self.authenticator = KeyAuthenticator(self.store)
         self.ledger = UsageLedger(self.store)
         self.plane = ControlPlane(settings, self.store)
+        self.functions = FunctionsHub(settings, self.authenticator, self.plane.reconciler.wake)
+        self.plane.reconciler.pools = self.functions
+        self.invoker = Invoker(self.store, self.functions)
         self.gateway = GatewayApp(
             self.plane.fleet,
             self.authenticator,
@@ -64,6 +69,13 @@ class App:
             Route("/metrics", self._metrics, methods=["GET"]),
             *admin_api.routes(),
             *JobsAPI(self.jobs, admin_api.authenticate_admin).routes(),
+            *FunctionsAPI(
+                self.invoker,
+                self.functions,
+                self.plane,
+                admin_api.authenticate,
+                admin_api.authenticate_admin,
+            ).routes(),
         ]
         self.admin = Starlette(
             routes=routes,
@@ -74,7 +86,11 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch ``/v1`` to the gateway and the rest to the admin app."""
         path = scope.get("path", "")
-        if scope["type"] == "http" and path.startswith("/v1/") and not path.startswith(_STATUS):
+        if (
+            scope["type"] == "http"
+            and path.startswith("/v1/")
+            and not path.startswith(_ADMIN_UNDER_V1)
+        ):
             await self.gateway(scope, receive, send)
         else:
             await self.admin(scope, receive, send)
@@ -84,6 +100,7 @@ class App:
         await asyncio.to_thread(self._prepare)
         self.ledger.start()
         await self.gateway.start()
+        await self.functions.start()
         await self.plane.start()
         logger.info("aifactory listening on %s", self.settings.control_url)
         # Everything loaded so far lives for the whole process: keep the
@@ -93,6 +110,8 @@ class App:
             yield
         finally:
             await self.plane.stop()
+            await self.invoker.aclose()
+            await self.functions.stop()
             await self.gateway.aclose()
             await self.ledger.stop()
             self.store.close()

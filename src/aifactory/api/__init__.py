@@ -1,6 +1,7 @@
-"""The admin API: services, replicas, keys, usage, and replica registration."""
+"""The admin API: services, replicas, keys, usage, functions, and replica registration."""
 
+from aifactory.api.functions import FunctionsAPI
 from aifactory.api.jobs import JobsAPI
 from aifactory.api.routes import AdminAPI
 
-__all__ = ["AdminAPI", "JobsAPI"]
+__all__ = ["AdminAPI", "FunctionsAPI", "JobsAPI"]

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest, Forbidden, NotFound, SpecError, Unauthorized
-from aifactory.specs import load_service
+from aifactory.specs import load_deployable
 from aifactory.tenancy import KeyAuthenticator, Principal, issue_key
 
 _MAX_SPEC_BYTES = 256 * 1024
@@ -47,6 +47,10 @@ class AdminAPI:
             Route("/v1/services/{name}", self.service_status, methods=["GET"]),
             Route("/internal/replicas/{replica_id}/register", self.register, methods=["POST"]),
         ]
+
+    async def authenticate(self, request: Request) -> Principal:
+        """The caller's principal; raises unless the request carries a valid key."""
+        return await self._caller(request)
 
     async def authenticate_admin(self, request: Request) -> Principal:
         """The caller's principal; raises unless the request carries an admin key."""
@@ -81,7 +85,7 @@ class AdminAPI:
             raise BadRequest(f"The spec is larger than {_MAX_SPEC_BYTES} bytes.")
         origin = request.headers.get("x-spec-origin", "spec")[:200]
         try:
-            service = load_service(body.decode("utf-8", errors="replace"), origin)
+            service = load_deployable(body.decode("utf-8", errors="replace"), origin)
         except SpecError as exc:
             raise BadRequest(exc.message, exc.fix) from exc
         outcome = await self._plane.deploy(service, principal.tenant_id)
@@ -132,7 +136,7 @@ class AdminAPI:
     async def create_key(self, request: Request) -> Response:
         """POST /api/keys {"tenant": NAME, "role": "user"|"admin", "name": LABEL}."""
         await self._admin(request)
-        document = await _json_object(request)
+        document = await read_json_object(request)
         tenant = document.get("tenant")
         role = document.get("role", "user")
         label = document.get("name", "")
@@ -176,7 +180,7 @@ class AdminAPI:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("Registration needs the replica's one-time token.")
-        document = await _json_object(request)
+        document = await read_json_object(request)
         await self._plane.register(
             request.path_params["replica_id"],
             token.strip(),
@@ -187,7 +191,8 @@ class AdminAPI:
         return JSONResponse({"result": "registered"})
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The request's body as a JSON object, or a 400 that says what is wrong."""
     try:
         document = json.loads(await request.body())
     except ValueError as exc:

@@ -2,6 +2,16 @@
 
 from aifactory.control.fleet import Fleet, Lease, ModelEntry, ReplicaState
 from aifactory.control.plane import ControlPlane
+from aifactory.control.pools import PoolLoad, Pools
 from aifactory.control.reconciler import instance_id
 
-__all__ = ["ControlPlane", "Fleet", "Lease", "ModelEntry", "ReplicaState", "instance_id"]
+__all__ = [
+    "ControlPlane",
+    "Fleet",
+    "Lease",
+    "ModelEntry",
+    "PoolLoad",
+    "Pools",
+    "ReplicaState",
+    "instance_id",
+]

@@ -6,6 +6,7 @@ Every tick it compares what the specs want with what runs, and acts::
     fleet         --> have: submitted | registered | healthy | ready | draining
     backends      --> which allocations ended (crash, walltime, cancel)
     health checks --> registered -> healthy -> ready; ready -> failed
+    pools (broker)--> a FunctionPool replica is ready once its worker joined
 
     fewer than wanted -> submit one (after back-off if the last ones failed)
     more than wanted  -> drain extras; drained (no request in flight) -> cancel -> gone
@@ -40,6 +41,7 @@ from aifactory.control.adoption import adopt
 from aifactory.control.autoscaler import Autoscaler
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
 from aifactory.control.health import Probe, probe
+from aifactory.control.pools import Pools
 from aifactory.control.rotation import due_for_rotation
 from aifactory.engines import render_engine
 from aifactory.errors import (
@@ -51,7 +53,7 @@ from aifactory.errors import (
     SpecError,
     Unauthorized,
 )
-from aifactory.specs import Service, load_service
+from aifactory.specs import Deployable, FunctionPool, Service, load_deployable
 from aifactory.store import Store
 from aifactory.tenancy import hash_key
 
@@ -78,6 +80,8 @@ class Reconciler:
         self._cancels: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self.autoscaler = Autoscaler()
+        self.specs: dict[str, Deployable] = {}
+        self.pools: Pools | None = None  # the functions broker, when this process runs one
         fleet.holding.on_demand = lambda _service: self.wake()
 
     # lifecycle of the reconciler itself
@@ -140,7 +144,7 @@ class Reconciler:
     async def tick(self) -> None:
         """Observe, then act once."""
         rows = await asyncio.to_thread(self._store.services)
-        active: list[tuple[Service, int]] = []
+        active: list[tuple[Deployable, int]] = []
         deleting: list[str] = []
         for row in rows:
             if row.status == "deleting":
@@ -148,28 +152,27 @@ class Reconciler:
                 continue
             try:
                 active.append(
-                    (load_service(dict(row.spec), row.name), int(row.created_at.timestamp()))
+                    (load_deployable(dict(row.spec), row.name), int(row.created_at.timestamp()))
                 )
             except SpecError as exc:
                 logger.error("service %s has an invalid stored spec: %s", row.name, exc)
-        self._fleet.set_services(active)
+        self.specs = {spec.name: spec for spec, _created in active}
+        self._fleet.set_services((s, c) for s, c in active if isinstance(s, Service))
         # Act on new wants first: a deploy must not wait behind the status poll.
-        for service, _created in active:
-            await self._converge(service)
+        for spec, _created in active:
+            await self._converge(spec)
         await self._poll_allocations()
         await self._check_health()
         for name in deleting:
             await self._remove(name)
         for replica in list(self._fleet.replicas.values()):
-            orphaned = (
-                replica.service not in self._fleet.services and replica.service not in deleting
-            )
+            orphaned = replica.service not in self.specs and replica.service not in deleting
             if orphaned and replica.state is not ReplicaState.DRAINING:
                 await self._transition(replica, ReplicaState.DRAINING, "its service is gone")
         await self._drain_step()
         self._export_metrics()
 
-    async def _converge(self, service: Service) -> None:
+    async def _converge(self, service: Deployable) -> None:
         live = [r for r in self._fleet.of_service(service.name) if r.state in ACTIVE]
         now = time.time()
         for replica in live:
@@ -193,15 +196,19 @@ class Reconciler:
             for replica in extras:
                 await self._transition(replica, ReplicaState.DRAINING, "scaled down")
 
-    def _wanted(self, service: Service) -> int:
+    def _wanted(self, service: Deployable) -> int:
         """The autoscaler's count for ``service``, from its live load."""
-        load = self._fleet.take_peak(service.name)
-        queued = self._fleet.holding.length(service.name)
+        if isinstance(service, FunctionPool):
+            work = self.pools.load(service.name) if self.pools else None
+            load, queued = (work.running, work.queued) if work else (0, 0)
+            last_request = work.last_submit if work else None
+        else:
+            load = self._fleet.take_peak(service.name)
+            queued = self._fleet.holding.length(service.name)
+            last_request = self._fleet.last_request.get(service.name)
         history = self.autoscaler.decisions(service.name)
         last = history[-1] if history else None
-        wanted = self.autoscaler.wanted(
-            service, load, queued, last_request=self._fleet.last_request.get(service.name)
-        )
+        wanted = self.autoscaler.wanted(service, load, queued, last_request=last_request)
         history = self.autoscaler.decisions(service.name)
         if history and history[-1] is not last:  # at most one decision per call
             decision = history[-1]
@@ -253,18 +260,22 @@ class Reconciler:
         return {}
 
     def allocation_request(
-        self, service: Service, replica_id: str, token_file: Path
+        self, service: Deployable, replica_id: str, token_file: Path
     ) -> AllocationRequest:
         """What a new replica of ``service`` would run."""
         backend = self.backend(service.backend or self._settings.default_backend)
-        engine = render_engine(service, self._settings.cache_dir)
+        if isinstance(service, FunctionPool):
+            command, env = self._worker_command(service, replica_id, token_file), service.env
+        else:
+            engine = render_engine(service, self._settings.cache_dir)
+            command, env = engine.argv, engine.env
         argv = (
             sys.executable, "-m", "aifactory.launcher",
             "--control-url", self._settings.control_url,
             "--replica-id", replica_id,
             "--token-file", str(token_file),
             "--advertise-host", backend.advertise_host,
-            "--", *engine.argv,
+            "--", *command,
         )  # fmt: skip
         return AllocationRequest(
             replica_id=replica_id,
@@ -273,11 +284,27 @@ class Reconciler:
             resources=service.resources,
             time_limit_s=service.time_limit_s,
             log_path=self._settings.logs_dir / service.name / f"{replica_id}.log",
-            env=engine.env,
+            env=dict(env),
             slurm=service.slurm,
         )
 
-    async def _launch(self, service: Service) -> None:
+    def _worker_command(
+        self, pool: FunctionPool, replica_id: str, token_file: Path
+    ) -> tuple[str, ...]:
+        if self.pools is None:
+            raise BackendError("this control plane runs no functions broker to serve pools.")
+        spill = ("--spill-dir", str(self.pools.spill_dir)) if self.pools.spill_dir else ()
+        return (
+            pool.python or sys.executable, "-m", "aifactory.functions.worker",
+            "--broker", self.pools.worker_address,
+            "--pool", pool.name,
+            "--processes", str(pool.workers),
+            "--replica-id", replica_id,
+            "--token-file", str(_worker_token_file(token_file)),
+            *spill,
+        )  # fmt: skip
+
+    async def _launch(self, service: Deployable) -> None:
         replica_id = f"{service.name}-{secrets.token_hex(3)}"
         token = secrets.token_urlsafe(32)
         token_file = self._settings.data_dir / "run" / f"{replica_id}.token"
@@ -288,6 +315,10 @@ class Reconciler:
             self._note_failure(service.name, str(exc))
             return
         await asyncio.to_thread(_write_secret, token_file, token)
+        if isinstance(service, FunctionPool) and self.pools is not None:
+            worker_token = secrets.token_urlsafe(32)
+            await asyncio.to_thread(_write_secret, _worker_token_file(token_file), worker_token)
+            self.pools.expect(replica_id, worker_token)
         replica = LiveReplica(replica_id, service.name, backend.name, token_hash=hash_key(token))
         replica.timeline["requested"] = time.time()
         replica.log_path = str(request.log_path)
@@ -296,13 +327,13 @@ class Reconciler:
             replica.handle = await backend.submit(request)
         except CapacityExceeded as exc:
             del self._fleet.replicas[replica_id]
-            token_file.unlink(missing_ok=True)
+            self._discard_tokens(replica_id, token_file)
             self.pending_reason[service.name] = str(exc)
             self._retry_at[service.name] = time.monotonic() + _CAPACITY_RETRY_S
             return
         except BackendError as exc:
             del self._fleet.replicas[replica_id]
-            token_file.unlink(missing_ok=True)
+            self._discard_tokens(replica_id, token_file)
             self._note_failure(service.name, str(exc))
             return
         self.pending_reason.pop(service.name, None)
@@ -318,6 +349,12 @@ class Reconciler:
             log_path=str(request.log_path),
         )
         logger.info("replica %s: submitted to %s as %s", replica_id, backend.name, replica.handle)
+
+    def _discard_tokens(self, replica_id: str, token_file: Path) -> None:
+        token_file.unlink(missing_ok=True)
+        _worker_token_file(token_file).unlink(missing_ok=True)
+        if self.pools is not None:
+            self.pools.forget(replica_id)
 
     async def register(
         self, replica_id: str, token: str, host: str, port: int, launched_at: float | None = None
@@ -381,9 +418,9 @@ class Reconciler:
 
     async def _check_health(self) -> None:
         now = time.monotonic()
-        due: list[tuple[LiveReplica, Service]] = []
+        due: list[tuple[LiveReplica, Deployable]] = []
         for replica in list(self._fleet.replicas.values()):
-            service = self._fleet.services.get(replica.service)
+            service = self.specs.get(replica.service)
             if service is None or replica.state not in ACTIVE:
                 continue
             if (
@@ -410,7 +447,7 @@ class Reconciler:
         for (replica, service), result in zip(due, results, strict=True):
             await self._apply_probe(replica, service, result)
 
-    async def _apply_probe(self, replica: LiveReplica, service: Service, result: Probe) -> None:
+    async def _apply_probe(self, replica: LiveReplica, service: Deployable, result: Probe) -> None:
         replica.last_health_at = time.monotonic()
         if result.ok:
             replica.health_failures = 0
@@ -418,7 +455,9 @@ class Reconciler:
             if replica.state is not ReplicaState.READY:
                 if replica.state is ReplicaState.REGISTERED:
                     await self._transition(replica, ReplicaState.HEALTHY, "engine answers")
-                await self._transition(replica, ReplicaState.READY, "health check passed")
+                await self._transition(
+                    replica, ReplicaState.READY, result.detail or "health check passed"
+                )
                 self._failures[service.name] = 0
                 self._fleet.holding.wake(service.name)
         elif result.answered and replica.state is ReplicaState.REGISTERED:
@@ -433,7 +472,7 @@ class Reconciler:
         replica.watched = True
         try:
             while replica.state in (ReplicaState.REGISTERED, ReplicaState.HEALTHY):
-                service = self._fleet.services.get(replica.service)
+                service = self.specs.get(replica.service)
                 if service is None or replica.id not in self._fleet.replicas:
                     return
                 await self._apply_probe(replica, service, await self._probe(replica, service))
@@ -442,7 +481,12 @@ class Reconciler:
         finally:
             replica.watched = False
 
-    async def _probe(self, replica: LiveReplica, service: Service) -> Probe:
+    async def _probe(self, replica: LiveReplica, service: Deployable) -> Probe:
+        if isinstance(service, FunctionPool):
+            # A pool's worker serves no HTTP: it is ready once it joined the broker.
+            joined = self.pools is not None and self.pools.joined(replica.id)
+            detail = "worker joined the broker" if joined else "worker not connected to the broker"
+            return Probe(joined, joined, detail)
         assert self._session is not None
         return await probe(
             self._session, replica.base_url + service.health.path, service.health.timeout_s
@@ -455,9 +499,16 @@ class Reconciler:
         for replica in list(self._fleet.replicas.values()):
             if replica.state is not ReplicaState.DRAINING or replica.stopping:
                 continue
-            if replica.in_flight == 0 or now - replica.changed_at > self._settings.drain_timeout_s:
+            overdue = now - replica.changed_at > self._settings.drain_timeout_s
+            if self._busy(replica) == 0 or overdue:
                 replica.stopping = True
                 self._background(self._stop(replica))
+
+    def _busy(self, replica: LiveReplica) -> int:
+        """Requests (or, for a pool's worker, tasks) the replica still serves."""
+        if isinstance(self.specs.get(replica.service), FunctionPool) and self.pools is not None:
+            return self.pools.running(replica.id)
+        return replica.in_flight
 
     async def _stop(self, replica: LiveReplica) -> None:
         """Cancel a drained replica's allocation; it is gone once that returns."""
@@ -497,8 +548,12 @@ class Reconciler:
         replica.state = state
         replica.changed_at = time.monotonic()
         replica.timeline[state.value] = time.time()
+        if self.pools is not None and state is ReplicaState.DRAINING:
+            self.pools.drain(replica.id)
         if state in (ReplicaState.GONE, ReplicaState.FAILED):
             self._fleet.replicas.pop(replica.id, None)
+            if self.pools is not None:
+                self.pools.forget(replica.id)
         await asyncio.to_thread(
             self._store.update_replica, replica.id, state=state.value, reason=reason, **fields
         )
@@ -532,6 +587,10 @@ def instance_id(path: Path) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(value + "\n")
         return value
+
+
+def _worker_token_file(token_file: Path) -> Path:
+    return token_file.with_suffix(".worker-token")
 
 
 def _write_secret(path: Path, secret: str) -> None:

@@ -1,6 +1,23 @@
 """The state store: SQLAlchemy tables and queries (SQLite default, PostgreSQL supported)."""
 
 from aifactory.store.database import KeyRecord, Store, UsageTotal
-from aifactory.store.tables import JobRow, ReplicaRow, ServiceRow, utcnow
+from aifactory.store.tables import (
+    FunctionCallRow,
+    FunctionRow,
+    JobRow,
+    ReplicaRow,
+    ServiceRow,
+    utcnow,
+)
 
-__all__ = ["JobRow", "KeyRecord", "ReplicaRow", "ServiceRow", "Store", "UsageTotal", "utcnow"]
+__all__ = [
+    "FunctionCallRow",
+    "FunctionRow",
+    "JobRow",
+    "KeyRecord",
+    "ReplicaRow",
+    "ServiceRow",
+    "Store",
+    "UsageTotal",
+    "utcnow",
+]

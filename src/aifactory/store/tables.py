@@ -115,3 +115,34 @@ class JobRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FunctionRow(Base):
+    """A named function: ``module:function`` run on a pool, callable over HTTP."""
+
+    __tablename__ = "functions"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target: Mapped[str] = mapped_column(String(256))
+    pool: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), nullable=True)
+    timeout_s: Mapped[float] = mapped_column(default=300.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FunctionCallRow(Base):
+    """One HTTP invocation of a named function, its outcome and how long it took."""
+
+    __tablename__ = "function_calls"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    function: Mapped[str] = mapped_column(String(64), index=True)
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), nullable=True)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    result: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    submitted_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -94,13 +94,19 @@ class KeyAuthenticator:
 
     async def authenticate(self, secret: str) -> Principal | None:
         """Return the key's Principal, or None for an unknown or revoked key."""
+        cached = self._cache.get(hash_key(secret))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        return await asyncio.to_thread(self.authenticate_blocking, secret)
+
+    def authenticate_blocking(self, secret: str) -> Principal | None:
+        """``authenticate`` for threads that may block on the store (the functions broker)."""
         digest = hash_key(secret)
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
-        record = await asyncio.to_thread(self._store.key_by_hash, digest)
-        principal = _principal(record, digest)
+        principal = _principal(self._store.key_by_hash(digest), digest)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         self._cache[digest] = (now + _CACHE_TTL_S, principal)
