@@ -89,6 +89,10 @@ class Reconciler:
         services = await asyncio.to_thread(self._store.services)
         named = {str(row.spec.get("backend") or self._settings.default_backend) for row in services}
         await adopt(self, self._store, self._fleet, named - {"local"})
+        for replica in self._fleet.replicas.values():
+            if self.pools is not None and replica.token_hash and replica.base_url:
+                # A registered replica keeps a token only if it is a pool's worker.
+                self.pools.expect(replica.id, replica.token_hash)
         await self.tick()
         self._task = asyncio.create_task(self._loop(), name="reconciler")
 
@@ -253,11 +257,12 @@ class Reconciler:
             self._note_failure(service.name, str(exc))
             return
         await asyncio.to_thread(_write_secret, token_file, token)
+        replica = LiveReplica(replica_id, service.name, backend.name, token_hash=hash_key(token))
         if isinstance(service, FunctionPool) and self.pools is not None:
             worker_token = secrets.token_urlsafe(32)
             await asyncio.to_thread(_write_secret, worker_token_file(token_file), worker_token)
-            self.pools.expect(replica_id, worker_token)
-        replica = LiveReplica(replica_id, service.name, backend.name, token_hash=hash_key(token))
+            replica.worker_token_hash = hash_key(worker_token)
+            self.pools.expect(replica_id, replica.worker_token_hash)
         replica.timeline["requested"] = time.time()
         replica.log_path = str(request.log_path)
         self._fleet.replicas[replica_id] = replica
@@ -311,7 +316,9 @@ class Reconciler:
             raise Unauthorized(f"registration token for replica {replica_id!r} is not valid.")
         if replica.state is not ReplicaState.SUBMITTED:
             raise Conflict(f"replica {replica_id!r} is {replica.state.value}, not submitted.")
-        replica.token_hash = ""
+        # The launcher's token is spent; a pool's worker token is kept (hashed)
+        # so that a restarted control plane can admit the worker again.
+        replica.token_hash = replica.worker_token_hash
         replica.base_url = f"http://{host}:{port}"
         if launched_at is not None:
             replica.timeline["launched"] = launched_at
@@ -321,7 +328,7 @@ class Reconciler:
             f"engine at {host}:{port}",
             host=host,
             port=port,
-            token_hash="",
+            token_hash=replica.token_hash,
         )
         self._background(self._watch_startup(replica))
 
