@@ -26,7 +26,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aifactory import metrics
-from aifactory.api import AdminAPI, FunctionsAPI, JobsAPI
+from aifactory.api import AdminAPI, FunctionsAPI, JobsAPI, TenantsAPI
 from aifactory.config import Settings
 from aifactory.control import ControlPlane, instance_id
 from aifactory.errors import APIError, NotFound
@@ -34,7 +34,7 @@ from aifactory.functions import FunctionsHub, Invoker
 from aifactory.gateway import GatewayApp, error_body
 from aifactory.jobs import JobsManager
 from aifactory.store import Store
-from aifactory.tenancy import KeyAuthenticator, UsageLedger, issue_key
+from aifactory.tenancy import KeyAuthenticator, Limiter, UsageLedger, issue_key
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class App:
             self.plane.fleet,
             self.authenticator,
             self.ledger,
+            Limiter(self.store),
             max_request_bytes=settings.max_request_bytes,
             max_in_flight_per_key=settings.max_in_flight_per_key,
             connect_timeout_s=settings.upstream_connect_timeout_s,
@@ -69,6 +70,7 @@ class App:
             Route("/metrics", self._metrics, methods=["GET"]),
             *admin_api.routes(),
             *JobsAPI(self.jobs, admin_api.authenticate_admin).routes(),
+            *TenantsAPI(self.store, admin_api.authenticate, admin_api.authenticate_admin).routes(),
             *FunctionsAPI(
                 self.invoker,
                 self.functions,

@@ -18,7 +18,7 @@ from aifactory.api.routes import read_json_object
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest, NotFound
 from aifactory.functions import FunctionsHub, Invoker
-from aifactory.tenancy import Principal
+from aifactory.tenancy import Principal, record_action
 
 __all__ = ["FunctionsAPI"]
 
@@ -143,10 +143,15 @@ class FunctionsAPI:
             raise BadRequest("`timeout_s` must be a number of seconds.", param="timeout_s")
         assert isinstance(name, str) and isinstance(target, str) and isinstance(pool, str)
         view = await self._invoker.deploy(name, target, pool, float(timeout_s), principal.tenant_id)
+        if view["result"] == "created":
+            await record_action(self._plane.store, principal, "function.deployed", name, pool=pool)
         return JSONResponse(view, status_code=201 if view["result"] == "created" else 200)
 
     async def remove(self, request: Request) -> Response:
         """DELETE /api/functions/{name}."""
-        await self._admin(request)
+        principal = await self._admin(request)
         await self._invoker.remove(request.path_params["name"])
+        await record_action(
+            self._plane.store, principal, "function.removed", request.path_params["name"]
+        )
         return JSONResponse({"name": request.path_params["name"], "result": "removed"})

@@ -13,6 +13,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from aifactory.errors import Unauthorized
@@ -54,11 +55,17 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def issue_key(store: Store, tenant: str, role: Role = "user", name: str = "") -> IssuedKey:
+def issue_key(
+    store: Store,
+    tenant: str,
+    role: Role = "user",
+    name: str = "",
+    expires_at: datetime | None = None,
+) -> IssuedKey:
     """Mint a key for ``tenant`` (created if missing) and store its hash."""
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     tenant_id = store.ensure_tenant(tenant)
-    key_id = store.add_key(tenant_id, hash_key(secret), secret[:10], role, name)
+    key_id = store.add_key(tenant_id, hash_key(secret), secret[:10], role, name, expires_at)
     return IssuedKey(key_id, tenant, role, secret)
 
 
@@ -87,7 +94,7 @@ class KeyAuthenticator:
         principal = await self.authenticate(secret.strip())
         if principal is None:
             raise Unauthorized(
-                "Incorrect API key provided.",
+                "Incorrect API key provided: it is unknown, revoked or expired.",
                 fix="use a key from `aifactory keys create --tenant NAME`",
             )
         return principal
@@ -115,6 +122,8 @@ class KeyAuthenticator:
 
 def _principal(record: KeyRecord | None, digest: str) -> Principal | None:
     if record is None or record.revoked:
+        return None
+    if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
         return None
     if not hmac.compare_digest(record.key_hash, digest):
         return None
