@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     public_url: str = ""
     default_backend: BackendName = "local"
+    role: Literal["all", "gateway"] = "all"
     local_cpus: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_in_flight_per_key: int = Field(default=256, ge=1)

@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 from aifactory import metrics
 from aifactory.api import AdminAPI, FunctionsAPI, JobsAPI, TenantsAPI
 from aifactory.config import Settings
-from aifactory.control import ControlPlane, instance_id
+from aifactory.control import ControlPlane, FleetFollower, instance_id
 from aifactory.errors import APIError, NotFound
 from aifactory.functions import FunctionsHub, Invoker
 from aifactory.gateway import GatewayApp, error_body
@@ -49,10 +49,14 @@ class App:
         self.store = Store(settings.effective_database_url)
         self.authenticator = KeyAuthenticator(self.store)
         self.ledger = UsageLedger(self.store)
-        self.plane = ControlPlane(settings, self.store)
+        self.plane = ControlPlane(settings, self.store, self.ledger)
         self.functions = FunctionsHub(settings, self.authenticator, self.plane.reconciler.wake)
         self.plane.reconciler.pools = self.functions
-        self.invoker = Invoker(self.store, self.functions)
+        self.invoker = Invoker(self.store, self.functions, self.ledger)
+        # A gateway-only process routes by the store instead of reconciling.
+        self.follower = (
+            FleetFollower(self.store, self.plane.fleet) if settings.role == "gateway" else None
+        )
         self.gateway = GatewayApp(
             self.plane.fleet,
             self.authenticator,
@@ -63,7 +67,9 @@ class App:
             connect_timeout_s=settings.upstream_connect_timeout_s,
             read_timeout_s=settings.upstream_read_timeout_s,
         )
-        self.jobs = JobsManager(settings, self.store, instance_id(settings.instance_file))
+        self.jobs = JobsManager(
+            settings, self.store, instance_id(settings.instance_file), ledger=self.ledger
+        )
         admin_api = AdminAPI(self.plane, self.authenticator)
         routes = [
             Route("/healthz", self._healthz, methods=["GET"]),
@@ -102,18 +108,26 @@ class App:
         await asyncio.to_thread(self._prepare)
         self.ledger.start()
         await self.gateway.start()
-        await self.functions.start()
-        await self.plane.start()
-        logger.info("aifactory listening on %s", self.settings.control_url)
+        if self.follower is not None:
+            await self.follower.start()
+        else:
+            await self.functions.start()
+            await self.plane.start()
+            await self.jobs.start()
+        logger.info("aifactory (%s) listening on %s", self.settings.role, self.settings.control_url)
         # Everything loaded so far lives for the whole process: keep the
         # collector from rescanning it (a first full collection stalled ~70 ms).
         gc.freeze()
         try:
             yield
         finally:
-            await self.plane.stop()
-            await self.invoker.aclose()
-            await self.functions.stop()
+            if self.follower is not None:
+                await self.follower.stop()
+            else:
+                await self.jobs.stop()
+                await self.plane.stop()
+                await self.invoker.aclose()
+                await self.functions.stop()
             await self.gateway.aclose()
             await self.ledger.stop()
             self.store.close()

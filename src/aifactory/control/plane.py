@@ -16,6 +16,7 @@ from aifactory.engines import locate, render_engine
 from aifactory.errors import AIFactoryError, BadRequest, Conflict, NotFound
 from aifactory.specs import Deployable, FunctionPool, load_deployable
 from aifactory.store import ReplicaRow, Store
+from aifactory.tenancy import UsageLedger
 
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^[0-9a-fA-F:]{2,39}$")
 
@@ -23,11 +24,11 @@ _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^[0-9a-fA-F:]{2,39}$")
 class ControlPlane:
     """Deploy, delete and inspect services; accept replica registrations."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, ledger: UsageLedger | None = None) -> None:
         self.settings = settings
         self.store = store
         self.fleet = Fleet()
-        self.reconciler = Reconciler(settings, store, self.fleet)
+        self.reconciler = Reconciler(settings, store, self.fleet, ledger)
 
     async def start(self) -> None:
         """Start reconciling."""

@@ -34,6 +34,7 @@ from aifactory.backends import (
     Backend,
 )
 from aifactory.config import Settings
+from aifactory.control.accounts import TenantAccounts
 from aifactory.control.adoption import adopt
 from aifactory.control.autoscaler import Autoscaler
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
@@ -52,23 +53,27 @@ from aifactory.errors import (
 )
 from aifactory.specs import Deployable, FunctionPool, Service, load_deployable
 from aifactory.store import Store
-from aifactory.tenancy import hash_key
+from aifactory.tenancy import UsageLedger, hash_key
 
 logger = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 60.0
 _CAPACITY_RETRY_S = 5.0
+_BUDGET_RETRY_S = 30.0
 _STARTUP_PROBE_S = 0.02
 
 
 class Reconciler:
     """Drives replicas of every service toward their spec."""
 
-    def __init__(self, settings: Settings, store: Store, fleet: Fleet) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, fleet: Fleet, ledger: UsageLedger | None = None
+    ) -> None:
         self._settings = settings
         self._store = store
         self._fleet = fleet
         self.planner = AllocationPlanner(settings)
+        self.accounts = TenantAccounts(store, ledger)
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
         self.pending_reason: dict[str, str] = {}
@@ -145,6 +150,7 @@ class Reconciler:
     async def tick(self) -> None:
         """Observe, then act once."""
         rows = await asyncio.to_thread(self._store.services)
+        await asyncio.to_thread(self.accounts.refresh, rows)
         active: list[tuple[Deployable, int]] = []
         deleting: list[str] = []
         for row in rows:
@@ -251,10 +257,19 @@ class Reconciler:
         token = secrets.token_urlsafe(32)
         token_file = self._settings.data_dir / "run" / f"{replica_id}.token"
         try:
-            request = self.allocation_request(service, replica_id, token_file)
+            request = self.accounts.with_defaults(
+                self.allocation_request(service, replica_id, token_file)
+            )
             backend = self.backend(service.backend or self._settings.default_backend)
         except AIFactoryError as exc:
             self._note_failure(service.name, str(exc))
+            return
+        refusal = await asyncio.to_thread(
+            self.accounts.budget_refusal, service.name, service, list(self._fleet.replicas.values())
+        )
+        if refusal is not None:
+            self.pending_reason[service.name] = refusal
+            self._retry_at[service.name] = time.monotonic() + _BUDGET_RETRY_S
             return
         await asyncio.to_thread(_write_secret, token_file, token)
         replica = LiveReplica(replica_id, service.name, backend.name, token_hash=hash_key(token))
@@ -497,6 +512,8 @@ class Reconciler:
             self.pools.drain(replica.id)
         if state in (ReplicaState.GONE, ReplicaState.FAILED):
             self._fleet.replicas.pop(replica.id, None)
+            spec = self.specs.get(replica.service)
+            self.accounts.record_end(replica, spec.resources.gpus if spec else 0, replica.backend)
             if self.pools is not None:
                 self.pools.forget(replica.id)
         await asyncio.to_thread(

@@ -30,7 +30,7 @@ from aifactory.functions.hub import FunctionsHub
 from aifactory.functions.named import TARGET_PATTERN, call_named
 from aifactory.specs import NAME_PATTERN, load_deployable
 from aifactory.store import FunctionCallRow, FunctionRow, Store, utcnow
-from aifactory.tenancy import Principal
+from aifactory.tenancy import Principal, UsageLedger
 
 __all__ = ["Invoker"]
 
@@ -46,11 +46,13 @@ class Invoker:
     Args:
         store: Where named functions and call records live.
         hub: The broker the calls go through.
+        ledger: Where each finished call is charged to its tenant.
     """
 
-    def __init__(self, store: Store, hub: FunctionsHub) -> None:
+    def __init__(self, store: Store, hub: FunctionsHub, ledger: UsageLedger | None = None) -> None:
         self._store = store
         self._hub = hub
+        self._ledger = ledger
         self._executors: dict[tuple[str, float], Executor] = {}
         self._lock = asyncio.Lock()
         self._pending: set[asyncio.Task[dict[str, Any]]] = set()
@@ -156,7 +158,7 @@ class Invoker:
         )
         executor = await self._executor(function.pool, function.timeout_s)
         future = executor.submit(call_named, function.target, arguments)
-        task = asyncio.create_task(self._finish(call_id, asyncio.wrap_future(future)))
+        task = asyncio.create_task(self._finish(call_id, asyncio.wrap_future(future), caller))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         if wait:
@@ -177,7 +179,9 @@ class Invoker:
                 self._executors[(pool, timeout_s)] = executor
             return executor
 
-    async def _finish(self, call_id: str, outcome: asyncio.Future[str]) -> dict[str, Any]:
+    async def _finish(
+        self, call_id: str, outcome: asyncio.Future[str], caller: Principal
+    ) -> dict[str, Any]:
         fields: dict[str, Any]
         try:
             envelope = await outcome
@@ -204,7 +208,18 @@ class Invoker:
         await asyncio.to_thread(self._store.update_call, call_id, **fields)
         row = await asyncio.to_thread(self._store.call, call_id)
         assert row is not None
-        return call_view(row)
+        view = call_view(row)
+        if self._ledger is not None:
+            self._ledger.record(
+                tenant_id=caller.tenant_id,
+                key_id=caller.key_id,
+                kind="function",
+                model=row.function,
+                endpoint="functions.invoke",
+                calls=1,
+                seconds=view.get("duration_s", 0.0),
+            )
+        return view
 
     async def call(self, call_id: str, caller: Principal) -> dict[str, Any]:
         """One call, if the caller's tenant made it (an admin sees all).

@@ -448,12 +448,16 @@ class Store:
         with self._session() as s:
             s.add(JobRow(**fields))
 
-    def update_job(self, job_id: str, **fields: Any) -> None:
-        """Change some fields of a job."""
+    def update_job(self, job_id: str, from_state: str | None = None, **fields: Any) -> bool:
+        """Change some fields of a job (only if it is still in ``from_state``, when given)."""
+        condition = JobRow.id == job_id
+        if from_state is not None:
+            condition = condition & (JobRow.state == from_state)
         with self._session() as s:
-            s.execute(
-                update(JobRow).where(JobRow.id == job_id).values(updated_at=utcnow(), **fields)
+            result = s.execute(
+                update(JobRow).where(condition).values(updated_at=utcnow(), **fields)
             )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def job(self, job_id: str) -> JobRow | None:
         """One job by id."""

@@ -72,7 +72,8 @@ def issue_key(
 class KeyAuthenticator:
     """Maps a presented key to a Principal, caching lookups for a few seconds.
 
-    A revoked key stops working within ``_CACHE_TTL_S`` seconds.
+    A revoked key stops working within ``_CACHE_TTL_S`` seconds, an expiring
+    one at its expiry.
     """
 
     def __init__(self, store: Store) -> None:
@@ -113,10 +114,14 @@ class KeyAuthenticator:
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
-        principal = _principal(self._store.key_by_hash(digest), digest)
+        record = self._store.key_by_hash(digest)
+        principal = _principal(record, digest)
+        ttl = _CACHE_TTL_S
+        if principal is not None and record is not None and record.expires_at is not None:
+            ttl = min(ttl, (record.expires_at - datetime.now(UTC)).total_seconds())
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        self._cache[digest] = (now + _CACHE_TTL_S, principal)
+        self._cache[digest] = (now + ttl, principal)
         return principal
 
 
