@@ -1,6 +1,6 @@
 """The state store: SQLAlchemy tables and queries (SQLite default, PostgreSQL supported)."""
 
-from aifactory.store.database import KeyRecord, Store, UsageTotal
+from aifactory.store.database import KeyRecord, Store, UsageBucket, UsageTotal
 from aifactory.store.tables import (
     FunctionCallRow,
     FunctionRow,
@@ -18,6 +18,7 @@ __all__ = [
     "ReplicaRow",
     "ServiceRow",
     "Store",
+    "UsageBucket",
     "UsageTotal",
     "utcnow",
 ]
