@@ -79,9 +79,13 @@ class DashboardData:
         """GET /api/dashboard/overview: services, replicas, counters and the last hour."""
         await self._authenticate(request)
         now = metrics.snapshot()
+        services = await self._plane.services()
+        specs = {row.name: row.spec for row in await asyncio.to_thread(self._plane.store.services)}
+        for service in services:
+            service["api"] = _api_of(specs.get(service["name"], {}))
         return JSONResponse(
             {
-                "services": await self._plane.services(),
+                "services": services,
                 "replicas": [
                     {"state": state, "backend": backend, "count": count}
                     for (state, backend), count in sorted(now.replicas.items())
@@ -133,6 +137,14 @@ class DashboardData:
         """GET /api/dashboard/buckets: the caller's buckets, or why there are none."""
         caller = await self._authenticate(request)
         return JSONResponse(await buckets_view(self._objects, caller))
+
+
+def _api_of(spec: dict[str, Any]) -> str:
+    """Which request the page's example sends: ``chat``, ``embeddings`` or ``functions``."""
+    if spec.get("kind") == "FunctionPool":
+        return "functions"
+    args = spec.get("engine", {}).get("args", {})
+    return "embeddings" if isinstance(args, dict) and args.get("embedding") else "chat"
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
