@@ -51,9 +51,7 @@ def count(page: Page, selector: str) -> int:
     return int(page.locator(selector).inner_text().replace(",", ""))
 
 
-def test_sign_in_refuses_a_wrong_key_then_accepts_the_admin_key(
-    server: Server, page: Page
-) -> None:
+def test_sign_in_refuses_a_wrong_key_then_accepts_the_admin_key(server: Server, page: Page) -> None:
     page.goto(server.url + "/")
     page.get_by_label("API key").fill("aif-not-a-key")
     page.get_by_role("button", name="Sign in").click()
@@ -74,7 +72,6 @@ def test_the_deployed_service_becomes_ready_on_the_overview(
     expect(page.locator("#replica-counts")).to_contain_text("ready")
     expect(page.locator("#replica-counts")).to_contain_text("local")
     expect(page.get_by_role("img", name=re.compile(r"^Requests\/s, last hour"))).to_be_visible()
-    page.screenshot(path=screenshots / "overview.png", full_page=True)
 
 
 def test_the_service_page_example_request_moves_the_counters(
@@ -84,8 +81,8 @@ def test_the_service_page_example_request_moves_the_counters(
     expect(page.locator("#service-ready")).to_have_text("1 / 1", timeout=READY_TIMEOUT_MS)
     curl = page.locator("#example-curl")
     expect(curl).to_contain_text(f"{server.url}/v1/chat/completions")
-    expect(curl).to_contain_text('"model":"smollm2-135m-instruct"')
-    expect(page.locator("#example-python")).to_contain_text(f'base_url="{server.url}/v1"')
+    expect(curl).to_contain_text('"model": "smollm2-135m-instruct"')
+    expect(page.locator("#example-python")).to_contain_text(f'base_url="{server.url}/v1",')
     before = count(page, "#service-requests")
     tokens_before = count(page, "#service-tokens")
     page.get_by_role("button", name="Send this request").click()
@@ -177,6 +174,18 @@ def test_admin_sees_every_tenant_and_the_keys(
     page.screenshot(path=screenshots / "usage.png", full_page=True)
 
 
+def test_the_overview_charts_show_the_traffic(
+    server: Server, page: Page, screenshots: Path
+) -> None:
+    sign_in(page, server, server.admin_key)
+    expect(page.locator("#stat-requests")).to_have_text("3")  # try-it and two tenants
+    expect(page.locator("#stat-errors")).to_have_text("0")
+    # The chart's peak is above zero once the sample holding the requests is drawn.
+    peak = re.compile(r"^Requests\/s, last hour: .*peak (?!0\/s)")
+    expect(page.get_by_role("img", name=peak)).to_be_visible(timeout=15_000)
+    page.screenshot(path=screenshots / "overview.png", full_page=True)
+
+
 def test_jobs_functions_and_buckets_pages(server: Server, page: Page, screenshots: Path) -> None:
     sign_in(page, server, server.admin_key, "/#/jobs")
     expect(page.locator("#jobs")).to_contain_text("No jobs yet")
@@ -221,9 +230,10 @@ def test_request_ids_and_metric_names(server: Server) -> None:
     assert refused.status_code == 401
     assert re.fullmatch(r"[0-9a-f]{16}", refused.headers["x-request-id"])
     page = httpx.get(f"{server.url}/")
-    assert page.headers["x-request-id"] and "script-src 'self'" in page.headers[
-        "content-security-policy"
-    ]
+    assert (
+        page.headers["x-request-id"]
+        and "script-src 'self'" in page.headers["content-security-policy"]
+    )
     text = httpx.get(f"{server.url}/metrics").text
     for name in (
         'aifactory_requests_total{endpoint="chat",model="smollm2-135m-instruct",status="200"}',

@@ -95,6 +95,8 @@ function chart(title, points, unit = "", digits = 1) {
     const first = x(points[0][0]).toFixed(1), last = x(points[points.length - 1][0]).toFixed(1);
     graphic.append(svg("polygon", { class: "area", points: `${first},${height} ${line} ${last},${height}` }));
     graphic.append(svg("polyline", { class: "line", points: line }));
+    const [t, v] = points[points.length - 1];
+    graphic.append(svg("circle", { class: "dot", cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 2.5 }));
   }
   const latest = points.length ? points[points.length - 1][1] : null;
   const said = latest == null ? "no data yet" : `${number(latest, digits)}${unit}`;
@@ -145,8 +147,7 @@ async function overviewPage(view) {
       stat("stat-in-flight", "In flight", number(t.in_flight)),
       stat("stat-queued", "Queued", number(t.queued)),
     ));
-    const every_s = data.interval_s;
-    const series = (field, perSecond) => data.samples.map((s) => [s.at, perSecond ? s[field] / every_s : s[field]]);
+    const series = (field, perSecond) => data.samples.map((s) => [s.at, perSecond ? s[field] / s.span_s : s[field]]);
     replace("charts", h("div", { class: "charts", id: "charts" },
       chart("Requests/s", series("requests", true), "/s", 2),
       chart("Tokens/s", series("tokens", true), "/s", 1),
@@ -182,20 +183,20 @@ function example(service, model) {
     return {
       path: "/v1/embeddings",
       body: { model, input: "The quick brown fox" },
-      python: `from openai import OpenAI\n\nclient = OpenAI(base_url="${base}", api_key=os.environ["AIFACTORY_API_KEY"])\nresult = client.embeddings.create(model="${model}", input="The quick brown fox")\nprint(len(result.data[0].embedding))`,
+      python: `from openai import OpenAI\n\nclient = OpenAI(\n    base_url="${base}",\n    api_key=os.environ["AIFACTORY_API_KEY"],\n)\nresult = client.embeddings.create(model="${model}", input="The quick brown fox")\nprint(len(result.data[0].embedding))`,
     };
   }
   return {
     path: "/v1/chat/completions",
     body: { model, messages: [{ role: "user", content: "Say hello in five words." }], max_tokens: 32 },
-    python: `from openai import OpenAI\n\nclient = OpenAI(base_url="${base}", api_key=os.environ["AIFACTORY_API_KEY"])\nreply = client.chat.completions.create(\n    model="${model}",\n    messages=[{"role": "user", "content": "Say hello in five words."}],\n    max_tokens=32,\n)\nprint(reply.choices[0].message.content)`,
+    python: `from openai import OpenAI\n\nclient = OpenAI(\n    base_url="${base}",\n    api_key=os.environ["AIFACTORY_API_KEY"],\n)\nreply = client.chat.completions.create(\n    model="${model}",\n    messages=[{"role": "user", "content": "Say hello in five words."}],\n    max_tokens=32,\n)\nprint(reply.choices[0].message.content)`,
   };
 }
 
 function tryIt(service) {
   const model = service.models[0];
   const shown = example(service, model);
-  const json = JSON.stringify(shown.body);
+  const json = JSON.stringify(shown.body, null, 2);
   const curl = `curl ${location.origin}${shown.path} \\\n  -H "Authorization: Bearer $AIFACTORY_API_KEY" \\\n  -H "Content-Type: application/json" \\\n  -d '${json}'`;
   const output = h("pre", { id: "try-output", "aria-live": "polite" }, "Press the button to send the request above with your key.");
   const button = h("button", { type: "button", id: "try-it", on: { click: async () => {
