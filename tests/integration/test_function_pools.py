@@ -23,7 +23,7 @@ import pytest
 from aifactory.errors import Unauthorized
 from aifactory.functions import Executor, RemoteTraceback
 
-from .server import Server, start_server
+from .server import Server, free_port, start_server
 from .test_slurm import _cluster_up, our_jobs
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -236,3 +236,42 @@ def test_a_forged_worker_is_refused(pool_server: Server, tmp_path: Path) -> None
     )  # fmt: skip
     assert forged.returncode == 3
     assert "is not one this control plane started" in forged.stderr
+
+
+def test_a_restarted_control_plane_adopts_its_slurm_pool(tmp_path: Path) -> None:
+    if not _cluster_up():
+        pytest.skip("no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first")
+    # Workers reconnect to the broker's address, so the restart keeps its ports.
+    settings = {
+        "default_backend": "slurm",
+        "functions_heartbeat_s": "0.5",
+        "functions_worker_port": str(free_port()),
+        "functions_client_port": str(free_port()),
+    }
+    data_dir = tmp_path / "adopt"
+    (tmp_path / "code").mkdir()
+    srv = start_server(data_dir, **settings)
+    srv.deploy(pool_spec("slurm", tmp_path / "code").replace("min: 0", "min: 1"))
+    srv.wait_ready(POOL)
+    key = srv.admin.post("/api/keys", json={"tenant": "lab"}).json()["key"]
+    broker = pool_status(srv)["broker"]
+    with Executor(broker, POOL, api_key=key) as ex:
+        assert ex.submit(square, 3).result(timeout=60) == 9
+    jobs = set(our_jobs(data_dir))
+    srv.process.kill()
+    srv.process.wait()
+
+    again = start_server(data_dir, port=int(srv.url.rsplit(":", 1)[1]), **settings)
+    try:
+        wait_for(again, lambda s: s["workers"]["connected"] == 1, "readmitted its worker", 30)
+        with Executor(broker, POOL, api_key=key) as ex:
+            assert ex.submit(square, 4).result(timeout=60) == 16
+        (replica,) = [
+            r
+            for r in again.admin.get(f"/api/services/{POOL}/replicas").json()["replicas"]
+            if r["state"] == "ready"
+        ]
+        assert replica["handle"] in jobs and set(our_jobs(data_dir)) == jobs, "no new job"
+    finally:
+        again.stop()
+    assert our_jobs(data_dir) == {}

@@ -17,7 +17,7 @@ from aifactory.functions.invoke import _arguments
 from aifactory.functions.named import TARGET_PATTERN, call_named
 from aifactory.specs import FunctionPool, Service, load_deployable
 from aifactory.store import Store
-from aifactory.tenancy import KeyAuthenticator, issue_key
+from aifactory.tenancy import KeyAuthenticator, hash_key, issue_key
 
 POOL = """
 kind: FunctionPool
@@ -105,7 +105,7 @@ def test_hub_admits_valid_keys_and_launched_workers_only(tmp_path: Path) -> None
     assert "not valid" in str(hub.admit_client({"api_key": "aif-forged"}))
     assert "no API key" in str(hub.admit_client({}))
 
-    hub.expect("cpu-1", "secret-token")
+    hub.expect("cpu-1", hash_key("secret-token"))
     assert hub.admit_worker({"replica": "cpu-1", "token": "secret-token"}) is None
     assert "wrong token" in str(hub.admit_worker({"replica": "cpu-1", "token": "guess"}))
     assert "not one this control plane started" in str(

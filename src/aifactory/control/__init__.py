@@ -2,8 +2,8 @@
 
 from aifactory.control.fleet import Fleet, Lease, ModelEntry, ReplicaState
 from aifactory.control.plane import ControlPlane
+from aifactory.control.planner import instance_id
 from aifactory.control.pools import PoolLoad, Pools
-from aifactory.control.reconciler import instance_id
 
 __all__ = [
     "ControlPlane",

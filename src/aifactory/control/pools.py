@@ -33,8 +33,8 @@ class Pools(Protocol):
     worker_address: str
     spill_dir: Path | None
 
-    def expect(self, replica_id: str, token: str) -> None:
-        """Admit a worker that presents ``token`` for ``replica_id``."""
+    def expect(self, replica_id: str, token_hash: str) -> None:
+        """Admit a worker that presents the token hashing to ``token_hash``."""
         ...
 
     def forget(self, replica_id: str) -> None:

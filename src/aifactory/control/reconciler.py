@@ -19,7 +19,6 @@ import contextlib
 import hmac
 import logging
 import secrets
-import sys
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -33,17 +32,15 @@ from aifactory.backends import (
     AllocationRequest,
     AllocationState,
     Backend,
-    SiteDefaults,
-    load_backend,
 )
 from aifactory.config import Settings
 from aifactory.control.adoption import adopt
 from aifactory.control.autoscaler import Autoscaler
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
 from aifactory.control.health import Probe, probe
+from aifactory.control.planner import AllocationPlanner, worker_token_file
 from aifactory.control.pools import Pools
 from aifactory.control.rotation import due_for_rotation
-from aifactory.engines import render_engine
 from aifactory.errors import (
     AIFactoryError,
     BackendError,
@@ -71,7 +68,7 @@ class Reconciler:
         self._settings = settings
         self._store = store
         self._fleet = fleet
-        self._backends: dict[str, Backend] = {}
+        self.planner = AllocationPlanner(settings)
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
         self.pending_reason: dict[str, str] = {}
@@ -92,6 +89,10 @@ class Reconciler:
         services = await asyncio.to_thread(self._store.services)
         named = {str(row.spec.get("backend") or self._settings.default_backend) for row in services}
         await adopt(self, self._store, self._fleet, named - {"local"})
+        for replica in self._fleet.replicas.values():
+            if self.pools is not None and replica.token_hash and replica.base_url:
+                # A registered replica keeps a token only if it is a pool's worker.
+                self.pools.expect(replica.id, replica.token_hash)
         await self.tick()
         self._task = asyncio.create_task(self._loop(), name="reconciler")
 
@@ -115,7 +116,7 @@ class Reconciler:
             ),
             return_exceptions=True,
         )
-        await asyncio.gather(*(b.aclose() for b in self._backends.values()))
+        await self.planner.aclose()
         ids = [r.id for r in live]
         if ids:
             await asyncio.to_thread(self._store.mark_replicas, ids, "gone", "control plane stopped")
@@ -237,72 +238,13 @@ class Reconciler:
 
     def backend(self, name: str) -> Backend:
         """The backend called ``name``, built on first use."""
-        if name not in self._backends:
-            self._backends[name] = load_backend(name, **self._backend_options(name))
-        return self._backends[name]
-
-    def _backend_options(self, name: str) -> dict[str, Any]:
-        settings = self._settings
-        if name == "local":
-            return {"cpus": settings.local_cpus}
-        if name == "slurm":
-            site = SiteDefaults(
-                partition=settings.slurm_partition or None,
-                account=settings.slurm_account or None,
-                qos=settings.slurm_qos or None,
-                preamble=settings.slurm_preamble,
-            )
-            return {
-                "instance": instance_id(settings.instance_file),
-                "site": site,
-                "command_timeout_s": settings.slurm_command_timeout_s,
-            }
-        return {}
+        return self.planner.backend(name)
 
     def allocation_request(
         self, service: Deployable, replica_id: str, token_file: Path
     ) -> AllocationRequest:
         """What a new replica of ``service`` would run."""
-        backend = self.backend(service.backend or self._settings.default_backend)
-        if isinstance(service, FunctionPool):
-            command, env = self._worker_command(service, replica_id, token_file), service.env
-        else:
-            engine = render_engine(service, self._settings.cache_dir)
-            command, env = engine.argv, engine.env
-        argv = (
-            sys.executable, "-m", "aifactory.launcher",
-            "--control-url", self._settings.control_url,
-            "--replica-id", replica_id,
-            "--token-file", str(token_file),
-            "--advertise-host", backend.advertise_host,
-            "--", *command,
-        )  # fmt: skip
-        return AllocationRequest(
-            replica_id=replica_id,
-            service=service.name,
-            argv=argv,
-            resources=service.resources,
-            time_limit_s=service.time_limit_s,
-            log_path=self._settings.logs_dir / service.name / f"{replica_id}.log",
-            env=dict(env),
-            slurm=service.slurm,
-        )
-
-    def _worker_command(
-        self, pool: FunctionPool, replica_id: str, token_file: Path
-    ) -> tuple[str, ...]:
-        if self.pools is None:
-            raise BackendError("this control plane runs no functions broker to serve pools.")
-        spill = ("--spill-dir", str(self.pools.spill_dir)) if self.pools.spill_dir else ()
-        return (
-            pool.python or sys.executable, "-m", "aifactory.functions.worker",
-            "--broker", self.pools.worker_address,
-            "--pool", pool.name,
-            "--processes", str(pool.workers),
-            "--replica-id", replica_id,
-            "--token-file", str(_worker_token_file(token_file)),
-            *spill,
-        )  # fmt: skip
+        return self.planner.request(service, replica_id, token_file, self.pools)
 
     async def _launch(self, service: Deployable) -> None:
         replica_id = f"{service.name}-{secrets.token_hex(3)}"
@@ -315,11 +257,12 @@ class Reconciler:
             self._note_failure(service.name, str(exc))
             return
         await asyncio.to_thread(_write_secret, token_file, token)
+        replica = LiveReplica(replica_id, service.name, backend.name, token_hash=hash_key(token))
         if isinstance(service, FunctionPool) and self.pools is not None:
             worker_token = secrets.token_urlsafe(32)
-            await asyncio.to_thread(_write_secret, _worker_token_file(token_file), worker_token)
-            self.pools.expect(replica_id, worker_token)
-        replica = LiveReplica(replica_id, service.name, backend.name, token_hash=hash_key(token))
+            await asyncio.to_thread(_write_secret, worker_token_file(token_file), worker_token)
+            replica.worker_token_hash = hash_key(worker_token)
+            self.pools.expect(replica_id, replica.worker_token_hash)
         replica.timeline["requested"] = time.time()
         replica.log_path = str(request.log_path)
         self._fleet.replicas[replica_id] = replica
@@ -352,7 +295,7 @@ class Reconciler:
 
     def _discard_tokens(self, replica_id: str, token_file: Path) -> None:
         token_file.unlink(missing_ok=True)
-        _worker_token_file(token_file).unlink(missing_ok=True)
+        worker_token_file(token_file).unlink(missing_ok=True)
         if self.pools is not None:
             self.pools.forget(replica_id)
 
@@ -373,7 +316,9 @@ class Reconciler:
             raise Unauthorized(f"registration token for replica {replica_id!r} is not valid.")
         if replica.state is not ReplicaState.SUBMITTED:
             raise Conflict(f"replica {replica_id!r} is {replica.state.value}, not submitted.")
-        replica.token_hash = ""
+        # The launcher's token is spent; a pool's worker token is kept (hashed)
+        # so that a restarted control plane can admit the worker again.
+        replica.token_hash = replica.worker_token_hash
         replica.base_url = f"http://{host}:{port}"
         if launched_at is not None:
             replica.timeline["launched"] = launched_at
@@ -383,7 +328,7 @@ class Reconciler:
             f"engine at {host}:{port}",
             host=host,
             port=port,
-            token_hash="",
+            token_hash=replica.token_hash,
         )
         self._background(self._watch_startup(replica))
 
@@ -576,21 +521,6 @@ def _log_tail(path: str, lines: int = 10) -> str:
 
 def _is_ready(replica: LiveReplica) -> bool:
     return replica.state is ReplicaState.READY
-
-
-def instance_id(path: Path) -> str:
-    """This control plane's stable id, created on first use (tags its jobs)."""
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        value = secrets.token_hex(4)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(value + "\n")
-        return value
-
-
-def _worker_token_file(token_file: Path) -> Path:
-    return token_file.with_suffix(".worker-token")
 
 
 def _write_secret(path: Path, secret: str) -> None:

@@ -130,9 +130,9 @@ class FunctionsHub:
 
     # -- Pools, for the reconciler ------------------------------------------
 
-    def expect(self, replica_id: str, token: str) -> None:
-        """Admit a worker that presents ``token`` for ``replica_id``."""
-        self._expected[replica_id] = hash_key(token)
+    def expect(self, replica_id: str, token_hash: str) -> None:
+        """Admit a worker that presents the token hashing to ``token_hash``."""
+        self._expected[replica_id] = token_hash
 
     def forget(self, replica_id: str) -> None:
         """Admit no worker for ``replica_id`` any more."""

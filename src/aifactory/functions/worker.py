@@ -41,6 +41,7 @@ __all__ = ["WorkerManager", "main"]
 
 logger = logging.getLogger(__name__)
 
+_REJOIN_S = 30.0  # how long a refused worker keeps asking to rejoin
 _Queued = tuple[int, float, bytes]  # task id, timeout_s, task header + payload for the child
 
 
@@ -113,6 +114,7 @@ class WorkerManager:
         self._spill_threshold = p.DEFAULT_SPILL_THRESHOLD
         self._heartbeat_s = 1.0
         self._stopping = False
+        self._refused_since: float | None = None  # refused while rejoining a (new) broker
         self._mp = multiprocessing.get_context("spawn")
         self._children: dict[int, _Child] = {}  # by pipe fd
         self._local: deque[_Queued] = deque()
@@ -209,7 +211,7 @@ class WorkerManager:
                 self._outbox = []
                 next_heartbeat = time.monotonic() + self._heartbeat_s
             elif time.monotonic() >= next_heartbeat:
-                self._socket.send(p.HEARTBEAT)
+                self._socket.send(self._heartbeat_or_rejoin())
                 next_heartbeat = time.monotonic() + self._heartbeat_s
 
     def _drain_socket(self) -> None:
@@ -235,8 +237,24 @@ class WorkerManager:
                 self._local.clear()
                 self._socket.send(p.encode_json(p.REGISTER, self._register_body()))
             elif kind == p.REFUSED:
-                logger.error("the broker refused this worker: %s", p.decode_json(frames[0]))
-                self._stopping = True
+                logger.warning("the broker refused this worker: %s", p.decode_json(frames[0]))
+                if self._refused_since is None:
+                    self._refused_since = time.monotonic()
+            elif kind == p.WELCOME:
+                self._refused_since = None
+
+    def _heartbeat_or_rejoin(self) -> bytes:
+        """A heartbeat; after a refusal, another registration, for a while.
+
+        A restarted control plane admits its adopted workers only once it has
+        read them back from its store, which may be after they reconnected.
+        """
+        if self._refused_since is None:
+            return p.HEARTBEAT
+        if time.monotonic() - self._refused_since > _REJOIN_S:
+            logger.error("the broker kept refusing this worker for %g s; stopping", _REJOIN_S)
+            self._stopping = True
+        return p.encode_json(p.REGISTER, self._register_body())
 
     def _register_body(self) -> dict[str, object]:
         return {
