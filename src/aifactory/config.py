@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     functions_heartbeat_s: float = Field(default=1.0, gt=0)
     functions_max_retries: int = Field(default=3, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     api_url: str = ""
     api_key: str = ""
     require_integration: bool = False

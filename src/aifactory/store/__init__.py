@@ -1,6 +1,13 @@
 """The state store: SQLAlchemy tables and queries (SQLite default, PostgreSQL supported)."""
 
-from aifactory.store.database import LIMIT_FIELDS, KeyRecord, LimitSet, Store, UsageTotal
+from aifactory.store.database import (
+    LIMIT_FIELDS,
+    KeyRecord,
+    LimitSet,
+    Store,
+    UsageBucket,
+    UsageTotal,
+)
 from aifactory.store.tables import (
     FunctionCallRow,
     FunctionRow,
@@ -22,6 +29,7 @@ __all__ = [
     "ServiceRow",
     "Store",
     "TenantRow",
+    "UsageBucket",
     "UsageTotal",
     "utcnow",
 ]
