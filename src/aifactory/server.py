@@ -3,7 +3,11 @@
 ``/v1/*`` goes straight to the raw ASGI gateway (the hot path); everything
 else (admin API, registration, ``/healthz``, ``/metrics``) goes to a
 Starlette app, whose lifespan starts and stops every background task in one
-order: store, keys, ledger, gateway pool, control plane; and the reverse.
+order: store, keys, ledger, gateway pool, functions broker, control plane;
+and the reverse. ``/v1/services/…`` and ``/v1/functions…`` are admin routes
+too, though under ``/v1`` for clients. The dashboard is part of the Starlette
+app: its page at ``/``, its data under ``/api/dashboard``. One middleware in
+front of both gives every request an ``x-request-id``.
 """
 
 from __future__ import annotations
@@ -24,19 +28,22 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aifactory import metrics
-from aifactory.api import AdminAPI, JobsAPI
+from aifactory.api import AdminAPI, FunctionsAPI, JobsAPI, TenantsAPI
 from aifactory.config import Settings
-from aifactory.control import ControlPlane, instance_id
+from aifactory.control import ControlPlane, FleetFollower, instance_id
 from aifactory.errors import APIError, NotFound
+from aifactory.functions import FunctionsHub, Invoker
 from aifactory.gateway import GatewayApp, error_body
 from aifactory.jobs import JobsManager
+from aifactory.logs import configure_logging
+from aifactory.request_ids import RequestIdMiddleware
 from aifactory.store import Store
-from aifactory.tenancy import KeyAuthenticator, UsageLedger, issue_key
+from aifactory.tenancy import KeyAuthenticator, Limiter, UsageLedger, issue_key
+from aifactory.web import DashboardData, MetricsSampler, page_routes
 
 logger = logging.getLogger(__name__)
 
-# Service status lives with the admin routes, though under /v1 for clients.
-_STATUS = "/v1/services/"
+_ADMIN_UNDER_V1 = ("/v1/services/", "/v1/functions")
 
 
 class App:
@@ -47,34 +54,64 @@ class App:
         self.store = Store(settings.effective_database_url)
         self.authenticator = KeyAuthenticator(self.store)
         self.ledger = UsageLedger(self.store)
-        self.plane = ControlPlane(settings, self.store)
+        self.plane = ControlPlane(settings, self.store, self.ledger)
+        self.functions = FunctionsHub(settings, self.authenticator, self.plane.reconciler.wake)
+        self.plane.reconciler.pools = self.functions
+        self.invoker = Invoker(self.store, self.functions, self.ledger)
+        # A gateway-only process routes by the store instead of reconciling.
+        self.follower = (
+            FleetFollower(self.store, self.plane.fleet) if settings.role == "gateway" else None
+        )
         self.gateway = GatewayApp(
             self.plane.fleet,
             self.authenticator,
             self.ledger,
+            Limiter(self.store),
             max_request_bytes=settings.max_request_bytes,
             max_in_flight_per_key=settings.max_in_flight_per_key,
             connect_timeout_s=settings.upstream_connect_timeout_s,
             read_timeout_s=settings.upstream_read_timeout_s,
         )
-        self.jobs = JobsManager(settings, self.store, instance_id(settings.instance_file))
+        self.jobs = JobsManager(
+            settings, self.store, instance_id(settings.instance_file), ledger=self.ledger
+        )
+        self.sampler = MetricsSampler()
         admin_api = AdminAPI(self.plane, self.authenticator)
         routes = [
             Route("/healthz", self._healthz, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
             *admin_api.routes(),
             *JobsAPI(self.jobs, admin_api.authenticate_admin).routes(),
+            *TenantsAPI(self.store, admin_api.authenticate, admin_api.authenticate_admin).routes(),
+            *FunctionsAPI(
+                self.invoker,
+                self.functions,
+                self.plane,
+                admin_api.authenticate,
+                admin_api.authenticate_admin,
+            ).routes(),
+            *DashboardData(self.plane, self.sampler, admin_api.authenticate).routes(),
+            *page_routes(),
         ]
         self.admin = Starlette(
             routes=routes,
             lifespan=self._lifespan,
             exception_handlers={APIError: _api_error, 404: _not_found},
         )
+        self._entry = RequestIdMiddleware(self._dispatch)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI scope through the request-id middleware."""
+        await self._entry(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch ``/v1`` to the gateway and the rest to the admin app."""
         path = scope.get("path", "")
-        if scope["type"] == "http" and path.startswith("/v1/") and not path.startswith(_STATUS):
+        if (
+            scope["type"] == "http"
+            and path.startswith("/v1/")
+            and not path.startswith(_ADMIN_UNDER_V1)
+        ):
             await self.gateway(scope, receive, send)
         else:
             await self.admin(scope, receive, send)
@@ -84,15 +121,30 @@ class App:
         await asyncio.to_thread(self._prepare)
         self.ledger.start()
         await self.gateway.start()
-        await self.plane.start()
-        logger.info("aifactory listening on %s", self.settings.control_url)
+        if self.follower is not None:
+            await self.follower.start()
+        else:
+            await self.functions.start()
+            await self.plane.start()
+            await self.jobs.start()
+            metrics.watch_function_pools(lambda: self.functions.stats().pools)
+        self.sampler.start()
+        logger.info("aifactory (%s) listening on %s", self.settings.role, self.settings.control_url)
         # Everything loaded so far lives for the whole process: keep the
         # collector from rescanning it (a first full collection stalled ~70 ms).
         gc.freeze()
         try:
             yield
         finally:
-            await self.plane.stop()
+            await self.sampler.stop()
+            metrics.watch_function_pools(None)
+            if self.follower is not None:
+                await self.follower.stop()
+            else:
+                await self.jobs.stop()
+                await self.plane.stop()
+                await self.invoker.aclose()
+                await self.functions.stop()
             await self.gateway.aclose()
             await self.ledger.stop()
             self.store.close()
@@ -131,10 +183,7 @@ def _write_private(path: Path, secret: str) -> None:
 
 def serve(settings: Settings) -> None:
     """Run the control plane in this process until SIGINT or SIGTERM."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(
         App(settings),
         host=settings.host,
@@ -143,6 +192,7 @@ def serve(settings: Settings) -> None:
         http="httptools",
         lifespan="on",
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's records go through our handler, with request ids
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,

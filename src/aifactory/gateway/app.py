@@ -41,7 +41,8 @@ from aifactory.gateway.responses import send_error, send_json
 from aifactory.gateway.router import Lease, Router
 from aifactory.gateway.stream import Exchange
 from aifactory.gateway.usage import SSEUsageFilter, Usage, usage_of_body
-from aifactory.tenancy import KeyAuthenticator, Principal, UsageLedger
+from aifactory.request_ids import REQUEST_ID
+from aifactory.tenancy import KeyAuthenticator, Limiter, Principal, UsageLedger
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class GatewayApp:
         router: Router,
         authenticator: KeyAuthenticator,
         ledger: UsageLedger,
+        limiter: Limiter,
         *,
         max_request_bytes: int,
         max_in_flight_per_key: int,
@@ -75,6 +77,7 @@ class GatewayApp:
         self._router = router
         self._auth = authenticator
         self._ledger = ledger
+        self._limiter = limiter
         self._max_bytes = max_request_bytes
         self._max_in_flight = max_in_flight_per_key
         self._in_flight: dict[int, int] = {}
@@ -127,10 +130,13 @@ class GatewayApp:
                     fix="wait for some to finish, or raise AIFACTORY_MAX_IN_FLIGHT_PER_KEY",
                     headers={"Retry-After": "1"},
                 )
+            admission = await self._limiter.admit(principal)
             self._in_flight[principal.key_id] = held + 1
+            tokens = 0
             try:
-                await self._proxy(endpoint, path, principal, scope, receive, exchange)
+                tokens = await self._proxy(endpoint, path, principal, scope, receive, exchange)
             finally:
+                await self._limiter.settle(admission, tokens)
                 left = self._in_flight[principal.key_id] - 1
                 if left:
                     self._in_flight[principal.key_id] = left
@@ -185,7 +191,8 @@ class GatewayApp:
         scope: Scope,
         receive: Receive,
         exchange: Exchange,
-    ) -> None:
+    ) -> int:
+        """Proxy one request; return the tokens it used (prompt + completion)."""
         body = await self._read_body(scope, receive)
         try:
             payload = json.loads(body)
@@ -226,7 +233,10 @@ class GatewayApp:
         finally:
             series.in_flight.dec()
             series.answered(status).inc()
-            series.latency.observe(time.perf_counter() - started)
+            elapsed_s = time.perf_counter() - started
+            series.latency.observe(elapsed_s)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%s %s -> %d in %.3fs", path, model, status, elapsed_s)
         if usage.prompt_tokens or usage.completion_tokens:
             series.prompt_tokens.inc(usage.prompt_tokens)
             series.completion_tokens.inc(usage.completion_tokens)
@@ -238,6 +248,7 @@ class GatewayApp:
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
             )
+        return usage.prompt_tokens + usage.completion_tokens
 
     async def _forward(
         self, call: _Call, receive: Receive, exchange: Exchange
@@ -260,7 +271,8 @@ class GatewayApp:
                 response = await self._session.post(
                     lease.base_url + path,
                     data=body,
-                    headers={"Content-Type": "application/json"},
+                    # The engine's own logs can then be matched to ours.
+                    headers={"Content-Type": "application/json", "X-Request-Id": REQUEST_ID.get()},
                 )
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 # Nothing reached the client yet: safe to try again.

@@ -1,6 +1,35 @@
 """The state store: SQLAlchemy tables and queries (SQLite default, PostgreSQL supported)."""
 
-from aifactory.store.database import KeyRecord, Store, UsageTotal
-from aifactory.store.tables import JobRow, ReplicaRow, ServiceRow, utcnow
+from aifactory.store.database import (
+    LIMIT_FIELDS,
+    KeyRecord,
+    LimitSet,
+    Store,
+    UsageBucket,
+    UsageTotal,
+)
+from aifactory.store.tables import (
+    FunctionCallRow,
+    FunctionRow,
+    JobRow,
+    ReplicaRow,
+    ServiceRow,
+    TenantRow,
+    utcnow,
+)
 
-__all__ = ["JobRow", "KeyRecord", "ReplicaRow", "ServiceRow", "Store", "UsageTotal", "utcnow"]
+__all__ = [
+    "LIMIT_FIELDS",
+    "FunctionCallRow",
+    "FunctionRow",
+    "JobRow",
+    "KeyRecord",
+    "LimitSet",
+    "ReplicaRow",
+    "ServiceRow",
+    "Store",
+    "TenantRow",
+    "UsageBucket",
+    "UsageTotal",
+    "utcnow",
+]
