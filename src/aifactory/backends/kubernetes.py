@@ -126,7 +126,11 @@ class KubernetesBackend:
         return result
 
     async def cancel(self, handle: str) -> None:
-        """Mark the Pod cancelled, then delete it with its grace period; gone is fine."""
+        """Mark the Pod cancelled, then delete it with its grace period; gone is fine.
+
+        A Pod that already finished is deleted too (its final status stays
+        known to ``status``), so no finished Pods pile up in the namespace.
+        """
         await self.update_pod(handle, _mark_cancelled)
         try:
             await self._call(

@@ -61,12 +61,13 @@ class PodWatch:
         self._lock = threading.Lock()
         self._pods: dict[str, dict[str, Any]] = {}
         self._gone: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Pods put() here that no list or event has shown yet: a list taken
+        # just before their creation must not count them as deleted.
+        self._unseen: set[str] = set()
         self._synced = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._resource_version = ""
-        self.reconnects = 0
-        self.relists = 0
 
     def start(self) -> None:
         """Start the watch thread (once)."""
@@ -107,7 +108,9 @@ class PodWatch:
         """Add a Pod this process just created, unless the watch already brought it."""
         name = pod["metadata"]["name"]
         with self._lock:
-            self._pods.setdefault(name, pod)
+            if name not in self._pods:
+                self._pods[name] = pod
+                self._unseen.add(name)
             self._gone.pop(name, None)
 
     # ------------------------------------------------------------- the thread
@@ -137,7 +140,6 @@ class PodWatch:
                         _short(exc),
                     )
                 failing = True
-                self.reconnects += 1
                 self._stopping.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, self._max_backoff_s)
 
@@ -150,15 +152,18 @@ class PodWatch:
         )
         document = json.loads(response.data)
         listed = {pod["metadata"]["name"]: pod for pod in document.get("items") or []}
+        seen = set(listed)
         with self._lock:
             for name, pod in self._pods.items():
-                if name not in listed:
+                if name in self._unseen and name not in listed:
+                    listed[name] = pod
+                elif name not in listed:
                     self._remember_gone(name, pod)
             self._pods = listed
+            self._unseen -= seen
             for name in listed:
                 self._gone.pop(name, None)
         self._resource_version = str(document["metadata"]["resourceVersion"])
-        self.relists += 1
         self._synced.set()
 
     def _watch_once(self) -> None:
@@ -191,6 +196,7 @@ class PodWatch:
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             name = pod["metadata"]["name"]
             with self._lock:
+                self._unseen.discard(name)
                 if kind == "DELETED":
                     self._pods.pop(name, None)
                     self._remember_gone(name, pod)
