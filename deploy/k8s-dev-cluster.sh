@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane (v1.20.2) on this one machine, for developers and CI.
+# A real Kubernetes 1.20.2 cluster on this one machine (control plane and one
+# kubelet node running real containers), for developers and CI.
 #
 #   deploy/k8s-dev-cluster.sh up                build once if needed, start etcd, kube-apiserver,
 #                                               kube-controller-manager, kube-scheduler, containerd and
@@ -15,13 +16,14 @@
 # bookworm, `apt-get source --download-only kubernetes`, Debian's reflect2
 # 1.0.2 in place of the vendored copy (with 1.0.1 kube-apiserver segfaults
 # on the first map-bearing object under Go 1.19), then GOPATH-mode
-# `make WHAT=...`. About 10-12 min on 2 cores, once per machine: the binaries
+# `make WHAT=...`. 9-14 min on 2 cores (522 s on an idle machine, 822 s
+# niced beside other work), once per machine: the binaries
 # are cached under $CACHE_DIR/v1.20.2/bin (override: AIF_K8S_CACHE_DIR).
 # kubelet is built in the same call; should it ever fail to build, the
 # control plane still comes up, without a node.
 #
-# What runs, all on 127.0.0.1 (state under /var/lib/aifactory-k8s-dev,
-# override: AIF_K8S_DEV_DIR):
+# What runs, on 127.0.0.1 but for the kubelet (state under
+# /var/lib/aifactory-k8s-dev, override: AIF_K8S_DEV_DIR):
 #   etcd                     client port 12379, peer port 12380, data in etcd/
 #   kube-apiserver           https://127.0.0.1:6443; token auth file (one admin token,
 #                            group system:masters), authorization Node,RBAC,
@@ -42,7 +44,7 @@
 # (sh, sleep, echo, wget...). Pods must use `imagePullPolicy: Never` or
 # `IfNotPresent` with one of these (or another image imported with
 # `ctr --address $STATE_DIR/containerd/containerd.sock -n k8s.io images import`).
-# This machine lacks CAP_SYS_RESOURCE, so containerd runs with
+# The dev machines (containers themselves) lack CAP_SYS_RESOURCE, so containerd runs with
 # restrict_oom_score_adj (without it runc cannot start a pod sandbox:
 # "can't get final child's PID from pipe").
 #
@@ -145,7 +147,7 @@ build_binaries() {
     # map-bearing object under Go 1.19; Debian's 1.0.2 does not.
     rm -rf "$src/vendor/github.com/modern-go/reflect2"
     cp -r "$REFLECT2" "$src/vendor/github.com/modern-go/reflect2"
-    log "building ${CONTROL_PLANE[*]} kubelet $K8S_VERSION (GOPATH mode, ~10-12 min on 2 cores)…"
+    log "building ${CONTROL_PLANE[*]} kubelet $K8S_VERSION (GOPATH mode, 9-14 min on 2 cores)…"
     if ! make_with_progress "$src" "cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet"; then
         warn "the build with kubelet failed; retrying the control plane alone (log: $BUILD_LOG)"
         make_with_progress "$src" "cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler" || {
@@ -679,4 +681,6 @@ main() {
     esac
 }
 
-main "$@"
+# One line, so bash has read all of it before running: an edit of this file
+# while `up` builds must not change what the running script does next.
+main "$@"; exit $?
