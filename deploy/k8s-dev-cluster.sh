@@ -216,6 +216,7 @@ api_ready() {
         "$API_URL/readyz" >/dev/null 2>&1
 }
 
+# shellcheck disable=SC2317 # called through wait_for
 etcd_ok() { curl -sf --max-time 3 "http://127.0.0.1:$ETCD_CLIENT_PORT/health" | grep -q '"health":"true"'; }
 
 kubectl_admin() { timeout 15 kubectl --kubeconfig "$KUBECONFIG_FILE" "$@"; }
@@ -532,6 +533,7 @@ stop_containers() {
 
 # Pods are refused until the token controller has made the default service
 # account: wait for it, so a fresh cluster accepts pods as soon as 'up' returns.
+# shellcheck disable=SC2317 # called through wait_for
 default_account_ready() { kubectl_admin get serviceaccount default -o name >/dev/null 2>&1; }
 
 cmd_up() {
@@ -683,4 +685,7 @@ main() {
 
 # One line, so bash has read all of it before running: an edit of this file
 # while `up` builds must not change what the running script does next.
-main "$@"; exit $?
+{
+    main "$@"
+    exit $?
+}
