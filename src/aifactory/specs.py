@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aifactory.errors import SpecError
 
 __all__ = [
+    "Agent",
     "Autoscaling",
     "Deployable",
     "EngineSpec",
@@ -395,7 +396,76 @@ class FunctionPool(_Spec):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-Deployable = Service | FunctionPool
+class Agent(_Spec):
+    """A user's long-lived program (any command), run for a tenant on any backend.
+
+    Its replicas get ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` (a key of the
+    agent's own, in its tenant, revoked when the agent is deleted) and, where
+    object storage runs, an S3 endpoint with that key's credentials, so the
+    program uses the factory's models, functions and buckets under its
+    tenant's limits. An agent is ready once its program started.
+    """
+
+    kind: Literal["Agent"]
+    name: str = Field(pattern=NAME_PATTERN)
+    command: tuple[str, ...] = Field(min_length=1, max_length=4096)
+    count: int = Field(default=1, ge=0, le=100, alias="replicas")
+    resources: Resources = Resources()
+    backend: BackendName | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    start_timeout_s: float = Field(default=120.0, alias="start_timeout", gt=0)
+    time_limit_s: float | None = Field(default=None, alias="time_limit", gt=0)
+    rotation_lead_s: float = Field(default=60.0, alias="rotation_lead", ge=0)
+    slurm: SlurmOptions = SlurmOptions()
+    private: bool = False
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split_command(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
+    @field_validator("start_timeout_s", "time_limit_s", "rotation_lead_s", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration_s(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        return _check_env_names(env)
+
+    @model_validator(mode="after")
+    def _lead_fits_in_time_limit(self) -> Agent:
+        _check_rotation_lead(self.time_limit_s, self.rotation_lead_s)
+        return self
+
+    @property
+    def replicas(self) -> Replicas:
+        """Exactly ``count`` replicas."""
+        return Replicas(min=self.count, max=max(1, self.count))
+
+    @property
+    def autoscaling(self) -> Autoscaling:
+        """Agents do not follow load: the count stays as set."""
+        return Autoscaling(idle_to_zero_s=float("inf"))
+
+    @property
+    def health(self) -> HealthCheck:
+        """Only the start timeout applies: the program must start in time."""
+        return HealthCheck(start_timeout_s=self.start_timeout_s)
+
+    def to_document(self) -> dict[str, Any]:
+        """The spec as a plain dict that ``load_deployable`` accepts back."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+Deployable = Service | FunctionPool | Agent
+_KINDS: dict[str, tuple[type[FunctionPool] | type[Agent], str]] = {
+    "FunctionPool": (FunctionPool, "examples/pool.yaml"),
+    "Agent": (Agent, "examples/agent/agent.yaml"),
+}
 
 
 _FIXES = {
@@ -451,20 +521,22 @@ def load_service(source: str | dict[str, Any], origin: str = "spec") -> Service:
 
 
 def load_deployable(source: str | dict[str, Any], origin: str = "spec") -> Deployable:
-    """Validate a Service or a FunctionPool (by its ``kind``; Service by default).
+    """Validate a Service, FunctionPool or Agent (by its ``kind``; Service by default).
 
     Raises:
         SpecError: listing each bad field by its path, with the fix.
     """
     document = _parse(source, origin, "`kind`, `name` and its fields", "see examples/")
-    if document.get("kind") != "FunctionPool":
+    kind = document.get("kind")
+    if kind not in _KINDS:
         return load_service(document, origin)
+    model, example = _KINDS[kind]
     try:
-        return FunctionPool.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as exc:
         raise SpecError(
-            f"{origin} is not a valid FunctionPool:\n{_describe(exc)}\n",
-            fix="correct the fields listed above (examples/pool.yaml shows a working spec)",
+            f"{origin} is not a valid {kind}:\n{_describe(exc)}\n",
+            fix=f"correct the fields listed above ({example} shows a working spec)",
         ) from exc
 
 
