@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from .server import Server
+from .server import Server, processes_mentioning
 
 EMBED = "all-minilm-l6-v2"
 CHAT = "smollm2-135m-instruct"
@@ -213,3 +216,49 @@ def test_a_user_key_cannot_administer(server: Server, who: str) -> None:
     ):
         response = httpx.request(method, server.url + path, headers=auth, json={})
         assert response.status_code == 403, (method, path)
+
+
+AGENT_PROGRAM = """
+import os, time
+from openai import OpenAI
+client = OpenAI()  # OPENAI_BASE_URL and OPENAI_API_KEY come from the factory
+reply = client.chat.completions.create(
+    model="chat", messages=[{"role": "user", "content": "Say yes."}], max_tokens=4
+)
+with open(os.environ["ANSWER_FILE"] + ".tmp", "w") as out:
+    out.write(reply.choices[0].message.content or "(empty)")
+os.replace(os.environ["ANSWER_FILE"] + ".tmp", os.environ["ANSWER_FILE"])
+while True:
+    time.sleep(1)
+"""
+
+
+def test_an_agent_uses_the_models_with_its_own_key(server: Server, tmp_path: Path) -> None:
+    assert server.admin.post("/api/tenants", json={"name": "bots"}).status_code in (200, 201)
+    program = tmp_path / "agent.py"
+    program.write_text(AGENT_PROGRAM)
+    answer = tmp_path / "answer.txt"
+    spec = {
+        "kind": "Agent",
+        "name": "asker",
+        "command": [sys.executable, str(program)],
+        "env": {"ANSWER_FILE": str(answer)},
+    }
+    deployed = server.admin.post(
+        "/api/services", params={"tenant": "bots"}, content=json.dumps(spec)
+    )
+    assert deployed.status_code == 201, deployed.text
+    deadline = time.monotonic() + 60
+    while not answer.exists():
+        assert time.monotonic() < deadline, server.cli("logs", "asker", check=False).stdout
+        time.sleep(0.2)
+    assert answer.read_text().strip()
+    keys = [k for k in server.admin.get("/api/keys").json()["keys"] if k["name"] == "agent asker"]
+    assert [(k["tenant"], k["revoked"]) for k in keys] == [("bots", False)]
+    time.sleep(1.5)
+    usage = server.admin.get("/api/usage", params={"tenant": "bots", "by": "key"}).json()
+    assert [row["key"] for row in usage["usage"]] == [keys[0]["id"]], "charged to the agent's key"
+    server.cli("delete", "asker")
+    keys = [k for k in server.admin.get("/api/keys").json()["keys"] if k["name"] == "agent asker"]
+    assert keys[0]["revoked"], "deleting the agent revokes its key"
+    assert processes_mentioning(str(program)) == []
