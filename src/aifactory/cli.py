@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aifactory import cli_jobs
+from aifactory import cli_jobs, cli_objects
 from aifactory.client import AdminClient, ClientError
 from aifactory.config import Settings, load_settings
 from aifactory.errors import AIFactoryError
@@ -24,6 +24,7 @@ app = typer.Typer(
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 cli_jobs.register(app)
+cli_objects.register(app)
 console = Console()
 err = Console(stderr=True)
 
@@ -222,6 +223,10 @@ def keys_create(
         f"key {issued['id']} for tenant {issued['tenant']} ({issued['role']}), shown once:"
     )
     console.print(issued["key"], highlight=False, soft_wrap=True)
+    if issued.get("s3_access_key_id"):
+        console.print("S3 access key id and secret access key, shown once:")
+        console.print(issued["s3_access_key_id"], highlight=False, soft_wrap=True)
+        console.print(issued["s3_secret_access_key"], highlight=False, soft_wrap=True)
 
 
 @keys_app.command("ls")

@@ -12,9 +12,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -30,8 +28,9 @@ from aifactory.control import ControlPlane, instance_id
 from aifactory.errors import APIError, NotFound
 from aifactory.gateway import GatewayApp, error_body
 from aifactory.jobs import JobsManager
+from aifactory.objects import BucketsAPI, ObjectsService
 from aifactory.store import Store
-from aifactory.tenancy import KeyAuthenticator, UsageLedger, issue_key
+from aifactory.tenancy import KeyAuthenticator, UsageLedger
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +57,14 @@ class App:
             read_timeout_s=settings.upstream_read_timeout_s,
         )
         self.jobs = JobsManager(settings, self.store, instance_id(settings.instance_file))
+        self.objects = ObjectsService(settings, self.store)
         admin_api = AdminAPI(self.plane, self.authenticator)
         routes = [
             Route("/healthz", self._healthz, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
             *admin_api.routes(),
             *JobsAPI(self.jobs, admin_api.authenticate_admin).routes(),
+            *BucketsAPI(self.objects, admin_api.authenticate_admin).routes(),
         ]
         self.admin = Starlette(
             routes=routes,
@@ -85,6 +86,7 @@ class App:
         self.ledger.start()
         await self.gateway.start()
         await self.plane.start()
+        await self.objects.start()
         logger.info("aifactory listening on %s", self.settings.control_url)
         # Everything loaded so far lives for the whole process: keep the
         # collector from rescanning it (a first full collection stalled ~70 ms).
@@ -92,6 +94,7 @@ class App:
         try:
             yield
         finally:
+            await self.objects.stop()
             await self.plane.stop()
             await self.gateway.aclose()
             await self.ledger.stop()
@@ -100,10 +103,13 @@ class App:
     def _prepare(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store.create_schema()
-        if self.store.count_admin_keys() == 0:
-            issued = issue_key(self.store, "admin", "admin", "first admin key")
-            _write_private(self.settings.admin_key_file, issued.secret)
-            logger.info("created the first admin key in %s", self.settings.admin_key_file)
+        self.objects.prepare()
+        if self.objects.issue_first_admin() is not None:
+            logger.info(
+                "created the first admin key in %s (S3 credentials in %s)",
+                self.settings.admin_key_file,
+                self.settings.objects_credentials_file,
+            )
 
     async def _healthz(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -120,13 +126,6 @@ async def _api_error(_request: Request, exc: Exception) -> Response:
 async def _not_found(request: Request, _exc: Exception) -> Response:
     exc = NotFound(f"{request.method} {request.url.path} is not an endpoint of this API.")
     return JSONResponse(error_body(exc), status_code=404)
-
-
-def _write_private(path: Path, secret: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
 
 
 def serve(settings: Settings) -> None:

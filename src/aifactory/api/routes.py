@@ -18,7 +18,7 @@ from starlette.routing import Route
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest, Forbidden, NotFound, SpecError, Unauthorized
 from aifactory.specs import load_service
-from aifactory.tenancy import KeyAuthenticator, Principal, issue_key
+from aifactory.tenancy import KeyAuthenticator, Principal, issue_key, load_s3_master
 
 _MAX_SPEC_BYTES = 256 * 1024
 
@@ -146,13 +146,16 @@ class AdminAPI:
             raise BadRequest(f"role {role!r} is not 'user' or 'admin'.", param="role")
         if not isinstance(label, str) or len(label) > 64:
             raise BadRequest("`name` must be a string of at most 64 characters.", param="name")
-        issued = await _run(issue_key, self._plane.store, tenant, role, label)
+        master = await _run(load_s3_master, self._plane.settings.objects_master_key_file)
+        issued = await _run(issue_key, self._plane.store, tenant, role, label, master)
         return JSONResponse(
             {
                 "id": issued.key_id,
                 "tenant": issued.tenant,
                 "role": issued.role,
                 "key": issued.secret,
+                "s3_access_key_id": issued.s3_access_key_id,
+                "s3_secret_access_key": issued.s3_secret_access_key,
             },
             status_code=201,
         )

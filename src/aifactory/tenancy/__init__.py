@@ -7,6 +7,8 @@ from aifactory.tenancy.keys import (
     Role,
     hash_key,
     issue_key,
+    load_s3_master,
+    s3_secret_for,
 )
 from aifactory.tenancy.ledger import UsageLedger
 
@@ -18,4 +20,6 @@ __all__ = [
     "UsageLedger",
     "hash_key",
     "issue_key",
+    "load_s3_master",
+    "s3_secret_for",
 ]
