@@ -14,6 +14,7 @@ a subdirectory as one common prefix without descending into it.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ def list_page(
     walk = _Walk(files, bucket, prefix, after, skip_prefix, delimiter == "/")
     start = os.path.join(files.bucket_dir(bucket), directory) if directory else None
     entries = walk.walk(start or files.bucket_dir(bucket), directory + "/" if directory else "")
+    if start and prefix == directory + "/" and prefix > after:
+        entries = itertools.chain([(prefix, start, True)], entries)  # its own marker
     for key, path, _is_dir in entries:
         common = _common_prefix(key, prefix, delimiter)
         if common is not None:
