@@ -88,29 +88,40 @@ class ObjectsApp:
         ]
         head = scope["method"] == "HEAD"
         started = False
+        body_read = not _has_body(scope)
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             started = True
             await send(message)
 
+        async def tracking_receive() -> Message:
+            nonlocal body_read
+            message = await receive()
+            if not message.get("more_body", False):
+                body_read = True
+            return message
+
         self.stats.in_flight += 1
         try:
             request = parse_request(scope, self._domain, request_id)
-            await self._serve(request, receive, tracking_send, headers)
+            await self._serve(request, tracking_receive, tracking_send, headers)
         except S3Error as exc:
             self._count_error(exc.code or "")
             if started:
                 logger.warning("S3 error after the response started: %s", exc)
                 raise
             extra = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
+            if not body_read:
+                extra.append(_CLOSE)
             await send_error(send, exc, request_id, [*headers, *extra], head)
         except Exception:
             logger.exception("S3 request %s failed", request_id)
             self._count_error("InternalError")
             if started:
                 raise
-            await send_error(send, S3Error("InternalError"), request_id, headers, head)
+            extra = [] if body_read else [_CLOSE]
+            await send_error(send, S3Error("InternalError"), request_id, [*headers, *extra], head)
         finally:
             self.stats.in_flight -= 1
 
@@ -127,6 +138,18 @@ class ObjectsApp:
             await self._services.buckets.authorize(caller, request.bucket, write)
         context = Context(request, caller, payload, receive, send, self._services, headers)
         await handler(context)
+
+
+# An error answered before the body was read (e.g. after `Expect: 100-continue`, when
+# the client never sends it) leaves the connection out of step: close it.
+_CLOSE = (b"connection", b"close")
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return True
+    return False
 
 
 def route(request: S3Request) -> tuple[str, Handler, bool]:

@@ -119,8 +119,12 @@ class Context:
             await asyncio.shield(self.run(sink.abort))
             raise
 
-    async def read_small_body(self, limit: int) -> bytes:
-        """The whole body of a request with an XML or empty body, up to ``limit`` bytes."""
+    async def read_small_body(self, limit: int, too_large: str = "MalformedXML") -> bytes:
+        """The whole body of a request with an XML or empty body, up to ``limit`` bytes.
+
+        Raises:
+            S3Error: with code ``too_large`` when the body is longer.
+        """
         chunks = []
         size = 0
         while True:
@@ -130,7 +134,7 @@ class Context:
             data = message.get("body", b"")
             size += len(data)
             if size > limit:
-                raise S3Error("MalformedXML", f"The request body is larger than {limit} bytes.")
+                raise S3Error(too_large, f"The request body is larger than {limit} bytes.")
             chunks.append(data)
             if not message.get("more_body", False):
                 return b"".join(chunks)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -115,10 +116,11 @@ class Multipart:
         directory = self._dir(bucket, upload.upload_id)
         if not requested:
             raise S3Error("MalformedXML", "The part list is empty.")
+        numbers = [number for number, _etag, _checksum in requested]
+        if any(later <= earlier for earlier, later in itertools.pairwise(numbers)):
+            raise S3Error("InvalidPartOrder", fix="list the parts by ascending part number")
         parts = []
         for index, (number, etag, checksum) in enumerate(requested):
-            if index and number <= requested[index - 1][0]:
-                raise S3Error("InvalidPartOrder", fix="list the parts by ascending part number")
             part = _read_part(directory, number)
             if part is None or part.etag.strip('"') != etag.strip('"'):
                 raise S3Error("InvalidPart", f"Part {number} is missing or its ETag differs.")

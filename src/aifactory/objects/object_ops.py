@@ -105,9 +105,7 @@ async def put_object(ctx: Context) -> None:
 
 
 async def _put_directory(ctx: Context, meta: ObjectMeta) -> None:
-    body = await ctx.read_small_body(0)
-    if body:
-        raise S3Error("DirectoryObjectContainsData", resource=ctx.request.key)
+    await ctx.read_small_body(0, too_large="DirectoryObjectContainsData")
     meta.etag = f'"{hashlib.md5(b"", usedforsecurity=False).hexdigest()}"'
     await ctx.run(ctx.files.make_directory, ctx.request.bucket, ctx.request.key, meta)
     await send_empty(ctx.send, 200, [*ctx.headers, (b"etag", meta.etag.encode())])
@@ -362,9 +360,7 @@ async def copy_object(ctx: Context) -> None:
             "without changing its metadata.",
             fix="set x-amz-metadata-directive: REPLACE",
         )
-    body = await ctx.read_small_body(0)
-    if body:
-        raise S3Error("InvalidRequest", "A copy request has no body.")
+    await ctx.read_small_body(0, too_large="InvalidRequest")
     stored = await ctx.run(_copy, ctx.files, request, source_bucket, source_key, new_meta)
     result = document(
         "CopyObjectResult",

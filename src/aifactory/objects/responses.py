@@ -23,9 +23,13 @@ XML_HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n'
 MAX_XML_BODY_BYTES = 2 * 1024 * 1024
 
 
+# XML 1.0 cannot carry most control characters, not even as references.
+_NOT_XML = {c: "\ufffd" for c in range(0x20) if chr(c) not in "\t\n\r"}
+
+
 def element(name: str, value: object) -> str:
-    """``<name>value</name>`` with the value escaped."""
-    return f"<{name}>{escape(str(value))}</{name}>"
+    """``<name>value</name>`` with the value escaped (control characters replaced)."""
+    return f"<{name}>{escape(str(value)).translate(_NOT_XML)}</{name}>"
 
 
 def document(root: str, inner: Iterable[str]) -> bytes:
