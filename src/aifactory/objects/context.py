@@ -139,29 +139,30 @@ class Context:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def send_file(self, fd: int, offset: int, length: int, first: bytes) -> None:
-        """Send ``length`` bytes of ``fd`` from ``offset``; ``first`` was already read."""
-        remaining = length - len(first)
-        offset += len(first)
-        data = first
+    async def send_file(self, fd: int, offset: int, length: int) -> None:
+        """Send ``length`` bytes of ``fd`` from ``offset``, one read ahead; closes ``fd``."""
+        end = offset + length
+        following: asyncio.Future[bytes] | None = None
         try:
+            data = await self.run(os.pread, fd, min(READ_BYTES, length), offset)
             while True:
-                following = None
-                if remaining > 0:
-                    size = min(READ_BYTES, remaining)
+                if not data:
+                    raise S3Error("InternalError", "The file shrank while it was being sent.")
+                offset += len(data)
+                if offset < end:
+                    size = min(READ_BYTES, end - offset)
                     following = asyncio.ensure_future(self.run(os.pread, fd, size, offset))
                 await self.send(
-                    {"type": "http.response.body", "body": data, "more_body": remaining > 0}
+                    {"type": "http.response.body", "body": data, "more_body": offset < end}
                 )
                 self.services.stats.bytes_out += len(data)
                 if following is None:
                     return
-                data = await following
-                if not data:
-                    raise S3Error("InternalError", "The file shrank while it was being sent.")
-                offset += len(data)
-                remaining -= len(data)
+                data, following = await following, None
         finally:
+            if following is not None:
+                with contextlib.suppress(BaseException):
+                    await following
             await asyncio.shield(self.run(os.close, fd))
 
 

@@ -119,11 +119,15 @@ class _Opened:
 
 
 def _open(files: FileStore, bucket: str, key: str) -> _Opened:
+    """Open the object; a small one is read whole and closed in the same trip."""
     fd, info = files.open(bucket, key)
-    first = b""
-    if info.st.st_size <= READ_BYTES and not is_directory_key(key):
-        first = os.pread(fd, READ_BYTES, 0)
-    return _Opened(fd, info, first)
+    if info.st.st_size > READ_BYTES:
+        return _Opened(fd, info, b"")
+    try:
+        first = b"" if is_directory_key(key) else os.pread(fd, READ_BYTES, 0)
+    finally:
+        os.close(fd)
+    return _Opened(-1, info, first)
 
 
 async def get_object(ctx: Context, head: bool) -> None:
@@ -191,9 +195,13 @@ async def _respond_with_object(ctx: Context, opened: _Opened, head: bool) -> Non
     if head or length == 0:
         await ctx.send({"type": "http.response.body", "body": b""})
         return
-    first = opened.first[start : start + length] if opened.first else b""
+    if opened.fd < 0:  # read whole already
+        data = opened.first[start : start + length]
+        await ctx.send({"type": "http.response.body", "body": data})
+        ctx.services.stats.bytes_out += len(data)
+        return
     fd, opened.fd = opened.fd, -1  # send_file closes it
-    await ctx.send_file(fd, start, length, first)
+    await ctx.send_file(fd, start, length)
 
 
 def check_conditions(
