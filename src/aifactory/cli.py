@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aifactory import cli_jobs, cli_objects
+from aifactory import cli_functions, cli_jobs, cli_objects, cli_tenancy
 from aifactory.client import AdminClient, ClientError
 from aifactory.config import Settings, load_settings
 from aifactory.errors import AIFactoryError
@@ -21,9 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
 cli_jobs.register(app)
+cli_functions.register(app)
+cli_tenancy.register(app)
 cli_objects.register(app)
 console = Console()
 err = Console(stderr=True)
@@ -71,22 +71,26 @@ def down() -> None:
 
 @app.command()
 def deploy(
-    spec: Annotated[Path, typer.Argument(help="Service spec (YAML).", exists=True, dir_okay=False)],
+    spec: Annotated[
+        Path,
+        typer.Argument(help="Service or FunctionPool spec (YAML).", exists=True, dir_okay=False),
+    ],
     wait: Annotated[bool, typer.Option(help="Wait until a replica is ready.")] = True,
 ) -> None:
-    """Deploy a service from a YAML spec."""
+    """Deploy a service (or a function pool) from a YAML spec."""
     from aifactory.progress import wait_until_ready
-    from aifactory.specs import load_service
+    from aifactory.specs import load_deployable
 
-    service = load_service(spec.read_text(), str(spec))
+    service = load_deployable(spec.read_text(), str(spec))
     client = _client()
     result = client.json(
         "POST", "/api/services", content=spec.read_bytes(), headers={"X-Spec-Origin": str(spec)}
     )
     console.print(f"service [bold]{service.name}[/bold]: {result['result']}")
     if service.replicas.min == 0:
+        work = "task" if service.kind == "FunctionPool" else "request"
         console.print(
-            "scaled to zero: the first request starts a replica and waits for it "
+            f"scaled to zero: the first {work} starts a replica and waits for it "
             f"(watch with `aifactory status {service.name} --watch`)"
         )
     elif wait:
@@ -207,67 +211,6 @@ def delete(
                     break
                 time.sleep(0.3)
     console.print(f"service [bold]{name}[/bold] deleted")
-
-
-@keys_app.command("create")
-def keys_create(
-    tenant: Annotated[str, typer.Option(help="Tenant (project) the key belongs to.")],
-    role: Annotated[str, typer.Option(help="user or admin.")] = "user",
-    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
-) -> None:
-    """Create an API key (shown once)."""
-    issued = _client().json(
-        "POST", "/api/keys", json={"tenant": tenant, "role": role, "name": name}
-    )
-    console.print(
-        f"key {issued['id']} for tenant {issued['tenant']} ({issued['role']}), shown once:"
-    )
-    console.print(issued["key"], highlight=False, soft_wrap=True)
-    if issued.get("s3_access_key_id"):
-        console.print("S3 access key id and secret access key, shown once:")
-        console.print(issued["s3_access_key_id"], highlight=False, soft_wrap=True)
-        console.print(issued["s3_secret_access_key"], highlight=False, soft_wrap=True)
-
-
-@keys_app.command("ls")
-def keys_ls() -> None:
-    """List API keys (never their secrets)."""
-    rows = _client().json("GET", "/api/keys")["keys"]
-    table = Table("id", "tenant", "role", "prefix", "name", "created", "revoked")
-    for k in rows:
-        table.add_row(
-            str(k["id"]),
-            k["tenant"],
-            k["role"],
-            k["prefix"] + "…",
-            k["name"],
-            k["created_at"][:19],
-            "yes" if k["revoked"] else "",
-        )
-    console.print(table)
-
-
-@keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[int, typer.Argument(help="Key id from `keys ls`.")]) -> None:
-    """Revoke an API key."""
-    _client().json("DELETE", f"/api/keys/{key_id}")
-    console.print(f"key {key_id} revoked")
-
-
-@app.command()
-def usage() -> None:
-    """Tokens used per tenant and model."""
-    rows = _client().json("GET", "/api/usage")["usage"]
-    table = Table("tenant", "model", "requests", "prompt tokens", "completion tokens")
-    for u in rows:
-        table.add_row(
-            u["tenant"],
-            u["model"],
-            str(u["requests"]),
-            str(u["prompt_tokens"]),
-            str(u["completion_tokens"]),
-        )
-    console.print(table)
 
 
 @app.command()

@@ -13,6 +13,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError
 from pydantic_settings import (
@@ -53,6 +54,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     public_url: str = ""
     default_backend: BackendName = "local"
+    role: Literal["all", "gateway"] = "all"
     local_cpus: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_in_flight_per_key: int = Field(default=256, ge=1)
@@ -65,6 +67,10 @@ class Settings(BaseSettings):
     slurm_preamble: str = ""
     slurm_command_timeout_s: float = Field(default=30.0, gt=0)
     drain_timeout_s: float = Field(default=30.0, ge=0)
+    functions_worker_port: int = Field(default=5561, ge=0, le=65535)
+    functions_client_port: int = Field(default=5562, ge=0, le=65535)
+    functions_heartbeat_s: float = Field(default=1.0, gt=0)
+    functions_max_retries: int = Field(default=3, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     objects_port: int = Field(default=9000, ge=0, le=65535)
     objects_root: Path | None = None
@@ -105,6 +111,11 @@ class Settings(BaseSettings):
     def client_url(self) -> str:
         """The URL the CLI talks to."""
         return (self.api_url or self.control_url).rstrip("/")
+
+    @cached_property
+    def advertise_host(self) -> str:
+        """The host name replicas and clients reach this control plane by."""
+        return urlsplit(self.control_url).hostname or "127.0.0.1"
 
     @property
     def objects_dir(self) -> Path:

@@ -26,7 +26,7 @@ errors into its own format in one place (the gateway writes OpenAI error JSON).
           |    +-- ModelNotFound     404 for an unknown model
           +-- Conflict             409
           +-- PayloadTooLarge      413
-          +-- RateLimited          429
+          +-- RateLimited          429 (QuotaExceeded: a budget is spent)
           +-- UpstreamError        502
           +-- NoReplicaAvailable   503
           +-- UpstreamTimeout      504
@@ -54,6 +54,7 @@ __all__ = [
     "NoReplicaAvailable",
     "NotFound",
     "PayloadTooLarge",
+    "QuotaExceeded",
     "RateLimited",
     "RemoteError",
     "RemoteTraceback",
@@ -301,6 +302,13 @@ class RateLimited(APIError):
     status_code = 429
     error_type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(RateLimited):
+    """Raised when a budget for the period is spent; ``Retry-After`` is the reset (429)."""
+
+    error_type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class UpstreamError(APIError):

@@ -3,7 +3,9 @@
 ``/v1/*`` goes straight to the raw ASGI gateway (the hot path); everything
 else (admin API, registration, ``/healthz``, ``/metrics``) goes to a
 Starlette app, whose lifespan starts and stops every background task in one
-order: store, keys, ledger, gateway pool, control plane; and the reverse.
+order: store, keys, ledger, gateway pool, functions broker, control plane;
+and the reverse. ``/v1/services/…`` and ``/v1/functions…`` are admin routes
+too, though under ``/v1`` for clients.
 """
 
 from __future__ import annotations
@@ -22,20 +24,20 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aifactory import metrics
-from aifactory.api import AdminAPI, JobsAPI
+from aifactory.api import AdminAPI, FunctionsAPI, JobsAPI, TenantsAPI
 from aifactory.config import Settings
-from aifactory.control import ControlPlane, instance_id
+from aifactory.control import ControlPlane, FleetFollower, instance_id
 from aifactory.errors import APIError, NotFound
+from aifactory.functions import FunctionsHub, Invoker
 from aifactory.gateway import GatewayApp, error_body
 from aifactory.jobs import JobsManager
 from aifactory.objects import BucketsAPI, ObjectsService
 from aifactory.store import Store
-from aifactory.tenancy import KeyAuthenticator, UsageLedger
+from aifactory.tenancy import KeyAuthenticator, Limiter, UsageLedger
 
 logger = logging.getLogger(__name__)
 
-# Service status lives with the admin routes, though under /v1 for clients.
-_STATUS = "/v1/services/"
+_ADMIN_UNDER_V1 = ("/v1/services/", "/v1/functions")
 
 
 class App:
@@ -46,17 +48,27 @@ class App:
         self.store = Store(settings.effective_database_url)
         self.authenticator = KeyAuthenticator(self.store)
         self.ledger = UsageLedger(self.store)
-        self.plane = ControlPlane(settings, self.store)
+        self.plane = ControlPlane(settings, self.store, self.ledger)
+        self.functions = FunctionsHub(settings, self.authenticator, self.plane.reconciler.wake)
+        self.plane.reconciler.pools = self.functions
+        self.invoker = Invoker(self.store, self.functions, self.ledger)
+        # A gateway-only process routes by the store instead of reconciling.
+        self.follower = (
+            FleetFollower(self.store, self.plane.fleet) if settings.role == "gateway" else None
+        )
         self.gateway = GatewayApp(
             self.plane.fleet,
             self.authenticator,
             self.ledger,
+            Limiter(self.store),
             max_request_bytes=settings.max_request_bytes,
             max_in_flight_per_key=settings.max_in_flight_per_key,
             connect_timeout_s=settings.upstream_connect_timeout_s,
             read_timeout_s=settings.upstream_read_timeout_s,
         )
-        self.jobs = JobsManager(settings, self.store, instance_id(settings.instance_file))
+        self.jobs = JobsManager(
+            settings, self.store, instance_id(settings.instance_file), ledger=self.ledger
+        )
         self.objects = ObjectsService(settings, self.store)
         admin_api = AdminAPI(self.plane, self.authenticator)
         routes = [
@@ -64,6 +76,14 @@ class App:
             Route("/metrics", self._metrics, methods=["GET"]),
             *admin_api.routes(),
             *JobsAPI(self.jobs, admin_api.authenticate_admin).routes(),
+            *TenantsAPI(self.store, admin_api.authenticate, admin_api.authenticate_admin).routes(),
+            *FunctionsAPI(
+                self.invoker,
+                self.functions,
+                self.plane,
+                admin_api.authenticate,
+                admin_api.authenticate_admin,
+            ).routes(),
             *BucketsAPI(self.objects, admin_api.authenticate_admin).routes(),
         ]
         self.admin = Starlette(
@@ -75,7 +95,11 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch ``/v1`` to the gateway and the rest to the admin app."""
         path = scope.get("path", "")
-        if scope["type"] == "http" and path.startswith("/v1/") and not path.startswith(_STATUS):
+        if (
+            scope["type"] == "http"
+            and path.startswith("/v1/")
+            and not path.startswith(_ADMIN_UNDER_V1)
+        ):
             await self.gateway(scope, receive, send)
         else:
             await self.admin(scope, receive, send)
@@ -85,9 +109,14 @@ class App:
         await asyncio.to_thread(self._prepare)
         self.ledger.start()
         await self.gateway.start()
-        await self.plane.start()
+        if self.follower is not None:
+            await self.follower.start()
+        else:
+            await self.functions.start()
+            await self.plane.start()
+            await self.jobs.start()
         await self.objects.start()
-        logger.info("aifactory listening on %s", self.settings.control_url)
+        logger.info("aifactory (%s) listening on %s", self.settings.role, self.settings.control_url)
         # Everything loaded so far lives for the whole process: keep the
         # collector from rescanning it (a first full collection stalled ~70 ms).
         gc.freeze()
@@ -95,7 +124,13 @@ class App:
             yield
         finally:
             await self.objects.stop()
-            await self.plane.stop()
+            if self.follower is not None:
+                await self.follower.stop()
+            else:
+                await self.jobs.stop()
+                await self.plane.stop()
+                await self.invoker.aclose()
+                await self.functions.stop()
             await self.gateway.aclose()
             await self.ledger.stop()
             self.store.close()

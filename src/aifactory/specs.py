@@ -18,7 +18,9 @@ from aifactory.errors import SpecError
 
 __all__ = [
     "Autoscaling",
+    "Deployable",
     "EngineSpec",
+    "FunctionPool",
     "HealthCheck",
     "Job",
     "ModelName",
@@ -26,6 +28,7 @@ __all__ = [
     "Resources",
     "Service",
     "SlurmOptions",
+    "load_deployable",
     "load_job",
     "load_service",
     "parse_duration_s",
@@ -66,6 +69,21 @@ def parse_duration_s(text: str | int | float) -> float:
         days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
         return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
     raise ValueError(f"{text!r} is not a duration; use e.g. '90s', '30m', '2h', '1d' or '01:30:00'")
+
+
+def _check_env_names(env: dict[str, str]) -> dict[str, str]:
+    for name in env:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            raise ValueError(f"environment variable name {name!r} is not valid")
+    return env
+
+
+def _check_rotation_lead(time_limit_s: float | None, rotation_lead_s: float) -> None:
+    if time_limit_s is not None and rotation_lead_s >= time_limit_s:
+        raise ValueError(
+            f"rotation_lead ({rotation_lead_s:.0f}s) must be shorter than "
+            f"time_limit ({time_limit_s:.0f}s)"
+        )
 
 
 class ModelName(_Spec):
@@ -116,10 +134,7 @@ class EngineSpec(_Spec):
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for name in env:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-                raise ValueError(f"environment variable name {name!r} is not valid")
-        return env
+        return _check_env_names(env)
 
     @model_validator(mode="after")
     def _engine_needs(self) -> EngineSpec:
@@ -286,11 +301,7 @@ class Service(_Spec):
 
     @model_validator(mode="after")
     def _lead_fits_in_time_limit(self) -> Service:
-        if self.time_limit_s is not None and self.rotation_lead_s >= self.time_limit_s:
-            raise ValueError(
-                f"rotation_lead ({self.rotation_lead_s:.0f}s) must be shorter than "
-                f"time_limit ({self.time_limit_s:.0f}s)"
-            )
+        _check_rotation_lead(self.time_limit_s, self.rotation_lead_s)
         return self
 
     @model_validator(mode="after")
@@ -309,6 +320,76 @@ class Service(_Spec):
     def to_document(self) -> dict[str, Any]:
         """The spec as a plain dict that ``load_service`` accepts back."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class FunctionPool(_Spec):
+    """Warm Python workers for serverless functions, run inside allocations (pilot jobs).
+
+    Each allocation runs one worker manager with ``workers`` task processes;
+    the pool keeps between ``allocations.min`` and ``allocations.max`` of them,
+    following the queued and running tasks, and down to zero after
+    ``idle_to_zero`` without a call when ``allocations.min`` is 0.
+    """
+
+    kind: Literal["FunctionPool"]
+    name: str = Field(pattern=NAME_PATTERN)
+    workers: int = Field(default=1, ge=1, le=1024)
+    replicas: Replicas = Field(default=Replicas(min=0, max=1), alias="allocations")
+    idle_to_zero_s: float = Field(default=300.0, alias="idle_to_zero", ge=0)
+    scale_down_window_s: float = Field(default=30.0, alias="scale_down_window", ge=0)
+    resources: Resources = Resources()
+    backend: BackendName | None = None
+    python: str = Field(default="", pattern=r"^(/[^\x00]*)?$")
+    env: dict[str, str] = Field(default_factory=dict)
+    start_timeout_s: float = Field(default=600.0, alias="start_timeout", gt=0)
+    time_limit_s: float | None = Field(default=None, alias="time_limit", gt=0)
+    rotation_lead_s: float = Field(default=120.0, alias="rotation_lead", ge=0)
+    slurm: SlurmOptions = SlurmOptions()
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator(
+        "idle_to_zero_s",
+        "scale_down_window_s",
+        "start_timeout_s",
+        "time_limit_s",
+        "rotation_lead_s",
+        mode="before",
+    )
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration_s(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        return _check_env_names(env)
+
+    @model_validator(mode="after")
+    def _lead_fits_in_time_limit(self) -> FunctionPool:
+        _check_rotation_lead(self.time_limit_s, self.rotation_lead_s)
+        return self
+
+    @property
+    def autoscaling(self) -> Autoscaling:
+        """The pool's scaling policy: one allocation per ``workers`` busy or queued tasks."""
+        return Autoscaling(
+            target_concurrency=self.workers,
+            scale_down_window_s=self.scale_down_window_s,
+            idle_to_zero_s=self.idle_to_zero_s,
+        )
+
+    @property
+    def health(self) -> HealthCheck:
+        """Readiness comes from the broker; only the start timeout applies."""
+        return HealthCheck(start_timeout_s=self.start_timeout_s)
+
+    def to_document(self) -> dict[str, Any]:
+        """The spec as a plain dict that ``load_deployable`` accepts back."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+Deployable = Service | FunctionPool
 
 
 _FIXES = {
@@ -360,6 +441,24 @@ def load_service(source: str | dict[str, Any], origin: str = "spec") -> Service:
         raise SpecError(
             f"{origin} is not a valid Service:\n{_describe(exc)}\n",
             fix="correct the fields listed above (examples/chat.yaml shows a working spec)",
+        ) from exc
+
+
+def load_deployable(source: str | dict[str, Any], origin: str = "spec") -> Deployable:
+    """Validate a Service or a FunctionPool (by its ``kind``; Service by default).
+
+    Raises:
+        SpecError: listing each bad field by its path, with the fix.
+    """
+    document = _parse(source, origin, "`kind`, `name` and its fields", "see examples/")
+    if document.get("kind") != "FunctionPool":
+        return load_service(document, origin)
+    try:
+        return FunctionPool.model_validate(document)
+    except ValidationError as exc:
+        raise SpecError(
+            f"{origin} is not a valid FunctionPool:\n{_describe(exc)}\n",
+            fix="correct the fields listed above (examples/pool.yaml shows a working spec)",
         ) from exc
 
 

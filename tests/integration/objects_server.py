@@ -40,9 +40,8 @@ class S3Server:
         """A fresh key's S3 pair, minted in the server's own database."""
         store = Store(f"sqlite:///{self.data_dir / 'aifactory.db'}")
         try:
-            issued = issue_key(
-                store, tenant, role, "test", load_s3_master(self.data_dir / "objects.key")
-            )
+            master = load_s3_master(self.data_dir / "objects.key")
+            issued = issue_key(store, tenant, role, "test", s3_master=master)
         finally:
             store.close()
         return issued.s3_access_key_id, issued.s3_secret_access_key

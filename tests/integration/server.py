@@ -125,6 +125,9 @@ def _start_server(data_dir: Path, port: int, **settings: str) -> Server:
         "AIFACTORY_DATA_DIR": str(data_dir),
         "AIFACTORY_PORT": str(port),
         "AIFACTORY_CONFIG": str(data_dir / "absent.toml"),
+        # Tests run servers side by side: let each broker pick free ports.
+        "AIFACTORY_FUNCTIONS_WORKER_PORT": "0",
+        "AIFACTORY_FUNCTIONS_CLIENT_PORT": "0",
         **{f"AIFACTORY_{k.upper()}": v for k, v in settings.items()},
     }
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -105,6 +105,8 @@ def test_up_background_and_down(tmp_path: Path) -> None:
         "HOME": str(tmp_path),
         "AIFACTORY_DATA_DIR": str(tmp_path / "bg"),
         "AIFACTORY_PORT": str(port),
+        "AIFACTORY_FUNCTIONS_WORKER_PORT": "0",
+        "AIFACTORY_FUNCTIONS_CLIENT_PORT": "0",
     }
 
     def aif(*args: str) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ def test_s3_secret_is_derived_and_never_stored(tmp_path: Path) -> None:
     master = load_s3_master(tmp_path / "objects.key")
     assert (tmp_path / "objects.key").stat().st_mode & 0o777 == 0o600
     assert load_s3_master(tmp_path / "objects.key") == master
-    issued = issue_key(store, "physics", "user", "", master)
+    issued = issue_key(store, "physics", "user", "", s3_master=master)
     assert issued.s3_access_key_id.startswith("AKAF") and len(issued.s3_secret_access_key) == 40
     assert s3_secret_for(master, issued.s3_access_key_id) == issued.s3_secret_access_key
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("state"))

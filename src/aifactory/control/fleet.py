@@ -54,6 +54,7 @@ class LiveReplica:
     handle: str = ""
     base_url: str = ""
     token_hash: str = ""
+    worker_token_hash: str = ""
     in_flight: int = 0
     health_failures: int = 0
     suspect: bool = False

@@ -14,8 +14,9 @@ from aifactory.control.fleet import STARTING, Fleet
 from aifactory.control.reconciler import Reconciler
 from aifactory.engines import locate, render_engine
 from aifactory.errors import AIFactoryError, BadRequest, Conflict, NotFound
-from aifactory.specs import Service, load_service
+from aifactory.specs import Deployable, FunctionPool, load_deployable
 from aifactory.store import ReplicaRow, Store
+from aifactory.tenancy import UsageLedger
 
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^[0-9a-fA-F:]{2,39}$")
 
@@ -23,11 +24,11 @@ _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^[0-9a-fA-F:]{2,39}$")
 class ControlPlane:
     """Deploy, delete and inspect services; accept replica registrations."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, ledger: UsageLedger | None = None) -> None:
         self.settings = settings
         self.store = store
         self.fleet = Fleet()
-        self.reconciler = Reconciler(settings, store, self.fleet)
+        self.reconciler = Reconciler(settings, store, self.fleet, ledger)
 
     async def start(self) -> None:
         """Start reconciling."""
@@ -37,7 +38,7 @@ class ControlPlane:
         """Drain and stop every replica."""
         await self.reconciler.stop()
 
-    async def deploy(self, service: Service, tenant_id: int | None) -> str:
+    async def deploy(self, service: Deployable, tenant_id: int | None) -> str:
         """Add a service; ``"created"``, or ``"unchanged"`` for the same spec again.
 
         Raises:
@@ -57,7 +58,7 @@ class ControlPlane:
                 f"service {service.name!r} already exists with a different spec.",
                 fix=f"run `aifactory delete {service.name}` first, or pick another name",
             )
-        for name in service.served_names():
+        for name in [] if isinstance(service, FunctionPool) else service.served_names():
             owner = self.fleet.resolve(name)
             if owner is not None:
                 raise Conflict(
@@ -70,13 +71,17 @@ class ControlPlane:
         self.reconciler.wake()
         return "created"
 
-    def _check_runnable(self, service: Service) -> None:
+    def _check_runnable(self, service: Deployable) -> None:
         backend_name = service.backend or self.settings.default_backend
         try:
             self.reconciler.backend(backend_name)
-            render_engine(service, self.settings.cache_dir)
-            if backend_name == "local" and service.engine.type == "llama.cpp":
-                locate(service.engine.model)
+            if isinstance(service, FunctionPool):
+                if self.reconciler.pools is None:
+                    raise BadRequest("this control plane runs no functions broker.")
+            else:
+                render_engine(service, self.settings.cache_dir)
+                if backend_name == "local" and service.engine.type == "llama.cpp":
+                    locate(service.engine.model)
         except AIFactoryError as exc:
             raise BadRequest(exc.message, exc.fix, param="engine") from exc
         if backend_name == "local" and service.resources.cpus > self.settings.local_cpus:
@@ -125,11 +130,12 @@ class ControlPlane:
         models = [m["name"] if isinstance(m, dict) else m for m in spec.get("models", [])]
         return {
             "name": name,
+            "kind": spec.get("kind", "Service"),
             "status": status,
             "models": models,
-            "engine": spec.get("engine", {}).get("type"),
+            "engine": spec.get("engine", {}).get("type", "functions worker"),
             "backend": spec.get("backend") or self.settings.default_backend,
-            "wanted": spec.get("replicas", {}).get("min", 1),
+            "wanted": (spec.get("replicas") or spec.get("allocations") or {}).get("min", 1),
             "ready": self.fleet.ready_count(name),
             "replica_states": states,
             "in_flight": sum(r.in_flight for r in live),
@@ -143,11 +149,12 @@ class ControlPlane:
             NotFound: no such service.
         """
         summary = await self.describe(name)
-        spec = self.fleet.services.get(name)
+        spec = self.reconciler.specs.get(name)
         live = self.fleet.of_service(name)
         now = time.time()
         return {
             "name": name,
+            "kind": summary["kind"],
             "status": summary["status"],
             "models": summary["models"],
             "backend": summary["backend"],
@@ -159,11 +166,7 @@ class ControlPlane:
                 "by_state": summary["replica_states"],
             },
             "in_flight": summary["in_flight"],
-            "queue": {
-                "length": self.fleet.holding.length(name),
-                "oldest_wait_s": round(self.fleet.holding.oldest_wait_s(name), 1),
-                "limit": spec.autoscaling.queue_size if spec else 0,
-            },
+            "queue": self._queue(name, spec),
             "starting": [
                 {
                     "id": r.id,
@@ -181,6 +184,21 @@ class ControlPlane:
                 for d in self.reconciler.autoscaler.decisions(name)
             ],
             "waiting_on": summary["pending_reason"],
+        }
+
+    def _queue(self, name: str, spec: Deployable | None) -> dict[str, Any]:
+        if isinstance(spec, FunctionPool):
+            pools = self.reconciler.pools
+            load = pools.load(name) if pools else None
+            return {
+                "length": load.queued if load else 0,
+                "running": load.running if load else 0,
+                "workers_per_allocation": spec.workers,
+            }
+        return {
+            "length": self.fleet.holding.length(name),
+            "oldest_wait_s": round(self.fleet.holding.oldest_wait_s(name), 1),
+            "limit": spec.autoscaling.queue_size if spec else 0,
         }
 
     async def replicas(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
@@ -219,7 +237,7 @@ class ControlPlane:
         row = await asyncio.to_thread(self.store.service, name)
         if row is None:
             raise NotFound(f"service {name!r} does not exist.", fix="see `aifactory services`")
-        service = load_service(dict(row.spec), name)
+        service = load_deployable(dict(row.spec), name)
         replica_id = f"{name}-XXXXXX"
         token_file = self.settings.data_dir / "run" / f"{replica_id}.token"
         request = self.reconciler.allocation_request(service, replica_id, token_file)

@@ -6,6 +6,7 @@ Every tick it compares what the specs want with what runs, and acts::
     fleet         --> have: submitted | registered | healthy | ready | draining
     backends      --> which allocations ended (crash, walltime, cancel)
     health checks --> registered -> healthy -> ready; ready -> failed
+    pools (broker)--> a FunctionPool replica is ready once its worker joined
 
     fewer than wanted -> submit one (after back-off if the last ones failed)
     more than wanted  -> drain extras; drained (no request in flight) -> cancel -> gone
@@ -18,7 +19,6 @@ import contextlib
 import hmac
 import logging
 import secrets
-import sys
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -32,16 +32,16 @@ from aifactory.backends import (
     AllocationRequest,
     AllocationState,
     Backend,
-    SiteDefaults,
-    load_backend,
 )
 from aifactory.config import Settings
+from aifactory.control.accounts import TenantAccounts
 from aifactory.control.adoption import adopt
 from aifactory.control.autoscaler import Autoscaler
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
 from aifactory.control.health import Probe, probe
+from aifactory.control.planner import AllocationPlanner, worker_token_file
+from aifactory.control.pools import Pools
 from aifactory.control.rotation import due_for_rotation
-from aifactory.engines import render_engine
 from aifactory.errors import (
     AIFactoryError,
     BackendError,
@@ -51,25 +51,29 @@ from aifactory.errors import (
     SpecError,
     Unauthorized,
 )
-from aifactory.specs import Service, load_service
+from aifactory.specs import Deployable, FunctionPool, Service, load_deployable
 from aifactory.store import Store
-from aifactory.tenancy import hash_key
+from aifactory.tenancy import UsageLedger, hash_key
 
 logger = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 60.0
 _CAPACITY_RETRY_S = 5.0
+_BUDGET_RETRY_S = 30.0
 _STARTUP_PROBE_S = 0.02
 
 
 class Reconciler:
     """Drives replicas of every service toward their spec."""
 
-    def __init__(self, settings: Settings, store: Store, fleet: Fleet) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, fleet: Fleet, ledger: UsageLedger | None = None
+    ) -> None:
         self._settings = settings
         self._store = store
         self._fleet = fleet
-        self._backends: dict[str, Backend] = {}
+        self.planner = AllocationPlanner(settings)
+        self.accounts = TenantAccounts(store, ledger)
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
         self.pending_reason: dict[str, str] = {}
@@ -78,6 +82,8 @@ class Reconciler:
         self._cancels: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self.autoscaler = Autoscaler()
+        self.specs: dict[str, Deployable] = {}
+        self.pools: Pools | None = None  # the functions broker, when this process runs one
         fleet.holding.on_demand = lambda _service: self.wake()
 
     # lifecycle of the reconciler itself
@@ -88,6 +94,10 @@ class Reconciler:
         services = await asyncio.to_thread(self._store.services)
         named = {str(row.spec.get("backend") or self._settings.default_backend) for row in services}
         await adopt(self, self._store, self._fleet, named - {"local"})
+        for replica in self._fleet.replicas.values():
+            if self.pools is not None and replica.token_hash and replica.base_url:
+                # A registered replica keeps a token only if it is a pool's worker.
+                self.pools.expect(replica.id, replica.token_hash)
         await self.tick()
         self._task = asyncio.create_task(self._loop(), name="reconciler")
 
@@ -111,7 +121,7 @@ class Reconciler:
             ),
             return_exceptions=True,
         )
-        await asyncio.gather(*(b.aclose() for b in self._backends.values()))
+        await self.planner.aclose()
         ids = [r.id for r in live]
         if ids:
             await asyncio.to_thread(self._store.mark_replicas, ids, "gone", "control plane stopped")
@@ -140,7 +150,8 @@ class Reconciler:
     async def tick(self) -> None:
         """Observe, then act once."""
         rows = await asyncio.to_thread(self._store.services)
-        active: list[tuple[Service, int]] = []
+        await asyncio.to_thread(self.accounts.refresh, rows)
+        active: list[tuple[Deployable, int]] = []
         deleting: list[str] = []
         for row in rows:
             if row.status == "deleting":
@@ -148,28 +159,27 @@ class Reconciler:
                 continue
             try:
                 active.append(
-                    (load_service(dict(row.spec), row.name), int(row.created_at.timestamp()))
+                    (load_deployable(dict(row.spec), row.name), int(row.created_at.timestamp()))
                 )
             except SpecError as exc:
                 logger.error("service %s has an invalid stored spec: %s", row.name, exc)
-        self._fleet.set_services(active)
+        self.specs = {spec.name: spec for spec, _created in active}
+        self._fleet.set_services((s, c) for s, c in active if isinstance(s, Service))
         # Act on new wants first: a deploy must not wait behind the status poll.
-        for service, _created in active:
-            await self._converge(service)
+        for spec, _created in active:
+            await self._converge(spec)
         await self._poll_allocations()
         await self._check_health()
         for name in deleting:
             await self._remove(name)
         for replica in list(self._fleet.replicas.values()):
-            orphaned = (
-                replica.service not in self._fleet.services and replica.service not in deleting
-            )
+            orphaned = replica.service not in self.specs and replica.service not in deleting
             if orphaned and replica.state is not ReplicaState.DRAINING:
                 await self._transition(replica, ReplicaState.DRAINING, "its service is gone")
         await self._drain_step()
         self._export_metrics()
 
-    async def _converge(self, service: Service) -> None:
+    async def _converge(self, service: Deployable) -> None:
         live = [r for r in self._fleet.of_service(service.name) if r.state in ACTIVE]
         now = time.time()
         for replica in live:
@@ -193,15 +203,19 @@ class Reconciler:
             for replica in extras:
                 await self._transition(replica, ReplicaState.DRAINING, "scaled down")
 
-    def _wanted(self, service: Service) -> int:
+    def _wanted(self, service: Deployable) -> int:
         """The autoscaler's count for ``service``, from its live load."""
-        load = self._fleet.take_peak(service.name)
-        queued = self._fleet.holding.length(service.name)
+        if isinstance(service, FunctionPool):
+            work = self.pools.load(service.name) if self.pools else None
+            load, queued = (work.running, work.queued) if work else (0, 0)
+            last_request = work.last_submit if work else None
+        else:
+            load = self._fleet.take_peak(service.name)
+            queued = self._fleet.holding.length(service.name)
+            last_request = self._fleet.last_request.get(service.name)
         history = self.autoscaler.decisions(service.name)
         last = history[-1] if history else None
-        wanted = self.autoscaler.wanted(
-            service, load, queued, last_request=self._fleet.last_request.get(service.name)
-        )
+        wanted = self.autoscaler.wanted(service, load, queued, last_request=last_request)
         history = self.autoscaler.decisions(service.name)
         if history and history[-1] is not last:  # at most one decision per call
             decision = history[-1]
@@ -230,65 +244,40 @@ class Reconciler:
 
     def backend(self, name: str) -> Backend:
         """The backend called ``name``, built on first use."""
-        if name not in self._backends:
-            self._backends[name] = load_backend(name, **self._backend_options(name))
-        return self._backends[name]
-
-    def _backend_options(self, name: str) -> dict[str, Any]:
-        settings = self._settings
-        if name == "local":
-            return {"cpus": settings.local_cpus}
-        if name == "slurm":
-            site = SiteDefaults(
-                partition=settings.slurm_partition or None,
-                account=settings.slurm_account or None,
-                qos=settings.slurm_qos or None,
-                preamble=settings.slurm_preamble,
-            )
-            return {
-                "instance": instance_id(settings.instance_file),
-                "site": site,
-                "command_timeout_s": settings.slurm_command_timeout_s,
-            }
-        return {}
+        return self.planner.backend(name)
 
     def allocation_request(
-        self, service: Service, replica_id: str, token_file: Path
+        self, service: Deployable, replica_id: str, token_file: Path
     ) -> AllocationRequest:
         """What a new replica of ``service`` would run."""
-        backend = self.backend(service.backend or self._settings.default_backend)
-        engine = render_engine(service, self._settings.cache_dir)
-        argv = (
-            sys.executable, "-m", "aifactory.launcher",
-            "--control-url", self._settings.control_url,
-            "--replica-id", replica_id,
-            "--token-file", str(token_file),
-            "--advertise-host", backend.advertise_host,
-            "--", *engine.argv,
-        )  # fmt: skip
-        return AllocationRequest(
-            replica_id=replica_id,
-            service=service.name,
-            argv=argv,
-            resources=service.resources,
-            time_limit_s=service.time_limit_s,
-            log_path=self._settings.logs_dir / service.name / f"{replica_id}.log",
-            env=engine.env,
-            slurm=service.slurm,
-        )
+        return self.planner.request(service, replica_id, token_file, self.pools)
 
-    async def _launch(self, service: Service) -> None:
+    async def _launch(self, service: Deployable) -> None:
         replica_id = f"{service.name}-{secrets.token_hex(3)}"
         token = secrets.token_urlsafe(32)
         token_file = self._settings.data_dir / "run" / f"{replica_id}.token"
         try:
-            request = self.allocation_request(service, replica_id, token_file)
+            request = self.accounts.with_defaults(
+                self.allocation_request(service, replica_id, token_file)
+            )
             backend = self.backend(service.backend or self._settings.default_backend)
         except AIFactoryError as exc:
             self._note_failure(service.name, str(exc))
             return
+        refusal = await asyncio.to_thread(
+            self.accounts.budget_refusal, service.name, service, list(self._fleet.replicas.values())
+        )
+        if refusal is not None:
+            self.pending_reason[service.name] = refusal
+            self._retry_at[service.name] = time.monotonic() + _BUDGET_RETRY_S
+            return
         await asyncio.to_thread(_write_secret, token_file, token)
         replica = LiveReplica(replica_id, service.name, backend.name, token_hash=hash_key(token))
+        if isinstance(service, FunctionPool) and self.pools is not None:
+            worker_token = secrets.token_urlsafe(32)
+            await asyncio.to_thread(_write_secret, worker_token_file(token_file), worker_token)
+            replica.worker_token_hash = hash_key(worker_token)
+            self.pools.expect(replica_id, replica.worker_token_hash)
         replica.timeline["requested"] = time.time()
         replica.log_path = str(request.log_path)
         self._fleet.replicas[replica_id] = replica
@@ -296,13 +285,13 @@ class Reconciler:
             replica.handle = await backend.submit(request)
         except CapacityExceeded as exc:
             del self._fleet.replicas[replica_id]
-            token_file.unlink(missing_ok=True)
+            self._discard_tokens(replica_id, token_file)
             self.pending_reason[service.name] = str(exc)
             self._retry_at[service.name] = time.monotonic() + _CAPACITY_RETRY_S
             return
         except BackendError as exc:
             del self._fleet.replicas[replica_id]
-            token_file.unlink(missing_ok=True)
+            self._discard_tokens(replica_id, token_file)
             self._note_failure(service.name, str(exc))
             return
         self.pending_reason.pop(service.name, None)
@@ -318,6 +307,12 @@ class Reconciler:
             log_path=str(request.log_path),
         )
         logger.info("replica %s: submitted to %s as %s", replica_id, backend.name, replica.handle)
+
+    def _discard_tokens(self, replica_id: str, token_file: Path) -> None:
+        token_file.unlink(missing_ok=True)
+        worker_token_file(token_file).unlink(missing_ok=True)
+        if self.pools is not None:
+            self.pools.forget(replica_id)
 
     async def register(
         self, replica_id: str, token: str, host: str, port: int, launched_at: float | None = None
@@ -336,7 +331,9 @@ class Reconciler:
             raise Unauthorized(f"registration token for replica {replica_id!r} is not valid.")
         if replica.state is not ReplicaState.SUBMITTED:
             raise Conflict(f"replica {replica_id!r} is {replica.state.value}, not submitted.")
-        replica.token_hash = ""
+        # The launcher's token is spent; a pool's worker token is kept (hashed)
+        # so that a restarted control plane can admit the worker again.
+        replica.token_hash = replica.worker_token_hash
         replica.base_url = f"http://{host}:{port}"
         if launched_at is not None:
             replica.timeline["launched"] = launched_at
@@ -346,7 +343,7 @@ class Reconciler:
             f"engine at {host}:{port}",
             host=host,
             port=port,
-            token_hash="",
+            token_hash=replica.token_hash,
         )
         self._background(self._watch_startup(replica))
 
@@ -381,9 +378,9 @@ class Reconciler:
 
     async def _check_health(self) -> None:
         now = time.monotonic()
-        due: list[tuple[LiveReplica, Service]] = []
+        due: list[tuple[LiveReplica, Deployable]] = []
         for replica in list(self._fleet.replicas.values()):
-            service = self._fleet.services.get(replica.service)
+            service = self.specs.get(replica.service)
             if service is None or replica.state not in ACTIVE:
                 continue
             if (
@@ -410,7 +407,7 @@ class Reconciler:
         for (replica, service), result in zip(due, results, strict=True):
             await self._apply_probe(replica, service, result)
 
-    async def _apply_probe(self, replica: LiveReplica, service: Service, result: Probe) -> None:
+    async def _apply_probe(self, replica: LiveReplica, service: Deployable, result: Probe) -> None:
         replica.last_health_at = time.monotonic()
         if result.ok:
             replica.health_failures = 0
@@ -418,7 +415,9 @@ class Reconciler:
             if replica.state is not ReplicaState.READY:
                 if replica.state is ReplicaState.REGISTERED:
                     await self._transition(replica, ReplicaState.HEALTHY, "engine answers")
-                await self._transition(replica, ReplicaState.READY, "health check passed")
+                await self._transition(
+                    replica, ReplicaState.READY, result.detail or "health check passed"
+                )
                 self._failures[service.name] = 0
                 self._fleet.holding.wake(service.name)
         elif result.answered and replica.state is ReplicaState.REGISTERED:
@@ -433,7 +432,7 @@ class Reconciler:
         replica.watched = True
         try:
             while replica.state in (ReplicaState.REGISTERED, ReplicaState.HEALTHY):
-                service = self._fleet.services.get(replica.service)
+                service = self.specs.get(replica.service)
                 if service is None or replica.id not in self._fleet.replicas:
                     return
                 await self._apply_probe(replica, service, await self._probe(replica, service))
@@ -442,7 +441,12 @@ class Reconciler:
         finally:
             replica.watched = False
 
-    async def _probe(self, replica: LiveReplica, service: Service) -> Probe:
+    async def _probe(self, replica: LiveReplica, service: Deployable) -> Probe:
+        if isinstance(service, FunctionPool):
+            # A pool's worker serves no HTTP: it is ready once it joined the broker.
+            joined = self.pools is not None and self.pools.joined(replica.id)
+            detail = "worker joined the broker" if joined else "worker not connected to the broker"
+            return Probe(joined, joined, detail)
         assert self._session is not None
         return await probe(
             self._session, replica.base_url + service.health.path, service.health.timeout_s
@@ -455,9 +459,16 @@ class Reconciler:
         for replica in list(self._fleet.replicas.values()):
             if replica.state is not ReplicaState.DRAINING or replica.stopping:
                 continue
-            if replica.in_flight == 0 or now - replica.changed_at > self._settings.drain_timeout_s:
+            overdue = now - replica.changed_at > self._settings.drain_timeout_s
+            if self._busy(replica) == 0 or overdue:
                 replica.stopping = True
                 self._background(self._stop(replica))
+
+    def _busy(self, replica: LiveReplica) -> int:
+        """Requests (or, for a pool's worker, tasks) the replica still serves."""
+        if isinstance(self.specs.get(replica.service), FunctionPool) and self.pools is not None:
+            return self.pools.running(replica.id)
+        return replica.in_flight
 
     async def _stop(self, replica: LiveReplica) -> None:
         """Cancel a drained replica's allocation; it is gone once that returns."""
@@ -497,8 +508,14 @@ class Reconciler:
         replica.state = state
         replica.changed_at = time.monotonic()
         replica.timeline[state.value] = time.time()
+        if self.pools is not None and state is ReplicaState.DRAINING:
+            self.pools.drain(replica.id)
         if state in (ReplicaState.GONE, ReplicaState.FAILED):
             self._fleet.replicas.pop(replica.id, None)
+            spec = self.specs.get(replica.service)
+            self.accounts.record_end(replica, spec.resources.gpus if spec else 0, replica.backend)
+            if self.pools is not None:
+                self.pools.forget(replica.id)
         await asyncio.to_thread(
             self._store.update_replica, replica.id, state=state.value, reason=reason, **fields
         )
@@ -521,17 +538,6 @@ def _log_tail(path: str, lines: int = 10) -> str:
 
 def _is_ready(replica: LiveReplica) -> bool:
     return replica.state is ReplicaState.READY
-
-
-def instance_id(path: Path) -> str:
-    """This control plane's stable id, created on first use (tags its jobs)."""
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        value = secrets.token_hex(4)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(value + "\n")
-        return value
 
 
 def _write_secret(path: Path, secret: str) -> None:

@@ -9,10 +9,10 @@ requests never see a replica reach its time limit.
 from __future__ import annotations
 
 from aifactory.control.fleet import LiveReplica, ReplicaState
-from aifactory.specs import Service
+from aifactory.specs import Deployable
 
 
-def due_for_rotation(replica: LiveReplica, service: Service, now: float) -> bool:
+def due_for_rotation(replica: LiveReplica, service: Deployable, now: float) -> bool:
     """Whether ``replica`` should be replaced now (it keeps serving meanwhile)."""
     if replica.retiring or replica.ends_at is None:
         return False

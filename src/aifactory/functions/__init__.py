@@ -27,6 +27,8 @@ from aifactory.errors import (
 )
 from aifactory.functions.broker import Broker, BrokerStats
 from aifactory.functions.executor import Executor, TaskFuture
+from aifactory.functions.hub import FunctionsHub
+from aifactory.functions.invoke import Invoker
 
 __all__ = [
     "FIRST_COMPLETED",
@@ -36,6 +38,8 @@ __all__ = [
     "Executor",
     "ExecutorClosed",
     "FunctionError",
+    "FunctionsHub",
+    "Invoker",
     "RemoteError",
     "RemoteTraceback",
     "TaskFuture",

@@ -17,11 +17,23 @@ from typing import Any
 
 from aifactory.functions import protocol as p
 
-__all__ = ["BrokerStats", "Scheduler"]
+__all__ = ["BrokerStats", "PoolEvent", "Scheduler"]
 
 logger = logging.getLogger("aifactory.functions.broker")
 
 Message = list[Any]  # frames, the first one the ROUTER identity to send to
+
+
+@dataclass(frozen=True)
+class PoolEvent:
+    """A change the control plane cares about: a worker joined or left, or work arrived.
+
+    ``kind`` is ``joined``, ``left`` or ``demand`` (tasks queued where no worker serves).
+    """
+
+    kind: str
+    pool: str
+    replica: str = ""
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,8 @@ class BrokerStats:
     done: int
     failed: int
     pools: dict[str, dict[str, int]]
+    replicas: dict[str, dict[str, int]] = field(default_factory=dict)
+    last_submit: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -57,11 +71,13 @@ class _Worker:
     pool: str
     capacity: int
     last_seen: float
+    replica: str = ""
+    draining: bool = False
     running: dict[int, _Task] = field(default_factory=dict)
 
     @property
     def free(self) -> int:
-        return self.capacity - len(self.running)
+        return 0 if self.draining else self.capacity - len(self.running)
 
 
 class Scheduler:
@@ -77,6 +93,8 @@ class Scheduler:
         self.workers: dict[bytes, _Worker] = {}
         self.outbox: list[Message] = []  # to clients: results, failures, cancel replies
         self.deletes: list[str] = []  # spill files no longer needed
+        self.events: list[PoolEvent] = []  # for the control plane, drained by the broker
+        self.last_submit: dict[str, float] = {}  # pool -> monotonic time of its last submit
         self._spill_root = spill_root
         self._queues: dict[str, deque[_Task]] = {}
         self._queued: dict[str, int] = {}
@@ -98,6 +116,12 @@ class Scheduler:
                 "queued": self._queued.get(name, 0),
                 "running": sum(len(w.running) for w in members),
             }
+        replicas: dict[str, dict[str, int]] = {}
+        for worker in workers:
+            if worker.replica:
+                entry = replicas.setdefault(worker.replica, {"capacity": 0, "running": 0})
+                entry["capacity"] += worker.capacity
+                entry["running"] += len(worker.running)
         return BrokerStats(
             workers=len(workers),
             capacity=sum(w.capacity for w in workers),
@@ -106,6 +130,8 @@ class Scheduler:
             done=self._done,
             failed=self._failed,
             pools=pools,
+            replicas=replicas,
+            last_submit=dict(self.last_submit),
         )
 
     # -- workers -----------------------------------------------------------
@@ -120,8 +146,10 @@ class Scheduler:
             pool=str(body.get("pool", "default")),
             capacity=max(1, int(body.get("capacity", 1))),
             last_seen=time.monotonic(),
+            replica=str(body.get("replica") or ""),
         )
         self.workers[identity] = worker
+        self.events.append(PoolEvent("joined", worker.pool, worker.replica))
         logger.info(
             "functions worker %s joined pool %s with %d slots (host %s, pid %s)",
             identity.hex()[:8],
@@ -159,6 +187,7 @@ class Scheduler:
     def lose_worker(self, worker: _Worker, why: str, unstarted: set[int] | None = None) -> None:
         """Forget a worker; its tasks go back to the queue (``unstarted`` at no cost)."""
         self.workers.pop(worker.identity, None)
+        self.events.append(PoolEvent("left", worker.pool, worker.replica))
         logger.warning(
             "functions worker %s of pool %s %s; requeueing %d tasks",
             worker.identity.hex()[:8],
@@ -214,6 +243,15 @@ class Scheduler:
             queue.append(task)
             count += 1
         self._queued[pool] = self._queued.get(pool, 0) + count
+        self.last_submit[pool] = time.monotonic()
+        if not any(w.pool == pool and not w.draining for w in self.workers.values()):
+            self.events.append(PoolEvent("demand", pool))
+
+    def drain(self, replica: str) -> None:
+        """Give ``replica``'s workers no new tasks; their running ones finish."""
+        for worker in self.workers.values():
+            if worker.replica == replica:
+                worker.draining = True
 
     def cancel(self, client: bytes, ids: Sequence[int]) -> None:
         """Cancel the client's tasks still queued; the reply says which ones."""

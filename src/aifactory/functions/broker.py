@@ -18,6 +18,11 @@ One thread runs the broker: it polls both sockets, drains each of whatever
 has arrived (up to a slice, so neither side starves the other), then
 dispatches once. ``start``, ``stop`` and ``stats`` are async or thread-safe
 wrappers around it; the bookkeeping lives in ``_scheduler``.
+
+Inside ``aifactory up`` a :class:`BrokerGate` admits executors by API key
+and workers by their replica's one-time token, and hears of workers joining
+and leaving (the control plane's readiness signal) and of work queued where
+no worker serves (its scale-from-zero signal). A broker run alone admits all.
 """
 
 from __future__ import annotations
@@ -34,17 +39,34 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any, Protocol
 
 import zmq
 
 from aifactory.functions import protocol as p
-from aifactory.functions._scheduler import BrokerStats, Message, Scheduler
+from aifactory.functions._scheduler import BrokerStats, Message, PoolEvent, Scheduler
 
-__all__ = ["Broker", "BrokerStats", "main"]
+__all__ = ["Broker", "BrokerGate", "BrokerStats", "PoolEvent", "main"]
 
 logger = logging.getLogger(__name__)
 
 _SLICE = 256  # messages read from one socket before the loop dispatches
+
+
+class BrokerGate(Protocol):
+    """Who may connect, and who hears what happens; called on the broker's thread."""
+
+    def admit_client(self, hello: dict[str, Any]) -> str | None:
+        """None to admit an executor's hello, else why it is refused."""
+        ...
+
+    def admit_worker(self, registration: dict[str, Any]) -> str | None:
+        """None to admit a worker's registration, else why it is refused."""
+        ...
+
+    def notify(self, events: list[PoolEvent]) -> None:
+        """Workers joined or left, or tasks wait where no worker serves."""
+        ...
 
 
 class Broker:
@@ -59,6 +81,7 @@ class Broker:
         heartbeat_s: Seconds between heartbeats, both ways.
         heartbeat_misses: Heartbeats a worker may miss before it is declared lost.
         max_retries: Times a task is requeued after losing its worker.
+        gate: Admits executors and workers and hears pool events; None admits all.
     """
 
     def __init__(
@@ -71,7 +94,10 @@ class Broker:
         heartbeat_s: float = 1.0,
         heartbeat_misses: int = 3,
         max_retries: int = 3,
+        gate: BrokerGate | None = None,
     ) -> None:
+        self._gate = gate
+        self._clients: set[bytes] = set()  # admitted executors, when there is a gate
         self._worker_bind = worker_address
         self._client_bind = client_address
         self.spill_dir = spill_dir
@@ -137,6 +163,11 @@ class Broker:
         """Current counters: workers, slots, queued, running, done and failed tasks."""
         with self._lock:
             return self._scheduler.stats()
+
+    def drain(self, replica: str) -> None:
+        """Send no new tasks to ``replica``'s workers (thread-safe)."""
+        with self._lock:
+            self._scheduler.drain(replica)
 
     def _bind(self, address: str) -> zmq.Socket[bytes]:
         assert self._context is not None
@@ -206,8 +237,14 @@ class Broker:
             elif kind == p.HEARTBEAT and worker is not None:
                 pass
             elif kind == p.REGISTER:
-                scheduler.register(identity, p.decode_json(head))
-                sock.send_multipart([identity, self._welcome()])
+                body = p.decode_json(head)
+                refusal = self._gate.admit_worker(body) if self._gate else None
+                if refusal is None:
+                    scheduler.register(identity, body)
+                    sock.send_multipart([identity, self._welcome()])
+                else:
+                    logger.warning("refused a worker for pool %s: %s", body.get("pool"), refusal)
+                    sock.send_multipart([identity, p.encode_json(p.REFUSED, {"error": refusal})])
             elif kind == p.GOODBYE and worker is not None:
                 scheduler.lose_worker(worker, "said goodbye", unstarted=set(p.unpack_ids(head)))
             elif worker is None:
@@ -225,14 +262,26 @@ class Broker:
                 return
             identity, head = frames[0], frames[1]
             kind = head[:1]
-            if kind == p.SUBMIT:
+            if kind == p.HELLO:
+                self._hello(sock, identity, p.decode_json(head))
+            elif self._gate is not None and identity not in self._clients:
+                refusal = {"error": "say hello with a valid API key first"}
+                sock.send_multipart([identity, p.encode_json(p.REFUSED, refusal)])
+            elif kind == p.SUBMIT:
                 scheduler.submit(identity, head[1:].decode(), frames[2:])
             elif kind == p.CANCEL:
                 scheduler.cancel(identity, p.unpack_ids(head))
-            elif kind == p.HELLO:
-                sock.send_multipart([identity, self._welcome()])
             elif kind == p.BYE:
                 scheduler.bye(identity)
+                self._clients.discard(identity)
+
+    def _hello(self, sock: zmq.Socket[bytes], identity: bytes, body: dict[str, Any]) -> None:
+        refusal = self._gate.admit_client(body) if self._gate else None
+        if refusal is None:
+            self._clients.add(identity)
+            sock.send_multipart([identity, self._welcome()])
+        else:
+            sock.send_multipart([identity, p.encode_json(p.REFUSED, {"error": refusal})])
 
     def _check_heartbeats(self, sock: zmq.Socket[bytes]) -> None:
         deadline = time.monotonic() - self.heartbeat_s * self.heartbeat_misses
@@ -251,6 +300,10 @@ class Broker:
             clients.send_multipart(message, copy=False)
         for message in scheduler.dispatch():
             workers.send_multipart(message, copy=False)
+        if scheduler.events:
+            events, scheduler.events = scheduler.events, []
+            if self._gate is not None:
+                self._gate.notify(events)
         if scheduler.deletes:
             paths, scheduler.deletes = scheduler.deletes, []
             if self._deleter is None:

@@ -2,8 +2,12 @@
 
 ::
 
-    with Executor("tcp://control-plane:5561", pool="cpu") as ex:
+    with Executor(pool="cpu") as ex:  # finds the broker through AIFACTORY_API_URL
         print(sum(ex.map(square, range(1000), chunksize=50)))
+
+Without an address, the executor asks the control plane at ``AIFACTORY_API_URL``
+(default ``http://127.0.0.1:8000``) where the pool's broker listens, with
+``AIFACTORY_API_KEY``; the broker admits the executor by that key.
 
 ``submit`` pickles the call on the caller's thread (spilling big payloads to
 the shared spill directory), queues it and wakes the one I/O thread, which
@@ -33,7 +37,13 @@ from typing import Any, ParamSpec, TypeVar
 
 import zmq
 
-from aifactory.errors import BrokerUnavailable, ExecutorClosed, TaskLost, TaskTimeout
+from aifactory.errors import (
+    BrokerUnavailable,
+    ExecutorClosed,
+    TaskLost,
+    TaskTimeout,
+    Unauthorized,
+)
 from aifactory.functions import protocol as p
 
 __all__ = ["Executor", "TaskFuture"]
@@ -79,25 +89,36 @@ class Executor(concurrent.futures.Executor):
     """Runs Python calls on a functions pool through the broker.
 
     Args:
-        address: The broker's client address, ``tcp://HOST:PORT``.
+        address: The broker's client address, ``tcp://HOST:PORT``; None asks
+            the control plane (``AIFACTORY_API_URL``) for the pool's broker.
         pool: The pool whose workers run the calls.
+        api_key: The key the broker admits this executor by; default
+            ``AIFACTORY_API_KEY``.
         timeout_s: Longest a call may run on a worker; None for no limit.
         connect_timeout_s: How long to wait for the broker's answer.
         spill_dir: The spill directory as mounted here; default: the broker's.
 
     Raises:
         BrokerUnavailable: when the broker does not answer in time.
+        Unauthorized: when the broker refuses the API key.
     """
 
     def __init__(
         self,
-        address: str,
+        address: str | None = None,
         pool: str = "default",
         *,
+        api_key: str | None = None,
         timeout_s: float | None = None,
         connect_timeout_s: float = 10.0,
         spill_dir: Path | None = None,
     ) -> None:
+        if address is None or api_key is None:
+            from aifactory.functions.discovery import default_api_key, locate_broker
+
+            api_key = default_api_key() if api_key is None else api_key
+            if address is None:
+                address = locate_broker(pool, api_key)
         self.address = address
         self.pool = pool
         self.timeout_s = timeout_s
@@ -107,12 +128,18 @@ class Executor(concurrent.futures.Executor):
         self._socket.setsockopt(zmq.RCVHWM, 0)
         self._socket.setsockopt(zmq.LINGER, 1000)
         self._socket.connect(address)
-        self._socket.send(p.encode_json(p.HELLO, {"pool": pool}))
+        self._socket.send(p.encode_json(p.HELLO, {"pool": pool, "api_key": api_key}))
         if not self._socket.poll(int(connect_timeout_s * 1000)):
-            self._socket.close(linger=0)
-            self._context.term()
+            self._close_socket()
             raise BrokerUnavailable(address, connect_timeout_s)
-        welcome = p.decode_json(self._socket.recv())
+        reply = self._socket.recv()
+        welcome = p.decode_json(reply)
+        if reply[:1] == p.REFUSED:
+            self._close_socket()
+            raise Unauthorized(
+                f"the functions broker refused this executor: {welcome.get('error')}.",
+                fix="pass api_key= or set AIFACTORY_API_KEY to a valid key",
+            )
         configured = welcome.get("spill_dir")
         self._spill_dir = spill_dir or (Path(configured) if configured else None)
         self._spill_threshold = int(welcome.get("spill_threshold") or p.DEFAULT_SPILL_THRESHOLD)
@@ -188,6 +215,10 @@ class Executor(concurrent.futures.Executor):
             self._wake()
         if wait:
             self._thread.join()
+
+    def _close_socket(self) -> None:
+        self._socket.close(linger=0)
+        self._context.term()
 
     # -- called from user threads ------------------------------------------
 
@@ -271,6 +302,16 @@ class Executor(concurrent.futures.Executor):
                     self._complete(task_id, status, flags, payload)
             elif kind == p.CANCELLED:
                 self._on_cancelled(frames[0])
+            elif kind == p.REFUSED:
+                self._refused(str(p.decode_json(frames[0]).get("error")))
+
+    def _refused(self, reason: str) -> None:
+        """The broker forgot or no longer admits us: fail what waits (nothing is lost silently)."""
+        error = Unauthorized(f"the functions broker refused this executor: {reason}.")
+        for task_id in list(self._futures):
+            future = self._futures.pop(task_id)
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                future.set_exception(error)
 
     def _complete(self, task_id: int, status: int, flags: int, frame: p.Payload) -> None:
         future = self._futures.pop(task_id, None)

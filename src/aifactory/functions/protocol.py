@@ -18,6 +18,7 @@ function once and task processes unpickle it once per digest::
        | <------- CANCELLED (id,ok)*|  <-- HEARTBEAT --> (both ways)
        | <----------- RESULTS (rh, p)* <-------- GOODBYE unstarted ids
        | BYE ---------------------> |  RECONNECT (unknown worker) -> |
+       | <----------- REFUSED json  |  REFUSED json (bad token) ---> |
 
 ``th`` is :data:`TASK_HEADER` (task id, timeout, flags) and ``rh`` is
 :data:`RESULT_HEADER` (task id, status, flags). The broker rewrites task ids:
@@ -66,6 +67,7 @@ __all__ = [
     "INLINE",
     "INLINE_MAX",
     "RECONNECT",
+    "REFUSED",
     "REGISTER",
     "RESULTS",
     "RESULT_HEADER",
@@ -102,18 +104,19 @@ __all__ = [
 ]
 
 # Kinds, the first byte of the first frame.
-HELLO = b"h"  # executor -> broker: json {}
+HELLO = b"h"  # executor -> broker: json {pool, api_key}
 WELCOME = b"w"  # broker -> executor / worker: json {spill_dir, spill_threshold, heartbeat_s}
 SUBMIT = b"s"  # executor -> broker: [SUBMIT + pool, (th, p)*]
 CANCEL = b"c"  # executor -> broker: [CANCEL + packed ids]
 CANCELLED = b"k"  # broker -> executor: [CANCELLED + (id, removed)*]
 BYE = b"b"  # executor -> broker: drop my queued tasks
 RESULTS = b"r"  # worker -> broker -> executor: [RESULTS, (rh, p)*]
-REGISTER = b"R"  # worker -> broker: json {pool, capacity, host, pid}
+REGISTER = b"R"  # worker -> broker: json {pool, capacity, host, pid, replica, token}
 TASKS = b"t"  # broker -> worker: [TASKS, (th, p)*]
 HEARTBEAT = b"H"  # both ways between broker and worker
 GOODBYE = b"G"  # worker -> broker: [GOODBYE + packed ids of tasks never started]
 RECONNECT = b"X"  # broker -> worker: I do not know you, register again
+REFUSED = b"N"  # broker -> executor / worker: json {error}: your key or token is not valid
 
 TASK_HEADER = struct.Struct("<QdB")  # task id, timeout_s (0 = none), flags
 RESULT_HEADER = struct.Struct("<QBB")  # task id, status, flags

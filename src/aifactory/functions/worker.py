@@ -41,6 +41,7 @@ __all__ = ["WorkerManager", "main"]
 
 logger = logging.getLogger(__name__)
 
+_REJOIN_S = 30.0  # how long a refused worker keeps asking to rejoin
 _Queued = tuple[int, float, bytes]  # task id, timeout_s, task header + payload for the child
 
 
@@ -88,6 +89,8 @@ class WorkerManager:
         prefetch: Extra tasks to hold beyond ``processes``, hiding the round
             trip to the broker between tasks.
         spill_dir: Spill directory as mounted here; default: the broker's.
+        replica: The control plane's replica (allocation) this worker runs in.
+        token: The replica's one-time token the broker checks, when it has a gate.
     """
 
     def __init__(
@@ -97,9 +100,13 @@ class WorkerManager:
         processes: int = 1,
         prefetch: int = 0,
         spill_dir: Path | None = None,
+        replica: str = "",
+        token: str = "",
     ) -> None:
         self.broker = broker
         self.pool = pool
+        self.replica = replica
+        self._token = token
         self.processes = max(1, processes)
         self.prefetch = max(0, prefetch)
         self.spill_dir = spill_dir
@@ -107,6 +114,7 @@ class WorkerManager:
         self._spill_threshold = p.DEFAULT_SPILL_THRESHOLD
         self._heartbeat_s = 1.0
         self._stopping = False
+        self._refused_since: float | None = None  # refused while rejoining a (new) broker
         self._mp = multiprocessing.get_context("spawn")
         self._children: dict[int, _Child] = {}  # by pipe fd
         self._local: deque[_Queued] = deque()
@@ -131,8 +139,9 @@ class WorkerManager:
         os.set_blocking(wake_w, False)
         old_wakeup = signal.set_wakeup_fd(wake_w)
         try:
-            if not self._register():
-                return 0
+            registered = self._register()
+            if registered is not True:
+                return 0 if registered is False else 3
             self._poller.register(sock, zmq.POLLIN)
             self._poller.register(wake_r, zmq.POLLIN)
             for index in range(self.processes):
@@ -149,7 +158,8 @@ class WorkerManager:
             os.close(wake_r)
             os.close(wake_w)
 
-    def _register(self) -> bool:
+    def _register(self) -> bool | str:
+        """True once welcomed, False if stopped first, the broker's reason if refused."""
         body = self._register_body()
         while not self._stopping:
             self._socket.send(p.encode_json(p.REGISTER, body))
@@ -163,6 +173,10 @@ class WorkerManager:
                         self.spill_dir = Path(welcome["spill_dir"])
                     logger.info("registered with %s for pool %s", self.broker, self.pool)
                     return True
+                if frames[0][:1] == p.REFUSED:
+                    reason = str(p.decode_json(frames[0]).get("error"))
+                    logger.error("the broker refused this worker: %s", reason)
+                    return reason
         return False
 
     def _start_child(self, index: int) -> None:
@@ -197,7 +211,7 @@ class WorkerManager:
                 self._outbox = []
                 next_heartbeat = time.monotonic() + self._heartbeat_s
             elif time.monotonic() >= next_heartbeat:
-                self._socket.send(p.HEARTBEAT)
+                self._socket.send(self._heartbeat_or_rejoin())
                 next_heartbeat = time.monotonic() + self._heartbeat_s
 
     def _drain_socket(self) -> None:
@@ -222,6 +236,25 @@ class WorkerManager:
                 logger.warning("the broker forgot this worker; registering again")
                 self._local.clear()
                 self._socket.send(p.encode_json(p.REGISTER, self._register_body()))
+            elif kind == p.REFUSED:
+                logger.warning("the broker refused this worker: %s", p.decode_json(frames[0]))
+                if self._refused_since is None:
+                    self._refused_since = time.monotonic()
+            elif kind == p.WELCOME:
+                self._refused_since = None
+
+    def _heartbeat_or_rejoin(self) -> bytes:
+        """A heartbeat; after a refusal, another registration, for a while.
+
+        A restarted control plane admits its adopted workers only once it has
+        read them back from its store, which may be after they reconnected.
+        """
+        if self._refused_since is None:
+            return p.HEARTBEAT
+        if time.monotonic() - self._refused_since > _REJOIN_S:
+            logger.error("the broker kept refusing this worker for %g s; stopping", _REJOIN_S)
+            self._stopping = True
+        return p.encode_json(p.REGISTER, self._register_body())
 
     def _register_body(self) -> dict[str, object]:
         return {
@@ -229,6 +262,8 @@ class WorkerManager:
             "capacity": self.processes + self.prefetch,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "replica": self.replica,
+            "token": self._token,
         }
 
     def _drain_child(self, child: _Child) -> None:
@@ -283,8 +318,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--prefetch", type=int, default=0, help="extra tasks held locally")
     parser.add_argument("--spill-dir", type=Path, default=None)
+    parser.add_argument("--replica-id", default="", help="the allocation's replica id")
+    parser.add_argument(
+        "--token-file", type=Path, default=None, help="file with the replica's token (deleted)"
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    token = ""
+    if args.token_file is not None:
+        token = args.token_file.read_text().strip()
+        args.token_file.unlink(missing_ok=True)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -292,7 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     # A launcher (pilot job) that dies takes its workers with it; SIGTERM is clean.
     die_with_parent(signal.SIGTERM)
-    manager = WorkerManager(args.broker, args.pool, args.processes, args.prefetch, args.spill_dir)
+    manager = WorkerManager(
+        args.broker,
+        args.pool,
+        args.processes,
+        args.prefetch,
+        args.spill_dir,
+        replica=args.replica_id,
+        token=token,
+    )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: manager.stop())
     return manager.run()

@@ -41,7 +41,7 @@ from aifactory.gateway.responses import send_error, send_json
 from aifactory.gateway.router import Lease, Router
 from aifactory.gateway.stream import Exchange
 from aifactory.gateway.usage import SSEUsageFilter, Usage, usage_of_body
-from aifactory.tenancy import KeyAuthenticator, Principal, UsageLedger
+from aifactory.tenancy import KeyAuthenticator, Limiter, Principal, UsageLedger
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class GatewayApp:
         router: Router,
         authenticator: KeyAuthenticator,
         ledger: UsageLedger,
+        limiter: Limiter,
         *,
         max_request_bytes: int,
         max_in_flight_per_key: int,
@@ -75,6 +76,7 @@ class GatewayApp:
         self._router = router
         self._auth = authenticator
         self._ledger = ledger
+        self._limiter = limiter
         self._max_bytes = max_request_bytes
         self._max_in_flight = max_in_flight_per_key
         self._in_flight: dict[int, int] = {}
@@ -127,10 +129,13 @@ class GatewayApp:
                     fix="wait for some to finish, or raise AIFACTORY_MAX_IN_FLIGHT_PER_KEY",
                     headers={"Retry-After": "1"},
                 )
+            admission = await self._limiter.admit(principal)
             self._in_flight[principal.key_id] = held + 1
+            tokens = 0
             try:
-                await self._proxy(endpoint, path, principal, scope, receive, exchange)
+                tokens = await self._proxy(endpoint, path, principal, scope, receive, exchange)
             finally:
+                await self._limiter.settle(admission, tokens)
                 left = self._in_flight[principal.key_id] - 1
                 if left:
                     self._in_flight[principal.key_id] = left
@@ -185,7 +190,8 @@ class GatewayApp:
         scope: Scope,
         receive: Receive,
         exchange: Exchange,
-    ) -> None:
+    ) -> int:
+        """Proxy one request; return the tokens it used (prompt + completion)."""
         body = await self._read_body(scope, receive)
         try:
             payload = json.loads(body)
@@ -238,6 +244,7 @@ class GatewayApp:
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
             )
+        return usage.prompt_tokens + usage.completion_tokens
 
     async def _forward(
         self, call: _Call, receive: Receive, exchange: Exchange

@@ -1,9 +1,11 @@
 """The batch-jobs facade: what the admin API and the CLI may ask about jobs.
 
-States are refreshed from Slurm when asked (on read), not by a loop: a job
-that is still pending or running is looked up in ``squeue`` each time it is
-shown, and its last known state is kept in the store, so a finished job is
-still described after Slurm forgot it::
+States are refreshed from Slurm when asked (on read), and by a slow sweep
+(every ``_SWEEP_S``) so that every finished job reaches the usage ledger: a
+job that is still pending or running is looked up in ``squeue`` each time,
+and its last known state is kept in the store, so a finished job is still
+described after Slurm forgot it. A job runs under its tenant's Slurm account
+(the spec cannot name another) and their partition and QOS defaults::
 
     submit(job)   -> render script -> sbatch -> jobs row (pending)
     describe(id)  -> squeue (unfinished only) -> per-task states -> jobs row
@@ -27,8 +29,11 @@ from aifactory.errors import BackendError, BadRequest, NotFound, SchedulerComman
 from aifactory.jobs.script import JobScriptContext, render_batch_script
 from aifactory.specs import Job, load_job
 from aifactory.store import JobRow, Store
+from aifactory.tenancy import UsageLedger
 
 logger = logging.getLogger(__name__)
+
+_SWEEP_S = 15.0
 
 _FINISHED = {s.value for s in AllocationState if s.finished}
 # How the states of several tasks add up to the job's, most telling first.
@@ -48,6 +53,7 @@ class JobsManager:
         store: Where jobs are recorded.
         instance: This control plane's id (tags its Slurm jobs).
         runner: The Slurm driver; built from the settings when not given.
+        ledger: Where finished jobs' node- and GPU-hours are charged.
     """
 
     def __init__(
@@ -56,9 +62,12 @@ class JobsManager:
         store: Store,
         instance: str,
         runner: SlurmJobRunner | None = None,
+        ledger: UsageLedger | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self._ledger = ledger
+        self._sweeper: asyncio.Task[None] | None = None
         self.runner = runner or SlurmJobRunner(instance, settings.slurm_command_timeout_s)
         self.site = SiteDefaults(
             partition=settings.slurm_partition or None,
@@ -87,6 +96,7 @@ class JobsManager:
         Raises:
             BadRequest: the script could not be rendered, or sbatch refused it.
         """
+        job = await asyncio.to_thread(self._with_tenant_defaults, job, tenant_id)
         job_id = f"{job.name}-{secrets.token_hex(3)}"
         log_dir = self.log_dir(job_id)
         try:
@@ -108,6 +118,38 @@ class JobsManager:
         )
         logger.info("job %s: submitted as Slurm job %s", job_id, slurm_id)
         return await self.describe(job_id)
+
+    def _with_tenant_defaults(self, job: Job, tenant_id: int | None) -> Job:
+        tenant = next((t for t in self.store.tenants() if t.id == tenant_id), None)
+        if tenant is None:
+            return job
+        slurm = job.slurm.model_copy(
+            update={
+                "account": tenant.slurm_account or job.slurm.account,
+                "partition": job.slurm.partition or tenant.slurm_partition,
+                "qos": job.slurm.qos or tenant.slurm_qos,
+            }
+        )
+        return job.model_copy(update={"slurm": slurm})
+
+    async def start(self) -> None:
+        """Start the sweep that brings unfinished jobs' states (and usage) in."""
+        self._sweeper = asyncio.create_task(self._sweep(), name="jobs-sweep")
+
+    async def stop(self) -> None:
+        """Stop the sweep."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_S)
+            try:
+                rows = await asyncio.to_thread(self.store.jobs, 1000)
+                await asyncio.gather(*(self._refresh(r) for r in rows if r.state not in _FINISHED))
+            except Exception:
+                logger.exception("refreshing jobs failed; retrying")
 
     async def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest jobs, newest first, with fresh states for unfinished ones."""
@@ -180,11 +222,34 @@ class JobsManager:
             logger.warning("job %s: Slurm did not answer: %s", row.id, exc)
             return row
         fields = _summarize(tasks)
-        if fields["state"] != row.state:
+        # Conditional on the state read: of two refreshes racing, one charges the job.
+        moved = await asyncio.to_thread(self.store.update_job, row.id, row.state, **fields)
+        if moved and fields["state"] != row.state:
             logger.info("job %s: %s -> %s", row.id, row.state, fields["state"])
-        await asyncio.to_thread(self.store.update_job, row.id, **fields)
+            if fields["state"] in _FINISHED:
+                self._charge(row, tasks)
         refreshed = await asyncio.to_thread(self.store.job, row.id)
         return refreshed or row
+
+    def _charge(self, row: JobRow, tasks: list[JobTask]) -> None:
+        """Put a finished job's node- and GPU-hours, as Slurm timed them, in the ledger."""
+        if self._ledger is None or row.tenant_id is None:
+            return
+        job = load_job(dict(row.spec))
+        seconds = sum(
+            max(0.0, t.ended_at - t.started_at) for t in tasks if t.started_at and t.ended_at
+        )
+        self._ledger.record(
+            tenant_id=row.tenant_id,
+            key_id=None,
+            kind="allocation",
+            model=row.name,
+            endpoint="job.slurm",
+            seconds=seconds,
+            node_hours=seconds * job.nodes / 3600,
+            gpu_hours=seconds * job.nodes * job.resources.gpus / 3600,
+            source="slurm",
+        )
 
 
 def _summarize(tasks: list[JobTask]) -> dict[str, Any]:

@@ -66,7 +66,8 @@ class Credentials(Protocol):
 class StoreCredentials:
     """S3 credentials of the tenants' API keys, cached for a few seconds.
 
-    A revoked API key stops working for S3 within ``_CACHE_TTL_S`` seconds.
+    A revoked API key stops working for S3 within ``_CACHE_TTL_S`` seconds,
+    an expiring one at its expiry.
     """
 
     def __init__(self, store: Store, master: bytes) -> None:
@@ -86,6 +87,8 @@ class StoreCredentials:
             self._cache[access_key_id] = cached
         record = cached[1]
         if record is None or record.revoked:
+            return None
+        if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
             return None
         caller = Caller(access_key_id, record.tenant_id, record.tenant, record.role == "admin")
         return caller, s3_secret_for(self._master, access_key_id)

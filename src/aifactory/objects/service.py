@@ -65,7 +65,7 @@ class ObjectsService:
         """With no admin key yet, mint one with S3 credentials and write both files (0600)."""
         if self.store.count_admin_keys() != 0:
             return None
-        issued = issue_key(self.store, "admin", "admin", "first admin key", self.master)
+        issued = issue_key(self.store, "admin", "admin", "first admin key", s3_master=self.master)
         write_private(self.settings.admin_key_file, issued.secret + "\n")
         self.write_credentials(issued)
         return issued

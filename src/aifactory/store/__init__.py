@@ -1,15 +1,35 @@
 """The state store: SQLAlchemy tables and queries (SQLite default, PostgreSQL supported)."""
 
-from aifactory.store.database import BucketRecord, KeyRecord, Store, UsageTotal
-from aifactory.store.tables import JobRow, ReplicaRow, ServiceRow, utcnow
+from aifactory.store.database import (
+    LIMIT_FIELDS,
+    BucketRecord,
+    KeyRecord,
+    LimitSet,
+    Store,
+    UsageTotal,
+)
+from aifactory.store.tables import (
+    FunctionCallRow,
+    FunctionRow,
+    JobRow,
+    ReplicaRow,
+    ServiceRow,
+    TenantRow,
+    utcnow,
+)
 
 __all__ = [
+    "LIMIT_FIELDS",
     "BucketRecord",
+    "FunctionCallRow",
+    "FunctionRow",
     "JobRow",
     "KeyRecord",
+    "LimitSet",
     "ReplicaRow",
     "ServiceRow",
     "Store",
+    "TenantRow",
     "UsageTotal",
     "utcnow",
 ]

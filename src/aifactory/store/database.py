@@ -9,19 +9,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from aifactory.store.counters import Counters
+from aifactory.store.migrate import upgrade
 from aifactory.store.tables import (
     ApiKeyRow,
-    Base,
+    AuditRow,
     BucketRow,
+    FunctionCallRow,
+    FunctionRow,
     JobRow,
+    LimitRow,
     ReplicaRow,
     S3AccessKeyRow,
     ServiceRow,
@@ -41,6 +46,7 @@ class KeyRecord:
     role: str
     key_hash: str
     revoked: bool
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,42 @@ class UsageTotal:
     completion_tokens: int
 
 
+LIMIT_FIELDS = (
+    "requests_per_minute",
+    "tokens_per_minute",
+    "concurrent_requests",
+    "token_budget",
+    "node_hour_budget",
+    "gpu_hour_budget",
+)
+
+
+@dataclass(frozen=True)
+class LimitSet:
+    """The limits of a tenant or a key; None means no limit."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    concurrent_requests: int | None = None
+    token_budget: int | None = None
+    node_hour_budget: float | None = None
+    gpu_hour_budget: float | None = None
+    period: str = "month"
+
+    @property
+    def any_request_limit(self) -> bool:
+        """Whether the gateway has anything to check for a request."""
+        return any(
+            v is not None
+            for v in (
+                self.requests_per_minute,
+                self.tokens_per_minute,
+                self.concurrent_requests,
+                self.token_budget,
+            )
+        )
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -86,10 +128,11 @@ class Store:
         else:
             self.engine = create_engine(url, pool_pre_ping=True)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.counters = Counters(self._sessions)
 
     def create_schema(self) -> None:
-        """Create missing tables."""
-        Base.metadata.create_all(self.engine)
+        """Create the schema, or migrate an older one to the newest revision."""
+        upgrade(self.engine)
 
     def close(self) -> None:
         """Release every pooled connection."""
@@ -112,11 +155,24 @@ class Store:
                 s.flush()
             return row.id
 
-    def add_key(self, tenant_id: int, key_hash: str, prefix: str, role: str, name: str) -> int:
+    def add_key(
+        self,
+        tenant_id: int,
+        key_hash: str,
+        prefix: str,
+        role: str,
+        name: str,
+        expires_at: datetime | None = None,
+    ) -> int:
         """Store a new key's hash; return its id."""
         with self._session() as s:
             row = ApiKeyRow(
-                tenant_id=tenant_id, key_hash=key_hash, prefix=prefix, role=role, name=name
+                tenant_id=tenant_id,
+                key_hash=key_hash,
+                prefix=prefix,
+                role=role,
+                name=name,
+                expires_at=expires_at,
             )
             s.add(row)
             s.flush()
@@ -134,7 +190,13 @@ class Store:
                 return None
             key, tenant = row
             return KeyRecord(
-                key.id, key.tenant_id, tenant, key.role, key.key_hash, key.revoked_at is not None
+                key.id,
+                key.tenant_id,
+                tenant,
+                key.role,
+                key.key_hash,
+                key.revoked_at is not None,
+                _aware(key.expires_at),
             )
 
     def add_s3_access_key(self, key_id: int, access_key_id: str) -> None:
@@ -155,7 +217,13 @@ class Store:
                 return None
             key, tenant = row
             return KeyRecord(
-                key.id, key.tenant_id, tenant, key.role, key.key_hash, key.revoked_at is not None
+                key.id,
+                key.tenant_id,
+                tenant,
+                key.role,
+                key.key_hash,
+                key.revoked_at is not None,
+                _aware(key.expires_at),
             )
 
     def list_keys(self) -> list[dict[str, Any]]:
@@ -174,6 +242,7 @@ class Store:
                     "role": k.role,
                     "name": k.name,
                     "created_at": k.created_at.isoformat(),
+                    "expires_at": k.expires_at.isoformat() if k.expires_at else None,
                     "revoked": k.revoked_at is not None,
                 }
                 for k, tenant in rows
@@ -200,6 +269,63 @@ class Store:
                 )
                 or 0
             )
+
+    def tenants(self) -> list[TenantRow]:
+        """Every tenant, by name."""
+        with self._session() as s:
+            return list(s.scalars(select(TenantRow).order_by(TenantRow.name)))
+
+    def tenant(self, name: str) -> TenantRow | None:
+        """One tenant by name."""
+        with self._session() as s:
+            return s.scalar(select(TenantRow).where(TenantRow.name == name))
+
+    def update_tenant(self, name: str, **fields: Any) -> None:
+        """Change a tenant's Slurm defaults."""
+        with self._session() as s:
+            s.execute(update(TenantRow).where(TenantRow.name == name).values(**fields))
+
+    def limits_of(self, tenant_id: int, key_id: int | None) -> tuple[LimitSet | None, ...]:
+        """The tenant's limits and (when ``key_id`` is given) the key's."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(LimitRow).where(
+                    LimitRow.tenant_id == tenant_id,
+                    (LimitRow.api_key_id.is_(None)) | (LimitRow.api_key_id == key_id),
+                )
+            ).all()
+        tenant = next((r for r in rows if r.api_key_id is None), None)
+        own = next((r for r in rows if r.api_key_id is not None), None)
+        return _limit_set(tenant), _limit_set(own)
+
+    def set_limits(self, tenant_id: int, key_id: int | None, **values: Any) -> None:
+        """Replace the limits of a tenant (``key_id`` None) or of one key."""
+        with self._session() as s:
+            row = s.scalar(
+                select(LimitRow).where(
+                    LimitRow.tenant_id == tenant_id,
+                    LimitRow.api_key_id.is_(None)
+                    if key_id is None
+                    else LimitRow.api_key_id == key_id,
+                )
+            )
+            if row is None:
+                row = LimitRow(tenant_id=tenant_id, api_key_id=key_id)
+                s.add(row)
+            for name in (*LIMIT_FIELDS, "period"):
+                if name in values:
+                    setattr(row, name, values[name])
+            row.updated_at = utcnow()
+
+    def add_audit(self, **fields: Any) -> None:
+        """Record an admin action."""
+        with self._session() as s:
+            s.add(AuditRow(**fields))
+
+    def audit(self, limit: int = 100) -> list[AuditRow]:
+        """The newest admin actions, newest first."""
+        with self._session() as s:
+            return list(s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)))
 
     # buckets
 
@@ -334,7 +460,7 @@ class Store:
                 s.execute(insert(UsageRow), rows)
 
     def usage_totals(self, since: datetime | None = None) -> list[UsageTotal]:
-        """Usage summed per tenant and model."""
+        """Tokens summed per tenant and model."""
         query = (
             select(
                 TenantRow.name,
@@ -344,6 +470,7 @@ class Store:
                 func.coalesce(func.sum(UsageRow.completion_tokens), 0),
             )
             .join(TenantRow, TenantRow.id == UsageRow.tenant_id)
+            .where(UsageRow.kind == "tokens")
             .group_by(TenantRow.name, UsageRow.model)
             .order_by(TenantRow.name, UsageRow.model)
         )
@@ -352,6 +479,59 @@ class Store:
         with self._session() as s:
             return [UsageTotal(*row) for row in s.execute(query).all()]
 
+    def usage_report(
+        self, tenant_id: int | None, since: datetime | None, by: str
+    ) -> list[dict[str, Any]]:
+        """The ledger summed per tenant and ``by`` (model, key, day or kind), every quantity."""
+        dimension = {
+            "model": UsageRow.model,
+            "key": func.coalesce(UsageRow.api_key_id, 0),
+            "day": func.date(UsageRow.created_at),
+            "kind": UsageRow.kind,
+        }[by]
+        sums = [
+            func.coalesce(func.sum(column), 0).label(column.key)
+            for column in (
+                UsageRow.prompt_tokens,
+                UsageRow.completion_tokens,
+                UsageRow.calls,
+                UsageRow.seconds,
+                UsageRow.bytes_in,
+                UsageRow.bytes_out,
+                UsageRow.node_hours,
+                UsageRow.gpu_hours,
+            )
+        ]
+        conditions = []
+        if tenant_id is not None:
+            conditions.append(UsageRow.tenant_id == tenant_id)
+        if since is not None:
+            conditions.append(UsageRow.created_at >= since)
+        query: Any = (
+            select(
+                TenantRow.name.label("tenant"),
+                dimension.label(by),
+                func.count().label("entries"),
+                *sums,
+            )
+            .join(TenantRow, TenantRow.id == UsageRow.tenant_id)
+            .where(*conditions)
+            .group_by(TenantRow.name, dimension)
+            .order_by(TenantRow.name, dimension)
+        )
+        with self._session() as s:
+            return [dict(row._mapping) for row in s.execute(query).all()]
+
+    def usage_sum(self, tenant_id: int, since: datetime, column: str) -> float:
+        """One quantity of the ledger summed for a tenant since a time."""
+        with self._session() as s:
+            total = s.scalar(
+                select(func.coalesce(func.sum(getattr(UsageRow, column)), 0)).where(
+                    UsageRow.tenant_id == tenant_id, UsageRow.created_at >= since
+                )
+            )
+            return float(total or 0)
+
     # batch jobs
 
     def add_job(self, **fields: Any) -> None:
@@ -359,12 +539,16 @@ class Store:
         with self._session() as s:
             s.add(JobRow(**fields))
 
-    def update_job(self, job_id: str, **fields: Any) -> None:
-        """Change some fields of a job."""
+    def update_job(self, job_id: str, from_state: str | None = None, **fields: Any) -> bool:
+        """Change some fields of a job (only if it is still in ``from_state``, when given)."""
+        condition = JobRow.id == job_id
+        if from_state is not None:
+            condition = condition & (JobRow.state == from_state)
         with self._session() as s:
-            s.execute(
-                update(JobRow).where(JobRow.id == job_id).values(updated_at=utcnow(), **fields)
+            result = s.execute(
+                update(JobRow).where(condition).values(updated_at=utcnow(), **fields)
             )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def job(self, job_id: str) -> JobRow | None:
         """One job by id."""
@@ -389,6 +573,75 @@ class Store:
         with self._session() as s:
             return list(s.scalars(query))
 
+    # named functions and their calls
+
+    def add_function(self, **fields: Any) -> None:
+        """Insert a named function."""
+        with self._session() as s:
+            s.add(FunctionRow(**fields))
+
+    def function(self, name: str) -> FunctionRow | None:
+        """One named function by name."""
+        with self._session() as s:
+            return s.get(FunctionRow, name)
+
+    def functions(self) -> list[FunctionRow]:
+        """Every named function, by name."""
+        with self._session() as s:
+            return list(s.scalars(select(FunctionRow).order_by(FunctionRow.name)))
+
+    def remove_function(self, name: str) -> bool:
+        """Delete a named function; False if there was none."""
+        with self._session() as s:
+            result = s.execute(delete(FunctionRow).where(FunctionRow.name == name))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def add_call(self, **fields: Any) -> None:
+        """Insert a function call."""
+        with self._session() as s:
+            s.add(FunctionCallRow(**fields))
+
+    def update_call(self, call_id: str, **fields: Any) -> None:
+        """Record a call's outcome."""
+        with self._session() as s:
+            s.execute(update(FunctionCallRow).where(FunctionCallRow.id == call_id).values(**fields))
+
+    def call(self, call_id: str) -> FunctionCallRow | None:
+        """One function call by id."""
+        with self._session() as s:
+            return s.get(FunctionCallRow, call_id)
+
+    def calls(
+        self, function: str = "", limit: int = 50, tenant_id: int | None = None
+    ) -> list[FunctionCallRow]:
+        """The newest calls, newest first, optionally of one function or tenant."""
+        query = select(FunctionCallRow).order_by(FunctionCallRow.submitted_at.desc()).limit(limit)
+        if function:
+            query = query.where(FunctionCallRow.function == function)
+        if tenant_id is not None:
+            query = query.where(FunctionCallRow.tenant_id == tenant_id)
+        with self._session() as s:
+            return list(s.scalars(query))
+
+
+def _limit_set(row: LimitRow | None) -> LimitSet | None:
+    if row is None:
+        return None
+    return LimitSet(**{name: getattr(row, name) for name in (*LIMIT_FIELDS, "period")})
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without their zone; they were stored in UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
 
 def _bucket_record(row: BucketRow, tenant: str) -> BucketRecord:
-    return BucketRecord(row.name, row.tenant_id, tenant, dict(row.grants or {}), row.created_at)
+    return BucketRecord(
+        row.name,
+        row.tenant_id,
+        tenant,
+        dict(row.grants or {}),
+        _aware(row.created_at) or row.created_at,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -24,6 +24,9 @@ class TenantRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    slurm_account: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    slurm_partition: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    slurm_qos: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -39,6 +42,7 @@ class ApiKeyRow(Base):
     role: Mapped[str] = mapped_column(String(16), default="user")
     name: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
@@ -95,17 +99,32 @@ class ReplicaRow(Base):
 
 
 class UsageRow(Base):
-    """Tokens used by one request, per tenant, key and model."""
+    """One entry of the usage ledger, for one tenant (and key, when a key acted).
+
+    ``kind`` says what was used: ``tokens`` (a gateway request to ``model``),
+    ``function`` (calls of and seconds on a function pool, ``model`` = the
+    function or pool), ``allocation`` (an ended replica or job: node- and
+    GPU-hours, ``model`` = the service or job), ``objects`` (bytes stored and
+    transferred, ``model`` = the bucket).
+    """
 
     __tablename__ = "usage"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
-    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16), default="tokens", index=True)
     model: Mapped[str] = mapped_column(String(128), index=True)
     endpoint: Mapped[str] = mapped_column(String(32))
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    calls: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    node_hours: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_hours: Mapped[float] = mapped_column(Float, default=0.0)
+    source: Mapped[str] = mapped_column(String(16), default="")
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
@@ -135,3 +154,85 @@ class JobRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FunctionRow(Base):
+    """A named function: ``module:function`` run on a pool, callable over HTTP."""
+
+    __tablename__ = "functions"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target: Mapped[str] = mapped_column(String(256))
+    pool: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), nullable=True)
+    timeout_s: Mapped[float] = mapped_column(default=300.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FunctionCallRow(Base):
+    """One HTTP invocation of a named function, its outcome and how long it took."""
+
+    __tablename__ = "function_calls"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    function: Mapped[str] = mapped_column(String(64), index=True)
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), nullable=True)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    result: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    submitted_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class LimitRow(Base):
+    """Limits of a tenant (``api_key_id`` null) or of one of its keys; null means none.
+
+    Budgets count per ``period`` (``day`` or ``month``, in UTC).
+    """
+
+    __tablename__ = "limits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    api_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id"), nullable=True, unique=True
+    )
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    concurrent_requests: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    token_budget: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    node_hour_budget: Mapped[float | None] = mapped_column(Float, nullable=True)
+    gpu_hour_budget: Mapped[float | None] = mapped_column(Float, nullable=True)
+    period: Mapped[str] = mapped_column(String(8), default="month")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CounterRow(Base):
+    """A shared counter: a token bucket's level, a budget's spend, requests in flight.
+
+    Gateways that share the database change counters with single conditional
+    UPDATE statements, so two processes never spend the same token twice.
+    """
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(160), primary_key=True)
+    value: Mapped[float] = mapped_column(Float, default=0.0)
+    stamp: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class AuditRow(Base):
+    """An admin action: who (key and tenant), what, on what, when."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    actor_tenant: Mapped[str] = mapped_column(String(64), default="")
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(256), default="")
+    detail: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)

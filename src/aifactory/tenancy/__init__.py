@@ -1,5 +1,6 @@
-"""Tenants, API keys and the usage ledger."""
+"""Tenants, API keys, limits and the usage ledger."""
 
+from aifactory.tenancy.audit import record_action
 from aifactory.tenancy.keys import (
     IssuedKey,
     KeyAuthenticator,
@@ -11,15 +12,20 @@ from aifactory.tenancy.keys import (
     s3_secret_for,
 )
 from aifactory.tenancy.ledger import UsageLedger
+from aifactory.tenancy.limits import Admission, Limiter, period_bounds
 
 __all__ = [
+    "Admission",
     "IssuedKey",
     "KeyAuthenticator",
+    "Limiter",
     "Principal",
     "Role",
     "UsageLedger",
     "hash_key",
     "issue_key",
     "load_s3_master",
+    "period_bounds",
+    "record_action",
     "s3_secret_for",
 ]

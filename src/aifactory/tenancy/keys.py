@@ -19,6 +19,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -69,6 +70,7 @@ def issue_key(
     tenant: str,
     role: Role = "user",
     name: str = "",
+    expires_at: datetime | None = None,
     s3_master: bytes | None = None,
 ) -> IssuedKey:
     """Mint a key for ``tenant`` (created if missing) and store its hash.
@@ -77,7 +79,7 @@ def issue_key(
     """
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     tenant_id = store.ensure_tenant(tenant)
-    key_id = store.add_key(tenant_id, hash_key(secret), secret[:10], role, name)
+    key_id = store.add_key(tenant_id, hash_key(secret), secret[:10], role, name, expires_at)
     if s3_master is None:
         return IssuedKey(key_id, tenant, role, secret)
     access_key_id = S3_ACCESS_KEY_PREFIX + secrets.token_hex(8).upper()
@@ -112,7 +114,8 @@ def load_s3_master(path: Path) -> bytes:
 class KeyAuthenticator:
     """Maps a presented key to a Principal, caching lookups for a few seconds.
 
-    A revoked key stops working within ``_CACHE_TTL_S`` seconds.
+    A revoked key stops working within ``_CACHE_TTL_S`` seconds, an expiring
+    one at its expiry.
     """
 
     def __init__(self, store: Store) -> None:
@@ -134,28 +137,40 @@ class KeyAuthenticator:
         principal = await self.authenticate(secret.strip())
         if principal is None:
             raise Unauthorized(
-                "Incorrect API key provided.",
+                "Incorrect API key provided: it is unknown, revoked or expired.",
                 fix="use a key from `aifactory keys create --tenant NAME`",
             )
         return principal
 
     async def authenticate(self, secret: str) -> Principal | None:
         """Return the key's Principal, or None for an unknown or revoked key."""
+        cached = self._cache.get(hash_key(secret))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        return await asyncio.to_thread(self.authenticate_blocking, secret)
+
+    def authenticate_blocking(self, secret: str) -> Principal | None:
+        """``authenticate`` for threads that may block on the store (the functions broker)."""
         digest = hash_key(secret)
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
-        record = await asyncio.to_thread(self._store.key_by_hash, digest)
+        record = self._store.key_by_hash(digest)
         principal = _principal(record, digest)
+        ttl = _CACHE_TTL_S
+        if principal is not None and record is not None and record.expires_at is not None:
+            ttl = min(ttl, (record.expires_at - datetime.now(UTC)).total_seconds())
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        self._cache[digest] = (now + _CACHE_TTL_S, principal)
+        self._cache[digest] = (now + ttl, principal)
         return principal
 
 
 def _principal(record: KeyRecord | None, digest: str) -> Principal | None:
     if record is None or record.revoked:
+        return None
+    if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
         return None
     if not hmac.compare_digest(record.key_hash, digest):
         return None

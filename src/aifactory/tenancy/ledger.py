@@ -1,4 +1,4 @@
-"""The usage ledger: token counts per tenant, key and model, written in batches.
+"""The usage ledger: tokens, function calls, allocations, bytes, written in batches.
 
 The gateway calls ``record`` on its hot path; that only appends to a list.
 A background task flushes the list to the store every second, so no request
@@ -29,22 +29,33 @@ class UsageLedger:
         self,
         *,
         tenant_id: int,
-        key_id: int,
+        key_id: int | None,
         model: str,
         endpoint: str,
-        prompt_tokens: int,
-        completion_tokens: int,
+        kind: str = "tokens",
+        **quantities: float | str,
     ) -> None:
-        """Queue one request's usage for the next flush."""
+        """Queue one ledger entry for the next flush.
+
+        Args:
+            tenant_id: Who is charged.
+            key_id: The key that acted, if one did.
+            model: The model, function, bucket or service used.
+            endpoint: What was done (``chat.completions``, ``replica.slurm``, …).
+            kind: ``tokens``, ``function``, ``allocation`` or ``objects``.
+            **quantities: Columns of the entry: ``prompt_tokens``,
+                ``completion_tokens``, ``calls``, ``seconds``, ``bytes_in``,
+                ``bytes_out``, ``node_hours``, ``gpu_hours``, ``source``.
+        """
         self._pending.append(
             {
                 "tenant_id": tenant_id,
                 "api_key_id": key_id,
+                "kind": kind,
                 "model": model,
                 "endpoint": endpoint,
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
                 "created_at": utcnow(),
+                **quantities,
             }
         )
 

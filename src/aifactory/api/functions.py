@@ -1,0 +1,157 @@
+"""Serverless functions over HTTP: named functions, calls and pool status.
+
+``/v1/functions…`` takes any valid key (calls are scoped to the caller's
+tenant); deploying and removing named functions under ``/api/functions``
+takes an admin key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from aifactory.api.routes import read_json_object
+from aifactory.control import ControlPlane
+from aifactory.errors import BadRequest, NotFound
+from aifactory.functions import FunctionsHub, Invoker
+from aifactory.tenancy import Principal, record_action
+
+__all__ = ["FunctionsAPI"]
+
+_Authenticate = Callable[[Request], Awaitable[Principal]]
+
+_FAILED_STATUS = {"failed": 500, "lost": 502, "timed_out": 504}
+
+
+class FunctionsAPI:
+    """Routes of named functions, their calls and the function pools.
+
+    Args:
+        invoker: Runs named functions.
+        hub: The broker, for pool counters and its client address.
+        plane: Pool replicas, queue and scaling, as for services.
+        caller: Authenticates any key.
+        admin: Authenticates an admin key.
+    """
+
+    def __init__(
+        self,
+        invoker: Invoker,
+        hub: FunctionsHub,
+        plane: ControlPlane,
+        caller: _Authenticate,
+        admin: _Authenticate,
+    ) -> None:
+        self._invoker = invoker
+        self._hub = hub
+        self._plane = plane
+        self._caller = caller
+        self._admin = admin
+
+    def routes(self) -> list[Route]:
+        """Every route of the functions API."""
+        return [
+            Route("/v1/functions", self.list_functions, methods=["GET"]),
+            Route("/v1/functions/pools", self.list_pools, methods=["GET"]),
+            Route("/v1/functions/pools/{name}", self.pool, methods=["GET"]),
+            Route("/v1/functions/calls", self.list_calls, methods=["GET"]),
+            Route("/v1/functions/calls/{call_id}", self.call, methods=["GET"]),
+            Route("/v1/functions/{name}/invoke", self.invoke, methods=["POST"]),
+            Route("/api/functions", self.deploy, methods=["POST"]),
+            Route("/api/functions/{name}", self.remove, methods=["DELETE"]),
+        ]
+
+    async def list_functions(self, request: Request) -> Response:
+        """GET /v1/functions: every named function."""
+        await self._caller(request)
+        return JSONResponse({"functions": await self._invoker.functions()})
+
+    async def invoke(self, request: Request) -> Response:
+        """POST /v1/functions/{name}/invoke[?async=true] with ``{"args", "kwargs"}``.
+
+        Synchronous: 200 with the result, or the call's error with 500 (the
+        function raised), 502 (its worker was lost) or 504 (it timed out).
+        Asynchronous: 202 with the call id.
+        """
+        caller = await self._caller(request)
+        wait = request.query_params.get("async", "false").lower() not in ("true", "1")
+        document = await read_json_object(request) if (await request.body()).strip() else {}
+        call = await self._invoker.invoke(request.path_params["name"], document, caller, wait)
+        if not wait:
+            return JSONResponse(call, status_code=202)
+        return JSONResponse(call, status_code=_FAILED_STATUS.get(call["status"], 200))
+
+    async def call(self, request: Request) -> Response:
+        """GET /v1/functions/calls/{id}: a call's status and, once done, its outcome."""
+        caller = await self._caller(request)
+        return JSONResponse(await self._invoker.call(request.path_params["call_id"], caller))
+
+    async def list_calls(self, request: Request) -> Response:
+        """GET /v1/functions/calls?function=NAME&limit=N: recent calls, newest first."""
+        caller = await self._caller(request)
+        function = request.query_params.get("function", "")
+        try:
+            limit = min(1000, max(1, int(request.query_params.get("limit", "50"))))
+        except ValueError as exc:
+            raise BadRequest("`limit` must be a whole number.", param="limit") from exc
+        return JSONResponse({"calls": await self._invoker.calls(function, caller, limit)})
+
+    async def list_pools(self, request: Request) -> Response:
+        """GET /v1/functions/pools: every pool with workers, queue and allocations."""
+        await self._caller(request)
+        services = await self._plane.services()
+        pools = [s["name"] for s in services if s["kind"] == "FunctionPool"]
+        return JSONResponse({"pools": [await self._pool_status(name) for name in pools]})
+
+    async def pool(self, request: Request) -> Response:
+        """GET /v1/functions/pools/{name}: one pool, with the broker address executors use."""
+        await self._caller(request)
+        return JSONResponse(await self._pool_status(request.path_params["name"]))
+
+    async def _pool_status(self, name: str) -> dict[str, Any]:
+        try:
+            status = await self._plane.status(name)
+        except NotFound:
+            status = {}
+        if status.get("kind") != "FunctionPool":
+            raise NotFound(
+                f"function pool {name!r} does not exist.", fix="see `aifactory functions pools`"
+            )
+        counts = self._hub.stats().pools.get(name, {})
+        status["workers"] = {
+            "connected": counts.get("workers", 0),
+            "slots": counts.get("capacity", 0),
+            "running": counts.get("running", 0),
+        }
+        status["broker"] = self._hub.client_address
+        return status
+
+    async def deploy(self, request: Request) -> Response:
+        """POST /api/functions ``{"name", "target": "module:function", "pool", "timeout_s"}``."""
+        principal = await self._admin(request)
+        document = await read_json_object(request)
+        name, target, pool = (document.get(k) for k in ("name", "target", "pool"))
+        timeout_s = document.get("timeout_s", 300.0)
+        for field, value in (("name", name), ("target", target), ("pool", pool)):
+            if not isinstance(value, str):
+                raise BadRequest(f"`{field}` must be a string.", param=field)
+        if not isinstance(timeout_s, int | float) or isinstance(timeout_s, bool):
+            raise BadRequest("`timeout_s` must be a number of seconds.", param="timeout_s")
+        assert isinstance(name, str) and isinstance(target, str) and isinstance(pool, str)
+        view = await self._invoker.deploy(name, target, pool, float(timeout_s), principal.tenant_id)
+        if view["result"] == "created":
+            await record_action(self._plane.store, principal, "function.deployed", name, pool=pool)
+        return JSONResponse(view, status_code=201 if view["result"] == "created" else 200)
+
+    async def remove(self, request: Request) -> Response:
+        """DELETE /api/functions/{name}."""
+        principal = await self._admin(request)
+        await self._invoker.remove(request.path_params["name"])
+        await record_action(
+            self._plane.store, principal, "function.removed", request.path_params["name"]
+        )
+        return JSONResponse({"name": request.path_params["name"], "result": "removed"})

@@ -1,0 +1,222 @@
+"""Tenants, their limits, the usage ledger and the audit log, over HTTP.
+
+Admin keys manage tenants and limits and read the audit log; any key reads
+its own tenant's usage (an admin may read any tenant's, or all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from aifactory.api.routes import read_json_object
+from aifactory.errors import BadRequest, NotFound
+from aifactory.specs import SLURM_NAME_PATTERN, parse_duration_s
+from aifactory.store import LIMIT_FIELDS, Store, TenantRow
+from aifactory.tenancy import Principal, period_bounds, record_action
+
+__all__ = ["TenantsAPI"]
+
+_Authenticate = Callable[[Request], Awaitable[Principal]]
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_SLURM = re.compile(SLURM_NAME_PATTERN)
+_SLURM_FIELDS = ("slurm_account", "slurm_partition", "slurm_qos")
+_BY = ("model", "key", "day", "kind")
+
+
+class TenantsAPI:
+    """Routes of tenants, limits, usage and audit.
+
+    Args:
+        store: Where tenants, limits, the ledger and the audit log live.
+        caller: Authenticates any key.
+        admin: Authenticates an admin key.
+    """
+
+    def __init__(self, store: Store, caller: _Authenticate, admin: _Authenticate) -> None:
+        self._store = store
+        self._caller = caller
+        self._admin = admin
+
+    def routes(self) -> list[Route]:
+        """Every route of this API."""
+        return [
+            Route("/api/tenants", self.list_tenants, methods=["GET"]),
+            Route("/api/tenants", self.save_tenant, methods=["POST"]),
+            Route("/api/tenants/{name}", self.show_tenant, methods=["GET"]),
+            Route("/api/tenants/{name}/limits", self.set_limits, methods=["PUT"]),
+            Route("/api/usage", self.usage, methods=["GET"]),
+            Route("/api/audit", self.audit, methods=["GET"]),
+        ]
+
+    async def list_tenants(self, request: Request) -> Response:
+        """GET /api/tenants: every tenant with its Slurm defaults."""
+        await self._admin(request)
+        rows = await asyncio.to_thread(self._store.tenants)
+        return JSONResponse({"tenants": [_tenant_view(row) for row in rows]})
+
+    async def save_tenant(self, request: Request) -> Response:
+        """POST /api/tenants ``{"name", "slurm_account", "slurm_partition", "slurm_qos"}``.
+
+        Creates the tenant (201) or updates its Slurm defaults (200).
+        """
+        actor = await self._admin(request)
+        document = await read_json_object(request)
+        name = document.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise BadRequest(
+                f"tenant name {name!r} is not valid.",
+                fix="use lower case letters, digits and '-', starting with a letter",
+                param="name",
+            )
+        defaults: dict[str, str | None] = {}
+        for field in _SLURM_FIELDS:
+            if field in document:
+                value = document[field]
+                if value is not None and (not isinstance(value, str) or not _SLURM.match(value)):
+                    raise BadRequest(f"{field} {value!r} is not a Slurm name.", param=field)
+                defaults[field] = value
+        existed = await asyncio.to_thread(self._store.tenant, name) is not None
+        await asyncio.to_thread(self._store.ensure_tenant, name)
+        if defaults:
+            await asyncio.to_thread(self._store.update_tenant, name, **defaults)
+        await record_action(
+            self._store, actor, "tenant.updated" if existed else "tenant.created", name, **defaults
+        )
+        row = await asyncio.to_thread(self._store.tenant, name)
+        assert row is not None
+        return JSONResponse(_tenant_view(row), status_code=200 if existed else 201)
+
+    async def show_tenant(self, request: Request) -> Response:
+        """GET /api/tenants/{name}: defaults, limits, keys and this period's spend."""
+        await self._admin(request)
+        row = await self._tenant(request.path_params["name"])
+        tenant, _own = await asyncio.to_thread(self._store.limits_of, row.id, None)
+        keys = [
+            k for k in await asyncio.to_thread(self._store.list_keys) if k["tenant"] == row.name
+        ]
+        period = tenant.period if tenant else "month"
+        start, _end = period_bounds(period, datetime.now(UTC).timestamp())
+        since = datetime.fromtimestamp(start, UTC)
+        spent = {
+            column: await asyncio.to_thread(self._store.usage_sum, row.id, since, column)
+            for column in ("prompt_tokens", "completion_tokens", "node_hours", "gpu_hours")
+        }
+        return JSONResponse(
+            _tenant_view(row)
+            | {
+                "limits": tenant.__dict__ if tenant else None,
+                "keys": keys,
+                "spent_this_period": spent | {"period": period, "since": since.isoformat()},
+            }
+        )
+
+    async def set_limits(self, request: Request) -> Response:
+        """PUT /api/tenants/{name}/limits ``{"requests_per_minute": 60, …, "key_id": N}``.
+
+        Fields left out keep their value; ``null`` removes a limit. With
+        ``key_id`` the limits are the key's own, else the tenant's.
+        """
+        actor = await self._admin(request)
+        row = await self._tenant(request.path_params["name"])
+        document = await read_json_object(request)
+        key_id = document.pop("key_id", None)
+        unknown = set(document) - {*LIMIT_FIELDS, "period"}
+        if unknown:
+            raise BadRequest(
+                f"unknown limits: {', '.join(sorted(unknown))}.",
+                fix=f"use {', '.join(LIMIT_FIELDS)} and period",
+            )
+        for field in LIMIT_FIELDS:
+            value = document.get(field)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+            ):
+                raise BadRequest(f"{field} must be a non-negative number or null.", param=field)
+        if document.get("period", "month") not in ("day", "month"):
+            raise BadRequest("period must be 'day' or 'month'.", param="period")
+        if key_id is not None:
+            keys = await asyncio.to_thread(self._store.list_keys)
+            if not any(k["id"] == key_id and k["tenant"] == row.name for k in keys):
+                raise NotFound(f"tenant {row.name!r} has no key {key_id!r}.", param="key_id")
+        await asyncio.to_thread(self._store.set_limits, row.id, key_id, **document)
+        target = row.name if key_id is None else f"{row.name} key {key_id}"
+        await record_action(self._store, actor, "limits.changed", target, **document)
+        tenant, own = await asyncio.to_thread(self._store.limits_of, row.id, key_id)
+        limits = own if key_id is not None else tenant
+        return JSONResponse({"tenant": row.name, "key_id": key_id, "limits": limits.__dict__})
+
+    async def usage(self, request: Request) -> Response:
+        """GET /api/usage?tenant=T&since=7d&by=model|key|day|kind: the ledger, summed.
+
+        A user key sees its own tenant only.
+        """
+        caller = await self._caller(request)
+        params = request.query_params
+        by = params.get("by", "model")
+        if by not in _BY:
+            raise BadRequest(f"by must be one of {', '.join(_BY)}.", param="by")
+        since = None
+        if "since" in params:
+            try:
+                since = datetime.fromtimestamp(
+                    datetime.now(UTC).timestamp() - parse_duration_s(params["since"]), UTC
+                )
+            except ValueError as exc:
+                raise BadRequest(str(exc), param="since") from exc
+        tenant_id: int | None = caller.tenant_id
+        if caller.is_admin:
+            tenant_id = (await self._tenant(params["tenant"])).id if "tenant" in params else None
+        elif params.get("tenant", caller.tenant) != caller.tenant:
+            raise NotFound(f"tenant {params['tenant']!r} does not exist.", param="tenant")
+        rows = await asyncio.to_thread(self._store.usage_report, tenant_id, since, by)
+        return JSONResponse(
+            {"by": by, "since": since.isoformat() if since else None, "usage": rows}
+        )
+
+    async def audit(self, request: Request) -> Response:
+        """GET /api/audit?limit=N: the newest admin actions."""
+        await self._admin(request)
+        try:
+            limit = min(1000, max(1, int(request.query_params.get("limit", "100"))))
+        except ValueError as exc:
+            raise BadRequest("`limit` must be a whole number.", param="limit") from exc
+        rows = await asyncio.to_thread(self._store.audit, limit)
+        return JSONResponse(
+            {
+                "audit": [
+                    {
+                        "at": row.at.isoformat(),
+                        "actor_key_id": row.actor_key_id,
+                        "actor_tenant": row.actor_tenant,
+                        "action": row.action,
+                        "target": row.target,
+                        "detail": row.detail,
+                    }
+                    for row in rows
+                ]
+            }
+        )
+
+    async def _tenant(self, name: str) -> TenantRow:
+        row = await asyncio.to_thread(self._store.tenant, name)
+        if row is None:
+            raise NotFound(f"tenant {name!r} does not exist.", fix="see `aifactory tenants ls`")
+        return row
+
+
+def _tenant_view(row: TenantRow) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "slurm_account": row.slurm_account,
+        "slurm_partition": row.slurm_partition,
+        "slurm_qos": row.slurm_qos,
+        "created_at": row.created_at.isoformat(),
+    }

@@ -1,0 +1,109 @@
+"""Who pays for a replica: its service's tenant, their Slurm defaults and budgets.
+
+The control plane runs every allocation on behalf of the tenant that owns
+the service (or pool). Before a launch it applies the tenant's Slurm account
+(always: a spec cannot charge another account) and its partition and QOS
+(where the spec names none), and refuses to start anything once the
+tenant's node- or GPU-hour budget for the period is spent. When an
+allocation ends its node- and GPU-hours go to the usage ledger.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import UTC, datetime
+
+from aifactory.backends import AllocationRequest
+from aifactory.control.fleet import LiveReplica
+from aifactory.specs import Deployable
+from aifactory.store import ServiceRow, Store, TenantRow
+from aifactory.tenancy import UsageLedger, period_bounds
+
+__all__ = ["TenantAccounts"]
+
+
+class TenantAccounts:
+    """Tenants of services, refreshed every reconcile tick from the store."""
+
+    def __init__(self, store: Store, ledger: UsageLedger | None) -> None:
+        self._store = store
+        self._ledger = ledger
+        self._owner: dict[str, TenantRow] = {}
+
+    def refresh(self, services: list[ServiceRow]) -> None:
+        """Read who owns each service (blocking: call from a thread)."""
+        tenants = {t.id: t for t in self._store.tenants()}
+        self._owner = {
+            row.name: tenants[row.tenant_id] for row in services if row.tenant_id in tenants
+        }
+
+    def owner(self, service: str) -> TenantRow | None:
+        """The tenant the service runs for, if any."""
+        return self._owner.get(service)
+
+    def with_defaults(self, request: AllocationRequest) -> AllocationRequest:
+        """``request`` charged to its tenant's Slurm account, with their defaults filled in."""
+        tenant = self._owner.get(request.service)
+        if tenant is None:
+            return request
+        slurm = request.slurm.model_copy(
+            update={
+                "account": tenant.slurm_account or request.slurm.account,
+                "partition": request.slurm.partition or tenant.slurm_partition,
+                "qos": request.slurm.qos or tenant.slurm_qos,
+            }
+        )
+        return dataclasses.replace(request, slurm=slurm)
+
+    def budget_refusal(self, service: str, spec: Deployable, live: list[LiveReplica]) -> str | None:
+        """Why no allocation may start for ``service`` now, or None (blocking)."""
+        tenant = self._owner.get(service)
+        if tenant is None:
+            return None
+        limits, _ = self._store.limits_of(tenant.id, None)
+        if limits is None or (limits.node_hour_budget is None and limits.gpu_hour_budget is None):
+            return None
+        start, end = period_bounds(limits.period, time.time())
+        since = datetime.fromtimestamp(start, UTC)
+        running = [r for r in live if self._owner.get(r.service) is tenant]
+        for column, budget, label in (
+            ("node_hours", limits.node_hour_budget, "node-hour"),
+            ("gpu_hours", limits.gpu_hour_budget, "GPU-hour"),
+        ):
+            if budget is None:
+                continue
+            spent = self._store.usage_sum(tenant.id, since, column) + sum(
+                _hours(r, spec.resources.gpus)[column] for r in running
+            )
+            if spent >= budget:
+                reset = datetime.fromtimestamp(end, UTC).strftime("%Y-%m-%d %H:%M UTC")
+                return (
+                    f"tenant {tenant.name!r} spent its {label} budget for this {limits.period} "
+                    f"({spent:.3f} of {budget:g}); it resets at {reset}"
+                )
+        return None
+
+    def record_end(self, replica: LiveReplica, gpus: int, backend: str) -> None:
+        """Put an ended allocation's node- and GPU-hours in the ledger."""
+        tenant = self._owner.get(replica.service)
+        if tenant is None or self._ledger is None or "running" not in replica.timeline:
+            return
+        hours = _hours(replica, gpus)
+        self._ledger.record(
+            tenant_id=tenant.id,
+            key_id=None,
+            kind="allocation",
+            model=replica.service,
+            endpoint=f"replica.{backend}",
+            seconds=hours["seconds"],
+            node_hours=hours["node_hours"],
+            gpu_hours=hours["gpu_hours"],
+            source="control-plane",
+        )
+
+
+def _hours(replica: LiveReplica, gpus: int) -> dict[str, float]:
+    started = replica.timeline.get("running")
+    seconds = max(0.0, time.time() - started) if started else 0.0
+    return {"seconds": seconds, "node_hours": seconds / 3600, "gpu_hours": seconds / 3600 * gpus}

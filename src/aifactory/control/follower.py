@@ -1,0 +1,86 @@
+"""A gateway-only process's view of the fleet, read from the shared store.
+
+Several stateless gateways may serve one factory (``AIFACTORY_ROLE=gateway``)
+next to the one control plane that reconciles. They share PostgreSQL, and
+each follows the store: every ``interval_s`` it loads the services and the
+ready replicas into its own Fleet, which its gateway routes by. Limits and
+the ledger are shared through the same store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aifactory.control.fleet import Fleet, LiveReplica, ReplicaState
+from aifactory.errors import SpecError
+from aifactory.specs import Service, load_deployable
+from aifactory.store import Store
+
+__all__ = ["FleetFollower"]
+
+logger = logging.getLogger(__name__)
+
+
+class FleetFollower:
+    """Keeps a Fleet in step with the services and ready replicas in the store."""
+
+    def __init__(self, store: Store, fleet: Fleet, interval_s: float = 0.5) -> None:
+        self._store = store
+        self._fleet = fleet
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load the fleet once, then keep following."""
+        await self.refresh()
+        self._task = asyncio.create_task(self._run(), name="fleet-follower")
+
+    async def stop(self) -> None:
+        """Stop following."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.refresh()
+            except Exception:
+                logger.exception("could not read the fleet from the store; retrying")
+
+    async def refresh(self) -> None:
+        """Replace the routable services and ready replicas with the store's."""
+        rows = await asyncio.to_thread(self._store.services)
+        services: list[tuple[Service, int]] = []
+        for row in rows:
+            if row.status != "active":
+                continue
+            try:
+                spec = load_deployable(dict(row.spec), row.name)
+            except SpecError:
+                continue
+            if isinstance(spec, Service):
+                services.append((spec, int(row.created_at.timestamp())))
+        self._fleet.set_services(services)
+        ready = {
+            replica.id: replica
+            for replica in await asyncio.to_thread(self._store.replicas, None, True)
+            if replica.state == ReplicaState.READY.value and replica.host
+        }
+        for replica_id in list(self._fleet.replicas):
+            if replica_id not in ready:
+                del self._fleet.replicas[replica_id]
+        for replica_id, replica in ready.items():
+            if replica_id not in self._fleet.replicas:
+                self._fleet.replicas[replica_id] = LiveReplica(
+                    id=replica.id,
+                    service=replica.service,
+                    backend=replica.backend,
+                    state=ReplicaState.READY,
+                    base_url=f"http://{replica.host}:{replica.port}",
+                )
+                self._fleet.holding.wake(replica.service)

@@ -1,0 +1,130 @@
+r"""What a new replica runs, and on which backend: the allocation request.
+
+Every replica runs the same launcher; behind its ``--`` comes the engine of
+a Service or the functions worker of a FunctionPool::
+
+    python -m aifactory.launcher --control-url URL --replica-id ID --token-file F \
+        -- ENGINE ARGV                                   (a Service)
+        -- python -m aifactory.functions.worker --broker tcp://… --pool P …   (a pool)
+
+The planner also builds each backend once, with the site's defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from aifactory.backends import AllocationRequest, Backend, SiteDefaults, load_backend
+from aifactory.config import Settings
+from aifactory.control.pools import Pools
+from aifactory.engines import render_engine
+from aifactory.errors import BackendError
+from aifactory.specs import Deployable, FunctionPool
+
+__all__ = ["AllocationPlanner", "instance_id", "worker_token_file"]
+
+
+class AllocationPlanner:
+    """Builds backends and renders the allocation request of a replica."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._backends: dict[str, Backend] = {}
+
+    def backend(self, name: str) -> Backend:
+        """The backend called ``name``, built on first use."""
+        if name not in self._backends:
+            self._backends[name] = load_backend(name, **self._backend_options(name))
+        return self._backends[name]
+
+    async def aclose(self) -> None:
+        """Release every backend built so far."""
+        await asyncio.gather(*(b.aclose() for b in self._backends.values()))
+
+    def _backend_options(self, name: str) -> dict[str, Any]:
+        settings = self._settings
+        if name == "local":
+            return {"cpus": settings.local_cpus}
+        if name == "slurm":
+            site = SiteDefaults(
+                partition=settings.slurm_partition or None,
+                account=settings.slurm_account or None,
+                qos=settings.slurm_qos or None,
+                preamble=settings.slurm_preamble,
+            )
+            return {
+                "instance": instance_id(settings.instance_file),
+                "site": site,
+                "command_timeout_s": settings.slurm_command_timeout_s,
+            }
+        return {}
+
+    def request(
+        self, spec: Deployable, replica_id: str, token_file: Path, pools: Pools | None
+    ) -> AllocationRequest:
+        """What a new replica of ``spec`` would run.
+
+        Raises:
+            BackendError: a pool, but this control plane runs no broker.
+        """
+        backend = self.backend(spec.backend or self._settings.default_backend)
+        if isinstance(spec, FunctionPool):
+            command, env = _worker_command(spec, replica_id, token_file, pools), spec.env
+        else:
+            engine = render_engine(spec, self._settings.cache_dir)
+            command, env = engine.argv, engine.env
+        argv = (
+            sys.executable, "-m", "aifactory.launcher",
+            "--control-url", self._settings.control_url,
+            "--replica-id", replica_id,
+            "--token-file", str(token_file),
+            "--advertise-host", backend.advertise_host,
+            "--", *command,
+        )  # fmt: skip
+        return AllocationRequest(
+            replica_id=replica_id,
+            service=spec.name,
+            argv=argv,
+            resources=spec.resources,
+            time_limit_s=spec.time_limit_s,
+            log_path=self._settings.logs_dir / spec.name / f"{replica_id}.log",
+            env=dict(env),
+            slurm=spec.slurm,
+        )
+
+
+def _worker_command(
+    pool: FunctionPool, replica_id: str, token_file: Path, pools: Pools | None
+) -> tuple[str, ...]:
+    if pools is None:
+        raise BackendError("this control plane runs no functions broker to serve pools.")
+    spill = ("--spill-dir", str(pools.spill_dir)) if pools.spill_dir else ()
+    return (
+        pool.python or sys.executable, "-m", "aifactory.functions.worker",
+        "--broker", pools.worker_address,
+        "--pool", pool.name,
+        "--processes", str(pool.workers),
+        "--replica-id", replica_id,
+        "--token-file", str(worker_token_file(token_file)),
+        *spill,
+    )  # fmt: skip
+
+
+def worker_token_file(token_file: Path) -> Path:
+    """Where a pool replica's worker token lies, next to its launcher token."""
+    return token_file.with_suffix(".worker-token")
+
+
+def instance_id(path: Path) -> str:
+    """This control plane's stable id, created on first use (tags its jobs)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        value = secrets.token_hex(4)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(value + "\n")
+        return value

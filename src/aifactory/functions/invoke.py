@@ -1,0 +1,292 @@
+"""Named functions over HTTP: deploy ``module:function`` on a pool, invoke it with JSON.
+
+An invocation is a call record (``call-…``) in the store and one task on the
+pool, submitted through an executor the control plane holds per pool and
+timeout. The task is :func:`~aifactory.functions.named.call_named`, so
+arguments and results travel as JSON text and user code runs only on
+workers. A synchronous invoke waits for the outcome; an asynchronous one
+returns the call id at once, to be read back from ``/v1/functions/calls/{id}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+from datetime import datetime
+from typing import Any
+
+from aifactory.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    TaskLost,
+    TaskTimeout,
+)
+from aifactory.functions.executor import Executor
+from aifactory.functions.hub import FunctionsHub
+from aifactory.functions.named import TARGET_PATTERN, call_named
+from aifactory.specs import NAME_PATTERN, load_deployable
+from aifactory.store import FunctionCallRow, FunctionRow, Store, utcnow
+from aifactory.tenancy import Principal, UsageLedger
+
+__all__ = ["Invoker"]
+
+logger = logging.getLogger(__name__)
+
+MAX_RESULT_BYTES = 1024 * 1024
+_NAME = re.compile(NAME_PATTERN)
+
+
+class Invoker:
+    """Deploys named functions and runs their calls on pools.
+
+    Args:
+        store: Where named functions and call records live.
+        hub: The broker the calls go through.
+        ledger: Where each finished call is charged to its tenant.
+    """
+
+    def __init__(self, store: Store, hub: FunctionsHub, ledger: UsageLedger | None = None) -> None:
+        self._store = store
+        self._hub = hub
+        self._ledger = ledger
+        self._executors: dict[tuple[str, float], Executor] = {}
+        self._lock = asyncio.Lock()
+        self._pending: set[asyncio.Task[dict[str, Any]]] = set()
+
+    async def aclose(self) -> None:
+        """Stop the executors; calls still running are recorded as lost."""
+        for executor in self._executors.values():
+            await asyncio.to_thread(executor.shutdown, False, cancel_futures=True)
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        self._executors.clear()
+
+    # -- the registry --------------------------------------------------------
+
+    async def deploy(
+        self, name: str, target: str, pool: str, timeout_s: float, tenant_id: int | None
+    ) -> dict[str, Any]:
+        """Register ``name`` as ``target`` run on ``pool``.
+
+        Raises:
+            BadRequest: a malformed name, target or timeout, or no such pool.
+            Conflict: the name is taken by a different function.
+        """
+        if not _NAME.match(name):
+            raise BadRequest(
+                f"function name {name!r} is not valid.",
+                fix="use lower case letters, digits and '-', starting with a letter",
+                param="name",
+            )
+        if not TARGET_PATTERN.match(target):
+            raise BadRequest(
+                f"target {target!r} is not `module:function`.",
+                fix="e.g. `mypackage.tasks:resize`",
+                param="target",
+            )
+        if not 0 < timeout_s <= 86_400:
+            raise BadRequest("`timeout_s` must be between 0 and 86400.", param="timeout_s")
+        await self._check_pool(pool)
+        existing = await asyncio.to_thread(self._store.function, name)
+        if existing is not None:
+            if (existing.target, existing.pool, existing.timeout_s) == (target, pool, timeout_s):
+                return _function_view(existing) | {"result": "unchanged"}
+            raise Conflict(
+                f"function {name!r} already exists with a different target or pool.",
+                fix=f"run `aifactory functions rm {name}` first",
+            )
+        await asyncio.to_thread(
+            self._store.add_function,
+            name=name,
+            target=target,
+            pool=pool,
+            timeout_s=timeout_s,
+            tenant_id=tenant_id,
+        )
+        row = await asyncio.to_thread(self._store.function, name)
+        assert row is not None
+        return _function_view(row) | {"result": "created"}
+
+    async def _check_pool(self, pool: str) -> None:
+        row = await asyncio.to_thread(self._store.service, pool)
+        if row is None or load_deployable(dict(row.spec), pool).kind != "FunctionPool":
+            raise BadRequest(
+                f"there is no function pool {pool!r}.",
+                fix="deploy one with `aifactory deploy POOL.yaml` (kind: FunctionPool)",
+                param="pool",
+            )
+
+    async def remove(self, name: str) -> None:
+        """Forget a named function (its past calls stay on record).
+
+        Raises:
+            NotFound: no such function.
+        """
+        if not await asyncio.to_thread(self._store.remove_function, name):
+            raise NotFound(f"function {name!r} does not exist.", fix="see `aifactory functions ls`")
+
+    async def functions(self) -> list[dict[str, Any]]:
+        """Every named function."""
+        return [_function_view(row) for row in await asyncio.to_thread(self._store.functions)]
+
+    # -- calls ---------------------------------------------------------------
+
+    async def invoke(
+        self, name: str, body: dict[str, Any], caller: Principal, wait: bool
+    ) -> dict[str, Any]:
+        """Start a call of ``name``; with ``wait``, return its outcome, else its id.
+
+        Raises:
+            NotFound: no such function.
+            BadRequest: the body is not ``{"args": [...], "kwargs": {...}}``.
+        """
+        function = await asyncio.to_thread(self._store.function, name)
+        if function is None:
+            raise NotFound(f"function {name!r} does not exist.", fix="see `aifactory functions ls`")
+        arguments = _arguments(body)
+        call_id = f"call-{secrets.token_hex(8)}"
+        await asyncio.to_thread(
+            self._store.add_call,
+            id=call_id,
+            function=name,
+            tenant_id=caller.tenant_id,
+            api_key_id=caller.key_id,
+            status="queued",
+        )
+        executor = await self._executor(function.pool, function.timeout_s)
+        future = executor.submit(call_named, function.target, arguments)
+        task = asyncio.create_task(self._finish(call_id, asyncio.wrap_future(future), caller))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        if wait:
+            return await asyncio.shield(task)
+        return {"id": call_id, "function": name, "status": "queued"}
+
+    async def _executor(self, pool: str, timeout_s: float) -> Executor:
+        async with self._lock:
+            executor = self._executors.get((pool, timeout_s))
+            if executor is None:
+                executor = await asyncio.to_thread(
+                    Executor,
+                    self._hub.client_address,
+                    pool,
+                    api_key=self._hub.internal_key,
+                    timeout_s=timeout_s,
+                )
+                self._executors[(pool, timeout_s)] = executor
+            return executor
+
+    async def _finish(
+        self, call_id: str, outcome: asyncio.Future[str], caller: Principal
+    ) -> dict[str, Any]:
+        fields: dict[str, Any]
+        try:
+            envelope = await outcome
+            if len(envelope) > MAX_RESULT_BYTES:
+                fields = _failure(
+                    "result_too_large",
+                    f"the result is {len(envelope)} bytes; HTTP calls return at most "
+                    f"{MAX_RESULT_BYTES}. Return a path or an object key instead.",
+                )
+            else:
+                document = json.loads(envelope)
+                if document["ok"]:
+                    fields = {"status": "succeeded", "result": json.dumps(document["result"])}
+                else:
+                    fields = {"status": "failed", "error": json.dumps(document)}
+        except TaskTimeout as exc:
+            fields = _failure("timed_out", str(exc), status="timed_out")
+        except (TaskLost, asyncio.CancelledError) as exc:
+            fields = _failure("lost", str(exc) or "the control plane stopped", status="lost")
+        except Exception as exc:
+            logger.exception("function call %s could not complete", call_id)
+            fields = _failure("lost", f"{type(exc).__name__}: {exc}", status="lost")
+        fields["finished_at"] = utcnow()
+        await asyncio.to_thread(self._store.update_call, call_id, **fields)
+        row = await asyncio.to_thread(self._store.call, call_id)
+        assert row is not None
+        view = call_view(row)
+        if self._ledger is not None:
+            self._ledger.record(
+                tenant_id=caller.tenant_id,
+                key_id=caller.key_id,
+                kind="function",
+                model=row.function,
+                endpoint="functions.invoke",
+                calls=1,
+                seconds=view.get("duration_s", 0.0),
+            )
+        return view
+
+    async def call(self, call_id: str, caller: Principal) -> dict[str, Any]:
+        """One call, if the caller's tenant made it (an admin sees all).
+
+        Raises:
+            NotFound: no such call visible to the caller.
+        """
+        row = await asyncio.to_thread(self._store.call, call_id)
+        if row is None or not (caller.is_admin or row.tenant_id == caller.tenant_id):
+            raise NotFound(
+                f"call {call_id!r} does not exist.", fix="see `aifactory functions calls`"
+            )
+        return call_view(row)
+
+    async def calls(self, function: str, caller: Principal, limit: int) -> list[dict[str, Any]]:
+        """The newest calls the caller may see, newest first."""
+        tenant = None if caller.is_admin else caller.tenant_id
+        rows = await asyncio.to_thread(self._store.calls, function, limit, tenant)
+        return [call_view(row) for row in rows]
+
+
+def _arguments(body: dict[str, Any]) -> str:
+    unknown = set(body) - {"args", "kwargs"}
+    args = body.get("args", [])
+    kwargs = body.get("kwargs", {})
+    if unknown or not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise BadRequest(
+            "the body must be a JSON object with `args` (a list) and/or `kwargs` (an object)"
+            + (f"; unknown fields: {', '.join(sorted(unknown))}" if unknown else "")
+            + ".",
+            fix='send e.g. {"args": [2, 3]} or {"kwargs": {"x": 2}}',
+        )
+    return json.dumps({"args": args, "kwargs": kwargs})
+
+
+def _failure(code: str, message: str, status: str = "failed") -> dict[str, Any]:
+    return {"status": status, "error": json.dumps({"ok": False, "type": code, "message": message})}
+
+
+def _function_view(row: FunctionRow) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "target": row.target,
+        "pool": row.pool,
+        "timeout_s": row.timeout_s,
+        "created_at": _iso(row.created_at),
+    }
+
+
+def call_view(row: FunctionCallRow) -> dict[str, Any]:
+    """A call as the API shows it: status, result or error, and times."""
+    view: dict[str, Any] = {
+        "id": row.id,
+        "function": row.function,
+        "status": row.status,
+        "submitted_at": _iso(row.submitted_at),
+        "finished_at": _iso(row.finished_at),
+    }
+    if row.status == "succeeded":
+        view["result"] = json.loads(row.result)
+    elif row.error:
+        error = json.loads(row.error)
+        view["error"] = {k: error[k] for k in ("type", "message", "traceback") if k in error}
+    if row.finished_at is not None:
+        view["duration_s"] = round((row.finished_at - row.submitted_at).total_seconds(), 4)
+    return view
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
