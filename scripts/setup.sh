@@ -16,6 +16,13 @@ if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     exit 1
 fi
 
+# The browser tests drive Debian's chromium; Playwright never downloads a browser here.
+if [ ! -x /usr/bin/chromium ]; then
+    echo "==> installing chromium for the browser tests (apt)"
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 if [ ! -x .venv/bin/python ]; then
     echo "==> creating .venv"
     python3 -m venv .venv

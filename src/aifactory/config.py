@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     objects_domain: str = ""
     objects_tls_cert: Path | None = None
     objects_tls_key: Path | None = None
+    log_format: Literal["text", "json"] = "text"
     api_url: str = ""
     api_key: str = ""
     require_integration: bool = False

@@ -1,10 +1,16 @@
 """Prometheus metrics of the whole process, served at ``/metrics``.
 
 Each room updates its own series through the small functions below, so no
-room touches another's metric objects.
+room touches another's metric objects. Names follow Prometheus conventions:
+a unit suffix (``_seconds``), ``_total`` on counters (added by the client
+library), and plain nouns for gauges. The function-pool gauges are read from
+the broker only when ``/metrics`` is scraped, so the task path pays nothing.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -14,6 +20,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 REGISTRY = CollectorRegistry()
 
@@ -24,7 +33,7 @@ REQUESTS = Counter(
     registry=REGISTRY,
 )
 LATENCY = Histogram(
-    "aifactory_request_latency_seconds",
+    "aifactory_request_duration_seconds",
     "Time from request received to last byte sent",
     ["model", "endpoint"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
@@ -35,11 +44,14 @@ IN_FLIGHT = Gauge(
 )
 TOKENS = Counter("aifactory_tokens", "Tokens processed", ["model", "kind"], registry=REGISTRY)
 REPLICAS = Gauge(
-    "aifactory_replicas", "Replicas by service and state", ["service", "state"], registry=REGISTRY
+    "aifactory_replicas",
+    "Replicas by service, state and backend",
+    ["service", "state", "backend"],
+    registry=REGISTRY,
 )
 
 QUEUE_LENGTH = Gauge(
-    "aifactory_queue_length",
+    "aifactory_queued_requests",
     "Requests held while no replica is ready",
     ["model"],
     registry=REGISTRY,
@@ -100,11 +112,116 @@ def request_series(model: str, endpoint: str) -> RequestSeries:
     return series
 
 
-def set_replica_counts(counts: dict[tuple[str, str], int]) -> None:
-    """Replace the replica gauge with fresh counts per (service, state)."""
+def set_replica_counts(counts: dict[tuple[str, str, str], int]) -> None:
+    """Replace the replica gauge with fresh counts per (service, state, backend)."""
     REPLICAS.clear()
-    for (service, state), count in counts.items():
-        REPLICAS.labels(service, state).set(count)
+    for (service, state, backend), count in counts.items():
+        REPLICAS.labels(service, state, backend).set(count)
+
+
+PoolCounts = Callable[[], Mapping[str, Mapping[str, int]]]
+"""Per pool: ``workers``, ``capacity``, ``queued`` and ``running`` (the broker's counts)."""
+
+
+class _FunctionPoolCollector(Collector):
+    """Function-pool gauges, read from the broker at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: PoolCounts | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        workers = GaugeMetricFamily(
+            "aifactory_function_workers", "Workers connected to a pool", labels=["pool"]
+        )
+        slots = GaugeMetricFamily(
+            "aifactory_function_slots", "Task slots of a pool's workers", labels=["pool"]
+        )
+        tasks = GaugeMetricFamily(
+            "aifactory_function_tasks",
+            "Function tasks queued or running, per pool",
+            labels=["pool", "state"],
+        )
+        for pool, counts in (self.source() if self.source else {}).items():
+            workers.add_metric([pool], counts.get("workers", 0))
+            slots.add_metric([pool], counts.get("capacity", 0))
+            tasks.add_metric([pool, "queued"], counts.get("queued", 0))
+            tasks.add_metric([pool, "running"], counts.get("running", 0))
+        yield from (workers, slots, tasks)
+
+
+_POOLS = _FunctionPoolCollector()
+REGISTRY.register(_POOLS)
+
+
+def watch_function_pools(source: PoolCounts | None) -> None:
+    """Read the function-pool gauges from ``source`` (None: no broker) at each scrape."""
+    _POOLS.source = source
+
+
+@dataclass(frozen=True)
+class ModelTotals:
+    """Counters of one model since the process started."""
+
+    requests: int = 0
+    errors: int = 0
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The process's counters and gauges at one instant, for the dashboard.
+
+    ``errors`` counts answers with a 5xx status; ``replicas`` maps
+    (state, backend) to a count.
+    """
+
+    requests: int
+    errors: int
+    tokens: int
+    in_flight: int
+    queued: int
+    replicas: dict[tuple[str, str], int]
+    by_model: dict[str, ModelTotals] = field(default_factory=dict)
+
+
+def snapshot() -> Snapshot:
+    """Read the gateway and replica series once (a few hundred samples at most)."""
+    requests: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    tokens: dict[str, int] = {}
+    for sample in _samples(REQUESTS, "_total"):
+        model = sample.labels["model"]
+        requests[model] = requests.get(model, 0) + int(sample.value)
+        if sample.labels["status"].startswith("5"):
+            errors[model] = errors.get(model, 0) + int(sample.value)
+    for sample in _samples(TOKENS, "_total"):
+        model = sample.labels["model"]
+        tokens[model] = tokens.get(model, 0) + int(sample.value)
+    replicas: dict[tuple[str, str], int] = {}
+    for sample in _samples(REPLICAS, ""):
+        key = (sample.labels["state"], sample.labels["backend"])
+        replicas[key] = replicas.get(key, 0) + int(sample.value)
+    by_model = {
+        model: ModelTotals(count, errors.get(model, 0), tokens.get(model, 0))
+        for model, count in requests.items()
+    }
+    return Snapshot(
+        requests=sum(requests.values()),
+        errors=sum(errors.values()),
+        tokens=sum(tokens.values()),
+        in_flight=int(sum(s.value for s in _samples(IN_FLIGHT, ""))),
+        queued=int(sum(s.value for s in _samples(QUEUE_LENGTH, ""))),
+        replicas=replicas,
+        by_model=by_model,
+    )
+
+
+def _samples(metric: Counter | Gauge, suffix: str) -> Iterator[Sample]:
+    name = metric._name + suffix  # prometheus_client keeps the base name here
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name == name:
+                yield sample
 
 
 def render() -> bytes:

@@ -5,7 +5,9 @@ else (admin API, registration, ``/healthz``, ``/metrics``) goes to a
 Starlette app, whose lifespan starts and stops every background task in one
 order: store, keys, ledger, gateway pool, functions broker, control plane;
 and the reverse. ``/v1/services/…`` and ``/v1/functions…`` are admin routes
-too, though under ``/v1`` for clients.
+too, though under ``/v1`` for clients. The dashboard is part of the Starlette
+app: its page at ``/``, its data under ``/api/dashboard``. One middleware in
+front of both gives every request an ``x-request-id``.
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from aifactory.errors import APIError, NotFound
 from aifactory.functions import FunctionsHub, Invoker
 from aifactory.gateway import GatewayApp, error_body
 from aifactory.jobs import JobsManager
+from aifactory.logs import configure_logging
 from aifactory.objects import BucketsAPI, ObjectsService
+from aifactory.request_ids import RequestIdMiddleware
 from aifactory.store import Store
 from aifactory.tenancy import KeyAuthenticator, Limiter, UsageLedger
+from aifactory.web import DashboardData, MetricsSampler, page_routes
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +75,7 @@ class App:
             settings, self.store, instance_id(settings.instance_file), ledger=self.ledger
         )
         self.objects = ObjectsService(settings, self.store)
+        self.sampler = MetricsSampler()
         admin_api = AdminAPI(self.plane, self.authenticator)
         routes = [
             Route("/healthz", self._healthz, methods=["GET"]),
@@ -85,14 +91,23 @@ class App:
                 admin_api.authenticate_admin,
             ).routes(),
             *BucketsAPI(self.objects, admin_api.authenticate_admin).routes(),
+            *DashboardData(
+                self.plane, self.sampler, admin_api.authenticate, objects=self.objects
+            ).routes(),
+            *page_routes(),
         ]
         self.admin = Starlette(
             routes=routes,
             lifespan=self._lifespan,
             exception_handlers={APIError: _api_error, 404: _not_found},
         )
+        self._entry = RequestIdMiddleware(self._dispatch)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI scope through the request-id middleware."""
+        await self._entry(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch ``/v1`` to the gateway and the rest to the admin app."""
         path = scope.get("path", "")
         if (
@@ -115,6 +130,8 @@ class App:
             await self.functions.start()
             await self.plane.start()
             await self.jobs.start()
+            metrics.watch_function_pools(lambda: self.functions.stats().pools)
+        self.sampler.start()
         await self.objects.start()
         logger.info("aifactory (%s) listening on %s", self.settings.role, self.settings.control_url)
         # Everything loaded so far lives for the whole process: keep the
@@ -124,6 +141,8 @@ class App:
             yield
         finally:
             await self.objects.stop()
+            await self.sampler.stop()
+            metrics.watch_function_pools(None)
             if self.follower is not None:
                 await self.follower.stop()
             else:
@@ -165,10 +184,7 @@ async def _not_found(request: Request, _exc: Exception) -> Response:
 
 def serve(settings: Settings) -> None:
     """Run the control plane in this process until SIGINT or SIGTERM."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(
         App(settings),
         host=settings.host,
@@ -177,6 +193,7 @@ def serve(settings: Settings) -> None:
         http="httptools",
         lifespan="on",
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's records go through our handler, with request ids
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,

@@ -171,6 +171,6 @@ def test_metrics_and_health(server: Server, client: OpenAI) -> None:
         'aifactory_requests_total{endpoint="embeddings",model="all-minilm-l6-v2",status="200"}'
         in text
     )
-    assert 'aifactory_replicas{service="chat",state="ready"} 1.0' in text
-    assert "aifactory_request_latency_seconds_bucket" in text
+    assert 'aifactory_replicas{backend="local",service="chat",state="ready"} 1.0' in text
+    assert "aifactory_request_duration_seconds_bucket" in text
     assert 'aifactory_tokens_total{kind="prompt",model="all-minilm-l6-v2"}' in text

@@ -84,6 +84,11 @@ def test_keys_buckets_and_status(up: tuple[Server, str]) -> None:
         chemistry.put_object(Bucket="datasets", Key="x", Body=b"no")
     assert caught.value.response["Error"]["Code"] == "AccessDenied"
 
+    dashboard = server.admin.get("/api/dashboard/buckets").json()
+    assert dashboard["enabled"] is True
+    row = next(b for b in dashboard["buckets"] if b["name"] == "datasets")
+    assert (row["tenant"], row["objects"], row["bytes"]) == ("physics", 1, 4)
+
     status = server.admin.get("/api/objects/status").json()
     assert status["listening"] is True and status["endpoint"] == endpoint
     assert status["requests"]["PutObject"] >= 1 and status["errors"]["AccessDenied"] >= 1

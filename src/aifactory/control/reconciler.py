@@ -521,9 +521,9 @@ class Reconciler:
         )
 
     def _export_metrics(self) -> None:
-        counts: dict[tuple[str, str], int] = {}
+        counts: dict[tuple[str, str, str], int] = {}
         for replica in self._fleet.replicas.values():
-            key = (replica.service, replica.state.value)
+            key = (replica.service, replica.state.value, replica.backend)
             counts[key] = counts.get(key, 0) + 1
         metrics.set_replica_counts(counts)
 

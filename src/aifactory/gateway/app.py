@@ -41,6 +41,7 @@ from aifactory.gateway.responses import send_error, send_json
 from aifactory.gateway.router import Lease, Router
 from aifactory.gateway.stream import Exchange
 from aifactory.gateway.usage import SSEUsageFilter, Usage, usage_of_body
+from aifactory.request_ids import REQUEST_ID
 from aifactory.tenancy import KeyAuthenticator, Limiter, Principal, UsageLedger
 
 logger = logging.getLogger(__name__)
@@ -232,7 +233,10 @@ class GatewayApp:
         finally:
             series.in_flight.dec()
             series.answered(status).inc()
-            series.latency.observe(time.perf_counter() - started)
+            elapsed_s = time.perf_counter() - started
+            series.latency.observe(elapsed_s)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%s %s -> %d in %.3fs", path, model, status, elapsed_s)
         if usage.prompt_tokens or usage.completion_tokens:
             series.prompt_tokens.inc(usage.prompt_tokens)
             series.completion_tokens.inc(usage.completion_tokens)
@@ -267,7 +271,8 @@ class GatewayApp:
                 response = await self._session.post(
                     lease.base_url + path,
                     data=body,
-                    headers={"Content-Type": "application/json"},
+                    # The engine's own logs can then be matched to ours.
+                    headers={"Content-Type": "application/json", "X-Request-Id": REQUEST_ID.get()},
                 )
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 # Nothing reached the client yet: safe to try again.

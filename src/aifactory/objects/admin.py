@@ -78,25 +78,25 @@ class BucketsAPI:
         name, tenant = document.get("name"), document.get("tenant")
         if not isinstance(name, str) or not isinstance(tenant, str) or not tenant:
             raise BadRequest('Send {"name": BUCKET, "tenant": TENANT}.')
-        assert self._service.buckets is not None
+        assert self._service.registry is not None
         tenant_id = await asyncio.to_thread(self._service.store.ensure_tenant, tenant)
-        await self._service.buckets.create_for(tenant_id, name)
+        await self._service.registry.create_for(tenant_id, name)
         return JSONResponse({"name": name, "tenant": tenant}, status_code=201)
 
     async def delete(self, request: Request) -> Response:
         """DELETE /api/buckets/{name}: only an empty bucket."""
         await self._admin(request)
-        assert self._service.buckets is not None and self._service.files is not None
+        assert self._service.registry is not None and self._service.files is not None
         name = request.path_params["name"]
         if not await asyncio.to_thread(self._service.files.bucket_exists, name):
             raise NotFound(f"no bucket {name!r}.", fix="see `aifactory buckets ls`")
-        await self._service.buckets.remove(name)
+        await self._service.registry.remove(name)
         return JSONResponse({"name": name, "result": "deleted"})
 
     async def grant(self, request: Request) -> Response:
         """PUT /api/buckets/{name}/grants {"tenant": T, "access": "read"|"write"|null}."""
         await self._admin(request)
-        assert self._service.buckets is not None
+        assert self._service.registry is not None
         name = request.path_params["name"]
         document = await _json_object(request)
         tenant, access = document.get("tenant"), document.get("access")
@@ -109,7 +109,7 @@ class BucketsAPI:
                 f"no bucket {name!r} with an owner.",
                 fix="create it with `aifactory buckets create`",
             )
-        self._service.buckets.forget(name)
+        self._service.registry.forget(name)
         return JSONResponse({"name": name, "tenant": tenant, "access": access})
 
     async def status(self, request: Request) -> Response:

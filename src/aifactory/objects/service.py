@@ -25,6 +25,7 @@ from aifactory.objects.app import ObjectsApp
 from aifactory.objects.auth import StoreCredentials
 from aifactory.objects.buckets import BucketRegistry
 from aifactory.objects.multipart import Multipart
+from aifactory.objects.paths import RESERVED_PREFIX
 from aifactory.objects.storage import FileStore
 from aifactory.store import Store
 from aifactory.tenancy import IssuedKey, issue_key, load_s3_master
@@ -45,7 +46,7 @@ class ObjectsService:
         self.store = store
         self.master = b""
         self.app: ObjectsApp | None = None
-        self.buckets: BucketRegistry | None = None
+        self.registry: BucketRegistry | None = None
         self.files: FileStore | None = None
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -55,10 +56,10 @@ class ObjectsService:
         self.master = load_s3_master(self.settings.objects_master_key_file)
         self.files = FileStore(str(self.settings.objects_dir))
         multipart = Multipart(self.files)
-        self.buckets = BucketRegistry(self.store, self.files, multipart)
+        self.registry = BucketRegistry(self.store, self.files, multipart)
         credentials = StoreCredentials(self.store, self.master)
         self.app = ObjectsApp(
-            self.files, credentials, self.buckets, multipart, self.settings.objects_domain
+            self.files, credentials, self.registry, multipart, self.settings.objects_domain
         )
 
     def issue_first_admin(self) -> IssuedKey | None:
@@ -139,6 +140,32 @@ class ObjectsService:
         """Whether the S3 listener is up."""
         return self._server is not None and self._server.started
 
+    async def buckets(self, tenant: str | None) -> list[dict[str, Any]]:
+        """The dashboard's buckets of ``tenant`` (None: all), with object counts and bytes."""
+        assert self.files is not None
+        return await asyncio.to_thread(self._bucket_summaries, tenant)
+
+    def _bucket_summaries(self, tenant: str | None) -> list[dict[str, Any]]:
+        assert self.files is not None
+        owners = {record.name: record for record in self.store.buckets()}
+        rows = []
+        for name, _created in self.files.bucket_names():
+            record = owners.get(name)
+            if tenant is not None and (
+                record is None or (record.tenant != tenant and tenant not in record.grants)
+            ):
+                continue
+            objects, size = count_files(self.files.bucket_dir(name))
+            rows.append(
+                {
+                    "name": name,
+                    "tenant": record.tenant if record else None,
+                    "objects": objects,
+                    "bytes": size,
+                }
+            )
+        return rows
+
     def status(self) -> dict[str, Any]:
         """Counters and disk space for the dashboard (blocking: reads the disk)."""
         assert self.app is not None and self.files is not None
@@ -158,6 +185,21 @@ class ObjectsService:
             "bytes_out": stats.bytes_out,
             "in_flight": stats.in_flight,
         }
+
+
+def count_files(directory: str, limit: int = 100_000) -> tuple[int, int]:
+    """Files and bytes under ``directory`` (temporary files aside), counting up to ``limit``."""
+    files = size = 0
+    for parent, _dirs, names in os.walk(directory):
+        for name in names:
+            if name.startswith(RESERVED_PREFIX):
+                continue
+            with contextlib.suppress(OSError):
+                size += os.lstat(os.path.join(parent, name)).st_size
+                files += 1
+            if files >= limit:
+                return files, size
+    return files, size
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

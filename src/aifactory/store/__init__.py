@@ -6,6 +6,7 @@ from aifactory.store.database import (
     KeyRecord,
     LimitSet,
     Store,
+    UsageBucket,
     UsageTotal,
 )
 from aifactory.store.tables import (
@@ -30,6 +31,7 @@ __all__ = [
     "ServiceRow",
     "Store",
     "TenantRow",
+    "UsageBucket",
     "UsageTotal",
     "utcnow",
 ]

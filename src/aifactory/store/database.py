@@ -13,7 +13,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import (
+    Engine,
+    Integer,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -105,6 +115,18 @@ class LimitSet:
                 self.token_budget,
             )
         )
+
+
+@dataclass(frozen=True)
+class UsageBucket:
+    """Usage of one tenant and model within one time bucket (``start`` in Unix seconds)."""
+
+    start: int
+    tenant: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -531,6 +553,41 @@ class Store:
                 )
             )
             return float(total or 0)
+
+    def usage_buckets(
+        self, since: datetime, bucket_s: int, tenant_id: int | None = None
+    ) -> list[UsageBucket]:
+        """Usage since ``since`` summed per ``bucket_s``-second bucket, tenant and model.
+
+        Summed in the database, so an hour of busy traffic is a few hundred rows.
+        """
+        if self.engine.dialect.name == "sqlite":
+            epoch = func.cast(func.strftime("%s", UsageRow.created_at), Integer)
+            bucket = (epoch // bucket_s) * bucket_s
+        else:
+            bucket = func.floor(func.extract("epoch", UsageRow.created_at) / bucket_s) * bucket_s
+        start = bucket.label("start")
+        query = (
+            select(
+                start,
+                TenantRow.name,
+                UsageRow.model,
+                func.count(),
+                func.coalesce(func.sum(UsageRow.prompt_tokens), 0),
+                func.coalesce(func.sum(UsageRow.completion_tokens), 0),
+            )
+            .join(TenantRow, TenantRow.id == UsageRow.tenant_id)
+            .where(UsageRow.created_at >= since, UsageRow.kind == "tokens")
+            .group_by(start, TenantRow.name, UsageRow.model)
+            .order_by(start, TenantRow.name, UsageRow.model)
+        )
+        if tenant_id is not None:
+            query = query.where(UsageRow.tenant_id == tenant_id)
+        with self._session() as s:
+            return [
+                UsageBucket(int(row[0]), *row[1:3], *(int(v) for v in row[3:]))
+                for row in s.execute(query).all()
+            ]
 
     # batch jobs
 

@@ -1,0 +1,170 @@
+"""The dashboard's read-only data endpoints, under ``/api/dashboard``.
+
+Every endpoint checks the caller's key. What a key sees:
+
+- any key: who it is, the services and their replica counts, the factory's
+  request, token and queue counters (operational numbers, not any tenant's);
+- a user key: its own tenant's usage only;
+- an admin key: every tenant's usage.
+
+Keys, batch jobs, replica details and logs stay behind the admin API's own
+checks (``/api/keys``, ``/api/jobs``, ``/api/services/{name}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from aifactory import metrics
+from aifactory.control import ControlPlane
+from aifactory.errors import BadRequest
+from aifactory.tenancy import Principal
+from aifactory.web.buckets import ObjectBrowser, buckets_view
+from aifactory.web.samples import MetricsSampler
+
+Authenticate = Callable[[Request], Awaitable[Principal]]
+
+_USAGE_COLUMNS = ("start", "tenant", "model", "requests", "prompt_tokens", "completion_tokens")
+_MAX_WINDOW_S = 31 * 24 * 3600
+_MAX_BUCKETS = 5000
+
+
+class DashboardData:
+    """Routes that feed the dashboard's pages.
+
+    Args:
+        plane: Services, replicas and the store.
+        sampler: The ring of recent samples for the live charts.
+        authenticate: Checks the request carries a valid key; raises otherwise.
+        objects: Object storage to browse, or None while it is not enabled.
+    """
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        sampler: MetricsSampler,
+        authenticate: Authenticate,
+        objects: ObjectBrowser | None = None,
+    ) -> None:
+        self._plane = plane
+        self._sampler = sampler
+        self._authenticate = authenticate
+        self._objects = objects
+
+    def routes(self) -> list[Route]:
+        """Every data route of the dashboard."""
+        return [
+            Route("/api/dashboard/me", self.me, methods=["GET"]),
+            Route("/api/dashboard/overview", self.overview, methods=["GET"]),
+            Route("/api/dashboard/usage", self.usage, methods=["GET"]),
+            Route("/api/dashboard/buckets", self.buckets, methods=["GET"]),
+        ]
+
+    async def me(self, request: Request) -> Response:
+        """GET /api/dashboard/me: the caller's tenant and role (signing in checks this)."""
+        caller = await self._authenticate(request)
+        return JSONResponse({"tenant": caller.tenant, "role": caller.role})
+
+    async def overview(self, request: Request) -> Response:
+        """GET /api/dashboard/overview: services, replicas, counters and the last hour."""
+        await self._authenticate(request)
+        now = metrics.snapshot()
+        services = await self._plane.services()
+        specs = {row.name: row.spec for row in await asyncio.to_thread(self._plane.store.services)}
+        for service in services:
+            service["api"] = _api_of(specs.get(service["name"], {}))
+        return JSONResponse(
+            {
+                "services": services,
+                "replicas": [
+                    {"state": state, "backend": backend, "count": count}
+                    for (state, backend), count in sorted(now.replicas.items())
+                ],
+                "totals": {
+                    "requests": now.requests,
+                    "errors": now.errors,
+                    "tokens": now.tokens,
+                    "in_flight": now.in_flight,
+                    "queued": now.queued,
+                },
+                "by_model": {model: asdict(totals) for model, totals in now.by_model.items()},
+                "interval_s": self._sampler.interval_s,
+                "samples": self._sampler.samples(),
+            }
+        )
+
+    async def usage(self, request: Request) -> Response:
+        """GET /api/dashboard/usage?window_s=&bucket_s=&format=json|csv: usage over time.
+
+        A user key gets its own tenant's rows only, whatever it asks for.
+        """
+        caller = await self._authenticate(request)
+        window_s = _whole(request, "window_s", 3600, 60, _MAX_WINDOW_S)
+        bucket_s = _whole(request, "bucket_s", 60, 10, _MAX_WINDOW_S)
+        if window_s // bucket_s > _MAX_BUCKETS:
+            raise BadRequest(
+                f"{window_s // bucket_s} buckets is more than {_MAX_BUCKETS}.",
+                fix="ask for a larger bucket_s or a smaller window_s",
+                param="bucket_s",
+            )
+        since = datetime.now(UTC) - timedelta(seconds=window_s)
+        tenant = None if caller.is_admin else caller.tenant_id
+        rows = [
+            asdict(bucket)
+            for bucket in await asyncio.to_thread(
+                self._plane.store.usage_buckets, since, bucket_s, tenant
+            )
+        ]
+        if request.query_params.get("format") == "csv":
+            return Response(
+                _csv(rows),
+                media_type="text/csv",
+                headers={"Content-Disposition": 'attachment; filename="aifactory-usage.csv"'},
+            )
+        return JSONResponse({"window_s": window_s, "bucket_s": bucket_s, "buckets": rows})
+
+    async def buckets(self, request: Request) -> Response:
+        """GET /api/dashboard/buckets: the caller's buckets, or why there are none."""
+        caller = await self._authenticate(request)
+        return JSONResponse(await buckets_view(self._objects, caller))
+
+
+def _api_of(spec: dict[str, Any]) -> str:
+    """Which request the page's example sends: ``chat``, ``embeddings`` or ``functions``."""
+    if spec.get("kind") == "FunctionPool":
+        return "functions"
+    args = spec.get("engine", {}).get("args", {})
+    return "embeddings" if isinstance(args, dict) and args.get("embedding") else "chat"
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=_USAGE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        start = datetime.fromtimestamp(row["start"], UTC).isoformat()
+        writer.writerow({**row, "start": start})
+    return out.getvalue()
+
+
+def _whole(request: Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query_params.get(name, "")
+    if text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise BadRequest(f"`{name}` must be a whole number of seconds.", param=name) from exc
+    if not low <= value <= high:
+        raise BadRequest(f"`{name}` must be between {low} and {high}.", param=name)
+    return value

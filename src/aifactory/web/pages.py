@@ -1,0 +1,53 @@
+"""The dashboard's page and static assets, served at ``/`` with no build step.
+
+The page holds no data: it signs in with an API key kept in the tab's
+``sessionStorage`` and fetches everything from the key-checked API. A strict
+Content-Security-Policy (no inline script, nothing from other origins) keeps
+an injected string from ever reading that key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Message, Receive, Scope, Send
+
+STATIC_DIR = Path(__file__).parent / "static"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+class _Assets(StaticFiles):
+    """Static files with the dashboard's security headers."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        await super().__call__(scope, receive, send_with_headers)
+
+
+async def _index(_request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html", headers=SECURITY_HEADERS)
+
+
+def page_routes() -> list[BaseRoute]:
+    """``/`` (the single page) and ``/assets/*`` (its script, style and icon)."""
+    return [
+        Route("/", _index, methods=["GET", "HEAD"]),
+        Mount("/assets", app=_Assets(directory=STATIC_DIR), name="assets"),
+    ]

@@ -1,0 +1,496 @@
+// aifactory dashboard: plain ES modules, no build step, no third-party code.
+// Every number comes from the key-checked API; the key lives in sessionStorage
+// and travels only as an Authorization header. Text goes in via textContent,
+// never as HTML, so nothing the API returns can run as script.
+
+const KEY = "aifactory.key";
+const POLL_MS = 2000;
+const HOUR_S = 3600;
+const $ = (id) => document.getElementById(id);
+
+let session = null; // {tenant, role}
+let timers = [];
+
+// --- building blocks --------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === false || value == null) continue;
+    if (name === "on") for (const [event, fn] of Object.entries(value)) element.addEventListener(event, fn);
+    else element.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child == null || child === false) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return element;
+}
+
+const svg = (tag, attrs = {}) => {
+  const element = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [name, value] of Object.entries(attrs)) element.setAttribute(name, String(value));
+  return element;
+};
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}`, ...(options.headers || {}) };
+  const response = await fetch(path, { ...options, headers, cache: "no-store" });
+  const type = response.headers.get("content-type") || "";
+  const body = type.includes("json") ? await response.json() : await response.text();
+  if (!response.ok) {
+    const message = body && body.error ? body.error.message : `${response.status} ${response.statusText}`;
+    if (response.status === 401 && path !== "/api/dashboard/me") signOut(message);
+    throw new ApiError(response.status, message);
+  }
+  return body;
+}
+
+const number = (value, digits = 0) =>
+  value == null ? "–" : Number(value).toLocaleString("en", { maximumFractionDigits: digits });
+
+function duration(seconds) {
+  if (seconds == null) return "–";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 90) return `${s}s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+const clock = (epochSeconds) => new Date(epochSeconds * 1000).toLocaleTimeString();
+const stateCell = (state) => h("td", { class: `state state-${state}` }, state);
+
+function table(caption, columns, rows, empty = "Nothing yet.") {
+  const head = h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.num ? "num" : null }, c.label)));
+  const body = rows.length
+    ? rows.map((row) => h("tr", {}, columns.map((c) => {
+      const value = c.cell(row);
+      return value instanceof HTMLTableCellElement ? value : h("td", { class: c.num ? "num" : null }, value);
+    })))
+    : [h("tr", {}, h("td", { colspan: columns.length, class: "muted" }, empty))];
+  return h("div", { class: "table-wrap" }, h("table", {}, h("caption", {}, caption), h("thead", {}, head), h("tbody", {}, body)));
+}
+
+function stat(id, label, value) {
+  return h("div", { class: "stat" }, h("dt", {}, label), h("dd", { id }, value));
+}
+
+// A line chart of [epoch seconds, value] points over the last hour, as inline SVG.
+function chart(title, points, unit = "", digits = 1) {
+  const width = 300, height = 80, now = Date.now() / 1000, start = now - HOUR_S;
+  const max = Math.max(1e-9, ...points.map((p) => p[1]));
+  const x = (t) => ((t - start) / HOUR_S) * width;
+  const y = (v) => height - 2 - (v / max) * (height - 6);
+  const graphic = svg("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", "aria-hidden": "true" });
+  graphic.append(svg("line", { class: "axis", x1: 0, y1: height - 1, x2: width, y2: height - 1 }));
+  if (points.length) {
+    const line = points.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+    const first = x(points[0][0]).toFixed(1), last = x(points[points.length - 1][0]).toFixed(1);
+    graphic.append(svg("polygon", { class: "area", points: `${first},${height} ${line} ${last},${height}` }));
+    graphic.append(svg("polyline", { class: "line", points: line }));
+    const [t, v] = points[points.length - 1];
+    graphic.append(svg("circle", { class: "dot", cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 2.5 }));
+  }
+  const latest = points.length ? points[points.length - 1][1] : null;
+  const said = latest == null ? "no data yet" : `${number(latest, digits)}${unit}`;
+  return h("figure", { class: "chart", role: "img", "aria-label": `${title}, last hour: latest ${said}, peak ${number(max, digits)}${unit}` },
+    h("figcaption", {}, h("span", {}, title), h("strong", {}, said)), graphic);
+}
+
+function every(ms, fn) {
+  const tick = async () => {
+    try {
+      await fn();
+      $("live").textContent = `live · updated ${new Date().toLocaleTimeString()}`;
+    } catch (error) {
+      $("live").textContent = `update failed: ${error.message}`;
+    }
+  };
+  tick();
+  timers.push(setInterval(tick, ms));
+}
+
+function replace(id, node) {
+  const old = $(id);
+  if (old) old.replaceWith(node);
+}
+
+function section(title, ...children) {
+  const id = `h-${title.toLowerCase().replace(/[^a-z0-9]+/g, "-")}`;
+  return h("section", { "aria-labelledby": id }, h("h2", { id }, title), ...children);
+}
+
+// --- pages ------------------------------------------------------------------
+
+async function overviewPage(view) {
+  view.append(
+    h("h1", {}, "Overview"),
+    h("dl", { class: "stats", id: "totals" }),
+    h("div", { class: "charts", id: "charts" }),
+    section("Services", h("div", { id: "services" })),
+    section("Replicas by state and backend", h("div", { id: "replica-counts" })),
+  );
+  every(POLL_MS, async () => {
+    const data = await api("/api/dashboard/overview");
+    const t = data.totals;
+    replace("totals", h("dl", { class: "stats", id: "totals" },
+      stat("stat-requests", "Requests answered", number(t.requests)),
+      stat("stat-errors", "Errors (5xx)", number(t.errors)),
+      stat("stat-tokens", "Tokens", number(t.tokens)),
+      stat("stat-in-flight", "In flight", number(t.in_flight)),
+      stat("stat-queued", "Queued", number(t.queued)),
+    ));
+    const series = (field, perSecond) => data.samples.map((s) => [s.at, perSecond ? s[field] / s.span_s : s[field]]);
+    replace("charts", h("div", { class: "charts", id: "charts" },
+      chart("Requests/s", series("requests", true), "/s", 2),
+      chart("Tokens/s", series("tokens", true), "/s", 1),
+      chart("Errors/s", series("errors", true), "/s", 2),
+      chart("Queued requests", series("queued", false), "", 0),
+      chart("Replicas ready", series("ready", false), "", 0),
+    ));
+    replace("services", h("div", { id: "services" }, servicesTable(data.services)));
+    replace("replica-counts", h("div", { id: "replica-counts" }, table("Live replicas, counted", [
+      { label: "State", cell: (r) => stateCell(r.state) },
+      { label: "Backend", cell: (r) => r.backend },
+      { label: "Replicas", num: true, cell: (r) => number(r.count) },
+    ], data.replicas, "No replicas are running.")));
+  });
+}
+
+function servicesTable(services) {
+  return table("Services and function pools", [
+    { label: "Name", cell: (s) => h("td", {}, h("a", { href: `#/services/${encodeURIComponent(s.name)}` }, s.name)) },
+    { label: "Kind", cell: (s) => s.kind },
+    { label: "Models", cell: (s) => s.models.join(", ") || "–" },
+    { label: "Backend", cell: (s) => s.backend },
+    { label: "Ready", num: true, cell: (s) => h("td", { class: "num", "data-service-ready": s.name }, `${s.ready}`) },
+    { label: "Replicas by state", cell: (s) => Object.entries(s.replica_states).map(([k, v]) => `${v} ${k}`).join(", ") || "none" },
+    { label: "Status", cell: (s) => stateCell(s.status) },
+    { label: "Waiting on", cell: (s) => s.pending_reason || "" },
+  ], services, "No services deployed yet: `aifactory deploy examples/chat.yaml`.");
+}
+
+function example(service, model) {
+  const base = `${location.origin}/v1`;
+  if (service.api === "embeddings") {
+    return {
+      path: "/v1/embeddings",
+      body: { model, input: "The quick brown fox" },
+      python: `from openai import OpenAI\n\nclient = OpenAI(\n    base_url="${base}",\n    api_key=os.environ["AIFACTORY_API_KEY"],\n)\nresult = client.embeddings.create(model="${model}", input="The quick brown fox")\nprint(len(result.data[0].embedding))`,
+    };
+  }
+  return {
+    path: "/v1/chat/completions",
+    body: { model, messages: [{ role: "user", content: "Say hello in five words." }], max_tokens: 32 },
+    python: `from openai import OpenAI\n\nclient = OpenAI(\n    base_url="${base}",\n    api_key=os.environ["AIFACTORY_API_KEY"],\n)\nreply = client.chat.completions.create(\n    model="${model}",\n    messages=[{"role": "user", "content": "Say hello in five words."}],\n    max_tokens=32,\n)\nprint(reply.choices[0].message.content)`,
+  };
+}
+
+function tryIt(service) {
+  const model = service.models[0];
+  const shown = example(service, model);
+  const json = JSON.stringify(shown.body, null, 2);
+  const curl = `curl ${location.origin}${shown.path} \\\n  -H "Authorization: Bearer $AIFACTORY_API_KEY" \\\n  -H "Content-Type: application/json" \\\n  -d '${json}'`;
+  const output = h("pre", { id: "try-output", "aria-live": "polite" }, "Press the button to send the request above with your key.");
+  const button = h("button", { type: "button", id: "try-it", on: { click: async () => {
+    button.disabled = true;
+    output.textContent = "Sending…";
+    try {
+      const started = performance.now();
+      const reply = await api(shown.path, { method: "POST", headers: { "Content-Type": "application/json" }, body: json });
+      const took = ((performance.now() - started) / 1000).toFixed(2);
+      const text = reply.choices ? reply.choices[0].message.content : `embedding of ${reply.data[0].embedding.length} numbers`;
+      output.textContent = `${took}s · ${reply.usage ? reply.usage.total_tokens : "?"} tokens\n${text}`;
+    } catch (error) {
+      output.textContent = `Failed: ${error.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  } } }, "Send this request");
+  return section("Try it",
+    h("p", {}, "Endpoint ", h("code", {}, `${location.origin}/v1`), ", model ", h("code", {}, model),
+      ". Set AIFACTORY_API_KEY to your key first."),
+    h("div", { class: "snippets" },
+      h("div", {}, h("h3", {}, "curl"), h("pre", { id: "example-curl" }, curl)),
+      h("div", {}, h("h3", {}, "Python (openai)"), h("pre", { id: "example-python" }, `import os\n${shown.python}`))),
+    h("div", { class: "row" }, button), output);
+}
+
+async function servicePage(view, name) {
+  const admin = session.role === "admin";
+  view.append(h("h1", {}, `Service ${name}`),
+    h("dl", { class: "stats", id: "service-stats" }),
+    h("div", { id: "try" }),
+    section("Replicas", h("div", { id: "replicas" })),
+    section("Recent scaling decisions", h("div", { id: "scaling" })),
+    admin ? section("Log tail (newest replica)", h("pre", { class: "log", id: "log", tabindex: 0 }, "…")) : null);
+  let shownTry = false;
+  every(POLL_MS, async () => {
+    const [status, overview] = await Promise.all([api(`/v1/services/${encodeURIComponent(name)}`), api("/api/dashboard/overview")]);
+    const service = overview.services.find((s) => s.name === name) || { ...status, api: "chat" };
+    const counts = status.models.map((m) => overview.by_model[m] || { requests: 0, errors: 0, tokens: 0 });
+    const sum = (field) => counts.reduce((total, c) => total + c[field], 0);
+    const q = status.queue;
+    replace("service-stats", h("dl", { class: "stats", id: "service-stats" },
+      stat("service-ready", "Ready replicas", `${status.replicas.ready} / ${status.replicas.wanted}`),
+      stat("service-requests", "Requests answered", number(sum("requests"))),
+      stat("service-tokens", "Tokens", number(sum("tokens"))),
+      stat("service-errors", "Errors (5xx)", number(sum("errors"))),
+      stat("service-queue", "Queued", number(q.length)),
+      stat("service-in-flight", "In flight", number(status.in_flight)),
+    ));
+    if (!shownTry && status.kind !== "FunctionPool" && status.models.length) {
+      replace("try", h("div", { id: "try" }, tryIt(service)));
+      shownTry = true;
+    }
+    const replicas = admin ? (await api(`/api/services/${encodeURIComponent(name)}/replicas`)).replicas.slice().reverse() : status.starting;
+    replace("replicas", h("div", { id: "replicas" }, table(
+      admin ? "Newest first, with where each runs" : "Replicas starting (replica details need an admin key)", [
+        { label: "Replica", cell: (r) => r.id },
+        { label: "Backend", cell: (r) => r.backend || status.backend },
+        { label: "Node", cell: (r) => r.node || "–" },
+        { label: "Slurm job", cell: (r) => (r.backend || status.backend) === "slurm" ? (r.handle || r.job || "–") : "–" },
+        { label: "State", cell: (r) => stateCell(r.state) },
+        { label: "Pending reason", cell: (r) => r.pending_reason || "" },
+        { label: "Starts in", cell: (r) => (r.eta_s == null ? "–" : duration(r.eta_s)) },
+        { label: "Until rotation", cell: (r) => (r.time_left_s == null ? "–" : duration(r.time_left_s) + (r.retiring ? " (rotating)" : "")) },
+      ], replicas, status.waiting_on ? `Waiting on: ${status.waiting_on}` : "No replicas.")));
+    replace("scaling", h("div", { id: "scaling" }, table("Newest first", [
+      { label: "When", cell: (d) => clock(d.at) },
+      { label: "From", num: true, cell: (d) => d.from },
+      { label: "To", num: true, cell: (d) => d.to },
+      { label: "Why", cell: (d) => d.reason },
+    ], status.scaling.slice().reverse().slice(0, 10), "No scaling decisions yet.")));
+    if (admin) {
+      const log = $("log");
+      try {
+        const text = await api(`/api/services/${encodeURIComponent(name)}/logs?lines=80`);
+        const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+        log.textContent = text || "(empty)";
+        if (atBottom) log.scrollTop = log.scrollHeight;
+      } catch (error) {
+        log.textContent = error.message;
+      }
+    }
+  });
+}
+
+async function jobsPage(view) {
+  view.append(h("h1", {}, "Batch jobs"), h("div", { id: "jobs" }));
+  every(POLL_MS * 2, async () => {
+    let body;
+    try {
+      body = table("Newest first", [
+        { label: "Job", cell: (j) => j.id },
+        { label: "Name", cell: (j) => j.name },
+        { label: "Backend", cell: (j) => j.backend },
+        { label: "Slurm job", cell: (j) => j.slurm_job_id || "–" },
+        { label: "State", cell: (j) => stateCell(j.state) },
+        { label: "Reason", cell: (j) => j.reason || "" },
+        { label: "Exit", num: true, cell: (j) => (j.exit_code == null ? "–" : j.exit_code) },
+        { label: "Nodes", cell: (j) => j.nodes || "–" },
+        { label: "Submitted", cell: (j) => new Date(j.submitted_at).toLocaleString() },
+      ], (await api("/api/jobs?limit=50")).jobs, "No jobs yet: `aifactory job submit examples/job.yaml`.");
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status !== 403) throw error;
+      body = h("p", { class: "notice" }, "Batch jobs are listed for admin keys only.");
+    }
+    replace("jobs", h("div", { id: "jobs" }, body));
+  });
+}
+
+async function functionsPage(view) {
+  view.append(h("h1", {}, "Functions"),
+    section("Function pools", h("div", { id: "pools" })),
+    section("Recent calls", h("div", { id: "calls" })));
+  every(POLL_MS, async () => {
+    const [pools, calls] = await Promise.all([api("/v1/functions/pools"), api("/v1/functions/calls?limit=25")]);
+    replace("pools", h("div", { id: "pools" }, table("Pools, their workers and queues", [
+      { label: "Pool", cell: (p) => h("td", {}, h("a", { href: `#/services/${encodeURIComponent(p.name)}` }, p.name)) },
+      { label: "Backend", cell: (p) => p.backend },
+      { label: "Allocations ready", num: true, cell: (p) => `${p.replicas.ready} / ${p.replicas.wanted}` },
+      { label: "Workers", num: true, cell: (p) => p.workers.connected },
+      { label: "Slots", num: true, cell: (p) => p.workers.slots },
+      { label: "Running", num: true, cell: (p) => p.workers.running },
+      { label: "Queued", num: true, cell: (p) => p.queue.length },
+    ], pools.pools, "No function pools: `aifactory deploy examples/pool.yaml`.")));
+    replace("calls", h("div", { id: "calls" }, table(session.role === "admin" ? "Every tenant's calls" : `Calls of tenant ${session.tenant}`, [
+      { label: "Call", cell: (c) => c.id },
+      { label: "Function", cell: (c) => c.function },
+      { label: "Status", cell: (c) => stateCell(c.status) },
+      { label: "Submitted", cell: (c) => new Date(c.submitted_at).toLocaleTimeString() },
+      { label: "Took", num: true, cell: (c) => (c.duration_s == null ? "–" : `${c.duration_s}s`) },
+      { label: "Error", cell: (c) => (c.error ? `${c.error.type}: ${c.error.message}` : "") },
+    ], calls.calls, "No calls yet.")));
+  });
+}
+
+async function bucketsPage(view) {
+  view.append(h("h1", {}, "Buckets"), h("div", { id: "buckets" }));
+  every(POLL_MS * 5, async () => {
+    const data = await api("/api/dashboard/buckets");
+    replace("buckets", h("div", { id: "buckets" }, data.enabled
+      ? table("Buckets", [
+        { label: "Bucket", cell: (b) => b.name },
+        { label: "Objects", num: true, cell: (b) => number(b.objects) },
+      ], data.buckets, "No buckets yet.")
+      : h("p", { class: "notice", role: "status" }, `${data.message[0].toUpperCase()}${data.message.slice(1)} on this control plane.`)));
+  });
+}
+
+const WINDOWS = { "3600": ["Last hour", 60], "86400": ["Last day", 1800], "604800": ["Last week", 3600 * 6] };
+
+async function usagePage(view) {
+  const admin = session.role === "admin";
+  const picker = h("select", { id: "usage-window", on: { change: () => refresh() } },
+    Object.entries(WINDOWS).map(([value, [label]]) => h("option", { value }, label)));
+  const exportButton = h("button", { type: "button", class: "secondary", id: "usage-csv", on: { click: () => downloadCsv() } }, "Export CSV");
+  view.append(h("h1", {}, admin ? "Tenants, keys and usage" : `Usage of tenant ${session.tenant}`),
+    h("div", { class: "row" }, h("label", { for: "usage-window" }, "Window"), picker, exportButton),
+    h("div", { class: "charts", id: "usage-charts" }),
+    section("Usage by tenant and model", h("div", { id: "usage-table" })),
+    admin ? section("API keys", h("div", { id: "keys" })) : null);
+  const params = () => {
+    const window_s = picker.value;
+    return `window_s=${window_s}&bucket_s=${WINDOWS[window_s][1]}`;
+  };
+  async function downloadCsv() {
+    const text = await api(`/api/dashboard/usage?${params()}&format=csv`);
+    const link = h("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })), download: "aifactory-usage.csv" });
+    document.body.append(link);
+    link.click();
+    link.remove();
+  }
+  async function refresh() {
+    const usage = await api(`/api/dashboard/usage?${params()}`);
+    const byStart = new Map();
+    const byKey = new Map();
+    for (const b of usage.buckets) {
+      const at = byStart.get(b.start) || { requests: 0, tokens: 0 };
+      at.requests += b.requests;
+      at.tokens += b.prompt_tokens + b.completion_tokens;
+      byStart.set(b.start, at);
+      const key = `${b.tenant}\u0000${b.model}`;
+      const total = byKey.get(key) || { tenant: b.tenant, model: b.model, requests: 0, prompt_tokens: 0, completion_tokens: 0 };
+      total.requests += b.requests;
+      total.prompt_tokens += b.prompt_tokens;
+      total.completion_tokens += b.completion_tokens;
+      byKey.set(key, total);
+    }
+    const starts = [...byStart.keys()].sort((a, b) => a - b);
+    const scale = Number(picker.value) / HOUR_S; // the chart spans one hour: stretch longer windows onto it
+    const now = Date.now() / 1000;
+    const point = (field) => starts.map((s) => [now - (now - s) / scale, byStart.get(s)[field]]);
+    const per = WINDOWS[picker.value][1] >= 3600 ? `${WINDOWS[picker.value][1] / 3600} h` : `${WINDOWS[picker.value][1] / 60} min`;
+    replace("usage-charts", h("div", { class: "charts", id: "usage-charts" },
+      chart(`Requests per ${per}`, point("requests"), "", 0),
+      chart(`Tokens per ${per}`, point("tokens"), "", 0)));
+    replace("usage-table", h("div", { id: "usage-table" }, table(WINDOWS[picker.value][0], [
+      { label: "Tenant", cell: (r) => r.tenant },
+      { label: "Model", cell: (r) => r.model },
+      { label: "Requests", num: true, cell: (r) => number(r.requests) },
+      { label: "Prompt tokens", num: true, cell: (r) => number(r.prompt_tokens) },
+      { label: "Completion tokens", num: true, cell: (r) => number(r.completion_tokens) },
+    ], [...byKey.values()], "No usage in this window.")));
+    if (admin) {
+      const keys = (await api("/api/keys")).keys;
+      replace("keys", h("div", { id: "keys" }, table("Every key (secrets are never shown)", [
+        { label: "Id", num: true, cell: (k) => k.id },
+        { label: "Tenant", cell: (k) => k.tenant },
+        { label: "Role", cell: (k) => k.role },
+        { label: "Name", cell: (k) => k.name },
+        { label: "Prefix", cell: (k) => h("td", {}, h("code", {}, k.prefix)) },
+        { label: "Created", cell: (k) => new Date(k.created_at).toLocaleString() },
+        { label: "State", cell: (k) => stateCell(k.revoked ? "revoked" : "active") },
+      ], keys)));
+    }
+  }
+  every(POLL_MS * 2.5, refresh);
+}
+
+// --- sign-in and routing ----------------------------------------------------
+
+function signOut(message = "") {
+  sessionStorage.removeItem(KEY);
+  session = null;
+  route();
+  $("sign-in-error").textContent = message;
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const input = $("api-key");
+  sessionStorage.setItem(KEY, input.value.trim());
+  try {
+    session = await api("/api/dashboard/me");
+    input.value = "";
+    $("sign-in-error").textContent = "";
+    route();
+  } catch (error) {
+    sessionStorage.removeItem(KEY);
+    $("sign-in-error").textContent = error.status === 401 ? `That key was not accepted: ${error.message}` : error.message;
+  }
+}
+
+async function route() {
+  timers.forEach(clearInterval);
+  timers = [];
+  const view = $("view");
+  view.replaceChildren();
+  const signedIn = session !== null;
+  $("sign-in").hidden = signedIn;
+  $("nav").hidden = !signedIn;
+  $("who").hidden = !signedIn;
+  if (!signedIn) {
+    $("live").textContent = "not connected";
+    $("api-key").focus();
+    return;
+  }
+  $("who-label").textContent = `${session.tenant} · ${session.role}`;
+  const path = location.hash.replace(/^#/, "") || "/";
+  for (const link of document.querySelectorAll("#nav a")) {
+    const target = link.getAttribute("href").slice(1);
+    const current = target === "/" ? path === "/" || path.startsWith("/services/") : path.startsWith(target);
+    if (current) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  const service = path.match(/^\/services\/(.+)$/);
+  if (service) await servicePage(view, decodeURIComponent(service[1]));
+  else if (path === "/jobs") await jobsPage(view);
+  else if (path === "/functions") await functionsPage(view);
+  else if (path === "/buckets") await bucketsPage(view);
+  else if (path === "/usage") await usagePage(view);
+  else await overviewPage(view);
+  document.title = `${view.querySelector("h1")?.textContent || "Dashboard"} · aifactory`;
+}
+
+async function start() {
+  $("sign-in-form").addEventListener("submit", signIn);
+  $("sign-out").addEventListener("click", () => signOut());
+  // The skip link must not change the hash: the hash is the page being shown.
+  document.querySelector(".skip").addEventListener("click", (event) => {
+    event.preventDefault();
+    $("main").focus();
+  });
+  window.addEventListener("hashchange", () => {
+    route();
+    $("main").focus();
+  });
+  if (sessionStorage.getItem(KEY)) {
+    try {
+      session = await api("/api/dashboard/me");
+    } catch {
+      sessionStorage.removeItem(KEY);
+    }
+  }
+  route();
+}
+
+start();
