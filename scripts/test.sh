@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up, then lint, type-check and run every test against the real engine
-# and a real Slurm cluster (started here, stopped at the end).
+# Set up, then lint, type-check and run every test against the real engine,
+# a real Slurm cluster and a real PostgreSQL (started here, stopped at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -15,8 +15,17 @@ if ! bash deploy/slurm-dev-cluster.sh status >/dev/null 2>&1; then
     bash deploy/slurm-dev-cluster.sh up
     started_slurm=1
 fi
-stop_slurm() { if [ "$started_slurm" = 1 ]; then bash deploy/slurm-dev-cluster.sh down >/dev/null 2>&1 || true; fi; }
-trap stop_slurm EXIT
+echo "==> PostgreSQL"
+started_postgres=0
+if ! bash deploy/postgres-dev.sh status >/dev/null 2>&1; then
+    bash deploy/postgres-dev.sh up
+    started_postgres=1
+fi
+stop_services() {
+    if [ "$started_slurm" = 1 ]; then bash deploy/slurm-dev-cluster.sh down >/dev/null 2>&1 || true; fi
+    if [ "$started_postgres" = 1 ]; then bash deploy/postgres-dev.sh down >/dev/null 2>&1 || true; fi
+}
+trap stop_services EXIT
 echo "==> pytest"
 # Integration tests must run here: a skipped one fails the run.
 export AIFACTORY_REQUIRE_INTEGRATION=1

@@ -76,6 +76,9 @@ def deploy(
         typer.Argument(help="Service or FunctionPool spec (YAML).", exists=True, dir_okay=False),
     ],
     wait: Annotated[bool, typer.Option(help="Wait until a replica is ready.")] = True,
+    tenant: Annotated[
+        str | None, typer.Option(help="Run it for this tenant (default: your own).")
+    ] = None,
 ) -> None:
     """Deploy a service (or a function pool) from a YAML spec."""
     from aifactory.progress import wait_until_ready
@@ -84,7 +87,11 @@ def deploy(
     service = load_deployable(spec.read_text(), str(spec))
     client = _client()
     result = client.json(
-        "POST", "/api/services", content=spec.read_bytes(), headers={"X-Spec-Origin": str(spec)}
+        "POST",
+        "/api/services",
+        content=spec.read_bytes(),
+        headers={"X-Spec-Origin": str(spec)},
+        params={"tenant": tenant} if tenant else {},
     )
     console.print(f"service [bold]{service.name}[/bold]: {result['result']}")
     if service.replicas.min == 0:

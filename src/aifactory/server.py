@@ -30,7 +30,7 @@ from aifactory.api import AdminAPI, FunctionsAPI, JobsAPI, TenantsAPI
 from aifactory.config import Settings
 from aifactory.control import ControlPlane, FleetFollower, instance_id
 from aifactory.errors import APIError, NotFound
-from aifactory.functions import FunctionsHub, Invoker
+from aifactory.functions import FunctionsHub, Invoker, pool_open_to
 from aifactory.gateway import GatewayApp, error_body
 from aifactory.jobs import JobsManager
 from aifactory.logs import configure_logging
@@ -54,7 +54,12 @@ class App:
         self.authenticator = KeyAuthenticator(self.store)
         self.ledger = UsageLedger(self.store)
         self.plane = ControlPlane(settings, self.store, self.ledger)
-        self.functions = FunctionsHub(settings, self.authenticator, self.plane.reconciler.wake)
+        self.functions = FunctionsHub(
+            settings,
+            self.authenticator,
+            self.plane.reconciler.wake,
+            lambda pool, caller: pool_open_to(self.store, pool, caller),
+        )
         self.plane.reconciler.pools = self.functions
         self.invoker = Invoker(self.store, self.functions, self.ledger)
         # A gateway-only process routes by the store instead of reconciling.

@@ -270,7 +270,10 @@ class SlurmOptions(_Spec):
 
 
 class Service(_Spec):
-    """A model endpoint with a stable name, served by replicas that come and go."""
+    """A model endpoint with a stable name, served by replicas that come and go.
+
+    A ``private`` service serves only keys of the tenant it was deployed for.
+    """
 
     kind: Literal["Service"] = "Service"
     name: str = Field(pattern=NAME_PATTERN)
@@ -284,6 +287,7 @@ class Service(_Spec):
     rotation_lead_s: float = Field(default=120.0, alias="rotation_lead", ge=0)
     autoscaling: Autoscaling = Autoscaling()
     slurm: SlurmOptions = SlurmOptions()
+    private: bool = False
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -328,7 +332,8 @@ class FunctionPool(_Spec):
     Each allocation runs one worker manager with ``workers`` task processes;
     the pool keeps between ``allocations.min`` and ``allocations.max`` of them,
     following the queued and running tasks, and down to zero after
-    ``idle_to_zero`` without a call when ``allocations.min`` is 0.
+    ``idle_to_zero`` without a call when ``allocations.min`` is 0. A
+    ``private`` pool (and its named functions) serves only its tenant's keys.
     """
 
     kind: Literal["FunctionPool"]
@@ -345,6 +350,7 @@ class FunctionPool(_Spec):
     time_limit_s: float | None = Field(default=None, alias="time_limit", gt=0)
     rotation_lead_s: float = Field(default=120.0, alias="rotation_lead", ge=0)
     slurm: SlurmOptions = SlurmOptions()
+    private: bool = False
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

@@ -78,8 +78,22 @@ class AdminAPI:
         return JSONResponse({"services": await self._plane.services()})
 
     async def deploy(self, request: Request) -> Response:
-        """POST /api/services with a YAML or JSON spec."""
+        """POST /api/services[?tenant=NAME] with a YAML or JSON spec.
+
+        The service runs for ``tenant`` (its Slurm account, budgets and, when
+        private, its keys only); by default for the admin's own tenant.
+        """
         principal = await self._admin(request)
+        tenant_id = principal.tenant_id
+        if "tenant" in request.query_params:
+            owner = await _run(self._plane.store.tenant, request.query_params["tenant"])
+            if owner is None:
+                raise NotFound(
+                    f"tenant {request.query_params['tenant']!r} does not exist.",
+                    fix="create it with `aifactory tenants create NAME`",
+                    param="tenant",
+                )
+            tenant_id = owner.id
         body = await request.body()
         if len(body) > _MAX_SPEC_BYTES:
             raise BadRequest(f"The spec is larger than {_MAX_SPEC_BYTES} bytes.")
@@ -88,9 +102,11 @@ class AdminAPI:
             service = load_deployable(body.decode("utf-8", errors="replace"), origin)
         except SpecError as exc:
             raise BadRequest(exc.message, exc.fix) from exc
-        outcome = await self._plane.deploy(service, principal.tenant_id)
+        outcome = await self._plane.deploy(service, tenant_id)
         if outcome == "created":
-            await record_action(self._plane.store, principal, "service.deployed", service.name)
+            await record_action(
+                self._plane.store, principal, "service.deployed", service.name, tenant_id=tenant_id
+            )
         status = 201 if outcome == "created" else 200
         return JSONResponse({"name": service.name, "result": outcome}, status_code=status)
 

@@ -42,6 +42,10 @@ class TenantAccounts:
         """The tenant the service runs for, if any."""
         return self._owner.get(service)
 
+    def owner_ids(self) -> dict[str, int]:
+        """Service name -> the id of the tenant it runs for."""
+        return {name: tenant.id for name, tenant in self._owner.items()}
+
     def with_defaults(self, request: AllocationRequest) -> AllocationRequest:
         """``request`` charged to its tenant's Slurm account, with their defaults filled in."""
         tenant = self._owner.get(request.service)

@@ -240,7 +240,11 @@ class ControlPlane:
         service = load_deployable(dict(row.spec), name)
         replica_id = f"{name}-XXXXXX"
         token_file = self.settings.data_dir / "run" / f"{replica_id}.token"
-        request = self.reconciler.allocation_request(service, replica_id, token_file)
+        accounts = self.reconciler.accounts
+        await asyncio.to_thread(accounts.refresh, await asyncio.to_thread(self.store.services))
+        request = accounts.with_defaults(
+            self.reconciler.allocation_request(service, replica_id, token_file)
+        )
         backend = self.reconciler.backend(service.backend or self.settings.default_backend)
         return backend.render(request)
 

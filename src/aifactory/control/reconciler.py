@@ -164,7 +164,9 @@ class Reconciler:
             except SpecError as exc:
                 logger.error("service %s has an invalid stored spec: %s", row.name, exc)
         self.specs = {spec.name: spec for spec, _created in active}
-        self._fleet.set_services((s, c) for s, c in active if isinstance(s, Service))
+        self._fleet.set_services(
+            ((s, c) for s, c in active if isinstance(s, Service)), self.accounts.owner_ids()
+        )
         # Act on new wants first: a deploy must not wait behind the status poll.
         for spec, _created in active:
             await self._converge(spec)

@@ -97,7 +97,7 @@ class Broker:
         gate: BrokerGate | None = None,
     ) -> None:
         self._gate = gate
-        self._clients: set[bytes] = set()  # admitted executors, when there is a gate
+        self._clients: dict[bytes, str] = {}  # admitted executor -> its pool, with a gate
         self._worker_bind = worker_address
         self._client_bind = client_address
         self.spill_dir = spill_dir
@@ -268,17 +268,23 @@ class Broker:
                 refusal = {"error": "say hello with a valid API key first"}
                 sock.send_multipart([identity, p.encode_json(p.REFUSED, refusal)])
             elif kind == p.SUBMIT:
-                scheduler.submit(identity, head[1:].decode(), frames[2:])
+                pool = head[1:].decode()
+                if self._gate is not None and self._clients[identity] != pool:
+                    admitted = self._clients[identity]
+                    refusal = {"error": f"this executor was admitted to pool {admitted!r} only"}
+                    sock.send_multipart([identity, p.encode_json(p.REFUSED, refusal)])
+                else:
+                    scheduler.submit(identity, pool, frames[2:])
             elif kind == p.CANCEL:
                 scheduler.cancel(identity, p.unpack_ids(head))
             elif kind == p.BYE:
                 scheduler.bye(identity)
-                self._clients.discard(identity)
+                self._clients.pop(identity, None)
 
     def _hello(self, sock: zmq.Socket[bytes], identity: bytes, body: dict[str, Any]) -> None:
         refusal = self._gate.admit_client(body) if self._gate else None
         if refusal is None:
-            self._clients.add(identity)
+            self._clients[identity] = str(body.get("pool") or "")
             sock.send_multipart([identity, self._welcome()])
         else:
             sock.send_multipart([identity, p.encode_json(p.REFUSED, {"error": refusal})])
