@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aifactory import cli_functions, cli_jobs, cli_tenancy
+from aifactory import cli_functions, cli_jobs, cli_objects, cli_tenancy
 from aifactory.client import AdminClient, ClientError
 from aifactory.config import Settings, load_settings
 from aifactory.errors import AIFactoryError
@@ -24,6 +24,7 @@ app = typer.Typer(
 cli_jobs.register(app)
 cli_functions.register(app)
 cli_tenancy.register(app)
+cli_objects.register(app)
 console = Console()
 err = Console(stderr=True)
 

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest, Forbidden, NotFound, SpecError, Unauthorized
 from aifactory.specs import load_deployable, parse_duration_s
-from aifactory.tenancy import KeyAuthenticator, Principal, issue_key, record_action
+from aifactory.tenancy import KeyAuthenticator, Principal, issue_key, load_s3_master, record_action
 
 _MAX_SPEC_BYTES = 256 * 1024
 
@@ -172,7 +172,8 @@ class AdminAPI:
         if not isinstance(label, str) or len(label) > 64:
             raise BadRequest("`name` must be a string of at most 64 characters.", param="name")
         expires_at = _expiry(document.get("expires_in"))
-        issued = await _run(issue_key, self._plane.store, tenant, role, label, expires_at)
+        master = await _run(load_s3_master, self._plane.settings.objects_master_key_file)
+        issued = await _run(issue_key, self._plane.store, tenant, role, label, expires_at, master)
         await record_action(
             self._plane.store,
             principal,
@@ -188,6 +189,8 @@ class AdminAPI:
                 "role": issued.role,
                 "expires_at": expires_at.isoformat() if expires_at else None,
                 "key": issued.secret,
+                "s3_access_key_id": issued.s3_access_key_id,
+                "s3_secret_access_key": issued.s3_secret_access_key,
             },
             status_code=201,
         )
