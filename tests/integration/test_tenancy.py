@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
-from .server import Server, processes_mentioning
+from .server import REPO, Server, processes_mentioning
 
 EMBED = "all-minilm-l6-v2"
 CHAT = "smollm2-135m-instruct"
@@ -262,3 +263,48 @@ def test_an_agent_uses_the_models_with_its_own_key(server: Server, tmp_path: Pat
     keys = [k for k in server.admin.get("/api/keys").json()["keys"] if k["name"] == "agent asker"]
     assert keys[0]["revoked"], "deleting the agent revokes its key"
     assert processes_mentioning(str(program)) == []
+
+
+def test_the_example_agent_answers_questions_from_a_bucket(server: Server) -> None:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    assert server.admin.post("/api/tenants", json={"name": "helpdesk"}).status_code in (200, 201)
+    spec = yaml.safe_load((REPO / "examples" / "agent" / "agent.yaml").read_text())
+    spec["command"] = [sys.executable, str(REPO / "examples" / "agent" / "answerer.py")]
+    spec["env"]["AGENT_POLL_S"] = "0.3"
+    deployed = server.admin.post(
+        "/api/services", params={"tenant": "helpdesk"}, content=json.dumps(spec)
+    )
+    assert deployed.status_code == 201, deployed.text
+
+    def s3_for(tenant: str) -> Any:
+        key = server.admin.post("/api/keys", json={"tenant": tenant}).json()
+        endpoint = server.admin.get("/api/objects/status").json()["endpoint"]
+        return boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=key["s3_access_key_id"],
+            aws_secret_access_key=key["s3_secret_access_key"],
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
+    colleague = s3_for("helpdesk")
+    deadline = time.monotonic() + 60
+    while "agent-inbox" not in {b["Name"] for b in colleague.list_buckets()["Buckets"]}:
+        assert time.monotonic() < deadline, server.cli("logs", "answerer", check=False).stdout
+        time.sleep(0.3)
+    colleague.put_object(Bucket="agent-inbox", Key="questions/q1", Body=b"Say yes.")
+    while True:
+        try:
+            answer = colleague.get_object(Bucket="agent-inbox", Key="answers/q1")["Body"].read()
+            break
+        except ClientError:
+            assert time.monotonic() < deadline, server.cli("logs", "answerer", check=False).stdout
+            time.sleep(0.3)
+    assert answer.strip()
+    with pytest.raises(ClientError, match=r"AccessDenied|NoSuchBucket"):
+        s3_for("outsiders").get_object(Bucket="agent-inbox", Key="answers/q1")
+    server.cli("delete", "answerer")
