@@ -79,7 +79,7 @@ class App:
         self.jobs = JobsManager(
             settings, self.store, instance_id(settings.instance_file), ledger=self.ledger
         )
-        self.objects = ObjectsService(settings, self.store)
+        self.objects = ObjectsService(settings, self.store, self.ledger)
         self.sampler = MetricsSampler()
         admin_api = AdminAPI(self.plane, self.authenticator)
         routes = [

@@ -308,3 +308,13 @@ def test_the_example_agent_answers_questions_from_a_bucket(server: Server) -> No
     with pytest.raises(ClientError, match=r"AccessDenied|NoSuchBucket"):
         s3_for("outsiders").get_object(Bucket="agent-inbox", Key="answers/q1")
     server.cli("delete", "answerer")
+    time.sleep(1.5)  # the ledger flushes once a second
+    kinds = {
+        row["kind"]: row
+        for row in server.admin.get(
+            "/api/usage", params={"tenant": "helpdesk", "by": "kind"}
+        ).json()["usage"]
+    }
+    assert kinds["tokens"]["completion_tokens"] > 0, "the agent's questions to the model"
+    assert kinds["objects"]["bytes_in"] >= len(b"Say yes.") + len(answer)
+    assert kinds["objects"]["bytes_out"] >= len(answer) and kinds["objects"]["calls"] > 3

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from starlette.types import Message, Receive, Scope, Send
 
 from aifactory.objects import bucket_ops, multipart_ops, object_ops
-from aifactory.objects.auth import Credentials, authenticate
+from aifactory.objects.auth import Caller, Credentials, authenticate
 from aifactory.objects.buckets import BucketRegistry
 from aifactory.objects.context import Context, Services, Stats
 from aifactory.objects.errors import S3Error
@@ -47,6 +47,9 @@ _UNSUPPORTED = frozenset(
 )  # fmt: skip
 
 
+UsageHook = Callable[[Caller, str, str, int, int], None]
+
+
 class ObjectsApp:
     """ASGI app serving the S3 API over a FileStore.
 
@@ -56,6 +59,8 @@ class ObjectsApp:
         buckets: Bucket ownership and access checks.
         multipart: Staged multipart uploads.
         domain: Virtual-host domain (``bucket.DOMAIN``), or ``""`` for path style only.
+        on_usage: Told, after each authenticated request, who moved how many bytes
+            in and out of which bucket (the usage ledger).
     """
 
     def __init__(
@@ -65,8 +70,10 @@ class ObjectsApp:
         buckets: BucketRegistry,
         multipart: Multipart,
         domain: str = "",
+        on_usage: UsageHook | None = None,
     ) -> None:
         self._credentials = credentials
+        self._on_usage = on_usage
         self._domain = domain.lower().strip(".")
         self.stats = Stats()
         self._executor = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="s3-io")
@@ -89,15 +96,18 @@ class ObjectsApp:
         head = scope["method"] == "HEAD"
         started = False
         body_read = not _has_body(scope)
+        moved = [0, 0]  # bytes in, bytes out
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             started = True
+            moved[1] += len(message.get("body", b""))
             await send(message)
 
         async def tracking_receive() -> Message:
             nonlocal body_read
             message = await receive()
+            moved[0] += len(message.get("body", b""))
             if not message.get("more_body", False):
                 body_read = True
             return message
@@ -105,7 +115,7 @@ class ObjectsApp:
         self.stats.in_flight += 1
         try:
             request = parse_request(scope, self._domain, request_id)
-            await self._serve(request, tracking_receive, tracking_send, headers)
+            await self._serve(request, tracking_receive, tracking_send, headers, moved)
         except S3Error as exc:
             self._count_error(exc.code or "")
             if started:
@@ -129,7 +139,12 @@ class ObjectsApp:
         self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
 
     async def _serve(
-        self, request: S3Request, receive: Receive, send: Send, headers: list[tuple[bytes, bytes]]
+        self,
+        request: S3Request,
+        receive: Receive,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+        moved: list[int],
     ) -> None:
         caller, payload = await authenticate(request, self._credentials)
         name, handler, write = route(request)
@@ -137,7 +152,11 @@ class ObjectsApp:
         if request.bucket and name not in ("CreateBucket", "DeleteBucket"):
             await self._services.buckets.authorize(caller, request.bucket, write)
         context = Context(request, caller, payload, receive, send, self._services, headers)
-        await handler(context)
+        try:
+            await handler(context)
+        finally:
+            if self._on_usage is not None:
+                self._on_usage(caller, request.bucket, name, moved[0], moved[1])
 
 
 # An error answered before the body was read (e.g. after `Expect: 100-continue`, when

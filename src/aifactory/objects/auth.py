@@ -41,6 +41,7 @@ class Caller:
     tenant_id: int
     tenant: str
     is_admin: bool
+    key_id: int | None = None
 
 
 @dataclass
@@ -90,7 +91,9 @@ class StoreCredentials:
             return None
         if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
             return None
-        caller = Caller(access_key_id, record.tenant_id, record.tenant, record.role == "admin")
+        caller = Caller(
+            access_key_id, record.tenant_id, record.tenant, record.role == "admin", record.key_id
+        )
         return caller, s3_secret_for(self._master, access_key_id)
 
 

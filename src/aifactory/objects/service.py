@@ -22,13 +22,13 @@ import uvicorn
 
 from aifactory.config import Settings
 from aifactory.objects.app import ObjectsApp
-from aifactory.objects.auth import StoreCredentials
+from aifactory.objects.auth import Caller, StoreCredentials
 from aifactory.objects.buckets import BucketRegistry
 from aifactory.objects.multipart import Multipart
 from aifactory.objects.paths import RESERVED_PREFIX
 from aifactory.objects.storage import FileStore
 from aifactory.store import Store
-from aifactory.tenancy import IssuedKey, issue_key, load_s3_master
+from aifactory.tenancy import IssuedKey, UsageLedger, issue_key, load_s3_master
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +39,13 @@ class ObjectsService:
     Args:
         settings: Port, root directory, virtual-host domain and TLS files.
         store: The state store (keys and bucket owners).
+        ledger: Where bytes in and out of buckets are charged to tenants.
     """
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, ledger: UsageLedger | None = None) -> None:
         self.settings = settings
         self.store = store
+        self._ledger = ledger
         self.master = b""
         self.app: ObjectsApp | None = None
         self.registry: BucketRegistry | None = None
@@ -59,7 +61,25 @@ class ObjectsService:
         self.registry = BucketRegistry(self.store, self.files, multipart)
         credentials = StoreCredentials(self.store, self.master)
         self.app = ObjectsApp(
-            self.files, credentials, self.registry, multipart, self.settings.objects_domain
+            self.files,
+            credentials,
+            self.registry,
+            multipart,
+            self.settings.objects_domain,
+            self._charge if self._ledger is not None else None,
+        )
+
+    def _charge(self, caller: Caller, bucket: str, operation: str, sent: int, got: int) -> None:
+        assert self._ledger is not None
+        self._ledger.record(
+            tenant_id=caller.tenant_id,
+            key_id=caller.key_id,
+            kind="objects",
+            model=bucket,
+            endpoint=f"s3.{operation}"[:32],
+            calls=1,
+            bytes_in=sent,
+            bytes_out=got,
         )
 
     def issue_first_admin(self) -> IssuedKey | None:
