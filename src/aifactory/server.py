@@ -59,6 +59,7 @@ class App:
             self.authenticator,
             self.plane.reconciler.wake,
             lambda pool, caller: pool_open_to(self.store, pool, caller),
+            self.ledger,
         )
         self.plane.reconciler.pools = self.functions
         self.invoker = Invoker(self.store, self.functions, self.ledger)
