@@ -51,12 +51,8 @@ class TenantAccounts:
         tenant = self._owner.get(request.service)
         if tenant is None:
             return request
-        slurm = request.slurm.model_copy(
-            update={
-                "account": tenant.slurm_account or request.slurm.account,
-                "partition": request.slurm.partition or tenant.slurm_partition,
-                "qos": request.slurm.qos or tenant.slurm_qos,
-            }
+        slurm = request.slurm.for_tenant(
+            tenant.slurm_account, tenant.slurm_partition, tenant.slurm_qos
         )
         return dataclasses.replace(request, slurm=slurm)
 

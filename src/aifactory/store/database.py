@@ -129,6 +129,9 @@ class UsageBucket:
     completion_tokens: int
 
 
+_KEYS = select(ApiKeyRow, TenantRow.name).join(TenantRow, TenantRow.id == ApiKeyRow.tenant_id)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -202,24 +205,23 @@ class Store:
 
     def key_by_hash(self, key_hash: str) -> KeyRecord | None:
         """Find a key by its hash."""
+        return self._key_record(_KEYS.where(ApiKeyRow.key_hash == key_hash))
+
+    def _key_record(self, query: Any) -> KeyRecord | None:
         with self._session() as s:
-            row = s.execute(
-                select(ApiKeyRow, TenantRow.name)
-                .join(TenantRow, TenantRow.id == ApiKeyRow.tenant_id)
-                .where(ApiKeyRow.key_hash == key_hash)
-            ).first()
-            if row is None:
-                return None
-            key, tenant = row
-            return KeyRecord(
-                key.id,
-                key.tenant_id,
-                tenant,
-                key.role,
-                key.key_hash,
-                key.revoked_at is not None,
-                _aware(key.expires_at),
-            )
+            row = s.execute(query).first()
+        if row is None:
+            return None
+        key, tenant = row
+        return KeyRecord(
+            key.id,
+            key.tenant_id,
+            tenant,
+            key.role,
+            key.key_hash,
+            key.revoked_at is not None,
+            _aware(key.expires_at),
+        )
 
     def add_s3_access_key(self, key_id: int, access_key_id: str) -> None:
         """Attach an S3 access key id to an API key."""
@@ -228,25 +230,11 @@ class Store:
 
     def key_by_s3_access_key(self, access_key_id: str) -> KeyRecord | None:
         """The API key an S3 access key id belongs to."""
-        with self._session() as s:
-            row = s.execute(
-                select(ApiKeyRow, TenantRow.name)
-                .join(TenantRow, TenantRow.id == ApiKeyRow.tenant_id)
-                .join(S3AccessKeyRow, S3AccessKeyRow.api_key_id == ApiKeyRow.id)
-                .where(S3AccessKeyRow.access_key_id == access_key_id)
-            ).first()
-            if row is None:
-                return None
-            key, tenant = row
-            return KeyRecord(
-                key.id,
-                key.tenant_id,
-                tenant,
-                key.role,
-                key.key_hash,
-                key.revoked_at is not None,
-                _aware(key.expires_at),
+        return self._key_record(
+            _KEYS.join(S3AccessKeyRow, S3AccessKeyRow.api_key_id == ApiKeyRow.id).where(
+                S3AccessKeyRow.access_key_id == access_key_id
             )
+        )
 
     def list_keys(self) -> list[dict[str, Any]]:
         """Every key, without hashes."""
