@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aifactory import cli_functions, cli_jobs, cli_tenancy
+from aifactory import cli_functions, cli_jobs, cli_objects, cli_tenancy
 from aifactory.client import AdminClient, ClientError
 from aifactory.config import Settings, load_settings
 from aifactory.errors import AIFactoryError
@@ -24,6 +24,7 @@ app = typer.Typer(
 cli_jobs.register(app)
 cli_functions.register(app)
 cli_tenancy.register(app)
+cli_objects.register(app)
 console = Console()
 err = Console(stderr=True)
 
@@ -75,6 +76,9 @@ def deploy(
         typer.Argument(help="Service or FunctionPool spec (YAML).", exists=True, dir_okay=False),
     ],
     wait: Annotated[bool, typer.Option(help="Wait until a replica is ready.")] = True,
+    tenant: Annotated[
+        str | None, typer.Option(help="Run it for this tenant (default: your own).")
+    ] = None,
 ) -> None:
     """Deploy a service (or a function pool) from a YAML spec."""
     from aifactory.progress import wait_until_ready
@@ -83,7 +87,11 @@ def deploy(
     service = load_deployable(spec.read_text(), str(spec))
     client = _client()
     result = client.json(
-        "POST", "/api/services", content=spec.read_bytes(), headers={"X-Spec-Origin": str(spec)}
+        "POST",
+        "/api/services",
+        content=spec.read_bytes(),
+        headers={"X-Spec-Origin": str(spec)},
+        params={"tenant": tenant} if tenant else {},
     )
     console.print(f"service [bold]{service.name}[/bold]: {result['result']}")
     if service.replicas.min == 0:

@@ -175,6 +175,10 @@ def keys_create(
         f"key {issued['id']} for tenant {issued['tenant']} ({issued['role']}{until}), shown once:"
     )
     console.print(issued["key"], highlight=False, soft_wrap=True)
+    if issued.get("s3_access_key_id"):
+        console.print("S3 access key id and secret access key, shown once:")
+        console.print(issued["s3_access_key_id"], highlight=False, soft_wrap=True)
+        console.print(issued["s3_secret_access_key"], highlight=False, soft_wrap=True)
 
 
 @keys_app.command("ls")

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     functions_heartbeat_s: float = Field(default=1.0, gt=0)
     functions_max_retries: int = Field(default=3, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    objects_port: int = Field(default=9000, ge=0, le=65535)
+    objects_root: Path | None = None
+    objects_domain: str = ""
+    objects_tls_cert: Path | None = None
+    objects_tls_key: Path | None = None
     log_format: Literal["text", "json"] = "text"
     api_url: str = ""
     api_key: str = ""
@@ -117,6 +122,28 @@ class Settings(BaseSettings):
     def advertise_host(self) -> str:
         """The host name replicas and clients reach this control plane by."""
         return urlsplit(self.control_url).hostname or "127.0.0.1"
+
+    @property
+    def objects_dir(self) -> Path:
+        """The directory served as S3: each subdirectory is a bucket."""
+        return self.objects_root or self.data_dir / "objects"
+
+    @property
+    def objects_master_key_file(self) -> Path:
+        """The secret S3 secret keys derive from (mode 0600)."""
+        return self.data_dir / "objects.key"
+
+    @property
+    def objects_credentials_file(self) -> Path:
+        """The first admin key's S3 credentials, as an AWS credentials file (mode 0600)."""
+        return self.data_dir / "admin-s3-credentials"
+
+    @cached_property
+    def objects_url(self) -> str:
+        """The S3 endpoint URL."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        scheme = "https" if self.objects_tls_cert else "http"
+        return f"{scheme}://{host}:{self.objects_port}"
 
     @property
     def admin_key_file(self) -> Path:

@@ -9,13 +9,19 @@ Only the standard library is used here: nodes may have little installed.
 ::
 
     python -m aifactory.launcher --control-url URL --replica-id ID \\
-        --token-file FILE [--advertise-host auto] -- ENGINE ARGV WITH {host} {port}
+        --token-file FILE [--secret-env FILE] [--advertise-host auto] \\
+        -- ENGINE ARGV WITH {host} {port}
+
+``--secret-env`` names a file of ``NAME=VALUE`` lines (an agent's API key):
+read, deleted, and given to the engine's environment only, so secrets never
+appear in a job script or on a command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -70,6 +76,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--control-url", required=True)
     parser.add_argument("--replica-id", required=True)
     parser.add_argument("--token-file", required=True, type=Path)
+    parser.add_argument("--secret-env", type=Path, default=None)
     parser.add_argument("--advertise-host", default="auto")
     parser.add_argument("--bind-host", default="")
     parser.add_argument("engine", nargs=argparse.REMAINDER)
@@ -88,12 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     token = args.token_file.read_text().strip()
     args.token_file.unlink(missing_ok=True)
+    env = {**os.environ, **_read_secret_env(args.secret_env)}
     advertise = socket.getfqdn() if args.advertise_host == "auto" else args.advertise_host
     bind = args.bind_host or ("127.0.0.1" if advertise in ("127.0.0.1", "localhost") else "0.0.0.0")
     port = free_port(bind)
     command = fill_address(tuple(args.engine), bind, port)
     print(f"launcher: replica {args.replica_id} starting engine on {bind}:{port}", flush=True)
-    engine = subprocess.Popen(command, preexec_fn=die_with_parent)
+    engine = subprocess.Popen(command, preexec_fn=die_with_parent, env=env)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         # Raising (rather than waiting here) unwinds any engine.wait() in
@@ -120,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"launcher: engine exited with code {code}", flush=True)
     return code if code >= 0 else 128 - code
+
+
+def _read_secret_env(path: Path | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    lines = path.read_text().splitlines()
+    path.unlink(missing_ok=True)
+    return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
 class _Stop(BaseException):

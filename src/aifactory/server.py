@@ -16,9 +16,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -32,13 +30,14 @@ from aifactory.api import AdminAPI, FunctionsAPI, JobsAPI, TenantsAPI
 from aifactory.config import Settings
 from aifactory.control import ControlPlane, FleetFollower, instance_id
 from aifactory.errors import APIError, NotFound
-from aifactory.functions import FunctionsHub, Invoker
+from aifactory.functions import FunctionsHub, Invoker, pool_open_to
 from aifactory.gateway import GatewayApp, error_body
 from aifactory.jobs import JobsManager
 from aifactory.logs import configure_logging
+from aifactory.objects import BucketsAPI, ObjectsService
 from aifactory.request_ids import RequestIdMiddleware
 from aifactory.store import Store
-from aifactory.tenancy import KeyAuthenticator, Limiter, UsageLedger, issue_key
+from aifactory.tenancy import KeyAuthenticator, Limiter, UsageLedger
 from aifactory.web import DashboardData, MetricsSampler, page_routes
 
 logger = logging.getLogger(__name__)
@@ -55,7 +54,13 @@ class App:
         self.authenticator = KeyAuthenticator(self.store)
         self.ledger = UsageLedger(self.store)
         self.plane = ControlPlane(settings, self.store, self.ledger)
-        self.functions = FunctionsHub(settings, self.authenticator, self.plane.reconciler.wake)
+        self.functions = FunctionsHub(
+            settings,
+            self.authenticator,
+            self.plane.reconciler.wake,
+            lambda pool, caller: pool_open_to(self.store, pool, caller),
+            self.ledger,
+        )
         self.plane.reconciler.pools = self.functions
         self.invoker = Invoker(self.store, self.functions, self.ledger)
         # A gateway-only process routes by the store instead of reconciling.
@@ -75,6 +80,7 @@ class App:
         self.jobs = JobsManager(
             settings, self.store, instance_id(settings.instance_file), ledger=self.ledger
         )
+        self.objects = ObjectsService(settings, self.store, self.ledger)
         self.sampler = MetricsSampler()
         admin_api = AdminAPI(self.plane, self.authenticator)
         routes = [
@@ -90,7 +96,10 @@ class App:
                 admin_api.authenticate,
                 admin_api.authenticate_admin,
             ).routes(),
-            *DashboardData(self.plane, self.sampler, admin_api.authenticate).routes(),
+            *BucketsAPI(self.objects, admin_api.authenticate_admin).routes(),
+            *DashboardData(
+                self.plane, self.sampler, admin_api.authenticate, objects=self.objects
+            ).routes(),
             *page_routes(),
         ]
         self.admin = Starlette(
@@ -129,6 +138,7 @@ class App:
             await self.jobs.start()
             metrics.watch_function_pools(lambda: self.functions.stats().pools)
         self.sampler.start()
+        await self.objects.start()
         logger.info("aifactory (%s) listening on %s", self.settings.role, self.settings.control_url)
         # Everything loaded so far lives for the whole process: keep the
         # collector from rescanning it (a first full collection stalled ~70 ms).
@@ -136,6 +146,7 @@ class App:
         try:
             yield
         finally:
+            await self.objects.stop()
             await self.sampler.stop()
             metrics.watch_function_pools(None)
             if self.follower is not None:
@@ -152,10 +163,13 @@ class App:
     def _prepare(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store.create_schema()
-        if self.store.count_admin_keys() == 0:
-            issued = issue_key(self.store, "admin", "admin", "first admin key")
-            _write_private(self.settings.admin_key_file, issued.secret)
-            logger.info("created the first admin key in %s", self.settings.admin_key_file)
+        self.objects.prepare()
+        if self.objects.issue_first_admin() is not None:
+            logger.info(
+                "created the first admin key in %s (S3 credentials in %s)",
+                self.settings.admin_key_file,
+                self.settings.objects_credentials_file,
+            )
 
     async def _healthz(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -172,13 +186,6 @@ async def _api_error(_request: Request, exc: Exception) -> Response:
 async def _not_found(request: Request, _exc: Exception) -> Response:
     exc = NotFound(f"{request.method} {request.url.path} is not an endpoint of this API.")
     return JSONResponse(error_body(exc), status_code=404)
-
-
-def _write_private(path: Path, secret: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
 
 
 def serve(settings: Settings) -> None:

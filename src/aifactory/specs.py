@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aifactory.errors import SpecError
 
 __all__ = [
+    "Agent",
     "Autoscaling",
     "Deployable",
     "EngineSpec",
@@ -247,6 +248,18 @@ class SlurmOptions(_Spec):
     constraint: str | None = None
     options: dict[str, str | int | bool] = Field(default_factory=dict)
 
+    def for_tenant(
+        self, account: str | None, partition: str | None, qos: str | None
+    ) -> SlurmOptions:
+        """These options charged to a tenant: its account always, its defaults where unset."""
+        return self.model_copy(
+            update={
+                "account": account or self.account,
+                "partition": self.partition or partition,
+                "qos": self.qos or qos,
+            }
+        )
+
     @field_validator("constraint")
     @classmethod
     def _constraint_is_inert(cls, value: str | None) -> str | None:
@@ -349,7 +362,10 @@ class KubernetesOptions(_Spec):
 
 
 class Service(_Spec):
-    """A model endpoint with a stable name, served by replicas that come and go."""
+    """A model endpoint with a stable name, served by replicas that come and go.
+
+    A ``private`` service serves only keys of the tenant it was deployed for.
+    """
 
     kind: Literal["Service"] = "Service"
     name: str = Field(pattern=NAME_PATTERN)
@@ -364,6 +380,7 @@ class Service(_Spec):
     autoscaling: Autoscaling = Autoscaling()
     slurm: SlurmOptions = SlurmOptions()
     kubernetes: KubernetesOptions = KubernetesOptions()
+    private: bool = False
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -402,40 +419,22 @@ class Service(_Spec):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-class FunctionPool(_Spec):
-    """Warm Python workers for serverless functions, run inside allocations (pilot jobs).
+class _Workload(_Spec):
+    """What a FunctionPool and an Agent share: where and how their allocations run."""
 
-    Each allocation runs one worker manager with ``workers`` task processes;
-    the pool keeps between ``allocations.min`` and ``allocations.max`` of them,
-    following the queued and running tasks, and down to zero after
-    ``idle_to_zero`` without a call when ``allocations.min`` is 0.
-    """
-
-    kind: Literal["FunctionPool"]
     name: str = Field(pattern=NAME_PATTERN)
-    workers: int = Field(default=1, ge=1, le=1024)
-    replicas: Replicas = Field(default=Replicas(min=0, max=1), alias="allocations")
-    idle_to_zero_s: float = Field(default=300.0, alias="idle_to_zero", ge=0)
-    scale_down_window_s: float = Field(default=30.0, alias="scale_down_window", ge=0)
     resources: Resources = Resources()
     backend: BackendName | None = None
-    python: str = Field(default="", pattern=r"^(/[^\x00]*)?$")
     env: dict[str, str] = Field(default_factory=dict)
     start_timeout_s: float = Field(default=600.0, alias="start_timeout", gt=0)
     time_limit_s: float | None = Field(default=None, alias="time_limit", gt=0)
     rotation_lead_s: float = Field(default=120.0, alias="rotation_lead", ge=0)
     slurm: SlurmOptions = SlurmOptions()
+    private: bool = False
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    @field_validator(
-        "idle_to_zero_s",
-        "scale_down_window_s",
-        "start_timeout_s",
-        "time_limit_s",
-        "rotation_lead_s",
-        mode="before",
-    )
+    @field_validator("start_timeout_s", "time_limit_s", "rotation_lead_s", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration_s(value)
@@ -446,9 +445,42 @@ class FunctionPool(_Spec):
         return _check_env_names(env)
 
     @model_validator(mode="after")
-    def _lead_fits_in_time_limit(self) -> FunctionPool:
+    def _lead_fits_in_time_limit(self) -> _Workload:
         _check_rotation_lead(self.time_limit_s, self.rotation_lead_s)
         return self
+
+    @property
+    def health(self) -> HealthCheck:
+        """Readiness is not an HTTP probe here; only the start timeout applies."""
+        return HealthCheck(start_timeout_s=self.start_timeout_s)
+
+    def to_document(self) -> dict[str, Any]:
+        """The spec as a plain dict that ``load_deployable`` accepts back."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class FunctionPool(_Workload):
+    """Warm Python workers for serverless functions, run inside allocations (pilot jobs).
+
+    Each allocation runs one worker manager with ``workers`` task processes;
+    the pool keeps between ``allocations.min`` and ``allocations.max`` of them,
+    following the queued and running tasks, and down to zero after
+    ``idle_to_zero`` without a call when ``allocations.min`` is 0. A
+    ``private`` pool (and its named functions) serves only its tenant's keys.
+    Readiness comes from the broker: the allocation's worker joined.
+    """
+
+    kind: Literal["FunctionPool"]
+    workers: int = Field(default=1, ge=1, le=1024)
+    replicas: Replicas = Field(default=Replicas(min=0, max=1), alias="allocations")
+    idle_to_zero_s: float = Field(default=300.0, alias="idle_to_zero", ge=0)
+    scale_down_window_s: float = Field(default=30.0, alias="scale_down_window", ge=0)
+    python: str = Field(default="", pattern=r"^(/[^\x00]*)?$")
+
+    @field_validator("idle_to_zero_s", "scale_down_window_s", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> Any:
+        return parse_duration_s(value)
 
     @property
     def autoscaling(self) -> Autoscaling:
@@ -459,17 +491,44 @@ class FunctionPool(_Spec):
             idle_to_zero_s=self.idle_to_zero_s,
         )
 
+
+class Agent(_Workload):
+    """A user's long-lived program (any command), run for a tenant on any backend.
+
+    Its replicas get ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` (a key of the
+    agent's own, in its tenant, revoked when the agent is deleted) and, where
+    object storage runs, an S3 endpoint with that key's credentials, so the
+    program uses the factory's models, functions and buckets under its
+    tenant's limits. An agent is ready once its program started.
+    """
+
+    kind: Literal["Agent"]
+    command: tuple[str, ...] = Field(min_length=1, max_length=4096)
+    count: int = Field(default=1, ge=0, le=100, alias="replicas")
+    start_timeout_s: float = Field(default=120.0, alias="start_timeout", gt=0)
+    rotation_lead_s: float = Field(default=60.0, alias="rotation_lead", ge=0)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split_command(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
     @property
-    def health(self) -> HealthCheck:
-        """Readiness comes from the broker; only the start timeout applies."""
-        return HealthCheck(start_timeout_s=self.start_timeout_s)
+    def replicas(self) -> Replicas:
+        """Exactly ``count`` replicas."""
+        return Replicas(min=self.count, max=max(1, self.count))
 
-    def to_document(self) -> dict[str, Any]:
-        """The spec as a plain dict that ``load_deployable`` accepts back."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+    @property
+    def autoscaling(self) -> Autoscaling:
+        """Agents do not follow load: the count stays as set."""
+        return Autoscaling(idle_to_zero_s=float("inf"))
 
 
-Deployable = Service | FunctionPool
+Deployable = Service | FunctionPool | Agent
+_KINDS: dict[str, tuple[type[FunctionPool] | type[Agent], str]] = {
+    "FunctionPool": (FunctionPool, "examples/pool.yaml"),
+    "Agent": (Agent, "examples/agent/agent.yaml"),
+}
 
 
 _FIXES = {
@@ -525,20 +584,22 @@ def load_service(source: str | dict[str, Any], origin: str = "spec") -> Service:
 
 
 def load_deployable(source: str | dict[str, Any], origin: str = "spec") -> Deployable:
-    """Validate a Service or a FunctionPool (by its ``kind``; Service by default).
+    """Validate a Service, FunctionPool or Agent (by its ``kind``; Service by default).
 
     Raises:
         SpecError: listing each bad field by its path, with the fix.
     """
     document = _parse(source, origin, "`kind`, `name` and its fields", "see examples/")
-    if document.get("kind") != "FunctionPool":
+    kind = document.get("kind")
+    if kind not in _KINDS:
         return load_service(document, origin)
+    model, example = _KINDS[kind]
     try:
-        return FunctionPool.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as exc:
         raise SpecError(
-            f"{origin} is not a valid FunctionPool:\n{_describe(exc)}\n",
-            fix="correct the fields listed above (examples/pool.yaml shows a working spec)",
+            f"{origin} is not a valid {kind}:\n{_describe(exc)}\n",
+            fix=f"correct the fields listed above ({example} shows a working spec)",
         ) from exc
 
 

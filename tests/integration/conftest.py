@@ -28,7 +28,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One control plane with the example chat and embeddings services."""
     data_dir = tmp_path_factory.mktemp("aifactory")
-    srv = start_server(data_dir, local_cpus="2")
+    # Two engines take a CPU each; the third is for the (mostly idle) agent test.
+    srv = start_server(data_dir, local_cpus="3")
     for name in ("chat", "embeddings"):
         srv.deploy((REPO / "examples" / f"{name}.yaml").read_text())
     for name in ("chat", "embeddings"):

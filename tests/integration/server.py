@@ -128,6 +128,7 @@ def _start_server(data_dir: Path, port: int, **settings: str) -> Server:
         # Tests run servers side by side: let each broker pick free ports.
         "AIFACTORY_FUNCTIONS_WORKER_PORT": "0",
         "AIFACTORY_FUNCTIONS_CLIENT_PORT": "0",
+        "AIFACTORY_OBJECTS_PORT": str(free_port()),
         **{f"AIFACTORY_{k.upper()}": v for k, v in settings.items()},
     }
     data_dir.mkdir(parents=True, exist_ok=True)

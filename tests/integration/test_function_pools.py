@@ -114,6 +114,16 @@ def test_map_over_1000_items_from_zero_keeps_order(pool_server: Server, executor
     assert status["workers"] == {"connected": 1, "slots": 2, "running": 0}
     assert status["broker"].startswith("tcp://127.0.0.1:")
     assert status["scaling"][0]["reason"] == "request waiting at zero replicas"
+    deadline = time.monotonic() + 10
+    while True:  # the broker charges every heartbeat; the ledger flushes every second
+        rows = pool_server.admin.get("/api/usage", params={"tenant": "lab", "by": "kind"}).json()
+        charged = [r for r in rows["usage"] if r["kind"] == "function"]
+        if charged and charged[0]["calls"] >= 40:
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.3)
+    assert charged[0]["calls"] == 40, "1000 items in chunks of 25 are 40 tasks"
+    assert charged[0]["seconds"] > 0
 
 
 def test_remote_traceback_reaches_the_caller(executor: Executor) -> None:

@@ -55,5 +55,6 @@ def test_nothing_else_reads_the_environment() -> None:
         for p in src.rglob("*.py")
         if "os.environ" in p.read_text() or "getenv" in p.read_text()
     ]
-    # The local backend passes the environment on to child processes; it reads no setting.
-    assert sorted(readers) == ["backends/local.py", "config.py"]
+    # The local backend and the launcher pass the environment on to child
+    # processes (the launcher adds an agent's secrets); neither reads a setting.
+    assert sorted(readers) == ["backends/local.py", "config.py", "launcher.py"]

@@ -99,8 +99,10 @@ def test_hub_admits_valid_keys_and_launched_workers_only(tmp_path: Path) -> None
         Settings(data_dir=tmp_path, functions_worker_port=0, functions_client_port=0),
         KeyAuthenticator(store),
         lambda: woken.append(1),
+        lambda pool, caller: pool == "cpu",
     )
-    assert hub.admit_client({"api_key": key}) is None
+    assert hub.admit_client({"api_key": key, "pool": "cpu"}) is None
+    assert "no function pool 'gpu'" in str(hub.admit_client({"api_key": key, "pool": "gpu"}))
     assert hub.admit_client({"api_key": hub.internal_key}) is None
     assert "not valid" in str(hub.admit_client({"api_key": "aif-forged"}))
     assert "no API key" in str(hub.admit_client({}))

@@ -67,8 +67,8 @@ class FunctionsAPI:
 
     async def list_functions(self, request: Request) -> Response:
         """GET /v1/functions: every named function."""
-        await self._caller(request)
-        return JSONResponse({"functions": await self._invoker.functions()})
+        caller = await self._caller(request)
+        return JSONResponse({"functions": await self._invoker.functions(caller)})
 
     async def invoke(self, request: Request) -> Response:
         """POST /v1/functions/{name}/invoke[?async=true] with ``{"args", "kwargs"}``.

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest, Forbidden, NotFound, SpecError, Unauthorized
 from aifactory.specs import load_deployable, parse_duration_s
-from aifactory.tenancy import KeyAuthenticator, Principal, issue_key, record_action
+from aifactory.tenancy import KeyAuthenticator, Principal, issue_key, load_s3_master, record_action
 
 _MAX_SPEC_BYTES = 256 * 1024
 
@@ -78,8 +78,22 @@ class AdminAPI:
         return JSONResponse({"services": await self._plane.services()})
 
     async def deploy(self, request: Request) -> Response:
-        """POST /api/services with a YAML or JSON spec."""
+        """POST /api/services[?tenant=NAME] with a YAML or JSON spec.
+
+        The service runs for ``tenant`` (its Slurm account, budgets and, when
+        private, its keys only); by default for the admin's own tenant.
+        """
         principal = await self._admin(request)
+        tenant_id = principal.tenant_id
+        if "tenant" in request.query_params:
+            owner = await _run(self._plane.store.tenant, request.query_params["tenant"])
+            if owner is None:
+                raise NotFound(
+                    f"tenant {request.query_params['tenant']!r} does not exist.",
+                    fix="create it with `aifactory tenants create NAME`",
+                    param="tenant",
+                )
+            tenant_id = owner.id
         body = await request.body()
         if len(body) > _MAX_SPEC_BYTES:
             raise BadRequest(f"The spec is larger than {_MAX_SPEC_BYTES} bytes.")
@@ -88,9 +102,11 @@ class AdminAPI:
             service = load_deployable(body.decode("utf-8", errors="replace"), origin)
         except SpecError as exc:
             raise BadRequest(exc.message, exc.fix) from exc
-        outcome = await self._plane.deploy(service, principal.tenant_id)
+        outcome = await self._plane.deploy(service, tenant_id)
         if outcome == "created":
-            await record_action(self._plane.store, principal, "service.deployed", service.name)
+            await record_action(
+                self._plane.store, principal, "service.deployed", service.name, tenant_id=tenant_id
+            )
         status = 201 if outcome == "created" else 200
         return JSONResponse({"name": service.name, "result": outcome}, status_code=status)
 
@@ -156,7 +172,8 @@ class AdminAPI:
         if not isinstance(label, str) or len(label) > 64:
             raise BadRequest("`name` must be a string of at most 64 characters.", param="name")
         expires_at = _expiry(document.get("expires_in"))
-        issued = await _run(issue_key, self._plane.store, tenant, role, label, expires_at)
+        master = await _run(load_s3_master, self._plane.settings.objects_master_key_file)
+        issued = await _run(issue_key, self._plane.store, tenant, role, label, expires_at, master)
         await record_action(
             self._plane.store,
             principal,
@@ -172,6 +189,8 @@ class AdminAPI:
                 "role": issued.role,
                 "expires_at": expires_at.isoformat() if expires_at else None,
                 "key": issued.secret,
+                "s3_access_key_id": issued.s3_access_key_id,
+                "s3_secret_access_key": issued.s3_secret_access_key,
             },
             status_code=201,
         )

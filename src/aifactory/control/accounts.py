@@ -42,17 +42,17 @@ class TenantAccounts:
         """The tenant the service runs for, if any."""
         return self._owner.get(service)
 
+    def owner_ids(self) -> dict[str, int]:
+        """Service name -> the id of the tenant it runs for."""
+        return {name: tenant.id for name, tenant in self._owner.items()}
+
     def with_defaults(self, request: AllocationRequest) -> AllocationRequest:
         """``request`` charged to its tenant's Slurm account, with their defaults filled in."""
         tenant = self._owner.get(request.service)
         if tenant is None:
             return request
-        slurm = request.slurm.model_copy(
-            update={
-                "account": tenant.slurm_account or request.slurm.account,
-                "partition": request.slurm.partition or tenant.slurm_partition,
-                "qos": request.slurm.qos or tenant.slurm_qos,
-            }
+        slurm = request.slurm.for_tenant(
+            tenant.slurm_account, tenant.slurm_partition, tenant.slurm_qos
         )
         return dataclasses.replace(request, slurm=slurm)
 

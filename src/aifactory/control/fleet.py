@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aifactory.control.holding import Held, HoldQueues
@@ -88,6 +88,7 @@ class ModelEntry:
     service: str
     canonical: str
     created: int
+    private_to: int | None = None  # the only tenant that may use it, if private
 
 
 class Fleet:
@@ -103,15 +104,20 @@ class Fleet:
         self._peak: dict[str, int] = {}
         self.last_request: dict[str, float] = {}
 
-    def set_services(self, services: Iterable[tuple[Service, int]]) -> None:
-        """Replace the set of routable services (with their creation times)."""
+    def set_services(
+        self, services: Iterable[tuple[Service, int]], owners: Mapping[str, int] | None = None
+    ) -> None:
+        """Replace the set of routable services (with their creation times and owners)."""
         self.services = {}
         self._models = {}
         for service, created in services:
             self.services[service.name] = service
+            private_to = (owners or {}).get(service.name) if service.private else None
             for model in service.models:
                 for name in (model.name, *model.aliases):
-                    self._models[name] = ModelEntry(name, service.name, model.name, created)
+                    self._models[name] = ModelEntry(
+                        name, service.name, model.name, created, private_to
+                    )
 
     def of_service(self, service: str) -> list[LiveReplica]:
         """The live replicas of one service."""

@@ -56,6 +56,7 @@ class FleetFollower:
         """Replace the routable services and ready replicas with the store's."""
         rows = await asyncio.to_thread(self._store.services)
         services: list[tuple[Service, int]] = []
+        owners = {row.name: row.tenant_id for row in rows if row.tenant_id is not None}
         for row in rows:
             if row.status != "active":
                 continue
@@ -65,7 +66,7 @@ class FleetFollower:
                 continue
             if isinstance(spec, Service):
                 services.append((spec, int(row.created_at.timestamp())))
-        self._fleet.set_services(services)
+        self._fleet.set_services(services, owners)
         ready = {
             replica.id: replica
             for replica in await asyncio.to_thread(self._store.replicas, None, True)

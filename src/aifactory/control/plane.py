@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from aifactory.config import Settings
+from aifactory.control.agents import AgentKeys
 from aifactory.control.fleet import STARTING, Fleet
 from aifactory.control.reconciler import Reconciler
 from aifactory.engines import locate, render_engine
 from aifactory.errors import AIFactoryError, BadRequest, Conflict, NotFound
-from aifactory.specs import Deployable, FunctionPool, load_deployable
+from aifactory.specs import Agent, Deployable, FunctionPool, Service, load_deployable
 from aifactory.store import ReplicaRow, Store
 from aifactory.tenancy import UsageLedger
 
@@ -28,7 +29,8 @@ class ControlPlane:
         self.settings = settings
         self.store = store
         self.fleet = Fleet()
-        self.reconciler = Reconciler(settings, store, self.fleet, ledger)
+        self.agent_keys = AgentKeys(settings, store)
+        self.reconciler = Reconciler(settings, store, self.fleet, ledger, self.agent_keys)
 
     async def start(self) -> None:
         """Start reconciling."""
@@ -58,13 +60,15 @@ class ControlPlane:
                 f"service {service.name!r} already exists with a different spec.",
                 fix=f"run `aifactory delete {service.name}` first, or pick another name",
             )
-        for name in [] if isinstance(service, FunctionPool) else service.served_names():
+        for name in service.served_names() if isinstance(service, Service) else []:
             owner = self.fleet.resolve(name)
             if owner is not None:
                 raise Conflict(
                     f"model name {name!r} is already served by service {owner.service!r}.",
                     fix="choose another model name or alias",
                 )
+        if isinstance(service, Agent):
+            await asyncio.to_thread(self.agent_keys.provision, service.name, tenant_id)
         await asyncio.to_thread(
             self.store.add_service, service.name, service.to_document(), tenant_id
         )
@@ -78,7 +82,7 @@ class ControlPlane:
             if isinstance(service, FunctionPool):
                 if self.reconciler.pools is None:
                     raise BadRequest("this control plane runs no functions broker.")
-            else:
+            elif isinstance(service, Service):
                 render_engine(service, self.settings.cache_dir)
                 if backend_name == "local" and service.engine.type == "llama.cpp":
                     locate(service.engine.model)
@@ -98,9 +102,12 @@ class ControlPlane:
         Raises:
             NotFound: no such service.
         """
-        if await asyncio.to_thread(self.store.service, name) is None:
+        row = await asyncio.to_thread(self.store.service, name)
+        if row is None:
             raise NotFound(f"service {name!r} does not exist.", fix="see `aifactory services`")
         await asyncio.to_thread(self.store.set_service_status, name, "deleting")
+        if row.spec.get("kind") == "Agent":
+            await asyncio.to_thread(self.agent_keys.revoke, name)
         self.reconciler.wake()
 
     async def services(self) -> list[dict[str, Any]]:
@@ -133,7 +140,7 @@ class ControlPlane:
             "kind": spec.get("kind", "Service"),
             "status": status,
             "models": models,
-            "engine": spec.get("engine", {}).get("type", "functions worker"),
+            "engine": _engine_label(spec),
             "backend": spec.get("backend") or self.settings.default_backend,
             "wanted": (spec.get("replicas") or spec.get("allocations") or {}).get("min", 1),
             "ready": self.fleet.ready_count(name),
@@ -240,7 +247,11 @@ class ControlPlane:
         service = load_deployable(dict(row.spec), name)
         replica_id = f"{name}-XXXXXX"
         token_file = self.settings.data_dir / "run" / f"{replica_id}.token"
-        request = self.reconciler.allocation_request(service, replica_id, token_file)
+        accounts = self.reconciler.accounts
+        await asyncio.to_thread(accounts.refresh, await asyncio.to_thread(self.store.services))
+        request = accounts.with_defaults(
+            self.reconciler.allocation_request(service, replica_id, token_file)
+        )
         backend = self.reconciler.backend(service.backend or self.settings.default_backend)
         return backend.render(request)
 
@@ -284,3 +295,9 @@ def _tail(path: Path, lines: int) -> str:
         return ""
     with path.open(errors="replace") as handle:
         return "".join(deque(handle, maxlen=lines))
+
+
+def _engine_label(spec: dict[str, Any]) -> str:
+    if "engine" in spec:
+        return str(spec["engine"]["type"])
+    return "agent program" if spec.get("kind") == "Agent" else "functions worker"

@@ -1,11 +1,12 @@
 r"""What a new replica runs, and on which backend: the allocation request.
 
 Every replica runs the same launcher; behind its ``--`` comes the engine of
-a Service or the functions worker of a FunctionPool::
+a Service, the functions worker of a FunctionPool or an Agent's program::
 
     python -m aifactory.launcher --control-url URL --replica-id ID --token-file F \
         -- ENGINE ARGV                                   (a Service)
         -- python -m aifactory.functions.worker --broker tcp://… --pool P …   (a pool)
+        [--secret-env F] -- THE AGENT'S COMMAND            (an Agent: its key in F)
 
 The planner also builds each backend once, with the site's defaults.
 """
@@ -23,9 +24,9 @@ from aifactory.config import Settings
 from aifactory.control.pools import Pools
 from aifactory.engines import render_engine
 from aifactory.errors import BackendError
-from aifactory.specs import Deployable, FunctionPool
+from aifactory.specs import Agent, Deployable, FunctionPool
 
-__all__ = ["AllocationPlanner", "instance_id", "worker_token_file"]
+__all__ = ["AllocationPlanner", "instance_id", "secret_env_file", "worker_token_file"]
 
 
 class AllocationPlanner:
@@ -72,8 +73,13 @@ class AllocationPlanner:
             BackendError: a pool, but this control plane runs no broker.
         """
         backend = self.backend(spec.backend or self._settings.default_backend)
+        secrets: tuple[str, ...] = ()
         if isinstance(spec, FunctionPool):
             command, env = _worker_command(spec, replica_id, token_file, pools), spec.env
+        elif isinstance(spec, Agent):
+            command = spec.command
+            env = {**spec.env, "OPENAI_BASE_URL": f"{self._settings.control_url}/v1"}
+            secrets = ("--secret-env", str(secret_env_file(token_file)))
         else:
             engine = render_engine(spec, self._settings.cache_dir)
             command, env = engine.argv, engine.env
@@ -83,6 +89,7 @@ class AllocationPlanner:
             "--replica-id", replica_id,
             "--token-file", str(token_file),
             "--advertise-host", backend.advertise_host,
+            *secrets,
             "--", *command,
         )  # fmt: skip
         return AllocationRequest(
@@ -112,6 +119,11 @@ def _worker_command(
         "--token-file", str(worker_token_file(token_file)),
         *spill,
     )  # fmt: skip
+
+
+def secret_env_file(token_file: Path) -> Path:
+    """Where an agent replica's secret environment lies, next to its launcher token."""
+    return token_file.with_suffix(".env")
 
 
 def worker_token_file(token_file: Path) -> Path:

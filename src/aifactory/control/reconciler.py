@@ -36,10 +36,11 @@ from aifactory.backends import (
 from aifactory.config import Settings
 from aifactory.control.accounts import TenantAccounts
 from aifactory.control.adoption import adopt
+from aifactory.control.agents import AgentKeys
 from aifactory.control.autoscaler import Autoscaler
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
 from aifactory.control.health import Probe, probe
-from aifactory.control.planner import AllocationPlanner, worker_token_file
+from aifactory.control.planner import AllocationPlanner, secret_env_file, worker_token_file
 from aifactory.control.pools import Pools
 from aifactory.control.rotation import due_for_rotation
 from aifactory.errors import (
@@ -51,7 +52,7 @@ from aifactory.errors import (
     SpecError,
     Unauthorized,
 )
-from aifactory.specs import Deployable, FunctionPool, Service, load_deployable
+from aifactory.specs import Agent, Deployable, FunctionPool, Service, load_deployable
 from aifactory.store import Store
 from aifactory.tenancy import UsageLedger, hash_key
 
@@ -67,8 +68,14 @@ class Reconciler:
     """Drives replicas of every service toward their spec."""
 
     def __init__(
-        self, settings: Settings, store: Store, fleet: Fleet, ledger: UsageLedger | None = None
+        self,
+        settings: Settings,
+        store: Store,
+        fleet: Fleet,
+        ledger: UsageLedger | None = None,
+        agent_keys: AgentKeys | None = None,
     ) -> None:
+        self._agent_keys = agent_keys
         self._settings = settings
         self._store = store
         self._fleet = fleet
@@ -164,7 +171,9 @@ class Reconciler:
             except SpecError as exc:
                 logger.error("service %s has an invalid stored spec: %s", row.name, exc)
         self.specs = {spec.name: spec for spec, _created in active}
-        self._fleet.set_services((s, c) for s, c in active if isinstance(s, Service))
+        self._fleet.set_services(
+            ((s, c) for s, c in active if isinstance(s, Service)), self.accounts.owner_ids()
+        )
         # Act on new wants first: a deploy must not wait behind the status poll.
         for spec, _created in active:
             await self._converge(spec)
@@ -272,6 +281,9 @@ class Reconciler:
             self._retry_at[service.name] = time.monotonic() + _BUDGET_RETRY_S
             return
         await asyncio.to_thread(_write_secret, token_file, token)
+        if isinstance(service, Agent):
+            secret = self._agent_keys.secret_env(service.name) if self._agent_keys else ""
+            await asyncio.to_thread(_write_secret, secret_env_file(token_file), secret)
         replica = LiveReplica(replica_id, service.name, backend.name, token_hash=hash_key(token))
         if isinstance(service, FunctionPool) and self.pools is not None:
             worker_token = secrets.token_urlsafe(32)
@@ -309,8 +321,8 @@ class Reconciler:
         logger.info("replica %s: submitted to %s as %s", replica_id, backend.name, replica.handle)
 
     def _discard_tokens(self, replica_id: str, token_file: Path) -> None:
-        token_file.unlink(missing_ok=True)
-        worker_token_file(token_file).unlink(missing_ok=True)
+        for path in (token_file, worker_token_file(token_file), secret_env_file(token_file)):
+            path.unlink(missing_ok=True)
         if self.pools is not None:
             self.pools.forget(replica_id)
 
@@ -442,6 +454,8 @@ class Reconciler:
             replica.watched = False
 
     async def _probe(self, replica: LiveReplica, service: Deployable) -> Probe:
+        if isinstance(service, Agent):
+            return Probe(True, True, "agent program started")
         if isinstance(service, FunctionPool):
             # A pool's worker serves no HTTP: it is ready once it joined the broker.
             joined = self.pools is not None and self.pools.joined(replica.id)

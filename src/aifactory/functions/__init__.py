@@ -28,7 +28,7 @@ from aifactory.errors import (
 from aifactory.functions.broker import Broker, BrokerStats
 from aifactory.functions.executor import Executor, TaskFuture
 from aifactory.functions.hub import FunctionsHub
-from aifactory.functions.invoke import Invoker
+from aifactory.functions.invoke import Invoker, pool_open_to
 
 __all__ = [
     "FIRST_COMPLETED",
@@ -46,5 +46,6 @@ __all__ = [
     "TaskLost",
     "TaskTimeout",
     "as_completed",
+    "pool_open_to",
     "wait",
 ]

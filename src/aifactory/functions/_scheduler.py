@@ -63,6 +63,7 @@ class _Task:
     attempts: int = 0
     worker: _Worker | None = None
     cancelled: bool = False
+    dispatched_at: float = 0.0
 
 
 @dataclass(eq=False)
@@ -95,6 +96,7 @@ class Scheduler:
         self.deletes: list[str] = []  # spill files no longer needed
         self.events: list[PoolEvent] = []  # for the control plane, drained by the broker
         self.last_submit: dict[str, float] = {}  # pool -> monotonic time of its last submit
+        self.busy: dict[bytes, list[float]] = {}  # client -> [tasks done, seconds on workers]
         self._spill_root = spill_root
         self._queues: dict[str, deque[_Task]] = {}
         self._queued: dict[str, int] = {}
@@ -162,6 +164,7 @@ class Scheduler:
     def results(self, worker: _Worker, frames: Sequence[Any]) -> None:
         """Route a worker's results to their clients, one message per client."""
         replies: dict[bytes, Message] = {}
+        now = time.monotonic()
         for task_id, status, flags, payload in p.read_results(frames, 0):
             task = worker.running.pop(task_id, None)
             if task is None:  # requeued after a loss, now answered twice
@@ -172,6 +175,11 @@ class Scheduler:
                 self._retry(task, "the process running it died")
                 continue
             self._finish(task, failed=status != p.STATUS_OK)
+            busy = self.busy.get(task.client)
+            if busy is None:
+                busy = self.busy[task.client] = [0.0, 0.0]
+            busy[0] += 1
+            busy[1] += now - task.dispatched_at
             out = replies.get(task.client)
             if out is None:
                 out = replies[task.client] = [task.client, p.RESULTS]
@@ -284,6 +292,7 @@ class Scheduler:
     def dispatch(self) -> list[Message]:
         """Hand queued tasks to workers with free slots, one message per worker."""
         messages: list[Message] = []
+        now = time.monotonic()
         for pool, queue in self._queues.items():
             if not self._queued.get(pool):
                 continue
@@ -296,6 +305,7 @@ class Scheduler:
                     if task is None:
                         break
                     task.worker = worker
+                    task.dispatched_at = now
                     worker.running[task.id] = task
                     self._queued[pool] -= 1
                     out = batches.get(worker.identity)

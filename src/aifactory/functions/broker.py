@@ -68,6 +68,10 @@ class BrokerGate(Protocol):
         """Workers joined or left, or tasks wait where no worker serves."""
         ...
 
+    def charge(self, usage: list[tuple[str, str, int, float]]) -> None:
+        """Tasks done since the last call: (API key, pool, tasks, seconds on workers)."""
+        ...
+
 
 class Broker:
     """Queues function tasks per pool and feeds them to connected workers.
@@ -97,7 +101,8 @@ class Broker:
         gate: BrokerGate | None = None,
     ) -> None:
         self._gate = gate
-        self._clients: set[bytes] = set()  # admitted executors, when there is a gate
+        # Admitted executors (with a gate): identity -> (pool, API key).
+        self._clients: dict[bytes, tuple[str, str]] = {}
         self._worker_bind = worker_address
         self._client_bind = client_address
         self.spill_dir = spill_dir
@@ -211,6 +216,7 @@ class Broker:
                     self._drain_clients(clients)
                     if time.monotonic() >= next_heartbeat:
                         self._check_heartbeats(workers)
+                        self._charge()
                         next_heartbeat = time.monotonic() + self.heartbeat_s
                     self._flush(workers, clients)
         except Exception:
@@ -268,20 +274,38 @@ class Broker:
                 refusal = {"error": "say hello with a valid API key first"}
                 sock.send_multipart([identity, p.encode_json(p.REFUSED, refusal)])
             elif kind == p.SUBMIT:
-                scheduler.submit(identity, head[1:].decode(), frames[2:])
+                pool = head[1:].decode()
+                if self._gate is not None and self._clients[identity][0] != pool:
+                    admitted = self._clients[identity][0]
+                    refusal = {"error": f"this executor was admitted to pool {admitted!r} only"}
+                    sock.send_multipart([identity, p.encode_json(p.REFUSED, refusal)])
+                else:
+                    scheduler.submit(identity, pool, frames[2:])
             elif kind == p.CANCEL:
                 scheduler.cancel(identity, p.unpack_ids(head))
             elif kind == p.BYE:
                 scheduler.bye(identity)
-                self._clients.discard(identity)
+                self._clients.pop(identity, None)
 
     def _hello(self, sock: zmq.Socket[bytes], identity: bytes, body: dict[str, Any]) -> None:
         refusal = self._gate.admit_client(body) if self._gate else None
         if refusal is None:
-            self._clients.add(identity)
+            self._clients[identity] = (str(body.get("pool") or ""), str(body.get("api_key")))
             sock.send_multipart([identity, self._welcome()])
         else:
             sock.send_multipart([identity, p.encode_json(p.REFUSED, {"error": refusal})])
+
+    def _charge(self) -> None:
+        busy, self._scheduler.busy = self._scheduler.busy, {}
+        if self._gate is None or not busy:
+            return
+        usage = [
+            (*self._clients[identity][::-1], int(done), seconds)
+            for identity, (done, seconds) in busy.items()
+            if identity in self._clients
+        ]
+        if usage:
+            self._gate.charge(usage)
 
     def _check_heartbeats(self, sock: zmq.Socket[bytes]) -> None:
         deadline = time.monotonic() - self.heartbeat_s * self.heartbeat_misses

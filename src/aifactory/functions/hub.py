@@ -13,6 +13,7 @@ joined, how much work each pool has, and which replica to drain::
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import secrets
@@ -27,7 +28,7 @@ from aifactory.config import Settings
 from aifactory.control import PoolLoad
 from aifactory.errors import ConfigError
 from aifactory.functions.broker import Broker, BrokerStats, PoolEvent
-from aifactory.tenancy import KeyAuthenticator, hash_key
+from aifactory.tenancy import KeyAuthenticator, Principal, UsageLedger, hash_key
 
 __all__ = ["FunctionsHub"]
 
@@ -44,15 +45,24 @@ class FunctionsHub:
         authenticator: Checks executors' API keys.
         on_change: Called on the event loop when a worker joins or leaves or
             work waits where no worker serves (the reconciler's ``wake``).
+        pool_open_to: Whether a principal may use a pool (blocking: it reads the store).
+        ledger: Where executors' tasks and worker-seconds are charged to their tenants.
     """
 
     def __init__(
-        self, settings: Settings, authenticator: KeyAuthenticator, on_change: Callable[[], None]
+        self,
+        settings: Settings,
+        authenticator: KeyAuthenticator,
+        on_change: Callable[[], None],
+        pool_open_to: Callable[[str, Principal], bool],
+        ledger: UsageLedger | None = None,
     ) -> None:
         self.spill_dir: Path | None = settings.data_dir / "spill"
         self.internal_key = secrets.token_urlsafe(32)  # the HTTP invoker's own executors
         self._authenticator = authenticator
         self._on_change = on_change
+        self._pool_open_to = pool_open_to
+        self._ledger = ledger
         self._expected: dict[str, str] = {}  # replica id -> hash of its worker token
         self._joined: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -97,14 +107,21 @@ class FunctionsHub:
     # -- BrokerGate, called on the broker's thread --------------------------
 
     def admit_client(self, hello: dict[str, Any]) -> str | None:
-        """Admit an executor by a valid API key (or the invoker's internal key)."""
+        """Admit an executor by a valid API key (or the invoker's internal key).
+
+        A private pool admits only its own tenant's keys; to others it does not exist.
+        """
         key = hello.get("api_key")
         if not isinstance(key, str) or not key:
             return "no API key; pass api_key= or set AIFACTORY_API_KEY"
         if hmac.compare_digest(key, self.internal_key):
             return None
-        if self._authenticator.authenticate_blocking(key) is None:
+        principal = self._authenticator.authenticate_blocking(key)
+        if principal is None:
             return "the API key is not valid (unknown, revoked or expired)"
+        pool = str(hello.get("pool") or "")
+        if not self._pool_open_to(pool, principal):
+            return f"there is no function pool {pool!r}"
         return None
 
     def admit_worker(self, registration: dict[str, Any]) -> str | None:
@@ -127,6 +144,30 @@ class FunctionsHub:
                 self._joined.discard(event.replica)
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._on_change)
+
+    def charge(self, usage: list[tuple[str, str, int, float]]) -> None:
+        """Charge executors' tasks to their keys' tenants (HTTP calls are charged per call)."""
+        if self._ledger is None:
+            return
+        for key, pool, tasks, seconds in usage:
+            if hmac.compare_digest(key, self.internal_key):
+                continue
+            principal = self._authenticator.authenticate_blocking(key)
+            if principal is None or self._loop is None or self._loop.is_closed():
+                continue
+            # The ledger belongs to the event loop; this runs on the broker's thread.
+            self._loop.call_soon_threadsafe(
+                functools.partial(
+                    self._ledger.record,
+                    tenant_id=principal.tenant_id,
+                    key_id=principal.key_id,
+                    kind="function",
+                    model=pool,
+                    endpoint="functions.tasks",
+                    calls=tasks,
+                    seconds=seconds,
+                )
+            )
 
     # -- Pools, for the reconciler ------------------------------------------
 

@@ -128,9 +128,14 @@ class Invoker:
         if not await asyncio.to_thread(self._store.remove_function, name):
             raise NotFound(f"function {name!r} does not exist.", fix="see `aifactory functions ls`")
 
-    async def functions(self) -> list[dict[str, Any]]:
-        """Every named function."""
-        return [_function_view(row) for row in await asyncio.to_thread(self._store.functions)]
+    async def functions(self, caller: Principal) -> list[dict[str, Any]]:
+        """Every named function the caller may call."""
+        rows = await asyncio.to_thread(self._store.functions)
+        return [
+            _function_view(row)
+            for row in rows
+            if await asyncio.to_thread(pool_open_to, self._store, row.pool, caller)
+        ]
 
     # -- calls ---------------------------------------------------------------
 
@@ -144,7 +149,9 @@ class Invoker:
             BadRequest: the body is not ``{"args": [...], "kwargs": {...}}``.
         """
         function = await asyncio.to_thread(self._store.function, name)
-        if function is None:
+        if function is None or not await asyncio.to_thread(
+            pool_open_to, self._store, function.pool, caller
+        ):
             raise NotFound(f"function {name!r} does not exist.", fix="see `aifactory functions ls`")
         arguments = _arguments(body)
         call_id = f"call-{secrets.token_hex(8)}"
@@ -239,6 +246,15 @@ class Invoker:
         tenant = None if caller.is_admin else caller.tenant_id
         rows = await asyncio.to_thread(self._store.calls, function, limit, tenant)
         return [call_view(row) for row in rows]
+
+
+def pool_open_to(store: Store, pool: str, caller: Principal) -> bool:
+    """Whether ``caller`` may run work on ``pool`` (a private pool: its tenant only)."""
+    row = store.service(pool)
+    if row is None:
+        return False
+    spec = load_deployable(dict(row.spec), pool)
+    return not spec.private or caller.is_admin or row.tenant_id == caller.tenant_id
 
 
 def _arguments(body: dict[str, Any]) -> str:

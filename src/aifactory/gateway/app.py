@@ -38,7 +38,7 @@ from aifactory.errors import (
 )
 from aifactory.gateway.holding import hold_until_ready
 from aifactory.gateway.responses import send_error, send_json
-from aifactory.gateway.router import Lease, Router
+from aifactory.gateway.router import Lease, ModelInfo, Router
 from aifactory.gateway.stream import Exchange
 from aifactory.gateway.usage import SSEUsageFilter, Usage, usage_of_body
 from aifactory.request_ids import REQUEST_ID
@@ -143,10 +143,11 @@ class GatewayApp:
                 else:
                     del self._in_flight[principal.key_id]
         elif path == "/v1/models" and method == "GET":
-            await send_json(exchange.send, 200, {"object": "list", "data": self._model_list()})
+            models = self._model_list(principal)
+            await send_json(exchange.send, 200, {"object": "list", "data": models})
         elif path.startswith("/v1/models/") and method == "GET":
             wanted = path.removeprefix("/v1/models/")
-            for model in self._model_list():
+            for model in self._model_list(principal):
                 if model["id"] == wanted:
                     await send_json(exchange.send, 200, model)
                     return
@@ -154,10 +155,11 @@ class GatewayApp:
         else:
             raise NotFound(f"{method} {path} is not an endpoint of this API.")
 
-    def _model_list(self) -> list[dict[str, Any]]:
+    def _model_list(self, principal: Principal) -> list[dict[str, Any]]:
         return [
             {"id": m.name, "object": "model", "created": m.created, "owned_by": "aifactory"}
             for m in self._router.models()
+            if _may_use(principal, m)
         ]
 
     async def _authenticate(self, scope: Scope) -> Principal:
@@ -204,7 +206,7 @@ class GatewayApp:
         if not isinstance(model, str) or not model:
             raise BadRequest("You must provide a model parameter.", param="model")
         entry = self._router.resolve(model)
-        if entry is None:
+        if entry is None or not _may_use(principal, entry):
             raise ModelNotFound(_no_model(model), param="model")
         model = entry.canonical
         session = _session_key(scope, payload)
@@ -388,6 +390,11 @@ def _session_key(scope: Scope, payload: dict[str, Any]) -> str:
 async def _wait_for_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _may_use(principal: Principal, model: ModelInfo) -> bool:
+    """Another tenant's private model does not exist for the caller."""
+    return model.private_to is None or principal.is_admin or model.private_to == principal.tenant_id
 
 
 def _no_model(model: str) -> str:

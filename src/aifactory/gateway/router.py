@@ -43,6 +43,11 @@ class ModelInfo(Protocol):
         """Unix time the serving service was created."""
         ...
 
+    @property
+    def private_to(self) -> int | None:
+        """The only tenant whose keys may use it, when it is private."""
+        ...
+
 
 class Router(Protocol):
     """Picks replicas for the gateway.

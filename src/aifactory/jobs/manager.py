@@ -123,13 +123,7 @@ class JobsManager:
         tenant = next((t for t in self.store.tenants() if t.id == tenant_id), None)
         if tenant is None:
             return job
-        slurm = job.slurm.model_copy(
-            update={
-                "account": tenant.slurm_account or job.slurm.account,
-                "partition": job.slurm.partition or tenant.slurm_partition,
-                "qos": job.slurm.qos or tenant.slurm_qos,
-            }
-        )
+        slurm = job.slurm.for_tenant(tenant.slurm_account, tenant.slurm_partition, tenant.slurm_qos)
         return job.model_copy(update={"slurm": slurm})
 
     async def start(self) -> None:

@@ -2,6 +2,7 @@
 
 from aifactory.store.database import (
     LIMIT_FIELDS,
+    BucketRecord,
     KeyRecord,
     LimitSet,
     Store,
@@ -20,6 +21,7 @@ from aifactory.store.tables import (
 
 __all__ = [
     "LIMIT_FIELDS",
+    "BucketRecord",
     "FunctionCallRow",
     "FunctionRow",
     "JobRow",

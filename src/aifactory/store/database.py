@@ -32,11 +32,13 @@ from aifactory.store.migrate import upgrade
 from aifactory.store.tables import (
     ApiKeyRow,
     AuditRow,
+    BucketRow,
     FunctionCallRow,
     FunctionRow,
     JobRow,
     LimitRow,
     ReplicaRow,
+    S3AccessKeyRow,
     ServiceRow,
     TenantRow,
     UsageRow,
@@ -55,6 +57,17 @@ class KeyRecord:
     key_hash: str
     revoked: bool
     expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BucketRecord:
+    """An S3 bucket's owner and grants (tenant name -> ``read`` or ``write``)."""
+
+    name: str
+    tenant_id: int
+    tenant: str
+    grants: dict[str, str]
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,9 @@ class UsageBucket:
     requests: int
     prompt_tokens: int
     completion_tokens: int
+
+
+_KEYS = select(ApiKeyRow, TenantRow.name).join(TenantRow, TenantRow.id == ApiKeyRow.tenant_id)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -189,24 +205,36 @@ class Store:
 
     def key_by_hash(self, key_hash: str) -> KeyRecord | None:
         """Find a key by its hash."""
+        return self._key_record(_KEYS.where(ApiKeyRow.key_hash == key_hash))
+
+    def _key_record(self, query: Any) -> KeyRecord | None:
         with self._session() as s:
-            row = s.execute(
-                select(ApiKeyRow, TenantRow.name)
-                .join(TenantRow, TenantRow.id == ApiKeyRow.tenant_id)
-                .where(ApiKeyRow.key_hash == key_hash)
-            ).first()
-            if row is None:
-                return None
-            key, tenant = row
-            return KeyRecord(
-                key.id,
-                key.tenant_id,
-                tenant,
-                key.role,
-                key.key_hash,
-                key.revoked_at is not None,
-                _aware(key.expires_at),
+            row = s.execute(query).first()
+        if row is None:
+            return None
+        key, tenant = row
+        return KeyRecord(
+            key.id,
+            key.tenant_id,
+            tenant,
+            key.role,
+            key.key_hash,
+            key.revoked_at is not None,
+            _aware(key.expires_at),
+        )
+
+    def add_s3_access_key(self, key_id: int, access_key_id: str) -> None:
+        """Attach an S3 access key id to an API key."""
+        with self._session() as s:
+            s.add(S3AccessKeyRow(access_key_id=access_key_id, api_key_id=key_id))
+
+    def key_by_s3_access_key(self, access_key_id: str) -> KeyRecord | None:
+        """The API key an S3 access key id belongs to."""
+        return self._key_record(
+            _KEYS.join(S3AccessKeyRow, S3AccessKeyRow.api_key_id == ApiKeyRow.id).where(
+                S3AccessKeyRow.access_key_id == access_key_id
             )
+        )
 
     def list_keys(self) -> list[dict[str, Any]]:
         """Every key, without hashes."""
@@ -308,6 +336,57 @@ class Store:
         """The newest admin actions, newest first."""
         with self._session() as s:
             return list(s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)))
+
+    # buckets
+
+    def add_bucket(self, name: str, tenant_id: int) -> bool:
+        """Record a bucket's owner; False when the bucket is already recorded."""
+        with self._session() as s:
+            if s.get(BucketRow, name) is not None:
+                return False
+            s.add(BucketRow(name=name, tenant_id=tenant_id, grants={}))
+            return True
+
+    def bucket(self, name: str) -> BucketRecord | None:
+        """One bucket by name."""
+        with self._session() as s:
+            row = s.execute(
+                select(BucketRow, TenantRow.name)
+                .join(TenantRow, TenantRow.id == BucketRow.tenant_id)
+                .where(BucketRow.name == name)
+            ).first()
+            return None if row is None else _bucket_record(*row)
+
+    def buckets(self) -> list[BucketRecord]:
+        """Every recorded bucket, by name."""
+        with self._session() as s:
+            rows = s.execute(
+                select(BucketRow, TenantRow.name)
+                .join(TenantRow, TenantRow.id == BucketRow.tenant_id)
+                .order_by(BucketRow.name)
+            ).all()
+            return [_bucket_record(*row) for row in rows]
+
+    def remove_bucket(self, name: str) -> None:
+        """Forget a bucket."""
+        with self._session() as s:
+            row = s.get(BucketRow, name)
+            if row is not None:
+                s.delete(row)
+
+    def set_bucket_grant(self, name: str, tenant: str, access: str | None) -> bool:
+        """Grant ``tenant`` read or write access (None revokes); False when no such bucket."""
+        with self._session() as s:
+            row = s.get(BucketRow, name)
+            if row is None:
+                return False
+            grants = dict(row.grants or {})
+            if access is None:
+                grants.pop(tenant, None)
+            else:
+                grants[tenant] = access
+            row.grants = grants
+            return True
 
     # services
 
@@ -601,3 +680,13 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is not None and moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment
+
+
+def _bucket_record(row: BucketRow, tenant: str) -> BucketRecord:
+    return BucketRecord(
+        row.name,
+        row.tenant_id,
+        tenant,
+        dict(row.grants or {}),
+        _aware(row.created_at) or row.created_at,
+    )

@@ -46,6 +46,26 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class S3AccessKeyRow(Base):
+    """The S3 access key id of an API key; its secret is derived, never stored."""
+
+    __tablename__ = "s3_access_keys"
+
+    access_key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), unique=True)
+
+
+class BucketRow(Base):
+    """An S3 bucket: its owning tenant and the tenants it is shared with."""
+
+    __tablename__ = "buckets"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    grants: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class ServiceRow(Base):
     """A deployed Service: its validated spec as JSON."""
 

@@ -8,6 +8,8 @@ from aifactory.tenancy.keys import (
     Role,
     hash_key,
     issue_key,
+    load_s3_master,
+    s3_secret_for,
 )
 from aifactory.tenancy.ledger import UsageLedger
 from aifactory.tenancy.limits import Admission, Limiter, period_bounds
@@ -22,6 +24,8 @@ __all__ = [
     "UsageLedger",
     "hash_key",
     "issue_key",
+    "load_s3_master",
     "period_bounds",
     "record_action",
+    "s3_secret_for",
 ]

@@ -3,17 +3,24 @@
 Keys are 256-bit random tokens, so a single SHA-256 is a sound hash (no
 password stretching is needed); the store is looked up by hash and the match
 is confirmed with a constant-time comparison.
+
+Each key can also carry an S3 access key id. SigV4 needs the secret on the
+server, so it is not stored: it is ``HMAC(master, access key id)`` with a
+master secret kept in a 0600 file; revoking the API key disables it too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
+import os
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 from aifactory.errors import Unauthorized
@@ -21,6 +28,7 @@ from aifactory.store import KeyRecord, Store
 
 Role = Literal["admin", "user"]
 KEY_PREFIX = "aif-"
+S3_ACCESS_KEY_PREFIX = "AKAF"
 _CACHE_TTL_S = 5.0
 _CACHE_MAX = 10_000
 
@@ -48,6 +56,8 @@ class IssuedKey:
     tenant: str
     role: str
     secret: str
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
 
 
 def hash_key(secret: str) -> str:
@@ -61,12 +71,44 @@ def issue_key(
     role: Role = "user",
     name: str = "",
     expires_at: datetime | None = None,
+    s3_master: bytes | None = None,
 ) -> IssuedKey:
-    """Mint a key for ``tenant`` (created if missing) and store its hash."""
+    """Mint a key for ``tenant`` (created if missing) and store its hash.
+
+    With ``s3_master`` the key also gets an S3 access key id and secret.
+    """
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     tenant_id = store.ensure_tenant(tenant)
     key_id = store.add_key(tenant_id, hash_key(secret), secret[:10], role, name, expires_at)
-    return IssuedKey(key_id, tenant, role, secret)
+    if s3_master is None:
+        return IssuedKey(key_id, tenant, role, secret)
+    access_key_id = S3_ACCESS_KEY_PREFIX + secrets.token_hex(8).upper()
+    store.add_s3_access_key(key_id, access_key_id)
+    s3_secret = s3_secret_for(s3_master, access_key_id)
+    return IssuedKey(key_id, tenant, role, secret, access_key_id, s3_secret)
+
+
+def s3_secret_for(master: bytes, access_key_id: str) -> str:
+    """The S3 secret access key of ``access_key_id`` (40 characters, like AWS's)."""
+    digest = hmac.new(master, access_key_id.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()[:40]
+
+
+def load_s3_master(path: Path) -> bytes:
+    """The master secret S3 secrets derive from, created (mode 0600) on first use."""
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first
+        return bytes.fromhex(path.read_text().strip())
+    master = secrets.token_bytes(32)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(master.hex() + "\n")
+    return master
 
 
 class KeyAuthenticator:

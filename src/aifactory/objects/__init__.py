@@ -1,0 +1,15 @@
+"""S3-compatible object storage over a POSIX directory tree.
+
+A bucket is a top-level directory under the root, an object key is a file
+path in it: what boto3 uploads, a batch job reads as a plain file, and the
+other way round. ``ObjectsService`` builds the S3 app (``ObjectsApp``) and
+serves it on its own port; ``BucketsAPI`` adds admin routes to the control
+plane; ``serve`` runs the S3 API alone.
+"""
+
+from aifactory.objects.admin import BucketsAPI
+from aifactory.objects.app import ObjectsApp
+from aifactory.objects.errors import S3Error
+from aifactory.objects.service import ObjectsService, serve
+
+__all__ = ["BucketsAPI", "ObjectsApp", "ObjectsService", "S3Error", "serve"]

@@ -1,0 +1,170 @@
+"""What every S3 handler gets: the request, its caller, the stores, and I/O helpers.
+
+Disk work runs on a bounded thread pool (``run``). Bodies stream through
+``receive_body`` (about a megabyte per batch, one batch in flight) and
+``send_file`` (one read ahead of the one being sent), so memory per request
+stays bounded however large the object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from starlette.types import Receive, Send
+
+from aifactory.objects.auth import Caller, PayloadCheck
+from aifactory.objects.buckets import BucketRegistry
+from aifactory.objects.errors import S3Error
+from aifactory.objects.multipart import Multipart
+from aifactory.objects.request import S3Request
+from aifactory.objects.storage import FileStore
+from aifactory.objects.upload import Digests, Sink, UploadBody
+
+T = TypeVar("T")
+BATCH_BYTES = 1024 * 1024
+READ_BYTES = 1024 * 1024
+
+
+@dataclass
+class Stats:
+    """Counters for the status endpoint."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    in_flight: int = 0
+
+
+@dataclass
+class Services:
+    """The long-lived parts the handlers use."""
+
+    files: FileStore
+    multipart: Multipart
+    buckets: BucketRegistry
+    executor: ThreadPoolExecutor
+    stats: Stats
+
+
+@dataclass
+class Context:
+    """One request being served."""
+
+    request: S3Request
+    caller: Caller
+    payload: PayloadCheck
+    receive: Receive
+    send: Send
+    services: Services
+    headers: list[tuple[bytes, bytes]]
+
+    @property
+    def files(self) -> FileStore:
+        """The file store."""
+        return self.services.files
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """Run blocking ``function(*args)`` on the I/O pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.services.executor, functools.partial(function, *args)
+        )
+
+    async def receive_body(
+        self, body: UploadBody, sink: Sink, finalize: Callable[[Digests], T]
+    ) -> T:
+        """Stream the request body through ``body`` and return ``finalize(digests)``.
+
+        ``finalize`` runs in the same worker call as the last batch, so a small
+        upload costs one trip to the pool. On any failure the sink is dropped.
+        """
+        pending: asyncio.Future[None] | None = None
+        chunks: list[bytes] = []
+        batched = 0
+        try:
+            while True:
+                message = await self.receive()
+                if message["type"] == "http.disconnect":
+                    raise S3Error("IncompleteBody", "The client went away mid-upload.")
+                data = message.get("body", b"")
+                if data:
+                    chunks.append(data)
+                    batched += len(data)
+                    self.services.stats.bytes_in += len(data)
+                if not message.get("more_body", False):
+                    break
+                if batched >= BATCH_BYTES:
+                    batch = b"".join(chunks)
+                    chunks.clear()
+                    batched = 0
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(self.run(body.feed, batch))
+            if pending is not None:
+                await pending
+                pending = None
+            return await self.run(_finish, body, b"".join(chunks), finalize)
+        except BaseException:
+            if pending is not None:
+                with contextlib.suppress(BaseException):
+                    await pending
+            await asyncio.shield(self.run(sink.abort))
+            raise
+
+    async def read_small_body(self, limit: int, too_large: str = "MalformedXML") -> bytes:
+        """The whole body of a request with an XML or empty body, up to ``limit`` bytes.
+
+        Raises:
+            S3Error: with code ``too_large`` when the body is longer.
+        """
+        chunks = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise S3Error("IncompleteBody", "The client went away.")
+            data = message.get("body", b"")
+            size += len(data)
+            if size > limit:
+                raise S3Error(too_large, f"The request body is larger than {limit} bytes.")
+            chunks.append(data)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def send_file(self, fd: int, offset: int, length: int) -> None:
+        """Send ``length`` bytes of ``fd`` from ``offset``, one read ahead; closes ``fd``."""
+        end = offset + length
+        following: asyncio.Future[bytes] | None = None
+        try:
+            data = await self.run(os.pread, fd, min(READ_BYTES, length), offset)
+            while True:
+                if not data:
+                    raise S3Error("InternalError", "The file shrank while it was being sent.")
+                offset += len(data)
+                if offset < end:
+                    size = min(READ_BYTES, end - offset)
+                    following = asyncio.ensure_future(self.run(os.pread, fd, size, offset))
+                await self.send(
+                    {"type": "http.response.body", "body": data, "more_body": offset < end}
+                )
+                self.services.stats.bytes_out += len(data)
+                if following is None:
+                    return
+                data, following = await following, None
+        finally:
+            if following is not None:
+                with contextlib.suppress(BaseException):
+                    await following
+            await asyncio.shield(self.run(os.close, fd))
+
+
+def _finish(body: UploadBody, last: bytes, finalize: Callable[[Digests], T]) -> T:
+    return finalize(body.finish(last))

@@ -1,0 +1,158 @@
+"""Object metadata kept beside the file: an extended attribute, or a sidecar file.
+
+The record (ETag, content type, lower-case user metadata, checksum, a few
+HTTP headers) names the size and mtime of the file it describes. A file
+changed behind our back (an HPC job rewrote it) no longer matches, and is
+then served like any file written by plain POSIX: content type guessed from
+its name and an ETag derived from inode, size and mtime. That ETag has a
+``-1`` suffix, which tells clients it is not the MD5 of the content.
+
+Extended attributes (``user.`` namespace) travel with the inode, so a rename
+publishes data and metadata at once. Where the filesystem has none, records
+live under ``ROOT/.aifactory/meta`` named by a hash of bucket and key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import mimetypes
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+
+from aifactory.objects.errors import S3Error
+
+XATTR_NAME = "user.aifactory.meta"
+MAX_USER_METADATA_BYTES = 2048
+DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+
+
+@dataclass
+class ObjectMeta:
+    """What S3 knows about an object beyond its bytes."""
+
+    etag: str
+    size: int
+    mtime_ns: int
+    content_type: str = DEFAULT_CONTENT_TYPE
+    user: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    checksum_algorithm: str = ""
+    checksum: str = ""
+    parts: int = 0
+    foreign: bool = False
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON."""
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ObjectMeta | None:
+        """Parse a record; None when it is not one of ours."""
+        try:
+            return cls(**json.loads(data))
+        except (ValueError, TypeError):
+            return None
+
+
+def check_user_metadata(user: dict[str, str]) -> None:
+    """Raise MetadataTooLarge when user metadata exceeds S3's 2 KB."""
+    if sum(len(k) + len(v) for k, v in user.items()) > MAX_USER_METADATA_BYTES:
+        raise S3Error("MetadataTooLarge", fix="keep x-amz-meta-* headers under 2 KB in total")
+
+
+def foreign_meta(path: str, st: os.stat_result) -> ObjectMeta:
+    """Metadata of a file we did not write (or that changed since)."""
+    identity = f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}".encode()
+    etag = f'"{hashlib.md5(identity, usedforsecurity=False).hexdigest()}-1"'
+    content_type = mimetypes.guess_type(path)[0] or DEFAULT_CONTENT_TYPE
+    return ObjectMeta(etag, st.st_size, st.st_mtime_ns, content_type, foreign=True)
+
+
+class MetadataStore:
+    """Reads and writes ObjectMeta for files under one root.
+
+    Args:
+        root: The storage root.
+        use_xattr: Extended attributes (True) or sidecar files (False).
+    """
+
+    def __init__(self, root: str, use_xattr: bool) -> None:
+        self.use_xattr = use_xattr
+        self._sidecars = os.path.join(root, ".aifactory", "meta")
+
+    def before_publish(self, fd: int, meta: ObjectMeta) -> None:
+        """Attach ``meta`` to a file still under its temporary name (xattr mode)."""
+        if self.use_xattr:
+            try:
+                os.setxattr(fd, XATTR_NAME, meta.to_bytes())
+            except OSError as exc:
+                if exc.errno in (errno.E2BIG, errno.ENOSPC, errno.ERANGE):
+                    raise S3Error("MetadataTooLarge") from exc
+                raise
+
+    def after_publish(self, bucket: str, key: str, meta: ObjectMeta) -> None:
+        """Record ``meta`` once the file has its final name (sidecar mode)."""
+        if not self.use_xattr:
+            path = self._sidecar(bucket, key)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            temporary = f"{path}.{secrets.token_hex(6)}"
+            with open(temporary, "wb") as handle:
+                handle.write(meta.to_bytes())
+            os.replace(temporary, path)
+
+    def mark_directory(self, bucket: str, key: str, path: str, meta: ObjectMeta) -> None:
+        """Record a directory marker's metadata on its directory."""
+        if self.use_xattr:
+            os.setxattr(path, XATTR_NAME, meta.to_bytes())
+        else:
+            self.after_publish(bucket, key, meta)
+
+    def read(self, bucket: str, key: str, path: str, st: os.stat_result) -> ObjectMeta | None:
+        """Our record of the object at ``path``, if it still describes the file."""
+        data: bytes | None = None
+        if self.use_xattr:
+            with contextlib.suppress(OSError):
+                data = os.getxattr(path, XATTR_NAME)
+        else:
+            with contextlib.suppress(OSError), open(self._sidecar(bucket, key), "rb") as handle:
+                data = handle.read()
+        meta = ObjectMeta.from_bytes(data) if data else None
+        if meta is None:
+            return None
+        if key.endswith("/"):
+            return meta  # a directory's mtime moves with its children
+        if meta.size != st.st_size or meta.mtime_ns != st.st_mtime_ns:
+            return None
+        return meta
+
+    def remove(self, bucket: str, key: str, path: str) -> None:
+        """Forget the record of an object (a directory marker's, or a sidecar)."""
+        if self.use_xattr:
+            if key.endswith("/"):
+                with contextlib.suppress(OSError):
+                    os.removexattr(path, XATTR_NAME)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._sidecar(bucket, key))
+
+    def _sidecar(self, bucket: str, key: str) -> str:
+        digest = hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()
+        return os.path.join(self._sidecars, digest[:2], digest)
+
+
+def xattrs_supported(directory: str) -> bool:
+    """Whether files in ``directory`` take ``user.`` extended attributes."""
+    probe = os.path.join(directory, f".aifactory-probe-{secrets.token_hex(6)}")
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.setxattr(fd, XATTR_NAME, b"{}")
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        os.unlink(probe)

@@ -1,0 +1,222 @@
+"""Multipart handlers: create, upload (and copy) parts, complete, abort, list parts and uploads."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from aifactory.objects import checksums
+from aifactory.objects.context import Context
+from aifactory.objects.errors import S3Error
+from aifactory.objects.multipart import Multipart, Part, PartWriter, Upload
+from aifactory.objects.object_ops import (
+    check_copy_conditions,
+    copy_with_md5,
+    meta_from_request,
+    parse_copy_source,
+    parse_range,
+)
+from aifactory.objects.paths import check_key, is_directory_key
+from aifactory.objects.request import S3Request
+from aifactory.objects.responses import (
+    child_text,
+    document,
+    element,
+    iso_time,
+    parse_xml,
+    send_empty,
+    send_xml,
+)
+from aifactory.objects.storage import FileStore
+from aifactory.objects.upload import Digests, UploadBody
+
+
+def _multipart(ctx: Context) -> Multipart:
+    return ctx.services.multipart
+
+
+def _checked_key(ctx: Context) -> str:
+    check_key(ctx.request.key)
+    if is_directory_key(ctx.request.key):
+        raise S3Error("InvalidRequest", "Directory objects cannot be uploaded in parts.")
+    return ctx.request.key
+
+
+async def create_upload(ctx: Context) -> None:
+    """POST /bucket/key?uploads."""
+    key = _checked_key(ctx)
+    meta = meta_from_request(ctx.request)
+    algorithm = ctx.request.header("x-amz-checksum-algorithm").lower()
+    if algorithm and algorithm not in checksums.ALGORITHMS:
+        checksums.algorithm_of_header(checksums.header_name(algorithm))
+    await ctx.read_small_body(0)
+    upload = Upload("", key, time.time(), meta.content_type, meta.user, meta.headers, algorithm)
+    upload_id = await ctx.run(_multipart(ctx).create, ctx.request.bucket, upload)
+    body = document(
+        "InitiateMultipartUploadResult",
+        [
+            element("Bucket", ctx.request.bucket),
+            element("Key", key),
+            element("UploadId", upload_id),
+        ],
+    )
+    headers = list(ctx.headers)
+    if algorithm:
+        headers.append((b"x-amz-checksum-algorithm", algorithm.upper().encode()))
+    await send_xml(ctx.send, 200, body, headers)
+
+
+def _part_number(request: S3Request) -> int:
+    try:
+        return int(request.params["partNumber"])
+    except ValueError:
+        raise S3Error("InvalidArgument", "partNumber must be a whole number.") from None
+
+
+async def upload_part(ctx: Context) -> None:
+    """PUT /bucket/key?partNumber=N&uploadId=ID (UploadPartCopy with x-amz-copy-source)."""
+    key = _checked_key(ctx)
+    request = ctx.request
+    upload = await ctx.run(_multipart(ctx).upload, request.bucket, key, request.params["uploadId"])
+    writer = _multipart(ctx).part_writer(request.bucket, upload.upload_id, _part_number(request))
+    if request.header("x-amz-copy-source"):
+        await _upload_part_copy(ctx, writer)
+        return
+    body = UploadBody(writer, ctx.payload, request, upload.checksum_algorithm)
+
+    def publish(digests: Digests) -> tuple[Part, str]:
+        return writer.publish(digests.etag, digests.checksum), digests.checksum_algorithm
+
+    part, algorithm = await ctx.receive_body(body, writer, publish)
+    headers = [*ctx.headers, (b"etag", part.etag.encode())]
+    if part.checksum:
+        headers.append((checksums.header_name(algorithm).encode(), part.checksum.encode()))
+    await send_empty(ctx.send, 200, headers)
+
+
+async def _upload_part_copy(ctx: Context, writer: PartWriter) -> None:
+    source_bucket, source_key = parse_copy_source(ctx.request)
+    await ctx.services.buckets.authorize(ctx.caller, source_bucket, write=False)
+    part = await ctx.run(_copy_part, ctx.files, ctx.request, source_bucket, source_key, writer)
+    body = document(
+        "CopyPartResult",
+        [element("LastModified", iso_time(part.last_modified)), element("ETag", part.etag)],
+    )
+    await send_xml(ctx.send, 200, body, ctx.headers)
+
+
+def _copy_part(
+    files: FileStore, request: S3Request, bucket: str, key: str, writer: PartWriter
+) -> Part:
+    fd, info = files.open(bucket, key)
+    try:
+        check_copy_conditions(request, info)
+        size = info.st.st_size
+        copy_range = request.header("x-amz-copy-source-range")
+        byte_range = parse_range(copy_range, size) if copy_range else None
+        start, end = byte_range or (0, size - 1)
+        try:
+            md5 = copy_with_md5(fd, writer.fd, start, end - start + 1)
+            return writer.publish(f'"{md5.hex()}"', "")
+        except BaseException:
+            writer.abort()
+            raise
+    finally:
+        os.close(fd)
+
+
+async def complete_upload(ctx: Context) -> None:
+    """POST /bucket/key?uploadId=ID with the list of parts."""
+    key = _checked_key(ctx)
+    request = ctx.request
+    upload = await ctx.run(_multipart(ctx).upload, request.bucket, key, request.params["uploadId"])
+    root = parse_xml(await ctx.read_small_body(2 * 1024 * 1024))
+    requested = []
+    checksum_tag = "Checksum" + upload.checksum_algorithm.upper()
+    for node in root.findall("Part"):
+        try:
+            number = int(child_text(node, "PartNumber"))
+        except ValueError:
+            raise S3Error("MalformedXML", "A PartNumber is not a number.") from None
+        checksum = child_text(node, checksum_tag) if upload.checksum_algorithm else ""
+        requested.append((number, child_text(node, "ETag"), checksum))
+    meta = await ctx.run(_multipart(ctx).complete, request.bucket, upload, requested)
+    parts = [
+        element("Location", f"/{request.bucket}/{key}"),
+        element("Bucket", request.bucket),
+        element("Key", key),
+        element("ETag", meta.etag),
+    ]
+    if meta.checksum:
+        parts += [element(checksum_tag, meta.checksum), element("ChecksumType", "COMPOSITE")]
+    await send_xml(ctx.send, 200, document("CompleteMultipartUploadResult", parts), ctx.headers)
+
+
+async def abort_upload(ctx: Context) -> None:
+    """DELETE /bucket/key?uploadId=ID."""
+    key = _checked_key(ctx)
+    request = ctx.request
+    upload = await ctx.run(_multipart(ctx).upload, request.bucket, key, request.params["uploadId"])
+    await ctx.run(_multipart(ctx).abort, request.bucket, upload.upload_id)
+    await send_empty(ctx.send, 204, ctx.headers)
+
+
+async def list_parts(ctx: Context) -> None:
+    """GET /bucket/key?uploadId=ID."""
+    key = _checked_key(ctx)
+    request = ctx.request
+    upload = await ctx.run(_multipart(ctx).upload, request.bucket, key, request.params["uploadId"])
+    try:
+        marker = int(request.params.get("part-number-marker", "0") or 0)
+        max_parts = min(1000, int(request.params.get("max-parts", "1000")))
+    except ValueError:
+        raise S3Error("InvalidArgument", "part-number-marker and max-parts are numbers.") from None
+    parts = await ctx.run(_multipart(ctx).parts, request.bucket, upload.upload_id)
+    parts = [p for p in parts if p.number > marker]
+    truncated = len(parts) > max_parts
+    parts = parts[:max_parts]
+    checksum_tag = "Checksum" + upload.checksum_algorithm.upper()
+    body = [
+        element("Bucket", request.bucket),
+        element("Key", key),
+        element("UploadId", upload.upload_id),
+        element("PartNumberMarker", marker),
+        element("NextPartNumberMarker", parts[-1].number if parts else marker),
+        element("MaxParts", max_parts),
+        element("IsTruncated", "true" if truncated else "false"),
+        element("StorageClass", "STANDARD"),
+    ]
+    for part in parts:
+        checksum = element(checksum_tag, part.checksum) if part.checksum else ""
+        body.append(
+            f"<Part>{element('PartNumber', part.number)}"
+            f"{element('LastModified', iso_time(part.last_modified))}"
+            f"{element('ETag', part.etag)}{element('Size', part.size)}{checksum}</Part>"
+        )
+    await send_xml(ctx.send, 200, document("ListPartsResult", body), ctx.headers)
+
+
+async def list_uploads(ctx: Context) -> None:
+    """GET /bucket?uploads (one page of up to 1000)."""
+    request = ctx.request
+    prefix = request.params.get("prefix", "")
+    uploads = await ctx.run(_multipart(ctx).uploads, request.bucket, prefix)
+    truncated = len(uploads) > 1000
+    body = [
+        element("Bucket", request.bucket),
+        element("KeyMarker", ""),
+        element("UploadIdMarker", ""),
+        element("Prefix", prefix),
+        element("MaxUploads", 1000),
+        element("IsTruncated", "true" if truncated else "false"),
+    ]
+    tenant = ctx.caller.tenant
+    person = f"{element('ID', tenant)}{element('DisplayName', tenant)}"
+    for upload in uploads[:1000]:
+        body.append(
+            f"<Upload>{element('Key', upload.key)}{element('UploadId', upload.upload_id)}"
+            f"<Initiator>{person}</Initiator><Owner>{person}</Owner>"
+            f"{element('StorageClass', 'STANDARD')}"
+            f"{element('Initiated', iso_time(upload.initiated))}</Upload>"
+        )
+    await send_xml(ctx.send, 200, document("ListMultipartUploadsResult", body), ctx.headers)

@@ -1,0 +1,427 @@
+"""Object handlers: PutObject, GetObject, HeadObject, DeleteObject, CopyObject, DeleteObjects."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from urllib.parse import unquote
+
+from aifactory.objects import checksums
+from aifactory.objects.context import READ_BYTES, Context
+from aifactory.objects.errors import S3Error
+from aifactory.objects.metadata import (
+    DEFAULT_CONTENT_TYPE,
+    ObjectMeta,
+    check_user_metadata,
+)
+from aifactory.objects.paths import check_key, is_directory_key
+from aifactory.objects.request import S3Request
+from aifactory.objects.responses import (
+    child_text,
+    document,
+    element,
+    http_time,
+    iso_time,
+    parse_xml,
+    send_empty,
+    send_xml,
+)
+from aifactory.objects.storage import FileStore, ObjectInfo
+from aifactory.objects.upload import Digests, UploadBody
+
+STORED_HEADERS = (
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+)
+_OVERRIDES = {
+    "response-content-type": "content-type",
+    "response-content-language": "content-language",
+    "response-expires": "expires",
+    "response-cache-control": "cache-control",
+    "response-content-disposition": "content-disposition",
+    "response-content-encoding": "content-encoding",
+}
+MAX_DELETE_KEYS = 1000
+
+
+def meta_from_request(request: S3Request) -> ObjectMeta:
+    """Content type, user metadata (lower case) and stored headers of a write request."""
+    user = {
+        name[len("x-amz-meta-") :]: values[0]
+        for name, values in request.headers.items()
+        if name.startswith("x-amz-meta-")
+    }
+    check_user_metadata(user)
+    headers = {name: request.header(name) for name in STORED_HEADERS if request.header(name)}
+    encodings = [e.strip() for e in headers.get("content-encoding", "").split(",") if e.strip()]
+    encodings = [e for e in encodings if e != "aws-chunked"]
+    if encodings:
+        headers["content-encoding"] = ",".join(encodings)
+    else:
+        headers.pop("content-encoding", None)
+    content_type = request.header("content-type") or DEFAULT_CONTENT_TYPE
+    return ObjectMeta("", 0, 0, content_type, user, headers)
+
+
+def checksum_headers(meta: ObjectMeta) -> list[tuple[bytes, bytes]]:
+    """``x-amz-checksum-*`` (and its type) of an object, if it has one."""
+    if not meta.checksum:
+        return []
+    kind = b"COMPOSITE" if meta.parts else b"FULL_OBJECT"
+    return [
+        (checksums.header_name(meta.checksum_algorithm).encode(), meta.checksum.encode()),
+        (b"x-amz-checksum-type", kind),
+    ]
+
+
+async def put_object(ctx: Context) -> None:
+    """PUT /bucket/key."""
+    request = ctx.request
+    check_key(request.key)
+    meta = meta_from_request(request)
+    if is_directory_key(request.key):
+        await _put_directory(ctx, meta)
+        return
+    writer = ctx.files.writer(request.bucket, request.key)
+    body = UploadBody(writer, ctx.payload, request)
+    if_none_match = request.header("if-none-match")
+
+    def publish(digests: Digests) -> ObjectMeta:
+        if if_none_match == "*" and os.path.exists(writer.path):
+            raise S3Error("PreconditionFailed", "The object already exists (If-None-Match: *).")
+        meta.etag = digests.etag
+        meta.checksum_algorithm, meta.checksum = digests.checksum_algorithm, digests.checksum
+        return writer.publish(meta)
+
+    stored = await ctx.receive_body(body, writer, publish)
+    await send_empty(
+        ctx.send, 200, [*ctx.headers, (b"etag", stored.etag.encode()), *checksum_headers(stored)]
+    )
+
+
+async def _put_directory(ctx: Context, meta: ObjectMeta) -> None:
+    await ctx.read_small_body(0, too_large="DirectoryObjectContainsData")
+    meta.etag = f'"{hashlib.md5(b"", usedforsecurity=False).hexdigest()}"'
+    await ctx.run(ctx.files.make_directory, ctx.request.bucket, ctx.request.key, meta)
+    await send_empty(ctx.send, 200, [*ctx.headers, (b"etag", meta.etag.encode())])
+
+
+@dataclass
+class _Opened:
+    fd: int
+    info: ObjectInfo
+    first: bytes
+
+
+def _open(files: FileStore, bucket: str, key: str) -> _Opened:
+    """Open the object; a small one is read whole and closed in the same trip."""
+    fd, info = files.open(bucket, key)
+    if info.st.st_size > READ_BYTES:
+        return _Opened(fd, info, b"")
+    try:
+        first = b"" if is_directory_key(key) else os.pread(fd, READ_BYTES, 0)
+    finally:
+        os.close(fd)
+    return _Opened(-1, info, first)
+
+
+async def get_object(ctx: Context, head: bool) -> None:
+    """GET or HEAD /bucket/key, with ranges, conditions and response-* overrides."""
+    request = ctx.request
+    check_key(request.key)
+    if head:
+        info = await ctx.run(ctx.files.head, request.bucket, request.key)
+        opened = _Opened(-1, info, b"")
+    else:
+        opened = await ctx.run(_open, ctx.files, request.bucket, request.key)
+    try:
+        await _respond_with_object(ctx, opened, head)
+    finally:
+        if opened.fd >= 0:
+            await ctx.run(os.close, opened.fd)
+
+
+async def _respond_with_object(ctx: Context, opened: _Opened, head: bool) -> None:
+    request, info = ctx.request, opened.info
+    meta = info.meta
+    size = 0 if is_directory_key(info.key) else info.st.st_size
+    mtime = info.st.st_mtime
+    headers = [
+        *ctx.headers,
+        (b"etag", meta.etag.encode()),
+        (b"last-modified", http_time(mtime).encode()),
+    ]
+    not_modified = check_conditions(
+        meta.etag,
+        mtime,
+        request.header("if-match"),
+        request.header("if-none-match"),
+        request.header("if-modified-since"),
+        request.header("if-unmodified-since"),
+    )
+    if not_modified:
+        await send_empty(ctx.send, 304, headers)
+        return
+    described = {"content-type": meta.content_type, **meta.headers}
+    for parameter, header in _OVERRIDES.items():
+        if parameter in request.params:
+            described[header] = request.params[parameter]
+    headers += [
+        (name.encode(), value.encode("latin-1", "replace")) for name, value in described.items()
+    ]
+    headers += [
+        (f"x-amz-meta-{name}".encode(), value.encode("latin-1", "replace"))
+        for name, value in meta.user.items()
+    ]
+    headers.append((b"accept-ranges", b"bytes"))
+    if meta.parts:
+        headers.append((b"x-amz-mp-parts-count", str(meta.parts).encode()))
+    byte_range = parse_range(request.header("range"), size)
+    if byte_range is None:
+        start, length, status = 0, size, 200
+        if request.header("x-amz-checksum-mode").upper() == "ENABLED":
+            headers += checksum_headers(meta)
+    else:
+        start, end = byte_range
+        length, status = end - start + 1, 206
+        headers.append((b"content-range", f"bytes {start}-{end}/{size}".encode()))
+    headers.append((b"content-length", str(length).encode()))
+    await ctx.send({"type": "http.response.start", "status": status, "headers": headers})
+    if head or length == 0:
+        await ctx.send({"type": "http.response.body", "body": b""})
+        return
+    if opened.fd < 0:  # read whole already
+        data = opened.first[start : start + length]
+        await ctx.send({"type": "http.response.body", "body": data})
+        ctx.services.stats.bytes_out += len(data)
+        return
+    fd, opened.fd = opened.fd, -1  # send_file closes it
+    await ctx.send_file(fd, start, length)
+
+
+def check_conditions(
+    etag: str,
+    mtime: float,
+    if_match: str,
+    if_none_match: str,
+    if_modified_since: str,
+    if_unmodified_since: str,
+) -> bool:
+    """Evaluate conditional headers (RFC 7232 order); True means 304 Not Modified.
+
+    Raises:
+        S3Error: PreconditionFailed (412).
+    """
+    seconds = int(mtime)
+    if if_match:
+        if not _etag_matches(etag, if_match):
+            raise S3Error("PreconditionFailed", "If-Match did not match the ETag.")
+    elif if_unmodified_since:
+        since = _http_date(if_unmodified_since)
+        if since is not None and seconds > since:
+            raise S3Error("PreconditionFailed", "The object was modified since that time.")
+    if if_none_match:
+        return _etag_matches(etag, if_none_match)
+    if if_modified_since:
+        since = _http_date(if_modified_since)
+        return since is not None and seconds <= since
+    return False
+
+
+def _etag_matches(etag: str, header: str) -> bool:
+    wanted = {item.strip().removeprefix("W/").strip('"') for item in header.split(",")}
+    return "*" in wanted or etag.strip('"') in wanted
+
+
+def _http_date(value: str) -> int | None:
+    try:
+        return int(parsedate_to_datetime(value).timestamp())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """The inclusive byte range a ``Range`` header asks of ``size`` bytes; None: whole object.
+
+    Raises:
+        S3Error: InvalidRange (416) when the range cannot be satisfied.
+    """
+    if not header.startswith("bytes=") or "," in header:
+        return None
+    first, sep, last = header[len("bytes=") :].strip().partition("-")
+    if not sep:
+        return None
+    try:
+        if not first:
+            suffix = int(last)
+            if suffix <= 0 or size == 0:
+                raise _invalid_range(size)
+            return max(0, size - suffix), size - 1
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start >= size:
+        raise _invalid_range(size)
+    if end < start:
+        return None
+    return start, min(end, size - 1)
+
+
+def _invalid_range(size: int) -> S3Error:
+    error = S3Error("InvalidRange", f"The object has {size} bytes.")
+    error.headers = {"content-range": f"bytes */{size}"}
+    return error
+
+
+async def delete_object(ctx: Context) -> None:
+    """DELETE /bucket/key (succeeds when the key is absent)."""
+    check_key(ctx.request.key)
+    await ctx.run(_delete_checked, ctx.files, ctx.request.bucket, ctx.request.key)
+    await send_empty(ctx.send, 204, ctx.headers)
+
+
+def _delete_checked(files: FileStore, bucket: str, key: str) -> None:
+    if not files.bucket_exists(bucket):
+        raise S3Error("NoSuchBucket", resource=bucket)
+    files.delete(bucket, key)
+
+
+async def delete_objects(ctx: Context) -> None:
+    """POST /bucket?delete: up to 1000 keys in one request."""
+    root = parse_xml(await ctx.read_small_body(2 * 1024 * 1024))
+    quiet = child_text(root, "Quiet").lower() == "true"
+    targets = [(child_text(o, "Key"), child_text(o, "VersionId")) for o in root.findall("Object")]
+    if len(targets) > MAX_DELETE_KEYS:
+        raise S3Error("MalformedXML", f"At most {MAX_DELETE_KEYS} keys per request.")
+    outcomes = await ctx.run(_delete_many, ctx.files, ctx.request.bucket, targets)
+    parts = []
+    for (key, version), error in zip(targets, outcomes, strict=True):
+        version_xml = element("VersionId", version) if version else ""
+        if error is None:
+            if not quiet:
+                parts.append(f"<Deleted>{element('Key', key)}{version_xml}</Deleted>")
+        else:
+            parts.append(
+                f"<Error>{element('Key', key)}{version_xml}{element('Code', error.code)}"
+                f"{element('Message', error.message)}</Error>"
+            )
+    await send_xml(ctx.send, 200, document("DeleteResult", parts), ctx.headers)
+
+
+def _delete_many(
+    files: FileStore, bucket: str, targets: list[tuple[str, str]]
+) -> list[S3Error | None]:
+    if not files.bucket_exists(bucket):
+        raise S3Error("NoSuchBucket", resource=bucket)
+    outcomes: list[S3Error | None] = []
+    for key, _version in targets:
+        try:
+            check_key(key)
+            files.delete(bucket, key)
+            outcomes.append(None)
+        except S3Error as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def parse_copy_source(request: S3Request) -> tuple[str, str]:
+    """(bucket, key) of ``x-amz-copy-source``."""
+    source = unquote(request.header("x-amz-copy-source")).partition("?")[0].lstrip("/")
+    bucket, _, key = source.partition("/")
+    if not bucket or not key:
+        raise S3Error("InvalidArgument", "x-amz-copy-source must be /bucket/key.")
+    check_key(key)
+    return bucket, key
+
+
+def check_copy_conditions(request: S3Request, info: ObjectInfo) -> None:
+    """Apply ``x-amz-copy-source-if-*``; a failed one is 412 PreconditionFailed."""
+    if check_conditions(
+        info.meta.etag,
+        info.st.st_mtime,
+        request.header("x-amz-copy-source-if-match"),
+        request.header("x-amz-copy-source-if-none-match"),
+        request.header("x-amz-copy-source-if-modified-since"),
+        request.header("x-amz-copy-source-if-unmodified-since"),
+    ):
+        raise S3Error("PreconditionFailed", "A copy-source condition did not hold.")
+
+
+async def copy_object(ctx: Context) -> None:
+    """PUT /bucket/key with x-amz-copy-source (metadata directive COPY or REPLACE)."""
+    request = ctx.request
+    check_key(request.key)
+    source_bucket, source_key = parse_copy_source(request)
+    await ctx.services.buckets.authorize(ctx.caller, source_bucket, write=False)
+    replace = request.header("x-amz-metadata-directive", "COPY").upper() == "REPLACE"
+    new_meta = meta_from_request(request) if replace else None
+    if (source_bucket, source_key) == (request.bucket, request.key) and not replace:
+        raise S3Error(
+            "InvalidRequest",
+            "This copy request is illegal because it copies an object to itself "
+            "without changing its metadata.",
+            fix="set x-amz-metadata-directive: REPLACE",
+        )
+    await ctx.read_small_body(0, too_large="InvalidRequest")
+    stored = await ctx.run(_copy, ctx.files, request, source_bucket, source_key, new_meta)
+    result = document(
+        "CopyObjectResult",
+        [element("LastModified", iso_time(stored.mtime_ns / 1e9)), element("ETag", stored.etag)],
+    )
+    await send_xml(ctx.send, 200, result, [*ctx.headers, *checksum_headers(stored)])
+
+
+def _copy(
+    files: FileStore,
+    request: S3Request,
+    source_bucket: str,
+    source_key: str,
+    new_meta: ObjectMeta | None,
+) -> ObjectMeta:
+    fd, info = files.open(source_bucket, source_key)
+    try:
+        check_copy_conditions(request, info)
+        source = info.meta
+        meta = new_meta or ObjectMeta(
+            source.etag, 0, 0, source.content_type, dict(source.user), dict(source.headers)
+        )
+        meta.etag, meta.parts = source.etag, source.parts
+        meta.checksum_algorithm, meta.checksum = source.checksum_algorithm, source.checksum
+        if is_directory_key(source_key) or is_directory_key(request.key):
+            if not (is_directory_key(source_key) and is_directory_key(request.key)):
+                raise S3Error("InvalidRequest", "Directory objects copy only to directory keys.")
+            return files.make_directory(request.bucket, request.key, meta)
+        writer = files.writer(request.bucket, request.key)
+        try:
+            if source.foreign:
+                meta.etag = f'"{copy_with_md5(fd, writer.fd, 0, info.st.st_size).hex()}"'
+            else:
+                writer.copy_from(fd, 0, info.st.st_size)
+            return writer.publish(meta)
+        except BaseException:
+            writer.abort()
+            raise
+    finally:
+        os.close(fd)
+
+
+def copy_with_md5(source_fd: int, target_fd: int, offset: int, count: int) -> bytes:
+    """Copy a byte range through Python, returning its MD5."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    end = offset + count
+    while offset < end:
+        block = os.pread(source_fd, min(8 * READ_BYTES, end - offset), offset)
+        if not block:
+            raise S3Error("InvalidRange", "The source is shorter than the range.")
+        md5.update(block)
+        view = memoryview(block)
+        while view:
+            view = view[os.write(target_fd, view) :]
+        offset += len(block)
+    return md5.digest()

@@ -1,0 +1,132 @@
+"""The state store on a real PostgreSQL: migrations, shared counters, two gateways.
+
+Needs the dev PostgreSQL (`deploy/postgres-dev.sh up`; the test command starts it).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from aifactory.store import Store
+from aifactory.tenancy import issue_key
+
+from .server import REPO, Server, start_server
+
+SCRIPT = REPO / "deploy" / "postgres-dev.sh"
+EMBED = "all-minilm-l6-v2"
+
+
+def _postgres_url() -> str | None:
+    if subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode != 0:
+        return None
+    return subprocess.run(
+        ["bash", str(SCRIPT), "url"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def pg_url() -> str:
+    url = _postgres_url()
+    if url is None:
+        pytest.skip("no PostgreSQL: run `deploy/postgres-dev.sh up` first")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url
+
+
+def test_migrations_build_the_schema_and_are_idempotent(pg_url: str) -> None:
+    store = Store(pg_url)
+    store.create_schema()
+    store.create_schema()
+    tables = set(inspect(store.engine).get_table_names())
+    assert {"alembic_version", "usage", "limits", "counters", "audit", "services"} <= tables
+    key = issue_key(store, "lab")
+    assert store.list_keys()[0]["tenant"] == "lab" and key.secret.startswith("aif-")
+    store.close()
+
+
+def test_counters_never_spend_twice_across_processes(pg_url: str) -> None:
+    stores = [Store(pg_url), Store(pg_url)]
+    stores[0].create_schema()
+    taken: list[bool] = []
+
+    def work(store: Store) -> None:
+        for _ in range(25):
+            taken.append(store.counters.take("shared", 1, 60, 0.0, 1e9))
+
+    threads = [threading.Thread(target=work, args=(stores[i % 2],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert taken.count(True) == 60 and len(taken) == 200
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def two_gateways(pg_url: str, tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+    full = start_server(tmp_path / "a", database_url=pg_url, local_cpus="1")
+    gateway = None
+    try:
+        full.deploy((REPO / "examples" / "embeddings.yaml").read_text())
+        full.wait_ready("embeddings")
+        # The gateway shares the database, so the admin key made by the first is its too.
+        (tmp_path / "b").mkdir()
+        (tmp_path / "b" / "admin.key").write_text(full.admin_key)
+        gateway = start_server(tmp_path / "b", database_url=pg_url, role="gateway")
+        yield full, gateway
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        full.stop()
+
+
+def _embed(server: Server, auth: dict[str, str]) -> int:
+    return httpx.post(
+        f"{server.url}/v1/embeddings",
+        json={"model": EMBED, "input": "shared limits"},
+        headers=auth,
+        timeout=60,
+    ).status_code
+
+
+def _tenant(server: Server, name: str, **limits: object) -> dict[str, str]:
+    server.admin.post("/api/tenants", json={"name": name})
+    assert server.admin.put(f"/api/tenants/{name}/limits", json=limits).status_code == 200
+    key = server.admin.post("/api/keys", json={"tenant": name}).json()["key"]
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_two_gateways_share_one_rate_limit_under_load(two_gateways: tuple[Server, Server]) -> None:
+    full, gateway = two_gateways
+    auth = _tenant(full, "shared", requests_per_minute=10)
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda i: _embed((full, gateway)[i % 2], auth), range(24)))
+    assert codes.count(200) == 10, codes
+    assert codes.count(429) == 14
+
+
+def test_two_gateways_share_one_token_budget(two_gateways: tuple[Server, Server]) -> None:
+    full, gateway = two_gateways
+    probe = _tenant(full, "probe", requests_per_minute=1000)
+    tokens = httpx.post(
+        f"{full.url}/v1/embeddings",
+        json={"model": EMBED, "input": "shared limits"},
+        headers=probe,
+        timeout=60,
+    ).json()["usage"]["prompt_tokens"]
+    auth = _tenant(full, "budgeted", token_budget=3 * tokens)
+    codes = [_embed((gateway, full)[i % 2], auth) for i in range(5)]
+    assert codes == [200, 200, 200, 429, 429], "both gateways see the same spend"
