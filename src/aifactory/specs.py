@@ -430,6 +430,7 @@ class _Workload(_Spec):
     time_limit_s: float | None = Field(default=None, alias="time_limit", gt=0)
     rotation_lead_s: float = Field(default=120.0, alias="rotation_lead", ge=0)
     slurm: SlurmOptions = SlurmOptions()
+    kubernetes: KubernetesOptions = KubernetesOptions()
     private: bool = False
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)

@@ -62,6 +62,13 @@ class AllocationPlanner:
                 "site": site,
                 "command_timeout_s": settings.slurm_command_timeout_s,
             }
+        if name == "kubernetes":
+            return {
+                "instance": instance_id(settings.instance_file),
+                "namespace": settings.kubernetes_namespace,
+                "image": settings.kubernetes_image,
+                "kubeconfig": settings.kubeconfig,
+            }
         return {}
 
     def request(
@@ -101,6 +108,7 @@ class AllocationPlanner:
             log_path=self._settings.logs_dir / spec.name / f"{replica_id}.log",
             env=dict(env),
             slurm=spec.slurm,
+            kubernetes=spec.kubernetes,
         )
 
 
