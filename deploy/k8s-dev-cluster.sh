@@ -38,10 +38,15 @@
 #   admin.kubeconfig         for kubectl (`kubectl --kubeconfig ...`) and the Python client
 #   run/<name>.pid, log/<name>.log
 #
-# Images: no registry is reachable, so two images are made locally from
+# Images: no registry is reachable, so three images are made locally from
 # Debian's static busybox (deploy/oci-image.py) and imported into containerd:
-# localhost/pause:aifactory (the pod sandbox) and localhost/busybox:aifactory
-# (sh, sleep, echo, wget...). Pods must use `imagePullPolicy: Never` or
+# localhost/pause:aifactory (the pod sandbox), localhost/busybox:aifactory
+# (sh, sleep, echo, wget...) and localhost/python:aifactory (busybox plus this
+# host's Python runtime: the interpreter of the checkout's .venv, its standard
+# library and the shared libraries the venv's extension modules need; replicas
+# mount the venv and the source read-only, see AIFACTORY_KUBERNETES_HOST_PATHS).
+# An image already imported is kept: to rebuild one, `ctr ... images rm` it and
+# run `up` again. Pods must use `imagePullPolicy: Never` or
 # `IfNotPresent` with one of these (or another image imported with
 # `ctr --address $STATE_DIR/containerd/containerd.sock -n k8s.io images import`).
 # The dev machines (containers themselves) lack CAP_SYS_RESOURCE, so containerd runs with
@@ -178,7 +183,7 @@ NODE_NAME=aif-node-1
 CTR_SOCK=$STATE_DIR/containerd/containerd.sock
 CNI_BRIDGE=aifcni0
 POD_CIDR=10.88.0.0/16
-IMAGES=(localhost/pause:aifactory localhost/busybox:aifactory)
+IMAGES=(localhost/pause:aifactory localhost/busybox:aifactory localhost/python:aifactory)
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 usage() {
@@ -452,17 +457,28 @@ staticPodPath: ""
 YAML
 }
 
+# The interpreter whose runtime goes into the python image: the checkout's
+# venv when there is one (its extension modules' libraries come along).
+image_python() {
+    if [ -x "$HERE/../.venv/bin/python" ]; then echo "$HERE/../.venv/bin/python"; else command -v python3; fi
+}
+
 import_images() {
-    local image have entry
+    local image have entry args
     have=$(ctr_k8s images ls -q 2>/dev/null || true)
     for image in "${IMAGES[@]}"; do
         grep -qxF "$image" <<<"$have" && continue
+        args=()
         case "$image" in
         *pause*) entry='["/bin/sleep", "2147483647"]' ;;
+        *python*)
+            entry='["/bin/sh"]'
+            args=(--python "$(image_python)")
+            ;;
         *) entry='["/bin/sh"]' ;;
         esac
-        log "building and importing the image $image (busybox, no registry)…"
-        python3 "$HERE/oci-image.py" "$image" "$entry" >"$STATE_DIR/containerd/image.tar" ||
+        log "building and importing the image $image (busybox ${args[*]}, no registry)…"
+        python3 "$HERE/oci-image.py" "$image" "$entry" "${args[@]}" >"$STATE_DIR/containerd/image.tar" ||
             die "building $image failed" "apt-get install busybox-static python3"
         ctr_k8s images import "$STATE_DIR/containerd/image.tar" >/dev/null ||
             die "importing $image into containerd failed" "read $STATE_DIR/log/containerd.log"

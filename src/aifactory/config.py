@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,6 +28,15 @@ from aifactory.errors import ConfigError
 __all__ = ["Settings", "load_settings"]
 
 BackendName = Literal["local", "slurm", "kubernetes"]
+
+
+def _absolute(path: Path) -> Path:
+    if not path.is_absolute():
+        raise ValueError("must be an absolute path")
+    return path
+
+
+AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
 
 
 def _default_data_dir() -> Path:
@@ -71,6 +80,9 @@ class Settings(BaseSettings):
         default="default", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
     )
     kubernetes_image: str = Field(default="localhost/aifactory:latest", min_length=1)
+    # Host paths every replica Pod mounts read-only at the same path (a JSON
+    # list in the environment): on the dev cluster, the venv and the source.
+    kubernetes_host_paths: tuple[AbsolutePath, ...] = ()
     drain_timeout_s: float = Field(default=30.0, ge=0)
     functions_worker_port: int = Field(default=5561, ge=0, le=65535)
     functions_client_port: int = Field(default=5562, ge=0, le=65535)

@@ -14,12 +14,14 @@ Only the standard library is used here: nodes may have little installed.
 
 ``--secret-env`` names a file of ``NAME=VALUE`` lines (an agent's API key):
 read, deleted, and given to the engine's environment only, so secrets never
-appear in a job script or on a command line.
+appear in a job script or on a command line. On Kubernetes both files lie on
+a read-only Secret volume that is deleted with the Pod, so they stay.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -70,6 +72,17 @@ def register(
     raise RuntimeError(f"control plane at {control_url} unreachable")
 
 
+def consume(path: Path) -> str:
+    """Read a one-time file and delete it; one on a read-only volume stays (a Secret's)."""
+    text = path.read_text()
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+    return text
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Parse the launcher's command line."""
     parser = argparse.ArgumentParser(prog="aifactory.launcher")
@@ -93,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     launched_at = time.time()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     die_with_parent()
-    token = args.token_file.read_text().strip()
-    args.token_file.unlink(missing_ok=True)
+    token = consume(args.token_file).strip()
     env = {**os.environ, **_read_secret_env(args.secret_env)}
     advertise = socket.getfqdn() if args.advertise_host == "auto" else args.advertise_host
     bind = args.bind_host or ("127.0.0.1" if advertise in ("127.0.0.1", "localhost") else "0.0.0.0")
@@ -133,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 def _read_secret_env(path: Path | None) -> dict[str, str]:
     if path is None:
         return {}
-    lines = path.read_text().splitlines()
-    path.unlink(missing_ok=True)
+    lines = consume(path).splitlines()
     return dict(line.split("=", 1) for line in lines if "=" in line)
 
 

@@ -11,7 +11,6 @@ import asyncio
 import os
 import secrets
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -22,36 +21,17 @@ import pytest
 from aifactory.backends import AllocationRequest, AllocationState, AllocationStatus, load_backend
 from aifactory.specs import Resources
 
-from .server import REPO
+from . import kube
+from .kube import KUBECONFIG, NODE, STATE_DIR, kubectl, running_cluster
 
-CLUSTER = REPO / "deploy" / "k8s-dev-cluster.sh"
-STATE_DIR = Path("/var/lib/aifactory-k8s-dev")
-KUBECONFIG = STATE_DIR / "admin.kubeconfig"
 IMAGE = "localhost/busybox:aifactory"
-NODE = "aif-node-1"
 
 pytestmark = pytest.mark.kubernetes
 
 
-def _script(*args: str, timeout_s: float = 1200) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(CLUSTER), *args], capture_output=True, text=True, timeout=timeout_s
-    )
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
-    """The dev cluster, started here (and stopped again) when it is not up."""
-    started = False
-    if _script("status").returncode != 0:
-        # A fresh machine builds Kubernetes first (~10 min on 2 cores).
-        up = _script("up")
-        if up.returncode != 0:
-            pytest.skip(f"no Kubernetes dev cluster: `{CLUSTER} up` failed:\n{up.stderr[-2000:]}")
-        started = True
-    yield
-    if started:
-        _script("down")
+    yield from running_cluster(IMAGE)
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +40,6 @@ def namespace(cluster: None) -> Iterator[str]:
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false")
-
-
-def kubectl(*args: str, check: bool = True) -> str:
-    done = subprocess.run(
-        ["kubectl", "--kubeconfig", str(KUBECONFIG), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
-    return done.stdout
 
 
 def make_backend(namespace: str, instance: str) -> Any:
@@ -263,7 +231,7 @@ def test_the_watch_reconnects_after_the_api_server_restarts(namespace: str) -> N
 
         pid = int((STATE_DIR / "run" / "kube-apiserver.pid").read_text())
         os.kill(pid, signal.SIGKILL)
-        up = await asyncio.to_thread(_script, "up")
+        up = await asyncio.to_thread(kube.script, "up")
         assert up.returncode == 0, up.stderr
         assert int((STATE_DIR / "run" / "kube-apiserver.pid").read_text()) != pid
 

@@ -58,3 +58,14 @@ def test_nothing_else_reads_the_environment() -> None:
     # The local backend and the launcher pass the environment on to child
     # processes (the launcher adds an agent's secrets); neither reads a setting.
     assert sorted(readers) == ["backends/local.py", "config.py", "launcher.py"]
+
+
+def test_kubernetes_host_paths_are_a_json_list_of_absolute_paths(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AIFACTORY_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("AIFACTORY_KUBERNETES_HOST_PATHS", '["/srv/venv", "/srv/src"]')
+    assert load_settings().kubernetes_host_paths == (Path("/srv/venv"), Path("/srv/src"))
+    monkeypatch.setenv("AIFACTORY_KUBERNETES_HOST_PATHS", '["venv"]')
+    with pytest.raises(ConfigError, match="absolute"):
+        load_settings()

@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from aifactory.backends import AllocationRequest, AllocationState, load_backend
-from aifactory.backends.kubernetes_pod import pod_status, render_pod
+from aifactory.backends.kubernetes_pod import pod_status, render_pod, render_secret
 from aifactory.errors import BackendError
 from aifactory.specs import KubernetesOptions, Resources, load_service
 
@@ -130,6 +130,52 @@ def test_names_that_are_not_dns_labels_are_refused(service: str, replica_id: str
     with pytest.raises(BackendError) as caught:
         backend().render(request(service=service, replica_id=replica_id))
     assert caught.value.fix
+
+
+def test_host_paths_are_read_only_at_the_same_path_and_secrets_never_in_the_text() -> None:
+    files = (Path("/data/run/chat-a1b2c3.token"), Path("/data/run/chat-a1b2c3.env"))
+    pod = render_pod(
+        request(secret_files=files),
+        instance="ab12cd34",
+        namespace="ml",
+        image="x",
+        termination_grace_s=1,
+        host_paths=(Path("/srv/venv"), Path("/srv/src")),
+    )
+    assert pod["spec"]["volumes"] == [
+        {"name": "host-0", "hostPath": {"path": "/srv/venv"}},
+        {"name": "host-1", "hostPath": {"path": "/srv/src"}},
+        {
+            "name": "secrets",
+            "secret": {"secretName": "aif-ab12cd34-chat-a1b2c3", "defaultMode": 0o400},
+        },
+    ]
+    assert pod["spec"]["containers"][0]["volumeMounts"] == [
+        {"name": "host-0", "mountPath": "/srv/venv", "readOnly": True},
+        {"name": "host-1", "mountPath": "/srv/src", "readOnly": True},
+        # Where the launcher's argv says its token is.
+        {"name": "secrets", "mountPath": "/data/run", "readOnly": True},
+    ]
+    assert "volumes" not in manifest()["spec"]
+
+
+def test_secret_files_must_share_a_folder() -> None:
+    files = (Path("/data/run/a.token"), Path("/elsewhere/a.env"))
+    with pytest.raises(BackendError):
+        backend().render(request(secret_files=files))
+
+
+def test_the_secret_is_owned_by_its_pod() -> None:
+    pod = manifest()
+    pod["metadata"]["uid"] = "0f3c"
+    secret = render_secret(pod, {"chat-a1b2c3.token": b"s3cret\n"})
+    assert secret["metadata"]["name"] == pod["metadata"]["name"]
+    assert secret["metadata"]["namespace"] == "ml"
+    assert secret["metadata"]["labels"] == pod["metadata"]["labels"]
+    assert secret["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"], "uid": "0f3c"}
+    ]
+    assert secret["data"] == {"chat-a1b2c3.token": "czNjcmV0Cg=="}
 
 
 def test_instance_id_must_be_a_label_value() -> None:

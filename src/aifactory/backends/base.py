@@ -67,6 +67,10 @@ class AllocationRequest:
         env: Extra environment variables for the launcher.
         slurm: Partition, account, QOS and extra options (Slurm only).
         kubernetes: Node selector and tolerations (Kubernetes only).
+        secret_files: One-time files the launcher reads and deletes (its
+            token, an agent's key), all in one folder of the control plane's
+            disk. Backends that share that disk with their nodes leave them
+            there; Kubernetes moves them into a Secret of the Pod.
     """
 
     replica_id: str
@@ -78,6 +82,7 @@ class AllocationRequest:
     env: dict[str, str] = field(default_factory=dict)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
     kubernetes: KubernetesOptions = field(default_factory=KubernetesOptions)
+    secret_files: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,11 @@ service and the replica id so a restarted control plane can adopt it
 (``tagged``). ``restartPolicy: Never``: a failed replica is replaced by the
 control plane, possibly on another stack.
 
+A replica's one-time files (its registration token...) travel in a Secret
+the Pod owns, created right after the Pod (the kubelet waits for a Secret a
+volume names), and are then removed from the control plane's disk; the
+Kubernetes garbage collector deletes the Secret with the Pod.
+
 State is watched, never polled: ``PodWatch`` lists this instance's Pods once
 and then follows a watch (resuming after API-server restarts), and
 ``status``/``tagged`` answer from that cache. Blocking client calls run in
@@ -26,6 +31,7 @@ read by the client library).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -46,6 +52,7 @@ from aifactory.backends.kubernetes_pod import (
     REPLICA_LABEL,
     pod_status,
     render_pod,
+    render_secret,
 )
 from aifactory.backends.kubernetes_watch import PodWatch
 from aifactory.errors import BackendError, CapacityExceeded, ConfigError
@@ -71,6 +78,7 @@ class KubernetesBackend:
         namespace: str = "default",
         image: str = "localhost/aifactory:latest",
         kubeconfig: Path | str | None = None,
+        host_paths: Sequence[Path | str] = (),
         termination_grace_s: int = 30,
         request_timeout_s: float = 30.0,
         sync_timeout_s: float = 10.0,
@@ -79,6 +87,7 @@ class KubernetesBackend:
         self.namespace = namespace
         self.image = image
         self.kubeconfig = Path(kubeconfig) if kubeconfig else None
+        self.host_paths = tuple(Path(p) for p in host_paths)
         self.termination_grace_s = termination_grace_s
         self.request_timeout_s = request_timeout_s
         self.sync_timeout_s = sync_timeout_s
@@ -103,6 +112,8 @@ class KubernetesBackend:
                 return name  # a retried submit: the Pod is already there
             raise self._refused(name, exc) from exc
         watch.put(created)
+        if request.secret_files:
+            await self._deliver_secrets(created, request.secret_files)
         logger.info("replica %s: created pod %s/%s", request.replica_id, self.namespace, name)
         return name
 
@@ -237,7 +248,31 @@ class KubernetesBackend:
             namespace=self.namespace,
             image=self.image,
             termination_grace_s=self.termination_grace_s,
+            host_paths=self.host_paths,
         )
+
+    async def _deliver_secrets(self, pod: dict[str, Any], files: tuple[Path, ...]) -> None:
+        """Move ``files`` into the Pod's Secret; delete the Pod when that fails.
+
+        Raises:
+            BackendError: when the Secret could not be created.
+        """
+        name = pod["metadata"]["name"]
+        try:
+            contents = await asyncio.to_thread(lambda: {p.name: p.read_bytes() for p in files})
+            await self._call(
+                self.core.create_namespaced_secret, self.namespace, render_secret(pod, contents)
+            )
+        except (OSError, ApiException, BackendError) as exc:
+            with contextlib.suppress(ApiException, BackendError):
+                await self._call(self.core.delete_namespaced_pod, name, self.namespace)
+            if isinstance(exc, ApiException):
+                raise self._refused(f"{name} (its secret)", exc) from exc
+            if isinstance(exc, OSError):
+                raise BackendError(f"pod {name}: cannot read its secrets: {exc}") from exc
+            raise
+        for path in files:
+            path.unlink(missing_ok=True)
 
     def _started_watch(self) -> PodWatch:
         if self._watch is None:
@@ -287,7 +322,7 @@ class KubernetesBackend:
         return BackendError(
             f"Kubernetes refused pod {name} (HTTP {exc.status}): {message}",
             fix=f"check the namespace {self.namespace!r} and this control plane's permissions "
-            "(it needs to create, get, list, watch, update and delete pods)",
+            "(it needs to create, get, list, watch, update and delete pods, and to create secrets)",
         )
 
     def _reach_fix(self) -> str:

@@ -10,6 +10,14 @@ as ``$$`` (which it turns back into ``$``): values arrive exactly as given.
 The one exception is ``POD_IP``, the launcher's advertise host, which the
 kubelet replaces with the Pod's IP (from the downward API).
 
+Two kinds of volume: the site's host paths (``host_paths``: on the dev
+cluster the checkout's venv and source, so the launcher argv's interpreter
+exists in the Pod at the same path), mounted read-only at the same path; and
+the replica's one-time secrets (its registration token, a pool's worker
+token, an agent's key) as a Secret named like the Pod, mounted read-only
+where the launcher looks for them. The Secret never appears in the manifest's
+text and is deleted with its Pod (``render_secret``: the Pod owns it).
+
 Status mapping reads the Pod as the API server sends it (a JSON dict), in one
 place: ``pod_status``. Pod phases map through ``PHASES``; the reasons that
 matter to a control plane (cannot be scheduled, cannot pull the image, out of
@@ -18,8 +26,10 @@ memory, past its deadline) become plain words.
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
@@ -34,6 +44,7 @@ SERVICE_LABEL = f"{LABEL_PREFIX}/service"
 REPLICA_LABEL = f"{LABEL_PREFIX}/replica"
 CANCELLED_ANNOTATION = f"{LABEL_PREFIX}/cancelled"
 CONTAINER_NAME = "replica"
+SECRETS_VOLUME = "secrets"
 GPU_RESOURCE = "nvidia.com/gpu"
 POD_IP_VARIABLE = "AIFACTORY_POD_IP"
 # The one argv element the kubelet expands: the launcher reports the Pod's own IP.
@@ -119,6 +130,7 @@ def render_pod(
     namespace: str,
     image: str,
     termination_grace_s: int,
+    host_paths: tuple[Path, ...] = (),
 ) -> dict[str, Any]:
     """The Pod manifest for one replica, as a dict ready for the API (and for YAML).
 
@@ -128,6 +140,8 @@ def render_pod(
     if not request.argv:
         raise BackendError(f"replica {request.replica_id} has an empty command.")
     amounts = resources(request)
+    name = pod_name(instance, request.replica_id)
+    volumes, mounts = _volumes(name, host_paths, request.secret_files)
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image,
@@ -143,6 +157,8 @@ def render_pod(
         ],
         "resources": {"requests": amounts, "limits": dict(amounts)},
     }
+    if mounts:
+        container["volumeMounts"] = mounts
     spec: dict[str, Any] = {
         # The control plane replaces failed replicas itself, possibly elsewhere.
         "restartPolicy": "Never",
@@ -151,6 +167,8 @@ def render_pod(
         "automountServiceAccountToken": False,
         "containers": [container],
     }
+    if volumes:
+        spec["volumes"] = volumes
     if request.time_limit_s is not None:
         spec["activeDeadlineSeconds"] = max(1, math.ceil(request.time_limit_s))
     options = request.kubernetes
@@ -164,11 +182,56 @@ def render_pod(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": pod_name(instance, request.replica_id),
+            "name": name,
             "namespace": namespace,
             "labels": labels(instance, request.service, request.replica_id),
         },
         "spec": spec,
+    }
+
+
+def _volumes(
+    name: str, host_paths: tuple[Path, ...], secret_files: tuple[Path, ...]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The Pod's volumes and the container's mounts: host paths, then the secrets.
+
+    Raises:
+        BackendError: when the secret files do not share one directory.
+    """
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for index, path in enumerate(host_paths):
+        volumes.append({"name": f"host-{index}", "hostPath": {"path": str(path)}})
+        mounts.append({"name": f"host-{index}", "mountPath": str(path), "readOnly": True})
+    if secret_files:
+        folders = {path.parent for path in secret_files}
+        if len(folders) != 1:
+            raise BackendError(f"the secret files of {name} are not in one folder: {folders}")
+        secret = {"secretName": name, "defaultMode": 0o400}
+        volumes.append({"name": SECRETS_VOLUME, "secret": secret})
+        mounts.append({"name": SECRETS_VOLUME, "mountPath": str(folders.pop()), "readOnly": True})
+    return volumes, mounts
+
+
+def render_secret(pod: dict[str, Any], contents: dict[str, bytes]) -> dict[str, Any]:
+    """The Secret holding a replica's one-time files, owned by its Pod (deleted with it).
+
+    ``contents`` maps file names to their bytes; ``pod`` is the Pod as created
+    (the owner reference needs its uid).
+    """
+    metadata = pod["metadata"]
+    owner = {"apiVersion": "v1", "kind": "Pod", "name": metadata["name"], "uid": metadata["uid"]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "labels": dict(metadata.get("labels") or {}),
+            "ownerReferences": [owner],
+        },
+        "data": {name: base64.b64encode(data).decode() for name, data in contents.items()},
     }
 
 

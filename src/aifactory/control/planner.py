@@ -68,6 +68,7 @@ class AllocationPlanner:
                 "namespace": settings.kubernetes_namespace,
                 "image": settings.kubernetes_image,
                 "kubeconfig": settings.kubeconfig,
+                "host_paths": settings.kubernetes_host_paths,
             }
         return {}
 
@@ -81,12 +82,15 @@ class AllocationPlanner:
         """
         backend = self.backend(spec.backend or self._settings.default_backend)
         secrets: tuple[str, ...] = ()
+        secret_files = [token_file]
         if isinstance(spec, FunctionPool):
             command, env = _worker_command(spec, replica_id, token_file, pools), spec.env
+            secret_files.append(worker_token_file(token_file))
         elif isinstance(spec, Agent):
             command = spec.command
             env = {**spec.env, "OPENAI_BASE_URL": f"{self._settings.control_url}/v1"}
             secrets = ("--secret-env", str(secret_env_file(token_file)))
+            secret_files.append(secret_env_file(token_file))
         else:
             engine = render_engine(spec, self._settings.cache_dir)
             command, env = engine.argv, engine.env
@@ -109,6 +113,7 @@ class AllocationPlanner:
             env=dict(env),
             slurm=spec.slurm,
             kubernetes=spec.kubernetes,
+            secret_files=tuple(secret_files),
         )
 
 

@@ -36,6 +36,7 @@ import zmq
 from aifactory.engines import die_with_parent
 from aifactory.functions import protocol as p
 from aifactory.functions._child import child_main
+from aifactory.launcher import consume
 
 __all__ = ["WorkerManager", "main"]
 
@@ -326,8 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     token = ""
     if args.token_file is not None:
-        token = args.token_file.read_text().strip()
-        args.token_file.unlink(missing_ok=True)
+        token = consume(args.token_file).strip()
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

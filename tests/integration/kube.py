@@ -1,0 +1,63 @@
+"""The Kubernetes dev cluster (deploy/k8s-dev-cluster.sh) as the tests use it."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .server import REPO
+
+CLUSTER = REPO / "deploy" / "k8s-dev-cluster.sh"
+STATE_DIR = Path("/var/lib/aifactory-k8s-dev")
+KUBECONFIG = STATE_DIR / "admin.kubeconfig"
+NODE = "aif-node-1"
+
+
+def script(*args: str, timeout_s: float = 1200) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(CLUSTER), *args], capture_output=True, text=True, timeout=timeout_s
+    )
+
+
+def kubectl(*args: str, check: bool = True) -> str:
+    done = subprocess.run(
+        ["kubectl", "--kubeconfig", str(KUBECONFIG), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
+    return done.stdout
+
+
+def images() -> list[str]:
+    """The images the dev cluster's containerd holds."""
+    sock = STATE_DIR / "containerd" / "containerd.sock"
+    done = subprocess.run(
+        ["ctr", "--address", str(sock), "-n", "k8s.io", "images", "ls", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.stdout.split()
+
+
+def running_cluster(image: str = "") -> Iterator[None]:
+    """The dev cluster (with ``image``), started here (and stopped again) when it is not up.
+
+    ``up`` is idempotent: it also imports an image that a cluster started by
+    an older script lacks.
+    """
+    started = script("status").returncode != 0
+    if started or (image and image not in images()):
+        # A fresh machine builds Kubernetes first (~10 min on 2 cores).
+        up = script("up")
+        if up.returncode != 0:
+            pytest.skip(f"no Kubernetes dev cluster: `{CLUSTER} up` failed:\n{up.stderr[-2000:]}")
+    yield
+    if started:
+        script("down")
