@@ -30,6 +30,7 @@ __all__ = [
     "Resources",
     "Service",
     "SlurmOptions",
+    "StackShare",
     "Toleration",
     "load_deployable",
     "load_job",
@@ -361,10 +362,20 @@ class KubernetesOptions(_Spec):
         return selector
 
 
+class StackShare(_Spec):
+    """A stack a service's replicas may run on, and how many run there at least."""
+
+    stack: BackendName
+    baseline: int = Field(default=0, ge=0, le=1000)
+
+
 class Service(_Spec):
     """A model endpoint with a stable name, served by replicas that come and go.
 
     A ``private`` service serves only keys of the tenant it was deployed for.
+    ``stacks`` (instead of ``backend``) spreads its replicas over several
+    backends behind the one endpoint: each stack keeps its ``baseline``
+    replicas, and replicas beyond the baselines go to the first stack listed.
     """
 
     kind: Literal["Service"] = "Service"
@@ -374,6 +385,7 @@ class Service(_Spec):
     resources: Resources = Resources()
     replicas: Replicas = Replicas()
     backend: BackendName | None = None
+    stacks: tuple[StackShare, ...] = ()
     health: HealthCheck = HealthCheck()
     time_limit_s: float | None = Field(default=None, alias="time_limit", gt=0)
     rotation_lead_s: float = Field(default=120.0, alias="rotation_lead", ge=0)
@@ -395,6 +407,30 @@ class Service(_Spec):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration_s(value)
+
+    @field_validator("stacks", mode="before")
+    @classmethod
+    def _plain_stacks(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [{"stack": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _stacks_fit(self) -> Service:
+        if not self.stacks:
+            return self
+        if self.backend is not None:
+            raise ValueError("give `backend` or `stacks`, not both")
+        names = [share.stack for share in self.stacks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a stack appears twice in `stacks`: {names}")
+        baselines = sum(share.baseline for share in self.stacks)
+        if baselines > self.replicas.max:
+            raise ValueError(
+                f"the stacks' baselines add up to {baselines}, more than replicas.max "
+                f"({self.replicas.max})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _lead_fits_in_time_limit(self) -> Service:

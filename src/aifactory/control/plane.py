@@ -12,6 +12,7 @@ from typing import Any
 from aifactory.config import Settings
 from aifactory.control.agents import AgentKeys
 from aifactory.control.fleet import STARTING, Fleet
+from aifactory.control.placement import stacks_of
 from aifactory.control.reconciler import Reconciler
 from aifactory.engines import locate, render_engine
 from aifactory.errors import AIFactoryError, BadRequest, Conflict, NotFound
@@ -76,7 +77,10 @@ class ControlPlane:
         return "created"
 
     def _check_runnable(self, service: Deployable) -> None:
-        backend_name = service.backend or self.settings.default_backend
+        for backend_name in stacks_of(service, self.settings.default_backend):
+            self._check_runnable_on(service, backend_name)
+
+    def _check_runnable_on(self, service: Deployable, backend_name: str) -> None:
         try:
             self.reconciler.backend(backend_name)
             if isinstance(service, FunctionPool):
@@ -141,7 +145,9 @@ class ControlPlane:
             "status": status,
             "models": models,
             "engine": _engine_label(spec),
-            "backend": spec.get("backend") or self.settings.default_backend,
+            "backend": "+".join(s["stack"] for s in spec.get("stacks") or ())
+            or spec.get("backend")
+            or self.settings.default_backend,
             "wanted": (spec.get("replicas") or spec.get("allocations") or {}).get("min", 1),
             "ready": self.fleet.ready_count(name),
             "replica_states": states,

@@ -21,6 +21,7 @@ from typing import Any
 
 from aifactory.backends import AllocationRequest, Backend, SiteDefaults, load_backend
 from aifactory.config import Settings
+from aifactory.control.placement import stacks_of
 from aifactory.control.pools import Pools
 from aifactory.engines import render_engine
 from aifactory.errors import BackendError
@@ -73,14 +74,20 @@ class AllocationPlanner:
         return {}
 
     def request(
-        self, spec: Deployable, replica_id: str, token_file: Path, pools: Pools | None
+        self,
+        spec: Deployable,
+        replica_id: str,
+        token_file: Path,
+        pools: Pools | None,
+        stack: str | None = None,
     ) -> AllocationRequest:
-        """What a new replica of ``spec`` would run.
+        """What a new replica of ``spec`` would run on ``stack`` (default: its first).
 
         Raises:
             BackendError: a pool, but this control plane runs no broker.
         """
-        backend = self.backend(spec.backend or self._settings.default_backend)
+        default = self._settings.default_backend
+        backend = self.backend(stack or stacks_of(spec, default)[0])
         secrets: tuple[str, ...] = ()
         secret_files = [token_file]
         if isinstance(spec, FunctionPool):

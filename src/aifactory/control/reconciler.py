@@ -40,6 +40,7 @@ from aifactory.control.agents import AgentKeys
 from aifactory.control.autoscaler import Autoscaler
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
 from aifactory.control.health import Probe, probe
+from aifactory.control.placement import place, stacks_of_rows, surplus_first
 from aifactory.control.planner import AllocationPlanner, secret_env_file, worker_token_file
 from aifactory.control.pools import Pools
 from aifactory.control.rotation import due_for_rotation
@@ -99,7 +100,7 @@ class Reconciler:
         """Adopt the replicas of an earlier run that still live, then start the loop."""
         self._session = aiohttp.ClientSession()
         services = await asyncio.to_thread(self._store.services)
-        named = {str(row.spec.get("backend") or self._settings.default_backend) for row in services}
+        named = stacks_of_rows(services, self._settings.default_backend)
         await adopt(self, self._store, self._fleet, named - {"local"})
         for replica in self._fleet.replicas.values():
             if self.pools is not None and replica.token_hash and replica.base_url:
@@ -204,12 +205,10 @@ class Reconciler:
                 await self._transition(old, ReplicaState.DRAINING, "replaced before its time limit")
         if len(replicas) < wanted:
             if time.monotonic() >= self._retry_at.get(service.name, 0.0):
-                await self._launch(service)
+                stack = place(service, replicas, self._settings.default_backend)
+                await self._launch(service, stack)
         elif len(replicas) > wanted:
-            extras = sorted(replicas, key=lambda r: (r.state is ReplicaState.READY, -r.created_at))[
-                : len(replicas) - wanted
-            ]
-            for replica in extras:
+            for replica in surplus_first(service, replicas)[: len(replicas) - wanted]:
                 await self._transition(replica, ReplicaState.DRAINING, "scaled down")
 
     def _wanted(self, service: Deployable) -> int:
@@ -256,20 +255,20 @@ class Reconciler:
         return self.planner.backend(name)
 
     def allocation_request(
-        self, service: Deployable, replica_id: str, token_file: Path
+        self, service: Deployable, replica_id: str, token_file: Path, stack: str | None = None
     ) -> AllocationRequest:
-        """What a new replica of ``service`` would run."""
-        return self.planner.request(service, replica_id, token_file, self.pools)
+        """What a new replica of ``service`` would run (on ``stack``, else its first)."""
+        return self.planner.request(service, replica_id, token_file, self.pools, stack)
 
-    async def _launch(self, service: Deployable) -> None:
+    async def _launch(self, service: Deployable, stack: str) -> None:
         replica_id = f"{service.name}-{secrets.token_hex(3)}"
         token = secrets.token_urlsafe(32)
         token_file = self._settings.data_dir / "run" / f"{replica_id}.token"
         try:
             request = self.accounts.with_defaults(
-                self.allocation_request(service, replica_id, token_file)
+                self.allocation_request(service, replica_id, token_file, stack)
             )
-            backend = self.backend(service.backend or self._settings.default_backend)
+            backend = self.backend(stack)
         except AIFactoryError as exc:
             self._note_failure(service.name, str(exc))
             return

