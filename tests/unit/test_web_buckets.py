@@ -117,8 +117,10 @@ def test_upload_list_download_delete_round_trip(world: World) -> None:
     )
     assert listed["content_type"] == "application/x-test"
 
+    open_files = len(os.listdir("/proc/self/fd"))
     got = world.call("GET", f"{BASE}/a-data/object", "a", params={"key": "runs/1/weights.bin"})
     assert got.status_code == 200 and got.content == data
+    assert len(os.listdir("/proc/self/fd")) == open_files, "the download left its file open"
     assert got.headers["etag"] == etag
     assert got.headers["content-disposition"].startswith('attachment; filename="weights.bin"')
     assert got.headers["x-content-type-options"] == "nosniff"
@@ -186,6 +188,15 @@ def test_hostile_keys_are_refused_and_write_nothing(world: World, key: str) -> N
     assert not (world.root / "escape").exists() and not (world.root.parent / "escape").exists()
     got = world.call("GET", f"{BASE}/a-data/object", "a", params={"key": key})
     assert got.status_code == 400
+
+
+def test_a_prefix_cannot_climb_into_another_bucket(world: World) -> None:
+    assert world.call("POST", BASE, "b", json={"name": "b-data"}).status_code == 201
+    assert world.upload("b", "b-data", "theirs.txt", b"b only").status_code == 201
+    for prefix in ("../", "../b-data/", "/", "./"):
+        page = world.call("GET", f"{BASE}/a-data/objects", "a", params={"prefix": prefix})
+        assert page.status_code == 200
+        assert (page.json()["objects"], page.json()["prefixes"]) == ([], []), prefix
 
 
 def test_bad_requests_say_what_to_do(world: World) -> None:
