@@ -26,12 +26,23 @@ from aifactory.web import DashboardData, MetricsSampler
 BASE = "/api/dashboard/buckets"
 
 
+class Ledger:
+    """Collects what the object service charges (the real ledger writes in batches)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def record(self, **entry: Any) -> None:
+        self.records.append(entry)
+
+
 class World:
     def __init__(self, tmp_path: Path) -> None:
         settings = Settings(data_dir=tmp_path)
         self.store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
         self.store.create_schema()
-        self.objects = ObjectsService(settings, self.store)
+        self.ledger = Ledger()
+        self.objects = ObjectsService(settings, self.store, self.ledger)  # type: ignore[arg-type]
         self.objects.prepare()
         plane = ControlPlane(settings, self.store)
         authenticate = AdminAPI(plane, KeyAuthenticator(self.store)).authenticate
@@ -236,3 +247,15 @@ def test_without_object_storage_the_routes_say_so(tmp_path: Path) -> None:
     response = asyncio.run(go())
     assert response.status_code == 404
     assert "object storage not enabled" in response.json()["error"]["message"]
+
+
+def test_transfers_are_charged_to_the_tenant_like_s3(world: World) -> None:
+    assert world.upload("a", "a-data", "five.txt", b"12345").status_code == 201
+    world.call("GET", f"{BASE}/a-data/object", "a", params={"key": "five.txt"})
+    charged = [
+        (r["endpoint"], r["model"], r["bytes_in"], r["bytes_out"])
+        for r in world.ledger.records
+        if r["endpoint"] in ("s3.PutObject", "s3.GetObject")
+    ]
+    assert charged == [("s3.PutObject", "a-data", 5, 0), ("s3.GetObject", "a-data", 0, 5)]
+    assert {r["tenant_id"] for r in world.ledger.records} == {world.store.ensure_tenant("a")}
