@@ -79,6 +79,11 @@ class ObjectsApp:
         self._executor = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="s3-io")
         self._services = Services(files, multipart, buckets, self._executor, self.stats)
 
+    @property
+    def services(self) -> Services:
+        """The stores, I/O pool and counters the handlers share (the dashboard uses them too)."""
+        return self._services
+
     def close(self) -> None:
         """Stop the I/O threads (after the server stopped serving)."""
         self._executor.shutdown(wait=True, cancel_futures=True)

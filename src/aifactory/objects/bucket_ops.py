@@ -134,12 +134,13 @@ def _common(ctx: Context, page: Page, encode: Callable[[str], str], max_keys: in
     return parts
 
 
-def _token(page: Page) -> str:
+def continuation_token(page: Page) -> str:
+    """Where the next page starts, as ListObjectsV2's opaque token."""
     kind = "P" if page.last_is_prefix else "K"
     return base64.urlsafe_b64encode(f"{kind}:{page.last}".encode()).decode()
 
 
-def _resume(token: str) -> tuple[str, str]:
+def resume(token: str) -> tuple[str, str]:
     """(after, skip_prefix) of a continuation token."""
     try:
         kind, _, last = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
@@ -158,7 +159,7 @@ async def list_objects_v2(ctx: Context) -> None:
     after, skip = start_after, ""
     token = params.get("continuation-token")
     if token is not None:
-        after, skip = _resume(token)
+        after, skip = resume(token)
         after = max(after, start_after)
     max_keys = _max_keys(ctx)
     page = await ctx.run(_page, ctx, after, skip, max_keys)
@@ -167,7 +168,7 @@ async def list_objects_v2(ctx: Context) -> None:
     if token is not None:
         parts.append(element("ContinuationToken", token))
     if page.truncated:
-        parts.append(element("NextContinuationToken", _token(page)))
+        parts.append(element("NextContinuationToken", continuation_token(page)))
     if start_after:
         parts.append(element("StartAfter", encode(start_after)))
     parts += _contents(ctx, page, encode, params.get("fetch-owner") == "true")

@@ -87,6 +87,20 @@ async def put_object(ctx: Context) -> None:
     if is_directory_key(request.key):
         await _put_directory(ctx, meta)
         return
+    stored = await receive_object(ctx, meta)
+    await send_empty(
+        ctx.send, 200, [*ctx.headers, (b"etag", stored.etag.encode()), *checksum_headers(stored)]
+    )
+
+
+async def receive_object(ctx: Context, meta: ObjectMeta) -> ObjectMeta:
+    """Stream the request body into a new object at the request's (file) key; its metadata.
+
+    PutObject's write path, shared with the dashboard's upload: the body is
+    hashed as it streams to a temporary file, checked against the length and
+    digests the request promised, and renamed into place with ``meta``.
+    """
+    request = ctx.request
     writer = ctx.files.writer(request.bucket, request.key)
     body = UploadBody(writer, ctx.payload, request)
     if_none_match = request.header("if-none-match")
@@ -98,10 +112,7 @@ async def put_object(ctx: Context) -> None:
         meta.checksum_algorithm, meta.checksum = digests.checksum_algorithm, digests.checksum
         return writer.publish(meta)
 
-    stored = await ctx.receive_body(body, writer, publish)
-    await send_empty(
-        ctx.send, 200, [*ctx.headers, (b"etag", stored.etag.encode()), *checksum_headers(stored)]
-    )
+    return await ctx.receive_body(body, writer, publish)
 
 
 async def _put_directory(ctx: Context, meta: ObjectMeta) -> None:

@@ -19,16 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from starlette.types import Receive
 
 from aifactory.config import Settings
 from aifactory.objects.app import ObjectsApp
 from aifactory.objects.auth import Caller, StoreCredentials
+from aifactory.objects.browser import BucketBrowser, ObjectDownload
 from aifactory.objects.buckets import BucketRegistry
 from aifactory.objects.multipart import Multipart
 from aifactory.objects.paths import RESERVED_PREFIX
 from aifactory.objects.storage import FileStore
 from aifactory.store import Store
-from aifactory.tenancy import IssuedKey, UsageLedger, issue_key, load_s3_master
+from aifactory.tenancy import IssuedKey, Principal, UsageLedger, issue_key, load_s3_master
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class ObjectsService:
         self.app: ObjectsApp | None = None
         self.registry: BucketRegistry | None = None
         self.files: FileStore | None = None
+        self.browser: BucketBrowser | None = None
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -67,6 +70,9 @@ class ObjectsService:
             multipart,
             self.settings.objects_domain,
             self._charge if self._ledger is not None else None,
+        )
+        self.browser = BucketBrowser(
+            self.app.services, self._charge if self._ledger is not None else None
         )
 
     def _charge(self, caller: Caller, bucket: str, operation: str, sent: int, got: int) -> None:
@@ -185,6 +191,36 @@ class ObjectsService:
                 }
             )
         return rows
+
+    # The dashboard's object browser (``aifactory.web.ObjectBrowser``), by API key.
+
+    async def create_bucket(self, caller: Principal, bucket: str) -> None:
+        """Create ``bucket`` for the caller's tenant (``BucketBrowser.create_bucket``)."""
+        await self._browsing().create_bucket(caller, bucket)
+
+    async def list_objects(
+        self, caller: Principal, bucket: str, prefix: str, delimiter: str, token: str, limit: int
+    ) -> dict[str, Any]:
+        """One page of a bucket's keys (``BucketBrowser.list_objects``)."""
+        return await self._browsing().list_objects(caller, bucket, prefix, delimiter, token, limit)
+
+    async def put_object(
+        self, caller: Principal, bucket: str, key: str, content_type: str, receive: Receive
+    ) -> dict[str, Any]:
+        """Stream a body into an object (``BucketBrowser.put_object``)."""
+        return await self._browsing().put_object(caller, bucket, key, content_type, receive)
+
+    async def get_object(self, caller: Principal, bucket: str, key: str) -> ObjectDownload:
+        """An object opened for download (``BucketBrowser.get_object``)."""
+        return await self._browsing().get_object(caller, bucket, key)
+
+    async def delete_object(self, caller: Principal, bucket: str, key: str) -> None:
+        """Delete an object (``BucketBrowser.delete_object``)."""
+        await self._browsing().delete_object(caller, bucket, key)
+
+    def _browsing(self) -> BucketBrowser:
+        assert self.browser is not None, "call prepare() first"
+        return self.browser
 
     def status(self) -> dict[str, Any]:
         """Counters and disk space for the dashboard (blocking: reads the disk)."""

@@ -1,4 +1,4 @@
-"""The web dashboard: a single page at ``/`` and the read-only data it polls."""
+"""The web dashboard: a single page at ``/`` and the data it polls and sends."""
 
 from aifactory.web.buckets import ObjectBrowser
 from aifactory.web.data import DashboardData

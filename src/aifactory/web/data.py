@@ -1,4 +1,4 @@
-"""The dashboard's read-only data endpoints, under ``/api/dashboard``.
+"""The dashboard's data endpoints, under ``/api/dashboard``.
 
 Every endpoint checks the caller's key. What a key sees:
 
@@ -6,6 +6,9 @@ Every endpoint checks the caller's key. What a key sees:
   request, token and queue counters (operational numbers, not any tenant's);
 - a user key: its own tenant's usage only;
 - an admin key: every tenant's usage.
+
+Buckets and objects (``buckets.py``) are scoped like S3: a user key reaches its
+tenant's buckets and those shared with it, an admin key every bucket.
 
 Keys, batch jobs, replica details and logs stay behind the admin API's own
 checks (``/api/keys``, ``/api/jobs``, ``/api/services/{name}``).
@@ -29,7 +32,7 @@ from aifactory import metrics
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest
 from aifactory.tenancy import Principal
-from aifactory.web.buckets import ObjectBrowser, buckets_view
+from aifactory.web.buckets import BucketsData, ObjectBrowser
 from aifactory.web.samples import MetricsSampler
 
 Authenticate = Callable[[Request], Awaitable[Principal]]
@@ -59,7 +62,7 @@ class DashboardData:
         self._plane = plane
         self._sampler = sampler
         self._authenticate = authenticate
-        self._objects = objects
+        self._buckets = BucketsData(objects, authenticate)
 
     def routes(self) -> list[Route]:
         """Every data route of the dashboard."""
@@ -67,7 +70,7 @@ class DashboardData:
             Route("/api/dashboard/me", self.me, methods=["GET"]),
             Route("/api/dashboard/overview", self.overview, methods=["GET"]),
             Route("/api/dashboard/usage", self.usage, methods=["GET"]),
-            Route("/api/dashboard/buckets", self.buckets, methods=["GET"]),
+            *self._buckets.routes(),
         ]
 
     async def me(self, request: Request) -> Response:
@@ -132,11 +135,6 @@ class DashboardData:
                 headers={"Content-Disposition": 'attachment; filename="aifactory-usage.csv"'},
             )
         return JSONResponse({"window_s": window_s, "bucket_s": bucket_s, "buckets": rows})
-
-    async def buckets(self, request: Request) -> Response:
-        """GET /api/dashboard/buckets: the caller's buckets, or why there are none."""
-        caller = await self._authenticate(request)
-        return JSONResponse(await buckets_view(self._objects, caller))
 
 
 def _api_of(spec: dict[str, Any]) -> str:

@@ -332,17 +332,201 @@ async function functionsPage(view) {
   });
 }
 
+// --- buckets -----------------------------------------------------------------
+
+const BUCKETS = "/api/dashboard/buckets";
+
+function bytes(size) {
+  if (size == null) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = Number(size), unit = 0;
+  while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+const bucketHref = (bucket, prefix = "") =>
+  `#/buckets/${encodeURIComponent(bucket)}${prefix ? `?prefix=${encodeURIComponent(prefix)}` : ""}`;
+const objectPath = (bucket, key) => `${BUCKETS}/${encodeURIComponent(bucket)}/object?key=${encodeURIComponent(key)}`;
+
+function statusLine(id) {
+  return h("p", { id, class: "status", role: "status", "aria-live": "polite" });
+}
+
+function say(id, text, failed = false) {
+  const line = $(id);
+  line.textContent = text;
+  line.classList.toggle("error", failed);
+}
+
+// fetch() cannot report upload progress; XMLHttpRequest can, with the same bearer header.
+function uploadFile(path, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("PUT", path);
+    xhr.setRequestHeader("Authorization", `Bearer ${sessionStorage.getItem(KEY) || ""}`);
+    xhr.upload.addEventListener("progress", (e) => { if (e.lengthComputable) onProgress(e.loaded, e.total); });
+    xhr.addEventListener("load", () => {
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch { /* not JSON: use the status line */ }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+      else reject(new ApiError(xhr.status, body && body.error ? body.error.message : `${xhr.status} ${xhr.statusText}`));
+    });
+    xhr.addEventListener("error", () => reject(new ApiError(0, "The upload did not reach the server; check the connection and try again.")));
+    xhr.send(file);
+  });
+}
+
+// The key never goes in a URL, so a download is fetched with the header and saved from a Blob.
+async function downloadObject(bucket, key) {
+  const response = await fetch(objectPath(bucket, key), {
+    headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}` }, cache: "no-store",
+  });
+  if (!response.ok) {
+    const body = await response.json().catch(() => null);
+    throw new ApiError(response.status, body && body.error ? body.error.message : `${response.status} ${response.statusText}`);
+  }
+  const url = URL.createObjectURL(await response.blob());
+  const link = h("a", { href: url, download: key.split("/").pop() });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
 async function bucketsPage(view) {
-  view.append(h("h1", {}, "Buckets"), h("div", { id: "buckets" }));
+  const name = h("input", { id: "bucket-name", name: "bucket-name", required: true, autocomplete: "off", spellcheck: "false",
+    pattern: "[a-z0-9][a-z0-9.\\-]{1,61}[a-z0-9]", "aria-describedby": "bucket-name-hint" });
+  const form = h("form", { id: "create-bucket-form", class: "card", on: { submit: async (event) => {
+    event.preventDefault();
+    say("create-bucket-status", "Creating…");
+    try {
+      await api(BUCKETS, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name: name.value.trim() }) });
+      location.hash = bucketHref(name.value.trim());
+    } catch (error) {
+      say("create-bucket-status", error.message, true);
+    }
+  } } },
+  h("label", { for: "bucket-name" }, "New bucket name"),
+  h("div", { class: "row" }, name, h("button", { type: "submit" }, "Create bucket")),
+  h("p", { id: "bucket-name-hint", class: "hint" }, "3–63 lower-case letters, digits, dots and dashes. It belongs to your tenant."),
+  statusLine("create-bucket-status"));
+  view.append(h("h1", {}, "Buckets"), h("div", { id: "buckets" }), section("Create a bucket", form));
   every(POLL_MS * 5, async () => {
-    const data = await api("/api/dashboard/buckets");
+    const data = await api(BUCKETS);
+    form.hidden = !data.enabled;
     replace("buckets", h("div", { id: "buckets" }, data.enabled
-      ? table("Buckets", [
-        { label: "Bucket", cell: (b) => b.name },
+      ? table(session.role === "admin" ? "Every bucket" : `Buckets of tenant ${session.tenant} and shared with it`, [
+        { label: "Bucket", cell: (b) => h("td", {}, h("a", { href: bucketHref(b.name) }, b.name)) },
+        { label: "Owner", cell: (b) => b.tenant || "none (admin only)" },
         { label: "Objects", num: true, cell: (b) => number(b.objects) },
-      ], data.buckets, "No buckets yet.")
+        { label: "Size", num: true, cell: (b) => bytes(b.bytes) },
+      ], data.buckets, "No buckets yet. Create one below.")
       : h("p", { class: "notice", role: "status" }, `${data.message[0].toUpperCase()}${data.message.slice(1)} on this control plane.`)));
   });
+}
+
+async function bucketPage(view, bucket, prefix) {
+  const crumbs = [h("li", {}, h("a", { href: "#/buckets" }, "Buckets"))];
+  const parts = prefix.split("/").filter(Boolean);
+  [bucket, ...parts].forEach((part, i) => {
+    const here = i === parts.length;
+    const target = parts.slice(0, i).map((p) => `${p}/`).join("");
+    crumbs.push(h("li", {}, h("a", { href: bucketHref(bucket, target), "aria-current": here ? "page" : null }, part)));
+  });
+  const file = h("input", { type: "file", id: "upload-file", name: "upload-file", required: true });
+  const progress = h("progress", { id: "upload-progress", max: 100, value: 0, hidden: true, "aria-label": "Upload progress" });
+  const submit = h("button", { type: "submit" }, "Upload");
+  const uploadForm = h("form", { id: "upload-form", class: "card", on: { submit: async (event) => {
+    event.preventDefault();
+    const chosen = file.files[0];
+    if (!chosen) return;
+    const key = prefix + chosen.name;
+    submit.disabled = true;
+    progress.hidden = false;
+    progress.value = 0;
+    say("upload-status", `Uploading ${key}…`);
+    try {
+      const stored = await uploadFile(objectPath(bucket, key), chosen, (loaded, total) => {
+        progress.value = Math.round((loaded / total) * 100);
+        say("upload-status", `Uploading ${key}: ${bytes(loaded)} of ${bytes(total)}`);
+      });
+      say("upload-status", `Uploaded ${stored.key} (${bytes(stored.size)}, ETag ${stored.etag}).`);
+      uploadForm.reset();
+      await refresh();
+    } catch (error) {
+      say("upload-status", `Upload failed: ${error.message}`, true);
+    } finally {
+      submit.disabled = false;
+      progress.hidden = true;
+    }
+  } } },
+  h("label", { for: "upload-file" }, `Upload a file to ${bucket}/${prefix}`),
+  h("div", { class: "row" }, file, submit, progress),
+  statusLine("upload-status"));
+  let pages = [""];
+  const more = h("button", { type: "button", class: "secondary", id: "objects-more", hidden: true, on: { click: () => {
+    pages.push(more.dataset.next);
+    refresh();
+  } } }, "Show more");
+  view.append(h("h1", {}, `Bucket ${bucket}`),
+    h("nav", { "aria-label": "Breadcrumb", class: "breadcrumb" }, h("ol", {}, crumbs)),
+    uploadForm,
+    section("Objects", h("div", { id: "objects" }), h("div", { class: "row" }, more,
+      h("button", { type: "button", class: "secondary", on: { click: () => refresh() } }, "Refresh")),
+    statusLine("object-status")));
+
+  function actions(o) {
+    const name = o.key.slice(prefix.length);
+    return h("td", { class: "actions" },
+      h("button", { type: "button", class: "secondary", "aria-label": `Download ${name}`, on: { click: async () => {
+        say("object-status", `Downloading ${o.key}…`);
+        try {
+          await downloadObject(bucket, o.key);
+          say("object-status", `Downloaded ${o.key}.`);
+        } catch (error) {
+          say("object-status", `Download failed: ${error.message}`, true);
+        }
+      } } }, "Download"),
+      h("button", { type: "button", class: "danger", "aria-label": `Delete ${name}`, on: { click: async () => {
+        if (!confirm(`Delete ${o.key} from ${bucket}? This cannot be undone.`)) return;
+        try {
+          await api(objectPath(bucket, o.key), { method: "DELETE" });
+          say("object-status", `Deleted ${o.key}.`);
+          await refresh();
+        } catch (error) {
+          say("object-status", `Delete failed: ${error.message}`, true);
+        }
+      } } }, "Delete"));
+  }
+
+  async function refresh() {
+    const rows = [];
+    let next = null;
+    for (const token of pages) {
+      const query = new URLSearchParams({ prefix, delimiter: "/", token });
+      const page = await api(`${BUCKETS}/${encodeURIComponent(bucket)}/objects?${query}`);
+      rows.push(...page.prefixes.map((p) => ({ folder: p })), ...page.objects);
+      next = page.next;
+    }
+    more.hidden = !next;
+    if (next) more.dataset.next = next;
+    replace("objects", h("div", { id: "objects" }, table(`${bucket}/${prefix}`, [
+      { label: "Name", cell: (o) => h("td", {}, o.folder
+        ? h("a", { href: bucketHref(bucket, o.folder) }, o.folder.slice(prefix.length))
+        : o.key.slice(prefix.length)) },
+      { label: "Size", num: true, cell: (o) => (o.folder ? "folder" : bytes(o.size)) },
+      { label: "Modified", cell: (o) => (o.folder ? "" : new Date(o.modified * 1000).toLocaleString()) },
+      { label: "ETag", cell: (o) => (o.folder ? "" : h("td", {}, h("code", {}, o.etag))) },
+      { label: "Actions", cell: (o) => (o.folder ? "" : actions(o)) },
+    ], rows, prefix ? "This folder is empty." : "This bucket is empty: upload a file above.")));
+  }
+  try {
+    await refresh();
+    $("live").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (error) {
+    replace("objects", h("div", { id: "objects" }, h("p", { class: "notice error", role: "alert" }, error.message)));
+    uploadForm.hidden = true;
+  }
 }
 
 const WINDOWS = { "3600": ["Last hour", 60], "86400": ["Last day", 1800], "604800": ["Last week", 3600 * 6] };
@@ -462,10 +646,12 @@ async function route() {
     else link.removeAttribute("aria-current");
   }
   const service = path.match(/^\/services\/(.+)$/);
+  const bucket = path.match(/^\/buckets\/([^?]+)(?:\?(.*))?$/);
   if (service) await servicePage(view, decodeURIComponent(service[1]));
   else if (path === "/jobs") await jobsPage(view);
   else if (path === "/functions") await functionsPage(view);
   else if (path === "/buckets") await bucketsPage(view);
+  else if (bucket) await bucketPage(view, decodeURIComponent(bucket[1]), new URLSearchParams(bucket[2] || "").get("prefix") || "");
   else if (path === "/usage") await usagePage(view);
   else await overviewPage(view);
   document.title = `${view.querySelector("h1")?.textContent || "Dashboard"} · aifactory`;
