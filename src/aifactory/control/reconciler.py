@@ -5,8 +5,7 @@ Every tick it compares what the specs want with what runs, and acts::
     specs (store) --> want N replicas of S
     fleet         --> have: submitted | registered | healthy | ready | draining
     backends      --> which allocations ended (crash, walltime, cancel)
-    health checks --> registered -> healthy -> ready; ready -> failed
-    pools (broker)--> a FunctionPool replica is ready once its worker joined
+    health (monitor.py) --> registered -> healthy -> ready; ready -> failed
 
     fewer than wanted -> submit one (after back-off if the last ones failed)
     more than wanted  -> drain extras; drained (no request in flight) -> cancel -> gone
@@ -20,12 +19,9 @@ import hmac
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
-
-import aiohttp
 
 from aifactory import metrics
 from aifactory.backends import (
@@ -38,8 +34,8 @@ from aifactory.control.accounts import TenantAccounts
 from aifactory.control.adoption import adopt
 from aifactory.control.agents import AgentKeys
 from aifactory.control.autoscaler import Autoscaler
-from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
-from aifactory.control.health import Probe, probe
+from aifactory.control.fleet import ACTIVE, Fleet, LiveReplica, ReplicaState
+from aifactory.control.monitor import HealthMonitor
 from aifactory.control.placement import place, stacks_of_rows, surplus_first
 from aifactory.control.planner import AllocationPlanner, secret_env_file, worker_token_file
 from aifactory.control.pools import Pools
@@ -62,7 +58,6 @@ logger = logging.getLogger(__name__)
 _MAX_BACKOFF_S = 60.0
 _CAPACITY_RETRY_S = 5.0
 _BUDGET_RETRY_S = 30.0
-_STARTUP_PROBE_S = 0.02
 
 
 class Reconciler:
@@ -88,17 +83,17 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cancels: set[asyncio.Task[None]] = set()
-        self._session: aiohttp.ClientSession | None = None
         self.autoscaler = Autoscaler()
         self.specs: dict[str, Deployable] = {}
         self.pools: Pools | None = None  # the functions broker, when this process runs one
+        self.health = HealthMonitor(fleet, lambda: self.specs, lambda: self.pools, self)
         fleet.holding.on_demand = lambda _service: self.wake()
 
     # lifecycle of the reconciler itself
 
     async def start(self) -> None:
         """Adopt the replicas of an earlier run that still live, then start the loop."""
-        self._session = aiohttp.ClientSession()
+        await self.health.start()
         services = await asyncio.to_thread(self._store.services)
         named = stacks_of_rows(services, self._settings.default_backend)
         await adopt(self, self._store, self._fleet, named - {"local"})
@@ -134,8 +129,7 @@ class Reconciler:
         if ids:
             await asyncio.to_thread(self._store.mark_replicas, ids, "gone", "control plane stopped")
         self._fleet.replicas.clear()
-        if self._session is not None:
-            await self._session.close()
+        await self.health.stop()
 
     def wake(self) -> None:
         """Run the next tick now rather than at the next interval."""
@@ -179,7 +173,7 @@ class Reconciler:
         for spec, _created in active:
             await self._converge(spec)
         await self._poll_allocations()
-        await self._check_health()
+        await self.health.check()
         for name in deleting:
             await self._remove(name)
         for replica in list(self._fleet.replicas.values()):
@@ -356,7 +350,7 @@ class Reconciler:
             port=port,
             token_hash=replica.token_hash,
         )
-        self._background(self._watch_startup(replica))
+        self._background(self.health.watch_startup(replica))
 
     # observing
 
@@ -386,84 +380,6 @@ class Reconciler:
                     await self._transition(replica, ReplicaState.GONE, status.reason)
                 else:
                     await self._fail(replica, f"allocation ended: {status.reason}")
-
-    async def _check_health(self) -> None:
-        now = time.monotonic()
-        due: list[tuple[LiveReplica, Deployable]] = []
-        for replica in list(self._fleet.replicas.values()):
-            service = self.specs.get(replica.service)
-            if service is None or replica.state not in ACTIVE:
-                continue
-            if (
-                replica.state in STARTING
-                and now - replica.created_at > service.health.start_timeout_s
-            ):
-                tail = await asyncio.to_thread(_log_tail, replica.log_path)
-                await self._fail(
-                    replica,
-                    f"not ready after {service.health.start_timeout_s:.0f}s start timeout"
-                    + (f"; last log lines:\n{tail}" if tail else ""),
-                )
-            elif (
-                replica.base_url
-                and not replica.watched
-                and (
-                    replica.state is not ReplicaState.READY
-                    or replica.suspect
-                    or now - replica.last_health_at >= service.health.interval_s
-                )
-            ):
-                due.append((replica, service))
-        results = await asyncio.gather(*(self._probe(r, s) for r, s in due))
-        for (replica, service), result in zip(due, results, strict=True):
-            await self._apply_probe(replica, service, result)
-
-    async def _apply_probe(self, replica: LiveReplica, service: Deployable, result: Probe) -> None:
-        replica.last_health_at = time.monotonic()
-        if result.ok:
-            replica.health_failures = 0
-            replica.suspect = False
-            if replica.state is not ReplicaState.READY:
-                if replica.state is ReplicaState.REGISTERED:
-                    await self._transition(replica, ReplicaState.HEALTHY, "engine answers")
-                await self._transition(
-                    replica, ReplicaState.READY, result.detail or "health check passed"
-                )
-                self._failures[service.name] = 0
-                self._fleet.holding.wake(service.name)
-        elif result.answered and replica.state is ReplicaState.REGISTERED:
-            await self._transition(replica, ReplicaState.HEALTHY, result.detail)
-        elif replica.state is ReplicaState.READY:
-            replica.health_failures += 1
-            if replica.health_failures >= service.health.failure_threshold:
-                await self._fail(replica, result.detail)
-
-    async def _watch_startup(self, replica: LiveReplica) -> None:
-        """Probe a just-registered replica often, so it is ready within ~20 ms of its engine."""
-        replica.watched = True
-        try:
-            while replica.state in (ReplicaState.REGISTERED, ReplicaState.HEALTHY):
-                service = self.specs.get(replica.service)
-                if service is None or replica.id not in self._fleet.replicas:
-                    return
-                await self._apply_probe(replica, service, await self._probe(replica, service))
-                if not _is_ready(replica):
-                    await asyncio.sleep(_STARTUP_PROBE_S)
-        finally:
-            replica.watched = False
-
-    async def _probe(self, replica: LiveReplica, service: Deployable) -> Probe:
-        if isinstance(service, Agent):
-            return Probe(True, True, "agent program started")
-        if isinstance(service, FunctionPool):
-            # A pool's worker serves no HTTP: it is ready once it joined the broker.
-            joined = self.pools is not None and self.pools.joined(replica.id)
-            detail = "worker joined the broker" if joined else "worker not connected to the broker"
-            return Probe(joined, joined, detail)
-        assert self._session is not None
-        return await probe(
-            self._session, replica.base_url + service.health.path, service.health.timeout_s
-        )
 
     # acting
 
@@ -533,24 +449,29 @@ class Reconciler:
             self._store.update_replica, replica.id, state=state.value, reason=reason, **fields
         )
 
+    # the monitor's Lifecycle
+
+    async def transition(
+        self, replica: LiveReplica, state: ReplicaState, reason: str, **fields: Any
+    ) -> None:
+        """Move ``replica`` to ``state`` (the health monitor's way in)."""
+        await self._transition(replica, state, reason, **fields)
+
+    async def fail(self, replica: LiveReplica, reason: str) -> None:
+        """Fail ``replica``: cancel its allocation and back off its service."""
+        await self._fail(replica, reason)
+
+    def ready(self, service: str) -> None:
+        """A replica of ``service`` became ready: its failures are forgiven, held requests go."""
+        self._failures[service] = 0
+        self._fleet.holding.wake(service)
+
     def _export_metrics(self) -> None:
         counts: dict[tuple[str, str, str], int] = {}
         for replica in self._fleet.replicas.values():
             key = (replica.service, replica.state.value, replica.backend)
             counts[key] = counts.get(key, 0) + 1
         metrics.set_replica_counts(counts)
-
-
-def _log_tail(path: str, lines: int = 10) -> str:
-    try:
-        with open(path, errors="replace") as handle:
-            return "".join(deque(handle, maxlen=lines)).rstrip()
-    except OSError:
-        return ""
-
-
-def _is_ready(replica: LiveReplica) -> bool:
-    return replica.state is ReplicaState.READY
 
 
 def _write_secret(path: Path, secret: str) -> None:
