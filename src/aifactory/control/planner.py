@@ -27,7 +27,14 @@ from aifactory.engines import render_engine
 from aifactory.errors import BackendError
 from aifactory.specs import Agent, Deployable, FunctionPool
 
-__all__ = ["AllocationPlanner", "instance_id", "secret_env_file", "worker_token_file"]
+__all__ = [
+    "AllocationPlanner",
+    "drain_token_file",
+    "instance_id",
+    "is_lent",
+    "secret_env_file",
+    "worker_token_file",
+]
 
 
 class AllocationPlanner:
@@ -57,6 +64,8 @@ class AllocationPlanner:
                 account=settings.slurm_account or None,
                 qos=settings.slurm_qos or None,
                 preamble=settings.slurm_preamble,
+                lend_partition=settings.slurm_lend_partition or None,
+                lend_qos=settings.slurm_lend_qos or None,
             )
             return {
                 "instance": instance_id(settings.instance_file),
@@ -90,13 +99,21 @@ class AllocationPlanner:
         backend = self.backend(stack or stacks_of(spec, default)[0])
         secrets: tuple[str, ...] = ()
         secret_files = [token_file]
+        if is_lent(spec, backend.name):
+            # A lent replica drains when preempted: it tells the control
+            # plane with its own (reusable) secret and has GraceTime to do it.
+            secrets = (
+                "--drain-token-file", str(drain_token_file(token_file)),
+                "--drain-within", f"{self._settings.slurm_lend_grace_s:g}",
+            )  # fmt: skip
+            secret_files.append(drain_token_file(token_file))
         if isinstance(spec, FunctionPool):
             command, env = _worker_command(spec, replica_id, token_file, pools), spec.env
             secret_files.append(worker_token_file(token_file))
         elif isinstance(spec, Agent):
             command = spec.command
             env = {**spec.env, "OPENAI_BASE_URL": f"{self._settings.control_url}/v1"}
-            secrets = ("--secret-env", str(secret_env_file(token_file)))
+            secrets += ("--secret-env", str(secret_env_file(token_file)))
             secret_files.append(secret_env_file(token_file))
         else:
             engine = render_engine(spec, self._settings.cache_dir)
@@ -139,6 +156,16 @@ def _worker_command(
         "--token-file", str(worker_token_file(token_file)),
         *spill,
     )  # fmt: skip
+
+
+def is_lent(spec: Deployable, stack: str) -> bool:
+    """Whether ``spec``'s replicas on ``stack`` run as preemptible, lent work."""
+    return stack == "slurm" and spec.slurm.lend
+
+
+def drain_token_file(token_file: Path) -> Path:
+    """Where a lent replica's drain token lies, next to its launcher token."""
+    return token_file.with_suffix(".drain-token")
 
 
 def secret_env_file(token_file: Path) -> Path:
