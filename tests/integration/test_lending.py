@@ -36,8 +36,8 @@ def _job(job_id: str) -> dict[str, object]:
     return next(j for j in json.loads(out)["jobs"] if str(j["job_id"]) == job_id)
 
 
-def _cpus_left_to_others(node: str) -> int:
-    """CPUs of ``node`` that jobs on it hold, out of its 8."""
+def _cpus_allocated(node: str) -> int:
+    """CPUs of ``node`` that jobs hold now (of its 8)."""
     line = subprocess.run(
         ["scontrol", "show", "node", node, "-o"], capture_output=True, text=True, check=True
     ).stdout
@@ -83,7 +83,7 @@ def test_an_urgent_job_preempts_a_lent_replica_and_no_request_fails(tmp_path: Pa
         time.sleep(3)
         node = lent["node"]
         # Exactly the CPUs the lent replica holds on its node are missing for this job.
-        cpus = 8 - _cpus_left_to_others(node) + 1
+        cpus = 8 - _cpus_allocated(node) + 1
         urgent = subprocess.run(
             [
                 "sbatch", "--parsable", "--partition=urgent", f"--nodelist={node}",

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from aifactory.backends import AllocationRequest, SiteDefaults, load_backend
+from aifactory.backends import (
+    AllocationRequest,
+    AllocationState,
+    AllocationStatus,
+    SiteDefaults,
+    load_backend,
+)
 from aifactory.config import Settings
 from aifactory.control.fleet import Fleet, LiveReplica, ReplicaState
 from aifactory.control.placement import place
@@ -130,3 +136,33 @@ def test_the_drain_route_needs_the_replicas_own_drain_token(tmp_path: Path) -> N
     fleet.replicas["chat-plain"] = LiveReplica("chat-plain", "chat", "slurm")
     with pytest.raises(Unauthorized):
         asyncio.run(reconciler.preempted("chat-plain", ""))
+
+
+class _Preempting:
+    """A Slurm backend whose every job was preempted (no drain call came first)."""
+
+    name = "slurm"
+
+    async def status(self, handles: list[str]) -> dict[str, AllocationStatus]:
+        return {
+            h: AllocationStatus(AllocationState.PREEMPTED, "Slurm job preempted") for h in handles
+        }
+
+
+def test_a_preempted_allocation_is_no_failure_and_its_stack_is_passed_over(
+    tmp_path: Path,
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store.create_schema()
+    reconciler = Reconciler(Settings(data_dir=tmp_path), store, fleet := Fleet())
+    reconciler.planner._backends["slurm"] = _Preempting()  # type: ignore[assignment]
+    fleet.replicas["chat-1"] = LiveReplica("chat-1", "chat", "slurm", ReplicaState.READY, "7")
+    store.add_replica(
+        id="chat-1", service="chat", backend="slurm", state="ready", handle="7",
+        token_hash="", log_path="",
+    )  # fmt: skip
+    asyncio.run(reconciler._poll_allocations())
+    (row,) = store.replicas("chat")
+    assert row.state == "gone" and "preempted" in row.reason
+    assert "chat" not in reconciler.pending_reason, "no back-off"
+    assert reconciler._avoid("chat") == "slurm"

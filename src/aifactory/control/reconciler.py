@@ -430,10 +430,12 @@ class Reconciler:
                     replica.node = status.node or replica.node
                     replica.pending_reason = status.reason
                     continue
-                if status.state is AllocationState.PREEMPTED:
+                if status.state is AllocationState.PREEMPTED or replica.preempted:
                     # The site took its capacity back: an expected end, not a failure.
                     self._preempted_on[replica.service] = (replica.backend, time.monotonic())
-                    await self._transition(replica, ReplicaState.GONE, status.reason)
+                    await self._transition(
+                        replica, ReplicaState.GONE, f"preempted ({status.reason})"
+                    )
                     self.wake()
                 elif replica.state is ReplicaState.DRAINING:
                     await self._transition(replica, ReplicaState.GONE, status.reason)
