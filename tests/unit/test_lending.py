@@ -16,8 +16,9 @@ from aifactory.backends import (
 )
 from aifactory.config import Settings
 from aifactory.control.fleet import Fleet, LiveReplica, ReplicaState
+from aifactory.control.lending import drain_token_file, is_lent
 from aifactory.control.placement import place
-from aifactory.control.planner import AllocationPlanner, drain_token_file, is_lent
+from aifactory.control.planner import AllocationPlanner
 from aifactory.control.reconciler import Reconciler
 from aifactory.errors import BackendError, NotFound, SpecError, Unauthorized
 from aifactory.specs import Resources, SlurmOptions, load_service
@@ -165,4 +166,4 @@ def test_a_preempted_allocation_is_no_failure_and_its_stack_is_passed_over(
     (row,) = store.replicas("chat")
     assert row.state == "gone" and "preempted" in row.reason
     assert "chat" not in reconciler.pending_reason, "no back-off"
-    assert reconciler._avoid("chat") == "slurm"
+    assert reconciler.preemptions.avoid("chat") == "slurm"

@@ -21,20 +21,14 @@ from typing import Any
 
 from aifactory.backends import AllocationRequest, Backend, SiteDefaults, load_backend
 from aifactory.config import Settings
+from aifactory.control.lending import drain_token_file, is_lent
 from aifactory.control.placement import stacks_of
 from aifactory.control.pools import Pools
 from aifactory.engines import render_engine
 from aifactory.errors import BackendError
 from aifactory.specs import Agent, Deployable, FunctionPool
 
-__all__ = [
-    "AllocationPlanner",
-    "drain_token_file",
-    "instance_id",
-    "is_lent",
-    "secret_env_file",
-    "worker_token_file",
-]
+__all__ = ["AllocationPlanner", "instance_id", "secret_env_file", "worker_token_file"]
 
 
 class AllocationPlanner:
@@ -156,16 +150,6 @@ def _worker_command(
         "--token-file", str(worker_token_file(token_file)),
         *spill,
     )  # fmt: skip
-
-
-def is_lent(spec: Deployable, stack: str) -> bool:
-    """Whether ``spec``'s replicas on ``stack`` run as preemptible, lent work."""
-    return stack == "slurm" and spec.slurm.lend
-
-
-def drain_token_file(token_file: Path) -> Path:
-    """Where a lent replica's drain token lies, next to its launcher token."""
-    return token_file.with_suffix(".drain-token")
 
 
 def secret_env_file(token_file: Path) -> Path:

@@ -37,15 +37,10 @@ from aifactory.control.adoption import adopt
 from aifactory.control.agents import AgentKeys
 from aifactory.control.autoscaler import Autoscaler
 from aifactory.control.fleet import ACTIVE, Fleet, LiveReplica, ReplicaState
+from aifactory.control.lending import Preemptions, drain_token_file, drained_replica, is_lent
 from aifactory.control.monitor import HealthMonitor
 from aifactory.control.placement import place, stacks_of_rows, surplus_first
-from aifactory.control.planner import (
-    AllocationPlanner,
-    drain_token_file,
-    is_lent,
-    secret_env_file,
-    worker_token_file,
-)
+from aifactory.control.planner import AllocationPlanner, secret_env_file, worker_token_file
 from aifactory.control.pools import Pools
 from aifactory.control.rotation import due_for_rotation
 from aifactory.errors import (
@@ -66,8 +61,6 @@ logger = logging.getLogger(__name__)
 _MAX_BACKOFF_S = 60.0
 _CAPACITY_RETRY_S = 5.0
 _BUDGET_RETRY_S = 30.0
-# How long a stack that preempted a replica is passed over for its replacements.
-_AVOID_AFTER_PREEMPTION_S = 300.0
 
 
 class Reconciler:
@@ -90,7 +83,7 @@ class Reconciler:
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
         self.pending_reason: dict[str, str] = {}
-        self._preempted_on: dict[str, tuple[str, float]] = {}
+        self.preemptions = Preemptions()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cancels: set[asyncio.Task[None]] = set()
@@ -211,17 +204,15 @@ class Reconciler:
         if len(replicas) < wanted:
             if time.monotonic() >= self._retry_at.get(service.name, 0.0):
                 stack = place(
-                    service, replicas, self._settings.default_backend, self._avoid(service.name)
+                    service,
+                    replicas,
+                    self._settings.default_backend,
+                    self.preemptions.avoid(service.name),
                 )
                 await self._launch(service, stack)
         elif len(replicas) > wanted:
             for replica in surplus_first(service, replicas)[: len(replicas) - wanted]:
                 await self._transition(replica, ReplicaState.DRAINING, "scaled down")
-
-    def _avoid(self, service: str) -> str:
-        """The stack that preempted a replica of ``service`` lately, if any."""
-        stack, when = self._preempted_on.get(service, ("", 0.0))
-        return stack if time.monotonic() - when < _AVOID_AFTER_PREEMPTION_S else ""
 
     def _wanted(self, service: Deployable) -> int:
         """The autoscaler's count for ``service``, from its live load."""
@@ -257,7 +248,7 @@ class Reconciler:
             self._failures.pop(name, None)
             self._retry_at.pop(name, None)
             self.pending_reason.pop(name, None)
-            self._preempted_on.pop(name, None)
+            self.preemptions.forget(name)
             self.autoscaler.forget(name)
             logger.info("service %s: deleted", name)
 
@@ -391,17 +382,10 @@ class Reconciler:
             NotFound: no such live replica.
             Unauthorized: not the replica's drain token.
         """
-        replica = self._fleet.replicas.get(replica_id)
-        if replica is None:
-            raise NotFound(f"replica {replica_id!r} is not live.")
-        valid = replica.drain_token_hash and hmac.compare_digest(
-            replica.drain_token_hash, hash_key(token)
-        )
-        if not valid:
-            raise Unauthorized(f"drain token for replica {replica_id!r} is not valid.")
+        replica = drained_replica(self._fleet.replicas.get(replica_id), replica_id, token)
         if not replica.preempted:
             replica.preempted = True
-            self._preempted_on[replica.service] = (replica.backend, time.monotonic())
+            self.preemptions.note(replica.service, replica.backend)
             if replica.state is not ReplicaState.DRAINING:
                 await self._transition(
                     replica, ReplicaState.DRAINING, "preempted: draining within its grace time"
@@ -432,7 +416,7 @@ class Reconciler:
                     continue
                 if status.state is AllocationState.PREEMPTED or replica.preempted:
                     # The site took its capacity back: an expected end, not a failure.
-                    self._preempted_on[replica.service] = (replica.backend, time.monotonic())
+                    self.preemptions.note(replica.service, replica.backend)
                     await self._transition(
                         replica, ReplicaState.GONE, f"preempted ({status.reason})"
                     )
