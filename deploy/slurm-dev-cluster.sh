@@ -46,6 +46,16 @@
 # - Right after a cold start slurmctld's first scheduling pass comes ~3 s
 #   later; after that an sbatch'd job on an idle node starts in ~0.2-2 s.
 # - Time limits are enforced on a ~30 s sweep: --time=1 ends at ~60-90 s.
+# - Preemption (measured: a 1-CPU job on `lend`, then an 8-CPU job on
+#   `urgent` --nodelist of the same node): the urgent job is placed ~1 s after
+#   sbatch; the lent job's *steps* get SIGCONT+SIGTERM at once (every process
+#   of the step, children too); its batch shell gets nothing then (not even
+#   `--signal=B:...` with SchedulerParameters=preempt_send_user_signal). When
+#   GraceTime ends (found on the ~30 s sweep: 20-36 s after the preemption)
+#   every process gets SIGCONT+SIGTERM, SIGKILL after KillWait=5, and the job
+#   ends PREEMPTED; the urgent job starts ~4 s later. A job without steps
+#   hears of its preemption only then: lent replicas run their launcher
+#   under `srun`.
 set -euo pipefail
 
 STATE_DIR=${AIF_SLURM_DEV_DIR:-/var/lib/aifactory-slurm-dev}

@@ -34,7 +34,16 @@ slurm: {lend: true}
 """
 
 
+def _exec(slurm: SlurmOptions, site: SiteDefaults) -> str:
+    (line,) = [line for line in _script(slurm, site).splitlines() if line.startswith("exec ")]
+    return line
+
+
 def _render(slurm: SlurmOptions, site: SiteDefaults) -> list[str]:
+    return [line for line in _script(slurm, site).splitlines() if line.startswith("#SBATCH --")]
+
+
+def _script(slurm: SlurmOptions, site: SiteDefaults) -> str:
     request = AllocationRequest(
         replica_id="chat-abc123",
         service="chat",
@@ -44,8 +53,7 @@ def _render(slurm: SlurmOptions, site: SiteDefaults) -> list[str]:
         log_path=Path("/shared/logs/chat-abc123.log"),
         slurm=slurm,
     )
-    script = load_backend("slurm", instance="ab12cd34", site=site).render(request)
-    return [line for line in script.splitlines() if line.startswith("#SBATCH --")]
+    return load_backend("slurm", instance="ab12cd34", site=site).render(request)
 
 
 def test_a_lent_replica_goes_to_the_sites_lending_partition_and_qos() -> None:
@@ -57,6 +65,14 @@ def test_a_lent_replica_goes_to_the_sites_lending_partition_and_qos() -> None:
     tenant = SlurmOptions(lend=True).for_tenant("proj", "gpu", None)
     assert "#SBATCH --partition=lend" in _render(tenant, site)
     assert "#SBATCH --partition=debug" in _render(SlurmOptions(), site)
+
+
+def test_a_lent_launcher_runs_as_a_job_step_to_hear_the_preemption() -> None:
+    site = SiteDefaults(lend_partition="lend")
+    assert _exec(SlurmOptions(lend=True), site).startswith(
+        "exec srun --ntasks=1 --cpus-per-task=1 python -m aifactory.launcher"
+    )
+    assert _exec(SlurmOptions(), site).startswith("exec python -m aifactory.launcher")
 
 
 def test_lending_without_a_lending_partition_says_what_to_set() -> None:

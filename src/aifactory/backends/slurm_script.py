@@ -103,7 +103,12 @@ def render_job_script(request: AllocationRequest, instance: str, site: SiteDefau
         if not _ENV_NAME.match(name):
             raise BackendError(f"environment variable name {name!r} is not valid.")
         lines.append(f"export {name}={shlex.quote(value)}")
-    lines += ["", "exec " + shlex.join(request.argv), ""]
+    launch = request.argv
+    if slurm.lend:
+        # Slurm signals a preempted job's steps at once but its batch shell
+        # only when GraceTime ends: a lent launcher runs as a step to hear it.
+        launch = ("srun", "--ntasks=1", f"--cpus-per-task={resources.cpus}", *launch)
+    lines += ["", "exec " + shlex.join(launch), ""]
     return "\n".join(lines)
 
 
