@@ -80,7 +80,9 @@ def test_an_urgent_job_preempts_a_lent_replica_and_no_request_fails(tmp_path: Pa
         workers = [threading.Thread(target=load) for _ in range(3)]
         for worker in workers:
             worker.start()
-        time.sleep(3)
+        deadline = time.monotonic() + 60
+        while served < 8 and time.monotonic() < deadline:  # the load is steady first
+            time.sleep(0.2)
         node = lent["node"]
         # Exactly the CPUs the lent replica holds on its node are missing for this job.
         cpus = 8 - _cpus_allocated(node) + 1
@@ -134,7 +136,7 @@ def test_an_urgent_job_preempts_a_lent_replica_and_no_request_fails(tmp_path: Pa
             f"{len(failures)} failed"
         )
         assert failures == []
-        assert served > 20
+        assert served > 12
         after = srv.admin.get("/api/services/lendchat/replicas").json()["replicas"]
         live = [r for r in after if r["state"] == "ready"]
         assert len(live) == 2 and all(r["backend"] == "local" for r in live), after
