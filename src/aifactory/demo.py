@@ -100,7 +100,15 @@ def run_demo(settings: Settings, examples: Path, console: Console) -> None:
     console.rule("[green]aifactory is running[/green]")
     console.print(f"API URL  {base_url}", highlight=False)
     console.print(f"API key  {key}  (tenant 'demo')", highlight=False)
-    console.print(f"Admin key in {settings.admin_key_file}\n", highlight=False)
+    console.print(f"Admin key in {settings.admin_key_file}", highlight=False)
+    console.print(f"Web      {settings.control_url}/  (the dashboard; sign in with a key)")
+    if settings.objects_port:
+        console.print(
+            f"S3       {settings.objects_url}  (admin's pair in "
+            f"{settings.objects_credentials_file})\n",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print("Try next:")
     lines = [
         f"export OPENAI_BASE_URL={base_url} OPENAI_API_KEY={key}",
@@ -109,8 +117,10 @@ def run_demo(settings: Settings, examples: Path, console: Console) -> None:
         ".venv/bin/aif services            # what runs",
         ".venv/bin/aif replicas chat       # replica states, addresses, load",
         ".venv/bin/aif logs chat           # the engine's log",
-        ".venv/bin/aif usage               # tokens per tenant and model",
-        ".venv/bin/aif keys create --tenant myproject",
+        ".venv/bin/aif usage --by kind     # the ledger: tokens, calls, bytes, node-hours",
+        ".venv/bin/aif tenants create myproject --slurm-account ACCOUNT",
+        ".venv/bin/aif keys create --tenant myproject   # an API key and an S3 key pair",
+        ".venv/bin/aif deploy examples/pool.yaml        # a function pool (scales from zero)",
         ".venv/bin/aif down                # stop everything",
     ]
     for line in lines:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import socket
 from collections.abc import AsyncIterator
 
 import uvicorn
@@ -29,7 +30,7 @@ from aifactory import metrics
 from aifactory.api import AdminAPI, FunctionsAPI, JobsAPI, TenantsAPI
 from aifactory.config import Settings
 from aifactory.control import ControlPlane, FleetFollower, instance_id
-from aifactory.errors import APIError, NotFound
+from aifactory.errors import APIError, ConfigError, NotFound
 from aifactory.functions import FunctionsHub, Invoker, pool_open_to
 from aifactory.gateway import GatewayApp, error_body
 from aifactory.jobs import JobsManager
@@ -189,8 +190,13 @@ async def _not_found(request: Request, _exc: Exception) -> Response:
 
 
 def serve(settings: Settings) -> None:
-    """Run the control plane in this process until SIGINT or SIGTERM."""
+    """Run the control plane in this process until SIGINT or SIGTERM.
+
+    Raises:
+        ConfigError: a port it must listen on is taken (said before anything starts).
+    """
     configure_logging(settings.log_level, settings.log_format)
+    _check_ports_free(settings)
     config = uvicorn.Config(
         App(settings),
         host=settings.host,
@@ -208,3 +214,26 @@ def serve(settings: Settings) -> None:
     server.run()
     if not server.started:
         raise SystemExit(1)
+
+
+def _check_ports_free(settings: Settings) -> None:
+    ports = [("AIFACTORY_PORT", settings.port)]
+    if settings.role == "all":
+        ports += [
+            ("AIFACTORY_OBJECTS_PORT", settings.objects_port),
+            ("AIFACTORY_FUNCTIONS_WORKER_PORT", settings.functions_worker_port),
+            ("AIFACTORY_FUNCTIONS_CLIENT_PORT", settings.functions_client_port),
+        ]
+    for name, port in ports:
+        if port == 0:
+            continue
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((settings.host, port))
+            except OSError as exc:
+                raise ConfigError(
+                    f"port {port} on {settings.host} is taken ({exc.strerror}).",
+                    fix=f"stop what uses it, or set {name} to a free port"
+                    + (" (0 turns S3 off)" if name == "AIFACTORY_OBJECTS_PORT" else ""),
+                ) from exc

@@ -141,7 +141,7 @@ def _start_server(data_dir: Path, port: int, **settings: str) -> Server:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             output = (data_dir / "server.out").read_text()
-            if "address already in use" in output:
+            if "already in use" in output.lower():
                 raise PortTaken(output)
             raise AssertionError(output)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -129,3 +130,27 @@ def test_up_background_and_down(tmp_path: Path) -> None:
     time.sleep(0.3)
     assert processes_mentioning(f"AIFACTORY_DATA_DIR={tmp_path}") == []
     assert "no background aifactory" in aif("down").stdout
+
+
+def test_a_taken_port_stops_up_with_the_setting_to_change(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "AIFACTORY_DATA_DIR": str(tmp_path / "taken"),
+            "AIFACTORY_PORT": str(free_port()),
+            "AIFACTORY_OBJECTS_PORT": str(taken.getsockname()[1]),
+        }
+        up = subprocess.run(
+            [sys.executable, "-m", "aifactory", "up"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+    assert up.returncode != 0
+    assert "is taken" in up.stderr and "AIFACTORY_OBJECTS_PORT" in up.stderr
+    assert "Traceback" not in up.stderr

@@ -22,6 +22,7 @@ import uvicorn
 from starlette.types import Receive
 
 from aifactory.config import Settings
+from aifactory.errors import ConfigError
 from aifactory.objects.app import ObjectsApp
 from aifactory.objects.auth import Caller, StoreCredentials
 from aifactory.objects.browser import BucketBrowser, ObjectDownload
@@ -129,7 +130,8 @@ class ObjectsService:
     async def start(self) -> None:
         """Start listening in the running event loop (beside ``aifactory up``'s server).
 
-        A port in use is logged and S3 stays off; the control plane keeps running.
+        Raises:
+            ConfigError: the port is taken (like the API's and the broker's ports).
         """
         if self.settings.objects_port == 0:
             logger.info("S3 API off (objects_port = 0)")
@@ -137,13 +139,11 @@ class ObjectsService:
         try:
             sock = bind_socket(self.settings.host, self.settings.objects_port)
         except OSError as exc:
-            logger.error(
-                "S3 API not served: cannot listen on %s:%s (%s); set AIFACTORY_OBJECTS_PORT",
-                self.settings.host,
-                self.settings.objects_port,
-                exc,
-            )
-            return
+            raise ConfigError(
+                f"the S3 API cannot listen on {self.settings.host}:{self.settings.objects_port}: "
+                f"{exc}.",
+                fix="set AIFACTORY_OBJECTS_PORT to a free port, or 0 to run without S3",
+            ) from exc
         self._server = uvicorn.Server(self.uvicorn_config(lifespan="off"))
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         logger.info(
