@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     slurm_account: str = ""
     slurm_qos: str = ""
     slurm_preamble: str = ""
+    # Where lent (preemptible) replicas go, and the partition's GraceTime:
+    # how long a preempted replica has to drain before Slurm kills it.
+    slurm_lend_partition: str = ""
+    slurm_lend_qos: str = ""
+    slurm_lend_grace_s: float = Field(default=20.0, gt=0)
     slurm_command_timeout_s: float = Field(default=30.0, gt=0)
     kubeconfig: Path | None = None
     kubernetes_namespace: str = Field(

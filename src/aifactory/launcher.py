@@ -10,7 +10,16 @@ Only the standard library is used here: nodes may have little installed.
 
     python -m aifactory.launcher --control-url URL --replica-id ID \\
         --token-file FILE [--secret-env FILE] [--advertise-host auto] \\
+        [--drain-token-file FILE --drain-within SECONDS] \\
         -- ENGINE ARGV WITH {host} {port}
+
+A lent replica (``--drain-token-file``) runs on a preemptible partition.
+When Slurm preempts it, SIGTERM reaches every process of the job at once
+and SIGKILL follows after the partition's GraceTime (``--drain-within``).
+So its engine runs with SIGTERM blocked, and on SIGTERM the launcher tells
+the control plane (which stops routing to the replica), waits until no
+request is in flight on it or the grace time nearly ran out, then stops
+the engine with SIGINT.
 
 ``--secret-env`` names a file of ``NAME=VALUE`` lines (an agent's API key):
 read, deleted, and given to the engine's environment only, so secrets never
@@ -38,6 +47,8 @@ from aifactory.engines import die_with_parent, fill_address
 
 _REGISTER_ATTEMPTS = 30
 _STOP_GRACE_S = 8.0
+_DRAIN_POLL_S = 0.2
+_DRAIN_CALL_TIMEOUT_S = 2.0
 
 
 def free_port(host: str) -> int:
@@ -72,6 +83,32 @@ def register(
     raise RuntimeError(f"control plane at {control_url} unreachable")
 
 
+def drain(control_url: str, replica_id: str, token: str, deadline: float) -> int:
+    """Report the preemption, then wait until no request is in flight or ``deadline``.
+
+    Returns:
+        The requests the control plane last said were in flight (-1: it did
+        not answer, or refused).
+    """
+    url = f"{control_url}/internal/replicas/{replica_id}/preempted"
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    in_flight = -1
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(url, data=b"{}", headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=_DRAIN_CALL_TIMEOUT_S) as response:
+                in_flight = int(json.load(response)["in_flight"])
+        except urllib.error.HTTPError as exc:
+            print(f"launcher: drain refused: {exc.code} {exc.read()[:300]!r}", flush=True)
+            return -1
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"launcher: control plane did not answer the drain ({exc})", flush=True)
+        if in_flight == 0:
+            return 0
+        time.sleep(_DRAIN_POLL_S)
+    return in_flight
+
+
 def consume(path: Path) -> str:
     """Read a one-time file and delete it; one on a read-only volume stays (a Secret's)."""
     text = path.read_text()
@@ -90,6 +127,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--replica-id", required=True)
     parser.add_argument("--token-file", required=True, type=Path)
     parser.add_argument("--secret-env", type=Path, default=None)
+    parser.add_argument("--drain-token-file", type=Path, default=None)
+    parser.add_argument("--drain-within", type=float, default=0.0)
     parser.add_argument("--advertise-host", default="auto")
     parser.add_argument("--bind-host", default="")
     parser.add_argument("engine", nargs=argparse.REMAINDER)
@@ -107,13 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     die_with_parent()
     token = consume(args.token_file).strip()
+    drain_token = consume(args.drain_token_file).strip() if args.drain_token_file else ""
     env = {**os.environ, **_read_secret_env(args.secret_env)}
     advertise = socket.getfqdn() if args.advertise_host == "auto" else args.advertise_host
     bind = args.bind_host or ("127.0.0.1" if advertise in ("127.0.0.1", "localhost") else "0.0.0.0")
     port = free_port(bind)
     command = fill_address(tuple(args.engine), bind, port)
     print(f"launcher: replica {args.replica_id} starting engine on {bind}:{port}", flush=True)
-    engine = subprocess.Popen(command, preexec_fn=die_with_parent, env=env)
+    lent = bool(drain_token)
+    engine = subprocess.Popen(
+        command, preexec_fn=_shielded_from_sigterm if lent else die_with_parent, env=env
+    )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         # Raising (rather than waiting here) unwinds any engine.wait() in
@@ -135,8 +178,21 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         name = signal.Signals(stopped.args[0]).name
-        print(f"launcher: got {name}; stopping the engine", flush=True)
-        _stop_engine(engine)
+        if not lent:
+            print(f"launcher: got {name}; stopping the engine", flush=True)
+            _stop_engine(engine)
+            return 0
+        began = time.monotonic()
+        margin = min(_STOP_GRACE_S, args.drain_within / 4)
+        print(f"launcher: got {name}; draining within {args.drain_within:g}s", flush=True)
+        deadline = began + args.drain_within - margin
+        left = drain(args.control_url, args.replica_id, drain_token, deadline)
+        print(
+            f"launcher: drained in {time.monotonic() - began:.2f}s "
+            f"({left if left >= 0 else 'unknown'} in flight); stopping the engine",
+            flush=True,
+        )
+        _stop_engine(engine, signal.SIGINT, margin)
         return 0
     print(f"launcher: engine exited with code {code}", flush=True)
     return code if code >= 0 else 128 - code
@@ -153,10 +209,20 @@ class _Stop(BaseException):
     """Raised by the signal handler to leave whatever the launcher is waiting on."""
 
 
-def _stop_engine(engine: subprocess.Popen[bytes]) -> None:
-    engine.terminate()
+def _shielded_from_sigterm() -> None:
+    # Slurm signals every process of a preempted job: the engine must keep
+    # serving in-flight requests, so SIGTERM stays blocked (inherited across
+    # exec); the launcher stops it with SIGINT, or SIGKILL ends everything.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    die_with_parent(signal.SIGKILL)
+
+
+def _stop_engine(
+    engine: subprocess.Popen[bytes], signum: int = signal.SIGTERM, grace_s: float = _STOP_GRACE_S
+) -> None:
+    engine.send_signal(signum)
     try:
-        engine.wait(_STOP_GRACE_S)
+        engine.wait(grace_s)
     except subprocess.TimeoutExpired:
         engine.kill()
         engine.wait()

@@ -248,6 +248,9 @@ class SlurmOptions(_Spec):
     qos: str | None = Field(default=None, pattern=SLURM_NAME_PATTERN)
     constraint: str | None = None
     options: dict[str, str | int | bool] = Field(default_factory=dict)
+    # Lent: run as preemptible work on the site's lending partition/QOS
+    # (settings), filling idle nodes until an HPC job takes them back.
+    lend: bool = False
 
     def for_tenant(
         self, account: str | None, partition: str | None, qos: str | None
@@ -260,6 +263,16 @@ class SlurmOptions(_Spec):
                 "qos": self.qos or qos,
             }
         )
+
+    @model_validator(mode="after")
+    def _lend_leaves_partition_to_the_site(self) -> SlurmOptions:
+        if self.lend and (self.partition or self.qos):
+            raise ValueError(
+                "lend: true runs on the site's lending partition and QOS; "
+                "remove slurm.partition and slurm.qos (the operator sets "
+                "AIFACTORY_SLURM_LEND_PARTITION and AIFACTORY_SLURM_LEND_QOS)"
+            )
+        return self
 
     @field_validator("constraint")
     @classmethod

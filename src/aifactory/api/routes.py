@@ -46,6 +46,7 @@ class AdminAPI:
             Route("/api/keys/{key_id:int}", self.revoke_key, methods=["DELETE"]),
             Route("/v1/services/{name}", self.service_status, methods=["GET"]),
             Route("/internal/replicas/{replica_id}/register", self.register, methods=["POST"]),
+            Route("/internal/replicas/{replica_id}/preempted", self.preempted, methods=["POST"]),
         ]
 
     async def authenticate(self, request: Request) -> Principal:
@@ -218,6 +219,18 @@ class AdminAPI:
             document.get("launched_at"),
         )
         return JSONResponse({"result": "registered"})
+
+    async def preempted(self, request: Request) -> Response:
+        """POST /internal/replicas/{id}/preempted, authenticated by the replica's drain token.
+
+        The replica drains at once; the answer says how many requests are
+        still in flight on it (the launcher asks again until none are).
+        """
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("Preemption needs the replica's drain token.")
+        in_flight = await self._plane.preempted(request.path_params["replica_id"], token.strip())
+        return JSONResponse({"result": "draining", "in_flight": in_flight})
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:

@@ -37,6 +37,7 @@ class AllocationState(enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMEOUT = "timeout"
+    PREEMPTED = "preempted"
     UNKNOWN = "unknown"
 
     @property
@@ -50,6 +51,7 @@ _FINISHED = {
     AllocationState.FAILED,
     AllocationState.CANCELLED,
     AllocationState.TIMEOUT,
+    AllocationState.PREEMPTED,
 }
 
 

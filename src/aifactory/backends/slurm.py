@@ -51,7 +51,7 @@ STATES = {
     "OUT_OF_MEMORY": AllocationState.FAILED,
     "DEADLINE": AllocationState.TIMEOUT,
     "TIMEOUT": AllocationState.TIMEOUT,
-    "PREEMPTED": AllocationState.FAILED,
+    "PREEMPTED": AllocationState.PREEMPTED,
     "REVOKED": AllocationState.CANCELLED,
     "SPECIAL_EXIT": AllocationState.FAILED,
 }

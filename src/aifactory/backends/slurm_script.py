@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from aifactory.backends.base import AllocationRequest
 from aifactory.errors import BackendError
-from aifactory.specs import SLURM_VALUE
+from aifactory.specs import SLURM_VALUE, SlurmOptions
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PATH = re.compile(r"^[^\s'\"`$;#\\]+$")
@@ -31,6 +31,8 @@ class SiteDefaults:
     account: str | None = None
     qos: str | None = None
     preamble: str = ""
+    lend_partition: str | None = None
+    lend_qos: str | None = None
 
 
 def job_tag(instance: str, replica_id: str) -> str:
@@ -86,10 +88,9 @@ def render_job_script(request: AllocationRequest, instance: str, site: SiteDefau
         lines.append(sbatch_directive("time", max(1, math.ceil(request.time_limit_s / 60))))
     if resources.gpus:
         lines.append(sbatch_directive("gres", f"gpu:{resources.gpus}"))
-    for name in ("partition", "account", "qos"):
-        value = getattr(slurm, name) or getattr(site, name)
-        if value:
-            lines.append(sbatch_directive(name, value))
+    for name, chosen in _placement(slurm, site).items():
+        if chosen:
+            lines.append(sbatch_directive(name, chosen))
     if slurm.constraint:
         lines.append(sbatch_directive("constraint", slurm.constraint))
     for name, value in sorted(slurm.options.items()):
@@ -102,5 +103,34 @@ def render_job_script(request: AllocationRequest, instance: str, site: SiteDefau
         if not _ENV_NAME.match(name):
             raise BackendError(f"environment variable name {name!r} is not valid.")
         lines.append(f"export {name}={shlex.quote(value)}")
-    lines += ["", "exec " + shlex.join(request.argv), ""]
+    launch = request.argv
+    if slurm.lend:
+        # Slurm signals a preempted job's steps at once but its batch shell
+        # only when GraceTime ends: a lent launcher runs as a step to hear it.
+        launch = ("srun", "--ntasks=1", f"--cpus-per-task={resources.cpus}", *launch)
+    lines += ["", "exec " + shlex.join(launch), ""]
     return "\n".join(lines)
+
+
+def _placement(slurm: SlurmOptions, site: SiteDefaults) -> dict[str, str | None]:
+    """Partition, account and QOS: the spec's, else the site's; a lent job's from the site.
+
+    Raises:
+        BackendError: a lent replica, but the site names no lending partition.
+    """
+    if not slurm.lend:
+        return {name: getattr(slurm, name) or getattr(site, name) for name in _PLACEMENT}
+    if not site.lend_partition:
+        raise BackendError(
+            "this replica is lent (slurm.lend) but the site has no lending partition.",
+            fix="set AIFACTORY_SLURM_LEND_PARTITION (and _LEND_QOS) to the preemptible "
+            "partition, or remove slurm.lend",
+        )
+    return {
+        "partition": site.lend_partition,
+        "account": slurm.account or site.account,
+        "qos": site.lend_qos,
+    }
+
+
+_PLACEMENT = ("partition", "account", "qos")

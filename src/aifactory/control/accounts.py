@@ -20,7 +20,9 @@ from aifactory.specs import Deployable
 from aifactory.store import ServiceRow, Store, TenantRow
 from aifactory.tenancy import UsageLedger, period_bounds
 
-__all__ = ["TenantAccounts"]
+__all__ = ["LENT_KIND", "TenantAccounts"]
+
+LENT_KIND = "lent-allocation"
 
 
 class TenantAccounts:
@@ -90,12 +92,14 @@ class TenantAccounts:
         if tenant is None or self._ledger is None or "running" not in replica.timeline:
             return
         hours = _hours(replica, gpus)
+        # Lent allocations ran on idle capacity the site would otherwise
+        # waste: their own kind, so `aif usage --by kind` shows them apart.
         self._ledger.record(
             tenant_id=tenant.id,
             key_id=None,
-            kind="allocation",
+            kind=LENT_KIND if replica.lent else "allocation",
             model=replica.service,
-            endpoint=f"replica.{backend}",
+            endpoint=f"replica.{backend}" + (".lent" if replica.lent else ""),
             seconds=hours["seconds"],
             node_hours=hours["node_hours"],
             gpu_hours=hours["gpu_hours"],

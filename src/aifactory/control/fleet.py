@@ -55,6 +55,9 @@ class LiveReplica:
     base_url: str = ""
     token_hash: str = ""
     worker_token_hash: str = ""
+    drain_token_hash: str = ""
+    lent: bool = False
+    preempted: bool = False
     in_flight: int = 0
     health_failures: int = 0
     suspect: bool = False

@@ -8,9 +8,10 @@ preference, each with a ``baseline``::
 A new replica goes to the first stack below its baseline, else to the first
 stack listed (the burst). Scale-down takes replicas beyond their stack's
 baseline first. The gateway routes across the replicas of every stack as
-one pool. Not decided here yet: bursting to whichever stack can start a
-replica soonest (Slurm's start estimate against pending Pods), and lending
-idle HPC capacity.
+one pool. A replica preempted on one stack (lent idle HPC capacity taken
+back) is replaced on another stack of the service when it has one. Not
+decided here yet: bursting to whichever stack can start a replica soonest
+(Slurm's start estimate against pending Pods).
 """
 
 from __future__ import annotations
@@ -43,14 +44,20 @@ def stacks_of_rows(rows: Iterable[ServiceRow], default: str) -> set[str]:
     return names
 
 
-def place(spec: Deployable, replicas: Iterable[LiveReplica], default: str) -> str:
-    """The stack for a new replica of ``spec``, given its live ``replicas``."""
+def place(spec: Deployable, replicas: Iterable[LiveReplica], default: str, avoid: str = "") -> str:
+    """The stack for a new replica of ``spec``, given its live ``replicas``.
+
+    ``avoid`` is a stack that just took a replica back (preemption): the
+    replacement goes to another of the service's stacks when it has one.
+    """
+    stacks = stacks_of(spec, default)
+    others = [s for s in stacks if s != avoid] or list(stacks)
     if isinstance(spec, Service):
         counts = Counter(r.backend for r in replicas)
         for share in spec.stacks:
-            if counts[share.stack] < share.baseline:
+            if share.stack in others and counts[share.stack] < share.baseline:
                 return share.stack
-    return stacks_of(spec, default)[0]
+    return others[0]
 
 
 def surplus_first(spec: Deployable, replicas: Sequence[LiveReplica]) -> list[LiveReplica]:

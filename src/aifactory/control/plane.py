@@ -295,6 +295,10 @@ class ControlPlane:
             )
         await self.reconciler.register(replica_id, token, host, port, launched_at)
 
+    async def preempted(self, replica_id: str, token: str) -> int:
+        """A lent replica is being preempted: drain it; the requests still in flight on it."""
+        return await self.reconciler.preempted(replica_id, token)
+
 
 def _tail(path: Path, lines: int) -> str:
     if not path.exists():

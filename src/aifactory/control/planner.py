@@ -21,6 +21,7 @@ from typing import Any
 
 from aifactory.backends import AllocationRequest, Backend, SiteDefaults, load_backend
 from aifactory.config import Settings
+from aifactory.control.lending import drain_token_file, is_lent
 from aifactory.control.placement import stacks_of
 from aifactory.control.pools import Pools
 from aifactory.engines import render_engine
@@ -57,6 +58,8 @@ class AllocationPlanner:
                 account=settings.slurm_account or None,
                 qos=settings.slurm_qos or None,
                 preamble=settings.slurm_preamble,
+                lend_partition=settings.slurm_lend_partition or None,
+                lend_qos=settings.slurm_lend_qos or None,
             )
             return {
                 "instance": instance_id(settings.instance_file),
@@ -90,13 +93,21 @@ class AllocationPlanner:
         backend = self.backend(stack or stacks_of(spec, default)[0])
         secrets: tuple[str, ...] = ()
         secret_files = [token_file]
+        if is_lent(spec, backend.name):
+            # A lent replica drains when preempted: it tells the control
+            # plane with its own (reusable) secret and has GraceTime to do it.
+            secrets = (
+                "--drain-token-file", str(drain_token_file(token_file)),
+                "--drain-within", f"{self._settings.slurm_lend_grace_s:g}",
+            )  # fmt: skip
+            secret_files.append(drain_token_file(token_file))
         if isinstance(spec, FunctionPool):
             command, env = _worker_command(spec, replica_id, token_file, pools), spec.env
             secret_files.append(worker_token_file(token_file))
         elif isinstance(spec, Agent):
             command = spec.command
             env = {**spec.env, "OPENAI_BASE_URL": f"{self._settings.control_url}/v1"}
-            secrets = ("--secret-env", str(secret_env_file(token_file)))
+            secrets += ("--secret-env", str(secret_env_file(token_file)))
             secret_files.append(secret_env_file(token_file))
         else:
             engine = render_engine(spec, self._settings.cache_dir)

@@ -9,6 +9,8 @@ Every tick it compares what the specs want with what runs, and acts::
 
     fewer than wanted -> submit one (after back-off if the last ones failed)
     more than wanted  -> drain extras; drained (no request in flight) -> cancel -> gone
+    lent and preempted (its launcher says so) -> drain at once; the job ends itself
+        within GraceTime -> gone, replaced at once (on another stack when it has one)
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from aifactory.control.adoption import adopt
 from aifactory.control.agents import AgentKeys
 from aifactory.control.autoscaler import Autoscaler
 from aifactory.control.fleet import ACTIVE, Fleet, LiveReplica, ReplicaState
+from aifactory.control.lending import Preemptions, drain_token_file, drained_replica, is_lent
 from aifactory.control.monitor import HealthMonitor
 from aifactory.control.placement import place, stacks_of_rows, surplus_first
 from aifactory.control.planner import AllocationPlanner, secret_env_file, worker_token_file
@@ -80,6 +83,7 @@ class Reconciler:
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
         self.pending_reason: dict[str, str] = {}
+        self.preemptions = Preemptions()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cancels: set[asyncio.Task[None]] = set()
@@ -199,7 +203,12 @@ class Reconciler:
                 await self._transition(old, ReplicaState.DRAINING, "replaced before its time limit")
         if len(replicas) < wanted:
             if time.monotonic() >= self._retry_at.get(service.name, 0.0):
-                stack = place(service, replicas, self._settings.default_backend)
+                stack = place(
+                    service,
+                    replicas,
+                    self._settings.default_backend,
+                    self.preemptions.avoid(service.name),
+                )
                 await self._launch(service, stack)
         elif len(replicas) > wanted:
             for replica in surplus_first(service, replicas)[: len(replicas) - wanted]:
@@ -239,6 +248,7 @@ class Reconciler:
             self._failures.pop(name, None)
             self._retry_at.pop(name, None)
             self.pending_reason.pop(name, None)
+            self.preemptions.forget(name)
             self.autoscaler.forget(name)
             logger.info("service %s: deleted", name)
 
@@ -278,6 +288,11 @@ class Reconciler:
             secret = self._agent_keys.secret_env(service.name) if self._agent_keys else ""
             await asyncio.to_thread(_write_secret, secret_env_file(token_file), secret)
         replica = LiveReplica(replica_id, service.name, backend.name, token_hash=hash_key(token))
+        if is_lent(service, backend.name):
+            drain_token = secrets.token_urlsafe(32)
+            await asyncio.to_thread(_write_secret, drain_token_file(token_file), drain_token)
+            replica.lent = True
+            replica.drain_token_hash = hash_key(drain_token)
         if isinstance(service, FunctionPool) and self.pools is not None:
             worker_token = secrets.token_urlsafe(32)
             await asyncio.to_thread(_write_secret, worker_token_file(token_file), worker_token)
@@ -314,7 +329,12 @@ class Reconciler:
         logger.info("replica %s: submitted to %s as %s", replica_id, backend.name, replica.handle)
 
     def _discard_tokens(self, replica_id: str, token_file: Path) -> None:
-        for path in (token_file, worker_token_file(token_file), secret_env_file(token_file)):
+        for path in (
+            token_file,
+            worker_token_file(token_file),
+            secret_env_file(token_file),
+            drain_token_file(token_file),
+        ):
             path.unlink(missing_ok=True)
         if self.pools is not None:
             self.pools.forget(replica_id)
@@ -352,6 +372,27 @@ class Reconciler:
         )
         self._background(self.health.watch_startup(replica))
 
+    async def preempted(self, replica_id: str, token: str) -> int:
+        """A lent replica's launcher says Slurm is taking its node back: drain it now.
+
+        Called again while the launcher waits; returns the requests (or a
+        pool's tasks) still in flight on the replica.
+
+        Raises:
+            NotFound: no such live replica.
+            Unauthorized: not the replica's drain token.
+        """
+        replica = drained_replica(self._fleet.replicas.get(replica_id), replica_id, token)
+        if not replica.preempted:
+            replica.preempted = True
+            self.preemptions.note(replica.service, replica.backend)
+            if replica.state is not ReplicaState.DRAINING:
+                await self._transition(
+                    replica, ReplicaState.DRAINING, "preempted: draining within its grace time"
+                )
+            self.wake()  # its replacement starts now, not at the next interval
+        return self._busy(replica)
+
     # observing
 
     async def _poll_allocations(self) -> None:
@@ -373,7 +414,14 @@ class Reconciler:
                     replica.node = status.node or replica.node
                     replica.pending_reason = status.reason
                     continue
-                if replica.state is ReplicaState.DRAINING:
+                if status.state is AllocationState.PREEMPTED or replica.preempted:
+                    # The site took its capacity back: an expected end, not a failure.
+                    self.preemptions.note(replica.service, replica.backend)
+                    await self._transition(
+                        replica, ReplicaState.GONE, f"preempted ({status.reason})"
+                    )
+                    self.wake()
+                elif replica.state is ReplicaState.DRAINING:
                     await self._transition(replica, ReplicaState.GONE, status.reason)
                 elif status.state is AllocationState.TIMEOUT:
                     # Reaching the time limit is the normal end of an allocation, not a failure.
@@ -389,6 +437,8 @@ class Reconciler:
             if replica.state is not ReplicaState.DRAINING or replica.stopping:
                 continue
             overdue = now - replica.changed_at > self._settings.drain_timeout_s
+            if replica.preempted and not overdue:
+                continue  # its launcher ends the job within the grace time
             if self._busy(replica) == 0 or overdue:
                 replica.stopping = True
                 self._background(self._stop(replica))

