@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from .server import start_server
+from .load import SteadyLoad
+from .server import Server, start_server
 from .test_slurm import client_for, our_jobs, pytestmark  # noqa: F401 (skip without Slurm)
 
 SPEC = """
@@ -44,6 +45,33 @@ def _cpus_allocated(node: str) -> int:
     return int(re.search(r"CPUAlloc=(\d+)", line).group(1))  # type: ignore[union-attr]
 
 
+def _submit_urgent(node: str) -> str:
+    """An HPC job on the urgent partition that needs the CPUs the lent replica holds on ``node``."""
+    cpus = 8 - _cpus_allocated(node) + 1
+    return subprocess.run(
+        [
+            "sbatch", "--parsable", "--partition=urgent", f"--nodelist={node}",
+            f"--cpus-per-task={cpus}", "--mem=100M", "--output=/dev/null",
+            "--job-name=urgent-hpc", "--wrap=sleep 120",
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def _follow_until_gone(srv: Server, replica_id: str) -> tuple[dict[str, Any], list[str]]:
+    """The replica's last row and the states it went through, until gone (or 60 s)."""
+    states: list[str] = []
+    deadline = time.monotonic() + 60
+    while True:
+        replicas = srv.admin.get("/api/services/lendchat/replicas").json()["replicas"]
+        row = next(r for r in replicas if r["id"] == replica_id)
+        if not states or states[-1] != row["state"]:
+            states.append(row["state"])
+        if row["state"] == "gone" or time.monotonic() > deadline:
+            return row, states
+        time.sleep(0.2)
+
+
 def test_an_urgent_job_preempts_a_lent_replica_and_no_request_fails(tmp_path: Path) -> None:
     srv = start_server(
         tmp_path / "lend", default_backend="slurm", slurm_lend_partition="lend",
@@ -56,67 +84,19 @@ def test_an_urgent_job_preempts_a_lent_replica_and_no_request_fails(tmp_path: Pa
         replicas = srv.admin.get("/api/services/lendchat/replicas").json()["replicas"]
         (lent,) = [r for r in replicas if r["backend"] == "slurm" and r["state"] == "ready"]
         assert _job(lent["handle"])["partition"] == "lend"
-        client = client_for(srv, "lender")
-        failures: list[str] = []
-        served = 0
-        stop = threading.Event()
-
-        def load() -> None:
-            nonlocal served
-            while not stop.is_set():
-                try:
-                    stream = client.chat.completions.create(
-                        model="lendchat-model",
-                        messages=[{"role": "user", "content": "Tell me about Slurm."}],
-                        max_tokens=16,
-                        stream=True,
-                    )
-                    if not "".join(c.choices[0].delta.content or "" for c in stream if c.choices):
-                        failures.append("empty answer")
-                    served += 1
-                except Exception as exc:  # every failure is counted, none may happen
-                    failures.append(repr(exc))
-
-        workers = [threading.Thread(target=load) for _ in range(3)]
-        for worker in workers:
-            worker.start()
-        deadline = time.monotonic() + 60
-        while served < 8 and time.monotonic() < deadline:  # the load is steady first
-            time.sleep(0.2)
+        with SteadyLoad(client_for(srv, "lender"), "lendchat-model", threads=3) as load:
+            load.wait_served(8)  # the load is steady first
+            urgent = _submit_urgent(lent["node"])
+            preempted_at = time.monotonic()
+            row, states = _follow_until_gone(srv, lent["id"])
+            gone_after_s = time.monotonic() - preempted_at
+            deadline = time.monotonic() + 90
+            while srv.admin.get("/api/services/lendchat").json()["ready"] < 2:
+                assert time.monotonic() < deadline, "no replacement became ready"
+                time.sleep(0.5)
+            time.sleep(2)  # keep the load on the replacement for a moment
+        failures, served = load.failures, load.served
         node = lent["node"]
-        # Exactly the CPUs the lent replica holds on its node are missing for this job.
-        cpus = 8 - _cpus_allocated(node) + 1
-        urgent = subprocess.run(
-            [
-                "sbatch", "--parsable", "--partition=urgent", f"--nodelist={node}",
-                f"--cpus-per-task={cpus}", "--mem=100M", "--output=/dev/null",
-                "--job-name=urgent-hpc", "--wrap=sleep 120",
-            ],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        preempted_at = time.monotonic()
-        states: list[str] = []
-        deadline = preempted_at + 60
-        while time.monotonic() < deadline:
-            row = next(
-                r
-                for r in srv.admin.get("/api/services/lendchat/replicas").json()["replicas"]
-                if r["id"] == lent["id"]
-            )
-            if not states or states[-1] != row["state"]:
-                states.append(row["state"])
-            if row["state"] == "gone":
-                break
-            time.sleep(0.2)
-        gone_after_s = time.monotonic() - preempted_at
-        deadline = time.monotonic() + 90
-        while srv.admin.get("/api/services/lendchat").json()["ready"] < 2:
-            assert time.monotonic() < deadline, "no replacement became ready"
-            time.sleep(0.5)
-        time.sleep(2)  # keep the load on the replacement for a moment
-        stop.set()
-        for worker in workers:
-            worker.join(timeout=60)
 
         assert states[-2:] == ["draining", "gone"], states
         assert "preempted" in row["reason"], row

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +14,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from .load import SteadyLoad
 from .server import REPO, Server, start_server
 
 CLUSTER = REPO / "deploy" / "slurm-dev-cluster.sh"
@@ -184,41 +184,16 @@ def test_rotation_under_steady_load_fails_no_request(tmp_path: Path) -> None:
         srv.deploy(spec("rotating", extra="time_limit: 2m\nrotation_lead: 80s\n"))
         srv.wait_ready("rotating")
         (first,) = our_jobs(srv.data_dir)
-        client = client_for(srv, "steady")
-        failures: list[str] = []
-        served = 0
-        stop = threading.Event()
-
-        def load() -> None:
-            nonlocal served
-            while not stop.is_set():
-                try:
-                    stream = client.chat.completions.create(
-                        model="rotating-model",
-                        messages=[{"role": "user", "content": "Tell me about Slurm."}],
-                        max_tokens=24,
-                        stream=True,
-                    )
-                    if not "".join(c.choices[0].delta.content or "" for c in stream if c.choices):
-                        failures.append("empty answer")
-                    served += 1
-                except Exception as exc:  # every failure is counted, none may happen
-                    failures.append(repr(exc))
-
-        workers = [threading.Thread(target=load) for _ in range(2)]
-        for worker in workers:
-            worker.start()
-        deadline = time.monotonic() + 110
-        rotated = False
-        while time.monotonic() < deadline and not rotated:
-            time.sleep(1)
-            jobs = our_jobs(srv.data_dir)
-            summary = srv.admin.get("/api/services/rotating").json()
-            rotated = first not in jobs and len(jobs) == 1 and summary["ready"] == 1
-        time.sleep(3)  # keep the load on the replacement for a moment
-        stop.set()
-        for worker in workers:
-            worker.join(timeout=60)
+        with SteadyLoad(client_for(srv, "steady"), "rotating-model", max_tokens=24) as load:
+            deadline = time.monotonic() + 110
+            rotated = False
+            while time.monotonic() < deadline and not rotated:
+                time.sleep(1)
+                jobs = our_jobs(srv.data_dir)
+                summary = srv.admin.get("/api/services/rotating").json()
+                rotated = first not in jobs and len(jobs) == 1 and summary["ready"] == 1
+            time.sleep(3)  # keep the load on the replacement for a moment
+        failures, served = load.failures, load.served
         assert rotated, f"no rotation within the time limit: {summary}"
         assert failures == []
         assert served > 20
