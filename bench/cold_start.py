@@ -73,6 +73,7 @@ from _harness import (
     job_state,
     log,
     run,
+    settle,
     summary,
     tail,
 )
@@ -177,28 +178,6 @@ def slurmd_launch_time(job_id: str) -> float | None:
                     stamp = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S.%f")
                     return stamp.timestamp()
     return None
-
-
-def _cpu_ticks() -> tuple[int, int]:
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(values[:8]), values[3] + values[4]
-
-
-async def busy_pct(seconds: float) -> float:
-    """How busy the machine's CPUs were over ``seconds`` (all processes)."""
-    total0, idle0 = _cpu_ticks()
-    await asyncio.sleep(seconds)
-    total1, idle1 = _cpu_ticks()
-    span = total1 - total0
-    return round(100.0 * (span - (idle1 - idle0)) / span, 1) if span else 0.0
-
-
-async def settle(limit_pct: float, max_wait_s: float) -> float:
-    deadline = time.monotonic() + max_wait_s
-    busy = await busy_pct(1.0)
-    while busy > limit_pct and time.monotonic() < deadline:
-        busy = await busy_pct(1.0)
-    return busy
 
 
 def _fmt(value: float | None) -> str:

@@ -74,6 +74,7 @@ from _harness import (
     job_state,
     log,
     run,
+    settle,
     summary,
     tail,
 )
@@ -135,30 +136,6 @@ def timed(argv: list[str]) -> tuple[float, str]:
     if done.returncode != 0:
         raise BenchError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
     return elapsed, done.stdout
-
-
-def _cpu_ticks() -> tuple[int, int]:
-    """(total, idle) ticks of all CPUs together, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(values[:8]), values[3] + values[4]
-
-
-async def busy_pct(seconds: float) -> float:
-    """How busy the machine's CPUs were over ``seconds`` (all processes, ours idle)."""
-    total0, idle0 = _cpu_ticks()
-    await asyncio.sleep(seconds)
-    total1, idle1 = _cpu_ticks()
-    span = total1 - total0
-    return round(100.0 * (span - (idle1 - idle0)) / span, 1) if span else 0.0
-
-
-async def settle(limit_pct: float, max_wait_s: float) -> float:
-    """Wait (up to ``max_wait_s``) for a second with the CPUs under ``limit_pct`` busy."""
-    deadline = time.monotonic() + max_wait_s
-    busy = await busy_pct(1.0)
-    while busy > limit_pct and time.monotonic() < deadline:
-        busy = await busy_pct(1.0)
-    return busy
 
 
 def other_live_jobs(ours: set[str]) -> int:

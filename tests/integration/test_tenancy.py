@@ -206,9 +206,8 @@ def test_tenants_cli(server: Server) -> None:
     assert bad.returncode != 0 and "period must be 'day' or 'month'" in bad.stderr
 
 
-@pytest.mark.parametrize("who", ["user", "other-tenant"])
-def test_a_user_key_cannot_administer(server: Server, who: str) -> None:
-    auth = new_tenant(server, f"plain-{who}")
+def test_a_user_key_cannot_administer(server: Server) -> None:
+    auth = new_tenant(server, "plain-user")
     for method, path in (
         ("GET", "/api/tenants"),
         ("POST", "/api/tenants"),

@@ -131,11 +131,13 @@ class Invoker:
     async def functions(self, caller: Principal) -> list[dict[str, Any]]:
         """Every named function the caller may call."""
         rows = await asyncio.to_thread(self._store.functions)
-        return [
-            _function_view(row)
-            for row in rows
-            if await asyncio.to_thread(pool_open_to, self._store, row.pool, caller)
-        ]
+        pools = {row.pool for row in rows}
+        open_pools = {
+            pool
+            for pool in pools
+            if await asyncio.to_thread(pool_open_to, self._store, pool, caller)
+        }
+        return [_function_view(row) for row in rows if row.pool in open_pools]
 
     # -- calls ---------------------------------------------------------------
 

@@ -144,14 +144,17 @@ class KeyAuthenticator:
 
     async def authenticate(self, secret: str) -> Principal | None:
         """Return the key's Principal, or None for an unknown or revoked key."""
-        cached = self._cache.get(hash_key(secret))
+        digest = hash_key(secret)
+        cached = self._cache.get(digest)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        return await asyncio.to_thread(self.authenticate_blocking, secret)
+        return await asyncio.to_thread(self._lookup, digest)
 
     def authenticate_blocking(self, secret: str) -> Principal | None:
         """``authenticate`` for threads that may block on the store (the functions broker)."""
-        digest = hash_key(secret)
+        return self._lookup(hash_key(secret))
+
+    def _lookup(self, digest: str) -> Principal | None:
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
