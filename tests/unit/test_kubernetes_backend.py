@@ -317,6 +317,20 @@ def test_a_container_killed_by_a_foreign_delete_is_not_its_own_failure() -> None
     # A container that had failed before anyone deleted the pod keeps its own story.
     killed["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:09Z"
     assert pod_status(killed, deleted=True).reason == "exited with code 137"
+    # deletionTimestamp is the end of the grace period: the delete was asked 8 s before it.
+    killed["metadata"]["deletionGracePeriodSeconds"] = 8
+    assert pod_status(killed, deleted=True).reason == "the pod was deleted outside aifactory"
+
+
+def test_a_pod_marked_for_deletion_that_died_without_a_record_was_killed_by_it() -> None:
+    killed = pod("Failed")
+    killed["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:01Z"
+    killed["metadata"]["deletionGracePeriodSeconds"] = 1
+    status = pod_status(killed, deleted=True)
+    assert (status.state, status.reason) == (
+        AllocationState.FAILED,
+        "the pod was deleted outside aifactory",
+    )
 
 
 def test_a_pod_being_deleted_is_still_running_while_it_stops() -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -312,11 +313,26 @@ def _finished(
 
 
 def _killed_by_deletion(pod: dict[str, Any]) -> bool:
-    """Whether the container ended after the Pod was marked for deletion (so because of it)."""
-    deletion = str((pod.get("metadata") or {}).get("deletionTimestamp") or "")
-    finished = str(_terminated(pod.get("status") or {}).get("finishedAt") or "")
-    # Both are RFC 3339 UTC times of the same form, so text order is time order.
-    return bool(deletion and finished and finished >= deletion)
+    """Whether the container ended after the Pod was marked for deletion (so because of it).
+
+    ``deletionTimestamp`` is when the grace period ends, so the deletion was
+    asked for ``deletionGracePeriodSeconds`` earlier. A Pod marked for deletion
+    that ended with no termination record (its container killed before the
+    kubelet could write one) ended because of it too.
+    """
+    metadata = pod.get("metadata") or {}
+    deletion = metadata.get("deletionTimestamp")
+    if not deletion:
+        return False
+    finished = _terminated(pod.get("status") or {}).get("finishedAt")
+    if not finished:
+        return True
+    grace = timedelta(seconds=int(metadata.get("deletionGracePeriodSeconds") or 0))
+    return _rfc3339(str(finished)) >= _rfc3339(str(deletion)) - grace
+
+
+def _rfc3339(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _container_status(status: dict[str, Any]) -> dict[str, Any]:
