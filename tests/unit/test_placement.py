@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aifactory.control.fleet import LiveReplica, ReplicaState
-from aifactory.control.placement import place, stacks_of, surplus_first
+from aifactory.control.placement import burst_stacks, place, stacks_of, surplus_first
 from aifactory.errors import SpecError
 from aifactory.specs import load_service
 
@@ -74,3 +74,42 @@ def test_scale_down_takes_burst_replicas_first() -> None:
     starting = replica(0, "slurm", ready=False)
     order = surplus_first(service, [starting, baseline_slurm, baseline_k8s])
     assert order[0] is starting
+
+
+BURSTY = BASE + "stacks: [{stack: slurm, baseline: 1}, {stack: kubernetes, baseline: 0}]\n"
+
+
+def test_a_stack_below_its_baseline_gets_the_replica_whatever_the_estimates() -> None:
+    service = load_service(BURSTY)
+    assert burst_stacks(service, [], "local") == []
+    assert place(service, [], "local", delays={"slurm": None, "kubernetes": 0.0}) == "slurm"
+
+
+@pytest.mark.parametrize(
+    ("delays", "stack"),
+    [
+        ({"slurm": 1800.0, "kubernetes": 0.0}, "kubernetes"),  # Slurm is full for half an hour
+        ({"slurm": 0.0, "kubernetes": None}, "slurm"),  # Pods wait for room
+        ({"slurm": 20.0, "kubernetes": 0.0}, "slurm"),  # both about now: the listed order
+        ({"slurm": None, "kubernetes": None}, "slurm"),  # nobody can tell: the listed order
+        ({"slurm": None, "kubernetes": 7200.0}, "kubernetes"),  # any estimate beats none
+        ({}, "slurm"),  # no estimates asked for
+    ],
+)
+def test_a_burst_goes_to_the_stack_that_starts_it_soonest(
+    delays: dict[str, float | None], stack: str
+) -> None:
+    service = load_service(BURSTY)
+    running = [replica(1, "slurm")]
+    assert burst_stacks(service, running, "local") == ["slurm", "kubernetes"]
+    assert place(service, running, "local", delays=delays) == stack
+
+
+def test_a_burst_avoids_the_stack_that_just_preempted_a_replica() -> None:
+    service = load_service(BURSTY)
+    running = [replica(1, "slurm")]
+    assert burst_stacks(service, running, "local", avoid="slurm") == ["kubernetes"]
+    assert place(service, running, "local", avoid="slurm", delays={"kubernetes": None}) == (
+        "kubernetes"
+    )
+    assert burst_stacks(load_service(BASE), [], "local") == ["local"]

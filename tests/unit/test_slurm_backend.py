@@ -5,7 +5,12 @@ import time
 import pytest
 
 from aifactory.backends import AllocationState, load_backend
-from aifactory.backends.slurm import _parse_formatted, _parse_json, plain_reason
+from aifactory.backends.slurm import (
+    _parse_formatted,
+    _parse_json,
+    plain_reason,
+    seconds_until_start,
+)
 
 
 def _job(**fields: object) -> dict[str, object]:
@@ -86,3 +91,15 @@ def test_missing_slurm_degrades_to_unknown(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setenv("PATH", "/nonexistent")
     asyncio.run(scenario())
+
+
+def test_the_start_estimate_comes_from_sbatch_test_only() -> None:
+    now = time.mktime(time.strptime("2026-11-28T13:00:00", "%Y-%m-%dT%H:%M:%S"))
+    answer = (
+        "sbatch: Job 834 to start at 2026-11-28T13:27:30 using 1 processors on nodes n1 "
+        "in partition debug\n"
+    )
+    assert seconds_until_start(answer, now) == 1650.0
+    assert seconds_until_start(answer, now + 3600) == 0.0  # already due
+    refused = "allocation failure: Requested node configuration is not available\n"
+    assert seconds_until_start(refused, now) is None

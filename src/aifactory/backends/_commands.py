@@ -11,8 +11,10 @@ from aifactory.errors import SchedulerCommandFailed
 logger = logging.getLogger(__name__)
 
 
-async def run_command(argv: list[str], *, timeout_s: float, stdin: str | None = None) -> str:
-    """Run ``argv`` (never through a shell) and return its stdout.
+async def run_command(
+    argv: list[str], *, timeout_s: float, stdin: str | None = None, with_stderr: bool = False
+) -> str:
+    """Run ``argv`` (never through a shell) and return its stdout (then stderr, if asked).
 
     Raises:
         SchedulerCommandFailed: on a non-zero exit, a timeout, or a missing program.
@@ -38,4 +40,4 @@ async def run_command(argv: list[str], *, timeout_s: float, stdin: str | None = 
     out, err = stdout.decode(errors="replace"), stderr.decode(errors="replace")
     if process.returncode != 0:
         raise SchedulerCommandFailed(argv, process.returncode, out, err)
-    return out
+    return out + err if with_stderr else out

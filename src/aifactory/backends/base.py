@@ -129,6 +129,14 @@ class Backend(Protocol):
         """
         ...
 
+    async def start_delay(self, request: AllocationRequest) -> float | None:
+        """Seconds until an allocation like ``request`` could start; None: cannot tell.
+
+        The scheduler's own view, never submitted; None also when it would
+        refuse the allocation. Used to send burst replicas to the stack that starts them soonest.
+        """
+        ...
+
     async def status(self, handles: Sequence[str]) -> dict[str, AllocationStatus]:
         """The state of each handle; unknown handles map to ``UNKNOWN``."""
         ...

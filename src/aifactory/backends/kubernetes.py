@@ -44,6 +44,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
+from aifactory.backends.kubernetes_capacity import fits_now, waiting_for_room
 from aifactory.backends.kubernetes_pod import (
     CANCELLED_ANNOTATION,
     INSTANCE_LABEL,
@@ -53,6 +54,7 @@ from aifactory.backends.kubernetes_pod import (
     pod_status,
     render_pod,
     render_secret,
+    resources,
 )
 from aifactory.backends.kubernetes_watch import PodWatch
 from aifactory.errors import BackendError, CapacityExceeded, ConfigError
@@ -62,6 +64,7 @@ logger = logging.getLogger(__name__)
 _CONFLICT = 409
 _NOT_FOUND = 404
 _CONFLICT_ATTEMPTS = 8
+_FORBIDDEN = 403
 
 
 class KubernetesBackend:
@@ -135,6 +138,31 @@ class KubernetesBackend:
             else:
                 result[handle] = pod_status(pod, deleted=deleted)
         return result
+
+    async def start_delay(self, request: AllocationRequest) -> float | None:
+        """0 when a node has room for ``request``'s Pod and none of ours waits; else None.
+
+        Kubernetes makes no start estimate (see ``kubernetes_capacity``): a
+        Pod that fits starts now, one that does not waits for an unknown time.
+        Without permission to list nodes and Pods cluster-wide, only this
+        control plane's pending Pods are looked at.
+        """
+        watch = self._started_watch()
+        synced = watch.synced or await asyncio.to_thread(watch.wait_synced, self.sync_timeout_s)
+        if not synced or waiting_for_room(watch.pods()):
+            return None
+        try:
+            nodes = await self._call(self.core.list_node)
+            pods = await self._call(
+                self.core.list_pod_for_all_namespaces,
+                field_selector="status.phase!=Succeeded,status.phase!=Failed",
+            )
+        except ApiException as exc:
+            return 0.0 if exc.status == _FORBIDDEN else None
+        except BackendError:
+            return None
+        room = fits_now(nodes["items"], pods["items"], resources(request), request.kubernetes)
+        return 0.0 if room else None
 
     async def cancel(self, handle: str) -> None:
         """Mark the Pod cancelled, then delete it with its grace period; gone is fine.

@@ -92,6 +92,11 @@ class LocalBackend:
         logger.info("replica %s: started local process group %s", request.replica_id, handle)
         return handle
 
+    async def start_delay(self, request: AllocationRequest) -> float | None:
+        """0 when this machine has the CPUs free now; None when it has not (or no GPUs)."""
+        fits = not request.resources.gpus and request.resources.cpus <= self.cpus - self.cpus_in_use
+        return 0.0 if fits else None
+
     async def status(self, handles: Sequence[str]) -> dict[str, AllocationStatus]:
         """Running, or how the process ended."""
         result = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -88,6 +89,17 @@ REASONS = {
 }
 
 _FORMAT = "%i|%T|%r|%S|%e|%N|%k"
+# sbatch --test-only: "sbatch: Job 834 to start at 2026-11-28T13:27:30 using 1 processors ..."
+_WOULD_START = re.compile(r"to start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
+
+
+def seconds_until_start(test_only_output: str, now: float) -> float | None:
+    """The start estimate in ``sbatch --test-only``'s answer, as seconds from ``now``."""
+    found = _WOULD_START.search(test_only_output)
+    if found is None:
+        return None
+    # slurmctld writes its local time, as squeue --start does.
+    return max(0.0, _timestamp(found.group(1)) - now)
 
 
 def plain_reason(reason: str) -> str:
@@ -136,6 +148,25 @@ class SlurmBackend:
             raise BackendError(f"sbatch answered {out!r}, not a job id.")
         logger.info("replica %s: submitted as Slurm job %s", request.replica_id, job_id)
         return job_id
+
+    async def start_delay(self, request: AllocationRequest) -> float | None:
+        """Seconds until Slurm would start ``request``: ``sbatch --test-only`` with its script.
+
+        The backfill scheduler's own estimate, the same figure ``squeue
+        --start`` shows for a pending job; None when Slurm would refuse the
+        job or does not answer.
+        """
+        try:
+            out = await run_command(
+                ["sbatch", "--test-only"],
+                timeout_s=self.timeout_s,
+                stdin=self.render(request),
+                with_stderr=True,
+            )
+        except SchedulerCommandFailed as exc:
+            logger.info("sbatch --test-only for %s: %s", request.service, exc)
+            return None
+        return seconds_until_start(out, time.time())
 
     async def status(self, handles: Sequence[str]) -> dict[str, AllocationStatus]:
         """Each job's state from ``squeue``; UNKNOWN when Slurm does not answer."""

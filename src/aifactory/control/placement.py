@@ -5,27 +5,34 @@ preference, each with a ``baseline``::
 
     stacks: [{stack: slurm, baseline: 1}, {stack: kubernetes, baseline: 1}]
 
-A new replica goes to the first stack below its baseline, else to the first
-stack listed (the burst). Scale-down takes replicas beyond their stack's
-baseline first. The gateway routes across the replicas of every stack as
-one pool. A replica preempted on one stack (lent idle HPC capacity taken
-back) is replaced on another stack of the service when it has one. Not
-decided here yet: bursting to whichever stack can start a replica soonest
-(Slurm's start estimate against pending Pods).
+A new replica goes to the first stack below its baseline. Beyond the
+baselines it is a burst replica, and it goes to the stack that can start it
+soonest, by each backend's own estimate (``Backend.start_delay``: Slurm's
+backfill estimate from ``sbatch --test-only``, the figure ``squeue --start``
+shows; on Kubernetes, room on a node now and no Pod of ours pending for want
+of it). Estimates are compared to the minute, so stacks that can all start
+it about now keep the listed preference; a stack that cannot tell comes
+last. Scale-down takes replicas beyond their stack's baseline first. The
+gateway routes across the replicas of every stack as one pool. A replica
+preempted on one stack (lent idle HPC capacity taken back) is replaced on
+another stack of the service when it has one.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from aifactory.control.fleet import LiveReplica, ReplicaState
 from aifactory.errors import SpecError
 from aifactory.specs import Deployable, Service, load_deployable
 from aifactory.store import ServiceRow
 
-__all__ = ["place", "stacks_of", "stacks_of_rows", "surplus_first"]
+__all__ = ["burst_stacks", "place", "stacks_of", "stacks_of_rows", "surplus_first"]
+
+# Start estimates this close count as the same, and the listed preference decides.
+_SAME_START_S = 60.0
 
 
 def stacks_of(spec: Deployable, default: str) -> tuple[str, ...]:
@@ -44,20 +51,60 @@ def stacks_of_rows(rows: Iterable[ServiceRow], default: str) -> set[str]:
     return names
 
 
-def place(spec: Deployable, replicas: Iterable[LiveReplica], default: str, avoid: str = "") -> str:
-    """The stack for a new replica of ``spec``, given its live ``replicas``.
+def burst_stacks(
+    spec: Deployable, replicas: Iterable[LiveReplica], default: str, avoid: str = ""
+) -> list[str]:
+    """The stacks a new replica of ``spec`` may burst to, in the listed order.
 
-    ``avoid`` is a stack that just took a replica back (preemption): the
-    replacement goes to another of the service's stacks when it has one.
+    Empty when a stack is below its baseline: the new replica goes there,
+    whatever the estimates say. ``avoid`` is a stack that just took a
+    replica back (preemption): another of the service's stacks is used when
+    it has one.
     """
     stacks = stacks_of(spec, default)
     others = [s for s in stacks if s != avoid] or list(stacks)
+    if isinstance(spec, Service) and _below_baseline(spec, replicas, others):
+        return []
+    return others
+
+
+def place(
+    spec: Deployable,
+    replicas: Iterable[LiveReplica],
+    default: str,
+    avoid: str = "",
+    delays: Mapping[str, float | None] | None = None,
+) -> str:
+    """The stack for a new replica of ``spec``, given its live ``replicas``.
+
+    ``delays`` holds each burst stack's estimate of seconds until it could
+    start the replica (None: cannot tell); without one a burst goes to the
+    first stack listed.
+    """
+    replicas = list(replicas)
+    stacks = stacks_of(spec, default)
+    others = [s for s in stacks if s != avoid] or list(stacks)
     if isinstance(spec, Service):
-        counts = Counter(r.backend for r in replicas)
-        for share in spec.stacks:
-            if share.stack in others and counts[share.stack] < share.baseline:
-                return share.stack
-    return others[0]
+        below = _below_baseline(spec, replicas, others)
+        if below:
+            return below
+    estimates = delays or {}
+
+    def soonest(stack: str) -> tuple[bool, float, int]:
+        delay = estimates.get(stack) if estimates else 0.0
+        if delay is None:
+            return (True, 0.0, others.index(stack))
+        return (False, delay // _SAME_START_S, others.index(stack))
+
+    return min(others, key=soonest)
+
+
+def _below_baseline(spec: Service, replicas: Iterable[LiveReplica], stacks: list[str]) -> str:
+    counts = Counter(r.backend for r in replicas)
+    for share in spec.stacks:
+        if share.stack in stacks and counts[share.stack] < share.baseline:
+            return share.stack
+    return ""
 
 
 def surplus_first(spec: Deployable, replicas: Sequence[LiveReplica]) -> list[LiveReplica]:

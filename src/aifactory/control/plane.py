@@ -196,6 +196,10 @@ class ControlPlane:
                 {"at": d.at, "from": d.before, "to": d.after, "reason": d.reason}
                 for d in self.reconciler.autoscaler.decisions(name)
             ],
+            "bursts": [
+                {"at": b.at, "stack": b.stack, "start_estimates_s": b.delays}
+                for b in self.reconciler.bursting.decisions(name)
+            ],
             "waiting_on": summary["pending_reason"],
         }
 

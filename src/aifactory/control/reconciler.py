@@ -36,10 +36,11 @@ from aifactory.control.accounts import TenantAccounts
 from aifactory.control.adoption import adopt
 from aifactory.control.agents import AgentKeys
 from aifactory.control.autoscaler import Autoscaler
+from aifactory.control.bursting import Bursting
 from aifactory.control.fleet import ACTIVE, Fleet, LiveReplica, ReplicaState
 from aifactory.control.lending import Preemptions, drain_token_file, drained_replica, is_lent
 from aifactory.control.monitor import HealthMonitor
-from aifactory.control.placement import place, stacks_of_rows, surplus_first
+from aifactory.control.placement import burst_stacks, place, stacks_of_rows, surplus_first
 from aifactory.control.planner import AllocationPlanner, secret_env_file, worker_token_file
 from aifactory.control.pools import Pools
 from aifactory.control.rotation import due_for_rotation
@@ -84,6 +85,7 @@ class Reconciler:
         self._retry_at: dict[str, float] = {}
         self.pending_reason: dict[str, str] = {}
         self.preemptions = Preemptions()
+        self.bursting = Bursting(self._estimate_request, self.backend)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cancels: set[asyncio.Task[None]] = set()
@@ -203,16 +205,20 @@ class Reconciler:
                 await self._transition(old, ReplicaState.DRAINING, "replaced before its time limit")
         if len(replicas) < wanted:
             if time.monotonic() >= self._retry_at.get(service.name, 0.0):
-                stack = place(
-                    service,
-                    replicas,
-                    self._settings.default_backend,
-                    self.preemptions.avoid(service.name),
-                )
-                await self._launch(service, stack)
+                await self._launch(service, await self._place(service, replicas))
         elif len(replicas) > wanted:
             for replica in surplus_first(service, replicas)[: len(replicas) - wanted]:
                 await self._transition(replica, ReplicaState.DRAINING, "scaled down")
+
+    async def _place(self, service: Deployable, replicas: list[LiveReplica]) -> str:
+        default, avoid = self._settings.default_backend, self.preemptions.avoid(service.name)
+        candidates = burst_stacks(service, replicas, default, avoid)
+        if len(candidates) < 2:
+            return place(service, replicas, default, avoid)
+        delays = await self.bursting.estimates(service, candidates)
+        stack = place(service, replicas, default, avoid, delays)
+        self.bursting.record(service.name, stack, delays)
+        return stack
 
     def _wanted(self, service: Deployable) -> int:
         """The autoscaler's count for ``service``, from its live load."""
@@ -249,6 +255,7 @@ class Reconciler:
             self._retry_at.pop(name, None)
             self.pending_reason.pop(name, None)
             self.preemptions.forget(name)
+            self.bursting.forget(name)
             self.autoscaler.forget(name)
             logger.info("service %s: deleted", name)
 
@@ -263,6 +270,12 @@ class Reconciler:
     ) -> AllocationRequest:
         """What a new replica of ``service`` would run (on ``stack``, else its first)."""
         return self.planner.request(service, replica_id, token_file, self.pools, stack)
+
+    def _estimate_request(self, service: Deployable, stack: str) -> AllocationRequest:
+        """What a new replica of ``service`` would ask ``stack`` for (never submitted)."""
+        probe = self._settings.data_dir / "run" / "start-estimate.token"
+        request = self.allocation_request(service, f"{service.name}-estimate", probe, stack)
+        return self.accounts.with_defaults(request)
 
     async def _launch(self, service: Deployable, stack: str) -> None:
         replica_id = f"{service.name}-{secrets.token_hex(3)}"
