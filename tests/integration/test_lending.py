@@ -1,10 +1,13 @@
-"""Idle-capacity lending on real Slurm: an urgent HPC job preempts a lent replica mid-load.
+"""Idle-capacity lending on real Slurm: an urgent HPC job preempts lent work mid-load.
 
 The service runs one replica lent on the dev cluster's ``lend`` partition
-(PreemptMode=CANCEL, GraceTime=20) and one local replica. A job on
-``urgent`` (a higher PriorityTier) takes the lent replica's CPUs: Slurm
-signals the replica, which drains and ends within the grace time, and its
-replacement starts on the service's other stack. Not one request fails.
+(PreemptMode=CANCEL, GraceTime=20) and one local replica. The control plane
+is killed and restarted first: it adopts the lent replica with its drain
+token. A job on ``urgent`` (a higher PriorityTier) takes the lent replica's
+CPUs: Slurm signals the replica, which drains and ends within the grace
+time, and its replacement starts on the service's other stack. Not one
+request fails. A lent function pool loses its worker the same way, and
+every task still comes back right.
 """
 
 from __future__ import annotations
@@ -12,13 +15,20 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import cloudpickle  # type: ignore[import-untyped]
+
+from aifactory.functions import Executor
+
 from .load import SteadyLoad
 from .server import Server, start_server
 from .test_slurm import client_for, our_jobs, pytestmark  # noqa: F401 (skip without Slurm)
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 SPEC = """
 name: lendchat
@@ -58,12 +68,14 @@ def _submit_urgent(node: str) -> str:
     ).stdout.strip()  # fmt: skip
 
 
-def _follow_until_gone(srv: Server, replica_id: str) -> tuple[dict[str, Any], list[str]]:
+def _follow_until_gone(
+    srv: Server, replica_id: str, service: str = "lendchat"
+) -> tuple[dict[str, Any], list[str]]:
     """The replica's last row and the states it went through, until gone (or 60 s)."""
     states: list[str] = []
     deadline = time.monotonic() + 60
     while True:
-        replicas = srv.admin.get("/api/services/lendchat/replicas").json()["replicas"]
+        replicas = srv.admin.get(f"/api/services/{service}/replicas").json()["replicas"]
         row = next(r for r in replicas if r["id"] == replica_id)
         if not states or states[-1] != row["state"]:
             states.append(row["state"])
@@ -73,10 +85,11 @@ def _follow_until_gone(srv: Server, replica_id: str) -> tuple[dict[str, Any], li
 
 
 def test_an_urgent_job_preempts_a_lent_replica_and_no_request_fails(tmp_path: Path) -> None:
-    srv = start_server(
-        tmp_path / "lend", default_backend="slurm", slurm_lend_partition="lend",
-        slurm_lend_grace_s="20", local_cpus="2",
-    )  # fmt: skip
+    settings = {
+        "default_backend": "slurm", "slurm_lend_partition": "lend", "slurm_lend_grace_s": "20",
+        "local_cpus": "2",
+    }  # fmt: skip
+    srv = start_server(tmp_path / "lend", **settings)
     urgent = ""
     try:
         srv.deploy(SPEC)
@@ -84,6 +97,14 @@ def test_an_urgent_job_preempts_a_lent_replica_and_no_request_fails(tmp_path: Pa
         replicas = srv.admin.get("/api/services/lendchat/replicas").json()["replicas"]
         (lent,) = [r for r in replicas if r["backend"] == "slurm" and r["state"] == "ready"]
         assert _job(lent["handle"])["partition"] == "lend"
+
+        # A restarted control plane still knows the replica is lent (its drain token).
+        srv.process.kill()
+        srv.process.wait()
+        srv = start_server(tmp_path / "lend", port=int(srv.url.rsplit(":", 1)[1]), **settings)
+        srv.wait_ready("lendchat", count=2, timeout_s=180)
+        replicas = srv.admin.get("/api/services/lendchat/replicas").json()["replicas"]
+        assert any(r["id"] == lent["id"] and r["state"] == "ready" for r in replicas), replicas
         with SteadyLoad(client_for(srv, "lender"), "lendchat-model", threads=3) as load:
             load.wait_served(8)  # the load is steady first
             urgent = _submit_urgent(lent["node"])
@@ -123,6 +144,60 @@ def test_an_urgent_job_preempts_a_lent_replica_and_no_request_fails(tmp_path: Pa
         usage = json.loads(srv.cli("usage", "--by", "kind", "--format", "json").stdout)
         lent_rows = [r for r in usage if r["kind"] == "lent-allocation"]
         assert lent_rows and lent_rows[0]["node_hours"] > 0, usage
+    finally:
+        if urgent:
+            subprocess.run(["scancel", urgent], check=False)
+        srv.stop()
+    assert our_jobs(srv.data_dir) == {}
+
+
+POOL_SPEC = """
+kind: FunctionPool
+name: lentpool
+workers: 2
+allocations: {min: 1, max: 1}
+resources: {cpus: 1, memory_gib: 1}
+slurm: {lend: true}
+"""
+
+
+def slow_square(x: int) -> int:
+    time.sleep(0.3)
+    return x * x
+
+
+def test_a_preempted_lent_pool_worker_drains_and_every_task_comes_back(tmp_path: Path) -> None:
+    srv = start_server(
+        tmp_path / "lendpool", default_backend="slurm", slurm_lend_partition="lend",
+        slurm_lend_grace_s="20", functions_heartbeat_s="0.5",
+    )  # fmt: skip
+    urgent = ""
+    try:
+        srv.deploy(POOL_SPEC)
+        srv.wait_ready("lentpool", timeout_s=120)
+        (worker,) = srv.admin.get("/api/services/lentpool/replicas").json()["replicas"]
+        assert _job(worker["handle"])["partition"] == "lend"
+        broker = srv.admin.get("/v1/functions/pools/lentpool").json()["broker"]
+        with Executor(broker, "lentpool", api_key=srv.admin_key, timeout_s=120) as ex:
+            futures = [ex.submit(slow_square, x) for x in range(60)]
+            while sum(f.done() for f in futures) < 6:
+                time.sleep(0.1)
+            urgent = _submit_urgent(worker["node"])
+            results = [f.result(timeout=120) for f in futures]
+        assert results == [x * x for x in range(60)]
+        row, _states = _follow_until_gone(srv, worker["id"], "lentpool")
+        assert row["state"] == "gone" and "preempted" in row["reason"], row
+        log = Path(row["log"]).read_text()
+        drained = re.search(r"drained in ([\d.]+)s \((\d+) in flight\)", log)
+        assert drained and drained.group(2) == "0", log[-2000:]
+        # Its running tasks finished there: none had to be moved to the replacement.
+        server_log = (srv.data_dir / "server.out").read_text()
+        assert "said goodbye; requeueing 0 tasks" in server_log, srv.log_tail()
+        assert not re.search(r"said goodbye; requeueing [1-9]", server_log), srv.log_tail()
+        replicas = srv.admin.get("/api/services/lentpool/replicas").json()["replicas"]
+        (replacement,) = [r for r in replicas if r["state"] == "ready"]
+        assert replacement["node"] != worker["node"]
+        print(f"\nlent pool: worker drained in {drained.group(1)}s; 60 of 60 tasks right")
     finally:
         if urgent:
             subprocess.run(["scancel", urgent], check=False)

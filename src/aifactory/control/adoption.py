@@ -79,6 +79,8 @@ async def adopt(reconciler: Reconciler, store: Store, fleet: Fleet, also_check: 
                 handle=row.handle,
                 base_url=f"http://{row.host}:{row.port}" if row.host else "",
                 token_hash=row.token_hash,
+                lent=bool(row.drain_token_hash),
+                drain_token_hash=row.drain_token_hash,
                 log_path=row.log_path,
                 ends_at=status.ends_at,
                 node=status.node,

@@ -337,6 +337,7 @@ class Reconciler:
             state=ReplicaState.SUBMITTED.value,
             handle=replica.handle,
             token_hash=replica.token_hash,
+            drain_token_hash=replica.drain_token_hash,
             log_path=str(request.log_path),
         )
         logger.info("replica %s: submitted to %s as %s", replica_id, backend.name, replica.handle)

@@ -28,6 +28,7 @@ import sys
 import time
 import uuid
 from collections import deque
+from multiprocessing import resource_tracker
 from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
 
@@ -145,6 +146,7 @@ class WorkerManager:
                 return 0 if registered is False else 3
             self._poller.register(sock, zmq.POLLIN)
             self._poller.register(wake_r, zmq.POLLIN)
+            _start_resource_tracker()
             for index in range(self.processes):
                 self._start_child(index)
             self._serve(wake_r)
@@ -309,6 +311,20 @@ class WorkerManager:
         unstarted = [task[0] for task in self._local]
         self._socket.send(p.pack_ids(p.GOODBYE, unstarted))
         logger.info("stopping; %d unstarted tasks handed back", len(unstarted))
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker now, keeping this process's signal mask.
+
+    A lent worker starts with SIGTERM blocked (its launcher's shield: Slurm
+    signals every process of a preempted job, and running tasks must finish
+    within the grace time). Starting the tracker unblocks SIGINT and SIGTERM
+    (CPython's ``resource_tracker.ensure_running``); started first and the
+    mask put back, the task processes spawned next inherit the shield too.
+    """
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def main(argv: list[str] | None = None) -> int:
