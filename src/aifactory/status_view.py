@@ -37,4 +37,14 @@ def render_status(status: dict[str, Any]) -> Group:
             when = time.strftime("%H:%M:%S", time.localtime(d["at"]))
             table.add_row(when, str(d["from"]), str(d["to"]), d["reason"])
         parts.append(table)
+    if status.get("bursts"):
+        table = Table("when", "went to", "start estimates", title="recent burst replicas")
+        for b in status["bursts"][-8:]:
+            when = time.strftime("%H:%M:%S", time.localtime(b["at"]))
+            estimates = ", ".join(
+                f"{stack} {'cannot tell' if s is None else f'{s:.0f} s'}"
+                for stack, s in b["start_estimates_s"].items()
+            )
+            table.add_row(when, b["stack"], estimates)
+        parts.append(table)
     return Group(*parts)

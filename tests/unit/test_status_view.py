@@ -1,0 +1,38 @@
+"""`aif status` shows where burst replicas went and what each stack estimated."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from aifactory.status_view import render_status
+
+
+def test_burst_decisions_are_shown_with_each_stacks_estimate() -> None:
+    status = {
+        "name": "chat",
+        "backend": "slurm+kubernetes",
+        "replicas": {"min": 1, "max": 3, "wanted": 2, "ready": 1, "by_state": {"ready": 1}},
+        "in_flight": 2,
+        "queue": {"length": 0, "limit": 64, "oldest_wait_s": 0},
+        "waiting_on": "",
+        "starting": [],
+        "scaling": [{"at": 0.0, "from": 1, "to": 2, "reason": "load 2 > 1 per replica x 1"}],
+        "bursts": [
+            {
+                "at": 0.0,
+                "stack": "kubernetes",
+                "start_estimates_s": {"slurm": 1799.4, "kubernetes": 0},
+            },
+            {
+                "at": 1.0,
+                "stack": "slurm",
+                "start_estimates_s": {"slurm": 1795.0, "kubernetes": None},
+            },
+        ],
+    }
+    console = Console(width=160, record=True)
+    console.print(render_status(status))
+    text = console.export_text()
+    assert "recent burst replicas" in text
+    assert "slurm 1799 s, kubernetes 0 s" in text
+    assert "slurm 1795 s, kubernetes cannot tell" in text
