@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -58,22 +59,27 @@ def namespace(cluster: None) -> Iterator[str]:
     kubectl("delete", "namespace", name, "--wait=false")
 
 
-@pytest.fixture(scope="module")
-def srv(namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def k8s_settings(namespace: str, port: int) -> dict[str, str]:
+    """Settings of a control plane whose replicas run as Pods in ``namespace``."""
     node_ip = kubectl(
         "get", "node", NODE, "-o", 'jsonpath={.status.addresses[?(@.type=="InternalIP")].address}'
     )
+    return {
+        # Pods reach the control plane on the node's IP, not on loopback.
+        "host": "0.0.0.0",
+        "public_url": f"http://{node_ip}:{port}",
+        "kubeconfig": str(KUBECONFIG),
+        "kubernetes_namespace": namespace,
+        "kubernetes_image": IMAGE,
+        "kubernetes_host_paths": json.dumps([sys.prefix, str(REPO / "src")]),
+    }
+
+
+@pytest.fixture(scope="module")
+def srv(namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     server = start_server(
-        tmp_path_factory.mktemp("k8s"),
-        port=port,
-        # Pods reach the control plane on the node's IP, not on loopback.
-        host="0.0.0.0",
-        public_url=f"http://{node_ip}:{port}",
-        kubeconfig=str(KUBECONFIG),
-        kubernetes_namespace=namespace,
-        kubernetes_image=IMAGE,
-        kubernetes_host_paths=json.dumps([sys.prefix, str(REPO / "src")]),
+        tmp_path_factory.mktemp("k8s"), port=port, **k8s_settings(namespace, port)
     )
     yield server
     assert server.stop() in (0, -signal.SIGTERM), server.log_tail()
@@ -240,7 +246,13 @@ def fill_slurm() -> list[str]:
 def fill_node(namespace: str) -> None:
     """A Pod that requests all the CPU the node has left: nothing else fits there."""
     node = json.loads(kubectl("get", "node", NODE, "-o", "json"))
-    pods = json.loads(kubectl("get", "pods", "-A", "-o", "json"))["items"]
+    deadline = time.monotonic() + 90
+    while True:  # Pods still terminating hold their requests until they are gone.
+        pods = json.loads(kubectl("get", "pods", "-A", "-o", "json"))["items"]
+        if not any(p["metadata"].get("deletionTimestamp") for p in pods):
+            break
+        assert time.monotonic() < deadline, "pods kept terminating on the node"
+        time.sleep(0.5)
     used = sum(
         millicores(c["resources"].get("requests", {}).get("cpu", "0"))
         for p in pods
@@ -339,3 +351,46 @@ def test_bursts_go_to_the_stack_that_starts_them_soonest(srv: Server, namespace:
             subprocess.run(["scancel", *blockers], check=False)
         kubectl("delete", "pod", "filler", "-n", namespace, "--wait=false", check=False)
         srv.admin.delete("/api/services/burst")
+
+
+def test_a_killed_control_plane_adopts_its_pod_and_serves_on(
+    namespace: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = k8s_settings(namespace, port)
+    first = start_server(tmp_path / "adopt", port=port, **settings)
+    spec = SPEC.replace(SERVICE, "kadopt").replace("smollm2-k8s", "smollm2-adopt")
+    again: Server | None = None
+    try:
+        first.deploy(spec)
+        first.wait_ready("kadopt", timeout_s=300)
+        (pod,) = labelled("pods", namespace, "kadopt")
+        (replica,) = first.admin.get("/api/services/kadopt/replicas").json()["replicas"]
+        first.process.kill()
+        first.process.wait()
+
+        again = start_server(tmp_path / "adopt", port=port, **settings)
+        again.wait_ready("kadopt", timeout_s=60)
+        (adopted,) = [
+            r
+            for r in again.admin.get("/api/services/kadopt/replicas").json()["replicas"]
+            if r["state"] == "ready"
+        ]
+        assert adopted["id"] == replica["id"] and adopted["handle"] == replica["handle"]
+        (still,) = labelled("pods", namespace, "kadopt")
+        assert still["metadata"]["uid"] == pod["metadata"]["uid"], "the same Pod, not a new one"
+        client = OpenAI(base_url=f"{again.url}/v1", api_key=again.admin_key, max_retries=0)
+        reply = client.chat.completions.create(
+            model="smollm2-adopt", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+        )
+        assert reply.choices[0].message.content
+        assert again.admin.delete("/api/services/kadopt").status_code == 202
+        deadline = time.monotonic() + 90
+        while labelled("pods", namespace, "kadopt") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert labelled("pods", namespace, "kadopt") == []
+    finally:
+        if again is not None:
+            again.stop()
+        elif first.process.poll() is None:
+            first.stop()
