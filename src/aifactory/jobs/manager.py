@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from aifactory.backends import AllocationState, JobTask, SiteDefaults, SlurmJobRunner
 from aifactory.config import Settings
-from aifactory.errors import BackendError, BadRequest, NotFound
+from aifactory.errors import BackendError, BadRequest, ConfigError, NotFound
 from aifactory.jobs.script import JobScriptContext, render_batch_script
 from aifactory.specs import Job, load_job
 from aifactory.store import JobRow, Store
@@ -148,7 +148,7 @@ class JobsManager:
                 slurm_id = await self.kubernetes.submit(job, job_id)
             else:
                 slurm_id = await self.runner.submit(text)
-        except BackendError as exc:
+        except (BackendError, ConfigError) as exc:
             raise BadRequest(exc.message, exc.fix) from exc
         await asyncio.to_thread(
             self.store.add_job,
@@ -299,7 +299,7 @@ class JobsManager:
             return row
         try:
             tasks = await self._tasks(row)
-        except BackendError as exc:
+        except (BackendError, ConfigError) as exc:
             logger.warning("job %s: %s did not answer: %s", row.id, row.backend, exc)
             return row
         return await self._record(row, tasks)
