@@ -44,7 +44,7 @@ def _client() -> AdminClient:
 
 def run(
     command: Annotated[list[str], typer.Argument(help="The command and its arguments.")],
-    backend: Annotated[str, typer.Option(help="Where to run it.")] = "slurm",
+    backend: Annotated[str, typer.Option(help="Where to run it: slurm or kubernetes.")] = "slurm",
     nodes: Annotated[int, typer.Option(min=1, help="How many nodes.")] = 1,
     tasks_per_node: Annotated[int, typer.Option(min=1, help="Tasks (srun) per node.")] = 1,
     cpus: Annotated[int, typer.Option(min=1, help="CPUs per task.")] = 1,
@@ -61,7 +61,7 @@ def run(
         bool, typer.Option(help="Follow the job, print its log, exit with its code.")
     ] = True,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the batch script, submit nothing.")
+        bool, typer.Option("--dry-run", help="Print the script or manifests; submit nothing.")
     ] = False,
 ) -> None:
     """Run a command as a batch job: `aifactory run --nodes 2 -- hostname`."""
@@ -74,7 +74,8 @@ def run(
         "resources": {"cpus": cpus, "memory_gib": mem_gib, "gpus": gpus},
         "backend": backend,
     }
-    workdir = _cwd()
+    # A pod's file system is its image's: the current folder means nothing there.
+    workdir = _cwd() if backend == "slurm" else None
     if workdir:
         document["workdir"] = workdir
     if time_limit:
@@ -99,7 +100,7 @@ def jobs_submit(
     spec: Annotated[Path, typer.Argument(help="Job spec (YAML).", exists=True, dir_okay=False)],
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the batch script, submit nothing.")
+        bool, typer.Option("--dry-run", help="Print the script or manifests; submit nothing.")
     ] = False,
 ) -> None:
     """Submit a job from a YAML spec (`kind: Job`)."""
@@ -132,7 +133,7 @@ def jobs_ls(
 def jobs_show(id_or_name: Annotated[str, typer.Argument(help="Job id or name.")]) -> None:
     """Show a job: state, exit code, nodes and each array task."""
     job = _client().json("GET", f"/api/jobs/{id_or_name}")
-    console.print(f"[bold]{job['id']}[/bold] (Slurm job {job['slurm_job_id']}): {_line(job)}")
+    console.print(f"[bold]{job['id']}[/bold] ({_scheduler_id(job)}): {_line(job)}")
     console.print(f"command: {shlex.join(job['command'])}", highlight=False)
     console.print(f"logs:    {job['log_dir']}", highlight=False)
     if job["array"] or len(job["tasks"]) > 1:
@@ -180,7 +181,7 @@ def _submit(body: bytes, origin: str, wait: bool, dry_run: bool) -> None:
         console.out(script, highlight=False)
         return
     job = client.json("POST", "/api/jobs", content=body, headers=headers)
-    console.print(f"job [bold]{job['id']}[/bold] submitted as Slurm job {job['slurm_job_id']}")
+    console.print(f"job [bold]{job['id']}[/bold] submitted as {_scheduler_id(job)}")
     if wait:
         raise typer.Exit(_follow(client, job["id"]))
 
@@ -207,6 +208,13 @@ def _follow(client: AdminClient, job_id: str) -> int:
     if job["state"] == "completed":
         return int(job["exit_code"] or 0)
     return int(job["exit_code"] or 1)
+
+
+def _scheduler_id(job: dict[str, Any]) -> str:
+    """``Slurm job 4711`` or ``Kubernetes job set train-0a1b2c`` (its Jobs' name prefix)."""
+    if job["backend"] == "kubernetes":
+        return f"Kubernetes job set {job['slurm_job_id']}"
+    return f"Slurm job {job['slurm_job_id']}"
 
 
 def _line(job: dict[str, Any]) -> str:

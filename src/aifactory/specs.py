@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import yaml
@@ -24,6 +25,7 @@ __all__ = [
     "FunctionPool",
     "HealthCheck",
     "Job",
+    "KubernetesJobOptions",
     "KubernetesOptions",
     "ModelName",
     "Replicas",
@@ -32,6 +34,7 @@ __all__ = [
     "SlurmOptions",
     "StackShare",
     "Toleration",
+    "expand_indexes",
     "load_deployable",
     "load_job",
     "load_service",
@@ -375,6 +378,19 @@ class KubernetesOptions(_Spec):
         return selector
 
 
+# A container image reference: [registry/]path[:tag][@digest], no spaces or quotes.
+IMAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,511}$"
+
+
+class KubernetesJobOptions(KubernetesOptions):
+    """Where a batch job's pods may run on Kubernetes, and from which image.
+
+    ``image`` defaults to the operator's ``kubernetes_image`` setting.
+    """
+
+    image: str | None = Field(default=None, pattern=IMAGE_PATTERN)
+
+
 class StackShare(_Spec):
     """A stack a service's replicas may run on, and how many run there at least."""
 
@@ -659,6 +675,22 @@ JOB_ARRAY_PATTERN = (
     r"^\d{1,7}(-\d{1,7}(:\d{1,7})?)?(,\d{1,7}(-\d{1,7}(:\d{1,7})?)?){0,63}(%\d{1,5})?$"
 )
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The most pods one Kubernetes job may ask for (one batch/v1 Job each).
+KUBERNETES_MAX_TASKS = 1000
+
+
+def _index_ranges(indexes: str) -> Iterator[range]:
+    for part in indexes.split("%")[0].split(","):
+        match = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part.strip())
+        if match is not None:
+            first = int(match.group(1))
+            last = int(match.group(2) or first)
+            yield range(first, last + 1, max(int(match.group(3) or 1), 1))
+
+
+def expand_indexes(indexes: str) -> list[int]:
+    """``"2-5,7"`` or ``"0-15:2%4"`` -> the task indexes it names (the ``%N`` limit dropped)."""
+    return [index for indexes_range in _index_ranges(indexes) for index in indexes_range]
 
 
 class Job(_Spec):
@@ -667,6 +699,9 @@ class Job(_Spec):
     ``resources.cpus`` is per task, ``resources.memory_gib`` and
     ``resources.gpus`` are per node. With more than one node or task the
     command is started by ``srun`` on every task; otherwise it runs directly.
+    On Kubernetes each node (or array task) is one pod running the command,
+    which rules out what only Slurm does (``tasks_per_node``, ``%N`` limits,
+    arrays of multi-node jobs, ``slurm:`` options).
     """
 
     kind: Literal["Job"] = "Job"
@@ -679,8 +714,9 @@ class Job(_Spec):
     time_limit_s: float | None = Field(default=None, alias="time_limit", gt=0)
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = None
-    backend: Literal["slurm"] = "slurm"
+    backend: Literal["slurm", "kubernetes"] = "slurm"
     slurm: SlurmOptions = SlurmOptions()
+    kubernetes: KubernetesJobOptions = KubernetesJobOptions()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -733,6 +769,49 @@ class Job(_Spec):
         if any(ord(c) < 32 or c == "\x7f" for c in value):
             raise ValueError(f"workdir {value!r} may not contain control characters")
         return value
+
+    @model_validator(mode="after")
+    def _fits_its_backend(self) -> Job:
+        if self.backend == "slurm":
+            if self.kubernetes != KubernetesJobOptions():
+                raise ValueError("`kubernetes:` applies to backend: kubernetes; remove it")
+            return self
+        refusals = (
+            (self.slurm != SlurmOptions(), "`slurm:` applies to backend: slurm; remove it"),
+            (
+                self.tasks_per_node > 1,
+                "tasks_per_node > 1 needs srun (backend: slurm); on Kubernetes each node "
+                "runs the command once, so start several processes in `command` instead",
+            ),
+            (
+                self.array is not None and self.nodes > 1,
+                "an array of multi-node jobs needs backend: slurm; on Kubernetes use "
+                "`array` or `nodes`, not both",
+            ),
+            (
+                self.array is not None and "%" in self.array,
+                "a '%N' limit on running array tasks needs backend: slurm; remove it "
+                "(the cluster's quota limits how many pods run at once)",
+            ),
+            (
+                self._task_count() > KUBERNETES_MAX_TASKS,
+                f"backend: kubernetes runs at most {KUBERNETES_MAX_TASKS} pods per job; "
+                "split the job or use backend: slurm",
+            ),
+        )
+        for refused, message in refusals:
+            if refused:
+                raise ValueError(message)
+        return self
+
+    def _task_count(self) -> int:
+        # Counted without listing them: an array may name millions.
+        return sum(map(len, _index_ranges(self.array))) if self.array else self.nodes
+
+    @property
+    def task_indexes(self) -> list[int]:
+        """The array indexes, else one index per node (``[0]`` for a plain job)."""
+        return sorted(set(expand_indexes(self.array))) if self.array else list(range(self.nodes))
 
     @property
     def parallel(self) -> bool:

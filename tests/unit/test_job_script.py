@@ -164,7 +164,7 @@ def test_hostile_command_env_and_workdir_stay_quoted(value: str, tmp_path: Path)
         ("command", []),
         ("nodes", 0),
         ("time_limit", "soon"),
-        ("backend", "kubernetes"),
+        ("backend", "nomad"),
         ("surprise", 1),
     ],
 )

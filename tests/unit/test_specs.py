@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,44 @@ def test_bad_duration_is_explained() -> None:
 def test_document_round_trip() -> None:
     service = load_service(MINIMAL + "time_limit: 1h\n")
     assert load_service(service.to_document()) == service
+
+
+def test_a_job_may_run_on_kubernetes_with_its_options() -> None:
+    job = load_job(
+        {
+            "name": "k",
+            "command": "true",
+            "backend": "kubernetes",
+            "nodes": 3,
+            "kubernetes": {"image": "localhost/busybox:aifactory", "nodeSelector": {"a": "b"}},
+        }
+    )
+    assert job.task_indexes == [0, 1, 2]
+    assert job.kubernetes.image == "localhost/busybox:aifactory"
+    assert load_job(job.to_document()) == job
+    assert load_job({"name": "a", "command": "true", "array": "4-8:2,1%2"}).task_indexes == [
+        1,
+        4,
+        6,
+        8,
+    ]
+
+
+@pytest.mark.parametrize(
+    "fields,named",
+    [
+        ({"slurm": {"partition": "debug"}}, "`slurm:` applies to backend: slurm"),
+        ({"tasks_per_node": 2}, "tasks_per_node > 1 needs srun"),
+        ({"nodes": 2, "array": "0-1"}, "use `array` or `nodes`, not both"),
+        ({"array": "0-9%2"}, "'%N' limit"),
+        ({"array": "0-9999999"}, "at most 1000 pods"),
+        ({"kubernetes": {"image": "a b"}}, "kubernetes.image"),
+        ({"backend": "slurm", "kubernetes": {"image": "x"}}, "`kubernetes:` applies to backend"),
+    ],
+)
+def test_what_kubernetes_cannot_do_is_refused_with_the_fix(
+    fields: dict[str, object], named: str
+) -> None:
+    document = {"name": "k", "command": "true", "backend": "kubernetes", **fields}
+    with pytest.raises(SpecError, match=re.escape(named)):
+        load_job(document)

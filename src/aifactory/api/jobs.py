@@ -52,7 +52,10 @@ class JobsAPI:
         return JSONResponse({"jobs": await self._jobs.jobs(limit)})
 
     async def submit(self, request: Request) -> Response:
-        """POST /api/jobs with a YAML or JSON Job spec; ``?dry_run=1`` returns the script."""
+        """POST /api/jobs with a YAML or JSON Job spec; ``?dry_run=1`` returns what it would send.
+
+        That is the batch script on Slurm, the Job manifests on Kubernetes.
+        """
         principal = await self._admin(request)
         body = await request.body()
         if len(body) > _MAX_SPEC_BYTES:
@@ -83,7 +86,7 @@ class JobsAPI:
         return PlainTextResponse(text)
 
     async def cancel(self, request: Request) -> Response:
-        """DELETE /api/jobs/{id}: scancel every task of the job."""
+        """DELETE /api/jobs/{id}: cancel every task of the job (scancel, or delete its Jobs)."""
         await self._admin(request)
         return JSONResponse(await self._jobs.cancel(request.path_params["job_id"]), 202)
 

@@ -1,23 +1,28 @@
 """Where replicas run: one interface, three stacks.
 
 Backends are imported only when chosen, so optional clients (Kubernetes)
-stay optional. Nothing outside this package imports a concrete backend.
+stay optional: ``KubernetesJobRunner`` too is imported when first named.
+Nothing outside this package imports a concrete backend.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aifactory.backends.base import (
     AllocationRequest,
     AllocationState,
     AllocationStatus,
     Backend,
+    JobTask,
 )
-from aifactory.backends.slurm_jobs import JobTask, SlurmJobRunner
+from aifactory.backends.slurm_jobs import SlurmJobRunner
 from aifactory.backends.slurm_script import SiteDefaults, sbatch_directive
 from aifactory.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aifactory.backends.kubernetes_jobs import KubernetesJobRunner
 
 __all__ = [
     "AllocationRequest",
@@ -25,6 +30,7 @@ __all__ = [
     "AllocationStatus",
     "Backend",
     "JobTask",
+    "KubernetesJobRunner",
     "SiteDefaults",
     "SlurmJobRunner",
     "load_backend",
@@ -54,3 +60,10 @@ def load_backend(name: str, **options: Any) -> Backend:
     backend_class = getattr(importlib.import_module(module_name), class_name)
     backend: Backend = backend_class(**options)
     return backend
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, with the Kubernetes client it needs.
+    if name == "KubernetesJobRunner":
+        return importlib.import_module("aifactory.backends.kubernetes_jobs").KubernetesJobRunner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

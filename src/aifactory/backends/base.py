@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from aifactory.specs import KubernetesOptions, Resources, SlurmOptions
 
@@ -53,6 +53,61 @@ _FINISHED = {
     AllocationState.TIMEOUT,
     AllocationState.PREEMPTED,
 }
+
+
+@dataclass(frozen=True)
+class JobTask:
+    """One task of a batch job (the whole job when it is not an array).
+
+    On Kubernetes a task is one batch/v1 Job (one pod): the fields named
+    ``slurm_*`` keep their names for the jobs API and hold the Kubernetes
+    Job's name and its word for the state (a condition or a pod phase).
+
+    Attributes:
+        task: The array index (on Kubernetes also the node index of a
+            multi-node job), or None for a job with one task.
+        slurm_job_id: Slurm's own id of this task's job record.
+        state: Where it stands, in the shared words.
+        slurm_state: Slurm's word for it (``PENDING``, ``NODE_FAIL``…).
+        reason: Why it waits or how it ended, in plain words.
+        exit_code: The exit code once finished (0 when killed by a signal).
+        signal: The signal that killed it, if any.
+        nodes: The node list (``n[1-2]``).
+        started_at: Unix time it started, when it did.
+        ended_at: Unix time it ended, when it did.
+    """
+
+    task: int | None
+    slurm_job_id: str
+    state: AllocationState
+    slurm_state: str
+    reason: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    nodes: str = ""
+    started_at: float | None = None
+    ended_at: float | None = None
+
+    def cancelled(self, at: float) -> JobTask:
+        """This task as cancelled at Unix time ``at``, unless it had already ended."""
+        if self.state.finished:
+            return self
+        return replace(self, state=AllocationState.CANCELLED, reason="cancelled", ended_at=at)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The task as plain JSON values."""
+        return {
+            "task": self.task,
+            "slurm_job_id": self.slurm_job_id,
+            "state": self.state.value,
+            "slurm_state": self.slurm_state,
+            "reason": self.reason,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "nodes": self.nodes,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+        }
 
 
 @dataclass(frozen=True)

@@ -210,8 +210,8 @@ class KubernetesBackend:
             self._watch.stop()
             self._watch = None
         if self._api_client is not None:
-            api_client, self._api_client = self._api_client, None
-            await asyncio.to_thread(api_client.close)
+            closing, self._api_client = self._api_client, None
+            await asyncio.to_thread(closing.close)
 
     # ------------------------------------------------------------- beyond the protocol
 
@@ -264,7 +264,7 @@ class KubernetesBackend:
     def core(self) -> client.CoreV1Api:
         """The CoreV1 API client, made on first use."""
         if self._api_client is None:
-            self._api_client = _api_client(self.kubeconfig)
+            self._api_client = api_client(self.kubeconfig)
         return client.CoreV1Api(self._api_client)
 
     # ------------------------------------------------------------- helpers
@@ -315,19 +315,10 @@ class KubernetesBackend:
             ApiException: when the server answered with an error.
             BackendError: when the server could not be reached.
         """
-
-        def call() -> Any:
-            response = method(
-                *args, _preload_content=False, _request_timeout=self.request_timeout_s, **kwargs
-            )
-            return json.loads(response.data) if response.data else None
-
-        try:
-            return await asyncio.to_thread(call)
-        except urllib3.exceptions.HTTPError as exc:
-            raise BackendError(
-                f"cannot reach the Kubernetes API server: {exc}", fix=self._reach_fix()
-            ) from exc
+        data = await call_api(
+            method, *args, timeout_s=self.request_timeout_s, fix=self._reach_fix(), **kwargs
+        )
+        return json.loads(data) if data else None
 
     async def _is_ours(self, name: str, replica_id: str) -> bool:
         try:
@@ -341,7 +332,7 @@ class KubernetesBackend:
         )
 
     def _refused(self, name: str, exc: ApiException) -> BackendError:
-        message = _api_message(exc)
+        message = api_message(exc)
         if exc.status == 403 and "exceeded quota" in message:
             return CapacityExceeded(
                 f"pod {name}: the namespace {self.namespace!r} is out of quota: {message}",
@@ -354,8 +345,7 @@ class KubernetesBackend:
         )
 
     def _reach_fix(self) -> str:
-        where = f"the kubeconfig {self.kubeconfig}" if self.kubeconfig else "AIFACTORY_KUBECONFIG"
-        return f"check that the API server runs and {where} points at it"
+        return reach_fix(self.kubeconfig)
 
 
 def _mark_cancelled(pod: dict[str, Any]) -> bool:
@@ -370,14 +360,41 @@ def _mark_cancelled(pod: dict[str, Any]) -> bool:
     return True
 
 
-def _api_message(exc: ApiException) -> str:
+async def call_api(
+    method: Callable[..., Any], *args: Any, timeout_s: float, fix: str, **kwargs: Any
+) -> bytes:
+    """One client call in a thread; the body the server sent, undecoded.
+
+    Raises:
+        ApiException: when the server answered with an error.
+        BackendError: when the server could not be reached (``fix`` says what to check).
+    """
+
+    def call() -> bytes:
+        response = method(*args, _preload_content=False, _request_timeout=timeout_s, **kwargs)
+        return bytes(response.data or b"")
+
+    try:
+        return await asyncio.to_thread(call)
+    except urllib3.exceptions.HTTPError as exc:
+        raise BackendError(f"cannot reach the Kubernetes API server: {exc}", fix=fix) from exc
+
+
+def reach_fix(kubeconfig: Path | None) -> str:
+    """What to check when the API server cannot be reached."""
+    where = f"the kubeconfig {kubeconfig}" if kubeconfig else "AIFACTORY_KUBECONFIG"
+    return f"check that the API server runs and {where} points at it"
+
+
+def api_message(exc: ApiException) -> str:
+    """The message of an API server's error answer (its reason when it has none)."""
     try:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)
     except (ValueError, AttributeError):
         return str(exc.reason)
 
 
-def _api_client(kubeconfig: Path | None) -> client.ApiClient:
+def api_client(kubeconfig: Path | None) -> client.ApiClient:
     """A client from the kubeconfig, else in-cluster, else the default kubeconfig.
 
     Raises:

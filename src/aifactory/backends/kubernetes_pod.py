@@ -35,7 +35,7 @@ from typing import Any
 
 from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
 from aifactory.errors import BackendError
-from aifactory.specs import DNS_LABEL, DNS_SUBDOMAIN, LABEL_VALUE
+from aifactory.specs import DNS_LABEL, DNS_SUBDOMAIN, LABEL_VALUE, KubernetesOptions, Resources
 
 logger = logging.getLogger(__name__)
 
@@ -113,14 +113,11 @@ def labels(instance: str, service: str, replica_id: str) -> dict[str, str]:
     return {INSTANCE_LABEL: instance, SERVICE_LABEL: service, REPLICA_LABEL: replica_id}
 
 
-def resources(request: AllocationRequest) -> dict[str, str]:
+def resources(needs: Resources) -> dict[str, str]:
     """CPU, memory and GPUs, as both requests and limits (a Guaranteed pod)."""
-    amounts = {
-        "cpu": str(request.resources.cpus),
-        "memory": f"{math.ceil(request.resources.memory_gib * 1024)}Mi",
-    }
-    if request.resources.gpus:
-        amounts[GPU_RESOURCE] = str(request.resources.gpus)
+    amounts = {"cpu": str(needs.cpus), "memory": f"{math.ceil(needs.memory_gib * 1024)}Mi"}
+    if needs.gpus:
+        amounts[GPU_RESOURCE] = str(needs.gpus)
     return amounts
 
 
@@ -140,17 +137,17 @@ def render_pod(
     """
     if not request.argv:
         raise BackendError(f"replica {request.replica_id} has an empty command.")
-    amounts = resources(request)
+    amounts = resources(request.resources)
     name = pod_name(instance, request.replica_id)
-    volumes, mounts = _volumes(name, host_paths, request.secret_files)
+    pod_volumes, mounts = volumes(name, host_paths, request.secret_files)
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image,
         # No registry to pull from on the dev cluster; a site's nodes may still pull.
         "imagePullPolicy": "IfNotPresent",
-        "command": [arg if arg == POD_IP else _literal(arg) for arg in request.argv],
+        "command": [arg if arg == POD_IP else literal(arg) for arg in request.argv],
         "env": [
-            *({"name": k, "value": _literal(v)} for k, v in sorted(request.env.items())),
+            *({"name": k, "value": literal(v)} for k, v in sorted(request.env.items())),
             {
                 "name": POD_IP_VARIABLE,
                 "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
@@ -168,17 +165,11 @@ def render_pod(
         "automountServiceAccountToken": False,
         "containers": [container],
     }
-    if volumes:
-        spec["volumes"] = volumes
+    if pod_volumes:
+        spec["volumes"] = pod_volumes
     if request.time_limit_s is not None:
         spec["activeDeadlineSeconds"] = max(1, math.ceil(request.time_limit_s))
-    options = request.kubernetes
-    if options.node_selector:
-        spec["nodeSelector"] = dict(options.node_selector)
-    if options.tolerations:
-        spec["tolerations"] = [
-            t.model_dump(by_alias=True, exclude_defaults=True) for t in options.tolerations
-        ]
+    spec.update(placement(request.kubernetes))
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -191,7 +182,19 @@ def render_pod(
     }
 
 
-def _volumes(
+def placement(options: KubernetesOptions) -> dict[str, Any]:
+    """The pod spec's ``nodeSelector`` and ``tolerations``, where the options set them."""
+    spec: dict[str, Any] = {}
+    if options.node_selector:
+        spec["nodeSelector"] = dict(options.node_selector)
+    if options.tolerations:
+        spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_defaults=True) for t in options.tolerations
+        ]
+    return spec
+
+
+def volumes(
     name: str, host_paths: tuple[Path, ...], secret_files: tuple[Path, ...]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The Pod's volumes and the container's mounts: host paths, then the secrets.
@@ -236,7 +239,7 @@ def render_secret(pod: dict[str, Any], contents: dict[str, bytes]) -> dict[str, 
     }
 
 
-def _literal(value: str) -> str:
+def literal(value: str) -> str:
     """``value`` escaped so the kubelet's ``$(NAME)`` expansion leaves it as it is."""
     return value.replace("$", "$$")
 
@@ -335,7 +338,8 @@ def _rfc3339(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _container_status(status: dict[str, Any]) -> dict[str, Any]:
+def container_status(status: dict[str, Any]) -> dict[str, Any]:
+    """The status of the Pod's one container (``CONTAINER_NAME``); empty before it exists."""
     for container in status.get("containerStatuses") or []:
         if container.get("name") == CONTAINER_NAME:
             return dict(container)
@@ -343,7 +347,7 @@ def _container_status(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def _terminated(status: dict[str, Any]) -> dict[str, Any]:
-    state = _container_status(status).get("state") or {}
+    state = container_status(status).get("state") or {}
     return dict(state.get("terminated") or {})
 
 
@@ -355,7 +359,7 @@ def _pending_reason(status: dict[str, Any]) -> str:
                 return (
                     f"no node can take it yet: {message}" if message else "no node can take it yet"
                 )
-    waiting = (_container_status(status).get("state") or {}).get("waiting") or {}
+    waiting = (container_status(status).get("state") or {}).get("waiting") or {}
     reason = str(waiting.get("reason") or "")
     if reason:
         said = REASONS.get(reason, reason)

@@ -19,63 +19,19 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from aifactory.backends._commands import run_command
-from aifactory.backends.base import AllocationState
+from aifactory.backends.base import AllocationState, JobTask
 from aifactory.backends.slurm import _number, _state, plain_reason
 from aifactory.backends.slurm_script import job_tag
 from aifactory.errors import BackendError, SchedulerCommandFailed
+from aifactory.specs import expand_indexes
 
 logger = logging.getLogger(__name__)
 
 _SACCT_FORMAT = "JobID,State,ExitCode,NodeList,Start,End"
-
-
-@dataclass(frozen=True)
-class JobTask:
-    """One task of a batch job (the whole job when it is not an array).
-
-    Attributes:
-        task: The array index, or None for a job that is not an array.
-        slurm_job_id: Slurm's own id of this task's job record.
-        state: Where it stands, in the shared words.
-        slurm_state: Slurm's word for it (``PENDING``, ``NODE_FAIL``…).
-        reason: Why it waits or how it ended, in plain words.
-        exit_code: The exit code once finished (0 when killed by a signal).
-        signal: The signal that killed it, if any.
-        nodes: The node list (``n[1-2]``).
-        started_at: Unix time it started, when it did.
-        ended_at: Unix time it ended, when it did.
-    """
-
-    task: int | None
-    slurm_job_id: str
-    state: AllocationState
-    slurm_state: str
-    reason: str = ""
-    exit_code: int | None = None
-    signal: int | None = None
-    nodes: str = ""
-    started_at: float | None = None
-    ended_at: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The task as plain JSON values."""
-        return {
-            "task": self.task,
-            "slurm_job_id": self.slurm_job_id,
-            "state": self.state.value,
-            "slurm_state": self.slurm_state,
-            "reason": self.reason,
-            "exit_code": self.exit_code,
-            "signal": self.signal,
-            "nodes": self.nodes,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-        }
 
 
 class SlurmJobRunner:
@@ -169,20 +125,6 @@ def _reason(state: AllocationState, slurm_state: str, reason: str) -> str:
     return plain_reason(reason) if reason else slurm_state.lower()
 
 
-def _expand(indexes: str) -> list[int]:
-    """``"2-5,7"`` or ``"0-15:2%4"`` -> the task indexes it names."""
-    found: list[int] = []
-    for part in indexes.split("%")[0].split(","):
-        match = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part.strip())
-        if match is None:
-            continue
-        first = int(match.group(1))
-        last = int(match.group(2) or first)
-        step = int(match.group(3) or 1)
-        found.extend(range(first, last + 1, max(step, 1)))
-    return found
-
-
 def parse_squeue(text: str, slurm_id: str) -> list[JobTask]:
     """The tasks of job ``slurm_id`` in ``squeue --json`` output.
 
@@ -223,7 +165,7 @@ def parse_squeue(text: str, slurm_id: str) -> list[JobTask]:
         if isinstance(index, int):
             tasks[index] = replace(task, task=index)
         elif pending_indexes:
-            for number in _expand(pending_indexes):
+            for number in expand_indexes(pending_indexes):
                 tasks.setdefault(number, replace(task, task=number))
         else:
             tasks[None] = task
