@@ -161,7 +161,9 @@ class KubernetesBackend:
             return 0.0 if exc.status == _FORBIDDEN else None
         except BackendError:
             return None
-        room = fits_now(nodes["items"], pods["items"], resources(request.resources), request.kubernetes)
+        room = fits_now(
+            nodes["items"], pods["items"], resources(request.resources), request.kubernetes
+        )
         return 0.0 if room else None
 
     async def cancel(self, handle: str) -> None:
