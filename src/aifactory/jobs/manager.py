@@ -17,7 +17,7 @@ scheduler forgot it::
     cancel(id)    -> runner.cancel -> describe
                      (a runner whose cancel deletes the job: record it as cancelled first)
 
-The store's ``slurm_job_id`` holds the runner's handle (a Kubernetes job's set name).
+The store keeps the runner's handle; the view still calls it ``slurm_job_id``.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class JobsManager:
             name=job.name,
             spec=job.to_document(),
             backend=job.backend,
-            slurm_job_id=handle,
+            handle=handle,
             state=AllocationState.PENDING.value,
             log_dir=str(log_dir),
             tenant_id=tenant_id,
@@ -216,7 +216,7 @@ class JobsManager:
         return row
 
     async def _refresh(self, row: JobRow) -> JobRow:
-        if row.state in _FINISHED or not row.slurm_job_id:
+        if row.state in _FINISHED or not row.handle:
             return row
         try:
             tasks = await self.runner(row.backend).tasks(_submitted(row))
@@ -270,7 +270,7 @@ def _submitted(row: JobRow) -> SubmittedJob:
     known = tuple(n for t in row.tasks if isinstance(n := t.get("task"), int))
     return SubmittedJob(
         id=row.id,
-        handle=row.slurm_job_id,
+        handle=row.handle,
         spec=load_job(dict(row.spec), row.id),
         log_dir=Path(row.log_dir),
         known_tasks=known,
@@ -313,7 +313,7 @@ def _view(row: JobRow) -> dict[str, Any]:
         "id": row.id,
         "name": row.name,
         "backend": row.backend,
-        "slurm_job_id": row.slurm_job_id,
+        "slurm_job_id": row.handle,
         "state": row.state,
         "reason": row.reason,
         "exit_code": row.exit_code,
