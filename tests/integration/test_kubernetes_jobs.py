@@ -77,7 +77,7 @@ def manager(
     runner = KubernetesJobRunner(
         instance, namespace=namespace, image=IMAGE, kubeconfig=KUBECONFIG, termination_grace_s=2
     )
-    jobs = JobsManager(settings, store, instance, ledger=ledger, kubernetes=runner)
+    jobs = JobsManager(settings, store, instance, ledger=ledger, runners={"kubernetes": runner})
     yield jobs
     asyncio.run(jobs.stop())
     kubectl("delete", "jobs", "-n", namespace, "-l", f"aifactory.io/instance={instance}")

@@ -56,7 +56,7 @@ def manager(tmp_path: Path) -> Iterator[JobsManager]:
     # Leave nothing running on the shared cluster.
     for row in store.jobs(1000):
         if row.state not in FINISHED:
-            subprocess.run(["scancel", row.slurm_job_id], check=False, timeout=30)
+            subprocess.run(["scancel", row.handle], check=False, timeout=30)
     store.close()
 
 

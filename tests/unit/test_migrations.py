@@ -63,3 +63,27 @@ def test_a_database_from_before_migrations_is_adopted(tmp_path: Path) -> None:
     columns = {c["name"] for c in inspect(store.engine).get_columns("usage")}
     assert {"kind", "node_hours", "gpu_hours"} <= columns
     assert store.usage_totals()[0].prompt_tokens == 3
+
+
+def test_jobs_keep_their_handle_through_its_rename(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(_config(connection), "0004")
+        connection.execute(
+            text(
+                "INSERT INTO jobs (id, name, spec, backend, slurm_job_id, state, reason, tasks, "
+                "log_dir, submitted_at, updated_at) VALUES ('a-1', 'a', '{}', 'slurm', '4711', "
+                "'pending', '', '[]', '/l', '2026-01-01', '2026-01-01')"
+            )
+        )
+    engine.dispose()
+    store = Store(url)
+    store.create_schema()
+    row = store.job("a-1")
+    assert row is not None and row.handle == "4711"
+    assert {i["name"] for i in inspect(store.engine).get_indexes("jobs")} >= {"ix_jobs_handle"}
+    with store.engine.begin() as connection:
+        command.downgrade(_config(connection), "0004")
+        assert connection.execute(text("SELECT slurm_job_id FROM jobs")).scalar() == "4711"
+    store.close()

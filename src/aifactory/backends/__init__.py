@@ -1,8 +1,8 @@
-"""Where replicas run: one interface, three stacks.
+"""Where replicas run (one interface, three stacks) and where batch jobs run (two).
 
-Backends are imported only when chosen, so optional clients (Kubernetes)
-stay optional: ``KubernetesJobRunner`` too is imported when first named.
-Nothing outside this package imports a concrete backend.
+Backends and job runners are imported only when chosen, so optional clients
+(Kubernetes) stay optional: ``KubernetesJobRunner`` too is imported when
+first named. Nothing outside this package imports a concrete backend.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from aifactory.backends.base import (
     AllocationState,
     AllocationStatus,
     Backend,
+    JobRunner,
     JobTask,
+    SubmittedJob,
 )
 from aifactory.backends.slurm_jobs import SlurmJobRunner
 from aifactory.backends.slurm_script import SiteDefaults, sbatch_directive
@@ -23,17 +25,21 @@ from aifactory.errors import ConfigError
 
 if TYPE_CHECKING:
     from aifactory.backends.kubernetes_jobs import KubernetesJobRunner
+    from aifactory.config import Settings
 
 __all__ = [
     "AllocationRequest",
     "AllocationState",
     "AllocationStatus",
     "Backend",
+    "JobRunner",
     "JobTask",
     "KubernetesJobRunner",
     "SiteDefaults",
     "SlurmJobRunner",
+    "SubmittedJob",
     "load_backend",
+    "load_job_runner",
     "sbatch_directive",
 ]
 
@@ -41,6 +47,10 @@ _REGISTRY = {
     "local": "aifactory.backends.local:LocalBackend",
     "slurm": "aifactory.backends.slurm:SlurmBackend",
     "kubernetes": "aifactory.backends.kubernetes:KubernetesBackend",
+}
+_JOB_RUNNERS = {
+    "slurm": "aifactory.backends.slurm_jobs:SlurmJobRunner",
+    "kubernetes": "aifactory.backends.kubernetes_jobs:KubernetesJobRunner",
 }
 
 
@@ -60,6 +70,24 @@ def load_backend(name: str, **options: Any) -> Backend:
     backend_class = getattr(importlib.import_module(module_name), class_name)
     backend: Backend = backend_class(**options)
     return backend
+
+
+def load_job_runner(name: str, settings: Settings, instance: str) -> JobRunner:
+    """Import and build the batch-job runner called ``name``, configured by ``settings``.
+
+    Raises:
+        ConfigError: when no runner has that name.
+    """
+    target = _JOB_RUNNERS.get(name)
+    if target is None:
+        raise ConfigError(
+            f"batch jobs cannot run on backend {name!r}.",
+            fix=f"use one of: {', '.join(sorted(_JOB_RUNNERS))}",
+        )
+    module_name, _, class_name = target.partition(":")
+    runner_class = getattr(importlib.import_module(module_name), class_name)
+    runner: JobRunner = runner_class.from_settings(settings, instance)
+    return runner
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""The one interface every backend implements: submit, status, cancel, render.
+"""The interfaces backends implement: ``Backend`` for replicas, ``JobRunner`` for batch jobs.
 
 A backend knows *where* work runs (local processes, Slurm jobs, Kubernetes
 pods); it knows nothing of tenants, models or routing. The control plane
@@ -15,6 +15,18 @@ hands it an ``AllocationRequest`` and tracks it by the returned handle::
 The launcher inside the allocation starts the engine and registers
 ``host:port`` back with the control plane; that path is the same on every
 backend.
+
+Batch jobs (``kind: Job``) run to their end instead, on Slurm or Kubernetes;
+``JobRunner`` is their interface, and ``jobs.JobsManager`` knows no other::
+
+    JobsManager                           JobRunner
+    -----------                           ---------
+    render(job, id, log_dir)  ----------> batch script / Job manifests
+    submit(job, id, log_dir)  ----------> handle (Slurm job id, Job set name)
+    tasks(SubmittedJob)       ----------> [JobTask] (empty: the scheduler forgot it)
+    keep_output(job, tasks)   ----------> once it ended: keep what the scheduler drops
+    logs(job, task, lines)    ----------> the last lines of a task's output
+    cancel(job)               ----------> scancel / delete the Jobs
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from aifactory.specs import KubernetesOptions, Resources, SlurmOptions
+from aifactory.specs import Job, KubernetesOptions, Resources, SlurmOptions
 
 
 class AllocationState(enum.Enum):
@@ -213,4 +225,103 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Release the backend; a local backend stops what it started."""
+        ...
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    """A batch job as the control plane recorded it: what its runner needs to find it.
+
+    Attributes:
+        id: The control plane's id of the job.
+        handle: What ``JobRunner.submit`` returned (Slurm's job id, a Kubernetes set's name).
+        spec: The job's spec, as submitted.
+        log_dir: The job's folder on the control plane's disk (its script, its output).
+        known_tasks: The task numbers among its last recorded task states.
+    """
+
+    id: str
+    handle: str
+    spec: Job
+    log_dir: Path
+    known_tasks: tuple[int, ...] = ()
+
+
+class JobRunner(Protocol):
+    """Where batch jobs run: one scheduler's way to submit, follow, read and cancel them.
+
+    Attributes:
+        name: The backend's name in Job specs (``slurm``, ``kubernetes``).
+        scheduler: The scheduler's name in messages (``Slurm``).
+        rendered_name: The file in the job's folder that keeps what ``render`` returned.
+        cancel_deletes: Whether ``cancel`` deletes the job from the scheduler, with
+            its state and output: the caller then records the job as cancelled
+            (and has ``keep_output`` keep its output) before cancelling, and
+            cancels a finished job too, to delete what is left of it.
+    """
+
+    name: str
+    scheduler: str
+    rendered_name: str
+    cancel_deletes: bool
+
+    def for_tenant(
+        self, job: Job, account: str | None, partition: str | None, qos: str | None
+    ) -> Job:
+        """``job`` as run for a tenant with this scheduler account and these defaults."""
+        ...
+
+    def render(self, job: Job, job_id: str, log_dir: Path) -> str:
+        """Human-readable text of exactly what ``submit`` would send.
+
+        Raises:
+            BackendError: when a value could not be rendered safely.
+        """
+        ...
+
+    async def submit(self, job: Job, job_id: str, log_dir: Path) -> str:
+        """Submit ``job`` (its output going to ``log_dir``); return its handle.
+
+        Raises:
+            BackendError: when the scheduler refused it or did not answer.
+            ConfigError: when the scheduler's client is not configured.
+        """
+        ...
+
+    async def tasks(self, job: SubmittedJob) -> list[JobTask]:
+        """Every task of ``job``, by index; empty when the scheduler forgot it.
+
+        Raises:
+            BackendError: when the scheduler did not answer.
+        """
+        ...
+
+    def nodes_per_task(self, job: Job) -> int:
+        """How many nodes one of ``job``'s tasks holds (what its time is charged for)."""
+        ...
+
+    async def keep_output(self, job: SubmittedJob, tasks: Sequence[JobTask]) -> None:
+        """Keep, in the job's folder, output the scheduler drops (once the job ended)."""
+        ...
+
+    async def logs(self, job: SubmittedJob, task: int | None, lines: int) -> str:
+        """The last ``lines`` of the output of ``task`` (by default the first, or all nodes').
+
+        Raises:
+            NotFound: no such task.
+            BadRequest: a task asked of a job that has one.
+            BackendError: when the scheduler did not answer.
+        """
+        ...
+
+    async def cancel(self, job: SubmittedJob) -> None:
+        """Cancel every task of ``job``; a job already gone is fine.
+
+        Raises:
+            BackendError: when the scheduler refused or did not answer.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release the scheduler's client."""
         ...

@@ -14,14 +14,17 @@ nothing), what the labels find again, and what ``cancel`` deletes::
     -----------              -------------------                  ----------
     submit(job, id)  ------> create one Job per index       ---> Jobs -> pods
                      <------ the set's name (the handle)
-    tasks(set, job)  ------> list the set's Jobs and pods   ---> one JobTask per index
-    logs(set, index) ------> the index's newest pod's log
-    cancel(set)      ------> delete the Jobs (foreground)   ---> pods first, then Jobs
+    tasks(job)       ------> list the set's Jobs and pods   ---> one JobTask per index
+    keep_output(job) ------> each pod's log -> LOG_DIR/<index>.log, once the job ended
+    logs(job, index) ------> the kept file, else the index's newest pod's log
+    cancel(job)      ------> delete the Jobs (foreground)   ---> pods first, then Jobs
 
 Each Job has ``backoffLimit: 0``: a failed task is reported, never retried
 behind the user's back (as on Slurm). Finished Jobs are not left to
 ``ttlSecondsAfterFinished`` (alpha on 1.20): they stay, with their pods and
-logs, until the job is cancelled. Blocking client calls run in threads.
+logs, until the job is cancelled. Cancelling deletes them (``cancel_deletes``),
+so the caller records the job as cancelled, and its output is kept, first.
+Blocking client calls run in threads.
 """
 
 from __future__ import annotations
@@ -32,13 +35,14 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from aifactory.backends.base import JobTask
+from aifactory.backends._files import tail, write_text
+from aifactory.backends.base import JobTask, SubmittedJob
 from aifactory.backends.kubernetes import api_client, api_message, call_api, reach_fix
 from aifactory.backends.kubernetes_job_set import (
     INDEX_LABEL,
@@ -48,17 +52,27 @@ from aifactory.backends.kubernetes_job_set import (
     set_name,
 )
 from aifactory.backends.kubernetes_pod import CONTAINER_NAME
-from aifactory.errors import BackendError
+from aifactory.errors import BackendError, BadRequest, NotFound
 from aifactory.specs import Job
+
+if TYPE_CHECKING:
+    from aifactory.config import Settings
 
 logger = logging.getLogger(__name__)
 
 _NOT_FOUND = 404
 _WAITING = 400  # the log of a container that has not started
+# How much of each finished task's output is kept (the jobs API's `lines` cap).
+_KEPT_LINES = 100_000
 
 
 class KubernetesJobRunner:
     """Submits, observes and cancels batch jobs as sets of batch/v1 Jobs in one namespace."""
+
+    name = "kubernetes"
+    scheduler = "Kubernetes"
+    rendered_name = "job.yaml"
+    cancel_deletes = True
 
     def __init__(
         self,
@@ -80,6 +94,23 @@ class KubernetesJobRunner:
         self.request_timeout_s = request_timeout_s
         self._api_client: client.ApiClient | None = None
 
+    @classmethod
+    def from_settings(cls, settings: Settings, instance: str) -> KubernetesJobRunner:
+        """The runner the settings describe (namespace, image, kubeconfig, host paths)."""
+        return cls(
+            instance,
+            namespace=settings.kubernetes_namespace,
+            image=settings.kubernetes_image,
+            kubeconfig=settings.kubeconfig,
+            host_paths=settings.kubernetes_host_paths,
+        )
+
+    def for_tenant(
+        self, job: Job, account: str | None, partition: str | None, qos: str | None
+    ) -> Job:
+        """``job`` itself: a tenant's Slurm account and defaults do not apply here."""
+        return job
+
     def manifests(self, job: Job, job_id: str) -> list[dict[str, Any]]:
         """The Jobs ``submit`` creates for ``job``.
 
@@ -96,11 +127,11 @@ class KubernetesJobRunner:
             host_paths=self.host_paths,
         )
 
-    def render(self, job: Job, job_id: str) -> str:
-        """The Job manifests, as YAML documents, exactly as submitted."""
+    def render(self, job: Job, job_id: str, log_dir: Path | None = None) -> str:
+        """The Job manifests, as YAML documents, exactly as submitted (``log_dir`` unused)."""
         return yaml.safe_dump_all(self.manifests(job, job_id), sort_keys=False)
 
-    async def submit(self, job: Job, job_id: str) -> str:
+    async def submit(self, job: Job, job_id: str, log_dir: Path | None = None) -> str:
         """Create the set's Jobs, all or none; return the set's name.
 
         Raises:
@@ -112,21 +143,22 @@ class KubernetesJobRunner:
                 await self._call(self._batch.create_namespaced_job, self.namespace, manifest)
         except (ApiException, BackendError) as exc:
             with contextlib.suppress(ApiException, BackendError):
-                await self.cancel(handle)  # leave no half set behind
+                await self._delete(handle)  # leave no half set behind
             if isinstance(exc, ApiException):
                 raise self._refused(handle, exc) from exc
             raise
         logger.info("job %s: created Kubernetes job set %s/%s", job_id, self.namespace, handle)
         return handle
 
-    async def tasks(self, handle: str, job: Job) -> list[JobTask]:
-        """Every task of set ``handle`` (``job`` is its spec), by index.
+    async def tasks(self, job: SubmittedJob) -> list[JobTask]:
+        """Every task of the job's set, by index.
 
         An empty list means none of the set's Jobs exist any more.
 
         Raises:
             BackendError: when the API server did not answer or refused.
         """
+        handle, spec = job.handle, job.spec
         labels = selector(self.instance, handle)
         try:
             jobs = await self._call(
@@ -143,13 +175,61 @@ class KubernetesJobRunner:
         newest: dict[int | None, dict[str, Any]] = {}
         for pod in sorted(pods.get("items") or [], key=_created):
             newest[_index(pod)] = pod
-        numbered = bool(job.array) or job.nodes > 1
+        numbered = bool(spec.array) or spec.nodes > 1
         return [
             job_task(index if numbered else None, by_index.get(index), newest.get(index))
-            for index in job.task_indexes
+            for index in spec.task_indexes
         ]
 
-    async def logs(self, handle: str, index: int, lines: int) -> str:
+    def nodes_per_task(self, job: Job) -> int:
+        """One: each task is one pod on one node."""
+        return 1
+
+    async def keep_output(self, job: SubmittedJob, tasks: Sequence[JobTask]) -> None:
+        """Copy each pod's output to ``<index>.log`` in the job's folder, to outlive the pods."""
+        for task in tasks:
+            number = 0 if task.task is None else task.task
+            try:
+                text = await self._pod_log(job.handle, number, _KEPT_LINES)
+            except BackendError as exc:
+                logger.warning("job %s: output of task %s not kept: %s", job.id, number, exc)
+                continue
+            await asyncio.to_thread(write_text, job.log_dir / f"{number}.log", text)
+
+    async def logs(self, job: SubmittedJob, task: int | None, lines: int) -> str:
+        """A task's output: its kept file once the job ended, else its pod's log.
+
+        Without ``task``: an array's first task, every node of a multi-node
+        job one after the other (as Slurm writes them to one file).
+
+        Raises:
+            NotFound: no such task.
+            BadRequest: a task asked of a job that has one.
+            BackendError: when the API server did not answer or refused.
+        """
+        spec = job.spec
+        indexes = spec.task_indexes
+        if task is None:
+            chosen = indexes[:1] if spec.array else indexes
+        elif not spec.array and spec.nodes == 1:
+            raise BadRequest(f"job {job.id} has one task; leave out `task`.", param="task")
+        elif task not in indexes:
+            raise NotFound(
+                f"job {job.id} has no task {task}.",
+                fix=f"use one of: {', '.join(str(i) for i in indexes[:20])}",
+            )
+        else:
+            chosen = [task]
+        texts = []
+        for index in chosen:
+            kept = job.log_dir / f"{index}.log"
+            if await asyncio.to_thread(kept.exists):
+                texts.append(await asyncio.to_thread(tail, kept, lines))
+            else:
+                texts.append(await self._pod_log(job.handle, index, lines))
+        return "".join("".join(texts).splitlines(keepends=True)[-lines:])
+
+    async def _pod_log(self, handle: str, index: int, lines: int) -> str:
         """The last ``lines`` of the output of task ``index``'s newest pod ("" before it ran).
 
         Raises:
@@ -178,12 +258,15 @@ class KubernetesJobRunner:
             raise self._refused(handle, exc) from exc
         return data.decode(errors="replace")
 
-    async def cancel(self, handle: str) -> None:
-        """Delete the set's Jobs, their pods first (foreground); a set already gone is fine.
+    async def cancel(self, job: SubmittedJob) -> None:
+        """Delete the job's set of Jobs, their pods first; a set already gone is fine.
 
         Raises:
             BackendError: when the API server did not answer or refused.
         """
+        await self._delete(job.handle)
+
+    async def _delete(self, handle: str) -> None:
         try:
             await self._call(
                 self._batch.delete_collection_namespaced_job,

@@ -1,4 +1,4 @@
-"""Batch jobs on Slurm: submit a rendered script, read each task's state, cancel.
+"""Batch jobs on Slurm: submit a rendered script, read each task's state and output, cancel.
 
 Replicas (``slurm.py``) are long-running servers; batch jobs run a command to
 its end, possibly on several nodes and as an array of tasks. Both use the
@@ -6,28 +6,40 @@ same commands and the same state table::
 
     JobsManager                    SlurmJobRunner                 Slurm
     -----------                    --------------                 -----
-    submit(script)  ------------>  sbatch --parsable  (stdin)  -> job id
-    tasks(job id)   ------------>  squeue --json --states=all  -> one entry per task
+    submit(job)     ------------>  render the script (slurm_job_script.py)
+                                   sbatch --parsable  (stdin)  -> job id
+    tasks(job)      ------------>  squeue --json --states=all  -> one entry per task
                                    (sacct -c when it left squeue)
-    cancel(job id)  ------------>  scancel
+    logs(job, task) ------------>  LOG_DIR/<job id>[_<task>].log (Slurm writes them)
+    cancel(job)     ------------>  scancel
 
-``squeue`` reports the raw wait status: the exit code is its high byte and a
-killing signal its low seven bits.
+A job runs under its tenant's Slurm account (the spec cannot name another)
+and their partition and QOS defaults, else the site's. ``squeue`` reports
+the raw wait status: the exit code is its high byte and a killing signal its
+low seven bits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aifactory.backends._commands import run_command
-from aifactory.backends.base import AllocationState, JobTask
+from aifactory.backends._files import tail
+from aifactory.backends.base import AllocationState, JobTask, SubmittedJob
 from aifactory.backends.slurm import _number, _state, plain_reason
-from aifactory.backends.slurm_script import job_tag
-from aifactory.errors import BackendError, SchedulerCommandFailed
-from aifactory.specs import expand_indexes
+from aifactory.backends.slurm_job_script import JobScriptContext, render_batch_script
+from aifactory.backends.slurm_script import SiteDefaults, job_tag
+from aifactory.errors import BackendError, BadRequest, NotFound, SchedulerCommandFailed
+from aifactory.specs import Job, expand_indexes
+
+if TYPE_CHECKING:
+    from aifactory.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +47,66 @@ _SACCT_FORMAT = "JobID,State,ExitCode,NodeList,Start,End"
 
 
 class SlurmJobRunner:
-    """Submits, observes and cancels batch jobs with Slurm's own commands."""
+    """Submits, observes and cancels batch jobs with Slurm's own commands.
 
-    def __init__(self, instance: str, command_timeout_s: float = 30.0) -> None:
+    Args:
+        instance: This control plane's id (in each job's ``--comment``).
+        command_timeout_s: How long one Slurm command may take.
+        site: The operator's partition, account and QOS defaults and preamble.
+    """
+
+    name = "slurm"
+    scheduler = "Slurm"
+    rendered_name = "job.sh"
+    cancel_deletes = False
+
+    def __init__(
+        self, instance: str, command_timeout_s: float = 30.0, site: SiteDefaults | None = None
+    ) -> None:
         self.instance = instance
         self.timeout_s = command_timeout_s
+        self.site = site or SiteDefaults()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, instance: str) -> SlurmJobRunner:
+        """The runner the settings describe (site defaults, command timeout)."""
+        site = SiteDefaults(
+            partition=settings.slurm_partition or None,
+            account=settings.slurm_account or None,
+            qos=settings.slurm_qos or None,
+            preamble=settings.slurm_preamble,
+        )
+        return cls(instance, settings.slurm_command_timeout_s, site)
 
     def tag(self, job_id: str) -> str:
         """The ``--comment`` that marks a batch job as this control plane's."""
         return job_tag(self.instance, "job:" + job_id)
 
-    async def submit(self, script: str) -> str:
+    def for_tenant(
+        self, job: Job, account: str | None, partition: str | None, qos: str | None
+    ) -> Job:
+        """``job`` under the tenant's account, with their partition and QOS where it sets none."""
+        return job.model_copy(update={"slurm": job.slurm.for_tenant(account, partition, qos)})
+
+    def render(self, job: Job, job_id: str, log_dir: Path) -> str:
+        """The batch script ``submit`` hands to sbatch.
+
+        Raises:
+            BackendError: when a value could not be rendered safely.
+        """
+        context = JobScriptContext(job_id, self.tag(job_id), log_dir, self.site)
+        return render_batch_script(job, context)
+
+    async def submit(self, job: Job, job_id: str, log_dir: Path) -> str:
+        """Render ``job``'s script and sbatch it; return Slurm's job id.
+
+        Raises:
+            BackendError: when a value could not be rendered safely, or sbatch
+                refused the job or did not answer.
+        """
+        return await self.sbatch(self.render(job, job_id, log_dir))
+
+    async def sbatch(self, script: str) -> str:
         """``sbatch --parsable`` with ``script`` on stdin; return Slurm's job id.
 
         Raises:
@@ -68,8 +129,8 @@ class SlurmJobRunner:
             raise BackendError(f"sbatch answered {out!r}, not a job id.")
         return slurm_id
 
-    async def tasks(self, slurm_id: str) -> list[JobTask]:
-        """Every task of job ``slurm_id``, sorted by array index.
+    async def tasks(self, job: SubmittedJob) -> list[JobTask]:
+        """Every task of the job, sorted by array index.
 
         An empty list means Slurm knows nothing of the job any more (neither
         ``squeue`` nor the completion log).
@@ -77,6 +138,7 @@ class SlurmJobRunner:
         Raises:
             SchedulerCommandFailed: when Slurm does not answer.
         """
+        slurm_id = job.handle
         out = await run_command(
             ["squeue", "--json", "--states=all", f"--jobs={slurm_id}"], timeout_s=self.timeout_s
         )
@@ -85,17 +147,55 @@ class SlurmJobRunner:
             found = await self._from_sacct(slurm_id)
         return found
 
-    async def cancel(self, slurm_id: str) -> None:
+    def nodes_per_task(self, job: Job) -> int:
+        """Every node of the job: a Slurm task (an array task, or the job) holds them all."""
+        return job.nodes
+
+    async def keep_output(self, job: SubmittedJob, tasks: Sequence[JobTask]) -> None:
+        """Nothing to keep: Slurm writes the output to the job's folder itself."""
+
+    async def logs(self, job: SubmittedJob, task: int | None, lines: int) -> str:
+        """The end of ``<job id>.log``, or of an array task's ``<job id>_<task>.log``.
+
+        Without ``task``: an array's first known task ("" before any is known).
+
+        Raises:
+            NotFound: no such array task.
+            BadRequest: a task asked of a job that is not an array.
+        """
+        if not job.spec.array:
+            if task is not None:
+                raise BadRequest(f"job {job.id} is not an array; leave out `task`.", param="task")
+            name = f"{job.handle}.log"
+        else:
+            known = sorted(job.known_tasks)
+            if task is None:
+                if not known:
+                    return ""
+                task = known[0]
+            elif known and task not in known:
+                raise NotFound(
+                    f"job {job.id} has no array task {task}.",
+                    fix=f"use one of: {', '.join(str(k) for k in known)}",
+                )
+            name = f"{job.handle}_{task}.log"
+        return await asyncio.to_thread(tail, job.log_dir / name, lines)
+
+    async def cancel(self, job: SubmittedJob) -> None:
         """``scancel`` the job (every array task); a job already gone is fine.
 
         Raises:
             SchedulerCommandFailed: when scancel fails for another reason.
         """
         try:
-            await run_command(["scancel", slurm_id], timeout_s=self.timeout_s)
+            await run_command(["scancel", job.handle], timeout_s=self.timeout_s)
         except SchedulerCommandFailed as exc:
             if "Invalid job id" not in exc.stderr and "already completing" not in exc.stderr:
                 raise
+        logger.info("job %s: cancel requested (Slurm job %s)", job.id, job.handle)
+
+    async def aclose(self) -> None:
+        """Nothing to release: every Slurm command is its own process."""
 
     async def _from_sacct(self, slurm_id: str) -> list[JobTask]:
         # The job left squeue (MinJobAge): the completion log still knows how

@@ -1,6 +1,5 @@
-"""Batch jobs on Slurm: render a Job spec's script, submit it, follow its tasks."""
+"""Batch jobs: submit a Job spec to its backend's runner (Slurm, Kubernetes), follow its tasks."""
 
 from aifactory.jobs.manager import JobsManager
-from aifactory.jobs.script import JobScriptContext, log_name, render_batch_script
 
-__all__ = ["JobScriptContext", "JobsManager", "log_name", "render_batch_script"]
+__all__ = ["JobsManager"]

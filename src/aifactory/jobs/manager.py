@@ -1,24 +1,23 @@
 """The batch-jobs facade: what the admin API and the CLI may ask about jobs.
 
-A job runs where its spec's ``backend`` says: on Slurm (``SlurmJobRunner``)
-or on Kubernetes as a set of batch/v1 Jobs (``KubernetesJobRunner``, built
-on first use). States are refreshed from the scheduler when asked (on
-read), and by a slow sweep (every ``_SWEEP_S``) so that every finished job
-reaches the usage ledger: a job that is still pending or running is looked
-up each time, and its last known state is kept in the store, so a finished
-job is still described after the scheduler forgot it. A Slurm job runs
-under its tenant's Slurm account (the spec cannot name another) and their
-partition and QOS defaults::
+A job runs where its spec's ``backend`` says, through that backend's
+``JobRunner`` (built on first use, so the Kubernetes client is imported only
+when a job needs it); nothing here depends on which. States are refreshed
+from the scheduler when asked (on read), and by a slow sweep (every
+``_SWEEP_S``) so that every finished job reaches the usage ledger: a job that
+is still pending or running is looked up each time, and its last known state
+is kept in the store, so a finished job is still described after the
+scheduler forgot it::
 
-    submit(job)   -> render script -> sbatch        -> jobs row (pending)
-                     render Jobs   -> create them
-    describe(id)  -> squeue / list Jobs and pods (unfinished only) -> per-task states
-    logs(id)      -> DATA_DIR/logs/jobs/ID/<slurm id>[_<task>].log
-                     Kubernetes: the pods' logs, kept in ID/<index>.log once finished
-    cancel(id)    -> scancel -> describe
-                     Kubernetes: record as cancelled, keep the logs, delete the Jobs
+    submit(job)   -> runner.for_tenant -> render (kept in ID/job.sh|job.yaml) -> runner.submit
+                  -> jobs row (pending)
+    describe(id)  -> runner.tasks (unfinished only) -> per-task states -> row
+                     once finished: charge the ledger, runner.keep_output
+    logs(id)      -> runner.logs (files in DATA_DIR/logs/jobs/ID, or the scheduler's)
+    cancel(id)    -> runner.cancel -> describe
+                     (a runner whose cancel deletes the job: record it as cancelled first)
 
-The store's ``slurm_job_id`` holds a Kubernetes job's set name.
+The store keeps the runner's handle; the view still calls it ``slurm_job_id``.
 """
 
 from __future__ import annotations
@@ -27,27 +26,21 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import deque
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from aifactory.backends import AllocationState, JobTask, SiteDefaults, SlurmJobRunner
+from aifactory.backends import AllocationState, JobRunner, JobTask, SubmittedJob, load_job_runner
 from aifactory.config import Settings
 from aifactory.errors import BackendError, BadRequest, ConfigError, NotFound
-from aifactory.jobs.script import JobScriptContext, render_batch_script
 from aifactory.specs import Job, load_job
-from aifactory.store import JobRow, Store
+from aifactory.store import JobRow, Store, TenantRow
 from aifactory.tenancy import UsageLedger
-
-if TYPE_CHECKING:
-    from aifactory.backends import KubernetesJobRunner
 
 logger = logging.getLogger(__name__)
 
 _SWEEP_S = 15.0
-# How much of each finished Kubernetes task's output is kept (the API's `lines` cap).
-_KEPT_LINES = 100_000
 
 _FINISHED = {s.value for s in AllocationState if s.finished}
 # How the states of several tasks add up to the job's, most telling first.
@@ -64,14 +57,13 @@ class JobsManager:
     """Submit, describe, read the logs of and cancel batch jobs.
 
     Args:
-        settings: Data directory, Slurm site defaults and command timeout,
-            Kubernetes namespace, image and client configuration.
+        settings: Data directory, and each runner's settings (Slurm site
+            defaults and command timeout, Kubernetes namespace, image and client).
         store: Where jobs are recorded.
         instance: This control plane's id (tags its Slurm jobs and Kubernetes Jobs).
-        runner: The Slurm driver; built from the settings when not given.
         ledger: Where finished jobs' node- and GPU-hours are charged.
-        kubernetes: The Kubernetes driver; built from the settings on first use
-            when not given.
+        runners: Runners by backend name, used instead of building them from
+            the settings on first use.
     """
 
     def __init__(
@@ -79,55 +71,38 @@ class JobsManager:
         settings: Settings,
         store: Store,
         instance: str,
-        runner: SlurmJobRunner | None = None,
         ledger: UsageLedger | None = None,
-        kubernetes: KubernetesJobRunner | None = None,
+        runners: Mapping[str, JobRunner] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self._instance = instance
         self._ledger = ledger
-        self._kubernetes = kubernetes
+        self._runners: dict[str, JobRunner] = dict(runners or {})
         self._sweeper: asyncio.Task[None] | None = None
-        self.runner = runner or SlurmJobRunner(instance, settings.slurm_command_timeout_s)
-        self.site = SiteDefaults(
-            partition=settings.slurm_partition or None,
-            account=settings.slurm_account or None,
-            qos=settings.slurm_qos or None,
-            preamble=settings.slurm_preamble,
-        )
 
-    @property
-    def kubernetes(self) -> KubernetesJobRunner:
-        """The Kubernetes driver (importing the Kubernetes client on first use)."""
-        if self._kubernetes is None:
-            from aifactory.backends import KubernetesJobRunner
+    def runner(self, backend: str) -> JobRunner:
+        """The runner of jobs on ``backend``, built on first use.
 
-            settings = self.settings
-            self._kubernetes = KubernetesJobRunner(
-                self._instance,
-                namespace=settings.kubernetes_namespace,
-                image=settings.kubernetes_image,
-                kubeconfig=settings.kubeconfig,
-                host_paths=settings.kubernetes_host_paths,
-            )
-        return self._kubernetes
+        Raises:
+            ConfigError: no runner runs jobs on ``backend``.
+        """
+        if backend not in self._runners:
+            self._runners[backend] = load_job_runner(backend, self.settings, self._instance)
+        return self._runners[backend]
 
     def log_dir(self, job_id: str) -> Path:
         """Where a job's output files go."""
         return self.settings.logs_dir / "jobs" / job_id
 
     def render(self, job: Job, job_id: str = "") -> str:
-        """The batch script (Slurm) or Job manifests (Kubernetes) ``submit`` would send.
+        """What ``submit`` would send: the batch script (Slurm), the Job manifests (Kubernetes).
 
         Raises:
             BackendError: when a value could not be rendered safely.
         """
         job_id = job_id or f"{job.name}-XXXXXX"
-        if job.backend == "kubernetes":
-            return self.kubernetes.render(job, job_id)
-        context = JobScriptContext(job_id, self.runner.tag(job_id), self.log_dir(job_id), self.site)
-        return render_batch_script(job, context)
+        return self.runner(job.backend).render(job, job_id, self.log_dir(job_id))
 
     async def submit(self, job: Job, tenant_id: int | None) -> dict[str, Any]:
         """Submit ``job``; return its view (state ``pending``).
@@ -135,19 +110,18 @@ class JobsManager:
         Raises:
             BadRequest: the job could not be rendered, or the scheduler refused it.
         """
-        kubernetes = job.backend == "kubernetes"
-        if not kubernetes:
-            job = await asyncio.to_thread(self._with_tenant_defaults, job, tenant_id)
+        runner = self.runner(job.backend)
+        tenant = await asyncio.to_thread(self._tenant, tenant_id)
+        if tenant is not None:
+            job = runner.for_tenant(
+                job, tenant.slurm_account, tenant.slurm_partition, tenant.slurm_qos
+            )
         job_id = f"{job.name}-{secrets.token_hex(3)}"
         log_dir = self.log_dir(job_id)
         try:
-            text = self.render(job, job_id)
-            name = "job.yaml" if kubernetes else "job.sh"
-            await asyncio.to_thread(_write_text, log_dir / name, text)
-            if kubernetes:
-                slurm_id = await self.kubernetes.submit(job, job_id)
-            else:
-                slurm_id = await self.runner.submit(text)
+            text = runner.render(job, job_id, log_dir)
+            await asyncio.to_thread(_write_text, log_dir / runner.rendered_name, text)
+            handle = await runner.submit(job, job_id, log_dir)
         except (BackendError, ConfigError) as exc:
             raise BadRequest(exc.message, exc.fix) from exc
         await asyncio.to_thread(
@@ -156,32 +130,27 @@ class JobsManager:
             name=job.name,
             spec=job.to_document(),
             backend=job.backend,
-            slurm_job_id=slurm_id,
+            handle=handle,
             state=AllocationState.PENDING.value,
             log_dir=str(log_dir),
             tenant_id=tenant_id,
         )
-        logger.info("job %s: submitted as %s job %s", job_id, job.backend, slurm_id)
+        logger.info("job %s: submitted as %s job %s", job_id, job.backend, handle)
         return await self.describe(job_id)
 
-    def _with_tenant_defaults(self, job: Job, tenant_id: int | None) -> Job:
-        tenant = next((t for t in self.store.tenants() if t.id == tenant_id), None)
-        if tenant is None:
-            return job
-        slurm = job.slurm.for_tenant(tenant.slurm_account, tenant.slurm_partition, tenant.slurm_qos)
-        return job.model_copy(update={"slurm": slurm})
+    def _tenant(self, tenant_id: int | None) -> TenantRow | None:
+        return next((t for t in self.store.tenants() if t.id == tenant_id), None)
 
     async def start(self) -> None:
         """Start the sweep that brings unfinished jobs' states (and usage) in."""
         self._sweeper = asyncio.create_task(self._sweep(), name="jobs-sweep")
 
     async def stop(self) -> None:
-        """Stop the sweep; close the Kubernetes client."""
+        """Stop the sweep; release the runners (the Kubernetes client)."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
-        if self._kubernetes is not None:
-            await self._kubernetes.aclose()
+        await asyncio.gather(*(r.aclose() for r in self._runners.values()))
 
     async def _sweep(self) -> None:
         while True:
@@ -208,82 +177,34 @@ class JobsManager:
         return _view(row)
 
     async def logs(self, id_or_name: str, task: int | None = None, lines: int = 200) -> str:
-        """The last lines of a job's output (of one array task: the first by default).
+        """The last lines of a job's output (of one task: the first by default).
 
         Raises:
             NotFound: no such job or task.
-            BadRequest: a task asked of a job that is not an array.
+            BadRequest: a task asked of a job that has one.
         """
         row = await self._refresh(await self._find(id_or_name))
-        if row.backend == "kubernetes":
-            return await self._kubernetes_logs(row, task, lines)
-        array = bool(row.spec.get("array"))
-        if not array:
-            if task is not None:
-                raise BadRequest(f"job {row.id} is not an array; leave out `task`.", param="task")
-            name = f"{row.slurm_job_id}.log"
-        else:
-            known = sorted(n for t in row.tasks if isinstance(n := t.get("task"), int))
-            if task is None:
-                if not known:
-                    return ""
-                task = known[0]
-            elif known and task not in known:
-                raise NotFound(
-                    f"job {row.id} has no array task {task}.",
-                    fix=f"use one of: {', '.join(str(k) for k in known)}",
-                )
-            name = f"{row.slurm_job_id}_{task}.log"
-        return await asyncio.to_thread(_tail, Path(row.log_dir) / name, lines)
-
-    async def _kubernetes_logs(self, row: JobRow, task: int | None, lines: int) -> str:
-        """A Kubernetes job's output: kept files once finished, else the pods' logs.
-
-        Without ``task``: an array's first task, every node of a multi-node
-        job one after the other (as Slurm writes them to one file).
-        """
-        job = load_job(dict(row.spec), row.id)
-        indexes = job.task_indexes
-        if task is None:
-            chosen = indexes[:1] if job.array else indexes
-        elif not job.array and job.nodes == 1:
-            raise BadRequest(f"job {row.id} has one task; leave out `task`.", param="task")
-        elif task not in indexes:
-            raise NotFound(
-                f"job {row.id} has no task {task}.",
-                fix=f"use one of: {', '.join(str(i) for i in indexes[:20])}",
-            )
-        else:
-            chosen = [task]
-        texts = []
-        for index in chosen:
-            kept = Path(row.log_dir) / f"{index}.log"
-            if await asyncio.to_thread(kept.exists):
-                texts.append(await asyncio.to_thread(_tail, kept, lines))
-            else:
-                texts.append(await self.kubernetes.logs(row.slurm_job_id, index, lines))
-        return "".join("".join(texts).splitlines(keepends=True)[-lines:])
+        return await self.runner(row.backend).logs(_submitted(row), task, lines)
 
     async def cancel(self, id_or_name: str) -> dict[str, Any]:
         """Cancel a job (all its tasks); a finished job stays as it ended.
 
-        On Kubernetes the job is recorded as cancelled and its output kept
-        before its Jobs and pods are deleted; cancelling a finished
-        Kubernetes job deletes what is left of it in the cluster.
+        Where cancelling deletes the job from its scheduler (Kubernetes), the
+        job is recorded as cancelled and its output kept first; cancelling a
+        finished job there deletes what is left of it.
 
         Raises:
             NotFound: no such job.
-            BackendError: the Kubernetes API did not answer or refused.
+            BackendError: the scheduler did not answer or refused.
         """
         row = await self._find(id_or_name)
-        if row.backend == "kubernetes":
-            if row.state not in _FINISHED:
-                tasks = await self._tasks(row)
-                await self._record(row, [t.cancelled(time.time()) for t in tasks])
-            await self.kubernetes.cancel(row.slurm_job_id)
-        elif row.state not in _FINISHED:
-            await self.runner.cancel(row.slurm_job_id)
-            logger.info("job %s: cancel requested (Slurm job %s)", row.id, row.slurm_job_id)
+        runner = self.runner(row.backend)
+        finished = row.state in _FINISHED
+        if runner.cancel_deletes and not finished:
+            tasks = await runner.tasks(_submitted(row))
+            await self._record(row, [t.cancelled(time.time()) for t in tasks])
+        if runner.cancel_deletes or not finished:
+            await runner.cancel(_submitted(row))
         return await self.describe(row.id)
 
     async def _find(self, id_or_name: str) -> JobRow:
@@ -295,54 +216,39 @@ class JobsManager:
         return row
 
     async def _refresh(self, row: JobRow) -> JobRow:
-        if row.state in _FINISHED or not row.slurm_job_id:
+        if row.state in _FINISHED or not row.handle:
             return row
         try:
-            tasks = await self._tasks(row)
+            tasks = await self.runner(row.backend).tasks(_submitted(row))
         except (BackendError, ConfigError) as exc:
             logger.warning("job %s: %s did not answer: %s", row.id, row.backend, exc)
             return row
         return await self._record(row, tasks)
 
-    async def _tasks(self, row: JobRow) -> list[JobTask]:
-        if row.backend == "kubernetes":
-            return await self.kubernetes.tasks(row.slurm_job_id, load_job(dict(row.spec), row.id))
-        return await self.runner.tasks(row.slurm_job_id)
-
     async def _record(self, row: JobRow, tasks: list[JobTask]) -> JobRow:
         """Store the job's state from ``tasks``; charge it (and keep its output) when it ended."""
-        fields = _summarize(tasks, row.backend)
+        runner = self.runner(row.backend)
+        fields = _summarize(tasks, runner.scheduler)
         # Conditional on the state read: of two refreshes racing, one charges the job.
         moved = await asyncio.to_thread(self.store.update_job, row.id, row.state, **fields)
         if moved and fields["state"] != row.state:
             logger.info("job %s: %s -> %s", row.id, row.state, fields["state"])
             if fields["state"] in _FINISHED:
-                self._charge(row, tasks)
-                if row.backend == "kubernetes":
-                    await self._keep_logs(row, tasks)
+                self._charge(row, tasks, runner)
+                await runner.keep_output(_submitted(row), tasks)
         refreshed = await asyncio.to_thread(self.store.job, row.id)
         return refreshed or row
 
-    async def _keep_logs(self, row: JobRow, tasks: list[JobTask]) -> None:
-        """Copy each pod's output to the job's log folder, so it outlives the pods."""
-        for task in tasks:
-            number = 0 if task.task is None else task.task
-            try:
-                text = await self.kubernetes.logs(row.slurm_job_id, number, _KEPT_LINES)
-            except BackendError as exc:
-                logger.warning("job %s: output of task %s not kept: %s", row.id, number, exc)
-                continue
-            await asyncio.to_thread(_write_text, Path(row.log_dir) / f"{number}.log", text)
-
-    def _charge(self, row: JobRow, tasks: list[JobTask]) -> None:
+    def _charge(self, row: JobRow, tasks: list[JobTask], runner: JobRunner) -> None:
         """Put a finished job's node- and GPU-hours, as its scheduler timed them, in the ledger.
 
-        A Slurm task spans all the job's nodes; a Kubernetes task is one pod on one node.
+        Each task is charged for the nodes it holds (a Slurm task spans all
+        the job's nodes; a Kubernetes task is one pod on one node).
         """
         if self._ledger is None or row.tenant_id is None:
             return
         job = load_job(dict(row.spec))
-        nodes = 1 if row.backend == "kubernetes" else job.nodes
+        nodes = runner.nodes_per_task(job)
         seconds = sum(
             max(0.0, t.ended_at - t.started_at) for t in tasks if t.started_at and t.ended_at
         )
@@ -359,10 +265,21 @@ class JobsManager:
         )
 
 
-def _summarize(tasks: list[JobTask], backend: str = "slurm") -> dict[str, Any]:
-    """The job row's fields from the states of its tasks."""
+def _submitted(row: JobRow) -> SubmittedJob:
+    """What the job's runner needs to know of its row."""
+    known = tuple(n for t in row.tasks if isinstance(n := t.get("task"), int))
+    return SubmittedJob(
+        id=row.id,
+        handle=row.handle,
+        spec=load_job(dict(row.spec), row.id),
+        log_dir=Path(row.log_dir),
+        known_tasks=known,
+    )
+
+
+def _summarize(tasks: list[JobTask], scheduler: str) -> dict[str, Any]:
+    """The job row's fields from the states of its tasks (``scheduler`` names who ran them)."""
     if not tasks:
-        scheduler = "Kubernetes" if backend == "kubernetes" else "Slurm"
         return {
             "state": AllocationState.UNKNOWN.value,
             "reason": f"{scheduler} no longer knows this job",
@@ -396,7 +313,7 @@ def _view(row: JobRow) -> dict[str, Any]:
         "id": row.id,
         "name": row.name,
         "backend": row.backend,
-        "slurm_job_id": row.slurm_job_id,
+        "slurm_job_id": row.handle,
         "state": row.state,
         "reason": row.reason,
         "exit_code": row.exit_code,
@@ -419,10 +336,3 @@ def _time(epoch: float) -> datetime:
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-
-
-def _tail(path: Path, lines: int) -> str:
-    if not path.exists():
-        return ""
-    with path.open(errors="replace") as handle:
-        return "".join(deque(handle, maxlen=lines))

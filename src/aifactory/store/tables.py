@@ -133,10 +133,12 @@ class UsageRow(Base):
 
 
 class JobRow(Base):
-    """A batch job: its validated spec, its Slurm job id and how it stands or ended.
+    """A batch job: its validated spec, its runner's handle and how it stands or ended.
 
+    ``handle`` is what the job's runner returned on submit (Slurm's job id, a
+    Kubernetes job set's name); the jobs API still calls it ``slurm_job_id``.
     ``tasks`` keeps the last state of each array task (or the one task), so a
-    job is still described after Slurm forgot it.
+    job is still described after its scheduler forgot it.
     """
 
     __tablename__ = "jobs"
@@ -145,7 +147,7 @@ class JobRow(Base):
     name: Mapped[str] = mapped_column(String(64), index=True)
     spec: Mapped[dict[str, object]] = mapped_column(JSON)
     backend: Mapped[str] = mapped_column(String(16))
-    slurm_job_id: Mapped[str] = mapped_column(String(32), default="", index=True)
+    handle: Mapped[str] = mapped_column(String(32), default="", index=True)
     state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
