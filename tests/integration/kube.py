@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,3 +62,11 @@ def running_cluster(image: str = "") -> Iterator[None]:
     yield
     if started:
         script("down")
+
+
+def fresh_namespace(prefix: str) -> Iterator[str]:
+    """A new namespace named ``prefix-<random>`` for a module's tests, deleted afterwards."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false")

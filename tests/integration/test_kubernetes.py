@@ -22,7 +22,7 @@ from aifactory.backends import AllocationRequest, AllocationState, AllocationSta
 from aifactory.specs import Resources
 
 from . import kube
-from .kube import KUBECONFIG, NODE, STATE_DIR, kubectl, running_cluster
+from .kube import KUBECONFIG, NODE, STATE_DIR, fresh_namespace, kubectl, running_cluster
 
 IMAGE = "localhost/busybox:aifactory"
 
@@ -36,10 +36,7 @@ def cluster() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def namespace(cluster: None) -> Iterator[str]:
-    name = f"aif-test-{secrets.token_hex(3)}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false")
+    yield from fresh_namespace("aif-test")
 
 
 def make_backend(namespace: str, instance: str) -> Any:

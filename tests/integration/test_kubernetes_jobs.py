@@ -33,7 +33,7 @@ from aifactory.specs import load_job
 from aifactory.store import Store
 from aifactory.tenancy import Principal, UsageLedger
 
-from .kube import KUBECONFIG, NODE, kubectl, running_cluster
+from .kube import KUBECONFIG, NODE, fresh_namespace, kubectl, running_cluster
 
 IMAGE = "localhost/busybox:aifactory"
 FINISHED = {"completed", "failed", "cancelled", "timeout", "unknown"}
@@ -48,10 +48,7 @@ def cluster() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def namespace(cluster: None) -> Iterator[str]:
-    name = f"aif-jobs-{secrets.token_hex(3)}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false")
+    yield from fresh_namespace("aif-jobs")
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ can register, and the gateway reaches the engine on the Pod's IP.
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import signal
 import subprocess
@@ -26,7 +25,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from .kube import KUBECONFIG, NODE, kubectl, running_cluster
+from .kube import KUBECONFIG, NODE, fresh_namespace, kubectl, running_cluster
 from .load import SteadyLoad
 from .server import REPO, Server, free_port, start_server
 
@@ -53,10 +52,7 @@ def cluster() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def namespace(cluster: None) -> Iterator[str]:
-    name = f"aif-rep-{secrets.token_hex(3)}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false")
+    yield from fresh_namespace("aif-rep")
 
 
 def k8s_settings(namespace: str, port: int) -> dict[str, str]:
