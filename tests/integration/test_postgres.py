@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import create_engine, inspect, text
+from tests.unit.test_slot_leases import check_slots_of_a_silent_holder_are_reclaimed
 
 from aifactory.store import Store
 from aifactory.tenancy import issue_key
@@ -130,3 +131,11 @@ def test_two_gateways_share_one_token_budget(two_gateways: tuple[Server, Server]
     auth = _tenant(full, "budgeted", token_budget=3 * tokens)
     codes = [_embed((gateway, full)[i % 2], auth) for i in range(5)]
     assert codes == [200, 200, 200, 429, 429], "both gateways see the same spend"
+
+
+def test_slots_of_a_crashed_gateway_are_given_back(pg_url: str) -> None:
+    crashed, survivor = Store(pg_url), Store(pg_url)
+    crashed.create_schema()
+    check_slots_of_a_silent_holder_are_reclaimed(crashed, survivor)
+    crashed.close()
+    survivor.close()

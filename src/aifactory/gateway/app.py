@@ -87,7 +87,8 @@ class GatewayApp:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        """Open the upstream connection pool."""
+        """Open the upstream connection pool; start keeping the limiter's slots."""
+        await self._limiter.start()
         self._session = aiohttp.ClientSession(
             # Engines close idle keep-alive connections after ~5 s (cpp-httplib):
             # let ours go first, so a request rarely lands on a closing one.
@@ -97,7 +98,8 @@ class GatewayApp:
         )
 
     async def aclose(self) -> None:
-        """Close the upstream connection pool."""
+        """Close the upstream connection pool; stop keeping the limiter's slots."""
+        await self._limiter.stop()
         if self._session is not None:
             await self._session.close()
 

@@ -10,11 +10,18 @@ refill is computed inside the UPDATE from the stored ``stamp``::
 
     level' = min(capacity, level + (now - stamp) * rate)
     take(cost):  if level' >= cost: level = level' - cost, stamp = now
+
+An in-flight slot is also recorded as held by the process that took it (a
+``held|HOLDER|SLOT`` row, stamped by the holder's ``renew``). A process
+that dies holding slots (``kill -9``, a lost node) stops renewing, and
+``reclaim`` gives its slots back once its rows are stale, so a crashed
+gateway cannot keep a tenant's concurrency limit used up. A holder that was
+only slow finds its rows gone and gives nothing back twice.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, case, insert, literal, select, update
+from sqlalchemy import ColumnElement, case, delete, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -86,25 +93,88 @@ class Counters:
             found = s.scalar(select(CounterRow.value).where(CounterRow.name == name))
             return float(found or 0.0)
 
-    def acquire(self, name: str, limit: int) -> bool:
-        """Take one slot if fewer than ``limit`` are taken."""
+    def acquire(self, name: str, limit: int, holder: str, now: float) -> bool:
+        """Take one slot if fewer than ``limit`` are taken, recorded as ``holder``'s."""
+        held = _held(holder, name)
         self._ensure(name, 0.0, 0.0)
+        self._ensure(held, 0.0, now)
         with self._sessions.begin() as s:
             result = s.execute(
                 update(CounterRow)
                 .where(CounterRow.name == name, CounterRow.value < limit)
                 .values(value=CounterRow.value + 1)
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return False
+            s.execute(
+                update(CounterRow)
+                .where(CounterRow.name == held)
+                .values(value=CounterRow.value + 1, stamp=now)
+            )
+            return True
 
-    def release(self, name: str) -> None:
-        """Give a slot back."""
+    def release(self, name: str, holder: str) -> None:
+        """Give back one of ``holder``'s slots (none if they were reclaimed meanwhile)."""
+        with self._sessions.begin() as s:
+            mine = s.execute(
+                update(CounterRow)
+                .where(CounterRow.name == _held(holder, name), CounterRow.value > 0)
+                .values(value=CounterRow.value - 1)
+            )
+            if mine.rowcount:  # type: ignore[attr-defined]
+                s.execute(
+                    update(CounterRow)
+                    .where(CounterRow.name == name, CounterRow.value > 0)
+                    .values(value=CounterRow.value - 1)
+                )
+
+    def renew(self, holder: str, now: float) -> None:
+        """``holder`` is alive: stamp its held-slot rows."""
         with self._sessions.begin() as s:
             s.execute(
                 update(CounterRow)
-                .where(CounterRow.name == name, CounterRow.value > 0)
-                .values(value=CounterRow.value - 1)
+                .where(CounterRow.name.startswith(_held(holder, ""), autoescape=True))
+                .values(stamp=now)
             )
+
+    def reclaim(self, stale_before: float) -> int:
+        """Give back the slots of holders that have not renewed since ``stale_before``.
+
+        Returns:
+            How many slots were given back.
+        """
+        with self._sessions.begin() as s:
+            stale = s.scalars(
+                select(CounterRow.name).where(
+                    CounterRow.name.startswith(_HELD), CounterRow.stamp < stale_before
+                )
+            ).all()
+        freed = 0
+        for held in stale:
+            with self._sessions.begin() as s:
+                # Deleted only if still stale: a holder that renewed meanwhile keeps it.
+                count = s.scalar(
+                    delete(CounterRow)
+                    .where(CounterRow.name == held, CounterRow.stamp < stale_before)
+                    .returning(CounterRow.value)
+                )
+                if count:
+                    slot = held.split("|", 2)[2]
+                    left = CounterRow.value - count
+                    s.execute(
+                        update(CounterRow)
+                        .where(CounterRow.name == slot)
+                        .values(value=case((left < 0, literal(0.0)), else_=left))
+                    )
+                    freed += int(count)
+        return freed
+
+
+_HELD = "held|"
+
+
+def _held(holder: str, slot: str) -> str:
+    return f"{_HELD}{holder}|{slot}"
 
 
 def _refilled(capacity: float, rate: float, now: float) -> ColumnElement[float]:

@@ -14,6 +14,10 @@ known only afterwards, so requests already in flight when a token limit runs
 out finish (OpenAI behaves the same); every token is counted exactly once,
 also across gateways, because the counters live in the shared store.
 
+Each process holds its slots under its own name and renews them every
+``_RENEW_S``; the slots of a process silent for ``_STALE_S`` (it crashed)
+are given back by whichever gateway notices first.
+
 Node- and GPU-hour budgets are checked by the control plane before it starts
 an allocation for the tenant (``allocation_refusal``).
 """
@@ -21,7 +25,9 @@ an allocation for the tenant (``allocation_refusal``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +38,11 @@ from aifactory.tenancy.keys import Principal
 
 __all__ = ["Admission", "Limiter", "period_bounds"]
 
+logger = logging.getLogger(__name__)
+
 _CACHE_TTL_S = 5.0
+_RENEW_S = 10.0
+_STALE_S = 60.0
 
 
 @dataclass
@@ -49,6 +59,34 @@ class Limiter:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._cache: dict[tuple[int, int], tuple[float, list[tuple[str, LimitSet]]]] = {}
+        self.holder = secrets.token_hex(8)  # this process, for the slots it holds
+        self._keeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Renew this process's slots and reclaim those of crashed processes, periodically."""
+        self._keeper = asyncio.create_task(self._keep_slots(), name="limits-slots")
+
+    async def stop(self) -> None:
+        """Stop renewing (slots still held are reclaimed by the others later)."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+
+    async def _keep_slots(self) -> None:
+        counters = self._store.counters
+        while True:
+            now = time.time()
+            try:
+                await asyncio.to_thread(counters.renew, self.holder, now)
+                freed = await asyncio.to_thread(counters.reclaim, now - _STALE_S)
+            except Exception:  # a store hiccup: try again next round
+                logger.exception("renewing in-flight slots failed; retrying")
+            else:
+                if freed:
+                    logger.warning(
+                        "gave back %d in-flight slots held by a gateway that stopped", freed
+                    )
+            await asyncio.sleep(_RENEW_S)
 
     def _scopes(self, principal: Principal) -> list[tuple[str, LimitSet]] | None:
         """The principal's limited scopes from the cache, or None when not cached."""
@@ -115,7 +153,7 @@ class Limiter:
             for name, limits in scopes:
                 if limits.concurrent_requests is not None:
                     slot = f"inflight:{name}"
-                    if not counters.acquire(slot, limits.concurrent_requests):
+                    if not counters.acquire(slot, limits.concurrent_requests, self.holder, now):
                         raise RateLimited(
                             f"The {name} already has {limits.concurrent_requests} requests in "
                             "flight, its limit.",
@@ -160,7 +198,7 @@ class Limiter:
 
     def _release(self, admission: Admission) -> None:
         for slot in admission.slots:
-            self._store.counters.release(slot)
+            self._store.counters.release(slot, self.holder)
         admission.slots.clear()
 
 
