@@ -37,6 +37,22 @@ def _physics_admin(server: Server) -> dict[str, str]:
     return {"Authorization": f"Bearer {key['key']}"}
 
 
+def _unix(slurm_time: str) -> float:
+    return time.mktime(time.strptime(slurm_time, "%Y-%m-%dT%H:%M:%S"))
+
+
+def _charged(server: Server, model: str) -> dict[str, Any]:
+    """The ledger's row for ``model`` once an allocation of it is charged (within 60 s)."""
+    deadline = time.monotonic() + 60
+    while True:
+        rows = server.admin.get("/api/usage", params={"tenant": "physics", "by": "model"}).json()
+        found = [r for r in rows["usage"] if r["model"] == model and r["node_hours"] > 0]
+        if found:
+            return dict(found[0])
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.5)
+
+
 def _slurm_job(job_id: str) -> dict[str, Any]:
     out = subprocess.run(["squeue", "--json"], capture_output=True, text=True, check=True).stdout
     return next(j for j in json.loads(out)["jobs"] if str(j["job_id"]) == job_id)
@@ -96,5 +112,13 @@ resources: {cpus: 1, memory_gib: 1}
         time.sleep(0.5)
     assert "resets at" in status["waiting_on"]
     assert our_jobs(slurm_factory.data_dir) == {}, "no new allocation past the budget"
+    # The ended replica is charged Slurm's own accounting: sacct's End - Start.
+    charged = _charged(slurm_factory, "budgeted")
+    start, end = subprocess.run(
+        ["sacct", "-c", "-P", "-n", "-j", replica, "--format=Start,End"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()[0].split("|")  # fmt: skip
+    elapsed = _unix(end) - _unix(start)
+    assert charged["node_hours"] == pytest.approx(elapsed / 3600, abs=1e-9), (charged, elapsed)
     slurm_factory.admin.put("/api/tenants/physics/limits", json={"node_hour_budget": None})
     slurm_factory.cli("delete", "budgeted")

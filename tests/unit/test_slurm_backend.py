@@ -8,6 +8,7 @@ from aifactory.backends import AllocationState, load_backend
 from aifactory.backends.slurm import (
     _parse_formatted,
     _parse_json,
+    parse_elapsed,
     plain_reason,
     seconds_until_start,
 )
@@ -103,3 +104,12 @@ def test_the_start_estimate_comes_from_sbatch_test_only() -> None:
     assert seconds_until_start(answer, now + 3600) == 0.0  # already due
     refused = "allocation failure: Requested node configuration is not available\n"
     assert seconds_until_start(refused, now) is None
+
+
+def test_an_ended_jobs_elapsed_time_comes_from_sacct() -> None:
+    out = "41|2026-11-28T13:25:12|2026-11-28T13:25:14|2\n41.0|2026-11-28T13:25:12|Unknown|2\n"
+    elapsed = parse_elapsed(out, "41")
+    assert elapsed is not None and elapsed.nodes == 2
+    assert elapsed.ended_at - elapsed.started_at == 2.0
+    assert parse_elapsed("42|2026-11-28T13:25:12|Unknown|1\n", "42") is None  # still running
+    assert parse_elapsed(out, "43") is None

@@ -15,8 +15,10 @@ from aifactory.backends.base import (
     AllocationState,
     AllocationStatus,
     Backend,
+    Elapsed,
     JobRunner,
     JobTask,
+    KeepsAccounts,
     SubmittedJob,
 )
 from aifactory.backends.slurm_jobs import SlurmJobRunner
@@ -32,8 +34,10 @@ __all__ = [
     "AllocationState",
     "AllocationStatus",
     "Backend",
+    "Elapsed",
     "JobRunner",
     "JobTask",
+    "KeepsAccounts",
     "KubernetesJobRunner",
     "SiteDefaults",
     "SlurmJobRunner",

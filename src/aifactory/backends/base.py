@@ -35,7 +35,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from aifactory.specs import Job, KubernetesOptions, Resources, SlurmOptions
 
@@ -200,7 +200,8 @@ class Backend(Protocol):
         """Seconds until an allocation like ``request`` could start; None: cannot tell.
 
         The scheduler's own view, never submitted; None also when it would
-        refuse the allocation. Used to send burst replicas to the stack that starts them soonest.
+        refuse the allocation. Used to send burst replicas to the stack that
+        starts them soonest.
         """
         ...
 
@@ -225,6 +226,24 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Release the backend; a local backend stops what it started."""
+        ...
+
+
+@dataclass(frozen=True)
+class Elapsed:
+    """When an ended allocation ran, and on how many nodes, by the scheduler's accounting."""
+
+    started_at: float
+    ended_at: float
+    nodes: int
+
+
+@runtime_checkable
+class KeepsAccounts(Protocol):
+    """A backend whose scheduler keeps its own record of what ran (Slurm's ``sacct``)."""
+
+    async def elapsed(self, handle: str) -> Elapsed | None:
+        """The ended allocation's start, end and node count; None until it is recorded."""
         ...
 
 

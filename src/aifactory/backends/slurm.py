@@ -23,7 +23,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from aifactory.backends._commands import run_command
-from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
+from aifactory.backends.base import (
+    AllocationRequest,
+    AllocationState,
+    AllocationStatus,
+    Elapsed,
+)
 from aifactory.backends.slurm_script import SiteDefaults, job_tag, render_job_script
 from aifactory.errors import BackendError, SchedulerCommandFailed
 
@@ -100,6 +105,18 @@ def seconds_until_start(test_only_output: str, now: float) -> float | None:
         return None
     # slurmctld writes its local time, as squeue --start does.
     return max(0.0, _timestamp(found.group(1)) - now)
+
+
+def parse_elapsed(text: str, job_id: str) -> Elapsed | None:
+    """Start, end and node count of ``job_id`` in ``sacct -P`` (JobIDRaw,Start,End,NNodes)."""
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) != 4 or parts[0] != job_id:
+            continue
+        start, end = _timestamp(parts[1]), _timestamp(parts[2])  # "Unknown" while running
+        if start and end and parts[3].isdigit():
+            return Elapsed(start, end, int(parts[3]))
+    return None
 
 
 def plain_reason(reason: str) -> str:
@@ -211,6 +228,25 @@ class SlurmBackend:
                     )
             return found
         return {}
+
+    async def elapsed(self, handle: str) -> Elapsed | None:
+        """When Slurm says the ended job ran, and on how many nodes (``sacct``).
+
+        Asks slurmdbd, else the job-completion log; None while the job has
+        not ended or neither knows it.
+        """
+        fields = ["--noheader", "--parsable2", "--format=JobIDRaw,Start,End,NNodes"]
+        for source in ([], ["--completion"]):
+            try:
+                out = await run_command(
+                    ["sacct", *source, *fields, f"--jobs={handle}"], timeout_s=self.timeout_s
+                )
+            except SchedulerCommandFailed:
+                continue
+            found = parse_elapsed(out, handle)
+            if found is not None:
+                return found
+        return None
 
     async def cancel(self, handle: str) -> None:
         """``scancel`` the job; a job already gone is fine."""

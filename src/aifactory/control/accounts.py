@@ -5,16 +5,20 @@ the service (or pool). Before a launch it applies the tenant's Slurm account
 (always: a spec cannot charge another account) and its partition and QOS
 (where the spec names none), and refuses to start anything once the
 tenant's node- or GPU-hour budget for the period is spent. When an
-allocation ends its node- and GPU-hours go to the usage ledger.
+allocation ends its node- and GPU-hours go to the usage ledger: by the
+scheduler's own accounting where it keeps one (Slurm's ``sacct`` start,
+end and node count, the figures the site's own reports use), else by the
+control plane's record of when the allocation ran.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from datetime import UTC, datetime
 
-from aifactory.backends import AllocationRequest
+from aifactory.backends import AllocationRequest, Backend, Elapsed, KeepsAccounts
 from aifactory.control.fleet import LiveReplica
 from aifactory.specs import Deployable
 from aifactory.store import ServiceRow, Store, TenantRow
@@ -23,6 +27,10 @@ from aifactory.tenancy import UsageLedger, period_bounds
 __all__ = ["LENT_KIND", "TenantAccounts"]
 
 LENT_KIND = "lent-allocation"
+
+# How long to wait for the scheduler to record an ended allocation.
+_ACCOUNTING_TRIES = 15
+_ACCOUNTING_WAIT_S = 2.0
 
 
 class TenantAccounts:
@@ -86,12 +94,39 @@ class TenantAccounts:
                 )
         return None
 
-    def record_end(self, replica: LiveReplica, gpus: int, backend: str) -> None:
-        """Put an ended allocation's node- and GPU-hours in the ledger."""
+    async def charge_end(
+        self, replica: LiveReplica, gpus: int, backend: Backend, tries: int = _ACCOUNTING_TRIES
+    ) -> None:
+        """Put an ended allocation's node- and GPU-hours in the ledger.
+
+        A backend that keeps accounts is asked (a few ``tries``, as the
+        scheduler records a job once it has fully ended); failing that, the
+        control plane's own record is charged.
+        """
+        if self._owner.get(replica.service) is None or "running" not in replica.timeline:
+            return
+        elapsed = None
+        if isinstance(backend, KeepsAccounts) and replica.handle:
+            for attempt in range(tries):
+                elapsed = await backend.elapsed(replica.handle)
+                if elapsed is not None or attempt == tries - 1:
+                    break
+                await asyncio.sleep(_ACCOUNTING_WAIT_S)
+        self.record_end(replica, gpus, backend.name, elapsed)
+
+    def record_end(
+        self, replica: LiveReplica, gpus: int, backend: str, elapsed: Elapsed | None = None
+    ) -> None:
+        """Charge an ended allocation: by ``elapsed`` (the scheduler's) or our own record."""
         tenant = self._owner.get(replica.service)
         if tenant is None or self._ledger is None or "running" not in replica.timeline:
             return
-        hours = _hours(replica, gpus)
+        if elapsed is not None:
+            seconds = max(0.0, elapsed.ended_at - elapsed.started_at)
+            nodes, source = elapsed.nodes, f"{backend}-accounting"
+        else:
+            started = replica.timeline["running"]
+            seconds, nodes, source = max(0.0, time.time() - started), 1, "control-plane"
         # Lent allocations ran on idle capacity the site would otherwise
         # waste: their own kind, so `aif usage --by kind` shows them apart.
         self._ledger.record(
@@ -100,10 +135,10 @@ class TenantAccounts:
             kind=LENT_KIND if replica.lent else "allocation",
             model=replica.service,
             endpoint=f"replica.{backend}" + (".lent" if replica.lent else ""),
-            seconds=hours["seconds"],
-            node_hours=hours["node_hours"],
-            gpu_hours=hours["gpu_hours"],
-            source="control-plane",
+            seconds=seconds,
+            node_hours=seconds * nodes / 3600,
+            gpu_hours=seconds * nodes * gpus / 3600,
+            source=source,
         )
 
 

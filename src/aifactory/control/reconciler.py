@@ -130,6 +130,14 @@ class Reconciler:
             ),
             return_exceptions=True,
         )
+        # Charged now, not left to the next run: the scheduler gets a few seconds to record them.
+        await asyncio.gather(
+            *(
+                self.accounts.charge_end(r, self._gpus(r), self.backend(r.backend), tries=3)
+                for r in live
+            ),
+            return_exceptions=True,
+        )
         await self.planner.aclose()
         ids = [r.id for r in live]
         if ids:
@@ -457,6 +465,10 @@ class Reconciler:
                 replica.stopping = True
                 self._background(self._stop(replica))
 
+    def _gpus(self, replica: LiveReplica) -> int:
+        spec = self.specs.get(replica.service)
+        return spec.resources.gpus if spec else 0
+
     def _busy(self, replica: LiveReplica) -> int:
         """Requests (or, for a pool's worker, tasks) the replica still serves."""
         if isinstance(self.specs.get(replica.service), FunctionPool) and self.pools is not None:
@@ -505,8 +517,8 @@ class Reconciler:
             self.pools.drain(replica.id)
         if state in (ReplicaState.GONE, ReplicaState.FAILED):
             self._fleet.replicas.pop(replica.id, None)
-            spec = self.specs.get(replica.service)
-            self.accounts.record_end(replica, spec.resources.gpus if spec else 0, replica.backend)
+            backend = self.backend(replica.backend)
+            self._background(self.accounts.charge_end(replica, self._gpus(replica), backend))
             if self.pools is not None:
                 self.pools.forget(replica.id)
         await asyncio.to_thread(
