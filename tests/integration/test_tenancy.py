@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 import time
@@ -13,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from .server import REPO, Server, processes_mentioning
+from .server import REPO, Server, processes_mentioning, start_server
 
 EMBED = "all-minilm-l6-v2"
 CHAT = "smollm2-135m-instruct"
@@ -317,3 +318,20 @@ def test_the_example_agent_answers_questions_from_a_bucket(server: Server) -> No
     assert kinds["tokens"]["completion_tokens"] > 0, "the agent's questions to the model"
     assert kinds["objects"]["bytes_in"] >= len(b"Say yes.") + len(answer)
     assert kinds["objects"]["bytes_out"] >= len(answer) and kinds["objects"]["calls"] > 3
+
+
+def test_replicas_alive_at_shutdown_are_charged(tmp_path: Path) -> None:
+    first = start_server(tmp_path / "stop", local_cpus="1")
+    assert first.admin.post("/api/tenants", json={"name": "ends"}).status_code == 201
+    spec = (REPO / "examples" / "embeddings.yaml").read_text()
+    assert first.admin.post("/api/services", params={"tenant": "ends"}, content=spec).is_success
+    first.wait_ready("embeddings")
+    time.sleep(1)
+    assert first.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+    again = start_server(tmp_path / "stop", local_cpus="1")
+    try:
+        rows = again.admin.get("/api/usage", params={"tenant": "ends", "by": "kind"}).json()
+        (allocation,) = [r for r in rows["usage"] if r["kind"] == "allocation"]
+        assert allocation["seconds"] >= 1 and allocation["node_hours"] > 0, allocation
+    finally:
+        again.stop()
