@@ -36,6 +36,10 @@ if ! bash deploy/k8s-dev-cluster.sh status >/dev/null 2>&1; then
     started_k8s=1
     bash deploy/k8s-dev-cluster.sh up
 fi
+echo "==> aifactory's container image"
+# Built from deploy/Containerfile and imported into the dev cluster's containerd
+# (a few minutes on a fresh machine; later runs find it cached by content).
+bash deploy/build-image.sh
 echo "==> pytest"
 # Integration tests must run here: a skipped one fails the run.
 export AIFACTORY_REQUIRE_INTEGRATION=1

@@ -10,6 +10,7 @@ work on one machine with no configuration. Nothing else in aifactory reads
 from __future__ import annotations
 
 import os
+import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,6 +38,9 @@ def _absolute(path: Path) -> Path:
 
 
 AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
+
+# The interpreter of aifactory's container image (deploy/Containerfile).
+IMAGE_PYTHON = "/opt/aifactory/bin/python"
 
 
 def _default_data_dir() -> Path:
@@ -88,6 +92,10 @@ class Settings(BaseSettings):
     # Host paths every replica Pod mounts read-only at the same path (a JSON
     # list in the environment): on the dev cluster, the venv and the source.
     kubernetes_host_paths: tuple[AbsolutePath, ...] = ()
+    # The Python interpreter inside replica Pods. Empty: the image's
+    # (/opt/aifactory/bin/python), or this control plane's own when
+    # kubernetes_host_paths mounts it from the host.
+    kubernetes_python: str = Field(default="", pattern=r"^(/[^\x00]*)?$")
     drain_timeout_s: float = Field(default=30.0, ge=0)
     functions_worker_port: int = Field(default=5561, ge=0, le=65535)
     functions_client_port: int = Field(default=5562, ge=0, le=65535)
@@ -139,6 +147,13 @@ class Settings(BaseSettings):
     def advertise_host(self) -> str:
         """The host name replicas and clients reach this control plane by."""
         return urlsplit(self.control_url).hostname or "127.0.0.1"
+
+    @property
+    def kubernetes_pod_python(self) -> str:
+        """The interpreter replica Pods start the launcher, engine and worker with."""
+        if self.kubernetes_python:
+            return self.kubernetes_python
+        return sys.executable if self.kubernetes_host_paths else IMAGE_PYTHON
 
     @property
     def objects_dir(self) -> Path:

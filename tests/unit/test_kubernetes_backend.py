@@ -147,7 +147,7 @@ def test_host_paths_are_read_only_at_the_same_path_and_secrets_never_in_the_text
         {"name": "host-1", "hostPath": {"path": "/srv/src"}},
         {
             "name": "secrets",
-            "secret": {"secretName": "aif-ab12cd34-chat-a1b2c3", "defaultMode": 0o400},
+            "secret": {"secretName": "aif-ab12cd34-chat-a1b2c3", "defaultMode": 0o440},
         },
     ]
     assert pod["spec"]["containers"][0]["volumeMounts"] == [

@@ -12,7 +12,8 @@ kubelet replaces with the Pod's IP (from the downward API).
 
 Two kinds of volume: the site's host paths (``host_paths``: on the dev
 cluster the checkout's venv and source, so the launcher argv's interpreter
-exists in the Pod at the same path), mounted read-only at the same path; and
+exists in the Pod at the same path; none with aifactory's own image,
+deploy/Containerfile), mounted read-only at the same path; and
 the replica's one-time secrets (its registration token, a pool's worker
 token, an agent's key) as a Secret named like the Pod, mounted read-only
 where the launcher looks for them. The Secret never appears in the manifest's
@@ -211,7 +212,9 @@ def volumes(
         folders = {path.parent for path in secret_files}
         if len(folders) != 1:
             raise BackendError(f"the secret files of {name} are not in one folder: {folders}")
-        secret = {"secretName": name, "defaultMode": 0o400}
+        # Group-readable: the image runs as a non-root user in group 0
+        # (deploy/Containerfile), and the kubelet writes the files as root.
+        secret = {"secretName": name, "defaultMode": 0o440}
         volumes.append({"name": SECRETS_VOLUME, "secret": secret})
         mounts.append({"name": SECRETS_VOLUME, "mountPath": str(folders.pop()), "readOnly": True})
     return volumes, mounts

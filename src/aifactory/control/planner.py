@@ -9,6 +9,12 @@ a Service, the functions worker of a FunctionPool or an Agent's program::
         [--secret-env F] -- THE AGENT'S COMMAND            (an Agent: its key in F)
 
 The planner also builds each backend once, with the site's defaults.
+
+``python`` is the control plane's own interpreter on the local and Slurm
+backends (their nodes share its install). A Kubernetes Pod has its own
+filesystem: there it is the image's interpreter (``kubernetes_pod_python``),
+and llama.cpp converts models into the Pod's ``$HOME`` cache instead of the
+control plane's ``cache_dir``.
 """
 
 from __future__ import annotations
@@ -91,6 +97,8 @@ class AllocationPlanner:
         """
         default = self._settings.default_backend
         backend = self.backend(stack or stacks_of(spec, default)[0])
+        in_pod = backend.name == "kubernetes"
+        python = self._settings.kubernetes_pod_python if in_pod else sys.executable
         secrets: tuple[str, ...] = ()
         secret_files = [token_file]
         if is_lent(spec, backend.name):
@@ -102,7 +110,7 @@ class AllocationPlanner:
             )  # fmt: skip
             secret_files.append(drain_token_file(token_file))
         if isinstance(spec, FunctionPool):
-            command, env = _worker_command(spec, replica_id, token_file, pools), spec.env
+            command, env = _worker_command(spec, replica_id, token_file, pools, python), spec.env
             secret_files.append(worker_token_file(token_file))
         elif isinstance(spec, Agent):
             command = spec.command
@@ -110,10 +118,10 @@ class AllocationPlanner:
             secrets += ("--secret-env", str(secret_env_file(token_file)))
             secret_files.append(secret_env_file(token_file))
         else:
-            engine = render_engine(spec, self._settings.cache_dir)
+            engine = render_engine(spec, None if in_pod else self._settings.cache_dir, python)
             command, env = engine.argv, engine.env
         argv = (
-            sys.executable, "-m", "aifactory.launcher",
+            python, "-m", "aifactory.launcher",
             "--control-url", self._settings.control_url,
             "--replica-id", replica_id,
             "--token-file", str(token_file),
@@ -136,13 +144,13 @@ class AllocationPlanner:
 
 
 def _worker_command(
-    pool: FunctionPool, replica_id: str, token_file: Path, pools: Pools | None
+    pool: FunctionPool, replica_id: str, token_file: Path, pools: Pools | None, python: str
 ) -> tuple[str, ...]:
     if pools is None:
         raise BackendError("this control plane runs no functions broker to serve pools.")
     spill = ("--spill-dir", str(pools.spill_dir)) if pools.spill_dir else ()
     return (
-        pool.python or sys.executable, "-m", "aifactory.functions.worker",
+        pool.python or python, "-m", "aifactory.functions.worker",
         "--broker", pools.worker_address,
         "--pool", pool.name,
         "--processes", str(pool.workers),

