@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -70,3 +71,25 @@ def fresh_namespace(prefix: str) -> Iterator[str]:
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false")
+
+
+def pod_facing_settings(
+    namespace: str, port: int, image: str, host_paths: list[str]
+) -> dict[str, str]:
+    """Settings of a control plane on ``port`` whose replicas run as Pods in ``namespace``.
+
+    ``host_paths`` are mounted into the Pods read-only (the dev image runs
+    the checkout's venv and source); the production image needs none.
+    """
+    node_ip = kubectl(
+        "get", "node", NODE, "-o", 'jsonpath={.status.addresses[?(@.type=="InternalIP")].address}'
+    )
+    return {
+        # Pods reach the control plane (and the functions broker) on the node's IP.
+        "host": "0.0.0.0",
+        "public_url": f"http://{node_ip}:{port}",
+        "kubeconfig": str(KUBECONFIG),
+        "kubernetes_namespace": namespace,
+        "kubernetes_image": image,
+        "kubernetes_host_paths": json.dumps(host_paths),
+    }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -28,7 +27,7 @@ from openai import OpenAI
 
 from aifactory.functions import Executor
 
-from .kube import KUBECONFIG, NODE, kubectl, running_cluster
+from .kube import fresh_namespace, kubectl, pod_facing_settings, running_cluster
 from .server import REPO, Server, free_port, start_server
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -82,29 +81,17 @@ def image(cluster: None) -> str:
 
 @pytest.fixture(scope="module")
 def namespace(cluster: None) -> Iterator[str]:
-    name = f"aif-img-{secrets.token_hex(3)}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false")
+    yield from fresh_namespace("aif-img")
 
 
 @pytest.fixture(scope="module")
 def srv(image: str, namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    node_ip = kubectl(
-        "get", "node", NODE, "-o", 'jsonpath={.status.addresses[?(@.type=="InternalIP")].address}'
-    )
     port = free_port()
     server = start_server(
         tmp_path_factory.mktemp("k8s-image"),
         port=port,
-        # Pods reach the control plane (and the functions broker) on the node's IP.
-        host="0.0.0.0",
-        public_url=f"http://{node_ip}:{port}",
-        kubeconfig=str(KUBECONFIG),
-        kubernetes_namespace=namespace,
-        kubernetes_image=image,
         # Nothing from this host: the interpreter defaults to the image's.
-        kubernetes_host_paths="[]",
+        **pod_facing_settings(namespace, port, image, host_paths=[]),
         functions_heartbeat_s="0.5",
     )
     yield server

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from .kube import KUBECONFIG, NODE, fresh_namespace, kubectl, running_cluster
+from .kube import KUBECONFIG, NODE, fresh_namespace, kubectl, pod_facing_settings, running_cluster
 from .load import SteadyLoad
 from .server import REPO, Server, free_port, start_server
 
@@ -56,19 +56,8 @@ def namespace(cluster: None) -> Iterator[str]:
 
 
 def k8s_settings(namespace: str, port: int) -> dict[str, str]:
-    """Settings of a control plane whose replicas run as Pods in ``namespace``."""
-    node_ip = kubectl(
-        "get", "node", NODE, "-o", 'jsonpath={.status.addresses[?(@.type=="InternalIP")].address}'
-    )
-    return {
-        # Pods reach the control plane on the node's IP, not on loopback.
-        "host": "0.0.0.0",
-        "public_url": f"http://{node_ip}:{port}",
-        "kubeconfig": str(KUBECONFIG),
-        "kubernetes_namespace": namespace,
-        "kubernetes_image": IMAGE,
-        "kubernetes_host_paths": json.dumps([sys.prefix, str(REPO / "src")]),
-    }
+    """Settings of a control plane whose replicas run in the dev image, with this checkout."""
+    return pod_facing_settings(namespace, port, IMAGE, [sys.prefix, str(REPO / "src")])
 
 
 @pytest.fixture(scope="module")
