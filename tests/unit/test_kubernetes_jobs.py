@@ -232,3 +232,17 @@ def test_cancelling_keeps_a_finished_task_as_it_ended() -> None:
     )
     done = job_task(0, batch_job(COMPLETE), None)
     assert done.cancelled(at=1e9) == done
+
+
+def test_a_pod_just_past_its_deadline_ends_at_the_deadline() -> None:
+    # The kubelet marks the pod Failed before its container is killed: no
+    # finish time, no Job condition yet, and the container still "running".
+    late = pod(
+        "Failed", {"running": {"startedAt": "2025-01-01T10:00:05Z"}}, reason="DeadlineExceeded"
+    )
+    late["status"]["startTime"] = "2025-01-01T10:00:04Z"
+    late["spec"]["activeDeadlineSeconds"] = 3
+    task = job_task(None, batch_job(), late)
+    assert task.state is AllocationState.TIMEOUT
+    assert task.started_at is not None and task.ended_at is not None
+    assert task.ended_at - task.started_at == 2  # the container started 1 s after the pod

@@ -209,7 +209,7 @@ def job_task(
     if status.state.finished:
         job_status = batch_job.get("status") or {}
         started = started or _epoch(job_status.get("startTime"))
-        ended = ended or _epoch(final.get("lastTransitionTime"))
+        ended = ended or _epoch(final.get("lastTransitionTime")) or _deadline(pod)
     elif status.state is AllocationState.PENDING:
         started = None
     return JobTask(
@@ -245,6 +245,15 @@ def _container_times(pod: dict[str, Any] | None) -> tuple[float | None, float | 
     started = _epoch(terminated.get("startedAt") or running.get("startedAt"))
     signal = terminated.get("signal")
     return started, _epoch(terminated.get("finishedAt")), signal if signal else None
+
+
+def _deadline(pod: dict[str, Any] | None) -> float | None:
+    """When a pod stopped by its time limit was declared ended (its container may linger)."""
+    status, spec = (pod or {}).get("status") or {}, (pod or {}).get("spec") or {}
+    started, limit = _epoch(status.get("startTime")), spec.get("activeDeadlineSeconds")
+    if status.get("reason") != "DeadlineExceeded" or started is None or limit is None:
+        return None
+    return started + float(limit)
 
 
 def _epoch(text: Any) -> float | None:
