@@ -144,3 +144,23 @@ def test_sidecar_metadata_when_xattrs_are_off(tmp_path: Path) -> None:
     _put(store, "a/b", b"data", '"sidecar"')
     assert store.head("bkt", "a/b").meta.etag == '"sidecar"'
     assert os.listxattr(tmp_path / "root" / "bkt" / "a" / "b") == []
+
+
+def test_an_open_object_keeps_its_own_metadata_when_replaced_alike(
+    files: FileStore, tmp_path: Path
+) -> None:
+    # Two writers' files can share size and (within the clock's granularity)
+    # mtime: metadata must come from the file a reader has open, not the path.
+    first = _put(files, "same", b"A" * 64, etag='"first"')
+    fd, _info = files.open("bkt", "same")
+    try:
+        path = tmp_path / "root" / "bkt" / "same"
+        _put(files, "same", b"B" * 64, etag='"second"')
+        os.utime(path, ns=(first.mtime_ns, first.mtime_ns))
+        replaced = os.stat(path)
+        assert replaced.st_size == 64 and replaced.st_mtime_ns == first.mtime_ns
+        mine = files.meta.read("bkt", "same", str(path), os.fstat(fd), fd)
+        assert mine is not None and mine.etag == '"first"'
+        assert os.pread(fd, 1, 0) == b"A"
+    finally:
+        os.close(fd)

@@ -111,12 +111,20 @@ class MetadataStore:
         else:
             self.after_publish(bucket, key, meta)
 
-    def read(self, bucket: str, key: str, path: str, st: os.stat_result) -> ObjectMeta | None:
-        """Our record of the object at ``path``, if it still describes the file."""
+    def read(
+        self, bucket: str, key: str, path: str, st: os.stat_result, fd: int | None = None
+    ) -> ObjectMeta | None:
+        """Our record of the object at ``path``, if it still describes the file.
+
+        With ``fd`` (the file already open for reading) the record is read
+        from that very file: a writer may have replaced ``path`` meanwhile,
+        possibly with the same size and, within the clock's granularity, the
+        same mtime.
+        """
         data: bytes | None = None
         if self.use_xattr:
             with contextlib.suppress(OSError):
-                data = os.getxattr(path, XATTR_NAME)
+                data = os.getxattr(path if fd is None else fd, XATTR_NAME)
         else:
             with contextlib.suppress(OSError), open(self._sidecar(bucket, key), "rb") as handle:
                 data = handle.read()

@@ -106,11 +106,13 @@ class FileStore:
         self._check_inside(bucket, path, key)
         return self._info(bucket, key, path, st)
 
-    def _info(self, bucket: str, key: str, path: str, st: os.stat_result) -> ObjectInfo:
+    def _info(
+        self, bucket: str, key: str, path: str, st: os.stat_result, fd: int | None = None
+    ) -> ObjectInfo:
         is_dir = stat.S_ISDIR(st.st_mode)
         if key.endswith("/") != is_dir or not (is_dir or stat.S_ISREG(st.st_mode)):
             raise _no_such_key(bucket, key)
-        meta = self.meta.read(bucket, key, path, st)
+        meta = self.meta.read(bucket, key, path, st, fd)
         if meta is None:
             if is_dir:
                 raise _no_such_key(bucket, key)
@@ -133,7 +135,7 @@ class FileStore:
             raise _no_such_key(bucket, key) from None
         try:
             self._check_inside(bucket, path, key)
-            return fd, self._info(bucket, key, path, os.fstat(fd))
+            return fd, self._info(bucket, key, path, os.fstat(fd), fd)
         except BaseException:
             os.close(fd)
             raise
