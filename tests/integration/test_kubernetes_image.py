@@ -180,6 +180,10 @@ def cube(x: int) -> int:
     return x * x * x
 
 
+def reversed_bytes(data: bytes) -> bytes:
+    return data[::-1]
+
+
 def test_a_function_pool_worker_from_the_image_runs_tasks(
     srv: Server, namespace: str, image: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -193,6 +197,10 @@ def test_a_function_pool_worker_from_the_image_runs_tasks(
         ran_on = executor.submit(where).result(timeout=300)
         first_s = time.monotonic() - started
         assert list(executor.map(cube, range(50), chunksize=10)) == [x**3 for x in range(50)]
+        # Over the spill threshold (1 MiB) both ways: the Pod cannot see the
+        # control plane's spill directory, so both travel in the messages.
+        big = os.urandom(3 << 20)
+        assert executor.submit(reversed_bytes, big).result(timeout=120) == big[::-1]
 
     (pod,) = labelled(namespace, POOL)
     assert_runs_from_the_image(pod, image)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,29 @@ def test_invoke_bodies_are_args_and_kwargs_only() -> None:
         _arguments({"args": [], "extra": 1})
     with pytest.raises(BadRequest):
         _arguments({"args": {"not": "a list"}})
+
+
+def test_a_worker_without_the_spill_directory_gets_spilled_arguments_inline(
+    tmp_path: Path,
+) -> None:
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    (spill / "big.arg").write_bytes(b"A" * 100_000)
+    (tmp_path / "secret").write_bytes(b"not yours")
+    scheduler = Scheduler(max_retries=1, spill_root=str(spill))
+    scheduler.register(b"pod", {"pool": "cpu", "capacity": 3, "spills": False})
+    frames: list[bytes] = []
+    for task_id, path in enumerate((spill / "big.arg", tmp_path / "secret")):
+        p.add_task(frames, task_id, 0.0, p.SPILLED, os.fsencode(path))
+    scheduler.submit(b"client", "cpu", frames)
+    (message,) = scheduler.dispatch()
+    tasks = list(p.read_tasks(message, 2))
+    assert (
+        [(flags, bytes(payload)[:3]) for _id, _t, flags, payload in tasks]
+        == [
+            (0, b"AAA"),  # read back from our spill directory, sent inline
+            (p.SPILLED, os.fsencode(tmp_path / "secret")[:3]),  # a path elsewhere is never read
+        ]
+    )
+    assert len(bytes(tasks[0][3])) == 100_000
+    assert (spill / "big.arg").exists(), "kept for a retry"

@@ -7,6 +7,7 @@ be tested without ZeroMQ. Not thread-safe; the broker serializes calls.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -73,6 +74,7 @@ class _Worker:
     capacity: int
     last_seen: float
     replica: str = ""
+    spills: bool = True  # shares the spill directory (a Pod does not)
     draining: bool = False
     running: dict[int, _Task] = field(default_factory=dict)
 
@@ -149,6 +151,7 @@ class Scheduler:
             capacity=max(1, int(body.get("capacity", 1))),
             last_seen=time.monotonic(),
             replica=str(body.get("replica") or ""),
+            spills=bool(body.get("spills", True)),
         )
         self.workers[identity] = worker
         self.events.append(PoolEvent("joined", worker.pool, worker.replica))
@@ -311,7 +314,10 @@ class Scheduler:
                     out = batches.get(worker.identity)
                     if out is None:
                         out = batches[worker.identity] = [worker.identity, p.TASKS]
-                    p.add_task(out, task.id, task.timeout_s, task.flags, task.payload)
+                    flags, payload = task.flags, task.payload
+                    if flags & p.SPILLED and not worker.spills:
+                        flags, payload = self._unspilled(payload)
+                    p.add_task(out, task.id, task.timeout_s, flags, payload)
                     if worker.free == 0:
                         free.remove(worker)
                 else:
@@ -328,11 +334,27 @@ class Scheduler:
                 return task
         return None
 
+    def _unspilled(self, frame: p.Payload) -> tuple[int, p.Payload]:
+        """A spilled argument read back, for a worker that cannot see the spill directory.
+
+        The file stays (a retry reads it again); only files inside our own
+        spill directory are read, since the path came off the wire.
+        """
+        path = self._own_spill_file(frame)
+        if path is not None:
+            with contextlib.suppress(OSError), open(path, "rb") as file:
+                return 0, file.read()
+        return p.SPILLED, frame  # the worker reports the unreadable file as the task's error
+
+    def _own_spill_file(self, frame: p.Payload) -> str | None:
+        if self._spill_root is None:
+            return None
+        path = os.path.normpath(os.fsdecode(bytes(frame)))
+        return path if os.path.dirname(path) == self._spill_root else None
+
     def delete_spill(self, frame: p.Payload) -> None:
         """Queue a spill file for deletion, if it lies in our spill directory."""
-        if self._spill_root is None:
-            return
-        path = os.path.normpath(os.fsdecode(bytes(frame)))
         # Only ever delete inside our own spill directory: the path came off the wire.
-        if os.path.dirname(path) == self._spill_root:
+        path = self._own_spill_file(frame)
+        if path is not None:
             self.deletes.append(path)

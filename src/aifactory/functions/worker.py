@@ -90,7 +90,9 @@ class WorkerManager:
         processes: Task processes to run.
         prefetch: Extra tasks to hold beyond ``processes``, hiding the round
             trip to the broker between tasks.
-        spill_dir: Spill directory as mounted here; default: the broker's.
+        spill_dir: Spill directory as mounted here; default: the broker's. One
+            this machine cannot use (a Pod has its own filesystem) means no
+            spilling: large arguments and results then travel in messages.
         replica: The control plane's replica (allocation) this worker runs in.
         token: The replica's one-time token the broker checks, when it has a gate.
     """
@@ -111,7 +113,10 @@ class WorkerManager:
         self._token = token
         self.processes = max(1, processes)
         self.prefetch = max(0, prefetch)
-        self.spill_dir = spill_dir
+        self.spills = spill_dir is None or os.access(spill_dir, os.R_OK | os.W_OK | os.X_OK)
+        self.spill_dir = spill_dir if self.spills else None
+        if not self.spills:
+            logger.info("no spill directory %s here: large payloads travel inline", spill_dir)
         self.identity = uuid.uuid4().bytes
         self._spill_threshold = p.DEFAULT_SPILL_THRESHOLD
         self._heartbeat_s = 1.0
@@ -172,7 +177,7 @@ class WorkerManager:
                     welcome = p.decode_json(frames[0])
                     self._heartbeat_s = float(welcome.get("heartbeat_s") or 1.0)
                     self._spill_threshold = int(welcome["spill_threshold"])
-                    if self.spill_dir is None and welcome.get("spill_dir"):
+                    if self.spills and self.spill_dir is None and welcome.get("spill_dir"):
                         self.spill_dir = Path(welcome["spill_dir"])
                     logger.info("registered with %s for pool %s", self.broker, self.pool)
                     return True
@@ -267,6 +272,7 @@ class WorkerManager:
             "pid": os.getpid(),
             "replica": self.replica,
             "token": self._token,
+            "spills": self.spills,
         }
 
     def _drain_child(self, child: _Child) -> None:
