@@ -45,6 +45,11 @@ def render_status(status: dict[str, Any]) -> Group:
                 f"{stack} {'cannot tell' if s is None else f'{s:.0f} s'}"
                 for stack, s in b["start_estimates_s"].items()
             )
-            table.add_row(when, b["stack"], estimates)
+            went = (
+                f"{b['stack']} (moved from {b['moved_from']})"
+                if b.get("moved_from")
+                else b["stack"]
+            )
+            table.add_row(when, went, estimates)
         parts.append(table)
     return Group(*parts)

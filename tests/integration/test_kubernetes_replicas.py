@@ -379,3 +379,48 @@ def test_a_killed_control_plane_adopts_its_pod_and_serves_on(
             again.stop()
         elif first.process.poll() is None:
             first.stop()
+
+
+MOVE_SPEC = (
+    BURST_SPEC.replace("name: burst", "name: moving")
+    .replace("smollm2-burst", "smollm2-moving")
+    .replace("replicas: {min: 1, max: 3}", "replicas: {min: 1, max: 1}")
+    .replace("{stack: slurm, baseline: 1}", "{stack: slurm, baseline: 0}")
+)
+
+
+def test_a_waiting_burst_replica_moves_when_another_stack_frees_up(
+    srv: Server, namespace: str
+) -> None:
+    """Both stacks full: the replica waits on Slurm (30 min against "cannot tell").
+
+    When the Kubernetes node frees up, the waiting Slurm job is cancelled and
+    the replica starts in a Pod instead.
+    """
+    if not slurm_up():
+        pytest.skip("no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first")
+    blockers = fill_slurm()
+    try:
+        fill_node(namespace)
+        srv.deploy(MOVE_SPEC)
+        wait_for(lambda: len(replicas_of(srv, "moving")) == 1, 60, "a replica", srv)
+        (first,) = replicas_of(srv, "moving")
+        assert first["backend"] == "slurm" and job_state(first["handle"]) == "PENDING"
+
+        kubectl("delete", "pod", "filler", "-n", namespace)
+        srv.wait_ready("moving", timeout_s=180)
+        (moved,) = replicas_of(srv, "moving")
+        assert moved["backend"] == "kubernetes", moved
+        last = srv.admin.get("/v1/services/moving").json()["bursts"][-1]
+        assert (last["moved_from"], last["stack"]) == ("slurm", "kubernetes"), last
+        assert last["start_estimates_s"]["kubernetes"] == 0
+        assert job_state(first["handle"]) in ("", "CANCELLED"), "the waiting job is withdrawn"
+        client = OpenAI(base_url=f"{srv.url}/v1", api_key=srv.admin_key, max_retries=0)
+        reply = client.chat.completions.create(
+            model="smollm2-moving", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+        )
+        assert reply.choices[0].message.content
+    finally:
+        subprocess.run(["scancel", *blockers], check=False)
+        kubectl("delete", "pod", "filler", "-n", namespace, "--wait=false", check=False)
+        srv.admin.delete("/api/services/moving")

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from aifactory.control.fleet import LiveReplica, ReplicaState
-from aifactory.control.placement import burst_stacks, place, stacks_of, surplus_first
+from aifactory.control.placement import (
+    burst_stacks,
+    move_to,
+    place,
+    stacks_of,
+    surplus_first,
+    waiting_burst,
+)
 from aifactory.errors import SpecError
 from aifactory.specs import load_service
 
@@ -113,3 +120,35 @@ def test_a_burst_avoids_the_stack_that_just_preempted_a_replica() -> None:
         "kubernetes"
     )
     assert burst_stacks(load_service(BASE), [], "local") == ["local"]
+
+
+def waiting(n: int, backend: str, starts_in: float | None, age_s: float = 60.0) -> LiveReplica:
+    replica = LiveReplica(
+        f"chat-{n}", "chat", backend, state=ReplicaState.SUBMITTED, created_at=1000.0 - age_s
+    )
+    replica.starts_at = 5000.0 + starts_in if starts_in is not None else None
+    return replica
+
+
+def test_a_waiting_burst_replica_moves_to_a_stack_that_starts_it_a_minute_sooner() -> None:
+    service = load_service(BURSTY)  # slurm baseline 1, kubernetes 0
+    base = replica(1, "slurm")
+    slow = waiting(2, "slurm", starts_in=1800.0)
+    assert waiting_burst(service, [base, slow], now=5000.0, clock=1000.0) is slow
+    assert move_to(slow, {"kubernetes": 0.0}, now=5000.0) == "kubernetes"
+    assert move_to(slow, {"kubernetes": None}, now=5000.0) == ""  # cannot tell: stay
+    assert move_to(slow, {"kubernetes": 1770.0}, now=5000.0) == ""  # not a minute sooner
+    unknown = waiting(3, "kubernetes", starts_in=None)  # a Pod pending for room
+    assert move_to(unknown, {"slurm": 1800.0}, now=5000.0) == "slurm"
+
+
+def test_baselines_young_and_started_replicas_stay_where_they_are() -> None:
+    service = load_service(BURSTY)
+    only = waiting(1, "slurm", starts_in=1800.0)  # the Slurm baseline itself
+    assert waiting_burst(service, [only], now=5000.0, clock=1000.0) is None
+    young = waiting(2, "kubernetes", starts_in=None, age_s=5.0)
+    assert waiting_burst(service, [replica(1, "slurm"), young], now=5000.0, clock=1000.0) is None
+    started = waiting(3, "kubernetes", starts_in=None)
+    started.timeline["running"] = 4990.0
+    assert waiting_burst(service, [replica(1, "slurm"), started], now=5000.0, clock=1000.0) is None
+    assert waiting_burst(load_service(BASE), [waiting(4, "local", None)], 5000.0, 1000.0) is None

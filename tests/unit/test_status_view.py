@@ -28,6 +28,12 @@ def test_burst_decisions_are_shown_with_each_stacks_estimate() -> None:
                 "stack": "slurm",
                 "start_estimates_s": {"slurm": 1795.0, "kubernetes": None},
             },
+            {
+                "at": 2.0,
+                "stack": "kubernetes",
+                "start_estimates_s": {"kubernetes": 0},
+                "moved_from": "slurm",
+            },
         ],
     }
     console = Console(width=160, record=True)
@@ -36,3 +42,4 @@ def test_burst_decisions_are_shown_with_each_stacks_estimate() -> None:
     assert "recent burst replicas" in text
     assert "slurm 1799 s, kubernetes 0 s" in text
     assert "slurm 1795 s, kubernetes cannot tell" in text
+    assert "kubernetes (moved from slurm)" in text

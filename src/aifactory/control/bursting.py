@@ -1,10 +1,12 @@
 """Burst decisions: ask each stack how soon it could start a replica, remember the answer.
 
 The reconciler calls ``Bursting.estimates`` only for a burst replica of a
-service with more than one stack (``placement.burst_stacks``); the stacks
-are asked together, each with the exact request it would be sent, so the
-estimate covers the tenant's partition, account and resources. The latest
-decisions per service are kept for ``aif status`` and the API.
+service with more than one stack (``placement.burst_stacks``), and, at most
+every ``_RECHECK_S`` per service, for a burst replica still waiting for its
+allocation (``placement.waiting_burst``); the stacks are asked together,
+each with the exact request it would be sent, so the estimate covers the
+tenant's partition, account and resources. The latest decisions per
+service are kept for ``aif status`` and the API.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aifactory.specs import Deployable
 logger = logging.getLogger(__name__)
 
 _KEPT = 10
+_RECHECK_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class BurstDecision:
     at: float
     stack: str
     delays: dict[str, float | None]
+    moved_from: str = ""
 
 
 class Bursting:
@@ -51,6 +55,7 @@ class Bursting:
         self._request_for = request_for
         self._backend = backend
         self._decisions: dict[str, deque[BurstDecision]] = {}
+        self._checked: dict[str, float] = {}
 
     async def estimates(
         self, service: Deployable, stacks: Sequence[str]
@@ -59,14 +64,25 @@ class Bursting:
         answers = await asyncio.gather(*(self._delay(service, stack) for stack in stacks))
         return dict(zip(stacks, answers, strict=True))
 
-    def record(self, service: str, stack: str, delays: dict[str, float | None]) -> None:
-        """Note that a burst replica of ``service`` went to ``stack``."""
+    def record(
+        self, service: str, stack: str, delays: dict[str, float | None], moved_from: str = ""
+    ) -> None:
+        """Note that a burst replica of ``service`` went (or moved) to ``stack``."""
         kept = self._decisions.setdefault(service, deque(maxlen=_KEPT))
-        kept.append(BurstDecision(time.time(), stack, delays))
+        kept.append(BurstDecision(time.time(), stack, delays, moved_from))
         logger.info(
-            "service %s: burst replica to %s (start estimates: %s)",
-            service, stack, ", ".join(f"{s} {_words(d)}" for s, d in delays.items()),
+            "service %s: burst replica %s %s (start estimates: %s)",
+            service, f"moved from {moved_from} to" if moved_from else "to", stack,
+            ", ".join(f"{s} {_words(d)}" for s, d in delays.items()),
         )  # fmt: skip
+
+    def due(self, service: str) -> bool:
+        """Whether a waiting replica of ``service`` may be checked again now (and note it)."""
+        now = time.monotonic()
+        if now - self._checked.get(service, 0.0) < _RECHECK_S:
+            return False
+        self._checked[service] = now
+        return True
 
     def decisions(self, service: str) -> list[BurstDecision]:
         """The latest burst decisions for ``service``, oldest first."""
@@ -75,6 +91,7 @@ class Bursting:
     def forget(self, service: str) -> None:
         """Drop a deleted service's decisions."""
         self._decisions.pop(service, None)
+        self._checked.pop(service, None)
 
     async def _delay(self, service: Deployable, stack: str) -> float | None:
         try:

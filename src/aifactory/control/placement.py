@@ -12,7 +12,10 @@ backfill estimate from ``sbatch --test-only``, the figure ``squeue --start``
 shows; on Kubernetes, room on a node now and no Pod of ours pending for want
 of it). Estimates are compared to the minute, so stacks that can all start
 it about now keep the listed preference; a stack that cannot tell comes
-last. Scale-down takes replicas beyond their stack's baseline first. The
+last. A burst replica still waiting for its allocation is moved when
+another of the service's stacks can now start it at least a minute sooner
+(``waiting_burst``, ``move_to``): the scheduler's picture changes after the
+placement. Scale-down takes replicas beyond their stack's baseline first. The
 gateway routes across the replicas of every stack as one pool. A replica
 preempted on one stack (lent idle HPC capacity taken back) is replaced on
 another stack of the service when it has one.
@@ -21,6 +24,7 @@ another stack of the service when it has one.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -29,10 +33,20 @@ from aifactory.errors import SpecError
 from aifactory.specs import Deployable, Service, load_deployable
 from aifactory.store import ServiceRow
 
-__all__ = ["burst_stacks", "place", "stacks_of", "stacks_of_rows", "surplus_first"]
+__all__ = [
+    "burst_stacks",
+    "move_to",
+    "place",
+    "stacks_of",
+    "stacks_of_rows",
+    "surplus_first",
+    "waiting_burst",
+]
 
 # Start estimates this close count as the same, and the listed preference decides.
 _SAME_START_S = 60.0
+# A replica younger than this is starting as usual, not waiting.
+_SETTLING_S = 20.0
 
 
 def stacks_of(spec: Deployable, default: str) -> tuple[str, ...]:
@@ -125,3 +139,43 @@ def surplus_first(spec: Deployable, replicas: Sequence[LiveReplica]) -> list[Liv
     return sorted(
         replicas, key=lambda r: (r.id in kept, r.state is ReplicaState.READY, -r.created_at)
     )
+
+
+def waiting_burst(
+    spec: Deployable, replicas: Sequence[LiveReplica], now: float, clock: float
+) -> LiveReplica | None:
+    """The burst replica of ``spec`` that has waited for its allocation the longest, if any.
+
+    Only replicas beyond their stack's baseline move (a baseline stays where
+    it is), and only once they are past ``_SETTLING_S`` (``clock`` is
+    monotonic, ``now`` wall time).
+    """
+    if not isinstance(spec, Service) or len(spec.stacks) < 2:
+        return None
+    baselines: dict[str, int] = {s.stack: s.baseline for s in spec.stacks}
+    counts = Counter(r.backend for r in replicas)
+    waiting = [
+        r
+        for r in replicas
+        if r.state is ReplicaState.SUBMITTED
+        and "running" not in r.timeline
+        and clock - r.created_at > _SETTLING_S
+        and counts[r.backend] > baselines.get(r.backend, 0)
+    ]
+    return max(waiting, key=lambda r: _wait(r, now), default=None)
+
+
+def move_to(replica: LiveReplica, delays: Mapping[str, float | None], now: float) -> str:
+    """The stack that can start ``replica`` a minute sooner than its own, or ""."""
+    sooner = {
+        stack: delay
+        for stack, delay in delays.items()
+        if stack != replica.backend and delay is not None
+        and delay + _SAME_START_S < _wait(replica, now)
+    }  # fmt: skip
+    return min(sooner, key=lambda stack: sooner[stack], default="")
+
+
+def _wait(replica: LiveReplica, now: float) -> float:
+    """How long until the replica's allocation starts, by its scheduler (inf: cannot tell)."""
+    return max(0.0, replica.starts_at - now) if replica.starts_at else math.inf

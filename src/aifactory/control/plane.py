@@ -197,7 +197,12 @@ class ControlPlane:
                 for d in self.reconciler.autoscaler.decisions(name)
             ],
             "bursts": [
-                {"at": b.at, "stack": b.stack, "start_estimates_s": b.delays}
+                {
+                    "at": b.at,
+                    "stack": b.stack,
+                    "start_estimates_s": b.delays,
+                    "moved_from": b.moved_from,
+                }
                 for b in self.reconciler.bursting.decisions(name)
             ],
             "waiting_on": summary["pending_reason"],

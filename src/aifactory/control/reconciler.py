@@ -40,7 +40,15 @@ from aifactory.control.bursting import Bursting
 from aifactory.control.fleet import ACTIVE, Fleet, LiveReplica, ReplicaState
 from aifactory.control.lending import Preemptions, drain_token_file, drained_replica, is_lent
 from aifactory.control.monitor import HealthMonitor
-from aifactory.control.placement import burst_stacks, place, stacks_of_rows, surplus_first
+from aifactory.control.placement import (
+    burst_stacks,
+    move_to,
+    place,
+    stacks_of,
+    stacks_of_rows,
+    surplus_first,
+    waiting_burst,
+)
 from aifactory.control.planner import AllocationPlanner, secret_env_file, worker_token_file
 from aifactory.control.pools import Pools
 from aifactory.control.rotation import due_for_rotation
@@ -217,6 +225,26 @@ class Reconciler:
         elif len(replicas) > wanted:
             for replica in surplus_first(service, replicas)[: len(replicas) - wanted]:
                 await self._transition(replica, ReplicaState.DRAINING, "scaled down")
+        else:
+            await self._move_waiting(service, replicas)
+
+    async def _move_waiting(self, service: Deployable, replicas: list[LiveReplica]) -> None:
+        """Move a burst replica still waiting to a stack that can now start it sooner."""
+        now = time.time()
+        waiting = waiting_burst(service, replicas, now, time.monotonic())
+        if waiting is None or not self.bursting.due(service.name):
+            return
+        others = [
+            s for s in stacks_of(service, self._settings.default_backend) if s != waiting.backend
+        ]
+        delays = await self.bursting.estimates(service, others)
+        target = move_to(waiting, delays, now)
+        if target:
+            self.bursting.record(service.name, target, delays, moved_from=waiting.backend)
+            await self._transition(
+                waiting, ReplicaState.DRAINING, f"moved: {target} can start it sooner"
+            )
+            await self._launch(service, target)
 
     async def _place(self, service: Deployable, replicas: list[LiveReplica]) -> str:
         default, avoid = self._settings.default_backend, self.preemptions.avoid(service.name)
