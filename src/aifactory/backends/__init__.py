@@ -64,15 +64,9 @@ def load_backend(name: str, **options: Any) -> Backend:
     Raises:
         ConfigError: when no backend has that name.
     """
-    target = _REGISTRY.get(name)
-    if target is None:
-        raise ConfigError(
-            f"backend {name!r} is not available.",
-            fix=f"use one of: {', '.join(sorted(_REGISTRY))}",
-        )
-    module_name, _, class_name = target.partition(":")
-    backend_class = getattr(importlib.import_module(module_name), class_name)
-    backend: Backend = backend_class(**options)
+    backend: Backend = _class_named(_REGISTRY, name, "backend {name!r} is not available.")(
+        **options
+    )
     return backend
 
 
@@ -82,16 +76,20 @@ def load_job_runner(name: str, settings: Settings, instance: str) -> JobRunner:
     Raises:
         ConfigError: when no runner has that name.
     """
-    target = _JOB_RUNNERS.get(name)
-    if target is None:
-        raise ConfigError(
-            f"batch jobs cannot run on backend {name!r}.",
-            fix=f"use one of: {', '.join(sorted(_JOB_RUNNERS))}",
-        )
-    module_name, _, class_name = target.partition(":")
-    runner_class = getattr(importlib.import_module(module_name), class_name)
+    runner_class = _class_named(_JOB_RUNNERS, name, "batch jobs cannot run on backend {name!r}.")
     runner: JobRunner = runner_class.from_settings(settings, instance)
     return runner
+
+
+def _class_named(registry: dict[str, str], name: str, missing: str) -> Any:
+    """The class ``registry`` names ``name`` by, imported now."""
+    target = registry.get(name)
+    if target is None:
+        raise ConfigError(
+            missing.format(name=name), fix=f"use one of: {', '.join(sorted(registry))}"
+        )
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def __getattr__(name: str) -> Any:
