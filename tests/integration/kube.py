@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from openai import OpenAI
 
 from .server import REPO
 
@@ -93,3 +95,16 @@ def pod_facing_settings(
         "kubernetes_image": image,
         "kubernetes_host_paths": json.dumps(host_paths),
     }
+
+
+def timed_hello(url: str, api_key: str, model: str) -> float:
+    """One short chat completion through the gateway at ``url``, checked; its seconds."""
+    client = OpenAI(base_url=f"{url}/v1", api_key=api_key, max_retries=0)
+    started = time.monotonic()
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Say hello in one word."}], max_tokens=8
+    )
+    latency_s = time.monotonic() - started
+    assert reply.choices[0].message.content
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    return latency_s

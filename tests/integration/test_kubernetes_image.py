@@ -23,11 +23,10 @@ from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 import pytest
-from openai import OpenAI
 
 from aifactory.functions import Executor
 
-from .kube import fresh_namespace, kubectl, pod_facing_settings, running_cluster
+from .kube import fresh_namespace, kubectl, pod_facing_settings, running_cluster, timed_hello
 from .server import REPO, Server, free_port, start_server
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -142,16 +141,7 @@ def test_a_chat_replica_from_the_image_serves_through_the_gateway(
     assert replica["handle"] == pod["metadata"]["name"]
     assert replica["address"].split(":")[0] == pod["status"]["podIP"]
 
-    client = OpenAI(base_url=f"{srv.url}/v1", api_key=srv.admin_key, max_retries=0)
-    started = time.monotonic()
-    reply = client.chat.completions.create(
-        model="smollm2-image",
-        messages=[{"role": "user", "content": "Say hello in one word."}],
-        max_tokens=8,
-    )
-    latency_s = time.monotonic() - started
-    assert reply.choices[0].message.content
-    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    latency_s = timed_hello(srv.url, srv.admin_key, "smollm2-image")
     timeline = replica["timeline"]
     print(
         f"\nimage replica: deploy->ready {to_ready_s:.1f} s, pod created->ready "

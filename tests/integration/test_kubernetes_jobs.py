@@ -17,22 +17,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
-from aifactory.api.jobs import JobsAPI
 from aifactory.backends import KubernetesJobRunner
 from aifactory.config import load_settings
-from aifactory.errors import APIError, BadRequest, NotFound
-from aifactory.gateway import error_body
+from aifactory.errors import BadRequest, NotFound
 from aifactory.jobs import JobsManager
 from aifactory.specs import load_job
 from aifactory.store import Store
 from aifactory.tenancy import Principal, UsageLedger
 
+from .jobs_http import jobs_client
 from .kube import KUBECONFIG, NODE, fresh_namespace, kubectl, running_cluster
 
 IMAGE = "localhost/busybox:aifactory"
@@ -232,21 +227,10 @@ def test_hostile_argv_and_env_stay_inert(manager: JobsManager) -> None:
 def test_http_routes_submit_show_and_dry_run(manager: JobsManager) -> None:
     principal = Principal(key_id=1, tenant_id=None, tenant="admin", role="admin")
 
-    async def authenticate(_request: Request) -> Principal:
-        return principal
-
-    async def api_error(_request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, APIError)
-        return JSONResponse(error_body(exc), status_code=exc.status_code)
-
-    app = Starlette(
-        routes=JobsAPI(manager, authenticate).routes(), exception_handlers={APIError: api_error}
-    )
     body = "kind: Job\nname: web\nbackend: kubernetes\ncommand: [echo, hi]\n"
 
     async def scenario() -> None:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with jobs_client(manager, principal) as http:
             dry = await http.post("/api/jobs", content=body, params={"dry_run": "1"})
             assert (
                 dry.status_code == 200 and "kind: Job" in dry.text and "backoffLimit: 0" in dry.text

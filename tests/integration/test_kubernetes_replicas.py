@@ -25,7 +25,15 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from .kube import KUBECONFIG, NODE, fresh_namespace, kubectl, pod_facing_settings, running_cluster
+from .kube import (
+    KUBECONFIG,
+    NODE,
+    fresh_namespace,
+    kubectl,
+    pod_facing_settings,
+    running_cluster,
+    timed_hello,
+)
 from .load import SteadyLoad
 from .server import REPO, Server, free_port, start_server
 
@@ -97,16 +105,7 @@ def test_a_chat_model_serves_from_a_pod_through_the_gateway(srv: Server, namespa
     assert secret["metadata"]["name"] == pod["metadata"]["name"]
     assert secret["metadata"]["ownerReferences"][0]["uid"] == pod["metadata"]["uid"]
 
-    client = OpenAI(base_url=f"{srv.url}/v1", api_key=srv.admin_key, max_retries=0)
-    started = time.monotonic()
-    reply = client.chat.completions.create(
-        model="smollm2-k8s",
-        messages=[{"role": "user", "content": "Say hello in one word."}],
-        max_tokens=8,
-    )
-    latency_s = time.monotonic() - started
-    assert reply.choices[0].message.content
-    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    latency_s = timed_hello(srv.url, srv.admin_key, "smollm2-k8s")
     timeline = replica["timeline"]
     print(
         f"\nkubernetes replica: deploy->ready {to_ready_s:.1f} s, pod created->ready "

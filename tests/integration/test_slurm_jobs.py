@@ -14,20 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
-from aifactory.api.jobs import JobsAPI
 from aifactory.config import load_settings
-from aifactory.errors import APIError, BadRequest, NotFound
-from aifactory.gateway import error_body
+from aifactory.errors import BadRequest, NotFound
 from aifactory.jobs import JobsManager
 from aifactory.specs import load_job
 from aifactory.store import Store
 from aifactory.tenancy import Principal
+
+from .jobs_http import jobs_client
 
 FINISHED = {"completed", "failed", "cancelled", "timeout", "unknown"}
 
@@ -194,20 +190,8 @@ def test_http_routes(manager: JobsManager) -> None:
         key_id=1, tenant_id=manager.store.ensure_tenant("physics"), tenant="physics", role="admin"
     )
 
-    async def authenticate(_request: Request) -> Principal:
-        return principal
-
-    async def api_error(_request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, APIError)
-        return JSONResponse(error_body(exc), status_code=exc.status_code)
-
-    app = Starlette(
-        routes=JobsAPI(manager, authenticate).routes(), exception_handlers={APIError: api_error}
-    )
-
     async def scenario() -> None:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with jobs_client(manager, principal) as http:
             spec = (
                 "kind: Job\nname: web\narray: 0-1\n"
                 "command: [bash, -c, 'echo hi from $SLURM_ARRAY_TASK_ID']\n"
