@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from openai import OpenAI
@@ -36,6 +37,39 @@ def kubectl(*args: str, check: bool = True) -> str:
     if check and done.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
     return done.stdout
+
+
+def service_pods(namespace: str, service: str) -> list[dict[str, Any]]:
+    """The service's Pods; retried for a while when the API server is restarting.
+
+    The dev cluster is shared: another run's fault tests may restart
+    kube-apiserver at any moment, which the control plane itself rides out.
+    """
+    selector = f"aifactory.io/service={service}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            out = kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json")
+            return list(json.loads(out)["items"])
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def running_pod(namespace: str, service: str) -> dict[str, Any]:
+    """The service's one Pod, once the API server shows it Running.
+
+    A replica can answer before the kubelet's next status sync (its
+    pod-lifecycle relist runs every second) turns the phase from Pending.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        (pod,) = service_pods(namespace, service)
+        if pod["status"]["phase"] == "Running" or time.monotonic() > deadline:
+            assert pod["status"]["phase"] == "Running", pod["status"]
+            return pod
+        time.sleep(0.5)
 
 
 def images() -> list[str]:

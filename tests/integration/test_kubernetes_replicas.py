@@ -32,6 +32,7 @@ from .kube import (
     kubectl,
     pod_facing_settings,
     running_cluster,
+    running_pod,
     timed_hello,
 )
 from .load import SteadyLoad
@@ -91,9 +92,8 @@ def test_a_chat_model_serves_from_a_pod_through_the_gateway(srv: Server, namespa
     srv.wait_ready(SERVICE, timeout_s=300)
     to_ready_s = time.monotonic() - deployed
 
-    (pod,) = labelled("pods", namespace)
+    pod = running_pod(namespace, SERVICE)
     assert pod["spec"]["nodeName"] == NODE
-    assert pod["status"]["phase"] == "Running"
     (replica,) = srv.admin.get(f"/api/services/{SERVICE}/replicas").json()["replicas"]
     assert replica["backend"] == "kubernetes"
     assert replica["handle"] == pod["metadata"]["name"]
