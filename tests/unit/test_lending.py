@@ -181,5 +181,5 @@ def test_a_preempted_allocation_is_no_failure_and_its_stack_is_passed_over(
     asyncio.run(reconciler._poll_allocations())
     (row,) = store.replicas("chat")
     assert row.state == "gone" and "preempted" in row.reason
-    assert "chat" not in reconciler.pending_reason, "no back-off"
+    assert "chat" not in reconciler.backoff.reasons, "no back-off"
     assert reconciler.preemptions.avoid("chat") == "slurm"

@@ -152,7 +152,7 @@ class ControlPlane:
             "ready": self.fleet.ready_count(name),
             "replica_states": states,
             "in_flight": sum(r.in_flight for r in live),
-            "pending_reason": self.reconciler.pending_reason.get(name, ""),
+            "pending_reason": self.reconciler.backoff.reasons.get(name, ""),
         }
 
     async def status(self, name: str) -> dict[str, Any]:

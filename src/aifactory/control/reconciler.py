@@ -38,7 +38,8 @@ from aifactory.control.agents import AgentKeys
 from aifactory.control.autoscaler import Autoscaler
 from aifactory.control.bursting import Bursting
 from aifactory.control.fleet import ACTIVE, Fleet, LiveReplica, ReplicaState
-from aifactory.control.lending import Preemptions, drain_token_file, drained_replica, is_lent
+from aifactory.control.launch_backoff import LaunchBackoff
+from aifactory.control.lending import Preemptions, drained_replica, is_lent
 from aifactory.control.monitor import HealthMonitor
 from aifactory.control.placement import (
     burst_stacks,
@@ -49,8 +50,9 @@ from aifactory.control.placement import (
     surplus_first,
     waiting_burst,
 )
-from aifactory.control.planner import AllocationPlanner, secret_env_file, worker_token_file
+from aifactory.control.planner import AllocationPlanner
 from aifactory.control.pools import Pools
+from aifactory.control.replica_secrets import discard_replica_secrets, write_replica_secrets
 from aifactory.control.rotation import due_for_rotation
 from aifactory.errors import (
     AIFactoryError,
@@ -67,7 +69,6 @@ from aifactory.tenancy import UsageLedger, hash_key
 
 logger = logging.getLogger(__name__)
 
-_MAX_BACKOFF_S = 60.0
 _CAPACITY_RETRY_S = 5.0
 _BUDGET_RETRY_S = 30.0
 
@@ -89,9 +90,7 @@ class Reconciler:
         self._fleet = fleet
         self.planner = AllocationPlanner(settings)
         self.accounts = TenantAccounts(store, ledger)
-        self._failures: dict[str, int] = {}
-        self._retry_at: dict[str, float] = {}
-        self.pending_reason: dict[str, str] = {}
+        self.backoff = LaunchBackoff()
         self.preemptions = Preemptions()
         self.bursting = Bursting(self._estimate_request, self.backend)
         self._wake = asyncio.Event()
@@ -220,7 +219,7 @@ class Reconciler:
             if ready >= wanted:
                 await self._transition(old, ReplicaState.DRAINING, "replaced before its time limit")
         if len(replicas) < wanted:
-            if time.monotonic() >= self._retry_at.get(service.name, 0.0):
+            if self.backoff.may_launch(service.name):
                 await self._launch(service, await self._place(service, replicas))
         elif len(replicas) > wanted:
             for replica in surplus_first(service, replicas)[: len(replicas) - wanted]:
@@ -287,9 +286,7 @@ class Reconciler:
                 await self._transition(replica, ReplicaState.DRAINING, "service deleted")
         if not replicas:
             await asyncio.to_thread(self._store.remove_service, name)
-            self._failures.pop(name, None)
-            self._retry_at.pop(name, None)
-            self.pending_reason.pop(name, None)
+            self.backoff.forget(name)
             self.preemptions.forget(name)
             self.bursting.forget(name)
             self.autoscaler.forget(name)
@@ -315,7 +312,6 @@ class Reconciler:
 
     async def _launch(self, service: Deployable, stack: str) -> None:
         replica_id = f"{service.name}-{secrets.token_hex(3)}"
-        token = secrets.token_urlsafe(32)
         token_file = self._settings.data_dir / "run" / f"{replica_id}.token"
         try:
             request = self.accounts.with_defaults(
@@ -323,47 +319,52 @@ class Reconciler:
             )
             backend = self.backend(stack)
         except AIFactoryError as exc:
-            self._note_failure(service.name, str(exc))
+            self.backoff.failed(service.name, str(exc))
             return
         refusal = await asyncio.to_thread(
             self.accounts.budget_refusal, service.name, service, list(self._fleet.replicas.values())
         )
         if refusal is not None:
-            self.pending_reason[service.name] = refusal
-            self._retry_at[service.name] = time.monotonic() + _BUDGET_RETRY_S
+            self.backoff.wait(service.name, refusal, _BUDGET_RETRY_S)
             return
-        await asyncio.to_thread(_write_secret, token_file, token)
+        agent_env = None
         if isinstance(service, Agent):
-            secret = self._agent_keys.secret_env(service.name) if self._agent_keys else ""
-            await asyncio.to_thread(_write_secret, secret_env_file(token_file), secret)
-        replica = LiveReplica(replica_id, service.name, backend.name, token_hash=hash_key(token))
-        if is_lent(service, backend.name):
-            drain_token = secrets.token_urlsafe(32)
-            await asyncio.to_thread(_write_secret, drain_token_file(token_file), drain_token)
-            replica.lent = True
-            replica.drain_token_hash = hash_key(drain_token)
-        if isinstance(service, FunctionPool) and self.pools is not None:
-            worker_token = secrets.token_urlsafe(32)
-            await asyncio.to_thread(_write_secret, worker_token_file(token_file), worker_token)
-            replica.worker_token_hash = hash_key(worker_token)
-            self.pools.expect(replica_id, replica.worker_token_hash)
+            agent_env = self._agent_keys.secret_env(service.name) if self._agent_keys else ""
+        lent = is_lent(service, backend.name)
+        hashes = await asyncio.to_thread(
+            write_replica_secrets,
+            token_file,
+            agent_env=agent_env,
+            lent=lent,
+            pool_worker=isinstance(service, FunctionPool) and self.pools is not None,
+        )
+        replica = LiveReplica(
+            replica_id,
+            service.name,
+            backend.name,
+            token_hash=hashes.token,
+            worker_token_hash=hashes.worker_token,
+            drain_token_hash=hashes.drain_token,
+            lent=lent,
+            log_path=str(request.log_path),
+        )
+        if hashes.worker_token and self.pools is not None:
+            self.pools.expect(replica_id, hashes.worker_token)
         replica.timeline["requested"] = time.time()
-        replica.log_path = str(request.log_path)
         self._fleet.replicas[replica_id] = replica
         try:
             replica.handle = await backend.submit(request)
-        except CapacityExceeded as exc:
+        except (CapacityExceeded, BackendError) as exc:
             del self._fleet.replicas[replica_id]
-            self._discard_tokens(replica_id, token_file)
-            self.pending_reason[service.name] = str(exc)
-            self._retry_at[service.name] = time.monotonic() + _CAPACITY_RETRY_S
+            discard_replica_secrets(token_file)
+            if self.pools is not None:
+                self.pools.forget(replica_id)
+            if isinstance(exc, CapacityExceeded):
+                self.backoff.wait(service.name, str(exc), _CAPACITY_RETRY_S)
+            else:
+                self.backoff.failed(service.name, str(exc))
             return
-        except BackendError as exc:
-            del self._fleet.replicas[replica_id]
-            self._discard_tokens(replica_id, token_file)
-            self._note_failure(service.name, str(exc))
-            return
-        self.pending_reason.pop(service.name, None)
+        self.backoff.submitted(service.name)
         replica.timeline["submitted"] = time.time()
         await asyncio.to_thread(
             self._store.add_replica,
@@ -377,17 +378,6 @@ class Reconciler:
             log_path=str(request.log_path),
         )
         logger.info("replica %s: submitted to %s as %s", replica_id, backend.name, replica.handle)
-
-    def _discard_tokens(self, replica_id: str, token_file: Path) -> None:
-        for path in (
-            token_file,
-            worker_token_file(token_file),
-            secret_env_file(token_file),
-            drain_token_file(token_file),
-        ):
-            path.unlink(missing_ok=True)
-        if self.pools is not None:
-            self.pools.forget(replica_id)
 
     async def register(
         self, replica_id: str, token: str, host: str, port: int, launched_at: float | None = None
@@ -521,16 +511,8 @@ class Reconciler:
     async def _fail(self, replica: LiveReplica, reason: str) -> None:
         if replica.handle:
             self._cancel(replica)
-        self._note_failure(replica.service, reason)
+        self.backoff.failed(replica.service, reason)
         await self._transition(replica, ReplicaState.FAILED, reason)
-
-    def _note_failure(self, service: str, reason: str) -> None:
-        count = self._failures.get(service, 0) + 1
-        self._failures[service] = count
-        delay = min(_MAX_BACKOFF_S, 2.0 ** (count - 1))
-        self._retry_at[service] = time.monotonic() + delay
-        self.pending_reason[service] = f"{reason} (retrying in {delay:.0f}s)"
-        logger.warning("service %s: %s; next try in %.0fs", service, reason, delay)
 
     async def _transition(
         self, replica: LiveReplica, state: ReplicaState, reason: str, **fields: Any
@@ -567,7 +549,7 @@ class Reconciler:
 
     def ready(self, service: str) -> None:
         """A replica of ``service`` became ready: its failures are forgiven, held requests go."""
-        self._failures[service] = 0
+        self.backoff.forgive(service)
         self._fleet.holding.wake(service)
 
     def _export_metrics(self) -> None:
@@ -576,9 +558,3 @@ class Reconciler:
             key = (replica.service, replica.state.value, replica.backend)
             counts[key] = counts.get(key, 0) + 1
         metrics.set_replica_counts(counts)
-
-
-def _write_secret(path: Path, secret: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.touch(mode=0o600)
-    path.write_text(secret)
