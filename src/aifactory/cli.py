@@ -94,6 +94,8 @@ def deploy(
         params={"tenant": tenant} if tenant else {},
     )
     console.print(f"service [bold]{service.name}[/bold]: {result['result']}")
+    if result["result"] == "updated":
+        console.print("rolling out: new replicas start beside the old ones, which then drain")
     if service.replicas.min == 0:
         work = "task" if service.kind == "FunctionPool" else "request"
         console.print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -15,7 +16,7 @@ from aifactory.client import AdminClient, ClientError
 def wait_until_ready(
     client: AdminClient, names: Sequence[str], console: Console, timeout_s: float = 600.0
 ) -> None:
-    """Show each service's replicas until every service has one ready.
+    """Show each service's replicas until every service has one ready (of its current spec).
 
     Raises:
         ClientError: when the timeout passes first.
@@ -26,7 +27,7 @@ def wait_until_ready(
             summaries = [client.json("GET", f"/api/services/{name}") for name in names]
             elapsed = time.monotonic() - started
             live.update(_table(summaries, elapsed))
-            if all(s["ready"] >= min(1, s["wanted"]) for s in summaries):
+            if all(_done(s) for s in summaries):
                 break
             if elapsed > timeout_s:
                 raise ClientError(
@@ -35,6 +36,11 @@ def wait_until_ready(
                 )
             time.sleep(0.25)
     console.print()
+
+
+def _done(summary: dict[str, Any]) -> bool:
+    """A replica is ready and, after a changed spec, none of the old spec is left."""
+    return bool(summary["ready"] >= min(1, summary["wanted"]) and not summary.get("outdated"))
 
 
 def _table(summaries: list[dict[str, object]], elapsed: float) -> Table:
@@ -46,6 +52,9 @@ def _table(summaries: list[dict[str, object]], elapsed: float) -> Table:
         assert isinstance(states, dict)
         described = ", ".join(f"{n} {state}" for state, n in states.items()) or "none yet"
         ready = f"{s['ready']}/{s['wanted']}"
-        mark = "[green]✓[/green] " if s["ready"] else "[yellow]…[/yellow] "
-        table.add_row(mark + str(s["name"]), ready, described, str(s["pending_reason"] or ""))
+        mark = "[green]✓[/green] " if _done(s) else "[yellow]…[/yellow] "
+        waiting = str(s["pending_reason"] or "")
+        if s.get("outdated") and not waiting:
+            waiting = f"rolling out the new spec: {s['outdated']} old replica(s) left"
+        table.add_row(mark + str(s["name"]), ready, described, waiting)
     return table

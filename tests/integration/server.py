@@ -96,6 +96,14 @@ class Server:
             time.sleep(0.2)
         raise AssertionError(f"{service} not ready: {summary}\n{self.log_tail()}")
 
+    def wait_gone(self, service: str, timeout_s: float = 60) -> None:
+        """Wait until a deleted service's replicas drained and the service is gone."""
+        deadline = time.monotonic() + timeout_s
+        while self.admin.get(f"/api/services/{service}").status_code != 404:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{service} still there\n{self.log_tail()}")
+            time.sleep(0.2)
+
     def log_tail(self) -> str:
         log = self.data_dir / "server.out"
         return log.read_text()[-4000:] if log.exists() else ""

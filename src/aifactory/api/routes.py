@@ -82,7 +82,8 @@ class AdminAPI:
         """POST /api/services[?tenant=NAME] with a YAML or JSON spec.
 
         The service runs for ``tenant`` (its Slurm account, budgets and, when
-        private, its keys only); by default for the admin's own tenant.
+        private, its keys only); by default for the admin's own tenant. The
+        same name again with a changed spec rolls the service out to it.
         """
         principal = await self._admin(request)
         tenant_id = principal.tenant_id
@@ -104,9 +105,10 @@ class AdminAPI:
         except SpecError as exc:
             raise BadRequest(exc.message, exc.fix) from exc
         outcome = await self._plane.deploy(service, tenant_id)
-        if outcome == "created":
+        if outcome != "unchanged":
+            action = "service.deployed" if outcome == "created" else "service.updated"
             await record_action(
-                self._plane.store, principal, "service.deployed", service.name, tenant_id=tenant_id
+                self._plane.store, principal, action, service.name, tenant_id=tenant_id
             )
         status = 201 if outcome == "created" else 200
         return JSONResponse({"name": service.name, "result": outcome}, status_code=status)

@@ -81,6 +81,7 @@ async def adopt(reconciler: Reconciler, store: Store, fleet: Fleet, also_check: 
                 token_hash=row.token_hash,
                 lent=bool(row.drain_token_hash),
                 drain_token_hash=row.drain_token_hash,
+                spec_hash=row.spec_hash,
                 log_path=row.log_path,
                 ends_at=status.ends_at,
                 node=status.node,

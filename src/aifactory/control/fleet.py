@@ -56,6 +56,7 @@ class LiveReplica:
     token_hash: str = ""
     worker_token_hash: str = ""
     drain_token_hash: str = ""
+    spec_hash: str = ""
     lent: bool = False
     preempted: bool = False
     in_flight: int = 0

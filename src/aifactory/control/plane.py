@@ -14,10 +14,11 @@ from aifactory.control.agents import AgentKeys
 from aifactory.control.fleet import STARTING, Fleet
 from aifactory.control.placement import stacks_of
 from aifactory.control.reconciler import Reconciler
+from aifactory.control.rotation import outdated, spec_fingerprint
 from aifactory.engines import locate, render_engine
 from aifactory.errors import AIFactoryError, BadRequest, Conflict, NotFound
 from aifactory.specs import Agent, Deployable, FunctionPool, Service, load_deployable
-from aifactory.store import ReplicaRow, Store
+from aifactory.store import ReplicaRow, ServiceRow, Store
 from aifactory.tenancy import UsageLedger
 
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^[0-9a-fA-F:]{2,39}$")
@@ -42,10 +43,14 @@ class ControlPlane:
         await self.reconciler.stop()
 
     async def deploy(self, service: Deployable, tenant_id: int | None) -> str:
-        """Add a service; ``"created"``, or ``"unchanged"`` for the same spec again.
+        """Add or change a service: ``"created"``, ``"updated"`` or ``"unchanged"``.
+
+        A changed spec rolls out: replicas of the new spec start beside the
+        old ones, which drain once the new ones are ready.
 
         Raises:
-            Conflict: the name or a model name is taken by a different service.
+            Conflict: the name or a model name is taken by a different service,
+                or the change would move the service to another kind or tenant.
             BadRequest: the engine or backend cannot run this spec.
         """
         self._check_runnable(service)
@@ -57,22 +62,22 @@ class ControlPlane:
                 )
             if existing.spec == service.to_document():
                 return "unchanged"
-            raise Conflict(
-                f"service {service.name!r} already exists with a different spec.",
-                fix=f"run `aifactory delete {service.name}` first, or pick another name",
-            )
+            _check_update(existing, service, tenant_id)
         for name in service.served_names() if isinstance(service, Service) else []:
             owner = self.fleet.resolve(name)
-            if owner is not None:
+            if owner is not None and owner.service != service.name:
                 raise Conflict(
                     f"model name {name!r} is already served by service {owner.service!r}.",
                     fix="choose another model name or alias",
                 )
+        document = service.to_document()
+        if existing is not None:
+            await asyncio.to_thread(self.store.set_service_spec, service.name, document)
+            self.reconciler.wake()
+            return "updated"
         if isinstance(service, Agent):
             await asyncio.to_thread(self.agent_keys.provision, service.name, tenant_id)
-        await asyncio.to_thread(
-            self.store.add_service, service.name, service.to_document(), tenant_id
-        )
+        await asyncio.to_thread(self.store.add_service, service.name, document, tenant_id)
         self.reconciler.wake()
         return "created"
 
@@ -153,6 +158,8 @@ class ControlPlane:
             "replica_states": states,
             "in_flight": sum(r.in_flight for r in live),
             "pending_reason": self.reconciler.backoff.reasons.get(name, ""),
+            # Replicas still running an earlier spec: a rollout is under way.
+            "outdated": sum(1 for r in live if outdated(r, spec_fingerprint(spec))),
         }
 
     async def status(self, name: str) -> dict[str, Any]:
@@ -320,3 +327,18 @@ def _engine_label(spec: dict[str, Any]) -> str:
     if "engine" in spec:
         return str(spec["engine"]["type"])
     return "agent program" if spec.get("kind") == "Agent" else "functions worker"
+
+
+def _check_update(existing: ServiceRow, service: Deployable, tenant_id: int | None) -> None:
+    """Refuse a change that is a different service under the same name."""
+    kind = existing.spec.get("kind", "Service")
+    if kind != service.kind:
+        raise Conflict(
+            f"service {service.name!r} is a {kind}; a {service.kind} cannot replace it.",
+            fix=f"run `aifactory delete {service.name}` first, or pick another name",
+        )
+    if existing.tenant_id != tenant_id:
+        raise Conflict(
+            f"service {service.name!r} runs for another tenant.",
+            fix="deploy the change with `--tenant` naming the tenant it runs for",
+        )

@@ -23,7 +23,7 @@ import secrets
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aifactory import metrics
 from aifactory.backends import (
@@ -37,7 +37,7 @@ from aifactory.control.adoption import adopt
 from aifactory.control.agents import AgentKeys
 from aifactory.control.autoscaler import Autoscaler
 from aifactory.control.bursting import Bursting
-from aifactory.control.fleet import ACTIVE, Fleet, LiveReplica, ReplicaState
+from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
 from aifactory.control.launch_backoff import LaunchBackoff
 from aifactory.control.lending import Preemptions, drained_replica, is_lent
 from aifactory.control.monitor import HealthMonitor
@@ -53,7 +53,12 @@ from aifactory.control.placement import (
 from aifactory.control.planner import AllocationPlanner
 from aifactory.control.pools import Pools
 from aifactory.control.replica_secrets import discard_replica_secrets, write_replica_secrets
-from aifactory.control.rotation import due_for_rotation
+from aifactory.control.rotation import (
+    due_for_rotation,
+    outdated,
+    replacement_stuck,
+    spec_fingerprint,
+)
 from aifactory.errors import (
     AIFactoryError,
     BackendError,
@@ -68,6 +73,8 @@ from aifactory.store import Store
 from aifactory.tenancy import UsageLedger, hash_key
 
 logger = logging.getLogger(__name__)
+
+LaunchOutcome = Literal["submitted", "no room", "refused"]
 
 _CAPACITY_RETRY_S = 5.0
 _BUDGET_RETRY_S = 30.0
@@ -205,11 +212,22 @@ class Reconciler:
         self._export_metrics()
 
     async def _converge(self, service: Deployable) -> None:
+        fingerprint = spec_fingerprint(service.to_document())
+        for replica in self._fleet.of_service(service.name):
+            if replica.state in STARTING and outdated(replica, fingerprint):
+                await self._transition(
+                    replica, ReplicaState.DRAINING, "its service's spec changed before it was ready"
+                )
         live = [r for r in self._fleet.of_service(service.name) if r.state in ACTIVE]
         now = time.time()
         for replica in live:
-            if due_for_rotation(replica, service, now):
-                # Overlap: the replacement starts while this one still serves.
+            if replica.retiring:
+                continue
+            # Overlap: the replacement starts while this one still serves.
+            if outdated(replica, fingerprint):
+                replica.retiring = True
+                logger.info("replica %s: spec changed; starting its replacement", replica.id)
+            elif due_for_rotation(replica, service, now):
                 replica.retiring = True
                 logger.info("replica %s: time limit near; starting its replacement", replica.id)
         replicas = [r for r in live if not r.retiring]
@@ -217,15 +235,41 @@ class Reconciler:
         wanted = self._wanted(service)
         for old in [r for r in live if r.retiring and r.state is ReplicaState.READY]:
             if ready >= wanted:
-                await self._transition(old, ReplicaState.DRAINING, "replaced before its time limit")
+                reason = (
+                    "replaced by a replica of the new spec"
+                    if outdated(old, fingerprint)
+                    else "replaced before its time limit"
+                )
+                await self._transition(old, ReplicaState.DRAINING, reason)
+        no_room = False
         if len(replicas) < wanted:
             if self.backoff.may_launch(service.name):
-                await self._launch(service, await self._place(service, replicas))
+                stack = await self._place(service, replicas)
+                no_room = await self._launch(service, stack) == "no room"
         elif len(replicas) > wanted:
             for replica in surplus_first(service, replicas)[: len(replicas) - wanted]:
                 await self._transition(replica, ReplicaState.DRAINING, "scaled down")
         else:
             await self._move_waiting(service, replicas)
+        if no_room or replacement_stuck(replicas, time.monotonic()):
+            await self._replace_in_place(service.name, fingerprint)
+
+    async def _replace_in_place(self, service: str, fingerprint: str) -> None:
+        """No room to start a new-spec replica beside the old ones: drain one old one first.
+
+        One at a time: the next goes only once the last has drained away.
+        """
+        replicas = self._fleet.of_service(service)
+        if any(r.state is ReplicaState.DRAINING for r in replicas):
+            return
+        old = next(
+            (r for r in replicas if r.state is ReplicaState.READY and outdated(r, fingerprint)),
+            None,
+        )
+        if old is not None:
+            await self._transition(
+                old, ReplicaState.DRAINING, "no room to start its replacement beside it"
+            )
 
     async def _move_waiting(self, service: Deployable, replicas: list[LiveReplica]) -> None:
         """Move a burst replica still waiting to a stack that can now start it sooner."""
@@ -310,7 +354,8 @@ class Reconciler:
         request = self.allocation_request(service, f"{service.name}-estimate", probe, stack)
         return self.accounts.with_defaults(request)
 
-    async def _launch(self, service: Deployable, stack: str) -> None:
+    async def _launch(self, service: Deployable, stack: str) -> LaunchOutcome:
+        """Start one replica of ``service`` on ``stack``, unless something stops it."""
         replica_id = f"{service.name}-{secrets.token_hex(3)}"
         token_file = self._settings.data_dir / "run" / f"{replica_id}.token"
         try:
@@ -320,13 +365,13 @@ class Reconciler:
             backend = self.backend(stack)
         except AIFactoryError as exc:
             self.backoff.failed(service.name, str(exc))
-            return
+            return "refused"
         refusal = await asyncio.to_thread(
             self.accounts.budget_refusal, service.name, service, list(self._fleet.replicas.values())
         )
         if refusal is not None:
             self.backoff.wait(service.name, refusal, _BUDGET_RETRY_S)
-            return
+            return "refused"
         agent_env = None
         if isinstance(service, Agent):
             agent_env = self._agent_keys.secret_env(service.name) if self._agent_keys else ""
@@ -345,6 +390,7 @@ class Reconciler:
             token_hash=hashes.token,
             worker_token_hash=hashes.worker_token,
             drain_token_hash=hashes.drain_token,
+            spec_hash=spec_fingerprint(service.to_document()),
             lent=lent,
             log_path=str(request.log_path),
         )
@@ -361,9 +407,9 @@ class Reconciler:
                 self.pools.forget(replica_id)
             if isinstance(exc, CapacityExceeded):
                 self.backoff.wait(service.name, str(exc), _CAPACITY_RETRY_S)
-            else:
-                self.backoff.failed(service.name, str(exc))
-            return
+                return "no room"
+            self.backoff.failed(service.name, str(exc))
+            return "refused"
         self.backoff.submitted(service.name)
         replica.timeline["submitted"] = time.time()
         await asyncio.to_thread(
@@ -375,9 +421,11 @@ class Reconciler:
             handle=replica.handle,
             token_hash=replica.token_hash,
             drain_token_hash=replica.drain_token_hash,
+            spec_hash=replica.spec_hash,
             log_path=str(request.log_path),
         )
         logger.info("replica %s: submitted to %s as %s", replica_id, backend.name, replica.handle)
+        return "submitted"
 
     async def register(
         self, replica_id: str, token: str, host: str, port: int, launched_at: float | None = None

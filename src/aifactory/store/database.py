@@ -405,6 +405,15 @@ class Store:
         with self._session() as s:
             return list(s.scalars(select(ServiceRow).order_by(ServiceRow.name)))
 
+    def set_service_spec(self, name: str, spec: dict[str, Any]) -> None:
+        """Replace a service's spec (its replicas then roll over to it)."""
+        with self._session() as s:
+            s.execute(
+                update(ServiceRow)
+                .where(ServiceRow.name == name)
+                .values(spec=spec, updated_at=utcnow())
+            )
+
     def set_service_status(self, name: str, status: str) -> None:
         """Set a service's status (``active`` or ``deleting``)."""
         with self._session() as s:

@@ -94,6 +94,8 @@ class ReplicaRow(Base):
     token_hash: Mapped[str] = mapped_column(String(64), default="")
     # A lent replica's drain token, hashed: its launcher reports a preemption with it.
     drain_token_hash: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # The fingerprint of the spec it started with: a changed spec rolls it over.
+    spec_hash: Mapped[str] = mapped_column(String(16), default="", server_default="")
     reason: Mapped[str] = mapped_column(Text, default="")
     log_path: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
