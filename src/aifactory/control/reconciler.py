@@ -105,6 +105,7 @@ class Reconciler:
         self._cancels: set[asyncio.Task[None]] = set()
         self.autoscaler = Autoscaler()
         self.specs: dict[str, Deployable] = {}
+        self._fingerprints: dict[str, str] = {}
         self.pools: Pools | None = None  # the functions broker, when this process runs one
         self.health = HealthMonitor(fleet, lambda: self.specs, lambda: self.pools, self)
         fleet.holding.on_demand = lambda _service: self.wake()
@@ -194,6 +195,8 @@ class Reconciler:
             except SpecError as exc:
                 logger.error("service %s has an invalid stored spec: %s", row.name, exc)
         self.specs = {spec.name: spec for spec, _created in active}
+        # Of the stored documents, as the API's summaries compute them too.
+        self._fingerprints = {row.name: spec_fingerprint(row.spec) for row in rows}
         self._fleet.set_services(
             ((s, c) for s, c in active if isinstance(s, Service)), self.accounts.owner_ids()
         )
@@ -212,7 +215,7 @@ class Reconciler:
         self._export_metrics()
 
     async def _converge(self, service: Deployable) -> None:
-        fingerprint = spec_fingerprint(service.to_document())
+        fingerprint = self._fingerprint(service)
         for replica in self._fleet.of_service(service.name):
             if replica.state in STARTING and outdated(replica, fingerprint):
                 await self._transition(
@@ -298,6 +301,10 @@ class Reconciler:
         stack = place(service, replicas, default, avoid, delays)
         self.bursting.record(service.name, stack, delays)
         return stack
+
+    def _fingerprint(self, service: Deployable) -> str:
+        known = self._fingerprints.get(service.name)
+        return known or spec_fingerprint(service.to_document())
 
     def _wanted(self, service: Deployable) -> int:
         """The autoscaler's count for ``service``, from its live load."""
@@ -390,7 +397,7 @@ class Reconciler:
             token_hash=hashes.token,
             worker_token_hash=hashes.worker_token,
             drain_token_hash=hashes.drain_token,
-            spec_hash=spec_fingerprint(service.to_document()),
+            spec_hash=self._fingerprint(service),
             lent=lent,
             log_path=str(request.log_path),
         )
