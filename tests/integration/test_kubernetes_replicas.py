@@ -265,6 +265,17 @@ def fill_node(namespace: str) -> None:
         ["kubectl", "--kubeconfig", str(KUBECONFIG), "apply", "-f", "-"],
         input=json.dumps(manifest), text=True, check=True, capture_output=True,
     )  # fmt: skip
+    # Until the scheduler binds it, no node carries its request: wait for that.
+    deadline = time.monotonic() + 60
+    while not node_of(namespace, "filler"):
+        assert time.monotonic() < deadline, "the filler Pod was never scheduled"
+        time.sleep(0.2)
+
+
+def node_of(namespace: str, pod: str) -> str:
+    """The node the scheduler bound ``pod`` to, or ""."""
+    manifest = json.loads(kubectl("get", "pod", pod, "-n", namespace, "-o", "json"))
+    return str(manifest["spec"].get("nodeName", ""))
 
 
 def millicores(amount: str) -> int:
