@@ -75,6 +75,14 @@ class LiveReplica:
     changed_at: float = field(default_factory=time.monotonic)
     last_health_at: float = 0.0
 
+    def awaiting_allocation(self, clock: float, longer_than_s: float) -> bool:
+        """Whether its scheduler has kept it waiting for over ``longer_than_s`` (monotonic)."""
+        return (
+            self.state is ReplicaState.SUBMITTED
+            and "running" not in self.timeline
+            and clock - self.created_at > longer_than_s
+        )
+
 
 @dataclass(frozen=True)
 class Lease:

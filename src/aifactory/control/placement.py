@@ -157,9 +157,7 @@ def waiting_burst(
     waiting = [
         r
         for r in replicas
-        if r.state is ReplicaState.SUBMITTED
-        and "running" not in r.timeline
-        and clock - r.created_at > _SETTLING_S
+        if r.awaiting_allocation(clock, _SETTLING_S)
         and counts[r.backend] > baselines.get(r.backend, 0)
     ]
     return max(waiting, key=lambda r: _wait(r, now), default=None)

@@ -140,6 +140,7 @@ class ControlPlane:
 
     def _summary(self, name: str, status: str, spec: dict[str, Any]) -> dict[str, Any]:
         live = self.fleet.of_service(name)
+        fingerprint = spec_fingerprint(spec)
         states: dict[str, int] = {}
         for replica in live:
             states[replica.state.value] = states.get(replica.state.value, 0) + 1
@@ -159,7 +160,7 @@ class ControlPlane:
             "in_flight": sum(r.in_flight for r in live),
             "pending_reason": self.reconciler.backoff.reasons.get(name, ""),
             # Replicas still running an earlier spec: a rollout is under way.
-            "outdated": sum(1 for r in live if outdated(r, spec_fingerprint(spec))),
+            "outdated": sum(1 for r in live if outdated(r, fingerprint)),
         }
 
     async def status(self, name: str) -> dict[str, Any]:

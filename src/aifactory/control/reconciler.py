@@ -215,7 +215,7 @@ class Reconciler:
         self._export_metrics()
 
     async def _converge(self, service: Deployable) -> None:
-        fingerprint = self._fingerprint(service)
+        fingerprint = self._fingerprints[service.name]
         for replica in self._fleet.of_service(service.name):
             if replica.state in STARTING and outdated(replica, fingerprint):
                 await self._transition(
@@ -301,10 +301,6 @@ class Reconciler:
         stack = place(service, replicas, default, avoid, delays)
         self.bursting.record(service.name, stack, delays)
         return stack
-
-    def _fingerprint(self, service: Deployable) -> str:
-        known = self._fingerprints.get(service.name)
-        return known or spec_fingerprint(service.to_document())
 
     def _wanted(self, service: Deployable) -> int:
         """The autoscaler's count for ``service``, from its live load."""
@@ -397,7 +393,7 @@ class Reconciler:
             token_hash=hashes.token,
             worker_token_hash=hashes.worker_token,
             drain_token_hash=hashes.drain_token,
-            spec_hash=self._fingerprint(service),
+            spec_hash=self._fingerprints[service.name],
             lent=lent,
             log_path=str(request.log_path),
         )
@@ -407,7 +403,7 @@ class Reconciler:
         self._fleet.replicas[replica_id] = replica
         try:
             replica.handle = await backend.submit(request)
-        except (CapacityExceeded, BackendError) as exc:
+        except BackendError as exc:
             del self._fleet.replicas[replica_id]
             discard_replica_secrets(token_file)
             if self.pools is not None:

@@ -51,9 +51,4 @@ def replacement_stuck(replicas: Sequence[LiveReplica], clock: float) -> bool:
     The scheduler has no room for it beside the replicas it replaces
     (``clock`` is monotonic).
     """
-    return any(
-        r.state is ReplicaState.SUBMITTED
-        and "running" not in r.timeline
-        and clock - r.created_at > _SURGE_WAIT_S
-        for r in replicas
-    )
+    return any(r.awaiting_allocation(clock, _SURGE_WAIT_S) for r in replicas)
