@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from aifactory.errors import ConfigError
+from aifactory.identity import Privilege, choose_privilege
 
 __all__ = ["Settings", "load_settings"]
 
@@ -44,6 +45,10 @@ IMAGE_PYTHON = "/opt/aifactory/bin/python"
 
 
 def _default_data_dir() -> Path:
+    if os.getuid() == 0:
+        # A root control plane is a site daemon; workloads must be able to
+        # reach their own folder in it, which root's home (0700) forbids.
+        return Path("/var/lib/aifactory")
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "aifactory"
 
@@ -108,6 +113,16 @@ class Settings(BaseSettings):
     objects_tls_cert: Path | None = None
     objects_tls_key: Path | None = None
     log_format: Literal["text", "json"] = "text"
+    # Who workloads run as (see the README's threat model): tenants with no
+    # Unix user of their own run as `workload_user`, or as the user the
+    # template names (`aif-{tenant}`); an unprivileged control plane starts
+    # them through `launch_prefix` (`sudo -n -u {user} --`). Single-user mode
+    # runs everything as the control plane's own user: a laptop, never a site.
+    workload_user: str = Field(default="aif-workload", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    tenant_user_template: str = Field(default="", pattern=r"^([a-z0-9_-]|\{tenant\})*$")
+    min_tenant_uid: int = Field(default=1000, ge=1)
+    launch_prefix: str = ""
+    insecure_single_user: bool = False
     api_url: str = ""
     api_key: str = ""
     require_integration: bool = False
@@ -186,6 +201,16 @@ class Settings(BaseSettings):
     def instance_file(self) -> Path:
         """Where this control plane's id (the tag on its Slurm jobs) is kept."""
         return self.data_dir / "instance"
+
+    @cached_property
+    def privilege(self) -> Privilege:
+        """How this control plane starts workloads as their identity (root, a prefix, or not)."""
+        return choose_privilege(self.data_dir, self.launch_prefix, self.insecure_single_user)
+
+    @property
+    def identities_dir(self) -> Path:
+        """Where each workload identity has its own folder (secrets, cache, spill)."""
+        return self.data_dir / "identities"
 
     @property
     def logs_dir(self) -> Path:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from aifactory.identity import Identity
 from aifactory.specs import Job, KubernetesOptions, Resources, SlurmOptions
 
 
@@ -140,6 +141,9 @@ class AllocationRequest:
             token, an agent's key), all in one folder of the control plane's
             disk. Backends that share that disk with their nodes leave them
             there; Kubernetes moves them into a Secret of the Pod.
+        identity: The Unix identity the allocation runs as (its tenant's);
+            None only in single-user mode, where it runs as the control plane.
+            Files in ``secret_files`` already belong to it.
     """
 
     replica_id: str
@@ -152,6 +156,7 @@ class AllocationRequest:
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
     kubernetes: KubernetesOptions = field(default_factory=KubernetesOptions)
     secret_files: tuple[Path, ...] = ()
+    identity: Identity | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +262,8 @@ class SubmittedJob:
         spec: The job's spec, as submitted.
         log_dir: The job's folder on the control plane's disk (its script, its output).
         known_tasks: The task numbers among its last recorded task states.
+        identity: The Unix identity it runs as (None: the control plane's own,
+            single-user mode only); listing and cancelling act as it too.
     """
 
     id: str
@@ -264,6 +271,7 @@ class SubmittedJob:
     spec: Job
     log_dir: Path
     known_tasks: tuple[int, ...] = ()
+    identity: Identity | None = None
 
 
 class JobRunner(Protocol):
@@ -298,8 +306,8 @@ class JobRunner(Protocol):
         """
         ...
 
-    async def submit(self, job: Job, job_id: str, log_dir: Path) -> str:
-        """Submit ``job`` (its output going to ``log_dir``); return its handle.
+    async def submit(self, job: Job, job_id: str, log_dir: Path, identity: Identity | None) -> str:
+        """Submit ``job`` as ``identity`` (its output going to ``log_dir``); return its handle.
 
         Raises:
             BackendError: when the scheduler refused it or did not answer.

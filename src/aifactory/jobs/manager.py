@@ -34,9 +34,10 @@ from typing import Any
 from aifactory.backends import AllocationState, JobRunner, JobTask, SubmittedJob, load_job_runner
 from aifactory.config import Settings
 from aifactory.errors import BackendError, BadRequest, ConfigError, NotFound
+from aifactory.identity import Identity
 from aifactory.specs import Job, load_job
 from aifactory.store import JobRow, Store, TenantRow
-from aifactory.tenancy import UsageLedger
+from aifactory.tenancy import TenantIdentities, UsageLedger
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,12 @@ class JobsManager:
         self._instance = instance
         self._ledger = ledger
         self._runners: dict[str, JobRunner] = dict(runners or {})
+        self.identities = TenantIdentities(
+            settings.privilege,
+            settings.workload_user,
+            settings.tenant_user_template,
+            settings.min_tenant_uid,
+        )
         self._sweeper: asyncio.Task[None] | None = None
 
     def runner(self, backend: str) -> JobRunner:
@@ -117,11 +124,17 @@ class JobsManager:
                 job, tenant.slurm_account, tenant.slurm_partition, tenant.slurm_qos
             )
         job_id = f"{job.name}-{secrets.token_hex(3)}"
-        log_dir = self.log_dir(job_id)
         try:
+            identity = await asyncio.to_thread(self.identities.of, tenant)
+            log_dir = await asyncio.to_thread(self._own_log_dir, job_id, identity)
             text = runner.render(job, job_id, log_dir)
-            await asyncio.to_thread(_write_text, log_dir / runner.rendered_name, text)
-            handle = await runner.submit(job, job_id, log_dir)
+            await asyncio.to_thread(
+                self.identities.privilege.give_file,
+                identity,
+                log_dir / runner.rendered_name,
+                text,
+            )
+            handle = await runner.submit(job, job_id, log_dir, identity)
         except (BackendError, ConfigError) as exc:
             raise BadRequest(exc.message, exc.fix) from exc
         await asyncio.to_thread(
@@ -134,9 +147,33 @@ class JobsManager:
             state=AllocationState.PENDING.value,
             log_dir=str(log_dir),
             tenant_id=tenant_id,
+            run_as=identity.user if not self.identities.privilege.single_user else "",
         )
         logger.info("job %s: submitted as %s job %s", job_id, job.backend, handle)
         return await self.describe(job_id)
+
+    def _own_log_dir(self, job_id: str, identity: Identity) -> Path:
+        """The job's folder, in its identity's own directory (it writes its output there)."""
+        privilege = self.identities.privilege
+        folder = privilege.workload_dir(identity) / "jobs" / job_id
+        privilege.make_dir(identity, folder)
+        return folder
+
+    async def _submitted(self, row: JobRow) -> SubmittedJob:
+        """What the job's runner needs to know of its row (and who it runs as)."""
+        known = tuple(n for t in row.tasks if isinstance(n := t.get("task"), int))
+        try:
+            identity = await asyncio.to_thread(self.identities.by_user, row.run_as)
+        except ConfigError as exc:
+            raise BackendError(f"job {row.id} runs as {row.run_as!r}: {exc.message}") from exc
+        return SubmittedJob(
+            id=row.id,
+            handle=row.handle,
+            spec=load_job(dict(row.spec), row.id),
+            log_dir=Path(row.log_dir),
+            known_tasks=known,
+            identity=identity,
+        )
 
     def _tenant(self, tenant_id: int | None) -> TenantRow | None:
         return next((t for t in self.store.tenants() if t.id == tenant_id), None)
@@ -184,7 +221,7 @@ class JobsManager:
             BadRequest: a task asked of a job that has one.
         """
         row = await self._refresh(await self._find(id_or_name))
-        return await self.runner(row.backend).logs(_submitted(row), task, lines)
+        return await self.runner(row.backend).logs(await self._submitted(row), task, lines)
 
     async def cancel(self, id_or_name: str) -> dict[str, Any]:
         """Cancel a job (all its tasks); a finished job stays as it ended.
@@ -201,10 +238,10 @@ class JobsManager:
         runner = self.runner(row.backend)
         finished = row.state in _FINISHED
         if runner.cancel_deletes and not finished:
-            tasks = await runner.tasks(_submitted(row))
+            tasks = await runner.tasks(await self._submitted(row))
             await self._record(row, [t.cancelled(time.time()) for t in tasks])
         if runner.cancel_deletes or not finished:
-            await runner.cancel(_submitted(row))
+            await runner.cancel(await self._submitted(row))
         return await self.describe(row.id)
 
     async def _find(self, id_or_name: str) -> JobRow:
@@ -219,7 +256,7 @@ class JobsManager:
         if row.state in _FINISHED or not row.handle:
             return row
         try:
-            tasks = await self.runner(row.backend).tasks(_submitted(row))
+            tasks = await self.runner(row.backend).tasks(await self._submitted(row))
         except (BackendError, ConfigError) as exc:
             logger.warning("job %s: %s did not answer: %s", row.id, row.backend, exc)
             return row
@@ -235,7 +272,7 @@ class JobsManager:
             logger.info("job %s: %s -> %s", row.id, row.state, fields["state"])
             if fields["state"] in _FINISHED:
                 self._charge(row, tasks, runner)
-                await runner.keep_output(_submitted(row), tasks)
+                await runner.keep_output(await self._submitted(row), tasks)
         refreshed = await asyncio.to_thread(self.store.job, row.id)
         return refreshed or row
 
@@ -263,18 +300,6 @@ class JobsManager:
             gpu_hours=seconds * nodes * job.resources.gpus / 3600,
             source=row.backend,
         )
-
-
-def _submitted(row: JobRow) -> SubmittedJob:
-    """What the job's runner needs to know of its row."""
-    known = tuple(n for t in row.tasks if isinstance(n := t.get("task"), int))
-    return SubmittedJob(
-        id=row.id,
-        handle=row.handle,
-        spec=load_job(dict(row.spec), row.id),
-        log_dir=Path(row.log_dir),
-        known_tasks=known,
-    )
 
 
 def _summarize(tasks: list[JobTask], scheduler: str) -> dict[str, Any]:
@@ -332,7 +357,3 @@ def _view(row: JobRow) -> dict[str, Any]:
 def _time(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)

@@ -27,6 +27,9 @@ class TenantRow(Base):
     slurm_account: Mapped[str | None] = mapped_column(String(128), nullable=True)
     slurm_partition: Mapped[str | None] = mapped_column(String(128), nullable=True)
     slurm_qos: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The POSIX user (and primary group) its workloads run as; None: the site's rule.
+    unix_user: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    unix_group: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -96,6 +99,8 @@ class ReplicaRow(Base):
     drain_token_hash: Mapped[str] = mapped_column(String(64), default="", server_default="")
     # The fingerprint of the spec it started with: a changed spec rolls it over.
     spec_hash: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    # The Unix user it runs as (listing and cancelling act as it too).
+    run_as: Mapped[str] = mapped_column(String(32), default="", server_default="")
     reason: Mapped[str] = mapped_column(Text, default="")
     log_path: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -156,6 +161,8 @@ class JobRow(Base):
     tasks: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
     log_dir: Mapped[str] = mapped_column(Text, default="")
     tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), nullable=True)
+    # The Unix user it runs as (listing and cancelling act as it too).
+    run_as: Mapped[str] = mapped_column(String(32), default="", server_default="")
     submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

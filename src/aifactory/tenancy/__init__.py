@@ -1,6 +1,7 @@
 """Tenants, API keys, limits and the usage ledger."""
 
 from aifactory.tenancy.audit import record_action
+from aifactory.tenancy.identities import TenantIdentities
 from aifactory.tenancy.keys import (
     IssuedKey,
     KeyAuthenticator,
@@ -21,6 +22,7 @@ __all__ = [
     "Limiter",
     "Principal",
     "Role",
+    "TenantIdentities",
     "UsageLedger",
     "hash_key",
     "issue_key",
