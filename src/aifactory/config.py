@@ -45,12 +45,12 @@ IMAGE_PYTHON = "/opt/aifactory/bin/python"
 
 
 def _default_data_dir() -> Path:
-    if os.getuid() == 0:
+    base = os.environ.get("XDG_DATA_HOME")
+    if not base and os.getuid() == 0:
         # A root control plane is a site daemon; workloads must be able to
         # reach their own folder in it, which root's home (0700) forbids.
         return Path("/var/lib/aifactory")
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "aifactory"
+    return Path(base or Path.home() / ".local" / "share") / "aifactory"
 
 
 def _config_file() -> Path:

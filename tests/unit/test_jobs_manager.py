@@ -49,7 +49,7 @@ class FakeRunner:
     def render(self, job: Job, job_id: str, log_dir: Path) -> str:
         return f"run {job.name} as {job_id} into {log_dir}\n"
 
-    async def submit(self, job: Job, job_id: str, log_dir: Path) -> str:
+    async def submit(self, job: Job, job_id: str, log_dir: Path, identity: object) -> str:
         self.calls.append("submit")
         return "h-1"
 
