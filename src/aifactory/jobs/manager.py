@@ -356,4 +356,3 @@ def _view(row: JobRow) -> dict[str, Any]:
 
 def _time(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
-
