@@ -94,16 +94,16 @@ def test_only_slurm_replicas_are_lent() -> None:
 
 def test_a_lent_launcher_gets_a_drain_token_file_and_the_grace_time(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, slurm_lend_partition="lend", slurm_lend_grace_s=20)
-    token_file = tmp_path / "run" / "chat-abc123.token"
     request = AllocationPlanner(settings).request(
-        load_service(LENT), "chat-abc123", token_file, None, "slurm"
+        load_service(LENT), "chat-abc123", None, None, "slurm"
     )
+    token_file = request.secret_files[0]
     argv = list(request.argv)
     assert argv[argv.index("--drain-token-file") + 1] == str(drain_token_file(token_file))
     assert argv[argv.index("--drain-within") + 1] == "20"
     assert drain_token_file(token_file) in request.secret_files
     plain = AllocationPlanner(settings).request(
-        load_service(LENT), "chat-abc123", token_file, None, "local"
+        load_service(LENT), "chat-abc123", None, None, "local"
     )
     assert "--drain-token-file" not in plain.argv
 

@@ -10,6 +10,7 @@ import pytest
 
 from aifactory.config import IMAGE_PYTHON, Settings
 from aifactory.control.planner import AllocationPlanner
+from aifactory.identity import Identity
 from aifactory.specs import load_deployable, load_service
 
 CHAT = """
@@ -24,6 +25,9 @@ name: pool
 """
 
 
+ALICE = Identity(user="alice", uid=4242, group="alice", gid=4242, home="/home/alice")
+
+
 class _Pools:
     """The two broker facts a worker's command needs."""
 
@@ -33,9 +37,8 @@ class _Pools:
 
 def _argv(settings: Settings, source: str, stack: str) -> list[str]:
     spec = load_deployable(source) if "FunctionPool" in source else load_service(source)
-    token_file = settings.data_dir / "run" / "r-abc123.token"
     planner = AllocationPlanner(settings)
-    return list(planner.request(spec, "r-abc123", token_file, cast(Any, _Pools()), stack).argv)
+    return list(planner.request(spec, "r-abc123", ALICE, cast(Any, _Pools()), stack).argv)
 
 
 def test_a_pod_without_host_paths_runs_the_images_interpreter(tmp_path: Path) -> None:
@@ -76,7 +79,7 @@ def test_host_paths_or_the_setting_choose_the_pods_interpreter(
     assert _argv(settings, CHAT, "kubernetes")[0] == expected
 
 
-def test_local_and_slurm_replicas_run_this_interpreter_and_share_its_cache(
+def test_local_and_slurm_replicas_run_this_interpreter_with_their_identitys_own_cache(
     tmp_path: Path,
 ) -> None:
     settings = Settings(data_dir=tmp_path, kubernetes_python="/elsewhere/python")
@@ -84,7 +87,11 @@ def test_local_and_slurm_replicas_run_this_interpreter_and_share_its_cache(
         argv = _argv(settings, CHAT, stack)
         engine = argv[argv.index("--") + 1 :]
         assert argv[0] == engine[0] == sys.executable
-        assert engine[engine.index("--cache-dir") + 1] == str(settings.cache_dir)
+        own = settings.privilege.workload_dir(ALICE)
+        assert own == tmp_path / "identities" / "alice" or own == Path("/home/alice/.aifactory")
+        assert engine[engine.index("--cache-dir") + 1] == str(own / "cache")
+        token = argv[argv.index("--token-file") + 1]
+        assert token == str(own / "secrets" / "r-abc123.token")
 
 
 def test_the_pods_interpreter_must_be_an_absolute_path(tmp_path: Path) -> None:

@@ -6,6 +6,11 @@ ask Linux to kill them when their parent dies, so a control plane killed
 with -9 leaves no orphans. CPU threads are budgeted: the sum of the running
 replicas' ``cpus`` never exceeds ``cpus`` (oversubscribing 2 cores made two
 llama.cpp replicas 5-7x slower).
+
+Each allocation runs as its request's identity: a root control plane starts
+it with that uid, gid and supplementary groups and nothing else; an
+unprivileged one puts the site's launch prefix (``sudo -n -u USER --``) in
+front of the launcher. Either way it gets the identity's own HOME.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import BinaryIO
 
 from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
 from aifactory.errors import BackendError, CapacityExceeded
+from aifactory.identity import Privilege, choose_privilege
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +53,9 @@ class LocalBackend:
     name = "local"
     advertise_host = "127.0.0.1"
 
-    def __init__(self, cpus: int | None = None) -> None:
+    def __init__(self, cpus: int | None = None, privilege: Privilege | None = None) -> None:
         self.cpus = cpus or os.cpu_count() or 1
+        self._privilege = privilege or choose_privilege(Path("/nonexistent"), "", False)
         self._allocations: dict[str, _Allocation] = {}
 
     @property
@@ -70,16 +77,30 @@ class LocalBackend:
                 f"{self.cpus} free on this machine.",
                 fix="lower `resources.cpus`, delete another service, or set AIFACTORY_LOCAL_CPUS",
             )
+        argv, options, env = list(request.argv), {}, {**os.environ, **request.env}
+        if request.identity is not None:
+            argv = self._privilege.command(request.identity, argv)
+            options = self._privilege.spawn_options(request.identity)
+            env = self._privilege.environment(request.identity, env)
         log = await asyncio.to_thread(_open_log, request.log_path)
         with log:
-            process = await asyncio.create_subprocess_exec(
-                *request.argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, **request.env},
-            )
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                    env=env,
+                    **options,
+                )
+            except OSError as exc:
+                raise BackendError(
+                    f"{request.service}: could not start {argv[0]} as "
+                    f"{request.identity.user if request.identity else 'this user'}: {exc}.",
+                    fix="check that the workload's user can read and run the project's Python "
+                    "(every folder above .venv needs o+x) and AIFACTORY_LAUNCH_PREFIX",
+                ) from exc
         handle = str(process.pid)
         allocation = _Allocation(process, request.resources.cpus)
         self._allocations[handle] = allocation
@@ -156,9 +177,14 @@ class LocalBackend:
             allocation.stopper = asyncio.get_running_loop().create_task(self.cancel(handle))
 
     def render(self, request: AllocationRequest) -> str:
-        """The command line, quoted for reading."""
+        """The command line, quoted for reading (as which user it runs, first)."""
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(request.env.items()))
-        command = shlex.join(request.argv)
+        argv = list(request.argv)
+        if request.identity is not None:
+            argv = self._privilege.command(request.identity, argv)
+            if self._privilege.spawn_options(request.identity):
+                env = f"# runs as {request.identity.describe()}\n{env}"
+        command = shlex.join(argv)
         return f"{env} {command} >> {shlex.quote(str(request.log_path))} 2>&1".strip()
 
     async def aclose(self) -> None:

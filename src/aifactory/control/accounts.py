@@ -20,9 +20,10 @@ from datetime import UTC, datetime
 
 from aifactory.backends import AllocationRequest, Backend, Elapsed, KeepsAccounts
 from aifactory.control.fleet import LiveReplica
+from aifactory.identity import Identity
 from aifactory.specs import Deployable
 from aifactory.store import ServiceRow, Store, TenantRow
-from aifactory.tenancy import UsageLedger, period_bounds
+from aifactory.tenancy import TenantIdentities, UsageLedger, period_bounds
 
 __all__ = ["LENT_KIND", "TenantAccounts"]
 
@@ -31,15 +32,21 @@ LENT_KIND = "lent-allocation"
 # How long to wait for the scheduler to record an ended allocation.
 _ACCOUNTING_TRIES = 15
 _ACCOUNTING_WAIT_S = 2.0
+# How long a looked-up identity is trusted before the user database is read again.
+_IDENTITY_TTL_S = 60.0
 
 
 class TenantAccounts:
     """Tenants of services, refreshed every reconcile tick from the store."""
 
-    def __init__(self, store: Store, ledger: UsageLedger | None) -> None:
+    def __init__(
+        self, store: Store, ledger: UsageLedger | None, identities: TenantIdentities
+    ) -> None:
         self._store = store
         self._ledger = ledger
+        self.identities = identities
         self._owner: dict[str, TenantRow] = {}
+        self._identity: dict[tuple[str, str, str], tuple[float, Identity]] = {}
 
     def refresh(self, services: list[ServiceRow]) -> None:
         """Read who owns each service (blocking: call from a thread)."""
@@ -51,6 +58,29 @@ class TenantAccounts:
     def owner(self, service: str) -> TenantRow | None:
         """The tenant the service runs for, if any."""
         return self._owner.get(service)
+
+    def identity(self, service: str) -> Identity:
+        """The Unix identity ``service``'s replicas run as (blocking: the user database).
+
+        Looked up at most once a minute per mapping, so a removed user stops
+        launches soon and a busy reconciler does not read the database often.
+
+        Raises:
+            ConfigError: the tenant cannot be mapped (see ``TenantIdentities.of``).
+        """
+        tenant = self._owner.get(service)
+        key = (
+            tenant.name if tenant else "",
+            tenant.unix_user or "" if tenant else "",
+            tenant.unix_group or "" if tenant else "",
+        )
+        cached = self._identity.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < _IDENTITY_TTL_S:
+            return cached[1]
+        identity = self.identities.of(tenant)
+        self._identity[key] = (now, identity)
+        return identity
 
     def owner_ids(self) -> dict[str, int]:
         """Service name -> the id of the tenant it runs for."""

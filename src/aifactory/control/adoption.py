@@ -83,6 +83,7 @@ async def adopt(reconciler: Reconciler, store: Store, fleet: Fleet, also_check: 
                 drain_token_hash=row.drain_token_hash,
                 spec_hash=row.spec_hash,
                 log_path=row.log_path,
+                run_as=row.run_as,
                 ends_at=status.ends_at,
                 node=status.node,
             )

@@ -70,6 +70,7 @@ class LiveReplica:
     pending_reason: str = ""
     watched: bool = False
     log_path: str = ""
+    run_as: str = ""
     timeline: dict[str, float] = field(default_factory=dict)
     created_at: float = field(default_factory=time.monotonic)
     changed_at: float = field(default_factory=time.monotonic)

@@ -16,7 +16,7 @@ from aifactory.control.placement import stacks_of
 from aifactory.control.reconciler import Reconciler
 from aifactory.control.rotation import outdated, spec_fingerprint
 from aifactory.engines import locate, render_engine
-from aifactory.errors import AIFactoryError, BadRequest, Conflict, NotFound
+from aifactory.errors import AIFactoryError, BadRequest, ConfigError, Conflict, NotFound
 from aifactory.specs import Agent, Deployable, FunctionPool, Service, load_deployable
 from aifactory.store import ReplicaRow, ServiceRow, Store
 from aifactory.tenancy import UsageLedger
@@ -269,11 +269,14 @@ class ControlPlane:
             raise NotFound(f"service {name!r} does not exist.", fix="see `aifactory services`")
         service = load_deployable(dict(row.spec), name)
         replica_id = f"{name}-XXXXXX"
-        token_file = self.settings.data_dir / "run" / f"{replica_id}.token"
         accounts = self.reconciler.accounts
         await asyncio.to_thread(accounts.refresh, await asyncio.to_thread(self.store.services))
+        try:
+            identity = await asyncio.to_thread(accounts.identity, name)
+        except ConfigError as exc:
+            raise BadRequest(exc.message, exc.fix) from exc
         request = accounts.with_defaults(
-            self.reconciler.allocation_request(service, replica_id, token_file)
+            self.reconciler.allocation_request(service, replica_id, identity)
         )
         backend = self.reconciler.backend(service.backend or self.settings.default_backend)
         return backend.render(request)

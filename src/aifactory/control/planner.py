@@ -13,8 +13,11 @@ The planner also builds each backend once, with the site's defaults.
 ``python`` is the control plane's own interpreter on the local and Slurm
 backends (their nodes share its install). A Kubernetes Pod has its own
 filesystem: there it is the image's interpreter (``kubernetes_pod_python``),
-and llama.cpp converts models into the Pod's ``$HOME`` cache instead of the
-control plane's ``cache_dir``.
+and llama.cpp converts models into the Pod's ``$HOME`` cache.
+
+A replica runs as its tenant's Unix identity; its secrets, its log and its
+model cache lie in that identity's own directory (``Privilege.workload_dir``),
+so no tenant reads or poisons another's (a converted model included).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from aifactory.control.placement import stacks_of
 from aifactory.control.pools import Pools
 from aifactory.engines import render_engine
 from aifactory.errors import BackendError
+from aifactory.identity import Identity, current_identity
 from aifactory.specs import Agent, Deployable, FunctionPool
 
 __all__ = ["AllocationPlanner", "instance_id", "secret_env_file", "worker_token_file"]
@@ -57,7 +61,7 @@ class AllocationPlanner:
     def _backend_options(self, name: str) -> dict[str, Any]:
         settings = self._settings
         if name == "local":
-            return {"cpus": settings.local_cpus}
+            return {"cpus": settings.local_cpus, "privilege": settings.privilege}
         if name == "slurm":
             site = SiteDefaults(
                 partition=settings.slurm_partition or None,
@@ -86,11 +90,13 @@ class AllocationPlanner:
         self,
         spec: Deployable,
         replica_id: str,
-        token_file: Path,
+        identity: Identity | None,
         pools: Pools | None,
         stack: str | None = None,
     ) -> AllocationRequest:
-        """What a new replica of ``spec`` would run on ``stack`` (default: its first).
+        """What a new replica of ``spec`` would run as ``identity`` on ``stack`` (else its first).
+
+        ``identity`` None: as the control plane itself (single-user mode, or a preview).
 
         Raises:
             BackendError: a pool, but this control plane runs no broker.
@@ -99,6 +105,8 @@ class AllocationPlanner:
         backend = self.backend(stack or stacks_of(spec, default)[0])
         in_pod = backend.name == "kubernetes"
         python = self._settings.kubernetes_pod_python if in_pod else sys.executable
+        own = self._settings.privilege.workload_dir(identity or current_identity())
+        token_file = own / "secrets" / f"{replica_id}.token"
         secrets: tuple[str, ...] = ()
         secret_files = [token_file]
         if is_lent(spec, backend.name):
@@ -118,7 +126,7 @@ class AllocationPlanner:
             secrets += ("--secret-env", str(secret_env_file(token_file)))
             secret_files.append(secret_env_file(token_file))
         else:
-            engine = render_engine(spec, None if in_pod else self._settings.cache_dir, python)
+            engine = render_engine(spec, None if in_pod else own / "cache", python)
             command, env = engine.argv, engine.env
         argv = (
             python, "-m", "aifactory.launcher",
@@ -135,11 +143,12 @@ class AllocationPlanner:
             argv=argv,
             resources=spec.resources,
             time_limit_s=spec.time_limit_s,
-            log_path=self._settings.logs_dir / spec.name / f"{replica_id}.log",
+            log_path=own / "logs" / spec.name / f"{replica_id}.log",
             env=dict(env),
             slurm=spec.slurm,
             kubernetes=spec.kubernetes,
             secret_files=tuple(secret_files),
+            identity=identity,
         )
 
 

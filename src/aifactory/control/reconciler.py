@@ -22,7 +22,6 @@ import logging
 import secrets
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any, Literal
 
 from aifactory import metrics
@@ -52,7 +51,7 @@ from aifactory.control.placement import (
 )
 from aifactory.control.planner import AllocationPlanner
 from aifactory.control.pools import Pools
-from aifactory.control.replica_secrets import discard_replica_secrets, write_replica_secrets
+from aifactory.control.replica_secrets import discard_replica_secrets, prepare_replica
 from aifactory.control.rotation import (
     due_for_rotation,
     outdated,
@@ -63,14 +62,16 @@ from aifactory.errors import (
     AIFactoryError,
     BackendError,
     CapacityExceeded,
+    ConfigError,
     Conflict,
     NotFound,
     SpecError,
     Unauthorized,
 )
+from aifactory.identity import Identity
 from aifactory.specs import Agent, Deployable, FunctionPool, Service, load_deployable
 from aifactory.store import Store
-from aifactory.tenancy import UsageLedger, hash_key
+from aifactory.tenancy import TenantIdentities, UsageLedger, hash_key
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,16 @@ class Reconciler:
         self._store = store
         self._fleet = fleet
         self.planner = AllocationPlanner(settings)
-        self.accounts = TenantAccounts(store, ledger)
+        self.accounts = TenantAccounts(
+            store,
+            ledger,
+            TenantIdentities(
+                settings.privilege,
+                settings.workload_user,
+                settings.tenant_user_template,
+                settings.min_tenant_uid,
+            ),
+        )
         self.backoff = LaunchBackoff()
         self.preemptions = Preemptions()
         self.bursting = Bursting(self._estimate_request, self.backend)
@@ -346,24 +356,31 @@ class Reconciler:
         return self.planner.backend(name)
 
     def allocation_request(
-        self, service: Deployable, replica_id: str, token_file: Path, stack: str | None = None
+        self,
+        service: Deployable,
+        replica_id: str,
+        identity: Identity | None,
+        stack: str | None = None,
     ) -> AllocationRequest:
-        """What a new replica of ``service`` would run (on ``stack``, else its first)."""
-        return self.planner.request(service, replica_id, token_file, self.pools, stack)
+        """A new replica of ``service``, run as ``identity`` (on ``stack``, else its first)."""
+        return self.planner.request(service, replica_id, identity, self.pools, stack)
 
     def _estimate_request(self, service: Deployable, stack: str) -> AllocationRequest:
         """What a new replica of ``service`` would ask ``stack`` for (never submitted)."""
-        probe = self._settings.data_dir / "run" / "start-estimate.token"
-        request = self.allocation_request(service, f"{service.name}-estimate", probe, stack)
+        try:
+            identity: Identity | None = self.accounts.identity(service.name)
+        except ConfigError:
+            identity = None  # its launch will be refused with the reason; estimate anyway
+        request = self.allocation_request(service, f"{service.name}-estimate", identity, stack)
         return self.accounts.with_defaults(request)
 
     async def _launch(self, service: Deployable, stack: str) -> LaunchOutcome:
         """Start one replica of ``service`` on ``stack``, unless something stops it."""
         replica_id = f"{service.name}-{secrets.token_hex(3)}"
-        token_file = self._settings.data_dir / "run" / f"{replica_id}.token"
         try:
+            identity = await asyncio.to_thread(self.accounts.identity, service.name)
             request = self.accounts.with_defaults(
-                self.allocation_request(service, replica_id, token_file, stack)
+                self.allocation_request(service, replica_id, identity, stack)
             )
             backend = self.backend(stack)
         except AIFactoryError as exc:
@@ -379,13 +396,20 @@ class Reconciler:
         if isinstance(service, Agent):
             agent_env = self._agent_keys.secret_env(service.name) if self._agent_keys else ""
         lent = is_lent(service, backend.name)
-        hashes = await asyncio.to_thread(
-            write_replica_secrets,
-            token_file,
-            agent_env=agent_env,
-            lent=lent,
-            pool_worker=isinstance(service, FunctionPool) and self.pools is not None,
-        )
+        try:
+            hashes = await asyncio.to_thread(
+                prepare_replica,
+                self._settings.privilege,
+                request,
+                agent_env=agent_env,
+                lent=lent,
+                pool_worker=isinstance(service, FunctionPool) and self.pools is not None,
+            )
+        except (OSError, AIFactoryError) as exc:
+            reason = f"could not hand its secrets to {identity.user}: {exc}"
+            self.backoff.failed(service.name, reason)
+            return "refused"
+
         replica = LiveReplica(
             replica_id,
             service.name,
@@ -396,6 +420,7 @@ class Reconciler:
             spec_hash=self._fingerprints[service.name],
             lent=lent,
             log_path=str(request.log_path),
+            run_as=identity.user,
         )
         if hashes.worker_token and self.pools is not None:
             self.pools.expect(replica_id, hashes.worker_token)
@@ -405,7 +430,7 @@ class Reconciler:
             replica.handle = await backend.submit(request)
         except BackendError as exc:
             del self._fleet.replicas[replica_id]
-            discard_replica_secrets(token_file)
+            await asyncio.to_thread(discard_replica_secrets, self._settings.privilege, request)
             if self.pools is not None:
                 self.pools.forget(replica_id)
             if isinstance(exc, CapacityExceeded):
@@ -426,8 +451,15 @@ class Reconciler:
             drain_token_hash=replica.drain_token_hash,
             spec_hash=replica.spec_hash,
             log_path=str(request.log_path),
+            run_as=identity.user,
         )
-        logger.info("replica %s: submitted to %s as %s", replica_id, backend.name, replica.handle)
+        logger.info(
+            "replica %s: submitted to %s as %s, running as %s",
+            replica_id,
+            backend.name,
+            replica.handle,
+            identity.describe(),
+        )
         return "submitted"
 
     async def register(

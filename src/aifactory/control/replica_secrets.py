@@ -1,12 +1,15 @@
-"""The secrets a new replica starts with: owner-only files beside its launcher token.
+"""What a new replica starts with: its folders and its secrets, all its identity's own.
 
 - the launcher's registration token (every replica);
 - an agent's secret environment (agents);
 - the drain token its launcher presents when Slurm preempts it (lent replicas);
 - the token its worker joins the functions broker with (pool replicas).
 
-Only their hashes stay with the control plane (in memory and the store); the
-files are read once by the replica's launcher, on the node.
+They lie in the identity's own directory (``secrets/``, mode 0700, files
+0600, owned by the identity the replica runs as), beside its log folder and
+model cache: another tenant's workload cannot read them, and the replica
+cannot read anyone else's. Only their hashes stay with the control plane (in
+memory and the store); the files are read once by the replica's launcher.
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from aifactory.backends import AllocationRequest
 from aifactory.control.lending import drain_token_file
 from aifactory.control.planner import secret_env_file, worker_token_file
+from aifactory.identity import Identity, Privilege, current_identity
 from aifactory.tenancy import hash_key
+
+__all__ = ["SecretHashes", "discard_replica_secrets", "prepare_replica"]
 
 
 @dataclass(frozen=True)
@@ -29,38 +36,52 @@ class SecretHashes:
     worker_token: str = ""
 
 
-def write_replica_secrets(
-    token_file: Path, *, agent_env: str | None, lent: bool, pool_worker: bool
+def prepare_replica(
+    privilege: Privilege,
+    request: AllocationRequest,
+    *,
+    agent_env: str | None,
+    lent: bool,
+    pool_worker: bool,
 ) -> SecretHashes:
-    """Write a new replica's secrets beside ``token_file``; returns their hashes."""
-    token = _write_new_token(token_file)
+    """Make the replica's folders and write its secrets (blocking); returns their hashes.
+
+    The launcher token is ``request.secret_files[0]``; the others lie beside it.
+    """
+    identity = request.identity or current_identity()
+    token_file = request.secret_files[0]
+    for folder in (token_file.parent, request.log_path.parent):
+        privilege.make_dir(identity, folder)
+    token = _write_new_token(privilege, identity, token_file)
     if agent_env is not None:
-        _write_secret(secret_env_file(token_file), agent_env)
+        privilege.give_file(identity, secret_env_file(token_file), agent_env)
     return SecretHashes(
         token=token,
-        drain_token=_write_new_token(drain_token_file(token_file)) if lent else "",
-        worker_token=_write_new_token(worker_token_file(token_file)) if pool_worker else "",
+        drain_token=(
+            _write_new_token(privilege, identity, drain_token_file(token_file)) if lent else ""
+        ),
+        worker_token=(
+            _write_new_token(privilege, identity, worker_token_file(token_file))
+            if pool_worker
+            else ""
+        ),
     )
 
 
-def discard_replica_secrets(token_file: Path) -> None:
-    """Remove every secret file of the replica whose launcher token is ``token_file``."""
+def discard_replica_secrets(privilege: Privilege, request: AllocationRequest) -> None:
+    """Remove every secret file of a replica that did not start (blocking)."""
+    identity = request.identity or current_identity()
+    token_file = request.secret_files[0]
     for path in (
         token_file,
         worker_token_file(token_file),
         secret_env_file(token_file),
         drain_token_file(token_file),
     ):
-        path.unlink(missing_ok=True)
+        privilege.remove_file(identity, path)
 
 
-def _write_new_token(path: Path) -> str:
+def _write_new_token(privilege: Privilege, identity: Identity, path: Path) -> str:
     token = secrets.token_urlsafe(32)
-    _write_secret(path, token)
+    privilege.give_file(identity, path, token)
     return hash_key(token)
-
-
-def _write_secret(path: Path, secret: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.touch(mode=0o600)
-    path.write_text(secret)
