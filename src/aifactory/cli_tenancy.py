@@ -65,30 +65,40 @@ def tenants_create(
     slurm_account: Annotated[str | None, typer.Option(help="Slurm account for its jobs.")] = None,
     slurm_partition: Annotated[str | None, typer.Option(help="Default partition.")] = None,
     slurm_qos: Annotated[str | None, typer.Option(help="Default QOS.")] = None,
+    unix_user: Annotated[
+        str | None,
+        typer.Option(help="Unix user its workloads run as (default: the site's rule)."),
+    ] = None,
+    unix_group: Annotated[
+        str | None, typer.Option(help="Primary Unix group for its workloads (one of the user's).")
+    ] = None,
 ) -> None:
-    """Create a tenant, or change its Slurm defaults."""
+    """Create a tenant, or change its Slurm defaults and the Unix user its workloads run as."""
     body: dict[str, Any] = {"name": name}
     for field, value in (
         ("slurm_account", slurm_account),
         ("slurm_partition", slurm_partition),
         ("slurm_qos", slurm_qos),
+        ("unix_user", unix_user),
+        ("unix_group", unix_group),
     ):
         if value is not None:
             body[field] = value
     tenant = _client().json("POST", "/api/tenants", json=body)
-    console.print(f"tenant [bold]{tenant['name']}[/bold]: {_slurm(tenant)}")
+    console.print(f"tenant [bold]{tenant['name']}[/bold]: {_slurm(tenant)}{_unix(tenant)}")
 
 
 @tenants_app.command("ls")
 def tenants_ls() -> None:
     """List tenants with their Slurm defaults."""
-    table = Table("tenant", "slurm account", "partition", "qos", "created")
+    table = Table("tenant", "slurm account", "partition", "qos", "unix user", "created")
     for t in _client().json("GET", "/api/tenants")["tenants"]:
         table.add_row(
             t["name"],
             t["slurm_account"] or "",
             t["slurm_partition"] or "",
             t["slurm_qos"] or "",
+            ":".join(filter(None, (t["unix_user"], t["unix_group"]))) or "(site rule)",
             t["created_at"][:19],
         )
     console.print(table)
@@ -99,6 +109,10 @@ def tenants_show(name: Annotated[str, typer.Argument(help="Tenant name.")]) -> N
     """Show a tenant: Slurm defaults, limits, keys and this period's spend."""
     tenant = _client().json("GET", f"/api/tenants/{name}")
     console.print(f"[bold]{tenant['name']}[/bold]: {_slurm(tenant)}")
+    if tenant["runs_as"]:
+        console.print(f"workloads run as {tenant['runs_as']}")
+    else:
+        console.print(f"[red]workloads cannot start:[/red] {tenant['runs_as_error']}")
     limits = tenant["limits"] or {}
     set_limits = {k: v for k, v in limits.items() if v is not None and k != "period"}
     console.print(f"limits ({limits.get('period', 'month')}): {set_limits or 'none'}")
@@ -261,6 +275,13 @@ def _slurm(tenant: dict[str, Any]) -> str:
         if tenant[field]
     ]
     return ", ".join(parts) or "no Slurm defaults"
+
+
+def _unix(tenant: dict[str, Any]) -> str:
+    if not tenant.get("unix_user"):
+        return ""
+    group = f":{tenant['unix_group']}" if tenant.get("unix_group") else ""
+    return f"; runs as Unix user {tenant['unix_user']}{group}"
 
 
 def _key_label(key: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ from aifactory import metrics
 from aifactory.api import AdminAPI, FunctionsAPI, JobsAPI, TenantsAPI
 from aifactory.config import Settings
 from aifactory.control import ControlPlane, FleetFollower, instance_id
+from aifactory.data_dir import lock_down
 from aifactory.errors import APIError, ConfigError, NotFound
 from aifactory.functions import FunctionsHub, Invoker, pool_open_to
 from aifactory.gateway import GatewayApp, error_body
@@ -89,7 +90,12 @@ class App:
             Route("/metrics", self._metrics, methods=["GET"]),
             *admin_api.routes(),
             *JobsAPI(self.jobs, admin_api.authenticate_admin).routes(),
-            *TenantsAPI(self.store, admin_api.authenticate, admin_api.authenticate_admin).routes(),
+            *TenantsAPI(
+                self.store,
+                admin_api.authenticate,
+                admin_api.authenticate_admin,
+                self.jobs.identities,
+            ).routes(),
             *FunctionsAPI(
                 self.invoker,
                 self.functions,
@@ -162,7 +168,7 @@ class App:
             self.store.close()
 
     def _prepare(self) -> None:
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        lock_down(self.settings)
         self.store.create_schema()
         self.objects.prepare()
         if self.objects.issue_first_admin() is not None:

@@ -17,10 +17,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aifactory.api.routes import read_json_object
-from aifactory.errors import BadRequest, NotFound
+from aifactory.errors import BadRequest, ConfigError, NotFound
 from aifactory.specs import SLURM_NAME_PATTERN, parse_duration_s
 from aifactory.store import LIMIT_FIELDS, Store, TenantRow
-from aifactory.tenancy import Principal, period_bounds, record_action
+from aifactory.tenancy import Principal, TenantIdentities, period_bounds, record_action
 
 __all__ = ["TenantsAPI"]
 
@@ -40,10 +40,17 @@ class TenantsAPI:
         admin: Authenticates an admin key.
     """
 
-    def __init__(self, store: Store, caller: _Authenticate, admin: _Authenticate) -> None:
+    def __init__(
+        self,
+        store: Store,
+        caller: _Authenticate,
+        admin: _Authenticate,
+        identities: TenantIdentities,
+    ) -> None:
         self._store = store
         self._caller = caller
         self._admin = admin
+        self._identities = identities
 
     def routes(self) -> list[Route]:
         """Every route of this API."""
@@ -63,9 +70,12 @@ class TenantsAPI:
         return JSONResponse({"tenants": [_tenant_view(row) for row in rows]})
 
     async def save_tenant(self, request: Request) -> Response:
-        """POST /api/tenants ``{"name", "slurm_account", "slurm_partition", "slurm_qos"}``.
+        """POST /api/tenants ``{"name", "slurm_account", …, "unix_user", "unix_group"}``.
 
-        Creates the tenant (201) or updates its Slurm defaults (200).
+        Creates the tenant (201) or updates its Slurm defaults and Unix
+        identity (200). A Unix user must exist, be a regular user (not root,
+        not a system user) and not the control plane's own; ``null`` removes
+        the mapping (the site's rule applies again).
         """
         actor = await self._admin(request)
         document = await read_json_object(request)
@@ -83,6 +93,7 @@ class TenantsAPI:
                 if value is not None and (not isinstance(value, str) or not _SLURM.match(value)):
                     raise BadRequest(f"{field} {value!r} is not a Slurm name.", param=field)
                 defaults[field] = value
+        defaults.update(await self._unix_mapping(document))
         existed = await asyncio.to_thread(self._store.tenant, name) is not None
         await asyncio.to_thread(self._store.ensure_tenant, name)
         if defaults:
@@ -94,10 +105,33 @@ class TenantsAPI:
         assert row is not None
         return JSONResponse(_tenant_view(row), status_code=200 if existed else 201)
 
+    async def _unix_mapping(self, document: dict[str, Any]) -> dict[str, str | None]:
+        """The ``unix_user``/``unix_group`` fields of ``document``, checked against the system."""
+        if "unix_user" not in document and "unix_group" not in document:
+            return {}
+        user, group = document.get("unix_user"), document.get("unix_group")
+        for field, value in (("unix_user", user), ("unix_group", group)):
+            if value is not None and not isinstance(value, str):
+                raise BadRequest(f"{field} must be a string or null.", param=field)
+        if user is None:
+            if group is not None:
+                raise BadRequest("unix_group needs a unix_user.", param="unix_group")
+            return {"unix_user": None, "unix_group": None}
+        try:
+            await asyncio.to_thread(self._identities.check_mapping, user, group)
+        except ConfigError as exc:
+            raise BadRequest(exc.message, exc.fix, param="unix_user") from exc
+        return {"unix_user": user, "unix_group": group}
+
     async def show_tenant(self, request: Request) -> Response:
         """GET /api/tenants/{name}: defaults, limits, keys and this period's spend."""
         await self._admin(request)
         row = await self._tenant(request.path_params["name"])
+        try:
+            runs_as: str | None = (await asyncio.to_thread(self._identities.of, row)).describe()
+            unmappable = None
+        except ConfigError as exc:
+            runs_as, unmappable = None, exc.message
         tenant, _own = await asyncio.to_thread(self._store.limits_of, row.id, None)
         keys = [
             k for k in await asyncio.to_thread(self._store.list_keys) if k["tenant"] == row.name
@@ -112,6 +146,8 @@ class TenantsAPI:
         return JSONResponse(
             _tenant_view(row)
             | {
+                "runs_as": runs_as,
+                "runs_as_error": unmappable,
                 "limits": tenant.__dict__ if tenant else None,
                 "keys": keys,
                 "spent_this_period": spent | {"period": period, "since": since.isoformat()},
@@ -218,5 +254,7 @@ def _tenant_view(row: TenantRow) -> dict[str, Any]:
         "slurm_account": row.slurm_account,
         "slurm_partition": row.slurm_partition,
         "slurm_qos": row.slurm_qos,
+        "unix_user": row.unix_user,
+        "unix_group": row.unix_group,
         "created_at": row.created_at.isoformat(),
     }

@@ -100,12 +100,7 @@ class Reconciler:
         self.accounts = TenantAccounts(
             store,
             ledger,
-            TenantIdentities(
-                settings.privilege,
-                settings.workload_user,
-                settings.tenant_user_template,
-                settings.min_tenant_uid,
-            ),
+            TenantIdentities.from_settings(settings),
         )
         self.backoff = LaunchBackoff()
         self.preemptions = Preemptions()

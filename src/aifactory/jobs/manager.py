@@ -80,12 +80,7 @@ class JobsManager:
         self._instance = instance
         self._ledger = ledger
         self._runners: dict[str, JobRunner] = dict(runners or {})
-        self.identities = TenantIdentities(
-            settings.privilege,
-            settings.workload_user,
-            settings.tenant_user_template,
-            settings.min_tenant_uid,
-        )
+        self.identities = TenantIdentities.from_settings(settings)
         self._sweeper: asyncio.Task[None] | None = None
 
     def runner(self, backend: str) -> JobRunner:

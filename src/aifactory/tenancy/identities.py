@@ -12,10 +12,14 @@ stops launches with a clear reason instead of falling back to someone else.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from aifactory.errors import ConfigError
 from aifactory.identity import Identity, Privilege, current_identity, lookup, workload_user
 from aifactory.store import TenantRow
+
+if TYPE_CHECKING:
+    from aifactory.config import Settings
 
 __all__ = ["TenantIdentities"]
 
@@ -37,6 +41,16 @@ class TenantIdentities:
         self._workload_user = workload_user
         self._template = template
         self._min_uid = min_uid
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TenantIdentities:
+        """The mapping the site configured (privilege, workload user, template, lowest uid)."""
+        return cls(
+            settings.privilege,
+            settings.workload_user,
+            settings.tenant_user_template,
+            settings.min_tenant_uid,
+        )
 
     def of(self, tenant: TenantRow | None) -> Identity:
         """The identity ``tenant``'s workloads run as (blocking: reads the user database).
