@@ -109,31 +109,39 @@ def deploy(
 @app.command()
 def services() -> None:
     """List services and their replicas."""
-    rows = _client().json("GET", "/api/services")["services"]
-    table = Table("name", "models", "engine", "backend", "ready", "status", "waiting on")
-    for s in rows:
+    answer = _client().json("GET", "/api/services")
+    table = Table("name", "models", "engine", "backend", "ready", "runs as", "status", "waiting on")
+    for s in answer["services"]:
         table.add_row(
             s["name"],
             ", ".join(s["models"]),
             s["engine"],
             s["backend"],
             f"{s['ready']}/{s['wanted']}",
+            ", ".join(s["runs_as"]),
             s["status"],
             s["pending_reason"],
         )
     console.print(table)
+    if answer["isolation"] == "single-user":
+        from aifactory.status_view import SINGLE_USER_WARNING
+
+        console.print(SINGLE_USER_WARNING)
 
 
 @app.command()
 def replicas(name: Annotated[str, typer.Argument(help="Service name.")]) -> None:
     """Show the recent replicas of a service (state, job, node, pending reason, time left)."""
     rows = _client().json("GET", f"/api/services/{name}/replicas")["replicas"]
-    table = Table("replica", "backend", "job", "state", "node", "address", "in flight", "note")
+    table = Table(
+        "replica", "backend", "job", "runs as", "state", "node", "address", "in flight", "note"
+    )
     for r in rows:
         table.add_row(
             r["id"],
             r["backend"],
             r["handle"],
+            r["run_as"],
             r["state"] + (" (retiring)" if r["retiring"] else ""),
             r["node"],
             r["address"],

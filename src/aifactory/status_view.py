@@ -9,6 +9,13 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+SINGLE_USER_WARNING = Text(
+    "INSECURE SINGLE-USER MODE (AIFACTORY_INSECURE_SINGLE_USER): every workload runs as the "
+    "control plane's own user and can read its admin key, database and every tenant's data. "
+    "For a personal machine only.",
+    style="bold red",
+)
+
 
 def render_status(status: dict[str, Any]) -> Group:
     """A few lines and tables for one service's ``/v1/services/{name}`` document."""
@@ -21,8 +28,11 @@ def render_status(status: dict[str, Any]) -> Group:
         f"(min {replicas['min']}, max {replicas['max']}): {states}\n",
         f"in flight {status['in_flight']}   queue {queue['length']}/{queue['limit']}",
         f" (oldest waited {queue['oldest_wait_s']}s)" if queue["length"] else "",
+        f"\nruns as {', '.join(status['runs_as'])}" if status["runs_as"] else "",
     )
     parts: list[Any] = [head]
+    if status["isolation"] == "single-user":
+        parts.append(SINGLE_USER_WARNING)
     if status["waiting_on"]:
         parts.append(Text(f"waiting on: {status['waiting_on']}", style="yellow"))
     if status["starting"]:

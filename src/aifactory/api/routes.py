@@ -76,7 +76,13 @@ class AdminAPI:
     async def list_services(self, request: Request) -> Response:
         """GET /api/services."""
         await self._admin(request)
-        return JSONResponse({"services": await self._plane.services()})
+        return JSONResponse(
+            {
+                "services": await self._plane.services(),
+                # root | prefix | single-user: how workloads become their tenant.
+                "isolation": self._plane.settings.privilege.mode,
+            }
+        )
 
     async def deploy(self, request: Request) -> Response:
         """POST /api/services[?tenant=NAME] with a YAML or JSON spec.

@@ -161,6 +161,8 @@ class ControlPlane:
             "pending_reason": self.reconciler.backoff.reasons.get(name, ""),
             # Replicas still running an earlier spec: a rollout is under way.
             "outdated": sum(1 for r in live if outdated(r, fingerprint)),
+            # Who its replicas run as: their tenant's Unix user(s).
+            "runs_as": sorted({r.run_as for r in live if r.run_as}),
         }
 
     async def status(self, name: str) -> dict[str, Any]:
@@ -187,6 +189,8 @@ class ControlPlane:
                 "by_state": summary["replica_states"],
             },
             "in_flight": summary["in_flight"],
+            "runs_as": summary["runs_as"],
+            "isolation": self.settings.privilege.mode,
             "queue": self._queue(name, spec),
             "starting": [
                 {
@@ -256,6 +260,7 @@ class ControlPlane:
             "created_at": row.created_at.isoformat(),
             "updated_at": row.updated_at.isoformat(),
             "log": row.log_path,
+            "run_as": row.run_as,
         }
 
     async def job_script(self, name: str) -> str:

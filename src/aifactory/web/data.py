@@ -89,6 +89,7 @@ class DashboardData:
         return JSONResponse(
             {
                 "services": services,
+                "isolation": self._plane.settings.privilege.mode,
                 "replicas": [
                     {"state": state, "backend": backend, "count": count}
                     for (state, backend), count in sorted(now.replicas.items())

@@ -132,6 +132,7 @@ function section(title, ...children) {
 async function overviewPage(view) {
   view.append(
     h("h1", {}, "Overview"),
+    h("div", { id: "isolation" }),
     h("dl", { class: "stats", id: "totals" }),
     h("div", { class: "charts", id: "charts" }),
     section("Services", h("div", { id: "services" })),
@@ -140,6 +141,9 @@ async function overviewPage(view) {
   every(POLL_MS, async () => {
     const data = await api("/api/dashboard/overview");
     const t = data.totals;
+    replace("isolation", h("div", { id: "isolation" }, data.isolation === "single-user"
+      ? h("p", { class: "error", role: "alert" }, "Insecure single-user mode: every workload runs as the control plane's own user and can read its admin key, database and every tenant's data. For a personal machine only.")
+      : ""));
     replace("totals", h("dl", { class: "stats", id: "totals" },
       stat("stat-requests", "Requests answered", number(t.requests)),
       stat("stat-errors", "Errors (5xx)", number(t.errors)),
@@ -170,6 +174,7 @@ function servicesTable(services) {
     { label: "Kind", cell: (s) => s.kind },
     { label: "Models", cell: (s) => s.models.join(", ") || "–" },
     { label: "Backend", cell: (s) => s.backend },
+    { label: "Runs as", cell: (s) => s.runs_as.join(", ") || "–" },
     { label: "Ready", num: true, cell: (s) => h("td", { class: "num", "data-service-ready": s.name }, `${s.ready}`) },
     { label: "Replicas by state", cell: (s) => Object.entries(s.replica_states).map(([k, v]) => `${v} ${k}`).join(", ") || "none" },
     { label: "Status", cell: (s) => stateCell(s.status) },
