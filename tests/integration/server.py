@@ -54,6 +54,7 @@ class Server:
     data_dir: Path
     url: str
     admin_key: str
+    objects_url: str = ""
 
     @property
     def admin(self) -> httpx.Client:
@@ -158,4 +159,4 @@ def _start_server(data_dir: Path, port: int, **settings: str) -> Server:
         except httpx.HTTPError:
             time.sleep(0.1)
     key = (data_dir / "admin.key").read_text().strip()
-    return Server(process, data_dir, url, key)
+    return Server(process, data_dir, url, key, f"http://127.0.0.1:{env['AIFACTORY_OBJECTS_PORT']}")

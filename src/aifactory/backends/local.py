@@ -8,9 +8,10 @@ replicas' ``cpus`` never exceeds ``cpus`` (oversubscribing 2 cores made two
 llama.cpp replicas 5-7x slower).
 
 Each allocation runs as its request's identity: a root control plane starts
-it with that uid, gid and supplementary groups and nothing else; an
-unprivileged one puts the site's launch prefix (``sudo -n -u USER --``) in
-front of the launcher. Either way it gets the identity's own HOME.
+it through ``setpriv`` with that uid, gid and supplementary groups and
+nothing else; an unprivileged one puts the site's launch prefix (``sudo -n
+-u USER --``) in front of the launcher. Either way it gets the identity's
+own HOME.
 """
 
 from __future__ import annotations
@@ -77,10 +78,9 @@ class LocalBackend:
                 f"{self.cpus} free on this machine.",
                 fix="lower `resources.cpus`, delete another service, or set AIFACTORY_LOCAL_CPUS",
             )
-        argv, options, env = list(request.argv), {}, {**os.environ, **request.env}
+        argv, env = list(request.argv), {**os.environ, **request.env}
         if request.identity is not None:
-            argv = self._privilege.command(request.identity, argv)
-            options = self._privilege.spawn_options(request.identity)
+            argv = self._privilege.process_command(request.identity, argv)
             env = self._privilege.environment(request.identity, env)
         log = await asyncio.to_thread(_open_log, request.log_path)
         with log:
@@ -92,7 +92,6 @@ class LocalBackend:
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,
                     env=env,
-                    **options,
                 )
             except OSError as exc:
                 raise BackendError(
@@ -181,9 +180,7 @@ class LocalBackend:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(request.env.items()))
         argv = list(request.argv)
         if request.identity is not None:
-            argv = self._privilege.command(request.identity, argv)
-            if self._privilege.spawn_options(request.identity):
-                env = f"# runs as {request.identity.describe()}\n{env}"
+            argv = self._privilege.process_command(request.identity, argv)
         command = shlex.join(argv)
         return f"{env} {command} >> {shlex.quote(str(request.log_path))} 2>&1".strip()
 

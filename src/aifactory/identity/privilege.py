@@ -1,8 +1,11 @@
 """How this control plane becomes a workload's identity: as root, through a prefix, or not at all.
 
 - ``root``: the control plane runs as root (a service node's daemon). It
-  starts processes with the identity's uid, gid and supplementary groups and
-  nothing else, and hands files over with ``chown``.
+  starts processes through util-linux's ``setpriv`` with the identity's uid,
+  gid and supplementary groups and nothing else (no capabilities, no new
+  privileges: a setuid program inside cannot raise them), and hands files
+  over with ``chown``. (``setpriv`` rather than ``subprocess``'s ``user=``:
+  the control plane's event loop, uvloop, does not take those arguments.)
 - ``prefix``: an unprivileged control plane with a site-allowed privileged
   launcher, a command template such as ``sudo -n -u {user} --`` (a sudoers
   rule lets the control plane's user run exactly that). Files are handed over
@@ -25,7 +28,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from aifactory.errors import ConfigError
 from aifactory.identity.posix import Identity, current_identity
@@ -59,17 +62,32 @@ class Privilege:
         return self.mode == "single-user"
 
     def command(self, identity: Identity, argv: list[str] | tuple[str, ...]) -> list[str]:
-        """``argv`` as run as ``identity``: behind the prefix, or unchanged (root, single-user)."""
+        """``argv`` behind the launch prefix (prefix mode), else unchanged.
+
+        For schedulers' commands (``sbatch``), which root runs with ``--uid`` instead.
+        """
         if self.mode != "prefix" or identity.uid == os.getuid():
             return list(argv)
         words = [w.format(user=identity.user, group=identity.group) for w in self.prefix]
         return [*words, *argv]
 
-    def spawn_options(self, identity: Identity) -> dict[str, Any]:
-        """Keyword arguments of ``subprocess``/``asyncio`` process creation for ``identity``."""
+    def process_command(self, identity: Identity, argv: list[str] | tuple[str, ...]) -> list[str]:
+        """``argv`` as a process of this machine started as ``identity`` (local workloads).
+
+        Root: behind ``setpriv`` with exactly the identity's ids; a prefix: behind it.
+        """
         if self.mode != "root" or identity.uid == os.getuid():
-            return {}
-        return {"user": identity.uid, "group": identity.gid, "extra_groups": list(identity.groups)}
+            return self.command(identity, argv)
+        groups = ",".join(str(g) for g in identity.groups)
+        return [
+            "setpriv",
+            f"--reuid={identity.uid}",
+            f"--regid={identity.gid}",
+            f"--groups={groups}" if groups else "--clear-groups",
+            "--no-new-privs",
+            "--",
+            *argv,
+        ]
 
     def environment(self, identity: Identity, base: dict[str, str]) -> dict[str, str]:
         """``base`` with the identity's login variables (its own HOME, USER, LOGNAME)."""
