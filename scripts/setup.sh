@@ -5,15 +5,39 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+# Workloads run as their tenants' Unix users and start the venv's interpreter:
+# it must live where every user can run it, so Debian's /usr/bin/python3 is
+# preferred to one under a home directory (pyenv's in /root is 0700).
+PYTHON=python3
+if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    PYTHON=/usr/bin/python3
+fi
+if ! command -v "$PYTHON" >/dev/null || ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
     echo "==> installing python3 and venv support (apt)"
     as_root apt-get update -qq
     as_root apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
 fi
-if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-    echo "error: aifactory needs Python >= 3.11; found $(python3 --version)" >&2
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "error: aifactory needs Python >= 3.11; found $("$PYTHON" --version)" >&2
     echo "fix: install a newer python3 (Debian 12 ships 3.11)" >&2
     exit 1
+fi
+
+# As root, workloads run as other users: they must reach this checkout (o+x on
+# every folder above it) and run .venv's interpreter. Say what is changed.
+if [ "$(id -u)" -eq 0 ]; then
+    folder=$(pwd)
+    while [ "$folder" != / ]; do
+        if [ "$(( 0$(stat -c %a "$folder") & 1 ))" -eq 0 ]; then
+            echo "==> letting workloads' users pass through $folder (chmod o+x): tenants' code runs from this checkout"
+            chmod o+x "$folder"
+        fi
+        folder=$(dirname "$folder")
+    done
+    if [ -x .venv/bin/python ] && ! setpriv --reuid=65534 --regid=65534 --clear-groups -- .venv/bin/python -c '' 2>/dev/null; then
+        echo "==> .venv's interpreter cannot be run by other users; recreating .venv with $PYTHON"
+        rm -rf .venv
+    fi
 fi
 
 # The browser tests drive Debian's chromium; Playwright never downloads a browser here.
@@ -25,7 +49,7 @@ fi
 
 if [ ! -x .venv/bin/python ]; then
     echo "==> creating .venv"
-    python3 -m venv .venv
+    "$PYTHON" -m venv .venv
 fi
 echo "==> installing aifactory and its engine into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip

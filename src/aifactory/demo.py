@@ -55,6 +55,14 @@ def run_demo(settings: Settings, examples: Path, console: Console) -> None:
         )
         names.append(service.name)
     wait_until_ready(client, names, console)
+    listed = client.json("GET", "/api/services")
+    users = sorted({u for s in listed["services"] if s["name"] in names for u in s["runs_as"]})
+    console.print(
+        f"   their engines run as Unix user {', '.join(users)} ({listed['isolation']} mode), "
+        "not as the control plane"
+        if listed["isolation"] != "single-user"
+        else "   [bold red]insecure single-user mode:[/bold red] engines run as you"
+    )
 
     issued = client.json("POST", "/api/keys", json={"tenant": "demo", "name": "demo key"})
     key = issued["key"]
