@@ -31,6 +31,10 @@ from .server import REPO, Server, start_server
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="switching users needs root (CI is)")
 
 PROBE_DIR = Path(__file__).parent / "identity_probe"
+# Functions are pickled by reference: the probe module is importable here and,
+# from the same file, on the pool's PYTHONPATH.
+sys.path.insert(0, str(PROBE_DIR))
+import probe  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +42,7 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("identity")
     code = tmp_path_factory.mktemp("identity-code")
     shutil.copy(PROBE_DIR / "probe.py", code / "probe.py")
+    code.chmod(0o755)  # the tenants' workers import it (pytest makes its folders 0700)
     srv = start_server(data_dir, local_cpus="3")
     for tenant, user in (("alice", "aif-alice"), ("bob", "aif-bob")):
         created = srv.admin.post("/api/tenants", json={"name": tenant, "unix_user": user})
@@ -86,8 +91,8 @@ def _bobs_bucket(server: Server) -> Path:
     s3 = boto3.client(
         "s3",
         endpoint_url=server.objects_url,
-        aws_access_key_id=created["s3"]["access_key_id"],
-        aws_secret_access_key=created["s3"]["secret_access_key"],
+        aws_access_key_id=created["s3_access_key_id"],
+        aws_secret_access_key=created["s3_secret_access_key"],
         region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}),
     )
@@ -117,14 +122,9 @@ def test_the_exploit_of_the_issue_ends_in_permission_error(factory: Server) -> N
     admin_key = str(factory.data_dir / "admin.key")
     broker = factory.admin.get("/v1/functions/pools/alice-pool").json()["broker"]
     with Executor(broker, "alice-pool", api_key=_key(factory, "alice")) as pool:
-        future = pool.submit(_read, admin_key)
+        future = pool.submit(probe.read_text, admin_key)
         with pytest.raises(PermissionError):
             future.result(timeout=120)
-
-
-def _read(path: str) -> str:
-    with open(path) as handle:
-        return handle.read()
 
 
 def test_a_tenants_agent_runs_as_its_user_and_reaches_no_secret(factory: Server) -> None:

@@ -154,7 +154,7 @@ class ControlPlane:
             "backend": "+".join(s["stack"] for s in spec.get("stacks") or ())
             or spec.get("backend")
             or self.settings.default_backend,
-            "wanted": (spec.get("replicas") or spec.get("allocations") or {}).get("min", 1),
+            "wanted": _wanted(spec),
             "ready": self.fleet.ready_count(name),
             "replica_states": states,
             "in_flight": sum(r.in_flight for r in live),
@@ -351,3 +351,9 @@ def _check_update(existing: ServiceRow, service: Deployable, tenant_id: int | No
             f"service {service.name!r} runs for another tenant.",
             fix="deploy the change with `--tenant` naming the tenant it runs for",
         )
+
+
+def _wanted(spec: dict[str, Any]) -> int:
+    """The least replicas a stored spec asks for (an Agent's ``replicas`` is a plain count)."""
+    replicas = spec.get("replicas") or spec.get("allocations") or {}
+    return int(replicas) if isinstance(replicas, int) else int(replicas.get("min", 1))
