@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from aifactory.errors import BadRequest, NotFound
+from aifactory.errors import BadRequest, ConfigError, Conflict, NotFound
 from aifactory.objects.buckets import ACCESS_LEVELS
 from aifactory.objects.service import ObjectsService
 from aifactory.tenancy import Principal
@@ -96,7 +96,7 @@ class BucketsAPI:
     async def grant(self, request: Request) -> Response:
         """PUT /api/buckets/{name}/grants {"tenant": T, "access": "read"|"write"|null}."""
         await self._admin(request)
-        assert self._service.registry is not None
+        assert self._service.registry is not None and self._service.sharing is not None
         name = request.path_params["name"]
         document = await _json_object(request)
         tenant, access = document.get("tenant"), document.get("access")
@@ -104,7 +104,12 @@ class BucketsAPI:
             raise BadRequest(
                 'Send {"tenant": T, "access": "read" | "write" | null}.', param="access"
             )
-        if not await asyncio.to_thread(self._service.store.set_bucket_grant, name, tenant, access):
+        try:
+            found = await asyncio.to_thread(self._service.sharing.set, name, tenant, access)
+        except ConfigError as exc:
+            self._service.registry.forget(name)
+            raise Conflict(exc.message, exc.fix) from exc
+        if not found:
             raise NotFound(
                 f"no bucket {name!r} with an owner.",
                 fix="create it with `aifactory buckets create`",

@@ -46,8 +46,9 @@ class BucketRegistry:
         return cached[1]
 
     def forget(self, bucket: str) -> None:
-        """Drop the cached row of a bucket that changed."""
+        """Drop the cached row (and owner) of a bucket that changed."""
         self._cache.pop(bucket, None)
+        self._files.owners.forget(bucket)
 
     async def authorize(self, caller: Caller, bucket: str, write: bool) -> None:
         """Raise unless ``caller`` may read (or write) objects of ``bucket``.
@@ -92,7 +93,13 @@ class BucketRegistry:
         if not await asyncio.to_thread(self._store.add_bucket, bucket, tenant_id):
             raise S3Error("BucketAlreadyExists", resource=bucket)
         self.forget(bucket)
-        await asyncio.to_thread(self._files.create_bucket, bucket)
+        try:
+            await asyncio.to_thread(self._files.create_bucket, bucket)
+        except BaseException:
+            # e.g. the tenant has no Unix identity: no row without its directory.
+            await asyncio.to_thread(self._store.remove_bucket, bucket)
+            self.forget(bucket)
+            raise
 
     async def delete(self, caller: Caller, bucket: str) -> None:
         """Delete an empty bucket the caller owns (or any, for an admin)."""

@@ -23,7 +23,9 @@ import os
 import secrets
 from dataclasses import asdict, dataclass, field
 
+from aifactory.identity import Identity
 from aifactory.objects.errors import S3Error
+from aifactory.objects.ownership import STAGED_MODE, hand_file
 
 XATTR_NAME = "user.aifactory.meta"
 MAX_USER_METADATA_BYTES = 2048
@@ -94,22 +96,30 @@ class MetadataStore:
                     raise S3Error("MetadataTooLarge") from exc
                 raise
 
-    def after_publish(self, bucket: str, key: str, meta: ObjectMeta) -> None:
-        """Record ``meta`` once the file has its final name (sidecar mode)."""
+    def after_publish(
+        self, bucket: str, key: str, meta: ObjectMeta, owner: Identity | None = None
+    ) -> None:
+        """Record ``meta`` once the file has its final name (sidecar mode).
+
+        The sidecar is the object's owner's (its quota), in the control plane's own directory.
+        """
         if not self.use_xattr:
             path = self._sidecar(bucket, key)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             temporary = f"{path}.{secrets.token_hex(6)}"
             with open(temporary, "wb") as handle:
+                hand_file(handle.fileno(), owner, STAGED_MODE)
                 handle.write(meta.to_bytes())
             os.replace(temporary, path)
 
-    def mark_directory(self, bucket: str, key: str, path: str, meta: ObjectMeta) -> None:
-        """Record a directory marker's metadata on its directory."""
+    def mark_directory(
+        self, bucket: str, key: str, fd: int, meta: ObjectMeta, owner: Identity | None
+    ) -> None:
+        """Record a directory marker's metadata on its directory (open as ``fd``)."""
         if self.use_xattr:
-            os.setxattr(path, XATTR_NAME, meta.to_bytes())
+            os.setxattr(fd, XATTR_NAME, meta.to_bytes())
         else:
-            self.after_publish(bucket, key, meta)
+            self.after_publish(bucket, key, meta, owner)
 
     def read(
         self, bucket: str, key: str, path: str, st: os.stat_result, fd: int | None = None
@@ -137,12 +147,12 @@ class MetadataStore:
             return None
         return meta
 
-    def remove(self, bucket: str, key: str, path: str) -> None:
-        """Forget the record of an object (a directory marker's, or a sidecar)."""
+    def remove(self, bucket: str, key: str, directory_fd: int | None) -> None:
+        """Forget an object's record: a directory marker's (open as ``directory_fd``), a sidecar."""
         if self.use_xattr:
-            if key.endswith("/"):
+            if directory_fd is not None:
                 with contextlib.suppress(OSError):
-                    os.removexattr(path, XATTR_NAME)
+                    os.removexattr(directory_fd, XATTR_NAME)
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._sidecar(bucket, key))

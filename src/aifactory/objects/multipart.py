@@ -24,9 +24,11 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from aifactory.identity import Identity
 from aifactory.objects import checksums
 from aifactory.objects.errors import S3Error
 from aifactory.objects.metadata import ObjectMeta
+from aifactory.objects.ownership import STAGED_MODE, hand_file
 from aifactory.objects.storage import FileStore, remove_tree
 
 MIN_PART_BYTES = 5 * 1024 * 1024
@@ -94,7 +96,7 @@ class Multipart:
             raise S3Error(
                 "InvalidArgument", f"Part numbers run from 1 to {MAX_PART_NUMBER}, not {number}."
             )
-        return PartWriter(self._dir(bucket, upload_id), number)
+        return PartWriter(self._dir(bucket, upload_id), number, self._files.owners.of(bucket))
 
     def parts(self, bucket: str, upload_id: str) -> list[Part]:
         """Every uploaded part, by number."""
@@ -194,10 +196,15 @@ class Multipart:
 
 
 class PartWriter:
-    """Writes one part under a fresh name; ``publish`` records it."""
+    """Writes one part under a fresh name; ``publish`` records it.
 
-    def __init__(self, directory: str, number: int) -> None:
+    The part file is the bucket owner's (its bytes count against the owner's
+    quota), mode 0600 in the control plane's own staging directory.
+    """
+
+    def __init__(self, directory: str, number: int, owner: Identity | None = None) -> None:
         self._directory = directory
+        self._owner = owner
         self.number = number
         self.file = f"{number}-{secrets.token_hex(8)}"
         self._fd = -1
@@ -210,10 +217,15 @@ class PartWriter:
                 self._fd = os.open(
                     os.path.join(self._directory, self.file),
                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                    0o600,
+                    STAGED_MODE,
                 )
             except FileNotFoundError:
                 raise _no_such_upload(os.path.basename(self._directory)) from None
+            try:
+                hand_file(self._fd, self._owner, STAGED_MODE)
+            except BaseException:
+                self.abort()
+                raise
         return self._fd
 
     def write(self, data: bytes | memoryview) -> None:

@@ -28,10 +28,13 @@ from aifactory.objects.auth import Caller, StoreCredentials
 from aifactory.objects.browser import BucketBrowser, ObjectDownload
 from aifactory.objects.buckets import BucketRegistry
 from aifactory.objects.multipart import Multipart
+from aifactory.objects.ownership import Ownership, bucket_owners, tenant_lookup
 from aifactory.objects.paths import RESERVED_PREFIX
+from aifactory.objects.sharing import BucketSharing
 from aifactory.objects.storage import FileStore
 from aifactory.store import Store
 from aifactory.tenancy import IssuedKey, Principal, UsageLedger, issue_key, load_s3_master
+from aifactory.tenancy.identities import TenantIdentities
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class ObjectsService:
         self.app: ObjectsApp | None = None
         self.registry: BucketRegistry | None = None
         self.files: FileStore | None = None
+        self.sharing: BucketSharing | None = None
         self.browser: BucketBrowser | None = None
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -60,7 +64,11 @@ class ObjectsService:
     def prepare(self) -> None:
         """Load (or create) the master secret and open the root (blocking)."""
         self.master = load_s3_master(self.settings.objects_master_key_file)
-        self.files = FileStore(str(self.settings.objects_dir))
+        identities = self._identities()
+        tenants = tenant_lookup(self.store, identities) if identities else None
+        ownership = Ownership(bucket_owners(self.store, tenants) if tenants else None)
+        self.files = FileStore(str(self.settings.objects_dir), ownership)
+        self.sharing = BucketSharing(self.store, self.files, tenants)
         multipart = Multipart(self.files)
         self.registry = BucketRegistry(self.store, self.files, multipart)
         credentials = StoreCredentials(self.store, self.master)
@@ -74,6 +82,18 @@ class ObjectsService:
         )
         self.browser = BucketBrowser(
             self.app.services, self._charge if self._ledger is not None else None
+        )
+
+    def _identities(self) -> TenantIdentities | None:
+        """Tenants' identities when this control plane can hand files over (root), else None."""
+        privilege = self.settings.privilege
+        if privilege.mode != "root":
+            return None
+        return TenantIdentities(
+            privilege,
+            self.settings.workload_user,
+            self.settings.tenant_user_template,
+            self.settings.min_tenant_uid,
         )
 
     def _charge(self, caller: Caller, bucket: str, operation: str, sent: int, got: int) -> None:

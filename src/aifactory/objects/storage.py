@@ -4,8 +4,11 @@ Every method is blocking and runs in a worker thread. A write goes to
 ``.aifactory-tmp-*`` in the target directory and is renamed into place, so a
 reader sees the old object or the new one, never a part; concurrent writers
 of one key each rename a whole file and the last one wins. Paths come from
-keys checked by ``paths.check_key``, and every resolved path must stay inside
-its bucket (a symbolic link cannot lead out).
+keys checked by ``paths.check_key``, and every path is resolved below an open
+descriptor of its bucket without following symbolic links (``dirs``).
+
+Who owns what is written is ``ownership``'s business: with a root control
+plane, the bucket's tenant, from the first byte on.
 """
 
 from __future__ import annotations
@@ -18,12 +21,17 @@ import shutil
 import stat
 from dataclasses import dataclass
 
+from aifactory.identity import Identity
+from aifactory.objects.dirs import DIR_FLAGS, descend, split_key
 from aifactory.objects.errors import S3Error
 from aifactory.objects.metadata import MetadataStore, ObjectMeta, foreign_meta, xattrs_supported
+from aifactory.objects.ownership import Ownership, hand_dir, hand_file, warn_unless_traversable
 from aifactory.objects.paths import RESERVED_PREFIX, SYSTEM_DIR, key_path
 
 _COPY_CHUNK_BYTES = 8 * 1024 * 1024
 _TEMP_PREFIX = RESERVED_PREFIX + "tmp-"
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 @dataclass
@@ -41,13 +49,19 @@ class FileStore:
 
     Args:
         root: The directory whose subdirectories are the buckets.
+        ownership: Who owns each bucket's files (left out: whoever runs this).
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, ownership: Ownership | None = None) -> None:
         os.makedirs(root, exist_ok=True)
         self.root = os.path.realpath(root)
         self.system_dir = os.path.join(self.root, SYSTEM_DIR)
         os.makedirs(self.system_dir, exist_ok=True)
+        self.owners = ownership or Ownership()
+        if self.owners.enabled:
+            # Every tenant's staged parts and sidecars: the control plane's alone.
+            os.chmod(self.system_dir, 0o700)
+            warn_unless_traversable(self.root)
         self.meta = MetadataStore(self.root, xattrs_supported(self.system_dir))
 
     # buckets
@@ -61,12 +75,40 @@ class FileStore:
         return os.path.isdir(self.bucket_dir(bucket))
 
     def create_bucket(self, bucket: str) -> bool:
-        """Make the bucket's directory; False when it already exists."""
+        """Make the bucket's directory, its owner's; False when it already exists.
+
+        An existing directory (an admin adopting a tree) keeps its owner and modes.
+        """
+        owner = self.owners.of(bucket)
         try:
-            os.mkdir(self.bucket_dir(bucket))
+            os.mkdir(self.bucket_dir(bucket), 0o700 if owner is not None else 0o777)
         except FileExistsError:
             return False
+        fd = os.open(self.bucket_dir(bucket), DIR_FLAGS)
+        try:
+            hand_dir(fd, owner)
+        finally:
+            os.close(fd)
         return True
+
+    def walk(self, bucket: str, names: list[str], key: str, create: bool = False) -> int:
+        """An open descriptor of directory ``names`` in ``bucket``, symbolic links refused.
+
+        With ``create``, missing directories (the bucket's own too, should it
+        have been removed behind our back) are made, owned by the bucket's owner.
+
+        Raises:
+            S3Error: see ``dirs.descend``; NoSuchKey without the bucket's directory.
+        """
+        owner = self.owners.of(bucket) if create else None
+        try:
+            fd = os.open(self.bucket_dir(bucket), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if not create:
+                raise _no_such_key(bucket, key) from None
+            self.create_bucket(bucket)
+            fd = os.open(self.bucket_dir(bucket), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return descend(fd, names, key, create, owner)
 
     def delete_bucket(self, bucket: str) -> None:
         """Remove an empty bucket (stale temporary files do not count)."""
@@ -98,13 +140,9 @@ class FileStore:
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
         """The object at ``key``; NoSuchKey when there is none."""
-        path = key_path(self.bucket_dir(bucket), key)
-        try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            raise _no_such_key(bucket, key) from None
-        self._check_inside(bucket, path, key)
-        return self._info(bucket, key, path, st)
+        fd, info = self.open(bucket, key)
+        os.close(fd)
+        return info
 
     def _info(
         self, bucket: str, key: str, path: str, st: os.stat_result, fd: int | None = None
@@ -127,14 +165,25 @@ class FileStore:
             return None
 
     def open(self, bucket: str, key: str) -> tuple[int, ObjectInfo]:
-        """An open read descriptor and the object's info (from that descriptor)."""
-        path = key_path(self.bucket_dir(bucket), key)
+        """An open read descriptor and the object's info (from that descriptor).
+
+        A symbolic link is no object, and a FIFO a job left there cannot
+        block the opening thread (``O_NONBLOCK``; ``_info`` refuses it).
+        """
+        parents, name = split_key(key)
+        directory = self.walk(bucket, parents, key)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(name, _READ_FLAGS, dir_fd=directory)
         except (FileNotFoundError, NotADirectoryError):
             raise _no_such_key(bucket, key) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _no_such_key(bucket, key) from None
+            raise
+        finally:
+            os.close(directory)
         try:
-            self._check_inside(bucket, path, key)
+            path = key_path(self.bucket_dir(bucket), key)
             return fd, self._info(bucket, key, path, os.fstat(fd), fd)
         except BaseException:
             os.close(fd)
@@ -146,32 +195,44 @@ class FileStore:
 
     def make_directory(self, bucket: str, key: str, meta: ObjectMeta) -> ObjectMeta:
         """Create the directory marker ``key`` (ending in ``/``)."""
-        path = key_path(self.bucket_dir(bucket), key)
-        _make_dirs(path, key)
-        self._check_inside(bucket, path, key)
-        meta.mtime_ns = os.stat(path).st_mtime_ns
-        self.meta.mark_directory(bucket, key, path, meta)
+        parents, name = split_key(key)
+        fd = self.walk(bucket, [*parents, name], key, create=True)
+        try:
+            meta.mtime_ns = os.fstat(fd).st_mtime_ns
+            self.meta.mark_directory(bucket, key, fd, meta, self.owners.of(bucket))
+        finally:
+            os.close(fd)
         return meta
 
     def delete(self, bucket: str, key: str) -> None:
         """Delete an object (nothing to do when it is absent) and prune empty directories."""
-        bucket_dir = self.bucket_dir(bucket)
-        path = key_path(bucket_dir, key)
+        parents, name = split_key(key)
         try:
-            self._check_inside(bucket, path, key)
-            if key.endswith("/"):
-                if not os.path.isdir(path):
-                    return
-                self.meta.remove(bucket, key, path)
-                _remove_empty_dir(path)
+            directory = self.walk(bucket, parents, key)
+        except S3Error as exc:
+            if exc.code == "NoSuchKey":
+                return
+            raise
+        try:
+            is_dir = stat.S_ISDIR(os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode)
+            if is_dir != key.endswith("/"):
+                return
+            if is_dir:
+                marker = os.open(name, DIR_FLAGS, dir_fd=directory)
+                try:
+                    self.meta.remove(bucket, key, marker)
+                finally:
+                    os.close(marker)
+                with contextlib.suppress(OSError):
+                    os.rmdir(name, dir_fd=directory)
             else:
-                if os.path.isdir(path):
-                    return
-                os.unlink(path)
-                self.meta.remove(bucket, key, path)
+                os.unlink(name, dir_fd=directory)
+                self.meta.remove(bucket, key, None)
         except (FileNotFoundError, NotADirectoryError):
             return
-        self._prune(bucket, os.path.dirname(path))
+        finally:
+            os.close(directory)
+        self._prune(bucket, os.path.dirname(key_path(self.bucket_dir(bucket), key)))
 
     def _prune(self, bucket: str, directory: str) -> None:
         bucket_dir = self.bucket_dir(bucket)
@@ -183,17 +244,13 @@ class FileStore:
                 return
             directory = os.path.dirname(directory)
 
-    def _check_inside(self, bucket: str, path: str, key: str) -> None:
-        real = os.path.realpath(path)
-        if not real.startswith(os.path.realpath(self.bucket_dir(bucket)) + os.sep):
-            raise S3Error("AccessDenied", "The key leads outside its bucket.", resource=key)
-
 
 class FileWriter:
     """Writes one object to a temporary file and renames it into place.
 
     The temporary file is created on the first write, in the target directory
-    (so the rename stays on one filesystem).
+    (so the rename stays on one filesystem), and handed to the bucket's owner
+    before its first byte: the final name is never the control plane's.
     """
 
     def __init__(self, store: FileStore, bucket: str, key: str) -> None:
@@ -201,7 +258,10 @@ class FileWriter:
         self._bucket = bucket
         self.key = key
         self.path = key_path(store.bucket_dir(bucket), key)
+        self._parents, self._name = split_key(key)
+        self._owner: Identity | None = None
         self._temporary = ""
+        self._dir_fd = -1
         self._fd = -1
 
     @property
@@ -219,18 +279,27 @@ class FileWriter:
                 fix=f"write to {self.key + '/'!r} plus a name, or delete the keys under it",
                 resource=self.key,
             )
-        directory = os.path.dirname(self.path)
+        self._owner = self._store.owners.of(self._bucket)
         for _attempt in range(5):
-            _make_dirs(directory, self.key)
-            self._store._check_inside(self._bucket, self.path, self.key)
-            self._temporary = os.path.join(directory, _TEMP_PREFIX + secrets.token_hex(8))
             try:
-                self._fd = os.open(
-                    self._temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
-                )
-                return
+                self._dir_fd = self._store.walk(self._bucket, self._parents, self.key, create=True)
+            except S3Error as exc:
+                if exc.code == "NoSuchKey":
+                    continue  # a concurrent delete pruned a directory on the way: make it again
+                raise
+            self._temporary = _TEMP_PREFIX + secrets.token_hex(8)
+            try:
+                mode = 0o600 if self._owner is not None else 0o666  # handed over below
+                self._fd = os.open(self._temporary, _CREATE_FLAGS, mode, dir_fd=self._dir_fd)
             except FileNotFoundError:
-                continue  # a concurrent delete pruned the directory: make it again
+                self._close_dir()
+                continue  # the directory was pruned after we opened it
+            try:
+                hand_file(self._fd, self._owner)
+            except BaseException:
+                self.abort()
+                raise
+            return
         raise S3Error("InternalError", "The target directory keeps disappearing.")
 
     def write(self, data: bytes | memoryview) -> None:
@@ -252,14 +321,17 @@ class FileWriter:
             self._store.meta.before_publish(self._fd, meta)
             os.close(self._fd)
             self._fd = -2
-            os.replace(self._temporary, self.path)
+            os.replace(
+                self._temporary, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd
+            )
         except IsADirectoryError:
             self.abort()
             raise S3Error("ExistingObjectIsDirectory", resource=self.key) from None
         except BaseException:
             self.abort()
             raise
-        self._store.meta.after_publish(self._bucket, self.key, meta)
+        self._close_dir()
+        self._store.meta.after_publish(self._bucket, self.key, meta, self._owner)
         return meta
 
     def abort(self) -> None:
@@ -267,9 +339,15 @@ class FileWriter:
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = -2
-        if self._temporary:
+        if self._temporary and self._dir_fd >= 0:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._temporary)
+                os.unlink(self._temporary, dir_fd=self._dir_fd)
+        self._close_dir()
+
+    def _close_dir(self) -> None:
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+        self._dir_fd = -1
 
 
 def copy_range(source_fd: int, target_fd: int, offset: int, count: int) -> None:
@@ -293,18 +371,6 @@ def copy_range(source_fd: int, target_fd: int, offset: int, count: int) -> None:
                 raise S3Error("InternalError", "The source file is shorter than expected.")
             os.write(target_fd, block)
             offset += len(block)
-
-
-def _make_dirs(directory: str, key: str) -> None:
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise S3Error(
-            "ObjectParentIsFile",
-            f"A parent of {key!r} is an object, so it cannot also be a directory.",
-            fix="delete that object or choose another key",
-            resource=key,
-        ) from None
 
 
 def _remove_empty_dir(path: str) -> bool:
