@@ -40,6 +40,13 @@ if [ "$(id -u)" -eq 0 ]; then
     fi
 fi
 
+# Sharing a bucket adds POSIX ACLs so the grantee's jobs read its files (setfacl).
+if ! command -v setfacl >/dev/null; then
+    echo "==> installing acl (setfacl) for bucket sharing on disk (apt)"
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends acl >/dev/null
+fi
+
 # The browser tests drive Debian's chromium; Playwright never downloads a browser here.
 if [ ! -x /usr/bin/chromium ]; then
     echo "==> installing chromium for the browser tests (apt)"
