@@ -252,5 +252,7 @@ def test_the_prefix_submits_as_the_tenant_too(site: Site) -> None:
         log = log_dir / f"{handle}.log"
         said = await asyncio.to_thread(_until, lambda: _text(log), "output")
         assert said.strip() == "aif-bob"
+        submitted = SubmittedJob("whoami", handle, job, log_dir, identity=site.bob)
+        assert await runner.logs(submitted, None, 5) == said  # read through the prefix too
 
     asyncio.run(scenario())

@@ -15,7 +15,12 @@ import pytest
 
 from aifactory.backends import AllocationRequest, SlurmJobRunner, SubmittedJob
 from aifactory.backends.slurm import SlurmBackend
-from aifactory.backends.slurm_identity import job_owner, sbatch_command, scancel_command
+from aifactory.backends.slurm_identity import (
+    job_owner,
+    sbatch_command,
+    scancel_command,
+    tail_command,
+)
 from aifactory.errors import BackendError, ConfigError
 from aifactory.identity import Identity, Privilege
 from aifactory.specs import Resources, load_job
@@ -50,6 +55,14 @@ def test_the_prefix_runs_sbatch_as_the_user(tmp_path: Path) -> None:
 
 def test_root_cancels_any_job_as_itself(tmp_path: Path) -> None:
     assert scancel_command(Privilege("root", tmp_path), ALICE, "77") == ["scancel", "77"]
+
+
+def test_output_is_read_through_the_prefix_only(tmp_path: Path) -> None:
+    log = Path("/home/aif-alice/.aifactory/jobs/a/7.log")
+    assert tail_command(Privilege("prefix", tmp_path, SUDO), ALICE, log, 5) == [
+        "sudo", "-n", "-u", "aif-alice", "--", "tail", "-n", "5", "--", str(log),
+    ]  # fmt: skip
+    assert tail_command(Privilege("root", tmp_path), ALICE, log, 5) is None  # root opens it
 
 
 def test_the_job_gets_the_identitys_login_and_none_of_the_control_planes_settings(
@@ -141,7 +154,11 @@ def test_the_job_runner_submits_and_cancels_as_the_jobs_identity(
 
     async def scenario() -> None:
         handle = await runner.submit(job, "a-000001", tmp_path, ALICE)
-        await runner.cancel(SubmittedJob("a-000001", handle, job, tmp_path, identity=ALICE))
+        submitted = SubmittedJob("a-000001", handle, job, tmp_path, identity=ALICE)
+        assert await runner.logs(submitted, None, 5) == ""  # not written yet
+        (tmp_path / f"{handle}.log").write_text("one\ntwo\n")
+        assert await runner.logs(submitted, None, 1) == "two\n"
+        await runner.cancel(submitted)
 
     asyncio.run(scenario())
     submitted, cancelled = fake_slurm.read_text().splitlines()

@@ -2,10 +2,10 @@
 
 How the control plane becomes the identity (its ``Privilege``)::
 
-    mode         submit                                   cancel
-    root         sbatch --uid=UID --gid=GID --chdir=DIR   scancel (root cancels any job)
-    prefix       sudo -n -u USER -- sbatch --chdir=DIR    sudo -n -u USER -- scancel
-    single-user  sbatch (as the control plane)            scancel
+    mode         submit                                   cancel, read the output
+    root         sbatch --uid=UID --gid=GID --chdir=DIR   scancel, open (root can)
+    prefix       sudo -n -u USER -- sbatch --chdir=DIR    sudo -n -u USER -- scancel|tail
+    single-user  sbatch (as the control plane)            scancel, open
 
 Slurm then knows the job as the tenant's: ``squeue -u``/``sacct -u`` show
 it, and Slurm's limits and fair-share apply per user. Every command stays an
@@ -27,7 +27,7 @@ from pathlib import Path
 from aifactory.errors import BackendError, ConfigError
 from aifactory.identity import Identity, Privilege, lookup
 
-__all__ = ["Command", "job_owner", "sbatch_command", "scancel_command"]
+__all__ = ["Command", "job_owner", "sbatch_command", "scancel_command", "tail_command"]
 
 _OWN_SETTINGS = "AIFACTORY_"
 
@@ -73,6 +73,19 @@ def scancel_command(privilege: Privilege, owner: Identity | None, job_id: str) -
         return argv
     privilege.check(owner)
     return privilege.command(owner, argv)
+
+
+def tail_command(
+    privilege: Privilege, owner: Identity | None, path: Path, lines: int
+) -> list[str] | None:
+    """``tail`` of ``path`` as ``owner`` when only it can read the file, else None (read it).
+
+    Through a prefix the job's output lies in the identity's own 0700 folder,
+    which the control plane cannot enter; root and single-user mode can.
+    """
+    if owner is None or privilege.mode != "prefix" or owner.uid == os.getuid():
+        return None
+    return privilege.command(owner, ["tail", "-n", str(lines), "--", str(path)])
 
 
 def job_owner(job_id: str, user: str, group: str) -> Identity:

@@ -38,7 +38,7 @@ from aifactory.backends._commands import run_command
 from aifactory.backends._files import tail
 from aifactory.backends.base import AllocationState, JobTask, SubmittedJob
 from aifactory.backends.slurm import _number, _state, plain_reason
-from aifactory.backends.slurm_identity import sbatch_command, scancel_command
+from aifactory.backends.slurm_identity import sbatch_command, scancel_command, tail_command
 from aifactory.backends.slurm_job_script import JobScriptContext, render_batch_script
 from aifactory.backends.slurm_script import SiteDefaults, job_tag
 from aifactory.config import load_settings
@@ -199,7 +199,19 @@ class SlurmJobRunner:
                     fix=f"use one of: {', '.join(str(k) for k in known)}",
                 )
             name = f"{job.handle}_{task}.log"
-        return await asyncio.to_thread(tail, job.log_dir / name, lines)
+        return await self._tail(job, job.log_dir / name, lines)
+
+    async def _tail(self, job: SubmittedJob, path: Path, lines: int) -> str:
+        """The end of ``path``, read as the job's identity where only it may (a prefix)."""
+        argv = tail_command(self.privilege, job.identity, path, lines)
+        if argv is None:
+            return await asyncio.to_thread(tail, path, lines)
+        try:
+            return await run_command(argv, timeout_s=self.timeout_s)
+        except SchedulerCommandFailed as exc:
+            if "No such file" in exc.stderr:
+                return ""  # not written yet
+            raise
 
     async def cancel(self, job: SubmittedJob) -> None:
         """``scancel`` the job (every array task) as its identity; a job already gone is fine.
