@@ -22,6 +22,7 @@ from aifactory.jobs import JobsManager
 from aifactory.specs import load_job
 from aifactory.store import Store
 from aifactory.tenancy import Principal
+from unix_users import make_traversable
 
 from .jobs_http import jobs_client
 
@@ -44,6 +45,8 @@ pytestmark = [pytest.mark.slurm, pytest.mark.skipif(bool(_MISSING), reason=_MISS
 
 @pytest.fixture
 def manager(tmp_path: Path) -> Iterator[JobsManager]:
+    # Jobs run as their identity (the workload user here), which must reach its folder.
+    make_traversable(tmp_path)
     settings = load_settings(data_dir=tmp_path / "aifactory")
     store = Store(settings.effective_database_url)
     store.create_schema()

@@ -27,14 +27,17 @@ def _job(**fields: object) -> dict[str, object]:
         "end_time": int(time.time()) + 50,
         "time_limit": 1,
         "exit_code": 0,
+        "user_name": "aif-alice",
+        "group_name": "physics",
     }
     job.update(fields)
     return job
 
 
 def test_running_job_has_node_and_end() -> None:
-    ((comment, status),) = _parse_json(json.dumps({"jobs": [_job()]})).values()
+    ((comment, status, user, group),) = _parse_json(json.dumps({"jobs": [_job()]})).values()
     assert comment == "aifactory:abc:chat-1"
+    assert (user, group) == ("aif-alice", "physics")  # whose: to cancel it as them
     assert status.state is AllocationState.RUNNING and status.node == "n1"
     assert status.ends_at is not None and status.ends_at > time.time()
 
@@ -46,7 +49,7 @@ def test_pending_job_has_plain_reason_and_expected_start() -> None:
             {"jobs": [_job(job_state="PENDING", state_reason="Resources", start_time=start)]}
         )
     )
-    status = jobs["7"][1]
+    status = jobs["7"].status
     assert status.state is AllocationState.PENDING
     assert status.reason == "waiting for resources" and status.starts_at == start
 
@@ -56,24 +59,25 @@ def test_finished_jobs_decode_wait_status() -> None:
         json.dumps(
             {"jobs": [_job(job_state="FAILED", state_reason="NonZeroExitCode", exit_code=768)]}
         )
-    )["7"][1]
+    )["7"].status
     assert failed.state is AllocationState.FAILED and failed.exit_code == 3
     assert "exited with a non-zero code" in failed.reason and "exit code 3" in failed.reason
     timeout = _parse_json(
         json.dumps({"jobs": [_job(job_state="TIMEOUT", state_reason="TimeLimit")]})
     )
-    assert timeout["7"][1].state is AllocationState.TIMEOUT
+    assert timeout["7"].status.state is AllocationState.TIMEOUT
 
 
 def test_unknown_state_becomes_unknown() -> None:
     jobs = _parse_json(json.dumps({"jobs": [_job(job_state="WARPED")]}))
-    assert jobs["7"][1].state is AllocationState.UNKNOWN
+    assert jobs["7"].status.state is AllocationState.UNKNOWN
 
 
 def test_formatted_output_fallback() -> None:
-    line = "9|PENDING|Priority|2030-01-01T00:00:00|N/A||aifactory:abc:chat-2"
-    comment, status = _parse_formatted(line)["9"]
-    assert comment == "aifactory:abc:chat-2"
+    line = "9|PENDING|Priority|2030-01-01T00:00:00|N/A||aif-bob|aif-bob|aifactory:abc:chat|2"
+    comment, status, user, group = _parse_formatted(line)["9"]
+    assert comment == "aifactory:abc:chat|2"  # the comment, last, keeps its "|"
+    assert user == group == "aif-bob"
     assert status.state is AllocationState.PENDING
     assert status.reason == "waiting behind higher-priority jobs" and status.starts_at
 

@@ -12,9 +12,17 @@ logger = logging.getLogger(__name__)
 
 
 async def run_command(
-    argv: list[str], *, timeout_s: float, stdin: str | None = None, with_stderr: bool = False
+    argv: list[str],
+    *,
+    timeout_s: float,
+    stdin: str | None = None,
+    with_stderr: bool = False,
+    env: dict[str, str] | None = None,
 ) -> str:
     """Run ``argv`` (never through a shell) and return its stdout (then stderr, if asked).
+
+    ``env`` replaces the environment (None: this process's own), for a
+    command that passes its environment on to a workload (``sbatch``).
 
     Raises:
         SchedulerCommandFailed: on a non-zero exit, a timeout, or a missing program.
@@ -25,6 +33,7 @@ async def run_command(
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            env=env,
         )
     except OSError as exc:
         raise SchedulerCommandFailed(argv, 127, "", str(exc)) from exc

@@ -1,15 +1,20 @@
 """Slurm backend: a replica is one batch job, driven only through Slurm's commands.
 
-The control plane acts as an ordinary user: ``sbatch --parsable`` to submit
-(the script on stdin), ``squeue`` to observe, ``sacct`` for jobs that left the
-queue, ``scancel`` to stop. The frequent status poll uses ``squeue``'s
-formatted output with ``--jobs``: Slurm 22.05's ``--json`` ignores ``--jobs``
-and returns every job slurmctld remembers (56 ms and 750 KB for ~200 jobs
-here, growing with the cluster). ``--json`` (parsed off the event loop) is used
-for the rare scan of this control plane's tagged jobs, with formatted output
-as the fallback on Slurm without it. No root, no plugins: site policy stays in
-charge. Every command has a timeout and runs off the event loop; a slow or
-failing ``slurmctld`` makes ``status`` report ``UNKNOWN`` rather than crash.
+Each job is submitted as its replica's identity (``slurm_identity``: root's
+``sbatch --uid/--gid``, else the site's launch prefix), never as the control
+plane: ``sbatch --parsable`` to submit (the script on stdin), ``squeue`` to
+observe, ``sacct --allusers`` for jobs that left the queue, ``scancel`` to
+stop (as the job's owner through the prefix; root cancels any job). The
+frequent status poll uses ``squeue``'s formatted output with ``--jobs``:
+Slurm 22.05's ``--json`` ignores ``--jobs`` and returns every job slurmctld
+remembers (56 ms and 750 KB for ~200 jobs here, growing with the cluster).
+``--json`` (parsed off the event loop) is used for the rare scan of this
+control plane's tagged jobs, with formatted output as the fallback on Slurm
+without it; it lists every user's jobs, so adoption after a restart finds
+each tenant's (a site with ``PrivateData=jobs`` shows them to root only). No
+plugins: site policy stays in charge. Every command has a timeout and runs
+off the event loop; a slow or failing ``slurmctld`` makes ``status`` report
+``UNKNOWN`` rather than crash.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from aifactory.backends._commands import run_command
 from aifactory.backends.base import (
@@ -29,8 +34,11 @@ from aifactory.backends.base import (
     AllocationStatus,
     Elapsed,
 )
+from aifactory.backends.slurm_identity import Command, job_owner, sbatch_command, scancel_command
 from aifactory.backends.slurm_script import SiteDefaults, job_tag, render_job_script
+from aifactory.config import load_settings
 from aifactory.errors import BackendError, SchedulerCommandFailed
+from aifactory.identity import Identity, Privilege
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +101,8 @@ REASONS = {
     "BadConstraints": "constraints cannot be met",
 }
 
-_FORMAT = "%i|%T|%r|%S|%e|%N|%k"
+# The comment comes last: it is the one field that may hold "|".
+_FORMAT = "%i|%T|%r|%S|%e|%N|%u|%g|%k"
 # sbatch --test-only: "sbatch: Job 834 to start at 2026-11-28T13:27:30 using 1 processors ..."
 _WOULD_START = re.compile(r"to start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
 
@@ -119,6 +128,15 @@ def parse_elapsed(text: str, job_id: str) -> Elapsed | None:
     return None
 
 
+class Queued(NamedTuple):
+    """One job as ``squeue`` lists it: its tag, its state and whose it is."""
+
+    comment: str
+    status: AllocationStatus
+    user: str = ""
+    group: str = ""
+
+
 def plain_reason(reason: str) -> str:
     """A Slurm reason code in plain words."""
     if reason.startswith("QOS") and reason not in REASONS:
@@ -127,7 +145,15 @@ def plain_reason(reason: str) -> str:
 
 
 class SlurmBackend:
-    """Runs each replica as one Slurm batch job."""
+    """Runs each replica as one Slurm batch job, submitted as the replica's identity.
+
+    Args:
+        instance: This control plane's id (in each job's ``--comment``).
+        site: The operator's partition, account and QOS defaults and preamble.
+        command_timeout_s: How long one Slurm command may take.
+        privilege: How this control plane acts as an identity (default: what
+            the settings describe).
+    """
 
     name = "slurm"
     advertise_host = "auto"
@@ -137,23 +163,35 @@ class SlurmBackend:
         instance: str,
         site: SiteDefaults | None = None,
         command_timeout_s: float = 30.0,
+        privilege: Privilege | None = None,
     ) -> None:
         self.instance = instance
         self.site = site or SiteDefaults()
         self.timeout_s = command_timeout_s
+        self.privilege = privilege or load_settings().privilege
         self._json = True
+        # Job id -> its owner, for scancel through the prefix (root needs none);
+        # an adopted job's owner is asked of squeue when it is cancelled.
+        self._owners: dict[str, Identity] = {}
 
     def render(self, request: AllocationRequest) -> str:
         """The batch script, exactly as submitted."""
         return render_job_script(request, self.instance, self.site)
 
     async def submit(self, request: AllocationRequest) -> str:
-        """``sbatch --parsable`` with the script on stdin; return the job id."""
+        """``sbatch --parsable`` as the request's identity, the script on stdin; return the job id.
+
+        Raises:
+            BackendError: sbatch refused the job, or the log folder cannot be
+                the identity's.
+            ConfigError: this control plane cannot act as the identity.
+        """
         script = self.render(request)
-        request.log_path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._log_folder, request)
+        command = self._sbatch(request, ["--parsable"])
         try:
             out = await run_command(
-                ["sbatch", "--parsable"], timeout_s=self.timeout_s, stdin=script
+                command.argv, timeout_s=self.timeout_s, stdin=script, env=command.env
             )
         except SchedulerCommandFailed as exc:
             raise BackendError(
@@ -163,8 +201,36 @@ class SlurmBackend:
         job_id = out.strip().split(";")[0]
         if not job_id.isdigit():
             raise BackendError(f"sbatch answered {out!r}, not a job id.")
-        logger.info("replica %s: submitted as Slurm job %s", request.replica_id, job_id)
+        if request.identity is not None and self.privilege.mode == "prefix":
+            self._owners[job_id] = request.identity
+        logger.info(
+            "replica %s: submitted as Slurm job %s%s",
+            request.replica_id,
+            job_id,
+            f" as {request.identity.describe()}" if request.identity else "",
+        )
         return job_id
+
+    def _sbatch(self, request: AllocationRequest, options: list[str]) -> Command:
+        """How to run sbatch ``options`` as the request's identity, in its log's folder."""
+        return sbatch_command(self.privilege, request.identity, options, request.log_path.parent)
+
+    def _log_folder(self, request: AllocationRequest) -> None:
+        """Make the log's folder if missing: the identity's, since the job writes there as it."""
+        folder = request.log_path.parent
+        if folder.is_dir():
+            return
+        if request.identity is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            return
+        try:
+            self.privilege.make_dir(request.identity, folder)
+        except ValueError:
+            raise BackendError(
+                f"the log folder {folder} of replica {request.replica_id} is missing and lies "
+                f"outside {request.identity.user}'s own directory, so the job could not write it.",
+                fix=f"put it under {self.privilege.workload_dir(request.identity)}",
+            ) from None
 
     async def start_delay(self, request: AllocationRequest) -> float | None:
         """Seconds until Slurm would start ``request``: ``sbatch --test-only`` with its script.
@@ -173,12 +239,14 @@ class SlurmBackend:
         --start`` shows for a pending job; None when Slurm would refuse the
         job or does not answer.
         """
+        command = self._sbatch(request, ["--test-only"])
         try:
             out = await run_command(
-                ["sbatch", "--test-only"],
+                command.argv,
                 timeout_s=self.timeout_s,
                 stdin=self.render(request),
                 with_stderr=True,
+                env=command.env,
             )
         except SchedulerCommandFailed as exc:
             logger.info("sbatch --test-only for %s: %s", request.service, exc)
@@ -200,14 +268,21 @@ class SlurmBackend:
         missing = [h for h in handles if h not in jobs]
         if missing:
             jobs.update(await self._accounting(missing))
+        for handle, status in jobs.items():
+            if status.state.finished:
+                self._owners.pop(handle, None)
         return {
             h: jobs.get(h, AllocationStatus(AllocationState.UNKNOWN, "not in the queue"))
             for h in handles
         }
 
     async def _accounting(self, job_ids: list[str]) -> dict[str, AllocationStatus]:
-        """Ask ``sacct`` (slurmdbd, else the job-completion log) about jobs gone from squeue."""
-        fields = ["--noheader", "--parsable2", "--format=JobIDRaw,State,ExitCode"]
+        """Ask ``sacct`` (slurmdbd, else the job-completion log) about jobs gone from squeue.
+
+        ``--allusers``: the jobs are their identities', and sacct shows an
+        ordinary caller only its own.
+        """
+        fields = ["--allusers", "--noheader", "--parsable2", "--format=JobIDRaw,State,ExitCode"]
         select = ["--jobs=" + ",".join(job_ids)]
         for source in ([], ["--completion"]):
             try:
@@ -235,7 +310,7 @@ class SlurmBackend:
         Asks slurmdbd, else the job-completion log; None while the job has
         not ended or neither knows it.
         """
-        fields = ["--noheader", "--parsable2", "--format=JobIDRaw,Start,End,NNodes"]
+        fields = ["--allusers", "--noheader", "--parsable2", "--format=JobIDRaw,Start,End,NNodes"]
         for source in ([], ["--completion"]):
             try:
                 out = await run_command(
@@ -249,20 +324,37 @@ class SlurmBackend:
         return None
 
     async def cancel(self, handle: str) -> None:
-        """``scancel`` the job; a job already gone is fine."""
+        """``scancel`` the job, as its owner unless root; a job already gone is fine.
+
+        Raises:
+            BackendError: scancel failed, or its owner is no one this control plane can act as.
+        """
+        owner = await self._owner(handle) if self.privilege.mode == "prefix" else None
         try:
-            await run_command(["scancel", handle], timeout_s=self.timeout_s)
+            await run_command(
+                scancel_command(self.privilege, owner, handle), timeout_s=self.timeout_s
+            )
         except SchedulerCommandFailed as exc:
             if "Invalid job id" not in exc.stderr and "already completing" not in exc.stderr:
                 raise
+        self._owners.pop(handle, None)
+
+    async def _owner(self, handle: str) -> Identity | None:
+        """Who the job runs as: known since submit or adoption, else asked of squeue."""
+        if handle in self._owners:
+            return self._owners[handle]
+        found = (await self._formatted([f"--jobs={handle}"])).get(handle)
+        if found is None or not found.user:
+            return None  # gone: scancel will say so
+        return job_owner(handle, found.user, found.group)
 
     async def tagged(self) -> dict[str, str]:
         """Live jobs carrying this control plane's tag: replica id -> job id."""
         prefix = job_tag(self.instance, "")
         found = {}
-        for job_id, (comment, status) in (await self._query_all()).items():
-            if comment.startswith(prefix) and not status.state.finished:
-                found[comment.removeprefix(prefix)] = job_id
+        for job_id, job in (await self._query_all()).items():
+            if job.comment.startswith(prefix) and not job.status.state.finished:
+                found[job.comment.removeprefix(prefix)] = job_id
         return found
 
     async def aclose(self) -> None:
@@ -270,13 +362,14 @@ class SlurmBackend:
 
     async def _query(self, job_ids: list[str]) -> dict[str, AllocationStatus]:
         everything = await self._formatted(["--jobs=" + ",".join(job_ids)])
-        return {job_id: status for job_id, (_comment, status) in everything.items()}
+        return {job_id: job.status for job_id, job in everything.items()}
 
-    async def _query_all(self) -> dict[str, tuple[str, AllocationStatus]]:
+    async def _query_all(self) -> dict[str, Queued]:
+        """Every user's jobs (not ``--me``: each runs as its own identity)."""
         if self._json:
             try:
                 out = await run_command(
-                    ["squeue", "--json", "--states=all", "--me"], timeout_s=self.timeout_s
+                    ["squeue", "--json", "--states=all"], timeout_s=self.timeout_s
                 )
                 return await asyncio.to_thread(_parse_json, out)
             except SchedulerCommandFailed as exc:
@@ -284,9 +377,9 @@ class SlurmBackend:
                     raise
                 logger.info("squeue has no --json here; using formatted output")
                 self._json = False
-        return await self._formatted(["--me"])
+        return await self._formatted([])
 
-    async def _formatted(self, select: list[str]) -> dict[str, tuple[str, AllocationStatus]]:
+    async def _formatted(self, select: list[str]) -> dict[str, Queued]:
         try:
             out = await run_command(
                 ["squeue", "--noheader", "--states=all", f"--format={_FORMAT}", *select],
@@ -326,7 +419,7 @@ def _status(state_name: str, reason: str, node: str, start: float, end: float) -
     )
 
 
-def _parse_json(text: str) -> dict[str, tuple[str, AllocationStatus]]:
+def _parse_json(text: str) -> dict[str, Queued]:
     document: dict[str, Any] = json.loads(text)
     result = {}
     for job in document.get("jobs", []):
@@ -343,7 +436,12 @@ def _parse_json(text: str) -> dict[str, tuple[str, AllocationStatus]]:
         exit_code = job.get("exit_code")
         if status.state.finished and isinstance(exit_code, int):
             status = _with_exit(status, exit_code)
-        result[str(job["job_id"])] = (str(job.get("comment") or ""), status)
+        result[str(job["job_id"])] = Queued(
+            str(job.get("comment") or ""),
+            status,
+            str(job.get("user_name") or ""),
+            str(job.get("group_name") or ""),
+        )
     return result
 
 
@@ -365,16 +463,18 @@ def _with_exit(status: AllocationStatus, wait_status: int) -> AllocationStatus:
     return AllocationStatus(status.state, reason, code, status.node, None, None)
 
 
-def _parse_formatted(text: str) -> dict[str, tuple[str, AllocationStatus]]:
+def _parse_formatted(text: str) -> dict[str, Queued]:
     result = {}
     for line in text.splitlines():
-        parts = line.split("|", 6)
-        if len(parts) != 7:
+        parts = line.split("|", 8)
+        if len(parts) != 9:
             continue
-        job_id, state, reason, start, end, nodes, comment = parts
-        result[job_id] = (
+        job_id, state, reason, start, end, nodes, user, group, comment = parts
+        result[job_id] = Queued(
             comment if comment != "(null)" else "",
             _status(state, reason, nodes, _timestamp(start), _timestamp(end)),
+            user,
+            group,
         )
     return result
 

@@ -8,13 +8,18 @@ same commands and the same state table::
     -----------                    --------------                 -----
     submit(job)     ------------>  render the script (slurm_job_script.py)
                                    sbatch --parsable  (stdin)  -> job id
+                                   (as the job's identity: slurm_identity.py)
     tasks(job)      ------------>  squeue --json --states=all  -> one entry per task
-                                   (sacct -c when it left squeue)
+                                   (sacct -c --allusers when it left squeue)
     logs(job, task) ------------>  LOG_DIR/<job id>[_<task>].log (Slurm writes them)
-    cancel(job)     ------------>  scancel
+    cancel(job)     ------------>  scancel (as the job's identity, unless root)
 
-A job runs under its tenant's Slurm account (the spec cannot name another)
-and their partition and QOS defaults, else the site's. ``squeue`` reports
+A job runs as its tenant's Unix identity (root submits with ``sbatch
+--uid/--gid``, an unprivileged control plane through the site's launch
+prefix), so ``squeue -u``/``sacct -u`` show it as the tenant's and it writes
+its output into its own folder. It runs under its tenant's Slurm account
+(the spec cannot name another) and their partition and QOS defaults, else
+the site's. ``squeue`` reports
 the raw wait status: the exit code is its high byte and a killing signal its
 low seven bits.
 """
@@ -33,9 +38,12 @@ from aifactory.backends._commands import run_command
 from aifactory.backends._files import tail
 from aifactory.backends.base import AllocationState, JobTask, SubmittedJob
 from aifactory.backends.slurm import _number, _state, plain_reason
+from aifactory.backends.slurm_identity import sbatch_command, scancel_command, tail_command
 from aifactory.backends.slurm_job_script import JobScriptContext, render_batch_script
 from aifactory.backends.slurm_script import SiteDefaults, job_tag
+from aifactory.config import load_settings
 from aifactory.errors import BackendError, BadRequest, NotFound, SchedulerCommandFailed
+from aifactory.identity import Identity, Privilege
 from aifactory.specs import Job, expand_indexes
 
 if TYPE_CHECKING:
@@ -53,6 +61,8 @@ class SlurmJobRunner:
         instance: This control plane's id (in each job's ``--comment``).
         command_timeout_s: How long one Slurm command may take.
         site: The operator's partition, account and QOS defaults and preamble.
+        privilege: How this control plane acts as a job's identity (default:
+            what the settings describe).
     """
 
     name = "slurm"
@@ -61,22 +71,27 @@ class SlurmJobRunner:
     cancel_deletes = False
 
     def __init__(
-        self, instance: str, command_timeout_s: float = 30.0, site: SiteDefaults | None = None
+        self,
+        instance: str,
+        command_timeout_s: float = 30.0,
+        site: SiteDefaults | None = None,
+        privilege: Privilege | None = None,
     ) -> None:
         self.instance = instance
         self.timeout_s = command_timeout_s
         self.site = site or SiteDefaults()
+        self.privilege = privilege or load_settings().privilege
 
     @classmethod
     def from_settings(cls, settings: Settings, instance: str) -> SlurmJobRunner:
-        """The runner the settings describe (site defaults, command timeout)."""
+        """The runner the settings describe (site defaults, command timeout, privilege)."""
         site = SiteDefaults(
             partition=settings.slurm_partition or None,
             account=settings.slurm_account or None,
             qos=settings.slurm_qos or None,
             preamble=settings.slurm_preamble,
         )
-        return cls(instance, settings.slurm_command_timeout_s, site)
+        return cls(instance, settings.slurm_command_timeout_s, site, settings.privilege)
 
     def tag(self, job_id: str) -> str:
         """The ``--comment`` that marks a batch job as this control plane's."""
@@ -97,24 +112,29 @@ class SlurmJobRunner:
         context = JobScriptContext(job_id, self.tag(job_id), log_dir, self.site)
         return render_batch_script(job, context)
 
-    async def submit(self, job: Job, job_id: str, log_dir: Path) -> str:
-        """Render ``job``'s script and sbatch it; return Slurm's job id.
+    async def submit(self, job: Job, job_id: str, log_dir: Path, identity: Identity | None) -> str:
+        """Render ``job``'s script and sbatch it as ``identity``; return Slurm's job id.
 
         Raises:
             BackendError: when a value could not be rendered safely, or sbatch
                 refused the job or did not answer.
+            ConfigError: when this control plane cannot act as ``identity``.
         """
-        return await self.sbatch(self.render(job, job_id, log_dir))
+        return await self.sbatch(self.render(job, job_id, log_dir), identity, log_dir)
 
-    async def sbatch(self, script: str) -> str:
-        """``sbatch --parsable`` with ``script`` on stdin; return Slurm's job id.
+    async def sbatch(self, script: str, identity: Identity | None, workdir: Path) -> str:
+        """``sbatch --parsable`` as ``identity`` in ``workdir``, ``script`` on stdin.
+
+        Returns Slurm's job id.
 
         Raises:
             BackendError: when sbatch refused the job or did not answer.
+            ConfigError: when this control plane cannot act as ``identity``.
         """
+        command = sbatch_command(self.privilege, identity, ["--parsable"], workdir)
         try:
             out = await run_command(
-                ["sbatch", "--parsable"], timeout_s=self.timeout_s, stdin=script
+                command.argv, timeout_s=self.timeout_s, stdin=script, env=command.env
             )
         except SchedulerCommandFailed as exc:
             missing = exc.returncode == 127
@@ -179,16 +199,30 @@ class SlurmJobRunner:
                     fix=f"use one of: {', '.join(str(k) for k in known)}",
                 )
             name = f"{job.handle}_{task}.log"
-        return await asyncio.to_thread(tail, job.log_dir / name, lines)
+        return await self._tail(job, job.log_dir / name, lines)
+
+    async def _tail(self, job: SubmittedJob, path: Path, lines: int) -> str:
+        """The end of ``path``, read as the job's identity where only it may (a prefix)."""
+        argv = tail_command(self.privilege, job.identity, path, lines)
+        if argv is None:
+            return await asyncio.to_thread(tail, path, lines)
+        try:
+            return await run_command(argv, timeout_s=self.timeout_s)
+        except SchedulerCommandFailed as exc:
+            if "No such file" in exc.stderr:
+                return ""  # not written yet
+            raise
 
     async def cancel(self, job: SubmittedJob) -> None:
-        """``scancel`` the job (every array task); a job already gone is fine.
+        """``scancel`` the job (every array task) as its identity; a job already gone is fine.
 
         Raises:
             SchedulerCommandFailed: when scancel fails for another reason.
+            ConfigError: when this control plane cannot act as the job's identity.
         """
+        argv = scancel_command(self.privilege, job.identity, job.handle)
         try:
-            await run_command(["scancel", job.handle], timeout_s=self.timeout_s)
+            await run_command(argv, timeout_s=self.timeout_s)
         except SchedulerCommandFailed as exc:
             if "Invalid job id" not in exc.stderr and "already completing" not in exc.stderr:
                 raise
@@ -199,10 +233,20 @@ class SlurmJobRunner:
 
     async def _from_sacct(self, slurm_id: str) -> list[JobTask]:
         # The job left squeue (MinJobAge): the completion log still knows how
-        # it ended. Without a completion log, say so rather than guess.
+        # it ended. Without a completion log, say so rather than guess. The
+        # job is its identity's: without --allusers sacct shows a caller's own.
         try:
             out = await run_command(
-                ["sacct", "-c", "-P", "-n", "-j", slurm_id, f"--format={_SACCT_FORMAT}"],
+                [
+                    "sacct",
+                    "-c",
+                    "--allusers",
+                    "-P",
+                    "-n",
+                    "-j",
+                    slurm_id,
+                    f"--format={_SACCT_FORMAT}",
+                ],
                 timeout_s=self.timeout_s,
             )
         except SchedulerCommandFailed as exc:
