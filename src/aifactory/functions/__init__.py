@@ -25,10 +25,11 @@ from aifactory.errors import (
     TaskLost,
     TaskTimeout,
 )
+from aifactory.functions.access import code_refusal
 from aifactory.functions.broker import Broker, BrokerStats
 from aifactory.functions.executor import Executor, TaskFuture
 from aifactory.functions.hub import FunctionsHub
-from aifactory.functions.invoke import Invoker, pool_open_to
+from aifactory.functions.invoke import Invoker
 
 __all__ = [
     "FIRST_COMPLETED",
@@ -46,6 +47,6 @@ __all__ = [
     "TaskLost",
     "TaskTimeout",
     "as_completed",
-    "pool_open_to",
+    "code_refusal",
     "wait",
 ]
