@@ -10,6 +10,8 @@ inbound connections. Clients use :class:`Executor`, a
 Layers: ``protocol`` (frames, spill files) underlies ``broker`` (queues,
 heartbeats, retries), ``worker`` (process manager, run with
 ``python -m aifactory.functions.worker``) and ``executor`` (the SDK).
+``access`` says who may use a pool: code from its own tenant only, named
+functions over HTTP from other tenants when shared.
 """
 
 from __future__ import annotations
