@@ -2,7 +2,7 @@
 
 ::
 
-    aifactory functions deploy NAME module:function --pool POOL [--timeout 5m]
+    aifactory functions deploy NAME module:function --pool POOL [--timeout 5m] [--shared]
     aifactory functions [ls] | rm NAME | pools | calls [--function NAME]
     aifactory functions invoke NAME [--args JSON] [--kwargs JSON] [--no-wait]
 
@@ -52,14 +52,20 @@ def functions_deploy(
     target: Annotated[str, typer.Argument(help="module:function, importable on the workers.")],
     pool: Annotated[str, typer.Option(help="The FunctionPool that runs it.")],
     timeout: Annotated[str, typer.Option(help="Longest a call may run: 30s, 5m, 1h.")] = "5m",
+    shared: Annotated[
+        bool, typer.Option(help="Other tenants may call it too (JSON over HTTP).")
+    ] = False,
 ) -> None:
-    """Make module:function callable at POST /v1/functions/NAME/invoke."""
+    """Make module:function callable at POST /v1/functions/NAME/invoke.
+
+    The pool's tenant may always call it; other tenants only when --shared.
+    """
     try:
         timeout_s = parse_duration_s(timeout)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--timeout") from exc
     client = _client()
-    body = {"name": name, "target": target, "pool": pool, "timeout_s": timeout_s}
+    body = {"name": name, "target": target, "pool": pool, "timeout_s": timeout_s, "shared": shared}
     result = client.json("POST", "/api/functions", json=body)
     console.print(f"function [bold]{name}[/bold]: {result['result']}")
     console.print(
@@ -74,10 +80,15 @@ def functions_deploy(
 def functions_ls() -> None:
     """List named functions."""
     rows = _client().json("GET", "/v1/functions")["functions"]
-    table = Table("name", "target", "pool", "timeout (s)", "created")
+    table = Table("name", "target", "pool", "timeout (s)", "shared", "created")
     for row in rows:
         table.add_row(
-            row["name"], row["target"], row["pool"], f"{row['timeout_s']:g}", row["created_at"]
+            row["name"],
+            row["target"],
+            row["pool"],
+            f"{row['timeout_s']:g}",
+            "yes" if row["shared"] else "no",
+            row["created_at"],
         )
     console.print(table)
 

@@ -32,7 +32,7 @@ from aifactory.config import Settings
 from aifactory.control import ControlPlane, FleetFollower, instance_id
 from aifactory.data_dir import lock_down
 from aifactory.errors import APIError, ConfigError, NotFound
-from aifactory.functions import FunctionsHub, Invoker, pool_open_to
+from aifactory.functions import FunctionsHub, Invoker, code_refusal
 from aifactory.gateway import GatewayApp, error_body
 from aifactory.jobs import JobsManager
 from aifactory.logs import configure_logging
@@ -60,7 +60,7 @@ class App:
             settings,
             self.authenticator,
             self.plane.reconciler.wake,
-            lambda pool, caller: pool_open_to(self.store, pool, caller),
+            lambda pool, caller: code_refusal(self.store, pool, caller),
             self.ledger,
         )
         self.plane.reconciler.pools = self.functions
@@ -101,7 +101,6 @@ class App:
                 self.functions,
                 self.plane,
                 admin_api.authenticate,
-                admin_api.authenticate_admin,
             ).routes(),
             *BucketsAPI(self.objects, admin_api.authenticate_admin).routes(),
             *DashboardData(

@@ -2,7 +2,8 @@
 
 The pool's workers run inside allocations the reconciler starts, connect out
 to the broker in the control plane, and the pool scales from and to zero
-with its queue. The SDK finds the broker through the control plane.
+with its queue. The SDK finds the broker through the control plane. The
+pool is deployed for tenant ``lab``, whose key submits code to it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .test_slurm import _cluster_up, our_jobs
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 POOL = "pool"
+TENANT = "lab"
 USER_MODULE = """
 def scale(values, factor=2):
     return [v * factor for v in values]
@@ -36,6 +38,13 @@ def scale(values, factor=2):
 def fail(message):
     raise ValueError(message)
 """
+
+
+def deploy_pool(server: Server, spec: str) -> None:
+    """Deploy the pool for ``TENANT``, as `aif deploy pool.yaml --tenant lab` does."""
+    server.admin.post("/api/tenants", json={"name": TENANT})
+    response = server.admin.post("/api/services", params={"tenant": TENANT}, content=spec)
+    assert response.status_code == 201, response.text
 
 
 def pool_spec(backend: str, module_dir: Path) -> str:
@@ -64,7 +73,7 @@ def pool_server(
     module_dir.mkdir()
     (module_dir / "usercode.py").write_text(USER_MODULE)
     srv = start_server(data_dir, functions_heartbeat_s="0.5")
-    srv.deploy(pool_spec(backend, module_dir))
+    deploy_pool(srv, pool_spec(backend, module_dir))
     yield srv
     srv.stop()
     if backend == "slurm":
@@ -73,7 +82,7 @@ def pool_server(
 
 @pytest.fixture(scope="module")
 def user_key(pool_server: Server) -> str:
-    return str(pool_server.admin.post("/api/keys", json={"tenant": "lab"}).json()["key"])
+    return str(pool_server.admin.post("/api/keys", json={"tenant": TENANT}).json()["key"])
 
 
 @pytest.fixture
@@ -178,6 +187,7 @@ def test_idle_pool_scales_to_zero_and_comes_back(pool_server: Server, executor: 
 
 
 def test_named_function_over_http(pool_server: Server, user_key: str) -> None:
+    # The administrator deploys it on lab's behalf: it is lab's function, not shared.
     deployed = pool_server.cli("functions", "deploy", "scale", "usercode:scale", "--pool", POOL)
     assert "scale: created" in deployed.stdout
     url = f"{pool_server.url}/v1/functions/scale/invoke"
@@ -208,9 +218,14 @@ def test_named_function_over_http(pool_server: Server, user_key: str) -> None:
 
 def test_a_raising_named_function_returns_its_traceback(pool_server: Server) -> None:
     pool_server.cli("functions", "deploy", "fail", "usercode:fail", "--pool", POOL)
-    response = pool_server.admin.post(
-        f"{pool_server.url}/v1/functions/fail/invoke", json={"args": ["bad input"]}
-    )
+    invoke_fail = f"{pool_server.url}/v1/functions/fail/invoke"
+    unshared = pool_server.admin.post(invoke_fail, json={"args": ["bad input"]})
+    assert unshared.status_code == 403, "the administrator's tenant is not lab"
+    assert "belongs to tenant 'lab', which has not shared it" in unshared.json()["error"]["message"]
+    for name, target in (("fail", "usercode:fail"), ("scale", "usercode:scale")):
+        out = pool_server.cli("functions", "deploy", name, target, "--pool", POOL, "--shared")
+        assert f"{name}: shared" in out.stdout or f"{name}: created" in out.stdout
+    response = pool_server.admin.post(invoke_fail, json={"args": ["bad input"]})
     assert response.status_code == 500
     error = response.json()["error"]
     assert error["type"] == "builtins.ValueError" and error["message"] == "bad input"
@@ -261,9 +276,9 @@ def test_a_restarted_control_plane_adopts_its_slurm_pool(tmp_path: Path) -> None
     data_dir = tmp_path / "adopt"
     (tmp_path / "code").mkdir()
     srv = start_server(data_dir, **settings)
-    srv.deploy(pool_spec("slurm", tmp_path / "code").replace("min: 0", "min: 1"))
+    deploy_pool(srv, pool_spec("slurm", tmp_path / "code").replace("min: 0", "min: 1"))
     srv.wait_ready(POOL)
-    key = srv.admin.post("/api/keys", json={"tenant": "lab"}).json()["key"]
+    key = srv.admin.post("/api/keys", json={"tenant": TENANT}).json()["key"]
     broker = pool_status(srv)["broker"]
     with Executor(broker, POOL, api_key=key) as ex:
         assert ex.submit(square, 3).result(timeout=60) == 9

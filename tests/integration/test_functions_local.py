@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -17,17 +18,20 @@ from pathlib import Path
 
 import cloudpickle  # type: ignore[import-untyped]
 import pytest
+import zmq
 
 from aifactory.functions import (
     Broker,
     BrokerStats,
     BrokerUnavailable,
     Executor,
+    RemoteError,
     RemoteTraceback,
     TaskLost,
     TaskTimeout,
     as_completed,
 )
+from aifactory.functions import protocol as p
 
 # Workers cannot import this test module, so ship its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -239,3 +243,61 @@ def test_large_argument_and_result_travel_through_spill_files(cluster: Cluster) 
 def test_unreachable_broker_fails_fast() -> None:
     with pytest.raises(BrokerUnavailable, match="no functions broker answered"):
         Executor("tcp://127.0.0.1:9", connect_timeout_s=0.3)
+
+
+def test_a_text_executor_never_unpickles_nor_opens_what_a_worker_sends(tmp_path: Path) -> None:
+    """The control plane's named calls: a hostile worker's result is text or an error."""
+    marker = tmp_path / "unpickled"
+    bomb = pickle.dumps(_Touch(marker))
+    precious = tmp_path / "precious.json"
+    precious.write_text('{"ok": true, "result": "read from a path the worker named"}')
+
+    def scenario(workers: str, clients: str) -> list[BaseException | None]:
+        context = zmq.Context()
+        worker = context.socket(zmq.DEALER)
+        worker.connect(workers)
+        worker.send(p.encode_json(p.REGISTER, {"pool": "default", "capacity": 3}))
+        assert worker.poll(5000) and worker.recv()[:1] == p.WELCOME
+        with Executor(clients, text_results=True) as executor:
+            futures = [executor.submit(str, n) for n in range(3)]
+            tasks: list[tuple[int, float, int, p.Payload]] = []
+            while len(tasks) < 3:
+                tasks += p.read_tasks(worker.recv_multipart(), 1)
+            assert all(flags & p.TEXT_RESULT for _id, _t, flags, _payload in tasks)
+            (ok, spilled, failed) = (task[0] for task in tasks)
+            out: list[bytes | memoryview] = [p.RESULTS]
+            p.add_result(out, ok, p.STATUS_OK, 0, bomb)
+            p.add_result(out, spilled, p.STATUS_OK, p.SPILLED, os.fsencode(precious))
+            p.add_result(out, failed, p.STATUS_ERROR, 0, bomb)
+            worker.send_multipart(out)
+            errors = [f.exception(10) for f in futures]
+        worker.close(0)
+        context.term()
+        return errors
+
+    async def run() -> list[BaseException | None]:
+        broker = Broker(heartbeat_s=5.0)
+        workers, clients = await broker.start()
+        try:
+            return await asyncio.to_thread(scenario, workers, clients)
+        finally:
+            await broker.stop()
+
+    not_text, spilled, failed = asyncio.run(run())
+    assert isinstance(not_text, UnicodeDecodeError)
+    assert isinstance(spilled, TaskLost) and "spilled a text result" in str(spilled)
+    assert isinstance(failed, RemoteError)
+    assert precious.exists(), "a path a worker names is neither read nor deleted"
+    assert not marker.exists(), "nothing a worker sent was unpickled"
+    pickle.loads(bomb)
+    assert marker.exists(), "sanity: unpickling the payload would have run it"
+
+
+class _Touch:
+    """Unpickling it creates a file: the proof that something was unpickled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (self.path,))

@@ -1,4 +1,8 @@
-"""Tenant isolation: another tenant's private models, pools, functions and usage do not exist."""
+"""Tenant isolation: another tenant's private models, pools, functions and usage do not exist.
+
+A pool runs code only from keys of its own tenant; other tenants call only
+the named functions it shared, with JSON over HTTP.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from .server import REPO, Server, start_server
 
 SECRET_MODEL = "alpha-embed"
 POOL = "alpha-pool"
+BETA_POOL = "beta-pool"
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +29,8 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     code = data_dir / "code"
     code.mkdir()
     (code / "alpha_code.py").write_text("def double(x):\n    return 2 * x\n")
-    srv = start_server(data_dir, local_cpus="2")
+    (code / "beta_code.py").write_text("def triple(x):\n    return 3 * x\n")
+    srv = start_server(data_dir, local_cpus="3")
     for tenant in ("alpha", "beta"):
         assert srv.admin.post("/api/tenants", json={"name": tenant}).status_code == 201
     embeddings = (REPO / "examples" / "embeddings.yaml").read_text()
@@ -37,6 +43,9 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     for spec in (private_service, _pool_spec(code)):
         response = srv.admin.post("/api/services", params={"tenant": "alpha"}, content=spec)
         assert response.status_code == 201, response.text
+    beta_pool = _pool_spec(code).replace(POOL, BETA_POOL).replace("private: true\n", "")
+    response = srv.admin.post("/api/services", params={"tenant": "beta"}, content=beta_pool)
+    assert response.status_code == 201, response.text
     srv.wait_ready("alpha-embeddings")
     deployed = srv.admin.post(
         "/api/functions", json={"name": "double", "target": "alpha_code:double", "pool": POOL}
@@ -118,3 +127,44 @@ def test_usage_of_another_tenant_is_invisible(factory: Server) -> None:
     assert all(row["tenant"] == "beta" for row in mine)
     calls = httpx.get(f"{factory.url}/v1/functions/calls", headers=_auth(beta)).json()["calls"]
     assert calls == []
+
+
+def test_a_pool_runs_code_only_from_keys_of_its_tenant(factory: Server) -> None:
+    alpha, beta = _key(factory, "alpha"), _key(factory, "beta")
+    broker = factory.admin.get(f"/v1/functions/pools/{BETA_POOL}").json()["broker"]
+    with pytest.raises(Unauthorized, match=r"belongs to tenant 'beta'.*shares over HTTP"):
+        Executor(broker, BETA_POOL, api_key=alpha)
+    with pytest.raises(Unauthorized, match=r"submit code with a key of 'beta'.*--tenant admin"):
+        Executor(broker, BETA_POOL, api_key=factory.admin_key)
+    with Executor(broker, BETA_POOL, api_key=beta) as pool:
+        assert pool.submit(pow, 3, 3).result(timeout=120) == 27
+
+
+def test_a_named_function_answers_another_tenant_once_shared(factory: Server) -> None:
+    alpha, beta = _key(factory, "alpha"), _key(factory, "beta")
+    url = f"{factory.url}/api/functions"
+    triple = {"name": "triple", "target": "beta_code:triple", "pool": BETA_POOL}
+    refused = httpx.post(url, json=triple, headers=_auth(alpha))
+    assert refused.status_code == 403 and "belongs to tenant 'beta'" in refused.text
+    assert httpx.post(url, json=triple, headers=_auth(beta)).status_code == 201
+    invoke = f"{factory.url}/v1/functions/triple/invoke"
+    assert httpx.post(invoke, json={"args": [2]}, headers=_auth(alpha)).status_code == 404
+    unshared = httpx.post(invoke, json={"args": [2]}, headers=_auth(factory.admin_key))
+    assert unshared.status_code == 403 and "has not shared it" in unshared.text
+
+    shared = httpx.post(url, json=triple | {"shared": True}, headers=_auth(beta))
+    assert shared.status_code == 200 and shared.json()["result"] == "shared"
+    listed = httpx.get(f"{factory.url}/v1/functions", headers=_auth(alpha)).json()["functions"]
+    assert {(f["name"], f["shared"]) for f in listed} == {("double", False), ("triple", True)}
+    done = httpx.post(invoke, json={"args": [14]}, headers=_auth(alpha), timeout=120)
+    assert done.status_code == 200, done.text
+    assert done.json()["result"] == 42 and done.json()["status"] == "succeeded"
+    assert httpx.delete(f"{url}/triple", headers=_auth(alpha)).status_code == 403
+    assert httpx.delete(f"{url}/triple", headers=_auth(beta)).status_code == 200
+
+
+def test_a_private_pools_functions_cannot_be_shared(factory: Server) -> None:
+    alpha = _key(factory, "alpha")
+    shared = {"name": "leak", "target": "alpha_code:double", "pool": POOL, "shared": True}
+    refused = httpx.post(f"{factory.url}/api/functions", json=shared, headers=_auth(alpha))
+    assert refused.status_code == 400 and "is private" in refused.json()["error"]["message"]

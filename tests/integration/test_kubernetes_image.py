@@ -165,7 +165,9 @@ def test_a_function_pool_worker_from_the_image_runs_tasks(
     srv: Server, namespace: str, image: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = srv.admin.post("/api/keys", json={"tenant": "imagelab"}).json()["key"]
-    srv.deploy(POOL_SPEC)
+    # Deployed for imagelab: a pool runs code only from keys of its own tenant.
+    deployed = srv.admin.post("/api/services", params={"tenant": "imagelab"}, content=POOL_SPEC)
+    assert deployed.status_code == 201, deployed.text
     monkeypatch.setenv("AIFACTORY_API_URL", srv.url)
     monkeypatch.setenv("AIFACTORY_API_KEY", key)
     started = time.monotonic()

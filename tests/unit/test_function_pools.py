@@ -100,7 +100,7 @@ def test_hub_admits_valid_keys_and_launched_workers_only(tmp_path: Path) -> None
         Settings(data_dir=tmp_path, functions_worker_port=0, functions_client_port=0),
         KeyAuthenticator(store),
         lambda: woken.append(1),
-        lambda pool, caller: pool == "cpu",
+        lambda pool, caller: None if pool == "cpu" else f"there is no function pool {pool!r}",
     )
     assert hub.admit_client({"api_key": key, "pool": "cpu"}) is None
     assert "no function pool 'gpu'" in str(hub.admit_client({"api_key": key, "pool": "gpu"}))

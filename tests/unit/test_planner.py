@@ -32,7 +32,6 @@ class _Pools:
     """The two broker facts a worker's command needs."""
 
     worker_address = "tcp://10.0.0.1:5561"
-    spill_dir = Path("/data/spill")
 
 
 def _argv(settings: Settings, source: str, stack: str) -> list[str]:

@@ -1,8 +1,9 @@
 """Serverless functions over HTTP: named functions, calls and pool status.
 
 ``/v1/functions…`` takes any valid key (calls are scoped to the caller's
-tenant); deploying and removing named functions under ``/api/functions``
-takes an admin key.
+tenant). Deploying and removing named functions under ``/api/functions``
+takes a key of the pool's tenant, or an admin key acting on its behalf; a
+function is callable by other tenants only when deployed ``shared``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ class FunctionsAPI:
         hub: The broker, for pool counters and its client address.
         plane: Pool replicas, queue and scaling, as for services.
         caller: Authenticates any key.
-        admin: Authenticates an admin key.
     """
 
     def __init__(
@@ -44,13 +44,11 @@ class FunctionsAPI:
         hub: FunctionsHub,
         plane: ControlPlane,
         caller: _Authenticate,
-        admin: _Authenticate,
     ) -> None:
         self._invoker = invoker
         self._hub = hub
         self._plane = plane
         self._caller = caller
-        self._admin = admin
 
     def routes(self) -> list[Route]:
         """Every route of the functions API."""
@@ -131,26 +129,37 @@ class FunctionsAPI:
         return status
 
     async def deploy(self, request: Request) -> Response:
-        """POST /api/functions ``{"name", "target": "module:function", "pool", "timeout_s"}``."""
-        principal = await self._admin(request)
+        """POST /api/functions ``{"name", "target": "module:function", "pool", ...}``.
+
+        Optional ``timeout_s`` (default 300) and ``shared``: ``true`` lets
+        other tenants call it; deploying it again with another ``shared``
+        changes only that.
+        """
+        principal = await self._caller(request)
         document = await read_json_object(request)
         name, target, pool = (document.get(k) for k in ("name", "target", "pool"))
         timeout_s = document.get("timeout_s", 300.0)
+        shared = document.get("shared", False)
         for field, value in (("name", name), ("target", target), ("pool", pool)):
             if not isinstance(value, str):
                 raise BadRequest(f"`{field}` must be a string.", param=field)
         if not isinstance(timeout_s, int | float) or isinstance(timeout_s, bool):
             raise BadRequest("`timeout_s` must be a number of seconds.", param="timeout_s")
+        if not isinstance(shared, bool):
+            raise BadRequest("`shared` must be true or false.", param="shared")
         assert isinstance(name, str) and isinstance(target, str) and isinstance(pool, str)
-        view = await self._invoker.deploy(name, target, pool, float(timeout_s), principal.tenant_id)
-        if view["result"] == "created":
-            await record_action(self._plane.store, principal, "function.deployed", name, pool=pool)
+        view = await self._invoker.deploy(name, target, pool, float(timeout_s), shared, principal)
+        if view["result"] != "unchanged":  # created, shared or unshared
+            action = "function.deployed" if view["result"] == "created" else "function.sharing"
+            await record_action(
+                self._plane.store, principal, action, name, pool=pool, shared=shared
+            )
         return JSONResponse(view, status_code=201 if view["result"] == "created" else 200)
 
     async def remove(self, request: Request) -> Response:
         """DELETE /api/functions/{name}."""
-        principal = await self._admin(request)
-        await self._invoker.remove(request.path_params["name"])
+        principal = await self._caller(request)
+        await self._invoker.remove(request.path_params["name"], principal)
         await record_action(
             self._plane.store, principal, "function.removed", request.path_params["name"]
         )

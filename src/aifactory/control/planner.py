@@ -157,7 +157,6 @@ def _worker_command(
 ) -> tuple[str, ...]:
     if pools is None:
         raise BackendError("this control plane runs no functions broker to serve pools.")
-    spill = ("--spill-dir", str(pools.spill_dir)) if pools.spill_dir else ()
     return (
         pool.python or python, "-m", "aifactory.functions.worker",
         "--broker", pools.worker_address,
@@ -165,7 +164,6 @@ def _worker_command(
         "--processes", str(pool.workers),
         "--replica-id", replica_id,
         "--token-file", str(worker_token_file(token_file)),
-        *spill,
     )  # fmt: skip
 
 

@@ -9,7 +9,6 @@ tasks. The functions package implements this; ``control`` only asks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 
@@ -27,11 +26,9 @@ class Pools(Protocol):
 
     Attributes:
         worker_address: Where workers connect, ``tcp://HOST:PORT``.
-        spill_dir: The spill directory workers share with the broker.
     """
 
     worker_address: str
-    spill_dir: Path | None
 
     def expect(self, replica_id: str, token_hash: str) -> None:
         """Admit a worker that presents the token hashing to ``token_hash``."""

@@ -10,6 +10,8 @@ inbound connections. Clients use :class:`Executor`, a
 Layers: ``protocol`` (frames, spill files) underlies ``broker`` (queues,
 heartbeats, retries), ``worker`` (process manager, run with
 ``python -m aifactory.functions.worker``) and ``executor`` (the SDK).
+``access`` says who may use a pool: code from its own tenant only, named
+functions over HTTP from other tenants when shared.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from aifactory.errors import (
     TaskLost,
     TaskTimeout,
 )
+from aifactory.functions.access import code_refusal
 from aifactory.functions.broker import Broker, BrokerStats
 from aifactory.functions.executor import Executor, TaskFuture
 from aifactory.functions.hub import FunctionsHub
-from aifactory.functions.invoke import Invoker, pool_open_to
+from aifactory.functions.invoke import Invoker
 
 __all__ = [
     "FIRST_COMPLETED",
@@ -46,6 +49,6 @@ __all__ = [
     "TaskLost",
     "TaskTimeout",
     "as_completed",
-    "pool_open_to",
+    "code_refusal",
     "wait",
 ]

@@ -22,7 +22,6 @@ def child_main(conn: Connection, spill_dir: str | None, spill_threshold: int) ->
     die_with_parent(signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spill_path = Path(spill_dir) if spill_dir else None
-    header_size = p.TASK_HEADER.size
     functions = p.LoadedFunctions()
     conn.send_bytes(b"")
     while True:
@@ -30,14 +29,24 @@ def child_main(conn: Connection, spill_dir: str | None, spill_threshold: int) ->
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        task_id, _timeout_s, flags = p.TASK_HEADER.unpack_from(data)
-        try:
-            payload = p.read_payload(flags, memoryview(data)[header_size:], delete=False)
-            fn, args, kwargs = p.load_call(payload, functions)
-            out, status = p.dump_result(fn(*args, **kwargs)), p.STATUS_OK
-        except BaseException as exc:  # user code may raise SystemExit too
-            out, status = p.dump_error(exc), p.STATUS_ERROR
-        out_flags, frame = p.spill(out, spill_path, spill_threshold, "result")
-        if len(frame) <= p.INLINE_MAX:
-            out_flags |= p.INLINE
-        conn.send_bytes(p.RESULT_HEADER.pack(task_id, status, out_flags) + frame)
+        conn.send_bytes(run_task(data, functions, spill_path, spill_threshold))
+
+
+def run_task(
+    data: bytes, functions: p.LoadedFunctions, spill_path: Path | None, spill_threshold: int
+) -> bytes:
+    """One task message (task header + payload) in, its result message out."""
+    task_id, _timeout_s, flags = p.TASK_HEADER.unpack_from(data)
+    text = bool(flags & p.TEXT_RESULT)
+    try:
+        payload = p.read_payload(flags, memoryview(data)[p.TASK_HEADER.size :], delete=False)
+        fn, args, kwargs = p.load_call(payload, functions)
+        value = fn(*args, **kwargs)
+        out, status = (p.dump_text(value) if text else p.dump_result(value)), p.STATUS_OK
+    except BaseException as exc:  # user code may raise SystemExit too
+        out = p.dump_text_error(exc) if text else p.dump_error(exc)
+        status = p.STATUS_ERROR
+    out_flags, frame = p.spill(out, None if text else spill_path, spill_threshold, "result")
+    if len(frame) <= p.INLINE_MAX:
+        out_flags |= p.INLINE
+    return p.RESULT_HEADER.pack(task_id, status, out_flags) + frame

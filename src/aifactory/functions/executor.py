@@ -40,6 +40,7 @@ import zmq
 from aifactory.errors import (
     BrokerUnavailable,
     ExecutorClosed,
+    RemoteError,
     TaskLost,
     TaskTimeout,
     Unauthorized,
@@ -97,6 +98,11 @@ class Executor(concurrent.futures.Executor):
         timeout_s: Longest a call may run on a worker; None for no limit.
         connect_timeout_s: How long to wait for the broker's answer.
         spill_dir: The spill directory as mounted here; default: the broker's.
+        text_results: Every call returns ``str``, which comes back as text and
+            is never unpickled, nor read from a file the worker names: for a
+            process that must not run what a worker sends (the control
+            plane's named-function calls). A remote exception comes back as
+            a :class:`RemoteError` holding its traceback text.
 
     Raises:
         BrokerUnavailable: when the broker does not answer in time.
@@ -112,6 +118,7 @@ class Executor(concurrent.futures.Executor):
         timeout_s: float | None = None,
         connect_timeout_s: float = 10.0,
         spill_dir: Path | None = None,
+        text_results: bool = False,
     ) -> None:
         if address is None or api_key is None:
             from aifactory.functions.discovery import default_api_key, locate_broker
@@ -145,6 +152,8 @@ class Executor(concurrent.futures.Executor):
         self._spill_threshold = int(welcome.get("spill_threshold") or p.DEFAULT_SPILL_THRESHOLD)
         self._pool_prefix = p.SUBMIT + pool.encode()
         self._timeout_s = float(timeout_s or 0.0)
+        self._text_results = text_results
+        self._task_flags = p.TEXT_RESULT if text_results else 0
         self._ids = itertools.count(1)
         self._functions = p.PickledFunctions()
         self._futures: dict[int, TaskFuture[Any]] = {}
@@ -172,6 +181,7 @@ class Executor(concurrent.futures.Executor):
             raise ExecutorClosed()
         payload = p.dump_call(fn, args, kwargs, self._functions)
         flags, frame = p.spill(payload, self._spill_dir, self._spill_threshold, "arg")
+        flags |= self._task_flags
         task_id = next(self._ids)
         future: TaskFuture[_T] = TaskFuture(self, task_id, _source_file(fn))
         self._futures[task_id] = future
@@ -316,11 +326,21 @@ class Executor(concurrent.futures.Executor):
     def _complete(self, task_id: int, status: int, flags: int, frame: p.Payload) -> None:
         future = self._futures.pop(task_id, None)
         try:
-            data = p.read_payload(flags, frame, delete=True)
+            if self._text_results:
+                if flags & p.SPILLED:  # a path the worker names is never opened
+                    status, frame = p.STATUS_LOST, b"the worker spilled a text result"
+                data = frame
+            else:
+                data = p.read_payload(flags, frame, delete=True)
             if future is None:
                 return
             if status == p.STATUS_OK:
-                future.set_result(pickle.loads(data))
+                future.set_result(
+                    bytes(data).decode() if self._text_results else pickle.loads(data)
+                )
+            elif status == p.STATUS_ERROR and self._text_results:
+                text = bytes(data).decode(errors="replace")
+                future.set_exception(RemoteError("remote traceback", text))
             elif status == p.STATUS_ERROR:
                 future.set_exception(p.load_error(data, future._source_file))
             elif status == p.STATUS_TIMEOUT:

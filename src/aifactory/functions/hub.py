@@ -1,8 +1,15 @@
 """The functions broker inside ``aifactory up``: who may connect, and what pools need.
 
 The hub runs the :class:`Broker` on the control plane's host and is its
-:class:`BrokerGate`: an executor is admitted by a valid API key, a worker by
-the token its replica was launched with. It is also what the reconciler sees
+:class:`BrokerGate`: an executor is admitted by a valid API key of the pool's
+own tenant (:mod:`.access`), a worker by the token its replica was launched
+with.
+
+The hub's broker keeps no spill directory: every payload travels in
+messages. One directory shared by every pool would let one tenant's worker
+read another's arguments and results, and a tenant's executor name another
+tenant's spill file for the broker to read back; ZeroMQ carries large frames
+without copying them. It is also what the reconciler sees
 of the broker (``control.pools.Pools``): which replicas' workers have
 joined, how much work each pool has, and which replica to drain::
 
@@ -19,7 +26,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import zmq
@@ -45,7 +51,8 @@ class FunctionsHub:
         authenticator: Checks executors' API keys.
         on_change: Called on the event loop when a worker joins or leaves or
             work waits where no worker serves (the reconciler's ``wake``).
-        pool_open_to: Whether a principal may use a pool (blocking: it reads the store).
+        code_refusal: Why a principal may not submit code to a pool, None if it may
+            (blocking: it reads the store).
         ledger: Where executors' tasks and worker-seconds are charged to their tenants.
     """
 
@@ -54,14 +61,13 @@ class FunctionsHub:
         settings: Settings,
         authenticator: KeyAuthenticator,
         on_change: Callable[[], None],
-        pool_open_to: Callable[[str, Principal], bool],
+        code_refusal: Callable[[str, Principal], str | None],
         ledger: UsageLedger | None = None,
     ) -> None:
-        self.spill_dir: Path | None = settings.data_dir / "spill"
         self.internal_key = secrets.token_urlsafe(32)  # the HTTP invoker's own executors
         self._authenticator = authenticator
         self._on_change = on_change
-        self._pool_open_to = pool_open_to
+        self._code_refusal = code_refusal
         self._ledger = ledger
         self._expected: dict[str, str] = {}  # replica id -> hash of its worker token
         self._joined: set[str] = set()
@@ -73,7 +79,6 @@ class FunctionsHub:
         self.broker = Broker(
             f"tcp://{bind}:{settings.functions_worker_port}",
             f"tcp://{bind}:{settings.functions_client_port}",
-            spill_dir=self.spill_dir,
             heartbeat_s=settings.functions_heartbeat_s,
             max_retries=settings.functions_max_retries,
             gate=self,
@@ -84,8 +89,6 @@ class FunctionsHub:
     async def start(self) -> None:
         """Bind the broker's sockets and start its thread."""
         self._loop = asyncio.get_running_loop()
-        assert self.spill_dir is not None
-        await asyncio.to_thread(self.spill_dir.mkdir, parents=True, exist_ok=True)
         try:
             workers, clients = await self.broker.start()
         except zmq.ZMQError as exc:
@@ -107,9 +110,10 @@ class FunctionsHub:
     # -- BrokerGate, called on the broker's thread --------------------------
 
     def admit_client(self, hello: dict[str, Any]) -> str | None:
-        """Admit an executor by a valid API key (or the invoker's internal key).
+        """Admit an executor by a valid key of the pool's tenant (or the invoker's internal key).
 
-        A private pool admits only its own tenant's keys; to others it does not exist.
+        Executors ship pickled code, so other tenants' keys, administrators'
+        too, are refused; to them a private pool does not exist.
         """
         key = hello.get("api_key")
         if not isinstance(key, str) or not key:
@@ -119,10 +123,7 @@ class FunctionsHub:
         principal = self._authenticator.authenticate_blocking(key)
         if principal is None:
             return "the API key is not valid (unknown, revoked or expired)"
-        pool = str(hello.get("pool") or "")
-        if not self._pool_open_to(pool, principal):
-            return f"there is no function pool {pool!r}"
-        return None
+        return self._code_refusal(str(hello.get("pool") or ""), principal)
 
     def admit_worker(self, registration: dict[str, Any]) -> str | None:
         """Admit a worker that shows the token its replica was launched with."""

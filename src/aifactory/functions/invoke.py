@@ -4,8 +4,14 @@ An invocation is a call record (``call-…``) in the store and one task on the
 pool, submitted through an executor the control plane holds per pool and
 timeout. The task is :func:`~aifactory.functions.named.call_named`, so
 arguments and results travel as JSON text and user code runs only on
-workers. A synchronous invoke waits for the outcome; an asynchronous one
-returns the call id at once, to be read back from ``/v1/functions/calls/{id}``.
+workers. That executor takes results as text (``text_results``): what a
+tenant's worker sends is parsed as JSON and never unpickled here, since
+unpickling it would run the tenant's code in the control plane. A
+synchronous invoke waits for the outcome; an asynchronous one returns the
+call id at once, to be read back from ``/v1/functions/calls/{id}``.
+
+A function belongs to its pool's tenant, which may always call it; other
+tenants may call it only when it is ``shared`` (see :mod:`.access`).
 """
 
 from __future__ import annotations
@@ -21,14 +27,17 @@ from typing import Any
 from aifactory.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     NotFound,
+    RemoteError,
     TaskLost,
     TaskTimeout,
 )
+from aifactory.functions.access import PoolOwner, check_may_call, may_call, pool_owner
 from aifactory.functions.executor import Executor
 from aifactory.functions.hub import FunctionsHub
 from aifactory.functions.named import TARGET_PATTERN, call_named
-from aifactory.specs import NAME_PATTERN, load_deployable
+from aifactory.specs import NAME_PATTERN
 from aifactory.store import FunctionCallRow, FunctionRow, Store, utcnow
 from aifactory.tenancy import Principal, UsageLedger
 
@@ -67,12 +76,23 @@ class Invoker:
     # -- the registry --------------------------------------------------------
 
     async def deploy(
-        self, name: str, target: str, pool: str, timeout_s: float, tenant_id: int | None
+        self,
+        name: str,
+        target: str,
+        pool: str,
+        timeout_s: float,
+        shared: bool,
+        caller: Principal,
     ) -> dict[str, Any]:
-        """Register ``name`` as ``target`` run on ``pool``.
+        """Register ``name`` as ``target`` run on ``pool``, for the pool's tenant.
+
+        Only the pool's tenant (or an administrator on its behalf) deploys on
+        it; deploying again with another ``shared`` changes only that.
 
         Raises:
-            BadRequest: a malformed name, target or timeout, or no such pool.
+            BadRequest: a malformed name, target or timeout; no such pool; a
+                shared function on a private pool.
+            Forbidden: the pool belongs to another tenant.
             Conflict: the name is taken by a different function.
         """
         if not _NAME.match(name):
@@ -89,55 +109,92 @@ class Invoker:
             )
         if not 0 < timeout_s <= 86_400:
             raise BadRequest("`timeout_s` must be between 0 and 86400.", param="timeout_s")
-        await self._check_pool(pool)
+        owner = await self._deployable_pool(pool, shared, caller)
         existing = await asyncio.to_thread(self._store.function, name)
         if existing is not None:
-            if (existing.target, existing.pool, existing.timeout_s) == (target, pool, timeout_s):
+            same = (existing.target, existing.pool, existing.timeout_s) == (target, pool, timeout_s)
+            if not same:
+                raise Conflict(
+                    f"function {name!r} already exists with a different target or pool.",
+                    fix=f"run `aifactory functions rm {name}` first, or pick another name",
+                )
+            if existing.shared == shared:
                 return _function_view(existing) | {"result": "unchanged"}
-            raise Conflict(
-                f"function {name!r} already exists with a different target or pool.",
-                fix=f"run `aifactory functions rm {name}` first",
+            await asyncio.to_thread(self._store.update_function, name, shared=shared)
+            result = "shared" if shared else "unshared"
+        else:
+            await asyncio.to_thread(
+                self._store.add_function,
+                name=name,
+                target=target,
+                pool=pool,
+                timeout_s=timeout_s,
+                tenant_id=owner.tenant_id,
+                shared=shared,
             )
-        await asyncio.to_thread(
-            self._store.add_function,
-            name=name,
-            target=target,
-            pool=pool,
-            timeout_s=timeout_s,
-            tenant_id=tenant_id,
-        )
+            result = "created"
         row = await asyncio.to_thread(self._store.function, name)
         assert row is not None
-        return _function_view(row) | {"result": "created"}
+        return _function_view(row) | {"result": result}
 
-    async def _check_pool(self, pool: str) -> None:
-        row = await asyncio.to_thread(self._store.service, pool)
-        if row is None or load_deployable(dict(row.spec), pool).kind != "FunctionPool":
+    async def _deployable_pool(self, pool: str, shared: bool, caller: Principal) -> PoolOwner:
+        owner = await asyncio.to_thread(pool_owner, self._store, pool)
+        if owner is None or not owner.visible_to(caller):
             raise BadRequest(
                 f"there is no function pool {pool!r}.",
-                fix="deploy one with `aifactory deploy POOL.yaml` (kind: FunctionPool)",
+                fix="deploy one with `aif deploy POOL.yaml --tenant TENANT` (kind: FunctionPool)",
                 param="pool",
             )
+        if not (owner.owned_by(caller) or caller.is_admin):
+            raise Forbidden(
+                f"pool {pool!r} belongs to tenant {owner.tenant!r}; only its keys (or an "
+                "administrator) deploy functions on it.",
+                fix=f"deploy it on a pool of tenant {caller.tenant!r}",
+            )
+        if shared and owner.private:
+            raise BadRequest(
+                f"pool {pool!r} is private: other tenants cannot call its functions.",
+                fix="deploy the function without `shared`, or the pool without `private: true`",
+                param="shared",
+            )
+        return owner
 
-    async def remove(self, name: str) -> None:
+    async def remove(self, name: str, caller: Principal) -> None:
         """Forget a named function (its past calls stay on record).
 
         Raises:
-            NotFound: no such function.
+            NotFound: no such function the caller may see.
+            Forbidden: the function belongs to another tenant.
         """
-        if not await asyncio.to_thread(self._store.remove_function, name):
+        function = await asyncio.to_thread(self._store.function, name)
+        if function is None:
             raise NotFound(f"function {name!r} does not exist.", fix="see `aifactory functions ls`")
+        owner = await asyncio.to_thread(pool_owner, self._store, function.pool)
+        if not caller.is_admin and (owner is None or not owner.owned_by(caller)):
+            if not may_call(owner, function, caller):
+                raise NotFound(
+                    f"function {name!r} does not exist.", fix="see `aifactory functions ls`"
+                )
+            assert owner is not None  # may_call needs the pool
+            raise Forbidden(
+                f"function {name!r} belongs to tenant {owner.tenant!r}; only its keys (or an "
+                "administrator) remove it.",
+                fix=f"ask tenant {owner.tenant!r} to remove it",
+            )
+        await asyncio.to_thread(self._store.remove_function, name)
 
     async def functions(self, caller: Principal) -> list[dict[str, Any]]:
-        """Every named function the caller may call."""
+        """Every named function the caller may call (an administrator: every one)."""
         rows = await asyncio.to_thread(self._store.functions)
-        pools = {row.pool for row in rows}
-        open_pools = {
-            pool
-            for pool in pools
-            if await asyncio.to_thread(pool_open_to, self._store, pool, caller)
+        owners = {
+            pool: await asyncio.to_thread(pool_owner, self._store, pool)
+            for pool in {row.pool for row in rows}
         }
-        return [_function_view(row) for row in rows if row.pool in open_pools]
+        return [
+            _function_view(row)
+            for row in rows
+            if caller.is_admin or may_call(owners[row.pool], row, caller)
+        ]
 
     # -- calls ---------------------------------------------------------------
 
@@ -151,10 +208,11 @@ class Invoker:
             BadRequest: the body is not ``{"args": [...], "kwargs": {...}}``.
         """
         function = await asyncio.to_thread(self._store.function, name)
-        if function is None or not await asyncio.to_thread(
-            pool_open_to, self._store, function.pool, caller
-        ):
+        if function is None:
             raise NotFound(f"function {name!r} does not exist.", fix="see `aifactory functions ls`")
+        check_may_call(
+            await asyncio.to_thread(pool_owner, self._store, function.pool), function, caller
+        )
         arguments = _arguments(body)
         call_id = f"call-{secrets.token_hex(8)}"
         await asyncio.to_thread(
@@ -184,6 +242,7 @@ class Invoker:
                     pool,
                     api_key=self._hub.internal_key,
                     timeout_s=timeout_s,
+                    text_results=True,
                 )
                 self._executors[(pool, timeout_s)] = executor
             return executor
@@ -201,11 +260,9 @@ class Invoker:
                     f"{MAX_RESULT_BYTES}. Return a path or an object key instead.",
                 )
             else:
-                document = json.loads(envelope)
-                if document["ok"]:
-                    fields = {"status": "succeeded", "result": json.dumps(document["result"])}
-                else:
-                    fields = {"status": "failed", "error": json.dumps(document)}
+                fields = _outcome(envelope)
+        except RemoteError as exc:
+            fields = _failure("worker_error", exc.message)
         except TaskTimeout as exc:
             fields = _failure("timed_out", str(exc), status="timed_out")
         except (TaskLost, asyncio.CancelledError) as exc:
@@ -250,13 +307,17 @@ class Invoker:
         return [call_view(row) for row in rows]
 
 
-def pool_open_to(store: Store, pool: str, caller: Principal) -> bool:
-    """Whether ``caller`` may run work on ``pool`` (a private pool: its tenant only)."""
-    row = store.service(pool)
-    if row is None:
-        return False
-    spec = load_deployable(dict(row.spec), pool)
-    return not spec.private or caller.is_admin or row.tenant_id == caller.tenant_id
+def _outcome(envelope: str) -> dict[str, Any]:
+    """A call's fields from :func:`call_named`'s JSON envelope, which a worker may have forged."""
+    try:
+        document = json.loads(envelope)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or not isinstance(document.get("ok"), bool):
+        return _failure("bad_result", "the worker did not answer with a JSON call envelope")
+    if document["ok"]:
+        return {"status": "succeeded", "result": json.dumps(document.get("result"))}
+    return {"status": "failed", "error": json.dumps(document)}
 
 
 def _arguments(body: dict[str, Any]) -> str:
@@ -283,6 +344,7 @@ def _function_view(row: FunctionRow) -> dict[str, Any]:
         "target": row.target,
         "pool": row.pool,
         "timeout_s": row.timeout_s,
+        "shared": row.shared,
         "created_at": _iso(row.created_at),
     }
 

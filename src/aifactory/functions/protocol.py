@@ -29,6 +29,11 @@ a filesystem path shared by broker, workers and executors, and only its path
 travels (flag :data:`SPILLED`). The reader of a result deletes its file; the
 broker deletes a task's argument file once the task is finished, because a
 retried task must read it again.
+
+A task flagged :data:`TEXT_RESULT` returns ``str``, and its result (or its
+error, as traceback text) travels as UTF-8, never pickled and never spilled:
+its reader, the control plane calling a named function, must not unpickle
+what a tenant's worker sends, nor open a path one names.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ __all__ = [
     "SUBMIT",
     "TASKS",
     "TASK_HEADER",
+    "TEXT_RESULT",
     "WELCOME",
     "LoadedFunctions",
     "PickledFunctions",
@@ -90,6 +96,8 @@ __all__ = [
     "dump_call",
     "dump_error",
     "dump_result",
+    "dump_text",
+    "dump_text_error",
     "encode_json",
     "load_call",
     "load_error",
@@ -123,6 +131,7 @@ RESULT_HEADER = struct.Struct("<QBB")  # task id, status, flags
 CANCEL_ENTRY = struct.Struct("<QB")  # task id, removed (1) or already running (0)
 SPILLED = 1  # flag: the payload frame is a path into the spill directory
 INLINE = 2  # flag: the payload follows the header in the same frame
+TEXT_RESULT = 4  # task flag: the call returns str, sent back as UTF-8, never pickled
 INLINE_MAX = 64 << 10  # larger payloads travel in their own frame, never copied
 
 STATUS_OK = 0  # payload: the pickled return value
@@ -331,6 +340,22 @@ def load_call(
 def dump_result(value: Any) -> bytes:
     """Serialize a return value."""
     return bytes(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def dump_text(value: Any) -> bytes:
+    """A :data:`TEXT_RESULT` call's return value as UTF-8.
+
+    Raises:
+        TypeError: the call did not return ``str``.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"a text call must return str, not {type(value).__name__}")
+    return value.encode()
+
+
+def dump_text_error(exc: BaseException) -> bytes:
+    """A :data:`TEXT_RESULT` call's exception as its formatted traceback, UTF-8."""
+    return "".join(traceback.format_exception(exc)).encode(errors="replace")
 
 
 def dump_error(exc: BaseException) -> bytes:

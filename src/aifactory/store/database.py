@@ -290,6 +290,11 @@ class Store:
         with self._session() as s:
             return s.scalar(select(TenantRow).where(TenantRow.name == name))
 
+    def tenant_by_id(self, tenant_id: int) -> TenantRow | None:
+        """One tenant by id."""
+        with self._session() as s:
+            return s.get(TenantRow, tenant_id)
+
     def update_tenant(self, name: str, **fields: Any) -> None:
         """Change a tenant's Slurm defaults."""
         with self._session() as s:
@@ -643,6 +648,11 @@ class Store:
         """Every named function, by name."""
         with self._session() as s:
             return list(s.scalars(select(FunctionRow).order_by(FunctionRow.name)))
+
+    def update_function(self, name: str, **fields: Any) -> None:
+        """Change a named function's fields (its sharing)."""
+        with self._session() as s:
+            s.execute(update(FunctionRow).where(FunctionRow.name == name).values(**fields))
 
     def remove_function(self, name: str) -> bool:
         """Delete a named function; False if there was none."""
