@@ -78,10 +78,11 @@ class LocalBackend:
                 f"{self.cpus} free on this machine.",
                 fix="lower `resources.cpus`, delete another service, or set AIFACTORY_LOCAL_CPUS",
             )
-        argv, env = list(request.argv), {**os.environ, **request.env}
+        argv, env = list(request.argv), dict(os.environ)
         if request.identity is not None:
             argv = self._privilege.process_command(request.identity, argv)
             env = self._privilege.environment(request.identity, env)
+        env.update(request.env)
         log = await asyncio.to_thread(_open_log, request.log_path)
         with log:
             try:

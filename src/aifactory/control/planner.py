@@ -75,6 +75,7 @@ class AllocationPlanner:
                 "instance": instance_id(settings.instance_file),
                 "site": site,
                 "command_timeout_s": settings.slurm_command_timeout_s,
+                "privilege": settings.privilege,
             }
         if name == "kubernetes":
             return {

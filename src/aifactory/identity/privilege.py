@@ -90,10 +90,15 @@ class Privilege:
         ]
 
     def environment(self, identity: Identity, base: dict[str, str]) -> dict[str, str]:
-        """``base`` with the identity's login variables (its own HOME, USER, LOGNAME)."""
+        """``base`` with the identity's login variables (its own HOME, USER, LOGNAME).
+
+        The control plane's own settings (``AIFACTORY_*``: an API key, a
+        database URL with its password) never reach another identity.
+        """
         if identity.uid == os.getuid():
             return dict(base)
-        return {**base, **identity.env()}
+        kept = {k: v for k, v in base.items() if not k.startswith("AIFACTORY_")}
+        return {**kept, **identity.env()}
 
     def workload_dir(self, identity: Identity) -> Path:
         """The identity's own directory: its secrets, model cache and spill files.
