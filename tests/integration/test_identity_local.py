@@ -113,6 +113,7 @@ def test_a_tenants_function_runs_as_its_user_and_reaches_no_secret(factory: Serv
         report = pool.submit(probe.probe, targets).result(timeout=120)
     assert (report["uid"], report["euid"], report["gid"]) == (alice.pw_uid,) * 2 + (alice.pw_gid,)
     assert 0 not in report["groups"]
+    assert report["control_plane_settings"] == []
     assert {path: report["outcomes"][path] for path in targets} == {
         path: "PermissionError" for path in targets
     }
@@ -144,6 +145,7 @@ def test_a_tenants_agent_runs_as_its_user_and_reaches_no_secret(factory: Server)
     report = _probe_line(factory, "alice-agent")
     assert report["uid"] == alice.pw_uid and report["gid"] == alice.pw_gid
     assert report["home"] == alice.pw_dir
+    assert report["control_plane_settings"] == []
     assert report["outcomes"] == {path: "PermissionError" for path in targets}
     replicas = factory.admin.get("/api/services/alice-agent/replicas").json()["replicas"]
     assert {r["run_as"] for r in replicas} == {"aif-alice"}

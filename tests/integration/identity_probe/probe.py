@@ -33,6 +33,7 @@ def probe(paths: list[str]) -> dict[str, object]:
         "gid": os.getgid(),
         "groups": sorted(os.getgroups()),
         "home": os.environ.get("HOME", ""),
+        "control_plane_settings": sorted(k for k in os.environ if k.startswith("AIFACTORY_")),
         "outcomes": outcomes,
     }
 
