@@ -55,9 +55,15 @@ def test_nothing_else_reads_the_environment() -> None:
         for p in src.rglob("*.py")
         if "os.environ" in p.read_text() or "getenv" in p.read_text()
     ]
-    # The local backend and the launcher pass the environment on to child
-    # processes (the launcher adds an agent's secrets); neither reads a setting.
-    assert sorted(readers) == ["backends/local.py", "config.py", "launcher.py"]
+    # The local backend, Slurm's submit and the launcher pass the environment
+    # on to child processes (without the control plane's AIFACTORY_* settings;
+    # the launcher adds an agent's secrets); none reads a setting.
+    assert sorted(readers) == [
+        "backends/local.py",
+        "backends/slurm_identity.py",
+        "config.py",
+        "launcher.py",
+    ]
 
 
 def test_kubernetes_host_paths_are_a_json_list_of_absolute_paths(

@@ -13,6 +13,8 @@ def test_burst_decisions_are_shown_with_each_stacks_estimate() -> None:
         "backend": "slurm+kubernetes",
         "replicas": {"min": 1, "max": 3, "wanted": 2, "ready": 1, "by_state": {"ready": 1}},
         "in_flight": 2,
+        "runs_as": ["aif-alice"],
+        "isolation": "root",
         "queue": {"length": 0, "limit": 64, "oldest_wait_s": 0},
         "waiting_on": "",
         "starting": [],
@@ -43,3 +45,23 @@ def test_burst_decisions_are_shown_with_each_stacks_estimate() -> None:
     assert "slurm 1799 s, kubernetes 0 s" in text
     assert "slurm 1795 s, kubernetes cannot tell" in text
     assert "kubernetes (moved from slurm)" in text
+    assert "runs as aif-alice" in text
+    assert "SINGLE-USER" not in text
+
+
+def test_the_insecure_single_user_mode_is_shown_loudly() -> None:
+    status = {
+        "name": "chat",
+        "backend": "local",
+        "replicas": {"min": 1, "max": 1, "wanted": 1, "ready": 1, "by_state": {"ready": 1}},
+        "in_flight": 0,
+        "runs_as": [],
+        "isolation": "single-user",
+        "queue": {"length": 0, "limit": 64, "oldest_wait_s": 0},
+        "waiting_on": "",
+        "starting": [],
+        "scaling": [],
+    }
+    console = Console(width=200, record=True)
+    console.print(render_status(status))
+    assert "INSECURE SINGLE-USER MODE" in console.export_text()

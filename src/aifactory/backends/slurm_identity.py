@@ -29,8 +29,6 @@ from aifactory.identity import Identity, Privilege, lookup
 
 __all__ = ["Command", "job_owner", "sbatch_command", "scancel_command", "tail_command"]
 
-_OWN_SETTINGS = "AIFACTORY_"
-
 
 @dataclass(frozen=True)
 class Command:
@@ -54,8 +52,7 @@ def sbatch_command(
     if identity is None or privilege.single_user or identity.uid == os.getuid():
         return Command(["sbatch", *options])
     privilege.check(identity)
-    own = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_SETTINGS)}
-    env = privilege.environment(identity, own)
+    env = privilege.environment(identity, dict(os.environ))
     argv = ["sbatch", f"--chdir={workdir}", *options]
     if privilege.mode == "root":
         return Command([argv[0], f"--uid={identity.uid}", f"--gid={identity.gid}", *argv[1:]], env)

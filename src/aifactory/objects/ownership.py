@@ -30,7 +30,7 @@ from aifactory.errors import ConfigError
 from aifactory.identity import Identity
 from aifactory.objects.errors import S3Error
 from aifactory.store import Store
-from aifactory.tenancy.identities import TenantIdentities
+from aifactory.tenancy import TenantIdentities
 
 __all__ = [
     "DIR_MODE",

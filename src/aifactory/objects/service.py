@@ -33,8 +33,14 @@ from aifactory.objects.paths import RESERVED_PREFIX
 from aifactory.objects.sharing import BucketSharing
 from aifactory.objects.storage import FileStore
 from aifactory.store import Store
-from aifactory.tenancy import IssuedKey, Principal, UsageLedger, issue_key, load_s3_master
-from aifactory.tenancy.identities import TenantIdentities
+from aifactory.tenancy import (
+    IssuedKey,
+    Principal,
+    TenantIdentities,
+    UsageLedger,
+    issue_key,
+    load_s3_master,
+)
 
 logger = logging.getLogger(__name__)
 
