@@ -1,11 +1,12 @@
-"""Workloads run as their tenant's Unix user on the local backend, and reach nothing else.
+"""Workloads run as their tenant's Unix user, locally and on Slurm, and reach nothing else.
 
-Two tenants map to two real Unix users. Alice's function, run on her own
-pool, and her agent try to read what the control plane keeps (admin key,
-database, S3 master secret) and what Bob's workloads keep (his replicas'
-secrets, his spill files, his bucket): every try ends in PermissionError,
-and each ran as Alice's uid. This is the issue's exploit: a tenant's key
-that submits ``open(DATA_DIR/admin.key).read()`` gets PermissionError.
+Two tenants map to two real Unix users. Alice's function (on her own pool),
+her agent and (on Slurm) her batch job try to read what the control plane
+keeps (admin key, database, S3 master secret) and what Bob's workloads keep
+(his replicas' secrets, his folder, his bucket): every try ends in
+PermissionError, and each ran as Alice's uid. This is the issue's exploit: a
+tenant's key that submits ``open(DATA_DIR/admin.key).read()`` gets
+PermissionError. (Kubernetes Pods: test_identity_kubernetes.py.)
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ import os
 import pwd
 import re
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import httpx
 import pytest
 from botocore.config import Config
 
 from aifactory.functions import Executor
 
 from .server import REPO, Server, start_server
+from .test_slurm import _cluster_up
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="switching users needs root (CI is)")
 
@@ -37,13 +41,18 @@ sys.path.insert(0, str(PROBE_DIR))
 import probe  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("identity")
+@pytest.fixture(scope="module", params=["local", "slurm"])
+def factory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    backend = request.param
+    if backend == "slurm" and not _cluster_up():
+        pytest.skip("no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first")
+    data_dir = tmp_path_factory.mktemp(f"identity-{backend}")
     code = tmp_path_factory.mktemp("identity-code")
     shutil.copy(PROBE_DIR / "probe.py", code / "probe.py")
     code.chmod(0o755)  # the tenants' workers import it (pytest makes its folders 0700)
-    srv = start_server(data_dir, local_cpus="3")
+    srv = start_server(data_dir, local_cpus="3", default_backend=backend)
     for tenant, user in (("alice", "aif-alice"), ("bob", "aif-bob")):
         created = srv.admin.post("/api/tenants", json={"name": tenant, "unix_user": user})
         assert created.status_code == 201, created.text
@@ -186,6 +195,51 @@ def test_a_tenant_mapped_to_root_a_system_user_or_a_hostile_name_is_refused(
         refused = factory.admin.post("/api/tenants", json={"name": name})
         assert refused.status_code == 400, (name, refused.text)
     assert factory.admin.get("/api/tenants/mallory").status_code == 404
+
+
+def test_a_tenants_batch_job_runs_as_its_user_and_reaches_no_secret(factory: Server) -> None:
+    if not factory.data_dir.name.startswith("identity-slurm"):
+        pytest.skip("batch jobs run on Slurm and Kubernetes only")
+    alice = pwd.getpwnam("aif-alice")
+    targets = _targets(factory, factory.data_dir / "objects" / "bob-private")
+    admin_of_alice = factory.admin.post("/api/keys", json={"tenant": "alice", "role": "admin"})
+    headers = {"Authorization": f"Bearer {admin_of_alice.json()['key']}"}
+    job = {
+        "kind": "Job",
+        "name": "alice-probe",
+        "command": [sys.executable, str(PROBE_DIR / "probe.py"), *targets],
+        "resources": {"cpus": 1, "memory_gib": 0.5},
+        "time_limit": "5m",
+        "backend": "slurm",
+    }
+    submitted = httpx.post(
+        f"{factory.url}/api/jobs", content=json.dumps(job), headers=headers, timeout=60
+    )
+    assert submitted.status_code == 201, submitted.text
+    job_id = submitted.json()["id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = httpx.get(f"{factory.url}/api/jobs/{job_id}", headers=headers).json()["state"]
+        if state in ("completed", "failed"):
+            break
+        time.sleep(1)
+    assert state == "completed"
+    job_handle = httpx.get(f"{factory.url}/api/jobs/{job_id}", headers=headers).json()[
+        "slurm_job_id"
+    ]
+    logs = httpx.get(f"{factory.url}/api/jobs/{job_id}/logs", headers=headers).text
+    report = json.loads(re.search(r"^PROBE (\{.*\})$", logs, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    assert (report["uid"], report["gid"]) == (alice.pw_uid, alice.pw_gid)
+    assert report["control_plane_settings"] == []
+    assert report["outcomes"] == {path: "PermissionError" for path in targets}
+    # Slurm's own accounting knows the job as alice's (sacct -u aif-alice).
+    accounted = subprocess.run(
+        ["sacct", "-c", "-P", "-n", "-u", "aif-alice", "-o", "JobID,JobName,User"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert f"{job_handle}|aif-job-alice-probe|aif-alice" in accounted
 
 
 def test_replicas_show_who_they_run_as(factory: Server) -> None:
