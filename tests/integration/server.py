@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from unix_users import make_traversable
+
 REPO = Path(__file__).parents[2]
 
 
@@ -141,6 +143,10 @@ def _start_server(data_dir: Path, port: int, **settings: str) -> Server:
         **{f"AIFACTORY_{k.upper()}": v for k, v in settings.items()},
     }
     data_dir.mkdir(parents=True, exist_ok=True)
+    if os.getuid() == 0:
+        # Workloads run as their tenants' users: they pass through to their
+        # own folder in the data directory (pytest makes its folders 0700).
+        make_traversable(data_dir)
     out = open(data_dir / "server.out", "wb")  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "aifactory", "up"], env=env, stdout=out, stderr=subprocess.STDOUT
