@@ -197,9 +197,8 @@ def test_a_tenant_mapped_to_root_a_system_user_or_a_hostile_name_is_refused(
     assert factory.admin.get("/api/tenants/mallory").status_code == 404
 
 
+@pytest.mark.parametrize("factory", ["slurm"], indirect=True)  # batch jobs need a scheduler
 def test_a_tenants_batch_job_runs_as_its_user_and_reaches_no_secret(factory: Server) -> None:
-    if not factory.data_dir.name.startswith("identity-slurm"):
-        pytest.skip("batch jobs run on Slurm and Kubernetes only")
     alice = pwd.getpwnam("aif-alice")
     targets = _targets(factory, factory.data_dir / "objects" / "bob-private")
     admin_of_alice = factory.admin.post("/api/keys", json={"tenant": "alice", "role": "admin"})
@@ -239,7 +238,7 @@ def test_a_tenants_batch_job_runs_as_its_user_and_reaches_no_secret(factory: Ser
         text=True,
         check=True,
     ).stdout.splitlines()
-    assert f"{job_handle}|aif-job-alice-probe|aif-alice" in accounted
+    assert f"{job_handle}|aif-job-alice-probe|aif-alice({alice.pw_uid})" in accounted
 
 
 def test_replicas_show_who_they_run_as(factory: Server) -> None:
