@@ -114,11 +114,14 @@ def jobs_ls(
 ) -> None:
     """List the newest jobs with their state and exit code."""
     rows = _client().json("GET", "/api/jobs", params={"limit": limit})["jobs"]
-    table = Table("id", "slurm job", "state", "exit", "nodes", "tasks", "submitted", "command")
+    table = Table(
+        "id", "slurm job", "runs as", "state", "exit", "nodes", "tasks", "submitted", "command"
+    )
     for job in rows:
         table.add_row(
             job["id"],
             job["slurm_job_id"],
+            job["run_as"],
             job["state"],
             "" if job["exit_code"] is None else str(job["exit_code"]),
             job["nodes"],

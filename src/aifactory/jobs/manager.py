@@ -334,6 +334,7 @@ def _view(row: JobRow) -> dict[str, Any]:
         "name": row.name,
         "backend": row.backend,
         "slurm_job_id": row.handle,
+        "run_as": row.run_as,
         "state": row.state,
         "reason": row.reason,
         "exit_code": row.exit_code,
