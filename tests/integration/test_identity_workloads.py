@@ -223,9 +223,9 @@ def test_a_tenants_batch_job_runs_as_its_user_and_reaches_no_secret(factory: Ser
             break
         time.sleep(1)
     assert state == "completed"
-    job_handle = httpx.get(f"{factory.url}/api/jobs/{job_id}", headers=headers).json()[
-        "slurm_job_id"
-    ]
+    view = httpx.get(f"{factory.url}/api/jobs/{job_id}", headers=headers).json()
+    job_handle = view["slurm_job_id"]
+    assert view["run_as"] == "aif-alice"
     logs = httpx.get(f"{factory.url}/api/jobs/{job_id}/logs", headers=headers).text
     report = json.loads(re.search(r"^PROBE (\{.*\})$", logs, re.MULTILINE).group(1))  # type: ignore[union-attr]
     assert (report["uid"], report["gid"]) == (alice.pw_uid, alice.pw_gid)
