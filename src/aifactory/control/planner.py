@@ -108,6 +108,7 @@ class AllocationPlanner:
         python = self._settings.kubernetes_pod_python if in_pod else sys.executable
         own = self._settings.privilege.workload_dir(identity or current_identity())
         token_file = own / "secrets" / f"{replica_id}.token"
+        logs = self._log_folder(backend.name, own, identity)
         secrets: tuple[str, ...] = ()
         secret_files = [token_file]
         if is_lent(spec, backend.name):
@@ -144,13 +145,25 @@ class AllocationPlanner:
             argv=argv,
             resources=spec.resources,
             time_limit_s=spec.time_limit_s,
-            log_path=own / "logs" / spec.name / f"{replica_id}.log",
+            log_path=logs / spec.name / f"{replica_id}.log",
             env=dict(env),
             slurm=spec.slurm,
             kubernetes=spec.kubernetes,
             secret_files=tuple(secret_files),
             identity=identity,
         )
+
+    def _log_folder(self, backend: str, own: Path, identity: Identity | None) -> Path:
+        """Where a replica's log goes: its identity's folder, which a Slurm job writes itself.
+
+        A local process's log is opened by the control plane and handed over
+        as its output; behind a launch prefix the identity's folder (in its
+        home) is not the control plane's to write, so it stays in ``logs/``.
+        """
+        privilege = self._settings.privilege
+        if backend == "local" and privilege.mode == "prefix" and identity is not None:
+            return self._settings.logs_dir / "replicas" / identity.user
+        return own / "logs"
 
 
 def _worker_command(

@@ -50,8 +50,11 @@ def prepare_replica(
     """
     identity = request.identity or current_identity()
     token_file = request.secret_files[0]
-    for folder in (token_file.parent, request.log_path.parent):
-        privilege.make_dir(identity, folder)
+    privilege.make_dir(identity, token_file.parent)
+    if request.log_path.is_relative_to(privilege.workload_dir(identity)):
+        privilege.make_dir(identity, request.log_path.parent)
+    else:  # the control plane's own log folder (a local replica behind a launch prefix)
+        request.log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = _write_new_token(privilege, identity, token_file)
     if agent_env is not None:
         privilege.give_file(identity, secret_env_file(token_file), agent_env)
