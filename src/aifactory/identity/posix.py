@@ -29,6 +29,8 @@ __all__ = [
 # POSIX portable user names as useradd accepts them by default, at most 32 characters.
 USER_NAME_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"
 _USER_NAME = re.compile(USER_NAME_PATTERN)
+# nobody (65534) and above: the kernel's overflow ids, never one tenant's own.
+_OVERFLOW_UID = 65534
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def lookup(user: str, group: str | None = None, *, min_uid: int = 1000) -> Ident
             f"Unix user {user!r} does not exist on this machine.",
             fix=f"create it (`useradd --create-home {user}`) or map the tenant to an existing user",
         ) from None
-    if entry.pw_uid == 0 or entry.pw_uid < min_uid:
+    if entry.pw_uid == 0 or entry.pw_uid < min_uid or entry.pw_uid >= _OVERFLOW_UID:
         raise ConfigError(
             f"Unix user {user!r} is a system user (uid {entry.pw_uid}); tenants' code never "
             "runs as one.",
