@@ -6,7 +6,7 @@ the kubelet refuses to start it otherwise), without a way to gain privileges
 (``allowPrivilegeEscalation: false``) and with every capability dropped.
 ``fsGroup`` is the identity's gid, so the kubelet gives the Pod's Secret
 volume (its one-time token files, mode 0440) to that group: the workload
-reads its own secrets, and nothing else in the image can.
+reads its own secrets, and no other uid can.
 
 An arbitrary uid has no writable home in an image (the dev image's is
 root's ``/root``, aifactory's image's belongs to uid 10001), and the
