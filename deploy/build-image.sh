@@ -20,9 +20,10 @@
 # localhost/aifactory:VERSION-HASH, :VERSION and :latest.
 #
 # Cache: HASH is a content hash of the Containerfile, this script, pyproject.toml,
-# README.md, every file under src/, the model pins and the base image's id. When
-# an image with that tag is already there (in containerd, or in podman with
-# --no-import), nothing is built. The last line printed is `image: REFERENCE`.
+# README.md, every file under src/ (but bytecode and the egg-info the wheel build
+# leaves there), the model pins and the base image's id. When an image with that
+# tag is already there (in containerd, or in podman with --no-import), nothing is
+# built. The last line printed is `image: REFERENCE`.
 # Work files and logs live in $AIF_IMAGE_CACHE_DIR (default /var/cache/aifactory-image).
 # Needs root (re-runs itself under sudo when not root).
 set -euo pipefail
@@ -86,7 +87,8 @@ content_hash() { # base-id
         cd "$REPO"
         printf '%s\n' "$1" "${MODELS[@]}"
         find deploy/Containerfile deploy/build-image.sh pyproject.toml README.md src -type f \
-            ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+            ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 |
+            LC_ALL=C sort -z | xargs -0 sha256sum
     ) | sha256sum | cut -c1-12
 }
 

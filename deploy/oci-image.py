@@ -37,12 +37,13 @@ from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "sleep", "echo", "cat", "env", "hostname", "ip", "wget", "true", "false", "ls")
+# /root is open: a pyenv interpreter lives under it, and Pods run as tenants' uids.
 DIRECTORIES = {
     "bin": 0o755,
     "dev": 0o755,
     "etc": 0o755,
     "proc": 0o755,
-    "root": 0o700,
+    "root": 0o755,
     "sys": 0o755,
     "tmp": 0o1777,
 }

@@ -16,6 +16,7 @@ from openai import OpenAI
 from .server import REPO
 
 CLUSTER = REPO / "deploy" / "k8s-dev-cluster.sh"
+BUILD_IMAGE = REPO / "deploy" / "build-image.sh"
 STATE_DIR = Path("/var/lib/aifactory-k8s-dev")
 KUBECONFIG = STATE_DIR / "admin.kubeconfig"
 NODE = "aif-node-1"
@@ -99,6 +100,25 @@ def running_cluster(image: str = "") -> Iterator[None]:
     yield
     if started:
         script("down")
+
+
+def built_image() -> str:
+    """aifactory's image (deploy/Containerfile), built or found cached and imported; its reference.
+
+    Skips the test when it cannot be built. Cached by content: after the first
+    build (a few minutes) this answers in seconds.
+    """
+    started = time.monotonic()
+    done = subprocess.run(
+        ["bash", str(BUILD_IMAGE)], capture_output=True, text=True, timeout=1800, check=False
+    )
+    if done.returncode != 0:
+        pytest.skip(
+            f"cannot build aifactory's image: `{BUILD_IMAGE}` failed:\n{done.stderr[-2000:]}"
+        )
+    reference = done.stdout.strip().splitlines()[-1].removeprefix("image: ")
+    print(f"\nimage {reference}: build-image.sh took {time.monotonic() - started:.1f} s")
+    return reference
 
 
 def fresh_namespace(prefix: str) -> Iterator[str]:

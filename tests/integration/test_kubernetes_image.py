@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import pytest
 from aifactory.functions import Executor
 
 from .kube import (
+    built_image,
     fresh_namespace,
     pod_facing_settings,
     running_cluster,
@@ -33,11 +33,10 @@ from .kube import (
     service_pods,
     timed_hello,
 )
-from .server import REPO, Server, free_port, start_server
+from .server import Server, free_port, start_server
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-BUILD = REPO / "deploy" / "build-image.sh"
 IMAGE_PYTHON = "/opt/aifactory/bin/python"
 IMAGE_UID = 10001
 SERVICE = "ichat"
@@ -73,15 +72,7 @@ def cluster() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def image(cluster: None) -> str:
     """The image's content-tagged reference, built (or found cached) and imported now."""
-    started = time.monotonic()
-    done = subprocess.run(
-        ["bash", str(BUILD)], capture_output=True, text=True, timeout=1800, check=False
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot build aifactory's image: `{BUILD}` failed:\n{done.stderr[-2000:]}")
-    reference = done.stdout.strip().splitlines()[-1].removeprefix("image: ")
-    print(f"\nimage {reference}: build-image.sh took {time.monotonic() - started:.1f} s")
-    return reference
+    return built_image()
 
 
 @pytest.fixture(scope="module")

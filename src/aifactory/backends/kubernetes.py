@@ -10,7 +10,8 @@ same as one Slurm job or one local process: ``submit`` creates it, ``cancel``
 deletes it, and its labels carry this control plane's instance id, the
 service and the replica id so a restarted control plane can adopt it
 (``tagged``). ``restartPolicy: Never``: a failed replica is replaced by the
-control plane, possibly on another stack.
+control plane, possibly on another stack. The Pod runs as the request's
+identity, its tenant's uid and gid, never root (``kubernetes_identity``).
 
 A replica's one-time files (its registration token...) travel in a Secret
 the Pod owns, created right after the Pod (the kubelet waits for a Secret a

@@ -5,7 +5,8 @@ per task index: the array indexes of an array job, ``0 … nodes-1`` of a
 multi-node job, ``0`` of a plain one. Each Job runs one pod, and every Job
 and pod carries the labels that find its set (``aifactory.io/instance``,
 ``aifactory.io/job``) and its index (``aifactory.io/index``); the job id
-itself is an annotation, since it can be longer than a label value.
+itself is an annotation, since it can be longer than a label value. Each
+pod runs as the job's identity, as a replica's does (``kubernetes_identity``).
 
 The pod learns its place from the environment, under the names an Indexed
 Job would use where Kubernetes has one::
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from aifactory.backends.base import AllocationState, AllocationStatus, JobTask
+from aifactory.backends.kubernetes_identity import confine
 from aifactory.backends.kubernetes_pod import (
     CONTAINER_NAME,
     INSTANCE_LABEL,
@@ -45,6 +47,7 @@ from aifactory.backends.kubernetes_pod import (
     volumes,
 )
 from aifactory.errors import BackendError
+from aifactory.identity import Identity
 from aifactory.specs import LABEL_VALUE, Job
 
 JOB_LABEL = f"{LABEL_PREFIX}/job"
@@ -77,11 +80,15 @@ def render_jobs(
     image: str,
     termination_grace_s: int,
     host_paths: tuple[Path, ...] = (),
+    identity: Identity | None = None,
 ) -> list[dict[str, Any]]:
     """The Job manifests of ``job``'s set, one per task index, ready for the API.
 
+    Each pod runs as ``identity`` (``kubernetes_identity``); None (single-user
+    mode) leaves it to the image's user.
+
     Raises:
-        BackendError: when ``instance`` cannot be a label value.
+        BackendError: when ``instance`` cannot be a label value, or for a root identity.
     """
     if not instance or not LABEL_VALUE.fullmatch(instance):
         raise BackendError(
@@ -139,6 +146,9 @@ def render_jobs(
             container["workingDir"] = job.workdir
         if mounts:
             container["volumeMounts"] = mounts
+        pod_spec = {**pod, "containers": [container]}
+        if identity is not None:
+            confine(pod_spec, container, identity)
         manifests.append(
             {
                 "apiVersion": "batch/v1",
@@ -153,7 +163,7 @@ def render_jobs(
                     "backoffLimit": 0,
                     "template": {
                         "metadata": {"labels": dict(labels)},
-                        "spec": {**pod, "containers": [container]},
+                        "spec": pod_spec,
                     },
                 },
             }

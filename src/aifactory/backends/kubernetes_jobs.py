@@ -53,6 +53,7 @@ from aifactory.backends.kubernetes_job_set import (
 )
 from aifactory.backends.kubernetes_pod import CONTAINER_NAME
 from aifactory.errors import BackendError, BadRequest, NotFound
+from aifactory.identity import Identity
 from aifactory.specs import Job
 
 if TYPE_CHECKING:
@@ -111,11 +112,14 @@ class KubernetesJobRunner:
         """``job`` itself: a tenant's Slurm account and defaults do not apply here."""
         return job
 
-    def manifests(self, job: Job, job_id: str) -> list[dict[str, Any]]:
-        """The Jobs ``submit`` creates for ``job``.
+    def manifests(
+        self, job: Job, job_id: str, identity: Identity | None = None
+    ) -> list[dict[str, Any]]:
+        """The Jobs ``submit`` creates for ``job``, their pods running as ``identity``.
 
         Raises:
-            BackendError: when a value cannot be rendered for Kubernetes.
+            BackendError: when a value cannot be rendered for Kubernetes, or
+                for a root identity.
         """
         return render_jobs(
             job,
@@ -125,21 +129,37 @@ class KubernetesJobRunner:
             image=self.image,
             termination_grace_s=self.termination_grace_s,
             host_paths=self.host_paths,
+            identity=identity,
         )
 
-    def render(self, job: Job, job_id: str, log_dir: Path | None = None) -> str:
-        """The Job manifests, as YAML documents, exactly as submitted (``log_dir`` unused)."""
-        return yaml.safe_dump_all(self.manifests(job, job_id), sort_keys=False)
+    def render(
+        self, job: Job, job_id: str, log_dir: Path | None = None, identity: Identity | None = None
+    ) -> str:
+        """The Job manifests, as YAML documents, exactly as submitted as ``identity``.
 
-    async def submit(self, job: Job, job_id: str, log_dir: Path | None = None) -> str:
+        ``log_dir`` is unused: the pods' output is kept by ``keep_output``.
+        """
+        return yaml.safe_dump_all(self.manifests(job, job_id, identity), sort_keys=False)
+
+    async def submit(
+        self,
+        job: Job,
+        job_id: str,
+        log_dir: Path | None = None,
+        identity: Identity | None = None,
+    ) -> str:
         """Create the set's Jobs, all or none; return the set's name.
 
+        Their pods run as ``identity``; None (single-user mode only) runs them
+        as the image's user.
+
         Raises:
-            BackendError: when the API server refused a Job or did not answer.
+            BackendError: when the API server refused a Job or did not answer,
+                or for a root identity.
         """
         handle = set_name(job_id)
         try:
-            for manifest in self.manifests(job, job_id):
+            for manifest in self.manifests(job, job_id, identity):
                 await self._call(self._batch.create_namespaced_job, self.namespace, manifest)
         except (ApiException, BackendError) as exc:
             with contextlib.suppress(ApiException, BackendError):

@@ -16,8 +16,10 @@ exists in the Pod at the same path; none with aifactory's own image,
 deploy/Containerfile), mounted read-only at the same path; and
 the replica's one-time secrets (its registration token, a pool's worker
 token, an agent's key) as a Secret named like the Pod, mounted read-only
-where the launcher looks for them. The Secret never appears in the manifest's
-text and is deleted with its Pod (``render_secret``: the Pod owns it).
+where the launcher looks for them (readable by the Pod's identity alone).
+The Secret never appears in the manifest's text and is deleted with its Pod
+(``render_secret``: the Pod owns it). A Pod of a request with an identity
+runs as it, with an ``emptyDir`` as its home (``kubernetes_identity``).
 
 Status mapping reads the Pod as the API server sends it (a JSON dict), in one
 place: ``pod_status``. Pod phases map through ``PHASES``; the reasons that
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
+from aifactory.backends.kubernetes_identity import confine
 from aifactory.errors import BackendError
 from aifactory.specs import DNS_LABEL, DNS_SUBDOMAIN, LABEL_VALUE, KubernetesOptions, Resources
 
@@ -133,8 +136,12 @@ def render_pod(
 ) -> dict[str, Any]:
     """The Pod manifest for one replica, as a dict ready for the API (and for YAML).
 
+    With the request's identity, the Pod runs as it (``kubernetes_identity``);
+    without one (single-user mode) as the image's own user.
+
     Raises:
-        BackendError: for a name or label value Kubernetes would refuse.
+        BackendError: for a name or label value Kubernetes would refuse, or a
+            root identity.
     """
     if not request.argv:
         raise BackendError(f"replica {request.replica_id} has an empty command.")
@@ -171,6 +178,8 @@ def render_pod(
     if request.time_limit_s is not None:
         spec["activeDeadlineSeconds"] = max(1, math.ceil(request.time_limit_s))
     spec.update(placement(request.kubernetes))
+    if request.identity is not None:
+        confine(spec, container, request.identity)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -212,8 +221,10 @@ def volumes(
         folders = {path.parent for path in secret_files}
         if len(folders) != 1:
             raise BackendError(f"the secret files of {name} are not in one folder: {folders}")
-        # Group-readable: the image runs as a non-root user in group 0
-        # (deploy/Containerfile), and the kubelet writes the files as root.
+        # Group-readable, and the kubelet writes the files as root: a Pod that
+        # runs as an identity has its gid as fsGroup, which then owns them;
+        # without one, aifactory's image runs as a user in group 0
+        # (deploy/Containerfile).
         secret = {"secretName": name, "defaultMode": 0o440}
         volumes.append({"name": SECRETS_VOLUME, "secret": secret})
         mounts.append({"name": SECRETS_VOLUME, "mountPath": str(folders.pop()), "readOnly": True})
