@@ -298,8 +298,8 @@ class JobRunner(Protocol):
         """``job`` as run for a tenant with this scheduler account and these defaults."""
         ...
 
-    def render(self, job: Job, job_id: str, log_dir: Path) -> str:
-        """Human-readable text of exactly what ``submit`` would send.
+    def render(self, job: Job, job_id: str, log_dir: Path, identity: Identity | None = None) -> str:
+        """Human-readable text of exactly what ``submit`` would send (as ``identity``).
 
         Raises:
             BackendError: when a value could not be rendered safely.

@@ -103,8 +103,11 @@ class SlurmJobRunner:
         """``job`` under the tenant's account, with their partition and QOS where it sets none."""
         return job.model_copy(update={"slurm": job.slurm.for_tenant(account, partition, qos)})
 
-    def render(self, job: Job, job_id: str, log_dir: Path) -> str:
+    def render(self, job: Job, job_id: str, log_dir: Path, identity: Identity | None = None) -> str:
         """The batch script ``submit`` hands to sbatch.
+
+        ``identity`` goes on sbatch's command line (``--uid``/``--gid`` or the
+        launch prefix), not into the script.
 
         Raises:
             BackendError: when a value could not be rendered safely.

@@ -122,7 +122,7 @@ class JobsManager:
         try:
             identity = await asyncio.to_thread(self.identities.of, tenant)
             log_dir = await asyncio.to_thread(self._own_log_dir, job_id, identity)
-            text = runner.render(job, job_id, log_dir)
+            text = runner.render(job, job_id, log_dir, identity)
             await asyncio.to_thread(
                 self.identities.privilege.give_file,
                 identity,
