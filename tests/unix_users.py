@@ -34,3 +34,12 @@ def make_traversable(path: Path) -> None:
         mode = folder.stat().st_mode
         if not mode & 0o001:
             os.chmod(folder, mode | 0o001)
+
+
+def open_folder(parent: Path) -> Path:
+    """A folder under ``parent`` that any workload's user may reach and write (sticky, 1777)."""
+    folder = parent / "open"
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o1777)
+    make_traversable(folder)
+    return folder

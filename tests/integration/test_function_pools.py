@@ -23,7 +23,7 @@ import pytest
 
 from aifactory.errors import Unauthorized
 from aifactory.functions import Executor, RemoteTraceback
-from unix_users import make_traversable
+from unix_users import open_folder
 
 from .server import Server, free_port, start_server
 from .test_slurm import _cluster_up, our_jobs
@@ -164,11 +164,7 @@ def test_worker_killed_mid_task_is_retried_and_succeeds(
     pool_server: Server, executor: Executor, tmp_path: Path
 ) -> None:
     # The task runs as the pool's Unix user: it writes its marker in a folder open to it.
-    shared = tmp_path / "shared"
-    shared.mkdir(mode=0o1777)
-    shared.chmod(0o1777)
-    make_traversable(shared)
-    marker = shared / "attempts"
+    marker = open_folder(tmp_path) / "attempts"
     future = executor.submit(report_and_sleep, str(marker), 60.0)
     deadline = time.monotonic() + 90
     while not marker.exists() and time.monotonic() < deadline:

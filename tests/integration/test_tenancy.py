@@ -14,6 +14,8 @@ import httpx
 import pytest
 import yaml
 
+from unix_users import open_folder
+
 from .server import REPO, Server, processes_mentioning, start_server
 
 EMBED = "all-minilm-l6-v2"
@@ -236,9 +238,12 @@ while True:
 
 def test_an_agent_uses_the_models_with_its_own_key(server: Server, tmp_path: Path) -> None:
     assert server.admin.post("/api/tenants", json={"name": "bots"}).status_code in (200, 201)
-    program = tmp_path / "agent.py"
+    # The agent runs as the tenant's Unix user: its program and answer lie where it may reach.
+    folder = open_folder(tmp_path)
+    program = folder / "agent.py"
     program.write_text(AGENT_PROGRAM)
-    answer = tmp_path / "answer.txt"
+    program.chmod(0o644)
+    answer = folder / "answer.txt"
     spec = {
         "kind": "Agent",
         "name": "asker",
