@@ -100,7 +100,8 @@ def test_a_chat_model_serves_from_a_pod_through_the_gateway(srv: Server, namespa
     # The gateway reaches the engine on the Pod's own IP.
     assert replica["address"].split(":")[0] == pod["status"]["podIP"]
     # The token went into the Pod's Secret; none is left on the control plane's disk.
-    assert list((srv.data_dir / "run").iterdir()) == []
+    secrets = srv.data_dir / "identities" / replica["run_as"] / "secrets"
+    assert replica["run_as"] == "aif-workload" and list(secrets.iterdir()) == []
     (secret,) = labelled("secrets", namespace)
     assert secret["metadata"]["name"] == pod["metadata"]["name"]
     assert secret["metadata"]["ownerReferences"][0]["uid"] == pod["metadata"]["uid"]

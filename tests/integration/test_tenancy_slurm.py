@@ -102,6 +102,8 @@ resources: {cpus: 1, memory_gib: 1}
     limited = slurm_factory.admin.put("/api/tenants/physics/limits", json={"node_hour_budget": 0})
     assert limited.status_code == 200
     (replica,) = our_jobs(slurm_factory.data_dir)
+    # Slurm counts whole seconds: let the replica run a few, so its charge is not 0.
+    time.sleep(2.5)
     subprocess.run(["scancel", replica], check=True)
     deadline = time.monotonic() + 60
     while True:

@@ -46,7 +46,7 @@ class FakeRunner:
         self.tenant = (account, partition, qos)
         return job
 
-    def render(self, job: Job, job_id: str, log_dir: Path) -> str:
+    def render(self, job: Job, job_id: str, log_dir: Path, identity: object = None) -> str:
         return f"run {job.name} as {job_id} into {log_dir}\n"
 
     async def submit(self, job: Job, job_id: str, log_dir: Path, identity: object) -> str:
