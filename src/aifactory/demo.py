@@ -126,9 +126,9 @@ def run_demo(settings: Settings, examples: Path, console: Console) -> None:
         ".venv/bin/aif replicas chat       # replica states, addresses, load",
         ".venv/bin/aif logs chat           # the engine's log",
         ".venv/bin/aif usage --by kind     # the ledger: tokens, calls, bytes, node-hours",
-        ".venv/bin/aif tenants create myproject --slurm-account ACCOUNT",
+        ".venv/bin/aif tenants create myproject --unix-user USER --slurm-account ACCOUNT",
         ".venv/bin/aif keys create --tenant myproject   # an API key and an S3 key pair",
-        ".venv/bin/aif deploy examples/pool.yaml        # a function pool (scales from zero)",
+        ".venv/bin/aif deploy examples/pool.yaml --tenant myproject   # its function pool",
         ".venv/bin/aif down                # stop everything",
     ]
     for line in lines:
