@@ -56,3 +56,16 @@ def test_exclude_skips_tried_replicas() -> None:
     assert fleet.acquire("chat", {"r0", "r1"}) is None
     lease = fleet.acquire("chat", {"r0"})
     assert lease is not None and lease.replica_id == "r1"
+
+
+def test_the_replica_table_follows_each_service() -> None:
+    fleet = _fleet(ReplicaState.READY, ReplicaState.SUBMITTED)
+    fleet.replicas["x0"] = LiveReplica("x0", "other", "local")
+    assert [r.id for r in fleet.of_service("chat")] == ["r0", "r1"]
+    assert [r.id for r in fleet.of_service("other")] == ["x0"]
+    del fleet.replicas["r0"]
+    assert fleet.replicas.pop("x0").service == "other"
+    assert [r.id for r in fleet.of_service("chat")] == ["r1"] and fleet.of_service("other") == []
+    assert list(fleet.replicas) == ["r1"] and len(fleet.replicas) == 1
+    fleet.replicas.clear()
+    assert fleet.of_service("chat") == [] and not fleet.replicas

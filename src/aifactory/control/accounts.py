@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from aifactory.backends import AllocationRequest, Backend, Elapsed, KeepsAccounts
 from aifactory.control.fleet import LiveReplica
 from aifactory.identity import Identity
 from aifactory.specs import Deployable
-from aifactory.store import ServiceRow, Store, TenantRow
+from aifactory.store import Store, TenantRow
 from aifactory.tenancy import TenantIdentities, UsageLedger, period_bounds
 
 __all__ = ["LENT_KIND", "TenantAccounts"]
@@ -34,10 +35,12 @@ _ACCOUNTING_TRIES = 15
 _ACCOUNTING_WAIT_S = 2.0
 # How long a looked-up identity is trusted before the user database is read again.
 _IDENTITY_TTL_S = 60.0
+# How long tenants read from the store are trusted while no service changed owner.
+_TENANTS_TTL_S = 5.0
 
 
 class TenantAccounts:
-    """Tenants of services, refreshed every reconcile tick from the store."""
+    """Tenants of services, refreshed from the store by the reconcile ticks."""
 
     def __init__(
         self, store: Store, ledger: UsageLedger | None, identities: TenantIdentities
@@ -46,13 +49,29 @@ class TenantAccounts:
         self._ledger = ledger
         self.identities = identities
         self._owner: dict[str, TenantRow] = {}
+        self._owner_ids: dict[str, int | None] = {}
+        self._read_at = -_TENANTS_TTL_S
         self._identity: dict[tuple[str, str, str], tuple[float, Identity]] = {}
 
-    def refresh(self, services: list[ServiceRow]) -> None:
-        """Read who owns each service (blocking: call from a thread)."""
+    def refresh(self, owner_ids: Mapping[str, int | None], force: bool = False) -> None:
+        """Read who owns each service (blocking: call from a thread).
+
+        ``owner_ids``: service name -> its tenant's id. Every tenant is read
+        again when a service came, went or changed hands, when ``force``,
+        or once ``_TENANTS_TTL_S`` passed (a tenant's Slurm account or Unix
+        user changed): not on every tick, which at a tenant per service
+        would read them all each second.
+        """
+        now = time.monotonic()
+        if not force and owner_ids == self._owner_ids and now - self._read_at < _TENANTS_TTL_S:
+            return
         tenants = {t.id: t for t in self._store.tenants()}
+        self._owner_ids = dict(owner_ids)
+        self._read_at = now
         self._owner = {
-            row.name: tenants[row.tenant_id] for row in services if row.tenant_id in tenants
+            name: tenants[tenant_id]
+            for name, tenant_id in owner_ids.items()
+            if tenant_id in tenants
         }
 
     def owner(self, service: str) -> TenantRow | None:

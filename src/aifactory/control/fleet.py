@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import itertools
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, ValuesView
 from dataclasses import dataclass, field
 
 from aifactory.control.holding import Held, HoldQueues
@@ -85,6 +85,50 @@ class LiveReplica:
         )
 
 
+class ReplicaTable(MutableMapping[str, LiveReplica]):
+    """Live replicas by id, also indexed by service.
+
+    Routing and every reconcile step ask for one service's replicas; without
+    the index each such question scanned the whole fleet, so a tick cost
+    services x replicas and routing slowed with the size of the fleet. A
+    replica's service never changes, so the index follows inserts and deletes.
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, LiveReplica] = {}
+        self._by_service: dict[str, dict[str, LiveReplica]] = {}
+
+    def __getitem__(self, replica_id: str) -> LiveReplica:
+        return self._by_id[replica_id]
+
+    def __setitem__(self, replica_id: str, replica: LiveReplica) -> None:
+        if replica_id in self._by_id:
+            del self[replica_id]
+        self._by_id[replica_id] = replica
+        self._by_service.setdefault(replica.service, {})[replica_id] = replica
+
+    def __delitem__(self, replica_id: str) -> None:
+        replica = self._by_id.pop(replica_id)
+        siblings = self._by_service[replica.service]
+        del siblings[replica_id]
+        if not siblings:
+            del self._by_service[replica.service]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def values(self) -> ValuesView[LiveReplica]:
+        """Every live replica (the dict's own view: no lookup per item)."""
+        return self._by_id.values()
+
+    def of_service(self, service: str) -> list[LiveReplica]:
+        """The live replicas of one service, in the order they were added."""
+        return list(self._by_service.get(service, {}).values())
+
+
 @dataclass(frozen=True)
 class Lease:
     """One request's hold on a replica; give it back with ``Fleet.release``."""
@@ -109,7 +153,7 @@ class Fleet:
 
     def __init__(self) -> None:
         self.services: dict[str, Service] = {}
-        self.replicas: dict[str, LiveReplica] = {}
+        self.replicas = ReplicaTable()
         self.holding = HoldQueues()
         self._models: dict[str, ModelEntry] = {}
         self._turn = itertools.count()
@@ -134,7 +178,7 @@ class Fleet:
 
     def of_service(self, service: str) -> list[LiveReplica]:
         """The live replicas of one service."""
-        return [r for r in self.replicas.values() if r.service == service]
+        return self.replicas.of_service(service)
 
     # the Router protocol
 
@@ -175,8 +219,8 @@ class Fleet:
         turn = next(self._turn)
         ready = [
             r
-            for r in self.replicas.values()
-            if r.service == service and r.state is ReplicaState.READY and r.id not in exclude
+            for r in self.replicas.of_service(service)
+            if r.state is ReplicaState.READY and r.id not in exclude
         ]
         # A suspect replica (one request failed on it) is used only when no
         # other is left: one transient error must not take a model offline.

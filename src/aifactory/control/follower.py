@@ -3,7 +3,8 @@
 Several stateless gateways may serve one factory (``AIFACTORY_ROLE=gateway``)
 next to the one control plane that reconciles. They share PostgreSQL, and
 each follows the store: every ``interval_s`` it loads the services and the
-ready replicas into its own Fleet, which its gateway routes by. Limits and
+ready replicas into its own Fleet, which its gateway routes by (a spec is
+parsed again only when its row changed: see ``catalog.py``). Limits and
 the ledger are shared through the same store.
 """
 
@@ -13,9 +14,9 @@ import asyncio
 import contextlib
 import logging
 
+from aifactory.control.catalog import ServiceCatalog
 from aifactory.control.fleet import Fleet, LiveReplica, ReplicaState
-from aifactory.errors import SpecError
-from aifactory.specs import Service, load_deployable
+from aifactory.specs import Service
 from aifactory.store import Store
 
 __all__ = ["FleetFollower"]
@@ -30,6 +31,8 @@ class FleetFollower:
         self._store = store
         self._fleet = fleet
         self._interval_s = interval_s
+        self._catalog = ServiceCatalog(store)
+        self._generation = -1
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -54,19 +57,18 @@ class FleetFollower:
 
     async def refresh(self) -> None:
         """Replace the routable services and ready replicas with the store's."""
-        rows = await asyncio.to_thread(self._store.services)
-        services: list[tuple[Service, int]] = []
-        owners = {row.name: row.tenant_id for row in rows if row.tenant_id is not None}
-        for row in rows:
-            if row.status != "active":
-                continue
-            try:
-                spec = load_deployable(dict(row.spec), row.name)
-            except SpecError:
-                continue
-            if isinstance(spec, Service):
-                services.append((spec, int(row.created_at.timestamp())))
-        self._fleet.set_services(services, owners)
+        catalog = await asyncio.to_thread(self._catalog.refresh)
+        if catalog.generation != self._generation:
+            self._generation = catalog.generation
+            entries = catalog.entries
+            self._fleet.set_services(
+                (
+                    (e.spec, e.created)
+                    for e in entries
+                    if e.status == "active" and isinstance(e.spec, Service)
+                ),
+                {e.name: e.tenant_id for e in entries if e.tenant_id is not None},
+            )
         ready = {
             replica.id: replica
             for replica in await asyncio.to_thread(self._store.replicas, None, True)

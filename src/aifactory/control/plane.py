@@ -6,6 +6,7 @@ import asyncio
 import re
 import time
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +121,9 @@ class ControlPlane:
         self.reconciler.wake()
 
     async def services(self) -> list[dict[str, Any]]:
-        """A summary of every service."""
-        rows = await asyncio.to_thread(self.store.services)
-        return [self._summary(row.name, row.status, row.spec) for row in rows]
+        """A summary of every service (each stored spec parsed and digested once per change)."""
+        catalog = await asyncio.to_thread(self.reconciler.catalog.refresh)
+        return [self._summary(e.name, e.status, e.document, e.fingerprint) for e in catalog.entries]
 
     async def describe(self, name: str) -> dict[str, Any]:
         """One service with its spec and live replicas.
@@ -133,14 +134,15 @@ class ControlPlane:
         row = await asyncio.to_thread(self.store.service, name)
         if row is None:
             raise NotFound(f"service {name!r} does not exist.", fix="see `aifactory services`")
-        summary = self._summary(row.name, row.status, row.spec)
+        summary = self._summary(row.name, row.status, row.spec, spec_fingerprint(row.spec))
         summary["spec"] = row.spec
         summary["replicas"] = await self.replicas(name)
         return summary
 
-    def _summary(self, name: str, status: str, spec: dict[str, Any]) -> dict[str, Any]:
+    def _summary(
+        self, name: str, status: str, spec: Mapping[str, Any], fingerprint: str
+    ) -> dict[str, Any]:
         live = self.fleet.of_service(name)
-        fingerprint = spec_fingerprint(spec)
         states: dict[str, int] = {}
         for replica in live:
             states[replica.state.value] = states.get(replica.state.value, 0) + 1
@@ -275,7 +277,9 @@ class ControlPlane:
         service = load_deployable(dict(row.spec), name)
         replica_id = f"{name}-XXXXXX"
         accounts = self.reconciler.accounts
-        await asyncio.to_thread(accounts.refresh, await asyncio.to_thread(self.store.services))
+        catalog = await asyncio.to_thread(self.reconciler.catalog.refresh)
+        owners = {e.name: e.tenant_id for e in catalog.entries}
+        await asyncio.to_thread(accounts.refresh, owners, True)
         try:
             identity = await asyncio.to_thread(accounts.identity, name)
         except ConfigError as exc:
@@ -332,7 +336,7 @@ def _tail(path: Path, lines: int) -> str:
         return "".join(deque(handle, maxlen=lines))
 
 
-def _engine_label(spec: dict[str, Any]) -> str:
+def _engine_label(spec: Mapping[str, Any]) -> str:
     if "engine" in spec:
         return str(spec["engine"]["type"])
     return "agent program" if spec.get("kind") == "Agent" else "functions worker"
@@ -353,7 +357,7 @@ def _check_update(existing: ServiceRow, service: Deployable, tenant_id: int | No
         )
 
 
-def _wanted(spec: dict[str, Any]) -> int:
+def _wanted(spec: Mapping[str, Any]) -> int:
     """The least replicas a stored spec asks for (an Agent's ``replicas`` is a plain count)."""
     replicas = spec.get("replicas") or spec.get("allocations") or {}
     return int(replicas) if isinstance(replicas, int) else int(replicas.get("min", 1))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,10 @@ __all__ = ["AllocationPlanner", "instance_id", "secret_env_file", "worker_token_
 class AllocationPlanner:
     """Builds backends and renders the allocation request of a replica."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, backends: Mapping[str, Backend] = {}) -> None:
+        """``backends``: ones built elsewhere, by name (a benchmark's measurement backend)."""
         self._settings = settings
-        self._backends: dict[str, Backend] = {}
+        self._backends: dict[str, Backend] = dict(backends)
 
     def backend(self, name: str) -> Backend:
         """The backend called ``name``, built on first use."""

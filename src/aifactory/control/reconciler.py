@@ -36,6 +36,7 @@ from aifactory.control.adoption import adopt
 from aifactory.control.agents import AgentKeys
 from aifactory.control.autoscaler import Autoscaler
 from aifactory.control.bursting import Bursting
+from aifactory.control.catalog import CatalogEntry, CatalogSnapshot, ServiceCatalog
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
 from aifactory.control.launch_backoff import LaunchBackoff
 from aifactory.control.lending import Preemptions, drained_replica, is_lent
@@ -52,12 +53,7 @@ from aifactory.control.placement import (
 from aifactory.control.planner import AllocationPlanner
 from aifactory.control.pools import Pools
 from aifactory.control.replica_secrets import discard_replica_secrets, prepare_replica
-from aifactory.control.rotation import (
-    due_for_rotation,
-    outdated,
-    replacement_stuck,
-    spec_fingerprint,
-)
+from aifactory.control.rotation import due_for_rotation, outdated, replacement_stuck
 from aifactory.errors import (
     AIFactoryError,
     BackendError,
@@ -65,11 +61,10 @@ from aifactory.errors import (
     ConfigError,
     Conflict,
     NotFound,
-    SpecError,
     Unauthorized,
 )
 from aifactory.identity import Identity
-from aifactory.specs import Agent, Deployable, FunctionPool, Service, load_deployable
+from aifactory.specs import Agent, Deployable, FunctionPool, Service
 from aifactory.store import Store
 from aifactory.tenancy import TenantIdentities, UsageLedger, hash_key
 
@@ -109,7 +104,11 @@ class Reconciler:
         self._task: asyncio.Task[None] | None = None
         self._cancels: set[asyncio.Task[None]] = set()
         self.autoscaler = Autoscaler()
+        self.catalog = ServiceCatalog(store)
+        self._generation = -1
         self.specs: dict[str, Deployable] = {}
+        self._active: list[Deployable] = []
+        self._deleting: list[str] = []
         self._fingerprints: dict[str, str] = {}
         self.pools: Pools | None = None  # the functions broker, when this process runs one
         self.health = HealthMonitor(fleet, lambda: self.specs, lambda: self.pools, self)
@@ -185,28 +184,13 @@ class Reconciler:
 
     async def tick(self) -> None:
         """Observe, then act once."""
-        rows = await asyncio.to_thread(self._store.services)
-        await asyncio.to_thread(self.accounts.refresh, rows)
-        active: list[tuple[Deployable, int]] = []
-        deleting: list[str] = []
-        for row in rows:
-            if row.status == "deleting":
-                deleting.append(row.name)
-                continue
-            try:
-                active.append(
-                    (load_deployable(dict(row.spec), row.name), int(row.created_at.timestamp()))
-                )
-            except SpecError as exc:
-                logger.error("service %s has an invalid stored spec: %s", row.name, exc)
-        self.specs = {spec.name: spec for spec, _created in active}
-        # Of the stored documents, as the API's summaries compute them too.
-        self._fingerprints = {row.name: spec_fingerprint(row.spec) for row in rows}
-        self._fleet.set_services(
-            ((s, c) for s, c in active if isinstance(s, Service)), self.accounts.owner_ids()
-        )
+        catalog = await asyncio.to_thread(self._observe)
+        if catalog.generation != self._generation:
+            self._generation = catalog.generation
+            self._take(catalog.entries)
+        active, deleting = self._active, self._deleting
         # Act on new wants first: a deploy must not wait behind the status poll.
-        for spec, _created in active:
+        for spec in active:
             await self._converge(spec)
         await self._poll_allocations()
         await self.health.check()
@@ -218,6 +202,28 @@ class Reconciler:
                 await self._transition(replica, ReplicaState.DRAINING, "its service is gone")
         await self._drain_step()
         self._export_metrics()
+
+    def _observe(self) -> CatalogSnapshot:
+        """The stored services, and who owns them (blocking: one trip to a thread)."""
+        catalog = self.catalog.refresh()
+        self.accounts.refresh({e.name: e.tenant_id for e in catalog.entries})
+        return catalog
+
+    def _take(self, entries: tuple[CatalogEntry, ...]) -> None:
+        """Adopt a changed catalog: the specs to converge, to delete, and to route to."""
+        self._active = [e.spec for e in entries if e.status != "deleting" and e.spec is not None]
+        self._deleting = [e.name for e in entries if e.status == "deleting"]
+        self.specs = {spec.name: spec for spec in self._active}
+        # Of the stored documents, as the API's summaries compute them too.
+        self._fingerprints = {e.name: e.fingerprint for e in entries}
+        self._fleet.set_services(
+            (
+                (e.spec, e.created)
+                for e in entries
+                if e.status != "deleting" and isinstance(e.spec, Service)
+            ),
+            self.accounts.owner_ids(),
+        )
 
     async def _converge(self, service: Deployable) -> None:
         fingerprint = self._fingerprints[service.name]

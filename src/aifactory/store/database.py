@@ -410,6 +410,22 @@ class Store:
         with self._session() as s:
             return list(s.scalars(select(ServiceRow).order_by(ServiceRow.name)))
 
+    def service_versions(self) -> dict[str, tuple[str, datetime]]:
+        """Every service's status and last change, by name: what changed, without the specs."""
+        with self._session() as s:
+            rows = s.execute(select(ServiceRow.name, ServiceRow.status, ServiceRow.updated_at))
+            return {name: (status, updated_at) for name, status, updated_at in rows}
+
+    def services_named(self, names: Iterable[str]) -> list[ServiceRow]:
+        """The services of ``names`` that exist (the changed ones of ``service_versions``)."""
+        wanted = list(names)
+        rows: list[ServiceRow] = []
+        with self._session() as s:
+            for start in range(0, len(wanted), 500):  # bound the IN list
+                chunk = wanted[start : start + 500]
+                rows += s.scalars(select(ServiceRow).where(ServiceRow.name.in_(chunk)))
+        return rows
+
     def set_service_spec(self, name: str, spec: dict[str, Any]) -> None:
         """Replace a service's spec (its replicas then roll over to it)."""
         with self._session() as s:
