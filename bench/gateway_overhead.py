@@ -1263,6 +1263,8 @@ def main() -> int:
     code = 1
     with tempfile.TemporaryDirectory(prefix="aif-bench-") as tmp:
         workdir = Path(tmp)
+        # The upstream replica runs as the workload user: let it pass through.
+        workdir.chmod(0o711)
         try:
             code = asyncio.run(run(args, children, workdir))
         except BenchError as exc:
