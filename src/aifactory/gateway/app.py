@@ -132,10 +132,12 @@ class GatewayApp:
                     fix="wait for some to finish, or raise AIFACTORY_MAX_IN_FLIGHT_PER_KEY",
                     headers={"Retry-After": "1"},
                 )
-            admission = await self._limiter.admit(principal)
+            # Counted before the first await: requests of the same key interleave there.
             self._in_flight[principal.key_id] = held + 1
+            admission = None
             tokens = 0
             try:
+                admission = await self._limiter.admit(principal)
                 tokens = await self._proxy(endpoint, path, principal, scope, receive, exchange)
             finally:
                 self._limiter.settle(admission, tokens)
