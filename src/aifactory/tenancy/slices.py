@@ -40,14 +40,14 @@ __all__ = ["TICK_S", "Allowance", "Slots"]
 logger = logging.getLogger(__name__)
 
 TICK_S = 1.0
-_SMOOTHING = 0.2  # weight of the newest request in the tokens-per-request estimate
+_SMOOTHING = 0.2  # how fast the tokens-per-request estimate comes down
 
 
 class Allowance:
     """This gateway's slice of one per-minute bucket or period budget.
 
     Requests (``whole``) cost one each; tokens are reserved at admission at
-    the recent average per request and corrected when the request settles.
+    the recent cost per request and corrected when the request settles.
     """
 
     def __init__(
@@ -101,7 +101,13 @@ class Allowance:
             return
         self.slice += reserved - used
         self._used_now += used - reserved
-        self.per_request += (max(1.0, used) - self.per_request) * _SMOOTHING
+        # Up at once, down slowly: a slice admits only requests it can cover, so
+        # an estimate too low would let one gateway spend what another's debt took.
+        cost = max(1.0, used)
+        if cost > self.per_request:
+            self.per_request = cost
+        else:
+            self.per_request += (cost - self.per_request) * _SMOOTHING
         if self.slice < 0:
             self._prefetch()  # pay the debt soon, so the other gateways see it
 
