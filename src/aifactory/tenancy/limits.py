@@ -8,15 +8,17 @@ it through, checked in this order (nothing is spent when one refuses)::
     concurrent        a slot is free (taken now)          else 429
     requests/minute   a token is left in the bucket (taken now) else 429, Retry-After
 
-When the response is done its tokens are spent from the tokens-per-minute
-bucket and added to the budget, and the slot is given back. Token counts are
-known only afterwards, so requests already in flight when a token limit runs
-out finish (OpenAI behaves the same); every token is counted exactly once,
-also across gateways, because the counters live in the shared store.
+The counters live in the shared store, but requests do not go there: each
+gateway leases slices of them and spends those in memory
+(``aifactory.tenancy.slices`` states the bound this keeps). When the response
+is done its tokens are spent and the slot is given back, in memory. Token
+counts are known only afterwards, so requests already in flight when a token
+limit runs out finish (OpenAI behaves the same).
 
 Each process holds its slots under its own name and renews them every
 ``_RENEW_S``; the slots of a process silent for ``_STALE_S`` (it crashed)
-are given back by whichever gateway notices first.
+are given back by whichever gateway notices first. A clean stop gives every
+slice and slot back.
 
 Node- and GPU-hour budgets are checked by the control plane before it starts
 an allocation for the tenant (``allocation_refusal``).
@@ -29,12 +31,14 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aifactory.errors import QuotaExceeded, RateLimited
 from aifactory.store import LimitSet, Store
 from aifactory.tenancy.keys import Principal
+from aifactory.tenancy.slices import TICK_S, Allowance, Slots
 
 __all__ = ["Admission", "Limiter", "period_bounds"]
 
@@ -43,58 +47,96 @@ logger = logging.getLogger(__name__)
 _CACHE_TTL_S = 5.0
 _RENEW_S = 10.0
 _STALE_S = 60.0
+_TRIES = 8  # leases one admission may wait for before it is told to retry
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One limit of one scope: the slice it is checked against, and its numbers."""
+
+    scope: str
+    kind: str  # budget, tpm, concurrent or rpm
+    limits: LimitSet
+    pool: Allowance | Slots
 
 
 @dataclass
 class Admission:
     """What an admitted request holds until it is settled."""
 
-    scopes: list[tuple[str, LimitSet]]
-    slots: list[str] = field(default_factory=list)
+    reserved: list[tuple[Allowance, float]] = field(default_factory=list)
+    slots: list[Slots] = field(default_factory=list)
 
 
 class Limiter:
     """Admits gateway requests against the limits stored for tenants and keys."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
         self._store = store
-        self._cache: dict[tuple[int, int], tuple[float, list[tuple[str, LimitSet]]]] = {}
+        self._clock = clock
+        self._plans: dict[tuple[int, int], tuple[float, list[_Check]]] = {}
+        self._allowances: dict[str, Allowance] = {}
+        self._slots: dict[str, Slots] = {}
         self.holder = secrets.token_hex(8)  # this process, for the slots it holds
         self._keeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Renew this process's slots and reclaim those of crashed processes, periodically."""
-        self._keeper = asyncio.create_task(self._keep_slots(), name="limits-slots")
+        """Tick the slices; renew this process's slots and reclaim crashed processes' ones."""
+        self._keeper = asyncio.create_task(self._keep(), name="limits-slices")
 
     async def stop(self) -> None:
-        """Stop renewing (slots still held are reclaimed by the others later)."""
+        """Stop ticking and give every slice and slot back to the store."""
         if self._keeper is not None:
             self._keeper.cancel()
             await asyncio.gather(self._keeper, return_exceptions=True)
-
-    async def _keep_slots(self) -> None:
-        counters = self._store.counters
-        while True:
-            now = time.time()
+        pools: list[Allowance | Slots] = [*self._allowances.values(), *self._slots.values()]
+        for pool in pools:
             try:
-                await asyncio.to_thread(counters.renew, self.holder, now)
-                freed = await asyncio.to_thread(counters.reclaim, now - _STALE_S)
+                await pool.give_back()
+            except Exception:  # the others reclaim slots later; a bucket refills
+                logger.exception("giving back the slice %s failed", pool.name)
+
+    async def _keep(self) -> None:
+        ticks_per_renewal = round(_RENEW_S / TICK_S)
+        count = 0
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                await self.tick()
+                if count % ticks_per_renewal == 0:
+                    await self._renew()
             except Exception:  # a store hiccup: try again next round
-                logger.exception("renewing in-flight slots failed; retrying")
-            else:
-                if freed:
-                    logger.warning(
-                        "gave back %d in-flight slots held by a gateway that stopped", freed
-                    )
-            await asyncio.sleep(_RENEW_S)
+                logger.exception("keeping the slices of limits failed; retrying")
+            count += 1
 
-    def _scopes(self, principal: Principal) -> list[tuple[str, LimitSet]] | None:
-        """The principal's limited scopes from the cache, or None when not cached."""
-        cached = self._cache.get((principal.tenant_id, principal.key_id))
-        return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+    async def tick(self) -> None:
+        """Give back what went unused for a tick, pay token debts, forget idle slices."""
+        for name, allowance in list(self._allowances.items()):
+            if await allowance.tick() and allowance.open == 0:
+                del self._allowances[name]
+        for name, slots in list(self._slots.items()):
+            if await slots.tick() and slots.in_use == 0:
+                del self._slots[name]
 
-    def _load_scopes(self, principal: Principal) -> list[tuple[str, LimitSet]]:
-        tenant, own = self._store.limits_of(principal.tenant_id, principal.key_id)
+    async def _renew(self) -> None:
+        counters = self._store.counters
+        now = self._clock()
+        await asyncio.to_thread(counters.renew, self.holder, now)
+        freed = await asyncio.to_thread(counters.reclaim, now - _STALE_S)
+        if freed:
+            logger.warning("gave back %d in-flight slots held by a gateway that stopped", freed)
+
+    async def _plan(self, principal: Principal) -> list[_Check]:
+        key = (principal.tenant_id, principal.key_id)
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        tenant, own = await asyncio.to_thread(
+            self._store.limits_of, principal.tenant_id, principal.key_id
+        )
+        now = self._clock()
+        expires = time.monotonic() + _CACHE_TTL_S
+        checks: list[_Check] = []
         scopes = [
             (name, limits)
             for name, limits in (
@@ -103,11 +145,42 @@ class Limiter:
             )
             if limits is not None and limits.any_request_limit
         ]
-        self._cache[(principal.tenant_id, principal.key_id)] = (
-            time.monotonic() + _CACHE_TTL_S,
-            scopes,
-        )
-        return scopes
+        for kind in ("budget", "tpm", "concurrent", "rpm"):
+            for name, limits in scopes:
+                if kind == "budget" and limits.token_budget is not None:
+                    start, end = period_bounds(limits.period, now)
+                    expires = min(expires, time.monotonic() + end - now)
+                    pool = self._allowance(_budget_counter(name, start), whole=False, spent=True)
+                    pool.capacity, pool.rate = limits.token_budget, 0.0
+                elif kind == "tpm" and limits.tokens_per_minute is not None:
+                    pool = self._allowance(f"tpm:{name}", whole=False, spent=False)
+                    pool.capacity = limits.tokens_per_minute
+                    pool.rate = limits.tokens_per_minute / 60
+                elif kind == "rpm" and limits.requests_per_minute is not None:
+                    pool = self._allowance(f"rpm:{name}", whole=True, spent=False)
+                    pool.capacity = limits.requests_per_minute
+                    pool.rate = limits.requests_per_minute / 60
+                elif kind == "concurrent" and limits.concurrent_requests is not None:
+                    slot_name = f"inflight:{name}"
+                    slots = self._slots.get(slot_name)
+                    if slots is None:
+                        slots = Slots(self._store, slot_name, self.holder, self._clock)
+                        self._slots[slot_name] = slots
+                    slots.limit = limits.concurrent_requests
+                    checks.append(_Check(name, kind, limits, slots))
+                    continue
+                else:
+                    continue
+                checks.append(_Check(name, kind, limits, pool))
+        self._plans[key] = (expires, checks)
+        return checks
+
+    def _allowance(self, name: str, *, whole: bool, spent: bool) -> Allowance:
+        allowance = self._allowances.get(name)
+        if allowance is None:
+            allowance = Allowance(self._store, name, whole=whole, spent=spent, clock=self._clock)
+            self._allowances[name] = allowance
+        return allowance
 
     async def admit(self, principal: Principal) -> Admission | None:
         """Admit one request, or raise the refusal; None when no limit applies.
@@ -116,90 +189,73 @@ class Limiter:
             QuotaExceeded: the token budget of the period is spent.
             RateLimited: a per-minute or concurrency limit is reached.
         """
-        scopes = self._scopes(principal)
-        if scopes is None:  # the hot path skips the thread hop while cached
-            scopes = await asyncio.to_thread(self._load_scopes, principal)
-        if not scopes:
+        checks = await self._plan(principal)
+        if not checks:
             return None
-        return await asyncio.to_thread(self._admit, scopes)
+        for _ in range(_TRIES):
+            short = next((c for c in checks if not c.pool.ready()), None)
+            if short is None:
+                admission = Admission()
+                for check in checks:
+                    if isinstance(check.pool, Slots):
+                        check.pool.take()
+                        admission.slots.append(check.pool)
+                    else:
+                        admission.reserved.append((check.pool, check.pool.take()))
+                return admission
+            await self._refill(short)
+        raise RateLimited(
+            "The gateway is busy leasing limits for this key; retry.",
+            fix="retry shortly",
+            headers={"Retry-After": "1"},
+        )
 
-    def _admit(self, scopes: list[tuple[str, LimitSet]]) -> Admission:
-        counters = self._store.counters
-        now = time.time()
-        for name, limits in scopes:
-            if limits.token_budget is not None:
-                start, end = period_bounds(limits.period, now)
-                spent = counters.value(_budget_counter(name, start))
-                if spent >= limits.token_budget:
-                    raise QuotaExceeded(
-                        f"The {name} spent its token budget of {limits.token_budget} for this "
-                        f"{limits.period} ({spent:.0f} used); it resets at "
-                        f"{_iso(end)}.",
-                        fix="wait for the reset, or ask an admin to raise the budget",
-                        headers={"Retry-After": str(math.ceil(end - now))},
-                    )
-            if limits.tokens_per_minute is not None:
-                rate = limits.tokens_per_minute / 60
-                level = counters.level(f"tpm:{name}", limits.tokens_per_minute, rate, now)
-                if level <= 0:
-                    raise RateLimited(
-                        f"The {name} reached its limit of {limits.tokens_per_minute} tokens "
-                        "per minute.",
-                        fix="slow down, or ask an admin to raise the limit",
-                        headers={"Retry-After": str(math.ceil((1 - level) / rate))},
-                    )
-        admission = Admission(scopes)
-        try:
-            for name, limits in scopes:
-                if limits.concurrent_requests is not None:
-                    slot = f"inflight:{name}"
-                    if not counters.acquire(slot, limits.concurrent_requests, self.holder, now):
-                        raise RateLimited(
-                            f"The {name} already has {limits.concurrent_requests} requests in "
-                            "flight, its limit.",
-                            fix="wait for some to finish",
-                            headers={"Retry-After": "1"},
-                        )
-                    admission.slots.append(slot)
-            for name, limits in scopes:
-                if limits.requests_per_minute is not None:
-                    rpm = limits.requests_per_minute
-                    if not counters.take(f"rpm:{name}", 1, rpm, rpm / 60, now):
-                        level = counters.level(f"rpm:{name}", rpm, rpm / 60, now)
-                        raise RateLimited(
-                            f"The {name} reached its limit of {rpm} requests per minute.",
-                            fix="slow down, or ask an admin to raise the limit",
-                            headers={"Retry-After": str(max(1, math.ceil((1 - level) * 60 / rpm)))},
-                        )
-        except RateLimited:
-            self._release(admission)
-            raise
-        return admission
+    async def _refill(self, check: _Check) -> None:
+        """Lease more for ``check``, or raise its refusal when the store has none left."""
+        name, limits, pool = check.scope, check.limits, check.pool
+        if isinstance(pool, Slots):
+            if not await pool.refill() and not pool.ready():
+                raise RateLimited(
+                    f"The {name} already has {limits.concurrent_requests} requests in "
+                    "flight, its limit.",
+                    fix="wait for some to finish",
+                    headers={"Retry-After": "1"},
+                )
+            return
+        grant = await pool.refill()
+        if grant.admits(pool.need):
+            return
+        level, now = grant.level, self._clock()
+        if check.kind == "budget":
+            _start, end = period_bounds(limits.period, now)
+            raise QuotaExceeded(
+                f"The {name} spent its token budget of {limits.token_budget} for this "
+                f"{limits.period} ({pool.capacity - level:.0f} used); it resets at "
+                f"{_iso(end)}.",
+                fix="wait for the reset, or ask an admin to raise the budget",
+                headers={"Retry-After": str(math.ceil(end - now))},
+            )
+        if check.kind == "tpm":
+            raise RateLimited(
+                f"The {name} reached its limit of {limits.tokens_per_minute} tokens per minute.",
+                fix="slow down, or ask an admin to raise the limit",
+                headers={"Retry-After": str(math.ceil((1 - level) / pool.rate))},
+            )
+        rpm = limits.requests_per_minute or 1
+        raise RateLimited(
+            f"The {name} reached its limit of {rpm} requests per minute.",
+            fix="slow down, or ask an admin to raise the limit",
+            headers={"Retry-After": str(max(1, math.ceil((1 - level) * 60 / rpm)))},
+        )
 
-    async def settle(self, admission: Admission | None, tokens: int) -> None:
-        """Spend the request's tokens and give its slots back."""
-        if admission is not None:
-            await asyncio.to_thread(self._settle, admission, tokens)
-
-    def _settle(self, admission: Admission, tokens: int) -> None:
-        counters = self._store.counters
-        now = time.time()
-        try:
-            if tokens:
-                for name, limits in admission.scopes:
-                    if limits.tokens_per_minute is not None:
-                        tpm = limits.tokens_per_minute
-                        counters.spend(f"tpm:{name}", tokens, tpm, tpm / 60, now)
-                    if limits.token_budget is not None:
-                        start, _end = period_bounds(limits.period, now)
-                        counters.add(_budget_counter(name, start), tokens)
-        finally:
-            self._release(admission)
-
-    def _release(self, admission: Admission) -> None:
-        for slot in admission.slots:
-            self._store.counters.release(slot, self.holder)
-        admission.slots.clear()
+    def settle(self, admission: Admission | None, tokens: int) -> None:
+        """Spend the request's tokens and give its slots back (in memory)."""
+        if admission is None:
+            return
+        for allowance, reserved in admission.reserved:
+            allowance.settle(reserved, tokens)
+        for slots in admission.slots:
+            slots.release()
 
 
 def _budget_counter(scope: str, period_start: float) -> str:

@@ -1,0 +1,186 @@
+"""Limits leased in slices: exact with one gateway, within the stated bound with two.
+
+The clock is frozen, so buckets do not refill while a test runs; ticks are
+called by hand instead of waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aifactory.errors import QuotaExceeded, RateLimited
+from aifactory.store import Store
+from aifactory.store.counters import LEASE_SHARE
+from aifactory.tenancy import Limiter, Principal
+from aifactory.tenancy.limits import Admission, period_bounds
+
+NOW = 1_000_000.0
+
+
+def frozen() -> float:
+    return NOW
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[list[Store]]:
+    """Two stores on one SQLite file: two gateways sharing the counters."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    first, second = Store(url), Store(url)
+    first.create_schema()
+    yield [first, second]
+    first.close()
+    second.close()
+
+
+def tenant(store: Store, **limits: Any) -> Principal:
+    tenant_id = store.ensure_tenant("lab")
+    store.set_limits(tenant_id, None, **limits)
+    return Principal(key_id=1, tenant_id=tenant_id, tenant="lab", role="user")
+
+
+async def background_done() -> None:
+    """Let the leases started in the background (prefetches, debts) finish."""
+    current = asyncio.current_task()
+    while others := [t for t in asyncio.all_tasks() if t is not current]:
+        await asyncio.gather(*others, return_exceptions=True)
+
+
+async def admitted(limiter: Limiter, who: Principal, tokens: int = 0) -> bool:
+    try:
+        admission = await limiter.admit(who)
+    except (RateLimited, QuotaExceeded):
+        return False
+    limiter.settle(admission, tokens)
+    await background_done()
+    return True
+
+
+async def count_until_refused(limiter: Limiter, who: Principal, tokens: int = 0) -> int:
+    count = 0
+    while await admitted(limiter, who, tokens):
+        count += 1
+        assert count < 1000, "never refused"
+    return count
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())
+
+
+def test_one_gateway_refuses_exactly_at_each_limit(stores: list[Store]) -> None:
+    store = stores[0]
+
+    async def scenario() -> None:
+        limiter = Limiter(store, clock=frozen)
+        who = tenant(store, requests_per_minute=3)
+        assert await count_until_refused(limiter, who) == 3
+        with pytest.raises(RateLimited, match="3 requests per minute"):
+            await limiter.admit(who)
+
+        # 7 tokens a request: 0, 7, 14 used when the three are admitted, 21 > 15 then.
+        who = tenant(store, requests_per_minute=None, tokens_per_minute=15)
+        limiter = Limiter(store, clock=frozen)
+        assert await count_until_refused(limiter, who, tokens=7) == 3
+
+        who = tenant(store, tokens_per_minute=None, token_budget=14, period="day")
+        limiter = Limiter(store, clock=frozen)
+        assert await count_until_refused(limiter, who, tokens=7) == 2
+        with pytest.raises(QuotaExceeded, match="14 used"):
+            await limiter.admit(who)
+
+    run(scenario)
+
+
+def test_two_gateways_admit_the_limit_exactly_between_them(stores: list[Store]) -> None:
+    async def scenario() -> None:
+        who = tenant(stores[0], requests_per_minute=100)
+        a, b = Limiter(stores[0], clock=frozen), Limiter(stores[1], clock=frozen)
+        outcomes = [await admitted((a, b)[i % 2], who) for i in range(140)]
+        assert outcomes.count(True) == 100
+
+    run(scenario)
+
+
+def test_a_refusal_comes_early_by_at_most_the_other_gateways_slice(stores: list[Store]) -> None:
+    async def scenario() -> None:
+        limit = 100
+        who = tenant(stores[0], requests_per_minute=limit)
+        a, b = Limiter(stores[0], clock=frozen), Limiter(stores[1], clock=frozen)
+        for _ in range(10):
+            assert await admitted(a, who)
+        held_by_a = limit - 10 - (await count_until_refused(b, who))
+        # a's slice: at most twice what a used in this tick, and a quarter of what was left.
+        assert 0 < held_by_a <= min(2 * 10, limit * LEASE_SHARE)
+
+        await a.tick()  # a used its slice during this tick: it keeps it
+        assert not await admitted(b, who)
+        await a.tick()  # a whole tick unused: the slice goes back
+        assert await count_until_refused(b, who) == held_by_a
+        assert not await admitted(a, who), "all 100 were admitted, by a or by b"
+
+    run(scenario)
+
+
+def test_two_gateways_share_a_token_budget_exactly(stores: list[Store]) -> None:
+    async def scenario() -> None:
+        who = tenant(stores[0], token_budget=21, period="day")
+        a, b = Limiter(stores[0], clock=frozen), Limiter(stores[1], clock=frozen)
+        outcomes = [await admitted((b, a)[i % 2], who, tokens=7) for i in range(5)]
+        assert outcomes == [True, True, True, False, False]
+
+    run(scenario)
+
+
+def test_concurrency_never_exceeds_the_limit_across_gateways(stores: list[Store]) -> None:
+    async def scenario() -> None:
+        who = tenant(stores[0], concurrent_requests=4)
+        a, b = Limiter(stores[0], clock=frozen), Limiter(stores[1], clock=frozen)
+        held: list[tuple[Limiter, Admission | None]] = []
+        for gateway in (a, a, a, b, b, a, b):
+            try:
+                held.append((gateway, await gateway.admit(who)))
+            except RateLimited as refusal:
+                assert "4 requests in flight" in str(refusal)
+        assert len(held) == 4
+        for gateway, admission in held:
+            if gateway is a:
+                gateway.settle(admission, 0)
+        with pytest.raises(RateLimited):
+            await b.admit(who)  # a still leases its three slots, now unused
+        await a.tick()
+        await a.tick()
+        assert [await b.admit(who) for _ in range(3)], "a's slots came back"
+
+    run(scenario)
+
+
+def test_a_clean_stop_gives_every_slice_back(stores: list[Store]) -> None:
+    store = stores[0]
+
+    async def scenario() -> None:
+        who = tenant(
+            store,
+            requests_per_minute=1000,
+            tokens_per_minute=100_000,
+            token_budget=100_000,
+            concurrent_requests=50,
+        )
+        limiter = Limiter(store, clock=frozen)
+        for _ in range(20):
+            assert await admitted(limiter, who, tokens=7)
+        await limiter.stop()
+        counters = store.counters
+        assert counters.value("rpm:tenant 'lab'") == 1000 - 20
+        assert counters.value("tpm:tenant 'lab'") == 100_000 - 20 * 7
+        start, _end = period_bounds("month", NOW)
+        assert counters.value(f"budget:tenant 'lab':{int(start)}") == 20 * 7, (
+            "the budget counts exactly what was used"
+        )
+        assert counters.value("inflight:tenant 'lab'") == 0
+
+    run(scenario)
