@@ -1,5 +1,6 @@
 """The state store: SQLAlchemy tables and queries (SQLite default, PostgreSQL supported)."""
 
+from aifactory.store.counters import Grant
 from aifactory.store.database import (
     LIMIT_FIELDS,
     BucketRecord,
@@ -24,6 +25,7 @@ __all__ = [
     "BucketRecord",
     "FunctionCallRow",
     "FunctionRow",
+    "Grant",
     "JobRow",
     "KeyRecord",
     "LimitSet",

@@ -32,8 +32,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from aifactory.store import Store
-from aifactory.store.counters import Grant
+from aifactory.store import Grant, Store
 
 __all__ = ["TICK_S", "Allowance", "Slots"]
 
