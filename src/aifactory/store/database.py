@@ -505,7 +505,7 @@ class Store:
             select(
                 TenantRow.name,
                 UsageRow.model,
-                func.count(),
+                func.coalesce(func.sum(UsageRow.entries), 0),
                 func.coalesce(func.sum(UsageRow.prompt_tokens), 0),
                 func.coalesce(func.sum(UsageRow.completion_tokens), 0),
             )
@@ -551,7 +551,7 @@ class Store:
             select(
                 TenantRow.name.label("tenant"),
                 dimension.label(by),
-                func.count().label("entries"),
+                func.coalesce(func.sum(UsageRow.entries), 0).label("entries"),
                 *sums,
             )
             .join(TenantRow, TenantRow.id == UsageRow.tenant_id)
@@ -590,7 +590,7 @@ class Store:
                 start,
                 TenantRow.name,
                 UsageRow.model,
-                func.count(),
+                func.coalesce(func.sum(UsageRow.entries), 0),
                 func.coalesce(func.sum(UsageRow.prompt_tokens), 0),
                 func.coalesce(func.sum(UsageRow.completion_tokens), 0),
             )

@@ -145,6 +145,8 @@ class UsageRow(Base):
     node_hours: Mapped[float] = mapped_column(Float, default=0.0)
     gpu_hours: Mapped[float] = mapped_column(Float, default=0.0)
     source: Mapped[str] = mapped_column(String(16), default="")
+    # How many ledger entries this row sums (the ledger aggregates them per flush).
+    entries: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )

@@ -1,8 +1,11 @@
 """The usage ledger: tokens, function calls, allocations, bytes, written in batches.
 
-The gateway calls ``record`` on its hot path; that only appends to a list.
-A background task flushes the list to the store every second, so no request
-waits on a database write.
+The gateway calls ``record`` on its hot path; that only adds numbers to the
+pending row of the same tenant, key, kind, model and endpoint. A background
+task writes the pending rows to the store every second (and at a clean
+stop), so no request waits on a database write and a busy second is one row
+per key and model, not one per request: each row counts the ``entries`` it
+sums. A crash loses at most the last second's rows.
 """
 
 from __future__ import annotations
@@ -13,7 +16,13 @@ from typing import Any
 
 from aifactory.store import Store, utcnow
 
+# tenant id, key id, kind, model, endpoint and the entry's text labels (its source)
+_Key = tuple[Any, ...]
+
 logger = logging.getLogger(__name__)
+
+
+_ROW_FIELDS = {"tenant_id", "api_key_id", "kind", "model", "endpoint", "created_at", "entries"}
 
 
 class UsageLedger:
@@ -22,7 +31,7 @@ class UsageLedger:
     def __init__(self, store: Store, flush_interval_s: float = 1.0) -> None:
         self._store = store
         self._interval_s = flush_interval_s
-        self._pending: list[dict[str, Any]] = []
+        self._pending: dict[_Key, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def record(
@@ -47,30 +56,43 @@ class UsageLedger:
                 ``completion_tokens``, ``calls``, ``seconds``, ``bytes_in``,
                 ``bytes_out``, ``node_hours``, ``gpu_hours``, ``source``.
         """
-        self._pending.append(
-            {
+        labels = tuple(sorted((k, v) for k, v in quantities.items() if isinstance(v, str)))
+        self._add((tenant_id, key_id, kind, model, endpoint, labels), quantities, 1)
+
+    def _add(self, key: _Key, quantities: dict[str, Any], entries: int) -> None:
+        row = self._pending.get(key)
+        if row is None:
+            tenant_id, key_id, kind, model, endpoint, _labels = key
+            self._pending[key] = {
                 "tenant_id": tenant_id,
                 "api_key_id": key_id,
                 "kind": kind,
                 "model": model,
                 "endpoint": endpoint,
                 "created_at": utcnow(),
+                "entries": entries,
                 **quantities,
             }
-        )
+            return
+        row["entries"] += entries
+        for name, value in quantities.items():
+            if not isinstance(value, str):
+                row[name] = row.get(name, 0) + value
 
     async def flush(self) -> None:
         """Write everything queued so far."""
-        batch, self._pending = self._pending, []
-        if not batch:
+        pending, self._pending = self._pending, {}
+        if not pending:
             return
         try:
-            await asyncio.to_thread(self._store.add_usage, batch)
+            await asyncio.to_thread(self._store.add_usage, list(pending.values()))
         except Exception:
             logger.exception(
-                "writing %d usage rows failed; keeping them for the next flush", len(batch)
+                "writing %d usage rows failed; keeping them for the next flush", len(pending)
             )
-            self._pending[:0] = batch
+            for key, row in pending.items():
+                quantities = {k: v for k, v in row.items() if k not in _ROW_FIELDS}
+                self._add(key, quantities, row["entries"])
 
     async def _run(self) -> None:
         while True:
