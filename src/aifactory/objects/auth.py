@@ -74,27 +74,38 @@ class StoreCredentials:
     def __init__(self, store: Store, master: bytes) -> None:
         self._store = store
         self._master = master
-        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._cache: dict[str, tuple[float, tuple[KeyRecord, Caller, str] | None]] = {}
 
     async def lookup(self, access_key_id: str) -> tuple[Caller, str] | None:
-        """The caller and derived secret of an unrevoked key's access key id."""
+        """The caller and derived secret of an unrevoked key's access key id.
+
+        Caller and secret are cached with the record: deriving the secret is
+        an HMAC, and every request would otherwise pay for it.
+        """
         now = time.monotonic()
         cached = self._cache.get(access_key_id)
         if cached is None or cached[0] <= now:
             record = await asyncio.to_thread(self._store.key_by_s3_access_key, access_key_id)
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
-            cached = (now + _CACHE_TTL_S, record)
+            cached = (now + _CACHE_TTL_S, self._entry(access_key_id, record))
             self._cache[access_key_id] = cached
-        record = cached[1]
-        if record is None or record.revoked:
+        if cached[1] is None:
             return None
+        record, caller, secret = cached[1]
         if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
+            return None
+        return caller, secret
+
+    def _entry(
+        self, access_key_id: str, record: KeyRecord | None
+    ) -> tuple[KeyRecord, Caller, str] | None:
+        if record is None or record.revoked:
             return None
         caller = Caller(
             access_key_id, record.tenant_id, record.tenant, record.role == "admin", record.key_id
         )
-        return caller, s3_secret_for(self._master, access_key_id)
+        return record, caller, s3_secret_for(self._master, access_key_id)
 
 
 async def authenticate(
