@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ MAX_PRESIGN_EXPIRY_S = 7 * 24 * 3600
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 _CACHE_TTL_S = 5.0
 _CACHE_MAX = 10_000
+_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -243,7 +245,7 @@ def _payload_check(payload_hash: str, signer: sigv4.ChunkSigner | None) -> Paylo
         return PayloadCheck(chunked=True, signer=signer)
     if payload_hash == sigv4.STREAMING_UNSIGNED_TRAILER:
         return PayloadCheck(chunked=True)
-    if len(payload_hash) == 64 and all(c in "0123456789abcdef" for c in payload_hash):
+    if _HEX_SHA256.fullmatch(payload_hash):
         return PayloadCheck(sha256=payload_hash)
     raise S3Error("InvalidArgument", f"x-amz-content-sha256 {payload_hash[:80]!r} is not valid.")
 
