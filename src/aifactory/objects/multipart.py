@@ -322,6 +322,8 @@ class PartWriter:
 def _claim_stride(directory: str, size: int) -> int:
     """The upload's slot size: ``size`` if this part is the first to claim it."""
     path = os.path.join(directory, _STRIDE)
+    with contextlib.suppress(FileNotFoundError), open(path) as handle:
+        return int(handle.read())
     temporary = f"{path}.{secrets.token_hex(6)}"
     with open(temporary, "w") as handle:
         handle.write(str(size))
