@@ -289,7 +289,8 @@ class PartWriter:
             return
         assert self._size is not None
         if self._written + len(view) > self._size:
-            raise S3Error("IncompleteBody", f"The part is longer than the {self._size} announced.")
+            announced = f"The part is longer than the {self._size} bytes announced."
+            raise S3Error("IncompleteBody", announced)
         while view:
             written = os.pwrite(fd, view, self._offset + self._written)
             self._written += written
