@@ -13,6 +13,12 @@ server's CPU time (from /proc) is reported beside each rate: on two cores the
 boto3 client itself caps small-object rates. Prints a table, writes JSON to
 bench/results/.
 
+File creation on ext4 without a journal (this machine's disk) skips inodes
+deleted in the last one to five minutes, so a run started right after many
+deletions (an earlier run's cleanup) creates small files several times
+slower: every target's files stay until the end of the run, and runs to be
+compared want five quiet minutes before each.
+
     python bench/objects.py [--small-objects 3000] [--big-mib 1024] [--only aifactory,rclone]
 """
 
@@ -427,9 +433,6 @@ def main() -> None:
                 log(f"{name}: failed: {exc}")
             finally:
                 target.stop()
-                for leftover in workdir.iterdir():
-                    if leftover.is_dir() and leftover.name == name:
-                        shutil.rmtree(leftover, ignore_errors=True)
     print_table(results)
     out = BENCH_DIR / "results" / f"objects-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

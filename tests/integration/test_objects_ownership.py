@@ -130,8 +130,15 @@ def test_objects_belong_to_the_tenant_and_grants_open_them(up: tuple[Server, str
     assert granted.status_code == 200, granted.text
     alice.put_object(Bucket=BUCKET, Key="nested/after-grant.txt", Body=b"new")
     alice.put_object(Bucket=BUCKET, Key="fresh/dir/after-grant.txt", Body=b"newer")
+    _multipart(alice, "nested/after-grant.bin")  # staged elsewhere, renamed in: ACL copied
     _assert_owned(bucket / "fresh" / "dir", "aif-alice", 0o2750)
-    shared = [*files, bucket / "nested/after-grant.txt", bucket / "fresh/dir/after-grant.txt"]
+    _assert_owned(bucket / "nested/after-grant.bin", "aif-alice", 0o640)
+    shared = [
+        *files,
+        bucket / "nested/after-grant.txt",
+        bucket / "fresh/dir/after-grant.txt",
+        bucket / "nested/after-grant.bin",
+    ]
     for path in shared:
         assert _cat("aif-bob", path).returncode == 0, path
     assert _cat("aif-bob", bucket / "fresh/dir/after-grant.txt").stdout == "newer"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import subprocess
 import zlib
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from boto3.s3.transfer import TransferConfig
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -175,3 +177,15 @@ def test_bad_payload_hash_is_rejected_and_not_stored(
     assert not (tls_server.root / "hashes" / "liar.bin").exists()
     with pytest.raises(ClientError):
         s3.head_object(Bucket="hashes", Key="liar.bin")
+
+
+def test_multipart_over_https_lands_in_place_from_aws_chunked_parts(
+    tls_server: S3Server, credentials: tuple[str, str]
+) -> None:
+    s3 = tls_server.client(credentials)
+    s3.create_bucket(Bucket="wire-parts")
+    body = bytes(range(256)) * (11 * MiB // 256)
+    config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    s3.upload_fileobj(io.BytesIO(body), "wire-parts", "big.bin", Config=config)
+    assert s3.head_object(Bucket="wire-parts", Key="big.bin")["ETag"].endswith('-3"')
+    assert (tls_server.root / "wire-parts" / "big.bin").read_bytes() == body

@@ -66,6 +66,26 @@ def test_staged_parts_are_the_owners_in_the_private_staging_directory(tmp_path: 
     assert stat.S_IMODE(os.stat(files.system_dir).st_mode) == 0o700
 
 
+@as_root
+def test_a_multipart_object_completed_in_place_is_the_owners(tmp_path: Path) -> None:
+    alice = lookup("aif-alice")
+    files = FileStore(str(tmp_path / "root"), Ownership(lambda bucket: alice))
+    files.create_bucket("bkt")
+    multipart = Multipart(files, min_part_bytes=1)
+    upload = Upload("", "a/k", 0.0, "", {}, {}, "")
+    upload_id = multipart.create("bkt", upload)
+    part = multipart.part_writer("bkt", upload_id, 1, 4)
+    part.write(b"part")
+    st = os.fstat(part.fd)
+    assert part.file == "data" and (st.st_uid, stat.S_IMODE(st.st_mode)) == (alice.uid, 0o600)
+    etag = f'"{"0" * 32}"'
+    part.publish(etag, "")
+    multipart.complete("bkt", upload, [(1, etag, "")])
+    for path, mode in (("bkt/a/k", 0o640), ("bkt/a", 0o2750)):
+        st = (tmp_path / "root" / path).stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (alice.uid, alice.gid, mode)
+
+
 def test_a_bucket_whose_tenant_has_no_user_is_not_recorded(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     store.create_schema()

@@ -1,6 +1,7 @@
 """SigV4 against the worked examples in the AWS S3 documentation (sigv4-*-examples)."""
 
 import hashlib
+from datetime import UTC, datetime
 
 import pytest
 
@@ -104,3 +105,12 @@ def test_signed_chunked_body_decodes_and_a_tampered_chunk_fails() -> None:
     with pytest.raises(S3Error) as caught:
         decoder.feed(tampered)
     assert caught.value.code == "SignatureDoesNotMatch"
+
+
+def test_amz_date_parses_only_the_exact_form() -> None:
+    assert sigv4.parse_amz_date("20130524T010203Z") == datetime(2013, 5, 24, 1, 2, 3, tzinfo=UTC)
+    for malformed in (
+        "", "20130524", "20130524T010203", "20130524 010203Z", "2013-5-24T010203Z",
+        "20131324T010203Z", "20130524T250203Z", "2013052٤T010203Z", "20130524T010203Z ",
+    ):  # fmt: skip
+        assert sigv4.parse_amz_date(malformed) is None, malformed

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ MAX_PRESIGN_EXPIRY_S = 7 * 24 * 3600
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 _CACHE_TTL_S = 5.0
 _CACHE_MAX = 10_000
+_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -74,27 +76,38 @@ class StoreCredentials:
     def __init__(self, store: Store, master: bytes) -> None:
         self._store = store
         self._master = master
-        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._cache: dict[str, tuple[float, tuple[KeyRecord, Caller, str] | None]] = {}
 
     async def lookup(self, access_key_id: str) -> tuple[Caller, str] | None:
-        """The caller and derived secret of an unrevoked key's access key id."""
+        """The caller and derived secret of an unrevoked key's access key id.
+
+        Caller and secret are cached with the record: deriving the secret is
+        an HMAC, and every request would otherwise pay for it.
+        """
         now = time.monotonic()
         cached = self._cache.get(access_key_id)
         if cached is None or cached[0] <= now:
             record = await asyncio.to_thread(self._store.key_by_s3_access_key, access_key_id)
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
-            cached = (now + _CACHE_TTL_S, record)
+            cached = (now + _CACHE_TTL_S, self._entry(access_key_id, record))
             self._cache[access_key_id] = cached
-        record = cached[1]
-        if record is None or record.revoked:
+        if cached[1] is None:
             return None
+        record, caller, secret = cached[1]
         if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
+            return None
+        return caller, secret
+
+    def _entry(
+        self, access_key_id: str, record: KeyRecord | None
+    ) -> tuple[KeyRecord, Caller, str] | None:
+        if record is None or record.revoked:
             return None
         caller = Caller(
             access_key_id, record.tenant_id, record.tenant, record.role == "admin", record.key_id
         )
-        return caller, s3_secret_for(self._master, access_key_id)
+        return record, caller, s3_secret_for(self._master, access_key_id)
 
 
 async def authenticate(
@@ -232,7 +245,7 @@ def _payload_check(payload_hash: str, signer: sigv4.ChunkSigner | None) -> Paylo
         return PayloadCheck(chunked=True, signer=signer)
     if payload_hash == sigv4.STREAMING_UNSIGNED_TRAILER:
         return PayloadCheck(chunked=True)
-    if len(payload_hash) == 64 and all(c in "0123456789abcdef" for c in payload_hash):
+    if _HEX_SHA256.fullmatch(payload_hash):
         return PayloadCheck(sha256=payload_hash)
     raise S3Error("InvalidArgument", f"x-amz-content-sha256 {payload_hash[:80]!r} is not valid.")
 

@@ -3,18 +3,27 @@
 ::
 
     upload.json        key, initiation time, content type, user metadata, checksum algorithm
-    3-<token>          part 3's bytes (a fresh name for every attempt)
-    3.json             part 3's record: file name, size, ETag, checksum (renamed into place)
+    stride             the slot size: the length of the first part that announced one
+    data               parts in their slots: part N at (N - 1) * stride
+    3.slot             part 3's slot is taken (once per upload, by its first attempt)
+    3-<token>          part 3's bytes, when it has no slot (retries, copies, odd sizes)
+    3.json             part 3's record: file, offset, size, ETag, checksum (renamed into place)
+    sealed             completion began: no part enters ``data`` any more
 
-A retried part writes a new file and then swaps the record, so the record
-always names a complete file. Completion concatenates the parts into a
-temporary file beside the target with ``copy_file_range`` (the bytes never
-pass through Python), then renames it into place like any other write.
+Clients cut an object into equal parts, so the first attempt of each part
+writes straight to where it belongs in ``data``; completion then truncates
+``data`` and renames it into place (``FileWriter.adopt``), no byte copied.
+Anything else (a retry, a copy, sizes that do not tile, a mount in the way)
+takes the general path: a file per attempt, concatenated on completion with
+``copy_file_range`` (in the kernel, never through Python). A retried part
+writes a new file and then swaps the record, so the record always names
+complete bytes that no other attempt writes to.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
@@ -29,11 +38,13 @@ from aifactory.objects import checksums
 from aifactory.objects.errors import S3Error
 from aifactory.objects.metadata import ObjectMeta
 from aifactory.objects.ownership import STAGED_MODE, hand_file
-from aifactory.objects.storage import FileStore, remove_tree
+from aifactory.objects.storage import FileStore, FileWriter, remove_tree
 
 MIN_PART_BYTES = 5 * 1024 * 1024
 MAX_PART_NUMBER = 10_000
+MAX_OBJECT_BYTES = 5 * 1024**4
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+_DATA, _STRIDE, _SEALED = "data", "stride", "sealed"
 
 
 @dataclass
@@ -46,6 +57,7 @@ class Part:
     checksum: str
     last_modified: float
     file: str
+    offset: int = 0
 
 
 @dataclass
@@ -90,13 +102,16 @@ class Multipart:
             raise _no_such_upload(upload_id)
         return upload
 
-    def part_writer(self, bucket: str, upload_id: str, number: int) -> PartWriter:
-        """A writer for part ``number`` of a (checked) upload."""
+    def part_writer(
+        self, bucket: str, upload_id: str, number: int, size: int | None = None
+    ) -> PartWriter:
+        """A writer for part ``number`` of a (checked) upload; ``size``: its announced length."""
         if not 1 <= number <= MAX_PART_NUMBER:
             raise S3Error(
                 "InvalidArgument", f"Part numbers run from 1 to {MAX_PART_NUMBER}, not {number}."
             )
-        return PartWriter(self._dir(bucket, upload_id), number, self._files.owners.of(bucket))
+        owner = self._files.owners.of(bucket)
+        return PartWriter(self._dir(bucket, upload_id), number, owner, size)
 
     def parts(self, bucket: str, upload_id: str) -> list[Part]:
         """Every uploaded part, by number."""
@@ -137,12 +152,16 @@ class Multipart:
             parts.append(part)
         writer = self._files.writer(bucket, upload.key)
         try:
-            for part in parts:
-                fd = os.open(os.path.join(directory, part.file), os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    writer.copy_from(fd, 0, part.size)
-                finally:
-                    os.close(fd)
+            if not _adopt_data(directory, parts, writer):
+                for part in parts:
+                    fd = os.open(os.path.join(directory, part.file), os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        writer.copy_from(fd, part.offset, part.size)
+                    finally:
+                        os.close(fd)
+        except FileNotFoundError:
+            writer.abort()
+            raise _no_such_upload(upload.upload_id) from None  # completed or aborted meanwhile
         except BaseException:
             writer.abort()
             raise
@@ -196,29 +215,34 @@ class Multipart:
 
 
 class PartWriter:
-    """Writes one part under a fresh name; ``publish`` records it.
+    """Writes one part into its slot of ``data`` or under a fresh name; ``publish`` records it.
 
-    The part file is the bucket owner's (its bytes count against the owner's
+    Part files are the bucket owner's (their bytes count against the owner's
     quota), mode 0600 in the control plane's own staging directory.
+
+    Args:
+        size: The part's announced length; without one (a copy) the part
+            gets a file of its own.
     """
 
-    def __init__(self, directory: str, number: int, owner: Identity | None = None) -> None:
+    def __init__(
+        self, directory: str, number: int, owner: Identity | None = None, size: int | None = None
+    ) -> None:
         self._directory = directory
         self._owner = owner
+        self._size = size
         self.number = number
         self.file = f"{number}-{secrets.token_hex(8)}"
+        self._offset = -1  # where in ``data`` this part goes; -1: a file of its own
+        self._written = 0
         self._fd = -1
 
     @property
     def fd(self) -> int:
-        """The part file's descriptor, created on first use."""
+        """The part's descriptor, opened on first use."""
         if self._fd < 0:
             try:
-                self._fd = os.open(
-                    os.path.join(self._directory, self.file),
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                    STAGED_MODE,
-                )
+                self._fd = self._open()
             except FileNotFoundError:
                 raise _no_such_upload(os.path.basename(self._directory)) from None
             try:
@@ -228,18 +252,58 @@ class PartWriter:
                 raise
         return self._fd
 
+    def _open(self) -> int:
+        offset = self._slot()
+        if offset >= 0:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            fd = os.open(os.path.join(self._directory, _DATA), flags, STAGED_MODE)
+            # Sealed after the slot was taken: completion may already own ``data``.
+            if not os.path.exists(os.path.join(self._directory, _SEALED)):
+                self._offset, self.file = offset, _DATA
+                return fd
+            os.close(fd)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        return os.open(os.path.join(self._directory, self.file), flags, STAGED_MODE)
+
+    def _slot(self) -> int:
+        """The offset of this part's slot in ``data``, taken now; -1 when it gets none."""
+        if not self._size or os.path.exists(os.path.join(self._directory, _SEALED)):
+            return -1
+        stride = _claim_stride(self._directory, self._size)
+        offset = (self.number - 1) * stride
+        if self._size > stride or offset + self._size > MAX_OBJECT_BYTES:
+            return -1
+        try:
+            os.close(_create_exclusive(os.path.join(self._directory, f"{self.number}.slot")))
+        except FileExistsError:
+            return -1  # an earlier attempt's: its record may point there
+        return offset
+
     def write(self, data: bytes | memoryview) -> None:
         """Append bytes."""
         view = memoryview(data)
+        fd = self.fd
+        if self._offset < 0:
+            while view:
+                view = view[os.write(fd, view) :]
+            return
+        assert self._size is not None
+        if self._written + len(view) > self._size:
+            announced = f"The part is longer than the {self._size} bytes announced."
+            raise S3Error("IncompleteBody", announced)
         while view:
-            view = view[os.write(self.fd, view) :]
+            written = os.pwrite(fd, view, self._offset + self._written)
+            self._written += written
+            view = view[written:]
 
     def publish(self, etag: str, checksum: str) -> Part:
         """Close the part and make it the upload's part ``number``."""
-        size = os.fstat(self.fd).st_size
-        os.close(self._fd)
+        fd = self.fd
+        size = os.fstat(fd).st_size if self._offset < 0 else self._written
+        os.close(fd)
         self._fd = -2
-        part = Part(self.number, etag, size, checksum, time.time(), self.file)
+        offset = max(self._offset, 0)
+        part = Part(self.number, etag, size, checksum, time.time(), self.file, offset)
         try:
             _write_json(os.path.join(self._directory, f"{self.number}.json"), part.__dict__)
         except FileNotFoundError:
@@ -247,12 +311,71 @@ class PartWriter:
         return part
 
     def abort(self) -> None:
-        """Drop the part file."""
+        """Drop the part file (a slot stays taken, unused)."""
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = -2
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self._directory, self.file))
+        if self._offset < 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._directory, self.file))
+
+
+def _claim_stride(directory: str, size: int) -> int:
+    """The upload's slot size: ``size`` if this part is the first to claim it."""
+    path = os.path.join(directory, _STRIDE)
+    with contextlib.suppress(FileNotFoundError), open(path) as handle:
+        return int(handle.read())
+    temporary = f"{path}.{secrets.token_hex(6)}"
+    with open(temporary, "w") as handle:
+        handle.write(str(size))
+    try:
+        os.link(temporary, path)  # atomic, and never replaces an earlier claim
+        return size
+    except FileExistsError:
+        with open(path) as handle:
+            return int(handle.read())
+    finally:
+        os.unlink(temporary)
+
+
+def _adopt_data(directory: str, parts: list[Part], writer: FileWriter) -> bool:
+    """Publish ``data`` itself when the listed parts tile it from the start; False otherwise.
+
+    Completion seals the upload first; a slot outside the list whose part is
+    not recorded there may still have a writer, which would write past the
+    end of the published file, so then the parts are copied instead.
+    """
+    stride = parts[0].size
+    for index, part in enumerate(parts):
+        tiles = part.number == index + 1 and part.offset == index * stride
+        if part.file != _DATA or not tiles or (part is not parts[-1] and part.size != stride):
+            return False
+    with contextlib.suppress(FileExistsError):
+        os.close(_create_exclusive(os.path.join(directory, _SEALED)))
+    listed = {part.number for part in parts}
+    for name in os.listdir(directory):
+        stem, _, extension = name.partition(".")
+        if extension == "slot" and int(stem) not in listed:
+            record = _read_part(directory, int(stem))
+            if record is None or record.file != _DATA:
+                return False
+    path = os.path.join(directory, _DATA)
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        os.ftruncate(fd, (len(parts) - 1) * stride + parts[-1].size)
+    finally:
+        os.close(fd)
+    try:
+        writer.adopt(path)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        return False
+    return True
+
+
+def _create_exclusive(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, STAGED_MODE)
 
 
 def _read_part(directory: str, number: int) -> Part | None:

@@ -28,7 +28,7 @@ from aifactory.objects.responses import (
     send_xml,
 )
 from aifactory.objects.storage import FileStore
-from aifactory.objects.upload import Digests, UploadBody
+from aifactory.objects.upload import Digests, UploadBody, announced_size
 
 
 def _multipart(ctx: Context) -> Multipart:
@@ -78,10 +78,13 @@ async def upload_part(ctx: Context) -> None:
     key = _checked_key(ctx)
     request = ctx.request
     upload = await ctx.run(_multipart(ctx).upload, request.bucket, key, request.params["uploadId"])
-    writer = _multipart(ctx).part_writer(request.bucket, upload.upload_id, _part_number(request))
+    number = _part_number(request)
     if request.header("x-amz-copy-source"):
+        writer = _multipart(ctx).part_writer(request.bucket, upload.upload_id, number)
         await _upload_part_copy(ctx, writer)
         return
+    size = announced_size(request, ctx.payload.chunked)
+    writer = _multipart(ctx).part_writer(request.bucket, upload.upload_id, number, size)
     body = UploadBody(writer, ctx.payload, request, upload.checksum_algorithm)
 
     def publish(digests: Digests) -> tuple[Part, str]:

@@ -32,6 +32,8 @@ _COPY_CHUNK_BYTES = 8 * 1024 * 1024
 _TEMP_PREFIX = RESERVED_PREFIX + "tmp-"
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+_DEFAULT_ACL = "system.posix_acl_default"
+_ACCESS_ACL = "system.posix_acl_access"
 
 
 @dataclass
@@ -58,6 +60,7 @@ class FileStore:
         self.system_dir = os.path.join(self.root, SYSTEM_DIR)
         os.makedirs(self.system_dir, exist_ok=True)
         self.owners = ownership or Ownership()
+        self.umask = process_umask()
         if self.owners.enabled:
             # Every tenant's staged parts and sidecars: the control plane's alone.
             os.chmod(self.system_dir, 0o700)
@@ -271,7 +274,22 @@ class FileWriter:
             self._open()
         return self._fd
 
-    def _open(self) -> None:
+    def adopt(self, path: str) -> None:
+        """Take the finished file at ``path`` as the new object, instead of writing one.
+
+        It moves beside the target under a temporary name (the staging
+        directory is under the root, so one filesystem) and gets what a file
+        created there would have: the bucket owner, the object mode, and the
+        directory's default ACL (bucket grants). ``publish`` then renames it
+        into place like any other write.
+
+        Raises:
+            OSError: EXDEV when the target directory is on another filesystem
+                (a mount inside the bucket); FileNotFoundError when ``path`` is gone.
+        """
+        self._open(path)
+
+    def _open(self, source: str = "") -> None:
         if os.path.isdir(self.path):
             raise S3Error(
                 "ExistingObjectIsDirectory",
@@ -289,18 +307,39 @@ class FileWriter:
                 raise
             self._temporary = _TEMP_PREFIX + secrets.token_hex(8)
             try:
-                mode = 0o600 if self._owner is not None else 0o666  # handed over below
-                self._fd = os.open(self._temporary, _CREATE_FLAGS, mode, dir_fd=self._dir_fd)
+                self._fd = self._create(source)
             except FileNotFoundError:
                 self._close_dir()
+                if source and not os.path.exists(source):
+                    raise
                 continue  # the directory was pruned after we opened it
+            except BaseException:
+                self._close_dir()
+                raise
             try:
+                if source:
+                    inherit_default_acl(self._dir_fd, self._fd)
+                    if self._owner is None:
+                        os.fchmod(self._fd, 0o666 & ~self._store.umask)
                 hand_file(self._fd, self._owner)
             except BaseException:
                 self.abort()
                 raise
             return
         raise S3Error("InternalError", "The target directory keeps disappearing.")
+
+    def _create(self, source: str) -> int:
+        """The temporary file, new or moved in from ``source``, open for writing."""
+        if not source:
+            mode = 0o600 if self._owner is not None else 0o666  # handed over after
+            return os.open(self._temporary, _CREATE_FLAGS, mode, dir_fd=self._dir_fd)
+        fd = os.open(source, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            os.rename(source, self._temporary, dst_dir_fd=self._dir_fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def write(self, data: bytes | memoryview) -> None:
         """Append bytes."""
@@ -348,6 +387,30 @@ class FileWriter:
         if self._dir_fd >= 0:
             os.close(self._dir_fd)
         self._dir_fd = -1
+
+
+def inherit_default_acl(directory_fd: int, fd: int) -> None:
+    """Give a file moved into a directory the access ACL it would have had if created there.
+
+    Bucket grants live in default ACLs (``sharing``), which only files
+    created in the directory inherit; the later ``fchmod`` narrows the mask.
+    """
+    try:
+        acl = os.getxattr(directory_fd, _DEFAULT_ACL)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.EOPNOTSUPP, errno.ENOTSUP):
+            return
+        raise
+    os.setxattr(fd, _ACCESS_ACL, acl)
+
+
+def process_umask() -> int:
+    """This process's umask, read without changing it (``os.umask`` sets it, racing threads)."""
+    with contextlib.suppress(OSError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
 
 
 def copy_range(source_fd: int, target_fd: int, offset: int, count: int) -> None:

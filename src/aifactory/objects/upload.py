@@ -80,7 +80,7 @@ class UploadBody:
         if not self._algorithm and sdk_algorithm in checksums.ALGORITHMS:
             self._algorithm = sdk_algorithm
         self._checksum = checksums.new_hasher(self._algorithm) if self._algorithm else None
-        self._expected_size = _expected_size(request, check.chunked)
+        self._expected_size = announced_size(request, check.chunked)
         self.size = 0
 
     def feed(self, raw: bytes) -> None:
@@ -124,7 +124,8 @@ class UploadBody:
         return Digests(self.size, md5, self._algorithm, checksum)
 
 
-def _expected_size(request: S3Request, chunked: bool) -> int | None:
+def announced_size(request: S3Request, chunked: bool) -> int | None:
+    """The body length the request announces (decoded, for aws-chunked); None: unknown."""
     header = "x-amz-decoded-content-length" if chunked else "content-length"
     value = request.header(header)
     if not value:
