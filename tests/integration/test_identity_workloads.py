@@ -29,7 +29,7 @@ from botocore.config import Config
 
 from aifactory.functions import Executor
 
-from .server import REPO, Server, start_server
+from .server import Server, start_server
 from .test_slurm import _cluster_up
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="switching users needs root (CI is)")
@@ -247,4 +247,3 @@ def test_replicas_show_who_they_run_as(factory: Server) -> None:
     assert re.search(r"bob-pool.*aif-bob", pools)
     shown = factory.cli("tenants", "show", "alice").stdout
     assert "workloads run as aif-alice" in shown
-    assert REPO.exists()

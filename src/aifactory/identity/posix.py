@@ -119,14 +119,7 @@ def lookup(user: str, group: str | None = None, *, min_uid: int = 1000) -> Ident
             )
         if gid == 0:
             raise ConfigError(f"Unix group {group!r} is root's group; pick another.")
-    return Identity(
-        user=entry.pw_name,
-        uid=entry.pw_uid,
-        group=_group_name(gid),
-        gid=gid,
-        groups=tuple(sorted(g for g in groups if g != gid)),
-        home=entry.pw_dir,
-    )
+    return _identity(entry, gid, groups)
 
 
 def workload_user(user: str) -> Identity:
@@ -152,15 +145,7 @@ def workload_user(user: str) -> Identity:
             "runs as root.",
             fix="set AIFACTORY_WORKLOAD_USER to an unprivileged user",
         )
-    groups = _memberships(entry.pw_name, entry.pw_gid)
-    return Identity(
-        user=entry.pw_name,
-        uid=entry.pw_uid,
-        group=_group_name(entry.pw_gid),
-        gid=entry.pw_gid,
-        groups=tuple(sorted(g for g in groups if g != entry.pw_gid)),
-        home=entry.pw_dir,
-    )
+    return _identity(entry, entry.pw_gid, _memberships(entry.pw_name, entry.pw_gid))
 
 
 def current_identity() -> Identity:
@@ -173,6 +158,17 @@ def current_identity() -> Identity:
         user, home = str(uid), "/"
     groups = tuple(sorted(g for g in os.getgroups() if g != gid))
     return Identity(user=user, uid=uid, group=_group_name(gid), gid=gid, groups=groups, home=home)
+
+
+def _identity(entry: pwd.struct_passwd, gid: int, memberships: set[int]) -> Identity:
+    return Identity(
+        user=entry.pw_name,
+        uid=entry.pw_uid,
+        group=_group_name(gid),
+        gid=gid,
+        groups=tuple(sorted(g for g in memberships if g != gid)),
+        home=entry.pw_dir,
+    )
 
 
 def _memberships(user: str, primary: int) -> set[int]:
