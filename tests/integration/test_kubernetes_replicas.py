@@ -231,12 +231,19 @@ def fill_slurm() -> list[str]:
 def fill_node(namespace: str) -> None:
     """A Pod that requests all the CPU the node has left: nothing else fits there."""
     node = json.loads(kubectl("get", "node", NODE, "-o", "json"))
-    deadline = time.monotonic() + 90
-    while True:  # Pods still terminating hold their requests until they are gone.
+    deadline = time.monotonic() + 120
+    while True:
+        # Pods still terminating hold their requests until they are gone, and
+        # the Pods of a namespace being deleted (earlier tests delete theirs
+        # without waiting) are marked only when the namespace controller gets
+        # to them: either would free room after the filler was sized.
         pods = json.loads(kubectl("get", "pods", "-A", "-o", "json"))["items"]
-        if not any(p["metadata"].get("deletionTimestamp") for p in pods):
+        namespaces = json.loads(kubectl("get", "namespaces", "-o", "json"))["items"]
+        if not any(p["metadata"].get("deletionTimestamp") for p in pods) and not any(
+            n["status"].get("phase") == "Terminating" for n in namespaces
+        ):
             break
-        assert time.monotonic() < deadline, "pods kept terminating on the node"
+        assert time.monotonic() < deadline, "pods or namespaces kept terminating"
         time.sleep(0.5)
     used = sum(
         millicores(c["resources"].get("requests", {}).get("cpu", "0"))
