@@ -3,7 +3,7 @@
 import asyncio
 from pathlib import Path
 
-from aifactory.objects.auth import StoreCredentials
+from aifactory.objects.s3.auth import StoreCredentials
 from aifactory.store import Store
 from aifactory.tenancy import issue_key, load_s3_master, s3_secret_for
 

@@ -3,8 +3,8 @@ import zlib
 import pytest
 
 from aifactory.objects import S3Error
-from aifactory.objects.checksums import encode
-from aifactory.objects.chunked import AwsChunkedDecoder
+from aifactory.objects.posix.checksums import encode
+from aifactory.objects.s3.chunked import AwsChunkedDecoder
 
 
 def _unsigned_body(payload: bytes, chunk: int) -> bytes:
@@ -53,7 +53,7 @@ def test_malformed_bodies_are_rejected(body: bytes) -> None:
 
 
 def test_signed_stream_without_chunk_signature_is_rejected() -> None:
-    from aifactory.objects.sigv4 import ChunkSigner
+    from aifactory.objects.s3.sigv4 import ChunkSigner
 
     decoder = AwsChunkedDecoder(ChunkSigner(b"k" * 32, "20240101T000000Z", "s", "seed"))
     with pytest.raises(S3Error) as caught:

@@ -3,7 +3,7 @@
 import pytest
 
 from aifactory.objects import S3Error
-from aifactory.objects.object_ops import check_conditions, parse_range
+from aifactory.objects.s3.object_ops import check_conditions, parse_range
 
 MTIME = 1_700_000_000.5  # Tue, 14 Nov 2023 22:13:20 GMT
 BEFORE, AT, AFTER = (

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from aifactory.objects.listing import list_page
-from aifactory.objects.metadata import ObjectMeta
-from aifactory.objects.storage import FileStore
+from aifactory.objects.posix.listing import list_page
+from aifactory.objects.posix.metadata import ObjectMeta
+from aifactory.objects.posix.storage import FileStore
 
 KEYS = ["foo+1/x", "foo/a", "foo/b/c", "foo/b/d", "foo.txt", "foo0", "zeta", "ä/1", "a b/c"]
 

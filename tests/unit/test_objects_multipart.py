@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from aifactory.objects import S3Error
-from aifactory.objects.multipart import Multipart, Upload
-from aifactory.objects.storage import FileStore
+from aifactory.objects.posix.multipart import Multipart, Upload
+from aifactory.objects.posix.storage import FileStore
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import pytest
 from aifactory.errors import ConfigError
 from aifactory.identity import Identity, lookup
 from aifactory.objects import S3Error
-from aifactory.objects.buckets import BucketRegistry
-from aifactory.objects.metadata import ObjectMeta
-from aifactory.objects.multipart import Multipart, Upload
-from aifactory.objects.ownership import Ownership
-from aifactory.objects.storage import FileStore
+from aifactory.objects.posix.metadata import ObjectMeta
+from aifactory.objects.posix.multipart import Multipart, Upload
+from aifactory.objects.posix.ownership import Ownership
+from aifactory.objects.posix.storage import FileStore
+from aifactory.objects.s3.access import BucketRegistry
 from aifactory.store import Store
 
 as_root = pytest.mark.skipif(os.getuid() != 0, reason="chown needs root (CI runs as root)")

@@ -1,7 +1,7 @@
 import pytest
 
 from aifactory.objects import S3Error
-from aifactory.objects.paths import check_bucket_name, check_key, key_path, safe_prefix_dir
+from aifactory.objects.posix.paths import check_bucket_name, check_key, key_path, safe_prefix_dir
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aifactory.objects import S3Error, sigv4
-from aifactory.objects.chunked import AwsChunkedDecoder
+from aifactory.objects import S3Error
+from aifactory.objects.s3 import sigv4
+from aifactory.objects.s3.chunked import AwsChunkedDecoder
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 DAY, AMZ_DATE = "20130524", "20130524T000000Z"

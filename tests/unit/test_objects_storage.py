@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from aifactory.objects import S3Error
-from aifactory.objects.metadata import ObjectMeta
-from aifactory.objects.storage import FileStore
+from aifactory.objects.posix.metadata import ObjectMeta
+from aifactory.objects.posix.storage import FileStore
 
 
 @pytest.fixture

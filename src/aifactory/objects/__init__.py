@@ -7,9 +7,9 @@ serves it on its own port; ``BucketsAPI`` adds admin routes to the control
 plane; ``serve`` runs the S3 API alone.
 """
 
-from aifactory.objects.admin import BucketsAPI
-from aifactory.objects.app import ObjectsApp
+from aifactory.objects.admin.api import BucketsAPI
 from aifactory.objects.errors import S3Error
+from aifactory.objects.s3.app import ObjectsApp
 from aifactory.objects.service import ObjectsService, serve
 
 __all__ = ["BucketsAPI", "ObjectsApp", "ObjectsService", "S3Error", "serve"]

@@ -23,15 +23,15 @@ from starlette.types import Receive
 
 from aifactory.config import Settings
 from aifactory.errors import ConfigError
-from aifactory.objects.app import ObjectsApp
-from aifactory.objects.auth import Caller, StoreCredentials
-from aifactory.objects.browser import BucketBrowser, ObjectDownload
-from aifactory.objects.buckets import BucketRegistry
-from aifactory.objects.multipart import Multipart
-from aifactory.objects.ownership import Ownership, bucket_owners, tenant_lookup
-from aifactory.objects.paths import RESERVED_PREFIX
-from aifactory.objects.sharing import BucketSharing
-from aifactory.objects.storage import FileStore
+from aifactory.objects.admin.browser import BucketBrowser, ObjectDownload
+from aifactory.objects.posix.multipart import Multipart
+from aifactory.objects.posix.ownership import Ownership, bucket_owners, tenant_lookup
+from aifactory.objects.posix.paths import RESERVED_PREFIX
+from aifactory.objects.posix.sharing import BucketSharing
+from aifactory.objects.posix.storage import FileStore
+from aifactory.objects.s3.access import BucketRegistry
+from aifactory.objects.s3.app import ObjectsApp
+from aifactory.objects.s3.auth import Caller, StoreCredentials
 from aifactory.store import Store
 from aifactory.tenancy import (
     IssuedKey,

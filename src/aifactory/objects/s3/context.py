@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 
 from starlette.types import Receive, Send
 
-from aifactory.objects.auth import Caller, PayloadCheck
-from aifactory.objects.buckets import BucketRegistry
 from aifactory.objects.errors import S3Error
-from aifactory.objects.multipart import Multipart
-from aifactory.objects.request import S3Request
-from aifactory.objects.storage import FileStore
-from aifactory.objects.upload import Digests, Sink, UploadBody
+from aifactory.objects.posix.multipart import Multipart
+from aifactory.objects.posix.storage import FileStore
+from aifactory.objects.s3.access import BucketRegistry
+from aifactory.objects.s3.auth import Caller, PayloadCheck
+from aifactory.objects.s3.request import S3Request
+from aifactory.objects.s3.upload import Digests, Sink, UploadBody
 
 T = TypeVar("T")
 BATCH_BYTES = 1024 * 1024

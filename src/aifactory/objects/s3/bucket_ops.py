@@ -6,10 +6,10 @@ import base64
 import binascii
 from collections.abc import Callable
 
-from aifactory.objects.context import Context
 from aifactory.objects.errors import S3Error
-from aifactory.objects.listing import MAX_KEYS, Page, list_page
-from aifactory.objects.responses import (
+from aifactory.objects.posix.listing import MAX_KEYS, Page, list_page
+from aifactory.objects.s3.context import Context
+from aifactory.objects.s3.responses import (
     child_text,
     document,
     element,

@@ -25,17 +25,17 @@ from typing import Any, TypeVar
 
 from starlette.types import Message, Receive
 
-from aifactory.objects.app import UsageHook
-from aifactory.objects.auth import Caller, PayloadCheck
-from aifactory.objects.bucket_ops import continuation_token, resume
-from aifactory.objects.buckets import BucketRegistry
-from aifactory.objects.context import READ_BYTES, Context, Services
 from aifactory.objects.errors import S3Error
-from aifactory.objects.listing import MAX_KEYS, list_page
-from aifactory.objects.metadata import DEFAULT_CONTENT_TYPE, ObjectMeta
-from aifactory.objects.object_ops import receive_object
-from aifactory.objects.paths import check_key, is_directory_key
-from aifactory.objects.request import S3Request
+from aifactory.objects.posix.listing import MAX_KEYS, list_page
+from aifactory.objects.posix.metadata import DEFAULT_CONTENT_TYPE, ObjectMeta
+from aifactory.objects.posix.paths import check_key, is_directory_key
+from aifactory.objects.s3.access import BucketRegistry
+from aifactory.objects.s3.app import UsageHook
+from aifactory.objects.s3.auth import Caller, PayloadCheck
+from aifactory.objects.s3.bucket_ops import continuation_token, resume
+from aifactory.objects.s3.context import READ_BYTES, Context, Services
+from aifactory.objects.s3.object_ops import receive_object
+from aifactory.objects.s3.request import S3Request
 from aifactory.tenancy import Principal
 
 T = TypeVar("T")

@@ -8,17 +8,18 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
 
-from aifactory.objects import checksums
-from aifactory.objects.context import READ_BYTES, Context
 from aifactory.objects.errors import S3Error
-from aifactory.objects.metadata import (
+from aifactory.objects.posix import checksums
+from aifactory.objects.posix.metadata import (
     DEFAULT_CONTENT_TYPE,
     ObjectMeta,
     check_user_metadata,
 )
-from aifactory.objects.paths import check_key, is_directory_key
-from aifactory.objects.request import S3Request
-from aifactory.objects.responses import (
+from aifactory.objects.posix.paths import check_key, is_directory_key
+from aifactory.objects.posix.storage import FileStore, ObjectInfo
+from aifactory.objects.s3.context import READ_BYTES, Context
+from aifactory.objects.s3.request import S3Request
+from aifactory.objects.s3.responses import (
     child_text,
     document,
     element,
@@ -28,8 +29,7 @@ from aifactory.objects.responses import (
     send_empty,
     send_xml,
 )
-from aifactory.objects.storage import FileStore, ObjectInfo
-from aifactory.objects.upload import Digests, UploadBody
+from aifactory.objects.s3.upload import Digests, UploadBody
 
 STORED_HEADERS = (
     "cache-control",

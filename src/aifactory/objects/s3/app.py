@@ -4,7 +4,7 @@
 
     request -> S3Request (path or virtual-host style) -> signature (auth.py)
             -> route by method, bucket/key and sub-resource (?uploads, ?delete, ...)
-            -> bucket access (buckets.py) -> handler (bucket_ops, object_ops, multipart_ops)
+            -> bucket access (access.py) -> handler (bucket_ops, object_ops, multipart_ops)
     any S3Error -> XML error document with the request id (HEAD: no body)
 
 Raw ASGI on uvicorn because it measured the least CPU per request here; the
@@ -20,15 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 from starlette.types import Message, Receive, Scope, Send
 
-from aifactory.objects import bucket_ops, multipart_ops, object_ops
-from aifactory.objects.auth import Caller, Credentials, authenticate
-from aifactory.objects.buckets import BucketRegistry
-from aifactory.objects.context import Context, Services, Stats
 from aifactory.objects.errors import S3Error
-from aifactory.objects.multipart import Multipart
-from aifactory.objects.request import S3Request, parse_request
-from aifactory.objects.responses import send_error
-from aifactory.objects.storage import FileStore
+from aifactory.objects.posix.multipart import Multipart
+from aifactory.objects.posix.storage import FileStore
+from aifactory.objects.s3 import bucket_ops, multipart_ops, object_ops
+from aifactory.objects.s3.access import BucketRegistry
+from aifactory.objects.s3.auth import Caller, Credentials, authenticate
+from aifactory.objects.s3.context import Context, Services, Stats
+from aifactory.objects.s3.request import S3Request, parse_request
+from aifactory.objects.s3.responses import send_error
 
 logger = logging.getLogger(__name__)
 

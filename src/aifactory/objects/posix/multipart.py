@@ -34,11 +34,11 @@ import time
 from dataclasses import dataclass
 
 from aifactory.identity import Identity
-from aifactory.objects import checksums
 from aifactory.objects.errors import S3Error
-from aifactory.objects.metadata import ObjectMeta
-from aifactory.objects.ownership import STAGED_MODE, hand_file
-from aifactory.objects.storage import FileStore, FileWriter, remove_tree
+from aifactory.objects.posix import checksums
+from aifactory.objects.posix.metadata import ObjectMeta
+from aifactory.objects.posix.ownership import STAGED_MODE, hand_file
+from aifactory.objects.posix.storage import FileStore, FileWriter, remove_tree
 
 MIN_PART_BYTES = 5 * 1024 * 1024
 MAX_PART_NUMBER = 10_000

@@ -20,8 +20,8 @@ import subprocess
 
 from aifactory.errors import ConfigError
 from aifactory.identity import Identity
-from aifactory.objects.ownership import IdentityOf
-from aifactory.objects.storage import FileStore
+from aifactory.objects.posix.ownership import IdentityOf
+from aifactory.objects.posix.storage import FileStore
 from aifactory.store import Store
 
 __all__ = ["BucketSharing"]

@@ -5,20 +5,21 @@ from __future__ import annotations
 import os
 import time
 
-from aifactory.objects import checksums
-from aifactory.objects.context import Context
 from aifactory.objects.errors import S3Error
-from aifactory.objects.multipart import Multipart, Part, PartWriter, Upload
-from aifactory.objects.object_ops import (
+from aifactory.objects.posix import checksums
+from aifactory.objects.posix.multipart import Multipart, Part, PartWriter, Upload
+from aifactory.objects.posix.paths import check_key, is_directory_key
+from aifactory.objects.posix.storage import FileStore
+from aifactory.objects.s3.context import Context
+from aifactory.objects.s3.object_ops import (
     check_copy_conditions,
     copy_with_md5,
     meta_from_request,
     parse_copy_source,
     parse_range,
 )
-from aifactory.objects.paths import check_key, is_directory_key
-from aifactory.objects.request import S3Request
-from aifactory.objects.responses import (
+from aifactory.objects.s3.request import S3Request
+from aifactory.objects.s3.responses import (
     child_text,
     document,
     element,
@@ -27,8 +28,7 @@ from aifactory.objects.responses import (
     send_empty,
     send_xml,
 )
-from aifactory.objects.storage import FileStore
-from aifactory.objects.upload import Digests, UploadBody, announced_size
+from aifactory.objects.s3.upload import Digests, UploadBody, announced_size
 
 
 def _multipart(ctx: Context) -> Multipart:

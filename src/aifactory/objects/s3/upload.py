@@ -13,11 +13,11 @@ import hmac
 from dataclasses import dataclass
 from typing import Protocol
 
-from aifactory.objects import checksums
-from aifactory.objects.auth import PayloadCheck
-from aifactory.objects.chunked import AwsChunkedDecoder
 from aifactory.objects.errors import S3Error
-from aifactory.objects.request import S3Request
+from aifactory.objects.posix import checksums
+from aifactory.objects.s3.auth import PayloadCheck
+from aifactory.objects.s3.chunked import AwsChunkedDecoder
+from aifactory.objects.s3.request import S3Request
 
 MAX_SINGLE_UPLOAD_BYTES = 5 * 1024**3
 

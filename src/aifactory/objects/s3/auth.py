@@ -22,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
-from aifactory.objects import sigv2, sigv4
 from aifactory.objects.errors import S3Error
-from aifactory.objects.request import S3Request
+from aifactory.objects.s3 import sigv2, sigv4
+from aifactory.objects.s3.request import S3Request
 from aifactory.store import KeyRecord, Store
 from aifactory.tenancy import s3_secret_for
 

@@ -19,8 +19,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from aifactory.objects.paths import RESERVED_PREFIX, safe_prefix_dir
-from aifactory.objects.storage import FileStore, ObjectInfo
+from aifactory.objects.posix.paths import RESERVED_PREFIX, safe_prefix_dir
+from aifactory.objects.posix.storage import FileStore, ObjectInfo
 
 MAX_KEYS = 1000
 

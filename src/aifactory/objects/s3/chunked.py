@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 
 from aifactory.objects.errors import S3Error
-from aifactory.objects.sigv4 import EMPTY_SHA256, ChunkSigner
+from aifactory.objects.s3.sigv4 import EMPTY_SHA256, ChunkSigner
 
 _MAX_LINE_BYTES = 4096
 _HEADER, _DATA, _DATA_END, _TRAILER, _DONE = range(5)

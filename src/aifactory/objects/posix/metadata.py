@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 from aifactory.identity import Identity
 from aifactory.objects.errors import S3Error
-from aifactory.objects.ownership import STAGED_MODE, hand_file
+from aifactory.objects.posix.ownership import STAGED_MODE, hand_file
 
 XATTR_NAME = "user.aifactory.meta"
 MAX_USER_METADATA_BYTES = 2048

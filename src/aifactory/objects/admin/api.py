@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aifactory.errors import BadRequest, ConfigError, Conflict, NotFound
-from aifactory.objects.buckets import ACCESS_LEVELS
+from aifactory.objects.s3.access import ACCESS_LEVELS
 from aifactory.objects.service import ObjectsService
 from aifactory.tenancy import Principal
 

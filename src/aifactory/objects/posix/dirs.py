@@ -15,7 +15,7 @@ import stat
 
 from aifactory.identity import Identity
 from aifactory.objects.errors import S3Error
-from aifactory.objects.ownership import hand_dir
+from aifactory.objects.posix.ownership import hand_dir
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 

@@ -22,11 +22,21 @@ import stat
 from dataclasses import dataclass
 
 from aifactory.identity import Identity
-from aifactory.objects.dirs import DIR_FLAGS, descend, split_key
 from aifactory.objects.errors import S3Error
-from aifactory.objects.metadata import MetadataStore, ObjectMeta, foreign_meta, xattrs_supported
-from aifactory.objects.ownership import Ownership, hand_dir, hand_file, warn_unless_traversable
-from aifactory.objects.paths import RESERVED_PREFIX, SYSTEM_DIR, key_path
+from aifactory.objects.posix.dirs import DIR_FLAGS, descend, split_key
+from aifactory.objects.posix.metadata import (
+    MetadataStore,
+    ObjectMeta,
+    foreign_meta,
+    xattrs_supported,
+)
+from aifactory.objects.posix.ownership import (
+    Ownership,
+    hand_dir,
+    hand_file,
+    warn_unless_traversable,
+)
+from aifactory.objects.posix.paths import RESERVED_PREFIX, SYSTEM_DIR, key_path
 
 _COPY_CHUNK_BYTES = 8 * 1024 * 1024
 _TEMP_PREFIX = RESERVED_PREFIX + "tmp-"

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aifactory.objects.auth import Caller
 from aifactory.objects.errors import S3Error
-from aifactory.objects.multipart import Multipart
-from aifactory.objects.paths import check_bucket_name
-from aifactory.objects.storage import FileStore
+from aifactory.objects.posix.multipart import Multipart
+from aifactory.objects.posix.paths import check_bucket_name
+from aifactory.objects.posix.storage import FileStore
+from aifactory.objects.s3.auth import Caller
 from aifactory.store import BucketRecord, Store
 
 _CACHE_TTL_S = 5.0
