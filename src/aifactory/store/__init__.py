@@ -1,15 +1,8 @@
 """The state store: SQLAlchemy tables and queries (SQLite default, PostgreSQL supported)."""
 
+from aifactory.store.buckets import BucketRecord
 from aifactory.store.counters import Grant
-from aifactory.store.database import (
-    LIMIT_FIELDS,
-    BucketRecord,
-    KeyRecord,
-    LimitSet,
-    Store,
-    UsageBucket,
-    UsageTotal,
-)
+from aifactory.store.database import Store
 from aifactory.store.tables import (
     FunctionCallRow,
     FunctionRow,
@@ -19,6 +12,8 @@ from aifactory.store.tables import (
     TenantRow,
     utcnow,
 )
+from aifactory.store.tenants import LIMIT_FIELDS, KeyRecord, LimitSet
+from aifactory.store.usage import UsageBucket, UsageTotal
 
 __all__ = [
     "LIMIT_FIELDS",
