@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from aifactory.status_view import render_status
+from aifactory.cli.status_view import render_status
 
 
 def test_burst_decisions_are_shown_with_each_stacks_estimate() -> None:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from aifactory.client import AdminClient, ClientError
+from aifactory.cli.client import AdminClient, ClientError
 
 
 def wait_until_ready(

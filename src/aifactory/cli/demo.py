@@ -8,9 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from aifactory.client import AdminClient, ClientError
+from aifactory.cli.client import AdminClient, ClientError
+from aifactory.cli.progress import wait_until_ready
 from aifactory.config import Settings
-from aifactory.progress import wait_until_ready
 from aifactory.specs import load_service
 
 SPECS = ("chat.yaml", "embeddings.yaml")
@@ -33,7 +33,7 @@ def run_demo(settings: Settings, examples: Path, console: Console) -> None:
     if client.healthy():
         console.print(f"[bold]1.[/bold] control plane already running at {client.url}")
     else:
-        from aifactory.daemon import start_background
+        from aifactory.cli.daemon import start_background
 
         with console.status("[bold]1.[/bold] starting the control plane…"):
             start_background(settings)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aifactory.client import AdminClient
+from aifactory.cli.client import AdminClient
 from aifactory.config import load_settings
 
 objects_app = typer.Typer(help="S3-compatible object storage.", no_args_is_help=True)

@@ -10,7 +10,7 @@ import sys
 import time
 from collections import deque
 
-from aifactory.client import AdminClient, ClientError
+from aifactory.cli.client import AdminClient, ClientError
 from aifactory.config import Settings
 
 

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aifactory.client import AdminClient
+from aifactory.cli.client import AdminClient
 from aifactory.config import load_settings
 from aifactory.specs import parse_duration_s
 

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aifactory.client import AdminClient
+from aifactory.cli.client import AdminClient
 from aifactory.config import load_settings
 
 tenants_app = typer.Typer(help="Create, list, show tenants and set their limits.")

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aifactory import cli_functions, cli_jobs, cli_objects, cli_tenancy
-from aifactory.client import AdminClient, ClientError
+from aifactory.cli import functions, jobs, objects, tenancy
+from aifactory.cli.client import AdminClient, ClientError
 from aifactory.config import Settings, load_settings
 from aifactory.errors import AIFactoryError
 
@@ -21,10 +21,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-cli_jobs.register(app)
-cli_functions.register(app)
-cli_tenancy.register(app)
-cli_objects.register(app)
+jobs.register(app)
+functions.register(app)
+tenancy.register(app)
+objects.register(app)
 console = Console()
 err = Console(stderr=True)
 
@@ -46,7 +46,7 @@ def up(
     """Start the control plane (gateway, API, reconciler) on this machine."""
     settings = _settings(host=host, port=port)
     if background:
-        from aifactory.daemon import start_background
+        from aifactory.cli.daemon import start_background
 
         pid = start_background(settings)
         console.print(
@@ -61,7 +61,7 @@ def up(
 @app.command()
 def down() -> None:
     """Stop a control plane started with `up --background`."""
-    from aifactory.daemon import stop_background
+    from aifactory.cli.daemon import stop_background
 
     if stop_background(_settings()):
         console.print("aifactory stopped")
@@ -81,7 +81,7 @@ def deploy(
     ] = None,
 ) -> None:
     """Deploy a service (or a function pool) from a YAML spec."""
-    from aifactory.progress import wait_until_ready
+    from aifactory.cli.progress import wait_until_ready
     from aifactory.specs import load_deployable
 
     service = load_deployable(spec.read_text(), str(spec))
@@ -124,7 +124,7 @@ def services() -> None:
         )
     console.print(table)
     if answer["isolation"] == "single-user":
-        from aifactory.status_view import SINGLE_USER_WARNING
+        from aifactory.cli.status_view import SINGLE_USER_WARNING
 
         console.print(SINGLE_USER_WARNING)
 
@@ -168,7 +168,7 @@ def status(
     """Where a service stands: replicas by state, queue, pending reasons, scaling decisions."""
     from rich.live import Live
 
-    from aifactory.status_view import render_status
+    from aifactory.cli.status_view import render_status
 
     client = _client()
     if not watch:
@@ -237,7 +237,7 @@ def demo(
     ] = Path("examples"),
 ) -> None:
     """Start everything, deploy the example chat and embeddings models, and use them."""
-    from aifactory.demo import run_demo
+    from aifactory.cli.demo import run_demo
 
     run_demo(_settings(), examples, console)
 
