@@ -42,7 +42,7 @@ def test_pool_spec_maps_to_the_scaling_policy() -> None:
 
 
 def test_kind_picks_the_spec_and_errors_name_the_field() -> None:
-    examples = Path(__file__).parents[2] / "examples"
+    examples = Path(__file__).parents[3] / "examples"
     assert isinstance(load_deployable((examples / "chat.yaml").read_text()), Service)
     with pytest.raises(SpecError, match=r"workers: .*greater than or equal to 1"):
         load_deployable(POOL.replace("workers: 4", "workers: 0"))
