@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from openai import OpenAI
 
 from unix_users import make_traversable
 
@@ -114,6 +115,12 @@ class Server:
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=60)
+
+
+def client_for(server: Server, tenant: str) -> OpenAI:
+    """An ``openai`` client with a new key of ``tenant``."""
+    key = server.admin.post("/api/keys", json={"tenant": tenant}).json()["key"]
+    return OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
 
 
 def start_server(data_dir: Path, port: int | None = None, **settings: str) -> Server:

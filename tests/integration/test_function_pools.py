@@ -26,7 +26,8 @@ from aifactory.functions import Executor, RemoteTraceback
 from unix_users import open_folder
 
 from .server import Server, free_port, start_server
-from .test_slurm import _cluster_up, our_jobs
+from .slurm import MISSING, our_jobs
+from .waiting import wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -67,8 +68,8 @@ def pool_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     backend = request.param
-    if backend == "slurm" and not _cluster_up():
-        pytest.skip("no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first")
+    if backend == "slurm" and MISSING:
+        pytest.skip(MISSING)
     data_dir = tmp_path_factory.mktemp(f"pools-{backend}")
     module_dir = data_dir / "code"
     module_dir.mkdir()
@@ -103,13 +104,10 @@ def pool_status(server: Server) -> dict[str, Any]:
 
 
 def wait_for(server: Server, check: Any, what: str, timeout_s: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = pool_status(server)
-        if check(status):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"pool never {what}: {status}\n{server.log_tail()}")
+    return wait_until(
+        lambda: pool_status(server), check, timeout_s=timeout_s, what=f"the pool: {what}",
+        context=server.log_tail,
+    )  # fmt: skip
 
 
 def square(x: int) -> int:
@@ -266,8 +264,8 @@ def test_a_forged_worker_is_refused(pool_server: Server, tmp_path: Path) -> None
 
 
 def test_a_restarted_control_plane_adopts_its_slurm_pool(tmp_path: Path) -> None:
-    if not _cluster_up():
-        pytest.skip("no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first")
+    if MISSING:
+        pytest.skip(MISSING)
     # Workers reconnect to the broker's address, so the restart keeps its ports.
     settings = {
         "default_backend": "slurm",

@@ -33,6 +33,8 @@ from aifactory.functions import (
 )
 from aifactory.functions import protocol as p
 
+from .waiting import wait_until
+
 # Workers cannot import this test module, so ship its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -77,13 +79,9 @@ class Cluster:
         return asyncio.run_coroutine_threadsafe(read(), self.loop).result(5)
 
     def wait_for(self, check: Callable[[BrokerStats], bool], timeout_s: float = 20) -> BrokerStats:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            stats = self.stats()
-            if check(stats):
-                return stats
-            time.sleep(0.05)
-        raise AssertionError(f"broker never reached the state; last: {self.stats()}")
+        return wait_until(
+            self.stats, check, timeout_s=timeout_s, what="the broker's state", interval_s=0.05
+        )
 
     def logs(self) -> str:
         return "\n".join(p.read_text() for p in sorted(self.log_dir.iterdir()))

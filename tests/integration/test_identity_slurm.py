@@ -30,12 +30,12 @@ from aifactory.identity import Identity, Privilege, lookup
 from aifactory.specs import Resources, load_job
 from unix_users import TENANT_USERS, make_traversable
 
-from .test_slurm_jobs import _MISSING
+from .slurm import MISSING
 
 
 def _why_skip() -> str:
-    if _MISSING:
-        return _MISSING
+    if MISSING:
+        return MISSING
     if os.getuid() != 0:
         return "needs root (as CI runs): jobs are submitted as other Unix users"
     return ""

@@ -30,7 +30,7 @@ from botocore.config import Config
 from aifactory.functions import Executor
 
 from .server import Server, start_server
-from .test_slurm import _cluster_up
+from .slurm import MISSING
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="switching users needs root (CI is)")
 
@@ -46,8 +46,8 @@ def factory(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     backend = request.param
-    if backend == "slurm" and not _cluster_up():
-        pytest.skip("no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first")
+    if backend == "slurm" and MISSING:
+        pytest.skip(MISSING)
     data_dir = tmp_path_factory.mktemp(f"identity-{backend}")
     code = tmp_path_factory.mktemp("identity-code")
     shutil.copy(PROBE_DIR / "probe.py", code / "probe.py")

@@ -23,6 +23,7 @@ from aifactory.specs import Resources
 
 from . import kube
 from .kube import KUBECONFIG, NODE, STATE_DIR, fresh_namespace, kubectl, running_cluster
+from .waiting import wait_until_async
 
 IMAGE = "localhost/busybox:aifactory"
 
@@ -70,14 +71,10 @@ async def wait_for(
     accept: Callable[[AllocationStatus], bool],
     timeout_s: float = 90,
 ) -> AllocationStatus:
-    deadline = time.monotonic() + timeout_s
-    status = AllocationStatus(AllocationState.UNKNOWN)
-    while time.monotonic() < deadline:
-        status = (await backend.status([handle]))[handle]
-        if accept(status):
-            return status
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"pod {handle} never got there; last status: {status}")
+    async def status() -> AllocationStatus:
+        return (await backend.status([handle]))[handle]
+
+    return await wait_until_async(status, accept, timeout_s=timeout_s, what=f"pod {handle}")
 
 
 def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:

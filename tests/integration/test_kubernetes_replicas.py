@@ -12,12 +12,11 @@ can register, and the gateway reaches the engine on the Pod's IP.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,8 @@ from .kube import (
 )
 from .load import SteadyLoad
 from .server import REPO, Server, free_port, start_server
+from .slurm import MISSING, job_state
+from .waiting import wait_until
 
 IMAGE = "localhost/python:aifactory"
 SERVICE = "kchat"
@@ -137,19 +138,6 @@ health: {interval_s: 1, start_timeout_s: 300}
 """
 
 
-def slurm_up() -> bool:
-    cluster = REPO / "deploy" / "slurm-dev-cluster.sh"
-    if shutil.which("squeue") is None:
-        return False
-    return subprocess.run(["bash", str(cluster), "status"], capture_output=True).returncode == 0
-
-
-def job_state(job: str) -> str:
-    """The Slurm job's state as squeue says it ("" once Slurm forgot it)."""
-    done = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
-    return done.stdout.strip()
-
-
 def served_a_request(address: str) -> bool:
     """Whether the engine at ``address`` has worked on a task (llama.cpp's /slots)."""
     slots = httpx.get(f"http://{address}/slots", timeout=10).json()
@@ -157,8 +145,8 @@ def served_a_request(address: str) -> bool:
 
 
 def test_one_model_name_served_from_slurm_and_kubernetes(srv: Server, namespace: str) -> None:
-    if not slurm_up():
-        pytest.skip("no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first")
+    if MISSING:
+        pytest.skip(MISSING)
     srv.deploy(DUAL_SPEC)
     srv.wait_ready("dual", count=2, timeout_s=300)
     replicas = srv.admin.get("/api/services/dual/replicas").json()["replicas"]
@@ -302,12 +290,8 @@ def replicas_of(srv: Server, service: str) -> list[dict[str, Any]]:
     return [r for r in live if r["state"] in ("submitted", "registered", "healthy", "ready")]
 
 
-def wait_for(condition: Any, timeout_s: float, what: str, srv: Server) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{srv.log_tail()}")
-        time.sleep(0.5)
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, srv: Server) -> None:
+    wait_until(condition, timeout_s=timeout_s, what=what, interval_s=0.5, context=srv.log_tail)
 
 
 def test_bursts_go_to_the_stack_that_starts_them_soonest(srv: Server, namespace: str) -> None:
@@ -317,8 +301,8 @@ def test_bursts_go_to_the_stack_that_starts_them_soonest(srv: Server, namespace:
     estimate (30 min) beats none, and starts when Slurm frees up. When the
     load is gone, the burst replicas go first and the Slurm baseline stays.
     """
-    if not slurm_up():
-        pytest.skip("no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first")
+    if MISSING:
+        pytest.skip(MISSING)
     blockers: list[str] = []
     client = OpenAI(base_url=f"{srv.url}/v1", api_key=srv.admin_key, max_retries=0)
     settled_pods()  # so that filling the node later waits for nothing
@@ -423,8 +407,8 @@ def test_a_waiting_burst_replica_moves_when_another_stack_frees_up(
     When the Kubernetes node frees up, the waiting Slurm job is cancelled and
     the replica starts in a Pod instead.
     """
-    if not slurm_up():
-        pytest.skip("no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first")
+    if MISSING:
+        pytest.skip(MISSING)
     blockers = fill_slurm()
     try:
         fill_node(namespace)

@@ -25,8 +25,10 @@ import cloudpickle  # type: ignore[import-untyped]
 from aifactory.functions import Executor
 
 from .load import SteadyLoad
-from .server import Server, start_server
-from .test_slurm import client_for, our_jobs, pytestmark  # noqa: F401 (skip without Slurm)
+from .server import Server, client_for, start_server
+from .slurm import needs_slurm, our_jobs
+
+pytestmark = needs_slurm
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import create_engine, inspect, text
-from tests.unit.test_slot_leases import check_slots_of_a_silent_holder_are_reclaimed
+from tests.unit.tenancy.test_slot_leases import check_slots_of_a_silent_holder_are_reclaimed
 
 from aifactory.store import Store
 from aifactory.tenancy import issue_key

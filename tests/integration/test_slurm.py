@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,20 +13,10 @@ import pytest
 from openai import OpenAI
 
 from .load import SteadyLoad
-from .server import REPO, Server, start_server
+from .server import Server, client_for, start_server
+from .slurm import needs_slurm, our_jobs
 
-CLUSTER = REPO / "deploy" / "slurm-dev-cluster.sh"
-
-
-def _cluster_up() -> bool:
-    if shutil.which("sinfo") is None:
-        return False
-    return subprocess.run(["bash", str(CLUSTER), "status"], capture_output=True).returncode == 0
-
-
-pytestmark = pytest.mark.skipif(
-    not _cluster_up(), reason="no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first"
-)
+pytestmark = needs_slurm
 
 
 def spec(name: str, replicas: int = 1, extra: str = "") -> str:
@@ -44,18 +32,6 @@ health: {{interval_s: 1}}
 """
 
 
-def our_jobs(data_dir: Path) -> dict[str, dict[str, object]]:
-    """Live Slurm jobs started by the control plane using ``data_dir``."""
-    instance = (data_dir / "instance").read_text().strip()
-    out = subprocess.run(["squeue", "--json"], capture_output=True, text=True, check=True).stdout
-    return {
-        str(job["job_id"]): job
-        for job in json.loads(out)["jobs"]
-        if str(job.get("comment", "")).startswith(f"aifactory:{instance}:")
-        and job["job_state"] in ("PENDING", "RUNNING", "CONFIGURING")
-    }
-
-
 def ask(client: OpenAI, model: str) -> str:
     reply = client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "Say yes."}], max_tokens=4
@@ -69,11 +45,6 @@ def slurm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield srv
     srv.stop()
     assert our_jobs(srv.data_dir) == {}, "graceful shutdown cancels every replica job"
-
-
-def client_for(server: Server, tenant: str) -> OpenAI:
-    key = server.admin.post("/api/keys", json={"tenant": tenant}).json()["key"]
-    return OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
 
 
 def test_chat_served_from_a_slurm_job(slurm_server: Server) -> None:

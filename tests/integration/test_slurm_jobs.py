@@ -7,7 +7,6 @@ jobs facade is driven directly and, once, through the HTTP routes in-process.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -25,22 +24,12 @@ from aifactory.tenancy import Principal
 from unix_users import make_traversable
 
 from .jobs_http import jobs_client
+from .slurm import needs_slurm
 
 FINISHED = {"completed", "failed", "cancelled", "timeout", "unknown"}
 
 
-def _slurm_missing() -> str:
-    if shutil.which("sinfo") is None:
-        return "Slurm's commands (sinfo) are missing: run `bash deploy/slurm-dev-cluster.sh up`"
-    try:
-        subprocess.run(["sinfo", "-h"], check=True, capture_output=True, timeout=10)
-    except (subprocess.SubprocessError, OSError) as exc:
-        return f"Slurm does not answer ({exc}): run `bash deploy/slurm-dev-cluster.sh up`"
-    return ""
-
-
-_MISSING = _slurm_missing()
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(bool(_MISSING), reason=_MISSING)]
+pytestmark = [pytest.mark.slurm, needs_slurm]
 
 
 @pytest.fixture

@@ -12,11 +12,9 @@ import httpx
 import pytest
 
 from .server import Server, start_server
-from .test_slurm import _cluster_up, our_jobs
+from .slurm import needs_slurm, our_jobs
 
-pytestmark = pytest.mark.skipif(
-    not _cluster_up(), reason="no Slurm cluster: run `deploy/slurm-dev-cluster.sh up` first"
-)
+pytestmark = needs_slurm
 
 
 @pytest.fixture(scope="module")
