@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     slurm_lend_qos: str = ""
     slurm_lend_grace_s: float = Field(default=20.0, gt=0)
     slurm_command_timeout_s: float = Field(default=30.0, gt=0)
+    # squeue and sbatch --test-only: asked often, and waited on. Slurm's
+    # own clients give up after 9-20 s when slurmctld does not answer.
+    slurm_query_timeout_s: float = Field(default=10.0, gt=0)
+    # The walltime of replicas and batch jobs whose spec sets no time_limit
+    # (Slurm's --time, Kubernetes' activeDeadlineSeconds): never unlimited.
+    default_time_limit_s: float = Field(default=24 * 3600.0, ge=60)
     kubeconfig: Path | None = None
     kubernetes_namespace: str = Field(
         default="default", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"

@@ -12,6 +12,7 @@ errors into its own format in one place (the gateway writes OpenAI error JSON).
      +-- BackendError            a backend could not do what was asked
      |    +-- CapacityExceeded   not enough free CPUs/GPUs for a replica now
      |    +-- SchedulerCommandFailed  sbatch/squeue/scancel failed or timed out
+     |         +-- SchedulerUnreachable  slurmctld did not answer: nothing known of any job
      +-- FunctionError           a submitted function could not complete
      |    +-- TaskTimeout        ran longer than its timeout (also a TimeoutError)
      |    +-- TaskLost           its worker was lost more than ``max_retries`` times
@@ -59,6 +60,7 @@ __all__ = [
     "RemoteError",
     "RemoteTraceback",
     "SchedulerCommandFailed",
+    "SchedulerUnreachable",
     "SpecError",
     "TaskLost",
     "TaskTimeout",
@@ -114,6 +116,8 @@ class SchedulerCommandFailed(BackendError):
     Carries the command, its exit code (None on timeout) and output tails.
     """
 
+    _fix = "check that Slurm answers (`sinfo`) and that the job fits the site's policy"
+
     def __init__(
         self,
         argv: list[str] | str = "",
@@ -122,16 +126,39 @@ class SchedulerCommandFailed(BackendError):
         stderr: str = "",
     ) -> None:
         command = argv if isinstance(argv, str) else " ".join(argv)
-        outcome = "timed out" if returncode is None else f"exited with {returncode}"
         detail = (stderr.strip() or stdout.strip())[-500:]
         super().__init__(
-            f"`{command}` {outcome}" + (f": {detail}" if detail else "."),
-            fix="check that Slurm answers (`sinfo`) and that the job fits the site's policy",
+            self._headline(command, returncode) + (f": {detail}" if detail else "."),
+            fix=self._fix,
         )
         self.argv = argv
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
+
+    @staticmethod
+    def _headline(command: str, returncode: int | None) -> str:
+        outcome = "timed out" if returncode is None else f"exited with {returncode}"
+        return f"`{command}` {outcome}"
+
+
+class SchedulerUnreachable(SchedulerCommandFailed):
+    """Raised by the Slurm backend when slurmctld did not answer a command.
+
+    A timeout, a controller that cannot be contacted, or an answer that says
+    it could not look (``squeue --json``'s ``errors``): unlike its parent, it
+    says nothing about any job, which may well still run.
+    """
+
+    _fix = (
+        "check that slurmctld runs (`scontrol ping`); its jobs keep running meanwhile, "
+        "and none is taken for gone until it answers"
+    )
+
+    @staticmethod
+    def _headline(command: str, returncode: int | None) -> str:
+        late = " in time" if returncode is None else ""
+        return f"Slurm did not answer `{command}`{late}"
 
 
 class FunctionError(AIFactoryError):

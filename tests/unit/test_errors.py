@@ -33,6 +33,11 @@ def test_every_error_builds_and_prints(cls: type[errors.AIFactoryError]) -> None
         assert str(error).startswith("`sbatch --parsable` exited with 1: sbatch: error: invalid")
         assert "Fix: check that Slurm answers" in str(error)
         assert "timed out" in str(cls(["squeue"], None))
+    elif cls is errors.SchedulerUnreachable:
+        error = cls(["squeue"], 1, "", "Unable to contact slurm controller (connect failure)")
+        assert str(error).startswith("Slurm did not answer `squeue`: Unable to contact")
+        assert "scontrol ping" in error.fix and "none is taken for gone" in error.fix
+        assert str(cls(["squeue"], None)).startswith("Slurm did not answer `squeue` in time.")
     else:
         error = cls("something was wrong", "do this instead")
         assert str(error) == "something was wrong Fix: do this instead"

@@ -21,6 +21,7 @@ from aifactory.backends.base import (
     KeepsAccounts,
     SubmittedJob,
 )
+from aifactory.backends.slurm_commands import SlurmTimeouts
 from aifactory.backends.slurm_jobs import SlurmJobRunner
 from aifactory.backends.slurm_script import SiteDefaults, sbatch_directive
 from aifactory.errors import ConfigError
@@ -41,6 +42,7 @@ __all__ = [
     "KubernetesJobRunner",
     "SiteDefaults",
     "SlurmJobRunner",
+    "SlurmTimeouts",
     "SubmittedJob",
     "load_backend",
     "load_job_runner",

@@ -45,7 +45,7 @@ async def run_command(
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
-        raise SchedulerCommandFailed(argv, None) from exc
+        raise SchedulerCommandFailed(argv, None, stderr=f"waited {timeout_s:g} s") from exc
     out, err = stdout.decode(errors="replace"), stderr.decode(errors="replace")
     if process.returncode != 0:
         raise SchedulerCommandFailed(argv, process.returncode, out, err)

@@ -40,6 +40,10 @@ from typing import Any, Protocol, runtime_checkable
 from aifactory.identity import Identity
 from aifactory.specs import Job, KubernetesOptions, Resources, SlurmOptions
 
+# The walltime of a job whose spec sets none, unless the site sets another
+# (``AIFACTORY_DEFAULT_TIME_LIMIT_S``): never unlimited.
+DEFAULT_TIME_LIMIT_S = 24 * 3600.0
+
 
 class AllocationState(enum.Enum):
     """Where an allocation stands, the same words for every backend."""
@@ -170,6 +174,10 @@ class AllocationStatus:
         node: Where it runs.
         ends_at: Unix time its time limit ends, when running with one.
         starts_at: Unix time the scheduler expects it to start, when pending.
+        answered: False when the scheduler could not be asked: the state is
+            then ``UNKNOWN`` and says nothing of the allocation, which may
+            well still run. ``UNKNOWN`` with ``answered`` True is the
+            scheduler's own answer: it knows no such allocation (any more).
     """
 
     state: AllocationState
@@ -178,6 +186,12 @@ class AllocationStatus:
     node: str = ""
     ends_at: float | None = None
     starts_at: float | None = None
+    answered: bool = True
+
+    @classmethod
+    def no_answer(cls, reason: str) -> AllocationStatus:
+        """The status of an allocation whose scheduler did not answer (``reason`` says why)."""
+        return cls(AllocationState.UNKNOWN, reason, answered=False)
 
 
 class Backend(Protocol):
@@ -211,11 +225,20 @@ class Backend(Protocol):
         ...
 
     async def status(self, handles: Sequence[str]) -> dict[str, AllocationStatus]:
-        """The state of each handle; unknown handles map to ``UNKNOWN``."""
+        """The state of each handle; unknown handles map to ``UNKNOWN``.
+
+        When the scheduler does not answer, every handle maps to
+        ``AllocationStatus.no_answer`` (``UNKNOWN``, ``answered`` False):
+        never to a state that reads as gone, and never an exception.
+        """
         ...
 
     async def cancel(self, handle: str) -> None:
-        """Stop an allocation (politely first); a finished one is a no-op."""
+        """Stop an allocation (politely first); a finished one is a no-op.
+
+        Raises:
+            BackendError: when the scheduler refused or did not answer.
+        """
         ...
 
     def render(self, request: AllocationRequest) -> str:
@@ -226,6 +249,10 @@ class Backend(Protocol):
         """Live allocations this control plane started: replica id -> handle.
 
         Used to adopt replicas after a restart and to cancel strays.
+
+        Raises:
+            BackendError: when the scheduler did not answer; an empty answer
+                always means that none runs.
         """
         ...
 

@@ -128,8 +128,7 @@ class KubernetesBackend:
         watch = self._started_watch()
         if not watch.synced and not await asyncio.to_thread(watch.wait_synced, self.sync_timeout_s):
             return {
-                h: AllocationStatus(AllocationState.UNKNOWN, "the Kubernetes API did not answer")
-                for h in handles
+                h: AllocationStatus.no_answer("the Kubernetes API did not answer") for h in handles
             }
         result = {}
         for handle in handles:

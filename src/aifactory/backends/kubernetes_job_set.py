@@ -33,7 +33,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aifactory.backends.base import AllocationState, AllocationStatus, JobTask
+from aifactory.backends.base import (
+    DEFAULT_TIME_LIMIT_S,
+    AllocationState,
+    AllocationStatus,
+    JobTask,
+)
 from aifactory.backends.kubernetes_identity import confine
 from aifactory.backends.kubernetes_pod import (
     CONTAINER_NAME,
@@ -81,11 +86,13 @@ def render_jobs(
     termination_grace_s: int,
     host_paths: tuple[Path, ...] = (),
     identity: Identity | None = None,
+    default_time_limit_s: float = DEFAULT_TIME_LIMIT_S,
 ) -> list[dict[str, Any]]:
     """The Job manifests of ``job``'s set, one per task index, ready for the API.
 
     Each pod runs as ``identity`` (``kubernetes_identity``); None (single-user
-    mode) leaves it to the image's user.
+    mode) leaves it to the image's user. A job without ``time_limit`` gets
+    ``default_time_limit_s``.
 
     Raises:
         BackendError: when ``instance`` cannot be a label value, or for a root identity.
@@ -108,11 +115,11 @@ def render_jobs(
     }
     if pod_volumes:
         pod["volumes"] = pod_volumes
-    if job.time_limit_s is not None:
-        # On the pod, not the Job: counted from the pod's start (as Slurm counts
-        # from the job's), and the kubelet stops the pod in place, so its exit
-        # record and log remain (a Job's deadline deletes its pods).
-        pod["activeDeadlineSeconds"] = max(1, math.ceil(job.time_limit_s))
+    # On the pod, not the Job: counted from the pod's start (as Slurm counts
+    # from the job's), and the kubelet stops the pod in place, so its exit
+    # record and log remain (a Job's deadline deletes its pods).
+    time_limit_s = default_time_limit_s if job.time_limit_s is None else job.time_limit_s
+    pod["activeDeadlineSeconds"] = max(1, math.ceil(time_limit_s))
     if job.nodes > 1:
         # Like Slurm's nodes, a multi-node job's pods go to different nodes
         # when the cluster has them.

@@ -42,7 +42,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from aifactory.backends._files import tail, write_text
-from aifactory.backends.base import JobTask, SubmittedJob
+from aifactory.backends.base import DEFAULT_TIME_LIMIT_S, JobTask, SubmittedJob
 from aifactory.backends.kubernetes import api_client, api_message, call_api, reach_fix
 from aifactory.backends.kubernetes_job_set import (
     INDEX_LABEL,
@@ -85,9 +85,11 @@ class KubernetesJobRunner:
         host_paths: Sequence[Path | str] = (),
         termination_grace_s: int = 30,
         request_timeout_s: float = 30.0,
+        default_time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     ) -> None:
         self.instance = instance
         self.namespace = namespace
+        self.default_time_limit_s = default_time_limit_s
         self.image = image
         self.kubeconfig = Path(kubeconfig) if kubeconfig else None
         self.host_paths = tuple(Path(p) for p in host_paths)
@@ -97,13 +99,14 @@ class KubernetesJobRunner:
 
     @classmethod
     def from_settings(cls, settings: Settings, instance: str) -> KubernetesJobRunner:
-        """The runner the settings describe (namespace, image, kubeconfig, host paths)."""
+        """The runner the settings describe (namespace, image, kubeconfig, host paths, walltime)."""
         return cls(
             instance,
             namespace=settings.kubernetes_namespace,
             image=settings.kubernetes_image,
             kubeconfig=settings.kubeconfig,
             host_paths=settings.kubernetes_host_paths,
+            default_time_limit_s=settings.default_time_limit_s,
         )
 
     def for_tenant(
@@ -130,6 +133,7 @@ class KubernetesJobRunner:
             termination_grace_s=self.termination_grace_s,
             host_paths=self.host_paths,
             identity=identity,
+            default_time_limit_s=self.default_time_limit_s,
         )
 
     def render(

@@ -12,32 +12,36 @@ remembers (56 ms and 750 KB for ~200 jobs here, growing with the cluster).
 control plane's tagged jobs, with formatted output as the fallback on Slurm
 without it; it lists every user's jobs, so adoption after a restart finds
 each tenant's (a site with ``PrivateData=jobs`` shows them to root only). No
-plugins: site policy stays in charge. Every command has a timeout and runs
-off the event loop; a slow or failing ``slurmctld`` makes ``status`` report
-``UNKNOWN`` rather than crash.
+plugins: site policy stays in charge.
+
+Every command has its own timeout and runs off the event loop, and its
+answer is checked (``slurm_commands``): when slurmctld does not answer,
+``status`` reports each job ``UNKNOWN`` with ``answered`` False, and
+``tagged``, ``submit`` and ``cancel`` raise ``SchedulerUnreachable``; an
+empty or missing answer never reads as "gone". A job submitted without a
+time limit gets the site's default walltime (``SiteDefaults.time_limit_s``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from aifactory.backends._commands import run_command
 from aifactory.backends.base import (
     AllocationRequest,
     AllocationState,
     AllocationStatus,
     Elapsed,
 )
+from aifactory.backends.slurm_commands import SlurmTimeouts, jobs_in, sbatch, slurm
 from aifactory.backends.slurm_identity import Command, job_owner, sbatch_command, scancel_command
 from aifactory.backends.slurm_script import SiteDefaults, job_tag, render_job_script
 from aifactory.config import load_settings
-from aifactory.errors import BackendError, SchedulerCommandFailed
+from aifactory.errors import BackendError, SchedulerCommandFailed, SchedulerUnreachable
 from aifactory.identity import Identity, Privilege
 
 logger = logging.getLogger(__name__)
@@ -102,7 +106,9 @@ REASONS = {
 }
 
 # The comment comes last: it is the one field that may hold "|".
-_FORMAT = "%i|%T|%r|%S|%e|%N|%u|%g|%k"
+_FORMAT = "%i|%T|%r|%S|%e|%l|%N|%u|%g|%k"
+# Slurm's INFINITE and NO_VAL time limits (minutes), as squeue --json writes them.
+_NO_LIMIT = (0, 0xFFFFFFFF, 0xFFFFFFFE)
 # sbatch --test-only: "sbatch: Job 834 to start at 2026-11-28T13:27:30 using 1 processors ..."
 _WOULD_START = re.compile(r"to start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
 
@@ -149,8 +155,8 @@ class SlurmBackend:
 
     Args:
         instance: This control plane's id (in each job's ``--comment``).
-        site: The operator's partition, account and QOS defaults and preamble.
-        command_timeout_s: How long one Slurm command may take.
+        site: The operator's partition, account, QOS and time limit defaults and preamble.
+        timeouts: How long each Slurm command may take.
         privilege: How this control plane acts as an identity (default: what
             the settings describe).
     """
@@ -162,12 +168,12 @@ class SlurmBackend:
         self,
         instance: str,
         site: SiteDefaults | None = None,
-        command_timeout_s: float = 30.0,
+        timeouts: SlurmTimeouts | None = None,
         privilege: Privilege | None = None,
     ) -> None:
         self.instance = instance
         self.site = site or SiteDefaults()
-        self.timeout_s = command_timeout_s
+        self.timeouts = timeouts or SlurmTimeouts()
         self.privilege = privilege or load_settings().privilege
         self._json = True
         # Job id -> its owner, for scancel through the prefix (root needs none);
@@ -182,6 +188,8 @@ class SlurmBackend:
         """``sbatch --parsable`` as the request's identity, the script on stdin; return the job id.
 
         Raises:
+            SchedulerUnreachable: slurmctld did not answer (and holds no job
+                of the replica's: one whose answer was lost is returned).
             BackendError: sbatch refused the job, or the log folder cannot be
                 the identity's.
             ConfigError: this control plane cannot act as the identity.
@@ -190,17 +198,21 @@ class SlurmBackend:
         await asyncio.to_thread(self._log_folder, request)
         command = self._sbatch(request, ["--parsable"])
         try:
-            out = await run_command(
-                command.argv, timeout_s=self.timeout_s, stdin=script, env=command.env
+            job_id = await sbatch(
+                command.argv,
+                script=script,
+                env=command.env,
+                job_name=f"aif-{request.replica_id}",
+                tag=job_tag(self.instance, request.replica_id),
+                timeouts=self.timeouts,
             )
+        except SchedulerUnreachable:
+            raise
         except SchedulerCommandFailed as exc:
             raise BackendError(
                 f"sbatch refused replica {request.replica_id}: {exc.stderr.strip() or exc}",
                 fix="check partition, account, QOS and limits with your site's policy",
             ) from exc
-        job_id = out.strip().split(";")[0]
-        if not job_id.isdigit():
-            raise BackendError(f"sbatch answered {out!r}, not a job id.")
         if request.identity is not None and self.privilege.mode == "prefix":
             self._owners[job_id] = request.identity
         logger.info(
@@ -241,9 +253,9 @@ class SlurmBackend:
         """
         command = self._sbatch(request, ["--test-only"])
         try:
-            out = await run_command(
+            out = await slurm(
                 command.argv,
-                timeout_s=self.timeout_s,
+                timeout_s=self.timeouts.estimate_s,
                 stdin=self.render(request),
                 with_stderr=True,
                 env=command.env,
@@ -254,27 +266,27 @@ class SlurmBackend:
         return seconds_until_start(out, time.time())
 
     async def status(self, handles: Sequence[str]) -> dict[str, AllocationStatus]:
-        """Each job's state from ``squeue``; UNKNOWN when Slurm does not answer."""
+        """Each job's state from ``squeue``, else ``sacct``.
+
+        Every job is ``AllocationStatus.no_answer`` when squeue did not
+        answer; ``UNKNOWN`` (answered) when Slurm answered but knows no such
+        job any more.
+        """
         if not handles:
             return {}
         try:
             jobs = await self._query(list(handles))
         except SchedulerCommandFailed as exc:
             logger.warning("squeue failed; keeping replicas as they are: %s", exc)
-            return {
-                h: AllocationStatus(AllocationState.UNKNOWN, "Slurm did not answer")
-                for h in handles
-            }
+            return {h: AllocationStatus.no_answer("Slurm did not answer") for h in handles}
         missing = [h for h in handles if h not in jobs]
         if missing:
             jobs.update(await self._accounting(missing))
         for handle, status in jobs.items():
             if status.state.finished:
                 self._owners.pop(handle, None)
-        return {
-            h: jobs.get(h, AllocationStatus(AllocationState.UNKNOWN, "not in the queue"))
-            for h in handles
-        }
+        forgotten = AllocationStatus(AllocationState.UNKNOWN, "Slurm no longer knows this job")
+        return {h: jobs.get(h, forgotten) for h in handles}
 
     async def _accounting(self, job_ids: list[str]) -> dict[str, AllocationStatus]:
         """Ask ``sacct`` (slurmdbd, else the job-completion log) about jobs gone from squeue.
@@ -286,8 +298,8 @@ class SlurmBackend:
         select = ["--jobs=" + ",".join(job_ids)]
         for source in ([], ["--completion"]):
             try:
-                out = await run_command(
-                    ["sacct", *source, *fields, *select], timeout_s=self.timeout_s
+                out = await slurm(
+                    ["sacct", *source, *fields, *select], timeout_s=self.timeouts.sacct_s
                 )
             except SchedulerCommandFailed:
                 continue
@@ -313,8 +325,9 @@ class SlurmBackend:
         fields = ["--allusers", "--noheader", "--parsable2", "--format=JobIDRaw,Start,End,NNodes"]
         for source in ([], ["--completion"]):
             try:
-                out = await run_command(
-                    ["sacct", *source, *fields, f"--jobs={handle}"], timeout_s=self.timeout_s
+                out = await slurm(
+                    ["sacct", *source, *fields, f"--jobs={handle}"],
+                    timeout_s=self.timeouts.sacct_s,
                 )
             except SchedulerCommandFailed:
                 continue
@@ -327,12 +340,13 @@ class SlurmBackend:
         """``scancel`` the job, as its owner unless root; a job already gone is fine.
 
         Raises:
+            SchedulerUnreachable: slurmctld did not answer (nothing was cancelled).
             BackendError: scancel failed, or its owner is no one this control plane can act as.
         """
         owner = await self._owner(handle) if self.privilege.mode == "prefix" else None
         try:
-            await run_command(
-                scancel_command(self.privilege, owner, handle), timeout_s=self.timeout_s
+            await slurm(
+                scancel_command(self.privilege, owner, handle), timeout_s=self.timeouts.scancel_s
             )
         except SchedulerCommandFailed as exc:
             if "Invalid job id" not in exc.stderr and "already completing" not in exc.stderr:
@@ -349,7 +363,13 @@ class SlurmBackend:
         return job_owner(handle, found.user, found.group)
 
     async def tagged(self) -> dict[str, str]:
-        """Live jobs carrying this control plane's tag: replica id -> job id."""
+        """Live jobs carrying this control plane's tag: replica id -> job id.
+
+        Raises:
+            SchedulerUnreachable: slurmctld did not answer (an empty answer
+                always means that none of ours runs).
+            SchedulerCommandFailed: squeue failed otherwise.
+        """
         prefix = job_tag(self.instance, "")
         found = {}
         for job_id, job in (await self._query_all()).items():
@@ -367,23 +387,25 @@ class SlurmBackend:
     async def _query_all(self) -> dict[str, Queued]:
         """Every user's jobs (not ``--me``: each runs as its own identity)."""
         if self._json:
+            argv = ["squeue", "--json", "--states=all"]
             try:
-                out = await run_command(
-                    ["squeue", "--json", "--states=all"], timeout_s=self.timeout_s
-                )
-                return await asyncio.to_thread(_parse_json, out)
+                out = await slurm(argv, timeout_s=self.timeouts.squeue_s)
+            except SchedulerUnreachable:
+                raise
             except SchedulerCommandFailed as exc:
                 if "json" not in (exc.stderr + exc.stdout).lower():
                     raise
                 logger.info("squeue has no --json here; using formatted output")
                 self._json = False
+            else:
+                return await asyncio.to_thread(_parse_json, out, argv)
         return await self._formatted([])
 
     async def _formatted(self, select: list[str]) -> dict[str, Queued]:
         try:
-            out = await run_command(
+            out = await slurm(
                 ["squeue", "--noheader", "--states=all", f"--format={_FORMAT}", *select],
-                timeout_s=self.timeout_s,
+                timeout_s=self.timeouts.squeue_s,
             )
         except SchedulerCommandFailed as exc:
             if "Invalid job id" in exc.stderr:
@@ -419,10 +441,15 @@ def _status(state_name: str, reason: str, node: str, start: float, end: float) -
     )
 
 
-def _parse_json(text: str) -> dict[str, Queued]:
-    document: dict[str, Any] = json.loads(text)
+def _parse_json(text: str, argv: Sequence[str] = ("squeue", "--json")) -> dict[str, Queued]:
+    """Every job of a ``squeue --json`` answer (``argv``), once its ``errors`` say it could look.
+
+    Raises:
+        SchedulerUnreachable: the answer says slurmctld did not answer.
+        SchedulerCommandFailed: the answer is not squeue's JSON.
+    """
     result = {}
-    for job in document.get("jobs", []):
+    for job in jobs_in(text, argv):
         state = job.get("job_state", "")
         if isinstance(state, list):  # newer Slurm reports a list of flags
             state = state[0] if state else ""
@@ -431,7 +458,7 @@ def _parse_json(text: str) -> dict[str, Queued]:
             str(job.get("state_reason", "")),
             str(job.get("batch_host") or job.get("nodes") or ""),
             _number(job.get("start_time")),
-            _number(job.get("end_time")) if job.get("time_limit") not in (None, 0) else 0.0,
+            _number(job.get("end_time")) if _limited(job.get("time_limit")) else 0.0,
         )
         exit_code = job.get("exit_code")
         if status.state.finished and isinstance(exit_code, int):
@@ -443,6 +470,15 @@ def _parse_json(text: str) -> dict[str, Queued]:
             str(job.get("group_name") or ""),
         )
     return result
+
+
+def _limited(time_limit: Any) -> bool:
+    """Whether squeue's ``time_limit`` is a real limit (not INFINITE, not unset)."""
+    if isinstance(time_limit, dict):  # newer Slurm: {"set": …, "infinite": …, "number": …}
+        if time_limit.get("infinite") or not time_limit.get("set", True):
+            return False
+        time_limit = time_limit.get("number")
+    return isinstance(time_limit, int) and time_limit not in _NO_LIMIT
 
 
 def _number(value: Any) -> float:
@@ -466,13 +502,15 @@ def _with_exit(status: AllocationStatus, wait_status: int) -> AllocationStatus:
 def _parse_formatted(text: str) -> dict[str, Queued]:
     result = {}
     for line in text.splitlines():
-        parts = line.split("|", 8)
-        if len(parts) != 9:
+        parts = line.split("|", 9)
+        if len(parts) != 10:
             continue
-        job_id, state, reason, start, end, nodes, user, group, comment = parts
+        job_id, state, reason, start, end, limit, nodes, user, group, comment = parts
+        # An unlimited job's end time is 365 days on: no end, not "31535982s left".
+        ends = _timestamp(end) if limit not in ("UNLIMITED", "NOT_SET", "INVALID") else 0.0
         result[job_id] = Queued(
             comment if comment != "(null)" else "",
-            _status(state, reason, nodes, _timestamp(start), _timestamp(end)),
+            _status(state, reason, nodes, _timestamp(start), ends),
             user,
             group,
         )

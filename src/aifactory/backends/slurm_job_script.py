@@ -28,7 +28,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aifactory.backends.slurm_script import SiteDefaults, sbatch_directive
+from aifactory.backends.slurm_script import SiteDefaults, sbatch_directive, time_directive
 from aifactory.errors import BackendError
 from aifactory.specs import Job
 
@@ -111,8 +111,7 @@ def render_batch_script(job: Job, context: JobScriptContext) -> str:
     ]
     if job.array:
         lines.append(sbatch_directive("array", job.array))
-    if job.time_limit_s is not None:
-        lines.append(sbatch_directive("time", max(1, math.ceil(job.time_limit_s / 60))))
+    lines.append(time_directive(job.time_limit_s, context.site))
     if resources.gpus:
         lines.append(sbatch_directive("gres", f"gpu:{resources.gpus}"))
     for name in ("partition", "account", "qos"):

@@ -19,30 +19,39 @@ A job runs as its tenant's Unix identity (root submits with ``sbatch
 prefix), so ``squeue -u``/``sacct -u`` show it as the tenant's and it writes
 its output into its own folder. It runs under its tenant's Slurm account
 (the spec cannot name another) and their partition and QOS defaults, else
-the site's. ``squeue`` reports
-the raw wait status: the exit code is its high byte and a killing signal its
-low seven bits.
+the site's, and the site's walltime when it sets no ``time_limit``. ``squeue``
+reports the raw wait status: the exit code is its high byte and a killing
+signal its low seven bits.
+
+When slurmctld does not answer, ``tasks``, ``submit`` and ``cancel`` raise
+``SchedulerUnreachable`` (``slurm_commands`` checks each answer): a job is
+never taken for forgotten because Slurm could not be asked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from aifactory.backends._commands import run_command
 from aifactory.backends._files import tail
 from aifactory.backends.base import AllocationState, JobTask, SubmittedJob
 from aifactory.backends.slurm import _number, _state, plain_reason
+from aifactory.backends.slurm_commands import SlurmTimeouts, jobs_in, sbatch, slurm
 from aifactory.backends.slurm_identity import sbatch_command, scancel_command, tail_command
 from aifactory.backends.slurm_job_script import JobScriptContext, render_batch_script
 from aifactory.backends.slurm_script import SiteDefaults, job_tag
 from aifactory.config import load_settings
-from aifactory.errors import BackendError, BadRequest, NotFound, SchedulerCommandFailed
+from aifactory.errors import (
+    BackendError,
+    BadRequest,
+    NotFound,
+    SchedulerCommandFailed,
+    SchedulerUnreachable,
+)
 from aifactory.identity import Identity, Privilege
 from aifactory.specs import Job, expand_indexes
 
@@ -59,8 +68,8 @@ class SlurmJobRunner:
 
     Args:
         instance: This control plane's id (in each job's ``--comment``).
-        command_timeout_s: How long one Slurm command may take.
-        site: The operator's partition, account and QOS defaults and preamble.
+        timeouts: How long each Slurm command may take.
+        site: The operator's partition, account, QOS and time limit defaults and preamble.
         privilege: How this control plane acts as a job's identity (default:
             what the settings describe).
     """
@@ -73,25 +82,24 @@ class SlurmJobRunner:
     def __init__(
         self,
         instance: str,
-        command_timeout_s: float = 30.0,
+        timeouts: SlurmTimeouts | None = None,
         site: SiteDefaults | None = None,
         privilege: Privilege | None = None,
     ) -> None:
         self.instance = instance
-        self.timeout_s = command_timeout_s
+        self.timeouts = timeouts or SlurmTimeouts()
         self.site = site or SiteDefaults()
         self.privilege = privilege or load_settings().privilege
 
     @classmethod
     def from_settings(cls, settings: Settings, instance: str) -> SlurmJobRunner:
-        """The runner the settings describe (site defaults, command timeout, privilege)."""
-        site = SiteDefaults(
-            partition=settings.slurm_partition or None,
-            account=settings.slurm_account or None,
-            qos=settings.slurm_qos or None,
-            preamble=settings.slurm_preamble,
+        """The runner the settings describe (site defaults, command timeouts, privilege)."""
+        return cls(
+            instance,
+            SlurmTimeouts.from_settings(settings),
+            SiteDefaults.from_settings(settings),
+            settings.privilege,
         )
-        return cls(instance, settings.slurm_command_timeout_s, site, settings.privilege)
 
     def tag(self, job_id: str) -> str:
         """The ``--comment`` that marks a batch job as this control plane's."""
@@ -119,26 +127,25 @@ class SlurmJobRunner:
         """Render ``job``'s script and sbatch it as ``identity``; return Slurm's job id.
 
         Raises:
+            SchedulerUnreachable: when slurmctld did not answer (and holds no
+                job of this one's: one whose answer was lost is returned).
             BackendError: when a value could not be rendered safely, or sbatch
-                refused the job or did not answer.
+                refused the job.
             ConfigError: when this control plane cannot act as ``identity``.
         """
-        return await self.sbatch(self.render(job, job_id, log_dir), identity, log_dir)
-
-    async def sbatch(self, script: str, identity: Identity | None, workdir: Path) -> str:
-        """``sbatch --parsable`` as ``identity`` in ``workdir``, ``script`` on stdin.
-
-        Returns Slurm's job id.
-
-        Raises:
-            BackendError: when sbatch refused the job or did not answer.
-            ConfigError: when this control plane cannot act as ``identity``.
-        """
-        command = sbatch_command(self.privilege, identity, ["--parsable"], workdir)
+        script = self.render(job, job_id, log_dir)
+        command = sbatch_command(self.privilege, identity, ["--parsable"], log_dir)
         try:
-            out = await run_command(
-                command.argv, timeout_s=self.timeout_s, stdin=script, env=command.env
+            return await sbatch(
+                command.argv,
+                script=script,
+                env=command.env,
+                job_name=f"aif-job-{job.name}",
+                tag=self.tag(job_id),
+                timeouts=self.timeouts,
             )
+        except SchedulerUnreachable:
+            raise
         except SchedulerCommandFailed as exc:
             missing = exc.returncode == 127
             raise BackendError(
@@ -147,25 +154,21 @@ class SlurmJobRunner:
                 if missing
                 else "check partition, account, QOS, node count and limits (`sinfo`)",
             ) from exc
-        slurm_id = out.strip().split(";")[0]
-        if not slurm_id.isdigit():
-            raise BackendError(f"sbatch answered {out!r}, not a job id.")
-        return slurm_id
 
     async def tasks(self, job: SubmittedJob) -> list[JobTask]:
         """Every task of the job, sorted by array index.
 
         An empty list means Slurm knows nothing of the job any more (neither
-        ``squeue`` nor the completion log).
+        ``squeue`` nor the completion log), never that it could not be asked.
 
         Raises:
-            SchedulerCommandFailed: when Slurm does not answer.
+            SchedulerUnreachable: when slurmctld (or the completion log) did not answer.
+            SchedulerCommandFailed: when squeue failed otherwise.
         """
         slurm_id = job.handle
-        out = await run_command(
-            ["squeue", "--json", "--states=all", f"--jobs={slurm_id}"], timeout_s=self.timeout_s
-        )
-        found = parse_squeue(out, slurm_id)
+        argv = ["squeue", "--json", "--states=all", f"--jobs={slurm_id}"]
+        out = await slurm(argv, timeout_s=self.timeouts.squeue_s)
+        found = parse_squeue(out, slurm_id, argv)
         if not found:
             found = await self._from_sacct(slurm_id)
         return found
@@ -210,7 +213,7 @@ class SlurmJobRunner:
         if argv is None:
             return await asyncio.to_thread(tail, path, lines)
         try:
-            return await run_command(argv, timeout_s=self.timeout_s)
+            return await slurm(argv, timeout_s=self.timeouts.sacct_s)
         except SchedulerCommandFailed as exc:
             if "No such file" in exc.stderr:
                 return ""  # not written yet
@@ -220,12 +223,13 @@ class SlurmJobRunner:
         """``scancel`` the job (every array task) as its identity; a job already gone is fine.
 
         Raises:
+            SchedulerUnreachable: when slurmctld did not answer (nothing was cancelled).
             SchedulerCommandFailed: when scancel fails for another reason.
             ConfigError: when this control plane cannot act as the job's identity.
         """
         argv = scancel_command(self.privilege, job.identity, job.handle)
         try:
-            await run_command(argv, timeout_s=self.timeout_s)
+            await slurm(argv, timeout_s=self.timeouts.scancel_s)
         except SchedulerCommandFailed as exc:
             if "Invalid job id" not in exc.stderr and "already completing" not in exc.stderr:
                 raise
@@ -236,10 +240,11 @@ class SlurmJobRunner:
 
     async def _from_sacct(self, slurm_id: str) -> list[JobTask]:
         # The job left squeue (MinJobAge): the completion log still knows how
-        # it ended. Without a completion log, say so rather than guess. The
-        # job is its identity's: without --allusers sacct shows a caller's own.
+        # it ended. Without a completion log, say so rather than guess; but a
+        # log that did not answer in time says nothing. The job is its
+        # identity's: without --allusers sacct shows a caller's own.
         try:
-            out = await run_command(
+            out = await slurm(
                 [
                     "sacct",
                     "-c",
@@ -250,8 +255,10 @@ class SlurmJobRunner:
                     slurm_id,
                     f"--format={_SACCT_FORMAT}",
                 ],
-                timeout_s=self.timeout_s,
+                timeout_s=self.timeouts.sacct_s,
             )
+        except SchedulerUnreachable:
+            raise
         except SchedulerCommandFailed as exc:
             logger.info("sacct -c could not tell about job %s: %s", slurm_id, exc)
             return []
@@ -272,15 +279,20 @@ def _reason(state: AllocationState, slurm_state: str, reason: str) -> str:
     return plain_reason(reason) if reason else slurm_state.lower()
 
 
-def parse_squeue(text: str, slurm_id: str) -> list[JobTask]:
-    """The tasks of job ``slurm_id`` in ``squeue --json`` output.
+def parse_squeue(
+    text: str, slurm_id: str, argv: Sequence[str] = ("squeue", "--json")
+) -> list[JobTask]:
+    """The tasks of job ``slurm_id`` in ``squeue --json`` output (of ``argv``).
 
     Array tasks that have not started yet share one entry (``array_task_string``
     ``"3-9"``); it is expanded to one pending task per index.
+
+    Raises:
+        SchedulerUnreachable: the answer says slurmctld did not answer.
+        SchedulerCommandFailed: the answer is not squeue's JSON.
     """
-    document: dict[str, Any] = json.loads(text)
     tasks: dict[int | None, JobTask] = {}
-    for job in document.get("jobs", []):
+    for job in jobs_in(text, argv):
         own_id = str(job.get("job_id", ""))
         array_id = str(job.get("array_job_id") or "")
         if own_id != slurm_id and array_id != slurm_id:

@@ -13,10 +13,14 @@ import math
 import re
 import shlex
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from aifactory.backends.base import AllocationRequest
+from aifactory.backends.base import DEFAULT_TIME_LIMIT_S, AllocationRequest
 from aifactory.errors import BackendError
 from aifactory.specs import SLURM_VALUE, SlurmOptions
+
+if TYPE_CHECKING:
+    from aifactory.config import Settings
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PATH = re.compile(r"^[^\s'\"`$;#\\]+$")
@@ -25,7 +29,11 @@ TAG_PREFIX = "aifactory"
 
 @dataclass(frozen=True)
 class SiteDefaults:
-    """What the operator set for every job: defaults and the preamble."""
+    """What the operator set for every job: defaults and the preamble.
+
+    ``time_limit_s`` is the walltime of a job whose spec sets none: never
+    unlimited, whatever the partition's own default.
+    """
 
     partition: str | None = None
     account: str | None = None
@@ -33,6 +41,26 @@ class SiteDefaults:
     preamble: str = ""
     lend_partition: str | None = None
     lend_qos: str | None = None
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SiteDefaults:
+        """The defaults ``AIFACTORY_SLURM_*`` and ``AIFACTORY_DEFAULT_TIME_LIMIT_S`` name."""
+        return cls(
+            partition=settings.slurm_partition or None,
+            account=settings.slurm_account or None,
+            qos=settings.slurm_qos or None,
+            preamble=settings.slurm_preamble,
+            lend_partition=settings.slurm_lend_partition or None,
+            lend_qos=settings.slurm_lend_qos or None,
+            time_limit_s=settings.default_time_limit_s,
+        )
+
+
+def time_directive(time_limit_s: float | None, site: SiteDefaults) -> str:
+    """``#SBATCH --time`` in whole minutes: the spec's limit, else the site's default."""
+    limit_s = site.time_limit_s if time_limit_s is None else time_limit_s
+    return sbatch_directive("time", max(1, math.ceil(limit_s / 60)))
 
 
 def job_tag(instance: str, replica_id: str) -> str:
@@ -84,8 +112,7 @@ def render_job_script(request: AllocationRequest, instance: str, site: SiteDefau
         sbatch_directive("cpus-per-task", resources.cpus),
         sbatch_directive("mem", f"{math.ceil(resources.memory_gib * 1024)}M"),
     ]
-    if request.time_limit_s is not None:
-        lines.append(sbatch_directive("time", max(1, math.ceil(request.time_limit_s / 60))))
+    lines.append(time_directive(request.time_limit_s, site))
     if resources.gpus:
         lines.append(sbatch_directive("gres", f"gpu:{resources.gpus}"))
     for name, chosen in _placement(slurm, site).items():

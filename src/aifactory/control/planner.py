@@ -29,7 +29,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aifactory.backends import AllocationRequest, Backend, SiteDefaults, load_backend
+from aifactory.backends import (
+    AllocationRequest,
+    Backend,
+    SiteDefaults,
+    SlurmTimeouts,
+    load_backend,
+)
 from aifactory.config import Settings
 from aifactory.control.lending import drain_token_file, is_lent
 from aifactory.control.placement import stacks_of
@@ -65,18 +71,10 @@ class AllocationPlanner:
         if name == "local":
             return {"cpus": settings.local_cpus, "privilege": settings.privilege}
         if name == "slurm":
-            site = SiteDefaults(
-                partition=settings.slurm_partition or None,
-                account=settings.slurm_account or None,
-                qos=settings.slurm_qos or None,
-                preamble=settings.slurm_preamble,
-                lend_partition=settings.slurm_lend_partition or None,
-                lend_qos=settings.slurm_lend_qos or None,
-            )
             return {
                 "instance": instance_id(settings.instance_file),
-                "site": site,
-                "command_timeout_s": settings.slurm_command_timeout_s,
+                "site": SiteDefaults.from_settings(settings),
+                "timeouts": SlurmTimeouts.from_settings(settings),
                 "privilege": settings.privilege,
             }
         if name == "kubernetes":

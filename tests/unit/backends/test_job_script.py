@@ -44,6 +44,7 @@ def test_single_task_runs_the_command_directly() -> None:
         "#SBATCH --ntasks-per-node=1",
         "#SBATCH --cpus-per-task=1",
         "#SBATCH --mem=1024M",
+        "#SBATCH --time=1440",  # no time_limit: the site's default walltime, 24 h
     ]
     assert _last(script) == "exec echo 'hello world'"
     assert script.startswith("#!/bin/bash\n")
@@ -107,6 +108,14 @@ def test_site_defaults_and_preamble() -> None:
     script = render_batch_script(job, _context(site=site))
     assert "#SBATCH --partition=mine" in script and "#SBATCH --account=acct" in script
     assert "# site preamble\nmodule load cuda\n" in script
+
+
+def test_a_job_without_time_limit_gets_the_sites_walltime_never_none() -> None:
+    job = load_job({"name": "a", "command": ["true"]})
+    site = SiteDefaults(time_limit_s=2 * 3600)
+    assert "#SBATCH --time=120" in render_batch_script(job, _context(site=site))
+    limited = load_job({"name": "a", "command": ["true"], "time_limit": "90s"})
+    assert "#SBATCH --time=2\n" in render_batch_script(limited, _context(site=site))
 
 
 def test_string_command_is_split_like_a_shell() -> None:

@@ -68,6 +68,7 @@ def test_a_plain_job_is_one_batch_job_that_is_never_retried() -> None:
     assert pod["nodeSelector"] == {"gpu": "a100"}
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert pod["volumes"] == [{"name": "host-0", "hostPath": {"path": "/opt/venv"}}]
+
     assert "affinity" not in pod
     (container,) = pod["containers"]
     assert container["image"] == "registry.example/train:2"
@@ -82,6 +83,15 @@ def test_a_plain_job_is_one_batch_job_that_is_never_retried() -> None:
         "JOB_COMPLETION_INDEX": "0",
         "SEED": "7",
     }
+
+
+def test_a_job_without_time_limit_gets_the_sites_walltime() -> None:
+    (manifest,) = rendered()
+    assert manifest["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 24 * 3600
+    shorter = KubernetesJobRunner("ab12cd34", kubeconfig="/nonexistent", default_time_limit_s=600)
+    job = load_job({"name": "train", "command": ["true"], "backend": "kubernetes"})
+    (manifest,) = yaml.safe_load_all(shorter.render(job, "train-0a1b2c"))
+    assert manifest["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 600
 
 
 def test_the_image_defaults_to_the_runners() -> None:

@@ -1,17 +1,34 @@
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import pytest
 
-from aifactory.backends import AllocationState, load_backend
+from aifactory.backends import (
+    AllocationRequest,
+    AllocationState,
+    SlurmJobRunner,
+    SubmittedJob,
+    load_backend,
+)
 from aifactory.backends.slurm import (
+    SlurmBackend,
     _parse_formatted,
     _parse_json,
     parse_elapsed,
     plain_reason,
     seconds_until_start,
 )
+from aifactory.errors import SchedulerUnreachable
+from aifactory.identity import Privilege
+from aifactory.specs import Resources, load_job
+from fake_slurm import fake, fake_path, outage
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return fake_path(tmp_path, monkeypatch)
 
 
 def _job(**fields: object) -> dict[str, object]:
@@ -74,7 +91,9 @@ def test_unknown_state_becomes_unknown() -> None:
 
 
 def test_formatted_output_fallback() -> None:
-    line = "9|PENDING|Priority|2030-01-01T00:00:00|N/A||aif-bob|aif-bob|aifactory:abc:chat|2"
+    line = "9|PENDING|Priority|2030-01-01T00:00:00|N/A|1-00:00:00||aif-bob|aif-bob|" + (
+        "aifactory:abc:chat|2"
+    )
     comment, status, user, group = _parse_formatted(line)["9"]
     assert comment == "aifactory:abc:chat|2"  # the comment, last, keeps its "|"
     assert user == group == "aif-bob"
@@ -117,3 +136,72 @@ def test_an_ended_jobs_elapsed_time_comes_from_sacct() -> None:
     assert elapsed.ended_at - elapsed.started_at == 2.0
     assert parse_elapsed("42|2026-11-28T13:25:12|Unknown|1\n", "42") is None  # still running
     assert parse_elapsed(out, "43") is None
+
+
+def test_an_unlimited_job_has_no_end_rather_than_a_year() -> None:
+    start = int(time.time()) - 10
+    year = start + 365 * 24 * 3600  # what Slurm writes as an unlimited job's end
+    for limit in (4294967295, {"set": True, "infinite": True, "number": 0}):
+        job = _job(start_time=start, end_time=year, time_limit=limit)
+        assert _parse_json(json.dumps({"jobs": [job]}))["7"].status.ends_at is None
+    line = "9|RUNNING|None|2030-01-01T00:00:00|2031-01-01T00:00:00|UNLIMITED|n1|u|g|tag"
+    assert _parse_formatted(line)["9"].status.ends_at is None
+    limited = "9|RUNNING|None|2030-01-01T00:00:00|2030-01-02T00:00:00|1-00:00:00|n1|u|g|tag"
+    assert _parse_formatted(limited)["9"].status.ends_at is not None
+
+
+def _request(tmp_path: Path) -> AllocationRequest:
+    return AllocationRequest(
+        replica_id="chat-r1",
+        service="chat",
+        argv=("sleep", "300"),
+        resources=Resources(cpus=1, memory_gib=0.25),
+        time_limit_s=None,
+        log_path=tmp_path / "logs" / "chat-r1.log",
+    )
+
+
+def test_an_outage_is_no_answer_never_gone(bin_dir: Path, tmp_path: Path) -> None:
+    outage(bin_dir)
+    backend = SlurmBackend("abc", privilege=Privilege("root", tmp_path))
+
+    async def scenario() -> None:
+        status = (await backend.status(["7"]))["7"]
+        assert status.state is AllocationState.UNKNOWN and not status.answered
+        assert status.reason == "Slurm did not answer"
+        with pytest.raises(SchedulerUnreachable, match="slurm_load_jobs: Failed while looking"):
+            await backend.tagged()
+        with pytest.raises(SchedulerUnreachable, match="scancel 7"):
+            await backend.cancel("7")
+        with pytest.raises(SchedulerUnreachable, match="connect failure"):
+            await backend.submit(_request(tmp_path))
+        assert await backend.start_delay(_request(tmp_path)) is None
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_job_is_never_taken_for_forgotten_in_an_outage(
+    bin_dir: Path, tmp_path: Path
+) -> None:
+    outage(bin_dir)
+    runner = SlurmJobRunner("abc", privilege=Privilege("root", tmp_path))
+    job = SubmittedJob("hello-1", "7", load_job({"name": "hello", "command": ["true"]}), tmp_path)
+
+    async def scenario() -> None:
+        with pytest.raises(SchedulerUnreachable, match="slurm_load_jobs"):
+            await runner.tasks(job)  # not [], which would read "Slurm no longer knows this job"
+        with pytest.raises(SchedulerUnreachable, match="scancel 7"):
+            await runner.cancel(job)
+        with pytest.raises(SchedulerUnreachable, match="connect failure"):
+            await runner.submit(job.spec, "hello-1", tmp_path, None)
+
+    asyncio.run(scenario())
+
+
+def test_a_job_slurm_no_longer_knows_is_an_answer(bin_dir: Path, tmp_path: Path) -> None:
+    fake(bin_dir, "squeue", "echo 'slurm_load_jobs error: Invalid job id specified' >&2\nexit 1\n")
+    fake(bin_dir, "sacct", "echo 'Slurm accounting storage is disabled' >&2\nexit 1\n")
+    backend = SlurmBackend("abc", privilege=Privilege("root", tmp_path))
+    status = asyncio.run(backend.status(["7"]))["7"]
+    assert status.state is AllocationState.UNKNOWN and status.answered
+    assert status.reason == "Slurm no longer knows this job"

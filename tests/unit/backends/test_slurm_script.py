@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from aifactory.backends import AllocationRequest, SiteDefaults, load_backend
-from aifactory.errors import BackendError, SpecError
+from aifactory.config import load_settings
+from aifactory.errors import BackendError, ConfigError, SpecError
 from aifactory.specs import Resources, SlurmOptions, load_service
 
 HOSTILE = "x; rm -rf ~ $(touch /tmp/pwned) `id`"
@@ -67,6 +68,25 @@ def test_site_defaults_and_preamble() -> None:
     assert "#SBATCH --partition=cpu" in script
     assert "#SBATCH --account=mine" in script  # the spec wins over the site default
     assert "# site preamble\nmodule load python/3.11" in script
+
+
+def test_a_replica_without_time_limit_gets_the_sites_walltime() -> None:
+    assert "#SBATCH --time=1440" in _render(_request(time_limit_s=None))  # 24 h
+    site = SiteDefaults(time_limit_s=6 * 3600)
+    assert "#SBATCH --time=360" in _render(_request(time_limit_s=None), site)
+    assert "#SBATCH --time=60" in _render(_request(time_limit_s=3600.0), site)  # the spec's wins
+
+
+def test_the_site_defaults_come_from_the_settings() -> None:
+    settings = load_settings(
+        slurm_partition="cpu", slurm_lend_partition="lend", default_time_limit_s=7200
+    )
+    site = SiteDefaults.from_settings(settings)
+    assert (site.partition, site.lend_partition, site.account) == ("cpu", "lend", None)
+    assert site.time_limit_s == 7200
+    assert load_settings().default_time_limit_s == 24 * 3600
+    with pytest.raises(ConfigError, match="default_time_limit_s"):
+        load_settings(default_time_limit_s=0)  # never unlimited
 
 
 def test_hostile_env_and_argv_are_quoted() -> None:
