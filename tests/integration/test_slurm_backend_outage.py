@@ -34,7 +34,7 @@ from aifactory.backends import (
 )
 from aifactory.backends.slurm import SlurmBackend
 from aifactory.errors import SchedulerUnreachable
-from aifactory.identity import Identity, Privilege, lookup
+from aifactory.identity import Identity, Privilege, workload_user
 from aifactory.specs import Resources, load_job
 from unix_users import WORKLOAD_USER, make_traversable
 
@@ -72,7 +72,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     data_dir = tmp_path / "aifactory"
     data_dir.mkdir(mode=0o711)
     instance = "outage-" + uuid.uuid4().hex[:6]
-    yield Site(Privilege("root", data_dir), lookup(WORKLOAD_USER), instance)
+    yield Site(Privilege("root", data_dir), workload_user(WORKLOAD_USER), instance)
     # Leave nothing of this test running on the shared cluster.
     for job_id, _ in _ours(instance):
         subprocess.run(["scancel", job_id], check=False, timeout=30)

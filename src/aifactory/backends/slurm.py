@@ -39,7 +39,12 @@ from aifactory.backends.base import (
 )
 from aifactory.backends.slurm_commands import SlurmTimeouts, jobs_in, sbatch, slurm
 from aifactory.backends.slurm_identity import Command, job_owner, sbatch_command, scancel_command
-from aifactory.backends.slurm_script import SiteDefaults, job_tag, render_job_script
+from aifactory.backends.slurm_script import (
+    BATCH_JOB_TAG,
+    SiteDefaults,
+    job_tag,
+    render_job_script,
+)
 from aifactory.config import load_settings
 from aifactory.errors import BackendError, SchedulerCommandFailed, SchedulerUnreachable
 from aifactory.identity import Identity, Privilege
@@ -363,7 +368,10 @@ class SlurmBackend:
         return job_owner(handle, found.user, found.group)
 
     async def tagged(self) -> dict[str, str]:
-        """Live jobs carrying this control plane's tag: replica id -> job id.
+        """Live replica jobs carrying this control plane's tag: replica id -> job id.
+
+        Its batch jobs (``slurm_jobs``) carry the tag too, and are left out:
+        they are no replica, and no stray to cancel.
 
         Raises:
             SchedulerUnreachable: slurmctld did not answer (an empty answer
@@ -373,8 +381,11 @@ class SlurmBackend:
         prefix = job_tag(self.instance, "")
         found = {}
         for job_id, job in (await self._query_all()).items():
-            if job.comment.startswith(prefix) and not job.status.state.finished:
-                found[job.comment.removeprefix(prefix)] = job_id
+            replica_id = job.comment.removeprefix(prefix)
+            if replica_id == job.comment or replica_id.startswith(BATCH_JOB_TAG):
+                continue
+            if not job.status.state.finished:
+                found[replica_id] = job_id
         return found
 
     async def aclose(self) -> None:

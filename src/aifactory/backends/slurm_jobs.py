@@ -43,7 +43,7 @@ from aifactory.backends.slurm import _number, _state, plain_reason
 from aifactory.backends.slurm_commands import SlurmTimeouts, jobs_in, sbatch, slurm
 from aifactory.backends.slurm_identity import sbatch_command, scancel_command, tail_command
 from aifactory.backends.slurm_job_script import JobScriptContext, render_batch_script
-from aifactory.backends.slurm_script import SiteDefaults, job_tag
+from aifactory.backends.slurm_script import BATCH_JOB_TAG, SiteDefaults, job_tag
 from aifactory.config import load_settings
 from aifactory.errors import (
     BackendError,
@@ -103,7 +103,7 @@ class SlurmJobRunner:
 
     def tag(self, job_id: str) -> str:
         """The ``--comment`` that marks a batch job as this control plane's."""
-        return job_tag(self.instance, "job:" + job_id)
+        return job_tag(self.instance, BATCH_JOB_TAG + job_id)
 
     def for_tenant(
         self, job: Job, account: str | None, partition: str | None, qos: str | None

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PATH = re.compile(r"^[^\s'\"`$;#\\]+$")
 TAG_PREFIX = "aifactory"
+# After the instance, a batch job's tag names it "job:ID"; a replica's, by its id.
+BATCH_JOB_TAG = "job:"
 
 
 @dataclass(frozen=True)

@@ -205,3 +205,18 @@ def test_a_job_slurm_no_longer_knows_is_an_answer(bin_dir: Path, tmp_path: Path)
     status = asyncio.run(backend.status(["7"]))["7"]
     assert status.state is AllocationState.UNKNOWN and status.answered
     assert status.reason == "Slurm no longer knows this job"
+
+
+def test_tagged_lists_this_planes_live_replicas_not_its_batch_jobs(
+    bin_dir: Path, tmp_path: Path
+) -> None:
+    jobs = [
+        _job(job_id=1, comment="aifactory:abc:chat-1"),
+        _job(job_id=2, comment="aifactory:abc:job:nap-1"),  # a batch job: no stray
+        _job(job_id=3, comment="aifactory:other:chat-2"),
+        _job(job_id=4, comment="aifactory:abc:chat-3", job_state="COMPLETED"),
+    ]
+    (bin_dir / "queue.json").write_text(json.dumps({"errors": [], "jobs": jobs}))
+    fake(bin_dir, "squeue", f"/bin/cat {bin_dir / 'queue.json'}\n")
+    backend = SlurmBackend("abc", privilege=Privilege("root", tmp_path))
+    assert asyncio.run(backend.tagged()) == {"chat-1": "1"}
