@@ -1,8 +1,9 @@
 """A real slurmctld outage: stop the dev cluster's controller by its pid, start it again after.
 
 Other tests (and other people) share the cluster, so the controller is
-started again whatever happens in the block, and outages of concurrent
-test runs on this machine take turns (an exclusive lock).
+started again whatever happens in the block: at its end, and by a detached
+watchdog after ``MAX_OUTAGE_S`` should the test process itself be killed.
+Outages of concurrent test runs on this machine take turns (an exclusive lock).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from pathlib import Path
 _STATE_DIR = Path(os.environ.get("AIF_SLURM_DEV_DIR", "/var/lib/aifactory-slurm-dev"))
 _PID_FILE = _STATE_DIR / "run" / "slurmctld.pid"
 _LOCK = Path("/tmp/aifactory-slurmctld-outage.lock")
+MAX_OUTAGE_S = 180
+# The watchdog: its one argument is the outage's longest duration (no text is pasted in).
+_WATCHDOG = 'sleep "$1"; scontrol ping | grep -q "is UP" || slurmctld'
 
 
 def _controller_pid() -> int:
@@ -65,8 +69,18 @@ def slurmctld_down() -> Iterator[None]:
         try:
             assert controller_answers(), "slurmctld is not up before the outage"
             pid = _controller_pid()
+            watchdog = subprocess.Popen(
+                ["sh", "-c", _WATCHDOG, "watchdog", str(MAX_OUTAGE_S)],
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             os.kill(pid, signal.SIGTERM)
             _wait_exit(pid, 30)
-            yield
+            try:
+                yield
+            finally:
+                os.killpg(watchdog.pid, signal.SIGKILL)
+                watchdog.wait()
         finally:
             _start_controller()

@@ -28,6 +28,7 @@ import pytest
 from aifactory.backends import (
     AllocationRequest,
     AllocationState,
+    AllocationStatus,
     SlurmJobRunner,
     SlurmTimeouts,
     SubmittedJob,
@@ -38,13 +39,14 @@ from aifactory.identity import Identity, Privilege, workload_user
 from aifactory.specs import Resources, load_job
 from unix_users import WORKLOAD_USER, make_traversable
 
+from .slurm import MISSING
 from .slurm_outage import slurmctld_down
-from .test_slurm_jobs import _MISSING
+from .waiting import wait_until_async
 
 
 def _why_skip() -> str:
-    if _MISSING:
-        return _MISSING
+    if MISSING:
+        return MISSING
     if os.getuid() != 0:
         return "needs root (as CI runs): it stops slurmctld and submits as the workload user"
     return ""
@@ -105,12 +107,16 @@ def _replica(site: Site, replica_id: str) -> AllocationRequest:
     )
 
 
-async def _running(backend: SlurmBackend, handle: str) -> Any:
-    deadline = time.monotonic() + 60
-    while (status := (await backend.status([handle]))[handle]).state is not AllocationState.RUNNING:
-        assert time.monotonic() < deadline, f"job {handle} never ran: {status}"
-        await asyncio.sleep(0.3)
-    return status
+async def _running(backend: SlurmBackend, handle: str) -> AllocationStatus:
+    async def status() -> AllocationStatus:
+        return (await backend.status([handle]))[handle]
+
+    return await wait_until_async(
+        status,
+        lambda found: found.state is AllocationState.RUNNING,
+        timeout_s=60,
+        what=f"Slurm job {handle} running",
+    )
 
 
 async def _timed(call: Any) -> tuple[Any, float]:
