@@ -37,6 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aifactory.backends._commands import run_command
 from aifactory.backends._files import tail
 from aifactory.backends.base import AllocationState, JobTask, SubmittedJob
 from aifactory.backends.slurm import _number, _state, plain_reason
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _SACCT_FORMAT = "JobID,State,ExitCode,NodeList,Start,End"
+# Reading an output file through the launch prefix: no scheduler is asked.
+_TAIL_TIMEOUT_S = 30.0
 
 
 class SlurmJobRunner:
@@ -213,7 +216,7 @@ class SlurmJobRunner:
         if argv is None:
             return await asyncio.to_thread(tail, path, lines)
         try:
-            return await slurm(argv, timeout_s=self.timeouts.sacct_s)
+            return await run_command(argv, timeout_s=_TAIL_TIMEOUT_S)
         except SchedulerCommandFailed as exc:
             if "No such file" in exc.stderr:
                 return ""  # not written yet
