@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from aifactory.backends import AllocationRequest, AllocationState, SlurmJobRunner, SubmittedJob
-from aifactory.backends.slurm import SlurmBackend
+from aifactory.backends.slurm.backend import SlurmBackend
 from aifactory.identity import Identity, Privilege, lookup
 from aifactory.specs import Resources, load_job
 from unix_users import TENANT_USERS, make_traversable

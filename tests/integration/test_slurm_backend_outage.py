@@ -33,7 +33,7 @@ from aifactory.backends import (
     SlurmTimeouts,
     SubmittedJob,
 )
-from aifactory.backends.slurm import SlurmBackend
+from aifactory.backends.slurm.backend import SlurmBackend
 from aifactory.errors import SchedulerUnreachable
 from aifactory.identity import Identity, Privilege, workload_user
 from aifactory.specs import Resources, load_job

@@ -60,7 +60,7 @@ def test_nothing_else_reads_the_environment() -> None:
     # the launcher adds an agent's secrets); none reads a setting.
     assert sorted(readers) == [
         "backends/local.py",
-        "backends/slurm_identity.py",
+        "backends/slurm/identity.py",
         "config.py",
         "launcher.py",
     ]

@@ -21,13 +21,13 @@ from aifactory.backends.base import (
     KeepsAccounts,
     SubmittedJob,
 )
-from aifactory.backends.slurm_commands import SlurmTimeouts
-from aifactory.backends.slurm_jobs import SlurmJobRunner
-from aifactory.backends.slurm_script import SiteDefaults, sbatch_directive
+from aifactory.backends.slurm.commands import SlurmTimeouts
+from aifactory.backends.slurm.jobs import SlurmJobRunner
+from aifactory.backends.slurm.script import SiteDefaults, sbatch_directive
 from aifactory.errors import ConfigError
 
 if TYPE_CHECKING:
-    from aifactory.backends.kubernetes_jobs import KubernetesJobRunner
+    from aifactory.backends.kubernetes.jobs import KubernetesJobRunner
     from aifactory.config import Settings
 
 __all__ = [
@@ -51,12 +51,12 @@ __all__ = [
 
 _REGISTRY = {
     "local": "aifactory.backends.local:LocalBackend",
-    "slurm": "aifactory.backends.slurm:SlurmBackend",
-    "kubernetes": "aifactory.backends.kubernetes:KubernetesBackend",
+    "slurm": "aifactory.backends.slurm.backend:SlurmBackend",
+    "kubernetes": "aifactory.backends.kubernetes.backend:KubernetesBackend",
 }
 _JOB_RUNNERS = {
-    "slurm": "aifactory.backends.slurm_jobs:SlurmJobRunner",
-    "kubernetes": "aifactory.backends.kubernetes_jobs:KubernetesJobRunner",
+    "slurm": "aifactory.backends.slurm.jobs:SlurmJobRunner",
+    "kubernetes": "aifactory.backends.kubernetes.jobs:KubernetesJobRunner",
 }
 
 
@@ -97,5 +97,5 @@ def _class_named(registry: dict[str, str], name: str, missing: str) -> Any:
 def __getattr__(name: str) -> Any:
     # Imported on first use, with the Kubernetes client it needs.
     if name == "KubernetesJobRunner":
-        return importlib.import_module("aifactory.backends.kubernetes_jobs").KubernetesJobRunner
+        return importlib.import_module("aifactory.backends.kubernetes.jobs").KubernetesJobRunner
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from aifactory.backends import SiteDefaults
-from aifactory.backends.slurm_job_script import JobScriptContext, quote, render_batch_script
-from aifactory.backends.slurm_jobs import decode_wait_status, parse_sacct, parse_squeue
+from aifactory.backends.slurm.job_script import JobScriptContext, quote, render_batch_script
+from aifactory.backends.slurm.jobs import decode_wait_status, parse_sacct, parse_squeue
 from aifactory.errors import BackendError, SpecError
 from aifactory.specs import load_job
 

@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from aifactory.backends import AllocationRequest, AllocationState, load_backend
-from aifactory.backends.kubernetes_pod import pod_status, render_pod, render_secret
+from aifactory.backends.kubernetes.pod import pod_status, render_pod, render_secret
 from aifactory.errors import BackendError
 from aifactory.specs import KubernetesOptions, Resources, load_service
 

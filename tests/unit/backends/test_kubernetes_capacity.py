@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from aifactory.backends.kubernetes_capacity import fits_now, waiting_for_room
+from aifactory.backends.kubernetes.capacity import fits_now, waiting_for_room
 from aifactory.specs import KubernetesOptions
 
 ASK = {"cpu": "1", "memory": "1024Mi"}

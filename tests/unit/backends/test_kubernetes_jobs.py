@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from aifactory.backends import AllocationState, KubernetesJobRunner
-from aifactory.backends.kubernetes_job_set import job_task, set_name
+from aifactory.backends.kubernetes.job_set import job_task, set_name
 from aifactory.errors import BackendError
 from aifactory.specs import load_job
 

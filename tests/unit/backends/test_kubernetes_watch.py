@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from aifactory.backends.kubernetes_watch import PodWatch, _Expired
+from aifactory.backends.kubernetes.watch import PodWatch, _Expired
 
 
 @dataclass

@@ -12,7 +12,7 @@ from aifactory.backends import (
     SubmittedJob,
     load_backend,
 )
-from aifactory.backends.slurm import (
+from aifactory.backends.slurm.backend import (
     SlurmBackend,
     _parse_formatted,
     _parse_json,
@@ -23,12 +23,12 @@ from aifactory.backends.slurm import (
 from aifactory.errors import SchedulerUnreachable
 from aifactory.identity import Privilege
 from aifactory.specs import Resources, load_job
-from fake_slurm import fake, fake_path, outage
+from recorded_slurm import outage, recorded_bin, replay
 
 
 @pytest.fixture
 def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return fake_path(tmp_path, monkeypatch)
+    return recorded_bin(tmp_path, monkeypatch)
 
 
 def _job(**fields: object) -> dict[str, object]:
@@ -199,8 +199,10 @@ def test_a_batch_job_is_never_taken_for_forgotten_in_an_outage(
 
 
 def test_a_job_slurm_no_longer_knows_is_an_answer(bin_dir: Path, tmp_path: Path) -> None:
-    fake(bin_dir, "squeue", "echo 'slurm_load_jobs error: Invalid job id specified' >&2\nexit 1\n")
-    fake(bin_dir, "sacct", "echo 'Slurm accounting storage is disabled' >&2\nexit 1\n")
+    replay(
+        bin_dir, "squeue", "echo 'slurm_load_jobs error: Invalid job id specified' >&2\nexit 1\n"
+    )
+    replay(bin_dir, "sacct", "echo 'Slurm accounting storage is disabled' >&2\nexit 1\n")
     backend = SlurmBackend("abc", privilege=Privilege("root", tmp_path))
     status = asyncio.run(backend.status(["7"]))["7"]
     assert status.state is AllocationState.UNKNOWN and status.answered
@@ -217,6 +219,6 @@ def test_tagged_lists_this_planes_live_replicas_not_its_batch_jobs(
         _job(job_id=4, comment="aifactory:abc:chat-3", job_state="COMPLETED"),
     ]
     (bin_dir / "queue.json").write_text(json.dumps({"errors": [], "jobs": jobs}))
-    fake(bin_dir, "squeue", f"/bin/cat {bin_dir / 'queue.json'}\n")
+    replay(bin_dir, "squeue", f"/bin/cat {bin_dir / 'queue.json'}\n")
     backend = SlurmBackend("abc", privilege=Privilege("root", tmp_path))
     assert asyncio.run(backend.tagged()) == {"chat-1": "1"}

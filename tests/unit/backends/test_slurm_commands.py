@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from aifactory.backends import SlurmTimeouts
-from aifactory.backends.slurm_commands import jobs_in, sbatch, slurm
+from aifactory.backends.slurm.commands import jobs_in, sbatch, slurm
 from aifactory.config import load_settings
 from aifactory.errors import BackendError, SchedulerCommandFailed, SchedulerUnreachable
-from fake_slurm import OUTAGE_JSON, UNREACHABLE, fake, fake_path
+from recorded_slurm import OUTAGE_JSON, UNREACHABLE, recorded_bin, replay
 
 
 @pytest.fixture
 def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return fake_path(tmp_path, monkeypatch)
+    return recorded_bin(tmp_path, monkeypatch)
 
 
 def test_squeue_json_with_errors_is_no_answer_not_an_empty_queue() -> None:
@@ -44,12 +44,12 @@ def test_an_answer_without_a_job_list_fails(answer: str) -> None:
 
 
 def test_a_command_that_cannot_reach_slurmctld_is_unreachable(bin_dir: Path) -> None:
-    fake(
+    replay(
         bin_dir,
         "scancel",
         f"echo 'scancel: error: Kill job error on job id 7: {UNREACHABLE}' >&2\nexit 8\n",
     )
-    fake(
+    replay(
         bin_dir,
         "sbatch",
         "echo 'sbatch: error: Batch job submission failed: Invalid account' >&2\nexit 1\n",
@@ -69,7 +69,7 @@ def test_a_command_that_cannot_reach_slurmctld_is_unreachable(bin_dir: Path) -> 
 
 
 def test_each_command_stops_waiting_at_its_own_timeout(bin_dir: Path) -> None:
-    fake(bin_dir, "squeue", "exec /bin/sleep 30\n")
+    replay(bin_dir, "squeue", "exec /bin/sleep 30\n")
 
     async def scenario() -> None:
         started = time.monotonic()
@@ -102,14 +102,14 @@ def _submit(timeouts: SlurmTimeouts | None = None) -> str:
 
 
 def test_a_lost_sbatch_answer_finds_the_job_it_submitted(bin_dir: Path) -> None:
-    fake(
+    replay(
         bin_dir,
         "sbatch",
         "echo 'sbatch: error: Batch job submission failed: Socket timed out on send/recv "
         "operation' >&2\nexit 1\n",
     )
     # squeue is asked by name and must hold the exact tag: 41 is another's.
-    fake(
+    replay(
         bin_dir,
         "squeue",
         "echo '41|aifactory:other:chat-r1'\necho '42|aifactory:abc:chat-r1'\n",
@@ -118,24 +118,24 @@ def test_a_lost_sbatch_answer_finds_the_job_it_submitted(bin_dir: Path) -> None:
 
 
 def test_a_lost_sbatch_answer_and_no_such_job_is_no_answer(bin_dir: Path) -> None:
-    fake(bin_dir, "sbatch", "exec /bin/sleep 30\n")
-    fake(bin_dir, "squeue", "echo '41|aifactory:other:chat-r1'\n")
+    replay(bin_dir, "sbatch", "exec /bin/sleep 30\n")
+    replay(bin_dir, "squeue", "echo '41|aifactory:other:chat-r1'\n")
     with pytest.raises(SchedulerUnreachable, match="in time"):
         _submit(SlurmTimeouts(sbatch_s=0.5))
 
 
 def test_a_refused_connection_submitted_nothing_and_is_not_looked_up(bin_dir: Path) -> None:
     looked = bin_dir / "looked"
-    fake(bin_dir, "sbatch", f"echo 'sbatch: error: {UNREACHABLE}' >&2\nexit 1\n")
-    fake(bin_dir, "squeue", f"/usr/bin/touch {looked}\necho '42|aifactory:abc:chat-r1'\n")
+    replay(bin_dir, "sbatch", f"echo 'sbatch: error: {UNREACHABLE}' >&2\nexit 1\n")
+    replay(bin_dir, "squeue", f"/usr/bin/touch {looked}\necho '42|aifactory:abc:chat-r1'\n")
     with pytest.raises(SchedulerUnreachable, match="connect failure"):
         _submit()
     assert not looked.exists()
 
 
 def test_sbatch_answers_a_job_id_or_fails(bin_dir: Path) -> None:
-    fake(bin_dir, "sbatch", "/bin/cat >/dev/null\necho '42;aifdev'\n")
+    replay(bin_dir, "sbatch", "/bin/cat >/dev/null\necho '42;aifdev'\n")
     assert _submit() == "42"
-    fake(bin_dir, "sbatch", "echo 'Submitted batch job'\n")
+    replay(bin_dir, "sbatch", "echo 'Submitted batch job'\n")
     with pytest.raises(BackendError, match="not a job id"):
         _submit()

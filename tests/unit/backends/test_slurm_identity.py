@@ -1,7 +1,7 @@
 """Slurm commands as a workload's identity, without a scheduler: the argv and what it reaches.
 
 The end-to-end runs are in tests/integration/test_identity_slurm.py; here a
-fake ``sbatch``/``scancel`` on PATH records what the backend and the job
+recorded ``sbatch``/``scancel`` on PATH records what the backend and the job
 runner hand it.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from aifactory.backends import AllocationRequest, SlurmJobRunner, SubmittedJob
-from aifactory.backends.slurm import SlurmBackend
-from aifactory.backends.slurm_identity import (
+from aifactory.backends.slurm.backend import SlurmBackend
+from aifactory.backends.slurm.identity import (
     job_owner,
     sbatch_command,
     scancel_command,
@@ -105,7 +105,7 @@ def test_an_adopted_jobs_owner_must_be_someone_to_act_as() -> None:
 
 
 @pytest.fixture
-def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def recorded_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``sbatch`` and ``scancel`` on PATH that record whom they ran as, its HOME and argv."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -127,7 +127,7 @@ MARK = ("env", "RUN_AS={user}")
 
 
 def test_the_backend_submits_and_cancels_through_the_prefix(
-    tmp_path: Path, fake_slurm: Path
+    tmp_path: Path, recorded_slurm: Path
 ) -> None:
     log = tmp_path / "logs" / "r1.log"
     log.parent.mkdir()
@@ -141,13 +141,13 @@ def test_the_backend_submits_and_cancels_through_the_prefix(
         await backend.cancel("4242")
 
     asyncio.run(scenario())
-    submitted, cancelled = fake_slurm.read_text().splitlines()
+    submitted, cancelled = recorded_slurm.read_text().splitlines()
     assert submitted == f"aif-alice|/home/aif-alice|sbatch --chdir={log.parent} --parsable"
     assert cancelled.startswith("aif-alice|") and cancelled.endswith("|scancel 4242")
 
 
 def test_the_job_runner_submits_and_cancels_as_the_jobs_identity(
-    tmp_path: Path, fake_slurm: Path
+    tmp_path: Path, recorded_slurm: Path
 ) -> None:
     runner = SlurmJobRunner("ab12", privilege=Privilege("prefix", tmp_path, MARK))
     job = load_job({"name": "a", "command": ["id", "-u"]})
@@ -161,6 +161,6 @@ def test_the_job_runner_submits_and_cancels_as_the_jobs_identity(
         await runner.cancel(submitted)
 
     asyncio.run(scenario())
-    submitted, cancelled = fake_slurm.read_text().splitlines()
+    submitted, cancelled = recorded_slurm.read_text().splitlines()
     assert submitted == f"aif-alice|/home/aif-alice|sbatch --chdir={tmp_path} --parsable"
     assert cancelled.startswith("aif-alice|") and cancelled.endswith("|scancel 4242")

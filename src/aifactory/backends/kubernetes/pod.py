@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
-from aifactory.backends.kubernetes_identity import confine
+from aifactory.backends.kubernetes.identity import confine
 from aifactory.errors import BackendError
 from aifactory.specs import DNS_LABEL, DNS_SUBDOMAIN, LABEL_VALUE, KubernetesOptions, Resources
 

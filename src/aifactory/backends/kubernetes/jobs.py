@@ -43,15 +43,15 @@ from kubernetes.client.exceptions import ApiException
 
 from aifactory.backends._files import tail, write_text
 from aifactory.backends.base import DEFAULT_TIME_LIMIT_S, JobTask, SubmittedJob
-from aifactory.backends.kubernetes import api_client, api_message, call_api, reach_fix
-from aifactory.backends.kubernetes_job_set import (
+from aifactory.backends.kubernetes.backend import api_client, api_message, call_api, reach_fix
+from aifactory.backends.kubernetes.job_set import (
     INDEX_LABEL,
     job_task,
     render_jobs,
     selector,
     set_name,
 )
-from aifactory.backends.kubernetes_pod import CONTAINER_NAME
+from aifactory.backends.kubernetes.pod import CONTAINER_NAME
 from aifactory.errors import BackendError, BadRequest, NotFound
 from aifactory.identity import Identity
 from aifactory.specs import Job

@@ -37,78 +37,20 @@ from aifactory.backends.base import (
     AllocationStatus,
     Elapsed,
 )
-from aifactory.backends.slurm_commands import SlurmTimeouts, jobs_in, sbatch, slurm
-from aifactory.backends.slurm_identity import Command, job_owner, sbatch_command, scancel_command
-from aifactory.backends.slurm_script import (
+from aifactory.backends.slurm.commands import SlurmTimeouts, jobs_in, sbatch, slurm
+from aifactory.backends.slurm.identity import Command, job_owner, sbatch_command, scancel_command
+from aifactory.backends.slurm.script import (
     BATCH_JOB_TAG,
     SiteDefaults,
     job_tag,
     render_job_script,
 )
+from aifactory.backends.slurm.states import job_state, plain_reason, slurm_number
 from aifactory.config import load_settings
 from aifactory.errors import BackendError, SchedulerCommandFailed, SchedulerUnreachable
 from aifactory.identity import Identity, Privilege
 
 logger = logging.getLogger(__name__)
-
-# Slurm job states -> ours. Anything else is logged and becomes UNKNOWN.
-STATES = {
-    "PENDING": AllocationState.PENDING,
-    "CONFIGURING": AllocationState.PENDING,
-    "REQUEUED": AllocationState.PENDING,
-    "REQUEUE_HOLD": AllocationState.PENDING,
-    "REQUEUE_FED": AllocationState.PENDING,
-    "RESV_DEL_HOLD": AllocationState.PENDING,
-    "RUNNING": AllocationState.RUNNING,
-    "COMPLETING": AllocationState.RUNNING,
-    "SUSPENDED": AllocationState.RUNNING,
-    "STOPPED": AllocationState.RUNNING,
-    "RESIZING": AllocationState.RUNNING,
-    "SIGNALING": AllocationState.RUNNING,
-    "STAGE_OUT": AllocationState.RUNNING,
-    "COMPLETED": AllocationState.COMPLETED,
-    "CANCELLED": AllocationState.CANCELLED,
-    "FAILED": AllocationState.FAILED,
-    "BOOT_FAIL": AllocationState.FAILED,
-    "NODE_FAIL": AllocationState.FAILED,
-    "OUT_OF_MEMORY": AllocationState.FAILED,
-    "DEADLINE": AllocationState.TIMEOUT,
-    "TIMEOUT": AllocationState.TIMEOUT,
-    "PREEMPTED": AllocationState.PREEMPTED,
-    "REVOKED": AllocationState.CANCELLED,
-    "SPECIAL_EXIT": AllocationState.FAILED,
-}
-
-# Pending reasons in plain words; others are shown as Slurm wrote them.
-REASONS = {
-    "None": "queued, not yet considered",
-    "Resources": "waiting for resources",
-    "Priority": "waiting behind higher-priority jobs",
-    "Dependency": "waiting for a dependency",
-    "BeginTime": "waiting for its begin time",
-    "JobHeldUser": "held by the user",
-    "JobHeldAdmin": "held by an administrator",
-    "PartitionNodeLimit": "asks for more nodes than the partition allows",
-    "PartitionTimeLimit": "asks for more time than the partition allows",
-    "PartitionDown": "partition is down",
-    "PartitionInactive": "partition is inactive",
-    "PartitionConfig": "partition configuration does not allow it",
-    "ReqNodeNotAvail": "requested nodes are not available",
-    "Reservation": "waiting for its reservation",
-    "AssocGrpCpuLimit": "account CPU limit reached",
-    "AssocGrpGRES": "account GPU limit reached",
-    "AssocMaxJobsLimit": "account job limit reached",
-    "QOSMaxCpuPerUserLimit": "QOS limit on CPUs per user reached",
-    "QOSMaxGRESPerUser": "QOS limit on GPUs per user reached",
-    "QOSMaxJobsPerUserLimit": "QOS limit on jobs per user reached",
-    "QOSGrpCpuLimit": "QOS CPU limit reached",
-    "QOSGrpGRES": "QOS GPU limit reached",
-    "NodeDown": "a node went down",
-    "TimeLimit": "time limit reached",
-    "NonZeroExitCode": "exited with a non-zero code",
-    "JobLaunchFailure": "failed to launch",
-    "BadConstraints": "constraints cannot be met",
-}
 
 # The comment comes last: it is the one field that may hold "|".
 _FORMAT = "%i|%T|%r|%S|%e|%l|%N|%u|%g|%k"
@@ -146,13 +88,6 @@ class Queued(NamedTuple):
     status: AllocationStatus
     user: str = ""
     group: str = ""
-
-
-def plain_reason(reason: str) -> str:
-    """A Slurm reason code in plain words."""
-    if reason.startswith("QOS") and reason not in REASONS:
-        return f"QOS limit ({reason})"
-    return REASONS.get(reason, reason)
 
 
 class SlurmBackend:
@@ -316,7 +251,7 @@ class SlurmBackend:
                     name = state.split()[0]  # "CANCELLED by 0"
                     code = int(exit_code.split(":")[0]) if exit_code[:1].isdigit() else None
                     found[job_id] = AllocationStatus(
-                        _state(name), f"Slurm job {name.lower()} (from accounting)", code
+                        job_state(name), f"Slurm job {name.lower()} (from accounting)", code
                     )
             return found
         return {}
@@ -425,16 +360,8 @@ class SlurmBackend:
         return _parse_formatted(out)
 
 
-def _state(name: str) -> AllocationState:
-    state = STATES.get(name)
-    if state is None:
-        logger.warning("unknown Slurm job state %r", name)
-        return AllocationState.UNKNOWN
-    return state
-
-
 def _status(state_name: str, reason: str, node: str, start: float, end: float) -> AllocationStatus:
-    state = _state(state_name)
+    state = job_state(state_name)
     now = time.time()
     if state.finished:
         said = "" if reason in ("", "None") else f": {plain_reason(reason)}"
@@ -468,8 +395,8 @@ def _parse_json(text: str, argv: Sequence[str] = ("squeue", "--json")) -> dict[s
             str(state),
             str(job.get("state_reason", "")),
             str(job.get("batch_host") or job.get("nodes") or ""),
-            _number(job.get("start_time")),
-            _number(job.get("end_time")) if _limited(job.get("time_limit")) else 0.0,
+            slurm_number(job.get("start_time")),
+            slurm_number(job.get("end_time")) if _limited(job.get("time_limit")) else 0.0,
         )
         exit_code = job.get("exit_code")
         if status.state.finished and isinstance(exit_code, int):
@@ -490,15 +417,6 @@ def _limited(time_limit: Any) -> bool:
             return False
         time_limit = time_limit.get("number")
     return isinstance(time_limit, int) and time_limit not in _NO_LIMIT
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, dict):  # newer Slurm: {"set": true, "number": N}
-        value = value.get("number", 0) if value.get("set", True) else 0
-    try:
-        return float(value or 0)
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def _with_exit(status: AllocationStatus, wait_status: int) -> AllocationStatus:

@@ -40,11 +40,11 @@ from typing import TYPE_CHECKING
 from aifactory.backends._commands import run_command
 from aifactory.backends._files import tail
 from aifactory.backends.base import AllocationState, JobTask, SubmittedJob
-from aifactory.backends.slurm import _number, _state, plain_reason
-from aifactory.backends.slurm_commands import SlurmTimeouts, jobs_in, sbatch, slurm
-from aifactory.backends.slurm_identity import sbatch_command, scancel_command, tail_command
-from aifactory.backends.slurm_job_script import JobScriptContext, render_batch_script
-from aifactory.backends.slurm_script import BATCH_JOB_TAG, SiteDefaults, job_tag
+from aifactory.backends.slurm.commands import SlurmTimeouts, jobs_in, sbatch, slurm
+from aifactory.backends.slurm.identity import sbatch_command, scancel_command, tail_command
+from aifactory.backends.slurm.job_script import JobScriptContext, render_batch_script
+from aifactory.backends.slurm.script import BATCH_JOB_TAG, SiteDefaults, job_tag
+from aifactory.backends.slurm.states import job_state, plain_reason, slurm_number
 from aifactory.config import load_settings
 from aifactory.errors import (
     BackendError,
@@ -304,12 +304,12 @@ def parse_squeue(
         if isinstance(slurm_state, list):  # newer Slurm: a list of flags
             slurm_state = slurm_state[0] if slurm_state else ""
         slurm_state = str(slurm_state)
-        state = _state(slurm_state)
+        state = job_state(slurm_state)
         wait_status = job.get("exit_code")
         exit_code = signal = None
         if state.finished and isinstance(wait_status, int):
             exit_code, signal = decode_wait_status(wait_status)
-        started, ended = _number(job.get("start_time")), _number(job.get("end_time"))
+        started, ended = slurm_number(job.get("start_time")), slurm_number(job.get("end_time"))
         task = JobTask(
             task=None,
             slurm_job_id=own_id,
@@ -342,7 +342,7 @@ def parse_sacct(text: str, slurm_id: str) -> list[JobTask]:
             continue
         slurm_state = parts[1].split()[0] if parts[1] else ""
         code, _, signal = parts[2].partition(":")
-        state = _state(slurm_state)
+        state = job_state(slurm_state)
         return [
             JobTask(
                 task=None,

@@ -1,7 +1,7 @@
-"""Fake Slurm client commands for unit tests: what Slurm 22.05.8's printed, recorded.
+"""Slurm client commands for unit tests that replay what Slurm 22.05.8 printed.
 
 Recorded on the dev cluster with slurmctld stopped (the table is in
-``aifactory.backends.slurm_commands``); the real outage is in
+``aifactory.backends.slurm.commands``); the real outage is in
 tests/integration/test_slurm_backend_outage.py.
 """
 
@@ -30,7 +30,7 @@ OUTAGE_JSON = json.dumps(
 UNREACHABLE = "Unable to contact slurm controller (connect failure)"
 
 
-def fake_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def recorded_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder that is all of PATH: a real Slurm client is never reached."""
     folder = tmp_path / "bin"
     folder.mkdir()
@@ -38,7 +38,7 @@ def fake_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def fake(bin_dir: Path, name: str, script: str) -> None:
+def replay(bin_dir: Path, name: str, script: str) -> None:
     """Put a ``name`` command in ``bin_dir`` that runs ``script`` (sh, absolute paths only)."""
     path = bin_dir / name
     path.write_text("#!/bin/sh\n" + script)
@@ -48,7 +48,7 @@ def fake(bin_dir: Path, name: str, script: str) -> None:
 def outage(bin_dir: Path) -> None:
     """squeue, scancel, sbatch and sacct as they answered with slurmctld stopped."""
     (bin_dir / "outage.json").write_text(OUTAGE_JSON)
-    fake(
+    replay(
         bin_dir,
         "squeue",
         f"""case "$*" in
@@ -58,6 +58,10 @@ echo 'slurm_load_jobs error: {UNREACHABLE}' >&2
 exit 1
 """,
     )
-    fake(bin_dir, "scancel", f"echo 'scancel: error: Kill job error: {UNREACHABLE}' >&2\nexit 8\n")
-    fake(bin_dir, "sbatch", f"echo 'sbatch: error: submission failed: {UNREACHABLE}' >&2\nexit 1\n")
-    fake(bin_dir, "sacct", "exit 0\n")  # sacct -c reads its log, and knows no running job
+    replay(
+        bin_dir, "scancel", f"echo 'scancel: error: Kill job error: {UNREACHABLE}' >&2\nexit 8\n"
+    )
+    replay(
+        bin_dir, "sbatch", f"echo 'sbatch: error: submission failed: {UNREACHABLE}' >&2\nexit 1\n"
+    )
+    replay(bin_dir, "sacct", "exit 0\n")  # sacct -c reads its log, and knows no running job

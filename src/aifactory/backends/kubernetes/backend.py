@@ -45,8 +45,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
-from aifactory.backends.kubernetes_capacity import fits_now, waiting_for_room
-from aifactory.backends.kubernetes_pod import (
+from aifactory.backends.kubernetes.capacity import fits_now, waiting_for_room
+from aifactory.backends.kubernetes.pod import (
     CANCELLED_ANNOTATION,
     INSTANCE_LABEL,
     PHASES,
@@ -57,7 +57,7 @@ from aifactory.backends.kubernetes_pod import (
     render_secret,
     resources,
 )
-from aifactory.backends.kubernetes_watch import PodWatch
+from aifactory.backends.kubernetes.watch import PodWatch
 from aifactory.errors import BackendError, CapacityExceeded, ConfigError
 
 logger = logging.getLogger(__name__)

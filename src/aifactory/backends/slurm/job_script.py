@@ -28,7 +28,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aifactory.backends.slurm_script import SiteDefaults, sbatch_directive, time_directive
+from aifactory.backends.slurm.script import SiteDefaults, sbatch_directive, time_directive
 from aifactory.errors import BackendError
 from aifactory.specs import Job
 

@@ -39,8 +39,8 @@ from aifactory.backends.base import (
     AllocationStatus,
     JobTask,
 )
-from aifactory.backends.kubernetes_identity import confine
-from aifactory.backends.kubernetes_pod import (
+from aifactory.backends.kubernetes.identity import confine
+from aifactory.backends.kubernetes.pod import (
     CONTAINER_NAME,
     INSTANCE_LABEL,
     LABEL_PREFIX,
