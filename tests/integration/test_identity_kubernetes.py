@@ -32,8 +32,9 @@ from aifactory.backends import (
     AllocationState,
     KubernetesJobRunner,
     SubmittedJob,
-    load_backend,
 )
+from aifactory.backends.kubernetes.backend import KubernetesBackend
+from aifactory.backends.kubernetes.connection import KubernetesConnection
 from aifactory.config import load_settings
 from aifactory.identity import Identity, lookup
 from aifactory.specs import Resources, load_job
@@ -143,14 +144,15 @@ def test_a_replica_pod_runs_as_the_tenant_and_reads_only_its_own_token(
     token_dir.mkdir()
     token_file = token_dir / "probe-a1b2c3.token"
     token_file.write_text(TOKEN)
-    backend: Any = load_backend(
-        "kubernetes",
-        instance=secrets.token_hex(4),
-        namespace=namespace,
-        image=IMAGE,
-        kubeconfig=KUBECONFIG,
-        host_paths=[str(control_secrets)],
-        termination_grace_s=2,
+    backend: Any = KubernetesBackend(
+        secrets.token_hex(4),
+        KubernetesConnection(
+            namespace=namespace,
+            image=IMAGE,
+            kubeconfig=KUBECONFIG,
+            host_paths=[str(control_secrets)],
+            termination_grace_s=2,
+        ),
     )
     request = AllocationRequest(
         replica_id="probe-a1b2c3",
@@ -200,11 +202,13 @@ def test_a_batch_job_runs_as_the_tenant(
     instance = f"kid-{secrets.token_hex(3)}"
     runner = KubernetesJobRunner(
         instance,
-        namespace=namespace,
-        image=IMAGE,
-        kubeconfig=KUBECONFIG,
-        host_paths=[str(control_secrets)],
-        termination_grace_s=2,
+        KubernetesConnection(
+            namespace=namespace,
+            image=IMAGE,
+            kubeconfig=KUBECONFIG,
+            host_paths=[str(control_secrets)],
+            termination_grace_s=2,
+        ),
     )
     job = load_job(
         {
@@ -259,13 +263,11 @@ print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "gguf": str(gguf),
 
 def test_aifactorys_image_runs_a_tenants_replica(namespace: str, alice: Identity) -> None:
     image = built_image()
-    backend: Any = load_backend(
-        "kubernetes",
-        instance=secrets.token_hex(4),
-        namespace=namespace,
-        image=image,
-        kubeconfig=KUBECONFIG,
-        termination_grace_s=2,
+    backend: Any = KubernetesBackend(
+        secrets.token_hex(4),
+        KubernetesConnection(
+            namespace=namespace, image=image, kubeconfig=KUBECONFIG, termination_grace_s=2
+        ),
     )
     request = AllocationRequest(
         replica_id="image-a1b2c3",

@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from aifactory.backends import AllocationRequest, AllocationState, AllocationStatus, load_backend
+from aifactory.backends import AllocationRequest, AllocationState, AllocationStatus
+from aifactory.backends.kubernetes.backend import KubernetesBackend
+from aifactory.backends.kubernetes.connection import KubernetesConnection
 from aifactory.specs import Resources
 
 from . import kube
@@ -41,13 +43,11 @@ def namespace(cluster: None) -> Iterator[str]:
 
 
 def make_backend(namespace: str, instance: str) -> Any:
-    return load_backend(
-        "kubernetes",
-        instance=instance,
-        namespace=namespace,
-        image=IMAGE,
-        kubeconfig=KUBECONFIG,
-        termination_grace_s=2,
+    return KubernetesBackend(
+        instance,
+        KubernetesConnection(
+            namespace=namespace, image=IMAGE, kubeconfig=KUBECONFIG, termination_grace_s=2
+        ),
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from aifactory.backends import KubernetesJobRunner
+from aifactory.backends.kubernetes.connection import KubernetesConnection
 from aifactory.config import load_settings
 from aifactory.errors import BadRequest, NotFound
 from aifactory.jobs import JobsManager
@@ -67,7 +68,10 @@ def manager(
     instance = f"kj-{secrets.token_hex(3)}"
     settings = load_settings(data_dir=tmp_path / "aifactory")
     runner = KubernetesJobRunner(
-        instance, namespace=namespace, image=IMAGE, kubeconfig=KUBECONFIG, termination_grace_s=2
+        instance,
+        KubernetesConnection(
+            namespace=namespace, image=IMAGE, kubeconfig=KUBECONFIG, termination_grace_s=2
+        ),
     )
     jobs = JobsManager(settings, store, instance, ledger=ledger, runners={"kubernetes": runner})
     yield jobs

@@ -60,15 +60,14 @@ _JOB_RUNNERS = {
 }
 
 
-def load_backend(name: str, **options: Any) -> Backend:
-    """Import and build the backend called ``name``.
+def load_backend(name: str, settings: Settings, instance: str) -> Backend:
+    """Import and build the backend called ``name``, configured by ``settings``.
 
     Raises:
         ConfigError: when no backend has that name.
     """
-    backend: Backend = _class_named(_REGISTRY, name, "backend {name!r} is not available.")(
-        **options
-    )
+    backend_class = _class_named(_REGISTRY, name, "backend {name!r} is not available.")
+    backend: Backend = backend_class.from_settings(settings, instance)
     return backend
 
 

@@ -26,11 +26,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
 from aifactory.errors import BackendError, CapacityExceeded
 from aifactory.identity import Privilege, choose_privilege
+
+if TYPE_CHECKING:
+    from aifactory.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,11 @@ class LocalBackend:
         self.cpus = cpus or os.cpu_count() or 1
         self._privilege = privilege or choose_privilege(Path("/nonexistent"), "", False)
         self._allocations: dict[str, _Allocation] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, instance: str) -> LocalBackend:
+        """The backend the settings describe (its processes are this machine's: no instance tag)."""
+        return cls(settings.local_cpus, settings.privilege)
 
     @property
     def cpus_in_use(self) -> int:

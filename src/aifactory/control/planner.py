@@ -27,13 +27,10 @@ import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from aifactory.backends import (
     AllocationRequest,
     Backend,
-    SiteDefaults,
-    SlurmTimeouts,
     load_backend,
 )
 from aifactory.config import Settings
@@ -59,33 +56,13 @@ class AllocationPlanner:
     def backend(self, name: str) -> Backend:
         """The backend called ``name``, built on first use."""
         if name not in self._backends:
-            self._backends[name] = load_backend(name, **self._backend_options(name))
+            instance = instance_id(self._settings.instance_file)
+            self._backends[name] = load_backend(name, self._settings, instance)
         return self._backends[name]
 
     async def aclose(self) -> None:
         """Release every backend built so far."""
         await asyncio.gather(*(b.aclose() for b in self._backends.values()))
-
-    def _backend_options(self, name: str) -> dict[str, Any]:
-        settings = self._settings
-        if name == "local":
-            return {"cpus": settings.local_cpus, "privilege": settings.privilege}
-        if name == "slurm":
-            return {
-                "instance": instance_id(settings.instance_file),
-                "site": SiteDefaults.from_settings(settings),
-                "timeouts": SlurmTimeouts.from_settings(settings),
-                "privilege": settings.privilege,
-            }
-        if name == "kubernetes":
-            return {
-                "instance": instance_id(settings.instance_file),
-                "namespace": settings.kubernetes_namespace,
-                "image": settings.kubernetes_image,
-                "kubeconfig": settings.kubeconfig,
-                "host_paths": settings.kubernetes_host_paths,
-            }
-        return {}
 
     def request(
         self,

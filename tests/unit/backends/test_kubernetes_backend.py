@@ -11,7 +11,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from aifactory.backends import AllocationRequest, AllocationState, load_backend
+from aifactory.backends import AllocationRequest, AllocationState
+from aifactory.backends.kubernetes.backend import KubernetesBackend
+from aifactory.backends.kubernetes.connection import KubernetesConnection
 from aifactory.backends.kubernetes.pod import pod_status, render_pod, render_secret
 from aifactory.errors import BackendError
 from aifactory.specs import KubernetesOptions, Resources, load_service
@@ -33,10 +35,12 @@ def request(**changes: Any) -> AllocationRequest:
 
 def backend() -> Any:
     # No such kubeconfig: rendering must not need a cluster or even a config.
-    return load_backend(
-        "kubernetes", instance="ab12cd34", namespace="ml", image="localhost/aif:1",
-        kubeconfig="/nonexistent/kubeconfig",
-    )  # fmt: skip
+    return KubernetesBackend(
+        "ab12cd34",
+        KubernetesConnection(
+            namespace="ml", image="localhost/aif:1", kubeconfig="/nonexistent/kubeconfig"
+        ),
+    )
 
 
 def manifest(**changes: Any) -> dict[str, Any]:

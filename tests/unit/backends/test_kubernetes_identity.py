@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from aifactory.backends import AllocationRequest, KubernetesJobRunner, load_backend
+from aifactory.backends import AllocationRequest, KubernetesJobRunner
+from aifactory.backends.kubernetes.backend import KubernetesBackend
+from aifactory.backends.kubernetes.connection import KubernetesConnection
 from aifactory.errors import BackendError
 from aifactory.identity import Identity, lookup
 from aifactory.specs import Resources, load_job
@@ -46,10 +48,15 @@ def replica_pod(identity: Identity | None, **changes: Any) -> dict[str, Any]:
         "identity": identity,
     }
     values.update(changes)
-    backend = load_backend(
-        "kubernetes", instance="ab12cd34", namespace="ml", image="localhost/aif:1",
-        kubeconfig="/nonexistent/kubeconfig", host_paths=["/opt/venv"],
-    )  # fmt: skip
+    backend = KubernetesBackend(
+        "ab12cd34",
+        KubernetesConnection(
+            namespace="ml",
+            image="localhost/aif:1",
+            kubeconfig="/nonexistent/kubeconfig",
+            host_paths=["/opt/venv"],
+        ),
+    )
     pod: dict[str, Any] = yaml.safe_load(backend.render(AllocationRequest(**values)))
     return pod
 
@@ -57,9 +64,14 @@ def replica_pod(identity: Identity | None, **changes: Any) -> dict[str, Any]:
 def job_pods(identity: Identity | None, **fields: Any) -> list[dict[str, Any]]:
     """The pod templates of a batch job's set of Jobs, as the runner renders them."""
     runner = KubernetesJobRunner(
-        "ab12cd34", namespace="batch", image="localhost/aif:1",
-        kubeconfig="/nonexistent/kubeconfig", host_paths=["/opt/venv"],
-    )  # fmt: skip
+        "ab12cd34",
+        KubernetesConnection(
+            namespace="batch",
+            image="localhost/aif:1",
+            kubeconfig="/nonexistent/kubeconfig",
+            host_paths=["/opt/venv"],
+        ),
+    )
     document = {"name": "train", "command": ["python", "t.py"], "backend": "kubernetes"}
     job = load_job({**document, **fields})
     text = runner.render(job, "train-0a1b2c", identity=identity)

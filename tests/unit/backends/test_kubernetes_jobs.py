@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from aifactory.backends import AllocationState, KubernetesJobRunner
+from aifactory.backends.kubernetes.connection import KubernetesConnection
 from aifactory.backends.kubernetes.job_set import job_task, set_name
 from aifactory.errors import BackendError
 from aifactory.specs import load_job
@@ -17,10 +18,12 @@ def runner(instance: str = "ab12cd34") -> KubernetesJobRunner:
     # No such kubeconfig: rendering must not need a cluster or even a config.
     return KubernetesJobRunner(
         instance,
-        namespace="batch",
-        image="localhost/aif:1",
-        kubeconfig="/nonexistent/kubeconfig",
-        host_paths=["/opt/venv"],
+        KubernetesConnection(
+            namespace="batch",
+            image="localhost/aif:1",
+            kubeconfig="/nonexistent/kubeconfig",
+            host_paths=["/opt/venv"],
+        ),
     )
 
 
@@ -88,7 +91,9 @@ def test_a_plain_job_is_one_batch_job_that_is_never_retried() -> None:
 def test_a_job_without_time_limit_gets_the_sites_walltime() -> None:
     (manifest,) = rendered()
     assert manifest["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 24 * 3600
-    shorter = KubernetesJobRunner("ab12cd34", kubeconfig="/nonexistent", default_time_limit_s=600)
+    shorter = KubernetesJobRunner(
+        "ab12cd34", KubernetesConnection(kubeconfig="/nonexistent"), default_time_limit_s=600
+    )
     job = load_job({"name": "train", "command": ["true"], "backend": "kubernetes"})
     (manifest,) = yaml.safe_load_all(shorter.render(job, "train-0a1b2c"))
     assert manifest["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 600

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from aifactory.backends import AllocationRequest, AllocationState, load_backend
+from aifactory.backends.local import LocalBackend
+from aifactory.config import load_settings
 from aifactory.errors import BackendError, CapacityExceeded
 from aifactory.specs import Resources
 
@@ -41,7 +43,7 @@ async def _wait_for(backend: object, handle: str, state: AllocationState) -> flo
 
 def test_run_log_and_cancel(tmp_path: Path) -> None:
     async def scenario() -> None:
-        backend = load_backend("local", cpus=2)
+        backend = LocalBackend(cpus=2)
         handle = await backend.submit(_request(tmp_path))
         await _wait_for(backend, handle, AllocationState.RUNNING)
         await asyncio.sleep(0.5)
@@ -55,7 +57,7 @@ def test_run_log_and_cancel(tmp_path: Path) -> None:
 
 def test_crash_is_a_failure_with_the_exit_code(tmp_path: Path) -> None:
     async def scenario() -> None:
-        backend = load_backend("local", cpus=2)
+        backend = LocalBackend(cpus=2)
         handle = await backend.submit(
             _request(tmp_path, argv=(sys.executable, "-c", "raise SystemExit(4)"))
         )
@@ -69,7 +71,7 @@ def test_crash_is_a_failure_with_the_exit_code(tmp_path: Path) -> None:
 
 def test_time_limit_ends_the_allocation(tmp_path: Path) -> None:
     async def scenario() -> None:
-        backend = load_backend("local", cpus=2)
+        backend = LocalBackend(cpus=2)
         handle = await backend.submit(_request(tmp_path, time_limit_s=0.5))
         waited = await _wait_for(backend, handle, AllocationState.TIMEOUT)
         assert waited < 5
@@ -80,7 +82,7 @@ def test_time_limit_ends_the_allocation(tmp_path: Path) -> None:
 
 def test_cpu_budget_is_enforced(tmp_path: Path) -> None:
     async def scenario() -> None:
-        backend = load_backend("local", cpus=2)
+        backend = LocalBackend(cpus=2)
         first = await backend.submit(_request(tmp_path, resources=Resources(cpus=2)))
         with pytest.raises(CapacityExceeded, match="needs 1 CPUs, 0 of 2 free"):
             await backend.submit(_request(tmp_path))
@@ -95,7 +97,7 @@ def test_cpu_budget_is_enforced(tmp_path: Path) -> None:
 
 
 def test_render_quotes_hostile_values(tmp_path: Path) -> None:
-    backend = load_backend("local")
+    backend = LocalBackend()
     hostile = "x; rm -rf ~"
     text = backend.render(_request(tmp_path, argv=("echo", hostile), env={"V": hostile}))
     assert "'x; rm -rf ~'" in text and "V='x; rm -rf ~'" in text
@@ -103,4 +105,4 @@ def test_render_quotes_hostile_values(tmp_path: Path) -> None:
 
 def test_unknown_backend_names_the_choices() -> None:
     with pytest.raises(Exception, match=r"backend 'nomad' is not available.*local"):
-        load_backend("nomad")
+        load_backend("nomad", load_settings(), "ab12cd34")

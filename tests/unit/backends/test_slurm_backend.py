@@ -10,7 +10,6 @@ from aifactory.backends import (
     AllocationState,
     SlurmJobRunner,
     SubmittedJob,
-    load_backend,
 )
 from aifactory.backends.slurm.backend import (
     SlurmBackend,
@@ -108,7 +107,7 @@ def test_plain_reasons() -> None:
 
 def test_missing_slurm_degrades_to_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario() -> None:
-        backend = load_backend("slurm", instance="abc")
+        backend = SlurmBackend("abc")
         statuses = await backend.status(["1"])
         assert statuses["1"].state is AllocationState.UNKNOWN
         assert statuses["1"].reason == "Slurm did not answer"

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from aifactory.backends import AllocationRequest, SiteDefaults, load_backend
+from aifactory.backends import AllocationRequest, SiteDefaults
+from aifactory.backends.slurm.backend import SlurmBackend
 from aifactory.config import load_settings
 from aifactory.errors import BackendError, ConfigError, SpecError
 from aifactory.specs import Resources, SlurmOptions, load_service
@@ -30,7 +31,7 @@ def _request(**kwargs: object) -> AllocationRequest:
 
 
 def _render(request: AllocationRequest, site: SiteDefaults | None = None) -> str:
-    backend = load_backend("slurm", instance="ab12cd34", site=site or SiteDefaults())
+    backend = SlurmBackend("ab12cd34", site=site or SiteDefaults())
     return backend.render(request)
 
 

@@ -12,8 +12,8 @@ from aifactory.backends import (
     AllocationState,
     AllocationStatus,
     SiteDefaults,
-    load_backend,
 )
+from aifactory.backends.slurm.backend import SlurmBackend
 from aifactory.config import Settings
 from aifactory.control.fleet import Fleet, LiveReplica, ReplicaState
 from aifactory.control.lending import drain_token_file, is_lent
@@ -53,7 +53,7 @@ def _script(slurm: SlurmOptions, site: SiteDefaults) -> str:
         log_path=Path("/shared/logs/chat-abc123.log"),
         slurm=slurm,
     )
-    return load_backend("slurm", instance="ab12cd34", site=site).render(request)
+    return SlurmBackend("ab12cd34", site=site).render(request)
 
 
 def test_a_lent_replica_goes_to_the_sites_lending_partition_and_qos() -> None:

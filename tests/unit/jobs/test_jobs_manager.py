@@ -18,6 +18,7 @@ from aifactory.backends import (
     SlurmJobRunner,
     SubmittedJob,
 )
+from aifactory.backends.kubernetes.connection import KubernetesConnection
 from aifactory.config import load_settings
 from aifactory.errors import BadRequest, NotFound
 from aifactory.jobs import JobsManager
@@ -223,7 +224,7 @@ def test_slurm_logs_are_its_files_by_job_id_and_task(tmp_path: Path) -> None:
 
 
 def test_kubernetes_logs_of_a_finished_job_are_its_kept_files(tmp_path: Path) -> None:
-    runner = KubernetesJobRunner("i1", kubeconfig="/nonexistent/kubeconfig")
+    runner = KubernetesJobRunner("i1", KubernetesConnection(kubeconfig="/nonexistent/kubeconfig"))
     for index in (0, 1):
         (tmp_path / f"{index}.log").write_text(f"node {index}\n")
     job = _submitted(tmp_path, backend="kubernetes", nodes=2)

@@ -33,19 +33,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import urllib3
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
 from aifactory.backends.kubernetes.capacity import fits_now, waiting_for_room
+from aifactory.backends.kubernetes.connection import KubernetesConnection, api_message
 from aifactory.backends.kubernetes.pod import (
     CANCELLED_ANNOTATION,
     INSTANCE_LABEL,
@@ -58,7 +57,10 @@ from aifactory.backends.kubernetes.pod import (
     resources,
 )
 from aifactory.backends.kubernetes.watch import PodWatch
-from aifactory.errors import BackendError, CapacityExceeded, ConfigError
+from aifactory.errors import BackendError, CapacityExceeded
+
+if TYPE_CHECKING:
+    from aifactory.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -76,27 +78,17 @@ class KubernetesBackend:
     advertise_host = POD_IP
 
     def __init__(
-        self,
-        instance: str,
-        *,
-        namespace: str = "default",
-        image: str = "localhost/aifactory:latest",
-        kubeconfig: Path | str | None = None,
-        host_paths: Sequence[Path | str] = (),
-        termination_grace_s: int = 30,
-        request_timeout_s: float = 30.0,
-        sync_timeout_s: float = 10.0,
+        self, instance: str, connection: KubernetesConnection, *, sync_timeout_s: float = 10.0
     ) -> None:
         self.instance = instance
-        self.namespace = namespace
-        self.image = image
-        self.kubeconfig = Path(kubeconfig) if kubeconfig else None
-        self.host_paths = tuple(Path(p) for p in host_paths)
-        self.termination_grace_s = termination_grace_s
-        self.request_timeout_s = request_timeout_s
+        self.connection = connection
         self.sync_timeout_s = sync_timeout_s
-        self._api_client: client.ApiClient | None = None
         self._watch: PodWatch | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, instance: str) -> KubernetesBackend:
+        """The backend the settings describe."""
+        return cls(instance, KubernetesConnection.from_settings(settings))
 
     # ------------------------------------------------------------- Backend
 
@@ -110,7 +102,9 @@ class KubernetesBackend:
         name: str = manifest["metadata"]["name"]
         watch = self._started_watch()
         try:
-            created = await self._call(self.core.create_namespaced_pod, self.namespace, manifest)
+            created = await self._call(
+                self.core.create_namespaced_pod, self.connection.namespace, manifest
+            )
         except ApiException as exc:
             if exc.status == _CONFLICT and await self._is_ours(name, request.replica_id):
                 return name  # a retried submit: the Pod is already there
@@ -118,7 +112,9 @@ class KubernetesBackend:
         watch.put(created)
         if request.secret_files:
             await self._deliver_secrets(created, request.secret_files)
-        logger.info("replica %s: created pod %s/%s", request.replica_id, self.namespace, name)
+        logger.info(
+            "replica %s: created pod %s/%s", request.replica_id, self.connection.namespace, name
+        )
         return name
 
     async def status(self, handles: Sequence[str]) -> dict[str, AllocationStatus]:
@@ -177,13 +173,13 @@ class KubernetesBackend:
             await self._call(
                 self.core.delete_namespaced_pod,
                 handle,
-                self.namespace,
-                grace_period_seconds=self.termination_grace_s,
+                self.connection.namespace,
+                grace_period_seconds=self.connection.termination_grace_s,
             )
         except ApiException as exc:
             if exc.status != _NOT_FOUND:
                 raise self._refused(handle, exc) from exc
-        logger.info("pod %s/%s: deleted", self.namespace, handle)
+        logger.info("pod %s/%s: deleted", self.connection.namespace, handle)
 
     async def tagged(self) -> dict[str, str]:
         """Live Pods carrying this control plane's labels: replica id -> Pod name.
@@ -195,7 +191,7 @@ class KubernetesBackend:
         if not await asyncio.to_thread(watch.wait_synced, self.sync_timeout_s):
             raise BackendError(
                 f"the Kubernetes API did not list pods within {self.sync_timeout_s:.0f} s.",
-                fix=self._reach_fix(),
+                fix=self.connection.reach_fix(),
             )
         found = {}
         for pod in watch.pods():
@@ -211,9 +207,7 @@ class KubernetesBackend:
         if self._watch is not None:
             self._watch.stop()
             self._watch = None
-        if self._api_client is not None:
-            closing, self._api_client = self._api_client, None
-            await asyncio.to_thread(closing.close)
+        await self.connection.aclose()
 
     # ------------------------------------------------------------- beyond the protocol
 
@@ -236,7 +230,9 @@ class KubernetesBackend:
         """
         for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
             try:
-                pod = await self._call(self.core.read_namespaced_pod, handle, self.namespace)
+                pod = await self._call(
+                    self.core.read_namespaced_pod, handle, self.connection.namespace
+                )
             except ApiException as exc:
                 if exc.status == _NOT_FOUND:
                     return None
@@ -246,7 +242,7 @@ class KubernetesBackend:
                 return read
             try:
                 written: dict[str, Any] = await self._call(
-                    self.core.replace_namespaced_pod, handle, self.namespace, pod
+                    self.core.replace_namespaced_pod, handle, self.connection.namespace, pod
                 )
                 return written
             except ApiException as exc:
@@ -264,10 +260,8 @@ class KubernetesBackend:
 
     @property
     def core(self) -> client.CoreV1Api:
-        """The CoreV1 API client, made on first use."""
-        if self._api_client is None:
-            self._api_client = api_client(self.kubeconfig)
-        return client.CoreV1Api(self._api_client)
+        """The CoreV1 API."""
+        return self.connection.core
 
     # ------------------------------------------------------------- helpers
 
@@ -275,10 +269,10 @@ class KubernetesBackend:
         return render_pod(
             request,
             instance=self.instance,
-            namespace=self.namespace,
-            image=self.image,
-            termination_grace_s=self.termination_grace_s,
-            host_paths=self.host_paths,
+            namespace=self.connection.namespace,
+            image=self.connection.image,
+            termination_grace_s=self.connection.termination_grace_s,
+            host_paths=self.connection.host_paths,
         )
 
     async def _deliver_secrets(self, pod: dict[str, Any], files: tuple[Path, ...]) -> None:
@@ -291,11 +285,13 @@ class KubernetesBackend:
         try:
             contents = await asyncio.to_thread(lambda: {p.name: p.read_bytes() for p in files})
             await self._call(
-                self.core.create_namespaced_secret, self.namespace, render_secret(pod, contents)
+                self.core.create_namespaced_secret,
+                self.connection.namespace,
+                render_secret(pod, contents),
             )
         except (OSError, ApiException, BackendError) as exc:
             with contextlib.suppress(ApiException, BackendError):
-                await self._call(self.core.delete_namespaced_pod, name, self.namespace)
+                await self._call(self.core.delete_namespaced_pod, name, self.connection.namespace)
             if isinstance(exc, ApiException):
                 raise self._refused(f"{name} (its secret)", exc) from exc
             if isinstance(exc, OSError):
@@ -306,7 +302,9 @@ class KubernetesBackend:
 
     def _started_watch(self) -> PodWatch:
         if self._watch is None:
-            self._watch = PodWatch(self.core, self.namespace, f"{INSTANCE_LABEL}={self.instance}")
+            self._watch = PodWatch(
+                self.core, self.connection.namespace, f"{INSTANCE_LABEL}={self.instance}"
+            )
             self._watch.start()
         return self._watch
 
@@ -317,14 +315,11 @@ class KubernetesBackend:
             ApiException: when the server answered with an error.
             BackendError: when the server could not be reached.
         """
-        data = await call_api(
-            method, *args, timeout_s=self.request_timeout_s, fix=self._reach_fix(), **kwargs
-        )
-        return json.loads(data) if data else None
+        return await self.connection.call(method, *args, **kwargs)
 
     async def _is_ours(self, name: str, replica_id: str) -> bool:
         try:
-            pod = await self._call(self.core.read_namespaced_pod, name, self.namespace)
+            pod = await self._call(self.core.read_namespaced_pod, name, self.connection.namespace)
         except ApiException:
             return False
         pod_labels = pod["metadata"].get("labels") or {}
@@ -335,19 +330,17 @@ class KubernetesBackend:
 
     def _refused(self, name: str, exc: ApiException) -> BackendError:
         message = api_message(exc)
+        namespace = self.connection.namespace
         if exc.status == 403 and "exceeded quota" in message:
             return CapacityExceeded(
-                f"pod {name}: the namespace {self.namespace!r} is out of quota: {message}",
+                f"pod {name}: the namespace {namespace!r} is out of quota: {message}",
                 fix="lower `resources`, delete another service, or ask for a larger quota",
             )
         return BackendError(
             f"Kubernetes refused pod {name} (HTTP {exc.status}): {message}",
-            fix=f"check the namespace {self.namespace!r} and this control plane's permissions "
+            fix=f"check the namespace {namespace!r} and this control plane's permissions "
             "(it needs to create, get, list, watch, update and delete pods, and to create secrets)",
         )
-
-    def _reach_fix(self) -> str:
-        return reach_fix(self.kubeconfig)
 
 
 def _mark_cancelled(pod: dict[str, Any]) -> bool:
@@ -360,62 +353,3 @@ def _mark_cancelled(pod: dict[str, Any]) -> bool:
     annotations[CANCELLED_ANNOTATION] = "true"
     metadata["annotations"] = annotations
     return True
-
-
-async def call_api(
-    method: Callable[..., Any], *args: Any, timeout_s: float, fix: str, **kwargs: Any
-) -> bytes:
-    """One client call in a thread; the body the server sent, undecoded.
-
-    Raises:
-        ApiException: when the server answered with an error.
-        BackendError: when the server could not be reached (``fix`` says what to check).
-    """
-
-    def call() -> bytes:
-        response = method(*args, _preload_content=False, _request_timeout=timeout_s, **kwargs)
-        return bytes(response.data or b"")
-
-    try:
-        return await asyncio.to_thread(call)
-    except urllib3.exceptions.HTTPError as exc:
-        raise BackendError(f"cannot reach the Kubernetes API server: {exc}", fix=fix) from exc
-
-
-def reach_fix(kubeconfig: Path | None) -> str:
-    """What to check when the API server cannot be reached."""
-    where = f"the kubeconfig {kubeconfig}" if kubeconfig else "AIFACTORY_KUBECONFIG"
-    return f"check that the API server runs and {where} points at it"
-
-
-def api_message(exc: ApiException) -> str:
-    """The message of an API server's error answer (its reason when it has none)."""
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except (ValueError, AttributeError):
-        return str(exc.reason)
-
-
-def api_client(kubeconfig: Path | None) -> client.ApiClient:
-    """A client from the kubeconfig, else in-cluster, else the default kubeconfig.
-
-    Raises:
-        ConfigError: when none of them works.
-    """
-    # The client library's loaders are not annotated.
-    from_file: Callable[..., client.ApiClient] = config.new_client_from_config
-    in_cluster: Callable[..., None] = config.load_incluster_config
-    try:
-        if kubeconfig is not None:
-            return from_file(config_file=str(kubeconfig))
-        try:
-            configuration = client.Configuration()
-            in_cluster(client_configuration=configuration)
-            return client.ApiClient(configuration)
-        except config.ConfigException:
-            return from_file()
-    except (config.ConfigException, OSError) as exc:
-        raise ConfigError(
-            f"no Kubernetes client configuration: {exc}",
-            fix="set AIFACTORY_KUBECONFIG to a kubeconfig file (or run inside a cluster)",
-        ) from exc

@@ -31,19 +31,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from aifactory.backends._files import tail, write_text
 from aifactory.backends.base import DEFAULT_TIME_LIMIT_S, JobTask, SubmittedJob
-from aifactory.backends.kubernetes.backend import api_client, api_message, call_api, reach_fix
+from aifactory.backends.kubernetes.connection import KubernetesConnection, api_message, call_api
 from aifactory.backends.kubernetes.job_set import (
     INDEX_LABEL,
     job_task,
@@ -78,34 +76,20 @@ class KubernetesJobRunner:
     def __init__(
         self,
         instance: str,
+        connection: KubernetesConnection,
         *,
-        namespace: str = "default",
-        image: str = "localhost/aifactory:latest",
-        kubeconfig: Path | str | None = None,
-        host_paths: Sequence[Path | str] = (),
-        termination_grace_s: int = 30,
-        request_timeout_s: float = 30.0,
         default_time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     ) -> None:
         self.instance = instance
-        self.namespace = namespace
+        self.connection = connection
         self.default_time_limit_s = default_time_limit_s
-        self.image = image
-        self.kubeconfig = Path(kubeconfig) if kubeconfig else None
-        self.host_paths = tuple(Path(p) for p in host_paths)
-        self.termination_grace_s = termination_grace_s
-        self.request_timeout_s = request_timeout_s
-        self._api_client: client.ApiClient | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, instance: str) -> KubernetesJobRunner:
         """The runner the settings describe (namespace, image, kubeconfig, host paths, walltime)."""
         return cls(
             instance,
-            namespace=settings.kubernetes_namespace,
-            image=settings.kubernetes_image,
-            kubeconfig=settings.kubeconfig,
-            host_paths=settings.kubernetes_host_paths,
+            KubernetesConnection.from_settings(settings),
             default_time_limit_s=settings.default_time_limit_s,
         )
 
@@ -128,10 +112,10 @@ class KubernetesJobRunner:
             job,
             job_id,
             instance=self.instance,
-            namespace=self.namespace,
-            image=self.image,
-            termination_grace_s=self.termination_grace_s,
-            host_paths=self.host_paths,
+            namespace=self.connection.namespace,
+            image=self.connection.image,
+            termination_grace_s=self.connection.termination_grace_s,
+            host_paths=self.connection.host_paths,
             identity=identity,
             default_time_limit_s=self.default_time_limit_s,
         )
@@ -164,14 +148,18 @@ class KubernetesJobRunner:
         handle = set_name(job_id)
         try:
             for manifest in self.manifests(job, job_id, identity):
-                await self._call(self._batch.create_namespaced_job, self.namespace, manifest)
+                await self._call(
+                    self.connection.batch.create_namespaced_job, self.connection.namespace, manifest
+                )
         except (ApiException, BackendError) as exc:
             with contextlib.suppress(ApiException, BackendError):
                 await self._delete(handle)  # leave no half set behind
             if isinstance(exc, ApiException):
                 raise self._refused(handle, exc) from exc
             raise
-        logger.info("job %s: created Kubernetes job set %s/%s", job_id, self.namespace, handle)
+        logger.info(
+            "job %s: created Kubernetes job set %s/%s", job_id, self.connection.namespace, handle
+        )
         return handle
 
     async def tasks(self, job: SubmittedJob) -> list[JobTask]:
@@ -186,10 +174,14 @@ class KubernetesJobRunner:
         labels = selector(self.instance, handle)
         try:
             jobs = await self._call(
-                self._batch.list_namespaced_job, self.namespace, label_selector=labels
+                self.connection.batch.list_namespaced_job,
+                self.connection.namespace,
+                label_selector=labels,
             )
             pods = await self._call(
-                self._core.list_namespaced_pod, self.namespace, label_selector=labels
+                self.connection.core.list_namespaced_pod,
+                self.connection.namespace,
+                label_selector=labels,
             )
         except ApiException as exc:
             raise self._refused(handle, exc) from exc
@@ -262,19 +254,21 @@ class KubernetesJobRunner:
         labels = f"{selector(self.instance, handle)},{INDEX_LABEL}={index}"
         try:
             pods = await self._call(
-                self._core.list_namespaced_pod, self.namespace, label_selector=labels
+                self.connection.core.list_namespaced_pod,
+                self.connection.namespace,
+                label_selector=labels,
             )
             found = sorted(pods.get("items") or [], key=_created)
             if not found:
                 return ""
             data = await call_api(
-                self._core.read_namespaced_pod_log,
+                self.connection.core.read_namespaced_pod_log,
                 found[-1]["metadata"]["name"],
-                self.namespace,
+                self.connection.namespace,
                 container=CONTAINER_NAME,
                 tail_lines=lines,
-                timeout_s=self.request_timeout_s,
-                fix=self._reach_fix(),
+                timeout_s=self.connection.request_timeout_s,
+                fix=self.connection.reach_fix(),
             )
         except ApiException as exc:
             if exc.status in (_NOT_FOUND, _WAITING):
@@ -293,53 +287,32 @@ class KubernetesJobRunner:
     async def _delete(self, handle: str) -> None:
         try:
             await self._call(
-                self._batch.delete_collection_namespaced_job,
-                self.namespace,
+                self.connection.batch.delete_collection_namespaced_job,
+                self.connection.namespace,
                 label_selector=selector(self.instance, handle),
                 propagation_policy="Foreground",
             )
         except ApiException as exc:
             if exc.status != _NOT_FOUND:
                 raise self._refused(handle, exc) from exc
-        logger.info("Kubernetes job set %s/%s: deleted", self.namespace, handle)
+        logger.info("Kubernetes job set %s/%s: deleted", self.connection.namespace, handle)
 
     async def aclose(self) -> None:
         """Close the API client."""
-        if self._api_client is not None:
-            closing, self._api_client = self._api_client, None
-            await asyncio.to_thread(closing.close)
+        await self.connection.aclose()
 
     # ------------------------------------------------------------- helpers
 
-    @property
-    def _client(self) -> client.ApiClient:
-        if self._api_client is None:
-            self._api_client = api_client(self.kubeconfig)
-        return self._api_client
-
-    @property
-    def _batch(self) -> client.BatchV1Api:
-        return client.BatchV1Api(self._client)
-
-    @property
-    def _core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self._client)
-
     async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        data = await call_api(
-            method, *args, timeout_s=self.request_timeout_s, fix=self._reach_fix(), **kwargs
-        )
-        return json.loads(data) if data else {}
+        return await self.connection.call(method, *args, **kwargs) or {}
 
     def _refused(self, handle: str, exc: ApiException) -> BackendError:
         return BackendError(
             f"Kubernetes refused job set {handle} (HTTP {exc.status}): {api_message(exc)}",
-            fix=f"check the namespace {self.namespace!r} and this control plane's permissions "
-            "(it needs to create, list and delete jobs, and to list pods and read their logs)",
+            fix=f"check the namespace {self.connection.namespace!r} and this control plane's "
+            "permissions (it needs to create, list and delete jobs, and to list pods and read "
+            "their logs)",
         )
-
-    def _reach_fix(self) -> str:
-        return reach_fix(self.kubeconfig)
 
 
 def _index(item: dict[str, Any]) -> int | None:

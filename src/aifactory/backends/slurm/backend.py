@@ -46,7 +46,7 @@ from aifactory.backends.slurm.script import (
     render_job_script,
 )
 from aifactory.backends.slurm.states import job_state, plain_reason, slurm_number
-from aifactory.config import load_settings
+from aifactory.config import Settings, load_settings
 from aifactory.errors import BackendError, SchedulerCommandFailed, SchedulerUnreachable
 from aifactory.identity import Identity, Privilege
 
@@ -119,6 +119,16 @@ class SlurmBackend:
         # Job id -> its owner, for scancel through the prefix (root needs none);
         # an adopted job's owner is asked of squeue when it is cancelled.
         self._owners: dict[str, Identity] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, instance: str) -> SlurmBackend:
+        """The backend the settings describe (site defaults, timeouts, privilege)."""
+        return cls(
+            instance,
+            SiteDefaults.from_settings(settings),
+            SlurmTimeouts.from_settings(settings),
+            settings.privilege,
+        )
 
     def render(self, request: AllocationRequest) -> str:
         """The batch script, exactly as submitted."""
