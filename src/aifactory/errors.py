@@ -20,7 +20,7 @@ errors into its own format in one place (the gateway writes OpenAI error JSON).
      +-- BrokerUnavailable       the functions executor got no answer from the broker
      +-- ExecutorClosed          submit after shutdown (also a RuntimeError)
      +-- APIError                an HTTP request cannot be served
-          +-- BadRequest           400
+          +-- BadRequest           400 (ContextLengthExceeded: a prompt too long for the model)
           +-- Unauthorized         401
           +-- Forbidden            403
           +-- NotFound             404
@@ -47,6 +47,7 @@ __all__ = [
     "CapacityExceeded",
     "ConfigError",
     "Conflict",
+    "ContextLengthExceeded",
     "EngineError",
     "ExecutorClosed",
     "Forbidden",
@@ -276,6 +277,12 @@ class BadRequest(APIError):
 
     status_code = 400
     error_type = "invalid_request_error"
+
+
+class ContextLengthExceeded(BadRequest):
+    """Raised by the gateway when a prompt cannot fit the model's context (400)."""
+
+    code = "context_length_exceeded"
 
 
 class Unauthorized(APIError):

@@ -1,4 +1,4 @@
-"""Steady streamed chat load from a few threads, counting what was served and what failed."""
+"""Steady chat load from a few threads, counting what was served and what failed."""
 
 from __future__ import annotations
 
@@ -10,18 +10,26 @@ from openai import OpenAI
 
 
 class SteadyLoad:
-    """Streams chat requests from ``threads`` threads while in its ``with`` block.
+    """Sends chat requests (streamed unless told) from ``threads`` threads in its ``with`` block.
 
     Every failure is recorded (none may happen in the tests that use it);
     ``served`` counts the non-empty answers.
     """
 
-    def __init__(self, client: OpenAI, model: str, threads: int = 2, max_tokens: int = 16) -> None:
+    def __init__(
+        self,
+        client: OpenAI,
+        model: str,
+        threads: int = 2,
+        max_tokens: int = 16,
+        stream: bool = True,
+    ) -> None:
         self.served = 0
         self.failures: list[str] = []
         self._client = client
         self._model = model
         self._max_tokens = max_tokens
+        self._stream = stream
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
 
@@ -49,14 +57,23 @@ class SteadyLoad:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                stream = self._client.chat.completions.create(
-                    model=self._model,
-                    messages=[{"role": "user", "content": "Tell me about Slurm."}],
-                    max_tokens=self._max_tokens,
-                    stream=True,
-                )
-                if not "".join(c.choices[0].delta.content or "" for c in stream if c.choices):
+                if not self._answer():
                     self.failures.append("empty answer")
                 self.served += 1
             except Exception as exc:  # every failure is counted, none may happen
                 self.failures.append(repr(exc))
+
+    def _answer(self) -> str:
+        messages = [{"role": "user", "content": "Tell me about Slurm."}]
+        if not self._stream:
+            reply = self._client.chat.completions.create(
+                model=self._model, messages=messages, max_tokens=self._max_tokens
+            )
+            return reply.choices[0].message.content or ""
+        stream = self._client.chat.completions.create(
+            model=self._model,
+            messages=messages,
+            max_tokens=self._max_tokens,
+            stream=True,
+        )
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)

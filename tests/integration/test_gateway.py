@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletion
 
 from .server import Server
 
@@ -134,6 +136,66 @@ def test_unknown_model_is_404_json(client: OpenAI) -> None:
         client.chat.completions.create(model="gpt-17", messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code == 404
     assert isinstance(info.value.body, dict) and info.value.body["code"] == "model_not_found"
+
+
+def test_prompt_that_cannot_fit_the_context_is_400_before_the_engine(client: OpenAI) -> None:
+    # The chat engine holds 4096 tokens, and no token is longer than 128 characters.
+    cases = [
+        ("messages", lambda: _chat(client, "word " * (4096 * 128 // 5 + 1))),
+        ("messages", lambda: _chat(client, "x" * 3_000_000)),  # the engine took seconds for it
+        ("prompt", lambda: client.completions.create(model=CHAT, prompt=[1] * 4097, max_tokens=1)),
+        # Each embedding input on its own (the embedding engine holds 512 tokens).
+        ("input", lambda: client.embeddings.create(model=EMBED, input=["short", "x " * 40_000])),
+    ]
+    for param, send in cases:
+        started = time.perf_counter()
+        with pytest.raises(openai.BadRequestError) as refused:
+            send()
+        assert time.perf_counter() - started < 2
+        assert refused.value.code == "context_length_exceeded", refused.value.body
+        assert refused.value.param == param
+        assert "maximum context length" in refused.value.message
+    # What fits still goes through.
+    assert _chat(client, "word " * 200).choices
+    assert len(client.embeddings.create(model=EMBED, input=["short"] * 3).data) == 3
+
+
+def test_logit_bias_is_bounded_like_openai(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        _chat(client, "Hi", logit_bias={str(token): 1 for token in range(301)})
+    assert refused.value.param == "logit_bias"
+    assert "at most 300" in refused.value.message
+    assert _chat(client, "Hi", logit_bias={str(token): 1 for token in range(300)}).choices
+
+
+def _chat(client: OpenAI, content: str, **extra: object) -> ChatCompletion:
+    return client.chat.completions.create(
+        model=CHAT,
+        messages=[{"role": "user", "content": content}],
+        max_tokens=1,
+        **extra,
+    )
+
+
+def test_concurrent_requests_of_one_key_are_all_served(server: Server) -> None:
+    # A concurrency limit makes admission wait on the store, where requests interleave.
+    assert server.admin.post("/api/tenants", json={"name": "crowd"}).status_code == 201
+    limits = {"concurrent_requests": 50, "requests_per_minute": 100_000, "tokens_per_minute": 10**7}
+    assert server.admin.put("/api/tenants/crowd/limits", json=limits).status_code == 200
+    key = server.admin.post("/api/keys", json={"tenant": "crowd"}).json()["key"]
+
+    def embed_five_times(_: int) -> list[int]:
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+            return [
+                http.post(
+                    f"{server.url}/v1/embeddings", json={"model": EMBED, "input": "hello"}
+                ).status_code
+                for _ in range(5)
+            ]
+
+    with ThreadPoolExecutor(20) as pool:
+        statuses = [status for five in pool.map(embed_five_times, range(20)) for status in five]
+    assert statuses == [200] * 100
 
 
 def test_oversize_body_is_413_json(server: Server, user_key: str) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping, ValuesV
 from dataclasses import dataclass, field
 
 from aifactory.control.holding import Held, HoldQueues
+from aifactory.engines import context_tokens, stops_only_streams
 from aifactory.specs import Service
 
 
@@ -146,6 +147,8 @@ class ModelEntry:
     canonical: str
     created: int
     private_to: int | None = None  # the only tenant that may use it, if private
+    context_tokens: int | None = None  # what its engine's context holds, when known
+    stops_only_streams: bool = False  # its engine stops for a client gone only when streaming
 
 
 class Fleet:
@@ -170,10 +173,11 @@ class Fleet:
         for service, created in services:
             self.services[service.name] = service
             private_to = (owners or {}).get(service.name) if service.private else None
+            context, only_streams = context_tokens(service), stops_only_streams(service)
             for model in service.models:
                 for name in (model.name, *model.aliases):
                     self._models[name] = ModelEntry(
-                        name, service.name, model.name, created, private_to
+                        name, service.name, model.name, created, private_to, context, only_streams
                     )
 
     def of_service(self, service: str) -> list[LiveReplica]:

@@ -18,7 +18,15 @@ from aifactory.engines.model_source import locate
 if TYPE_CHECKING:
     from aifactory.specs import Service
 
-__all__ = ["EngineLaunch", "die_with_parent", "fill_address", "locate", "render_engine"]
+__all__ = [
+    "EngineLaunch",
+    "context_tokens",
+    "die_with_parent",
+    "fill_address",
+    "locate",
+    "render_engine",
+    "stops_only_streams",
+]
 
 
 def render_engine(
@@ -40,3 +48,23 @@ def render_engine(
     if service.engine.type == "vllm":
         return vllm.render(service)
     return openai_compatible.render(service)
+
+
+def context_tokens(service: Service) -> int | None:
+    """How many tokens the service's engine holds in its context; None when not known."""
+    from aifactory.engines import llamacpp, vllm
+
+    if service.engine.type == "llama.cpp":
+        return llamacpp.context_tokens(service)
+    if service.engine.type == "vllm":
+        return vllm.context_tokens(service)
+    return None
+
+
+def stops_only_streams(service: Service) -> bool:
+    """Whether the engine stops generating for a client gone only while streaming to it.
+
+    llama.cpp notices a closed connection when a write fails, so a non-streamed
+    request went on to its last token after its client left (its issue #9273).
+    """
+    return service.engine.type == "llama.cpp"

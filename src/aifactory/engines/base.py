@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 HOST = "{host}"
@@ -25,3 +26,14 @@ class EngineLaunch:
 def fill_address(argv: tuple[str, ...], host: str, port: int) -> list[str]:
     """Replace the ``{host}`` and ``{port}`` placeholders in each argument."""
     return [part.replace(HOST, host).replace(PORT, str(port)) for part in argv]
+
+
+def int_arg(args: Mapping[str, object], name: str) -> int | None:
+    """An integer engine argument, spelt with ``_`` or ``-``; None when absent or not a number."""
+    for spelling in (name, name.replace("_", "-")):
+        value = args.get(spelling)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+    return None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from aifactory.engines.base import HOST, PORT, EngineLaunch
+from aifactory.engines.base import HOST, PORT, EngineLaunch, int_arg
+from aifactory.engines.llamacpp_server import DEFAULT_CTX_SIZE
 from aifactory.errors import EngineError
 from aifactory.specs import Service
 
@@ -52,3 +53,11 @@ def render(service: Service, cache_dir: Path | None, python: str = sys.executabl
         else:
             argv += [flag, str(value)]
     return EngineLaunch(tuple(argv), env=dict(engine.env), threads=service.resources.cpus)
+
+
+def context_tokens(service: Service) -> int | None:
+    """The tokens llama.cpp's context holds (all slots together); None: the model's own."""
+    ctx_size = int_arg(service.engine.args, "ctx_size")
+    if ctx_size is None:
+        return DEFAULT_CTX_SIZE
+    return ctx_size or None  # 0: the context the model was trained with

@@ -20,6 +20,8 @@ from aifactory.engines._process import die_with_parent
 from aifactory.engines.model_source import resolve_gguf
 from aifactory.errors import EngineError
 
+DEFAULT_CTX_SIZE = 4096
+
 POOLING = {
     "mean": "LLAMA_POOLING_TYPE_MEAN",
     "cls": "LLAMA_POOLING_TYPE_CLS",
@@ -36,7 +38,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--ctx-size", type=int, default=4096)
+    parser.add_argument("--ctx-size", type=int, default=DEFAULT_CTX_SIZE)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=0)
     parser.add_argument("--ubatch-size", type=int, default=0)

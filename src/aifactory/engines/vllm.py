@@ -7,7 +7,7 @@ a bare flag, ``false`` is dropped).
 
 from __future__ import annotations
 
-from aifactory.engines.base import HOST, PORT, EngineLaunch
+from aifactory.engines.base import HOST, PORT, EngineLaunch, int_arg
 from aifactory.specs import Service
 
 
@@ -26,3 +26,8 @@ def render(service: Service, executable: str = "vllm") -> EngineLaunch:
             argv += [flag, str(value)]
     env = {"VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1", **engine.env}
     return EngineLaunch(tuple(argv), env=env, threads=0)
+
+
+def context_tokens(service: Service) -> int | None:
+    """The tokens vLLM's context holds, when ``max_model_len`` sets it (else the model's own)."""
+    return int_arg(service.engine.args, "max_model_len")

@@ -7,9 +7,16 @@ FastAPI's streaming cut streamed throughput by ~65% (see FACTS in the README).
 One request::
 
     key -> tenant (cached)  ->  body (size-limited)  ->  model -> service
+        ->  prompt and logit_bias within the model's bounds
         ->  least-loaded ready replica  ->  POST upstream
-            (connection failed before any byte went out: next replica)
+            (the replica failed before any byte of its answer reached the
+             client: it is suspect, the next one is tried, and with none left
+             the request is held until one is ready)
         ->  response streamed through chunk by chunk  ->  usage to the ledger
+
+A client that hangs up cancels its upstream request at once, streamed or not
+(the engine stops generating when its connection closes), and is charged what
+it was sent (``Meter``).
 """
 
 from __future__ import annotations
@@ -29,18 +36,19 @@ from aifactory.errors import (
     APIError,
     BadRequest,
     ModelNotFound,
-    NoReplicaAvailable,
     NotFound,
     PayloadTooLarge,
-    RateLimited,
     UpstreamError,
     UpstreamTimeout,
 )
+from aifactory.gateway.bounds import check_bounds
+from aifactory.gateway.fold import StreamFold
 from aifactory.gateway.holding import hold_until_ready
-from aifactory.gateway.responses import send_error, send_json
+from aifactory.gateway.in_flight import KeyInFlight
+from aifactory.gateway.responses import JSON_HEADERS, send_error, send_json
 from aifactory.gateway.router import Lease, ModelInfo, Router
 from aifactory.gateway.stream import Exchange
-from aifactory.gateway.usage import SSEUsageFilter, Usage, usage_of_body
+from aifactory.gateway.usage import Meter, SSEUsageFilter, usage_of_body
 from aifactory.request_ids import REQUEST_ID
 from aifactory.tenancy import KeyAuthenticator, Limiter, Principal, UsageLedger
 
@@ -52,8 +60,9 @@ PROXIED = {
     "/v1/embeddings": "embeddings",
 }
 STREAMABLE = {"chat", "completions"}
-_MAX_ATTEMPTS = 3
+_MAX_ANSWERED_ERRORS = 2  # replicas answering 502/503 before that answer is relayed
 _RETRY_AFTER_S = "5"
+_CLIENT_GONE = 499  # the status nginx logs for it
 _RETRYABLE_STATUS = {502, 503}
 _FORWARDED_HEADERS = {"content-type", "cache-control"}
 _CANNOT_CONNECT = (aiohttp.ClientConnectorError, TimeoutError)
@@ -79,8 +88,7 @@ class GatewayApp:
         self._ledger = ledger
         self._limiter = limiter
         self._max_bytes = max_request_bytes
-        self._max_in_flight = max_in_flight_per_key
-        self._in_flight: dict[int, int] = {}
+        self._in_flight = KeyInFlight(max_in_flight_per_key)
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
@@ -124,28 +132,14 @@ class GatewayApp:
         if endpoint is not None:
             if method != "POST":
                 raise BadRequest(f"{path} takes POST, not {method}.")
-            held = self._in_flight.get(principal.key_id, 0)
-            if held >= self._max_in_flight:
-                raise RateLimited(
-                    f"This API key already has {held} requests in flight "
-                    f"(limit {self._max_in_flight}).",
-                    fix="wait for some to finish, or raise AIFACTORY_MAX_IN_FLIGHT_PER_KEY",
-                    headers={"Retry-After": "1"},
-                )
-            # Counted before the first await: requests of the same key interleave there.
-            self._in_flight[principal.key_id] = held + 1
-            admission = None
-            tokens = 0
-            try:
+            with self._in_flight.claim(principal.key_id):
                 admission = await self._limiter.admit(principal)
-                tokens = await self._proxy(endpoint, path, principal, scope, receive, exchange)
-            finally:
-                self._limiter.settle(admission, tokens)
-                left = self._in_flight[principal.key_id] - 1
-                if left:
-                    self._in_flight[principal.key_id] = left
-                else:
-                    del self._in_flight[principal.key_id]
+                meter = Meter()
+                try:
+                    await self._proxy(endpoint, path, principal, scope, receive, exchange, meter)
+                finally:
+                    usage = meter.charged()
+                    self._limiter.settle(admission, usage.prompt_tokens + usage.completion_tokens)
         elif path == "/v1/models" and method == "GET":
             models = self._model_list(principal)
             await send_json(exchange.send, 200, {"object": "list", "data": models})
@@ -197,8 +191,9 @@ class GatewayApp:
         scope: Scope,
         receive: Receive,
         exchange: Exchange,
-    ) -> int:
-        """Proxy one request; return the tokens it used (prompt + completion)."""
+        meter: Meter,
+    ) -> None:
+        """Proxy one request, metering what it used in ``meter``."""
         body = await self._read_body(scope, receive)
         try:
             payload = json.loads(body)
@@ -212,26 +207,31 @@ class GatewayApp:
         entry = self._router.resolve(model)
         if entry is None or not _may_use(principal, entry):
             raise ModelNotFound(_no_model(model), param="model")
+        check_bounds(endpoint, payload, entry.context_tokens)
         model = entry.canonical
         session = _session_key(scope, payload)
         stream = endpoint in STREAMABLE and payload.get("stream") is True
+        # The engine stops for a client gone only while streaming: stream, then fold.
+        fold = endpoint in STREAMABLE and not stream and entry.stops_only_streams
         wants_usage = False
         if stream:
             options = payload.get("stream_options")
             wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-            if not wants_usage:
-                payload["stream_options"] = {"include_usage": True}
-                body = json.dumps(payload).encode()
+        if (stream and not wants_usage) or fold:
+            payload["stream"] = True
+            payload["stream_options"] = {"include_usage": True}
+            body = json.dumps(payload).encode()
 
         started = time.perf_counter()
         status = 500
         series = metrics.request_series(model, endpoint)
         series.in_flight.inc()
         try:
-            usage, status = await self._forward(
-                _Call(entry.service, model, path, body, stream, wants_usage, session),
+            status = await self._forward_while_connected(
+                _Call(entry.service, model, path, body, stream, wants_usage, session, fold),
                 receive,
                 exchange,
+                meter,
             )
         except APIError as exc:
             status = exc.status_code
@@ -243,36 +243,72 @@ class GatewayApp:
             series.latency.observe(elapsed_s)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("%s %s -> %d in %.3fs", path, model, status, elapsed_s)
-        if usage.prompt_tokens or usage.completion_tokens:
-            series.prompt_tokens.inc(usage.prompt_tokens)
-            series.completion_tokens.inc(usage.completion_tokens)
-            self._ledger.record(
-                tenant_id=principal.tenant_id,
-                key_id=principal.key_id,
-                model=model,
-                endpoint=endpoint,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-            )
-        return usage.prompt_tokens + usage.completion_tokens
+            usage = meter.charged()
+            if usage.prompt_tokens or usage.completion_tokens:
+                series.prompt_tokens.inc(usage.prompt_tokens)
+                series.completion_tokens.inc(usage.completion_tokens)
+                self._ledger.record(
+                    tenant_id=principal.tenant_id,
+                    key_id=principal.key_id,
+                    model=model,
+                    endpoint=endpoint,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    **({"source": meter.cut_short} if meter.cut_short else {}),
+                )
 
-    async def _forward(
-        self, call: _Call, receive: Receive, exchange: Exchange
-    ) -> tuple[Usage, int]:
+    async def _forward_while_connected(
+        self, call: _Call, receive: Receive, exchange: Exchange, meter: Meter
+    ) -> int:
+        """Forward ``call`` unless the client hangs up first; returns the status.
+
+        A client gone cancels the forwarding wherever it stands (held, waiting
+        for the engine's answer, streaming it), which closes the upstream
+        connection: the engine stops generating and the request its slot.
+        The forwarding runs in the request's own task, so that its places in
+        flight are given back before the client can send another request.
+        """
+        request = asyncio.current_task()
+        assert request is not None
+        watcher = asyncio.create_task(_cancel_when_gone(receive, exchange, request))
+        try:
+            return await self._forward(call, exchange, meter)
+        except asyncio.CancelledError:
+            if not (watcher.done() and not watcher.cancelled() and watcher.result()):
+                raise
+            request.uncancel()
+            logger.info("client disconnected; the upstream request was cancelled")
+            meter.cut_short = "abandoned"
+            return _CLIENT_GONE
+        finally:
+            watcher.cancel()
+
+    async def _forward(self, call: _Call, exchange: Exchange, meter: Meter) -> int:
+        """Send ``call`` to a replica and relay its answer; returns the status."""
         assert self._session is not None, "GatewayApp.start() was not called"
         service, path, body = call.service, call.path, call.body
         tried: set[str] = set()
-        last_error = ""
+        answered_error = ""
+        answered_errors = 0
         stale_retried = False
-        for attempt in range(_MAX_ATTEMPTS):
+        deadline: float | None = None
+        while True:
             lease = self._router.acquire(service, tried, call.session)
-            if lease is None and not tried and self._router.ready_count(service) == 0:
-                # Nothing ready (scaled to zero, or starting): wait in line.
-                lease = await hold_until_ready(
-                    self._router, service, call.model, call.stream, call.session, exchange
-                )
             if lease is None:
-                break
+                if answered_error:
+                    raise UpstreamError(
+                        f"Every replica of the model failed ({answered_error}).",
+                        fix="retry shortly; the control plane is replacing failed replicas",
+                        headers={"Retry-After": _RETRY_AFTER_S},
+                    )
+                # Nothing ready, or every ready replica failed before answering:
+                # wait in line for one, as at scale-from-zero.
+                if deadline is None:
+                    deadline = time.monotonic() + self._router.queue_timeout_s(service)
+                lease = await hold_until_ready(
+                    self._router, service, call.model, call.stream, call.session, exchange, deadline
+                )
+            meter.request_bytes = len(body)
             try:
                 response = await self._session.post(
                     lease.base_url + path,
@@ -281,9 +317,9 @@ class GatewayApp:
                     headers={"Content-Type": "application/json", "X-Request-Id": REQUEST_ID.get()},
                 )
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                # Nothing reached the client yet: safe to try again.
-                last_error = f"replica {lease.replica_id}: {type(exc).__name__} {exc}"
-                logger.warning("upstream attempt %d failed: %s", attempt + 1, last_error)
+                meter.request_bytes = 0
+                error = f"replica {lease.replica_id}: {type(exc).__name__} {exc}"
+                logger.warning("upstream request failed before any answer: %s", error)
                 if not isinstance(exc, _CANNOT_CONNECT) and not stale_retried:
                     # A pooled keep-alive connection the engine had just closed:
                     # the replica is fine, a fresh connection to it will do.
@@ -294,31 +330,40 @@ class GatewayApp:
                 tried.add(lease.replica_id)
                 continue
             tried.add(lease.replica_id)
-            if response.status in _RETRYABLE_STATUS and attempt + 1 < _MAX_ATTEMPTS:
-                last_error = f"replica {lease.replica_id} answered {response.status}"
+            if response.status in _RETRYABLE_STATUS and answered_errors < _MAX_ANSWERED_ERRORS:
+                answered_errors += 1
+                answered_error = f"replica {lease.replica_id} answered {response.status}"
                 response.release()
                 self._router.release(lease.replica_id, failed=True)
                 continue
+            relayed = failed = False
             try:
-                return await self._relay(response, call, receive, exchange), response.status
+                status = await self._relay(response, call, exchange, meter)
+                relayed = True
+                return status
+            except _NoAnswer as exc:
+                failed = True
+                meter.request_bytes = meter.events = 0
+                logger.warning("replica %s broke off before answering: %s", lease.replica_id, exc)
+            except _Interrupted:
+                failed = True
+                raise
             finally:
-                response.release()
-                self._router.release(lease.replica_id)
-        if last_error:
-            raise UpstreamError(
-                f"Every replica of the model failed ({last_error}).",
-                fix="retry shortly; the control plane is replacing failed replicas",
-                headers={"Retry-After": _RETRY_AFTER_S},
-            )
-        raise NoReplicaAvailable(
-            "No replica of this model is ready yet.",
-            fix="retry shortly, or check `aifactory replicas SERVICE`",
-            headers={"Retry-After": _RETRY_AFTER_S},
-        )
+                if relayed:
+                    response.release()
+                else:
+                    response.close()  # the engine sees the connection go and stops
+                self._router.release(lease.replica_id, failed=failed)
 
     async def _relay(
-        self, response: aiohttp.ClientResponse, call: _Call, receive: Receive, exchange: Exchange
-    ) -> Usage:
+        self, response: aiohttp.ClientResponse, call: _Call, exchange: Exchange, meter: Meter
+    ) -> int:
+        """Relay the replica's answer to the client; returns its status.
+
+        Raises:
+            _NoAnswer: the stream broke before its first byte: another replica may serve it.
+            _Interrupted: the stream broke in the middle (the client gets an error event).
+        """
         headers = [
             (name.lower().encode(), value.encode())
             for name, value in response.headers.items()
@@ -330,6 +375,8 @@ class GatewayApp:
             # error can only be told as an error event.
             detail = (await response.read())[:500].decode(errors="replace")
             raise UpstreamError(f"The replica answered {response.status}: {detail}")
+        if call.fold and is_sse and response.status == 200:
+            return await self._fold(response, exchange, meter)
         if not (call.stream and is_sse):
             try:
                 data = await response.read()
@@ -338,20 +385,25 @@ class GatewayApp:
             headers.append((b"content-length", str(len(data)).encode()))
             await exchange.start(response.status, headers)
             await exchange.send({"type": "http.response.body", "body": data})
-            return usage_of_body(data) if response.status == 200 else Usage()
-        sse = SSEUsageFilter(forward_usage_chunk=call.wants_usage)
+            if response.status == 200:
+                meter.usage = usage_of_body(data)
+            return response.status
+        sse = SSEUsageFilter(forward_usage_chunk=call.wants_usage, usage=meter.usage)
+        chunks = response.content.iter_any()
+        try:
+            # The client sees nothing before the first chunk: until then, a
+            # replica that dies (queued in the engine, or reading the prompt)
+            # is replaced as if it had refused the connection.
+            chunk = await anext(chunks, b"")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _NoAnswer(f"{type(exc).__name__} {exc}") from exc
         if not exchange.started:
             await exchange.start(response.status, headers)
         first_token = True
-        # A client that hangs up must stop the generation upstream too.
-        watcher = asyncio.create_task(_wait_for_disconnect(receive))
         try:
-            async for chunk in response.content.iter_any():
-                if watcher.done():
-                    logger.info("client disconnected; closing the upstream stream")
-                    response.close()
-                    return sse.usage
+            while chunk:
                 data = sse.feed(chunk)
+                meter.events = sse.events
                 if data:
                     if first_token:
                         first_token = False
@@ -360,12 +412,45 @@ class GatewayApp:
                     await exchange.send(
                         {"type": "http.response.body", "body": data, "more_body": True}
                     )
+                chunk = await anext(chunks, b"")
         except (aiohttp.ClientError, TimeoutError) as exc:
             logger.warning("upstream stream broke off: %s", exc)
-        finally:
-            watcher.cancel()
+            meter.cut_short = "interrupted"
+            raise _Interrupted(
+                f"The replica stopped in the middle of the answer ({type(exc).__name__}).",
+                fix="retry; the control plane is replacing the failed replica",
+            ) from exc
         await exchange.send({"type": "http.response.body", "body": sse.flush()})
-        return sse.usage
+        return response.status
+
+    async def _fold(
+        self, response: aiohttp.ClientResponse, exchange: Exchange, meter: Meter
+    ) -> int:
+        """Relay a streamed answer whole, once it is complete; returns its status.
+
+        Raises:
+            _NoAnswer: the stream broke: the client got nothing yet, another replica may serve it.
+        """
+        fold = StreamFold(meter.usage)
+        try:
+            async for chunk in response.content.iter_any():
+                fold.feed(chunk)
+                meter.events = fold.tokens
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _NoAnswer(f"{type(exc).__name__} {exc}") from exc
+        status, data = fold.result()
+        headers = [*JSON_HEADERS, (b"content-length", str(len(data)).encode())]
+        await exchange.start(status, headers)
+        await exchange.send({"type": "http.response.body", "body": data})
+        return status
+
+
+class _NoAnswer(Exception):
+    """The replica failed before any byte of its answer reached the client."""
+
+
+class _Interrupted(UpstreamError):
+    """The replica failed in the middle of a streamed answer."""
 
 
 @dataclass(frozen=True)
@@ -379,6 +464,7 @@ class _Call:
     stream: bool
     wants_usage: bool
     session: str
+    fold: bool  # streamed from the engine, answered whole (``StreamFold``)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -391,9 +477,16 @@ def _session_key(scope: Scope, payload: dict[str, Any]) -> str:
     return str(user)[:256] if isinstance(user, str) else ""
 
 
-async def _wait_for_disconnect(receive: Receive) -> None:
+async def _cancel_when_gone(
+    receive: Receive, exchange: Exchange, request: asyncio.Task[Any]
+) -> bool:
+    """Cancel ``request`` if its client disconnects before its answer ended; True if it did."""
     while (await receive())["type"] != "http.disconnect":
         pass
+    if exchange.finished:  # the server reports a finished exchange as a disconnect too
+        return False
+    request.cancel()
+    return True
 
 
 def _may_use(principal: Principal, model: ModelInfo) -> bool:

@@ -1,5 +1,10 @@
 """Holding a request while its model has no ready replica.
 
+A request waits here when nothing is ready (scaled to zero, or starting), and
+when every ready replica failed it before answering (a node went down, engines
+were killed): it is then taken by the first replica that is ready and not
+suspect, a replacement or one whose health check passed again.
+
 Streamed requests get their SSE response at once and a comment line every
 couple of seconds (``: queued position=1 state=PENDING reason="waiting for
 resources" eta=45s``); OpenAI clients ignore comments, so the connection stays
@@ -27,9 +32,15 @@ _RETRY_AFTER_S = "10"
 
 
 async def hold_until_ready(
-    router: Router, service: str, model: str, stream: bool, session: str, exchange: Exchange
+    router: Router,
+    service: str,
+    model: str,
+    stream: bool,
+    session: str,
+    exchange: Exchange,
+    deadline: float,
 ) -> Lease:
-    """Wait in the service's queue for a ready replica and take it.
+    """Wait in the service's queue for a ready replica and take it, until ``deadline``.
 
     Raises:
         NoReplicaAvailable: the queue is full, or the wait timed out.
@@ -42,12 +53,13 @@ async def hold_until_ready(
             headers={"Retry-After": _RETRY_AFTER_S},
         )
     queued_at = time.monotonic()
-    deadline = queued_at + router.queue_timeout_s(service)
     gauge = metrics.QUEUE_LENGTH.labels(model)
     gauge.inc()
     try:
         while True:
-            lease = router.acquire(service, set(), session)
+            # Only a replica not suspect: the ones that just failed this request are.
+            ready = router.ready_count(service) > 0
+            lease = router.acquire(service, set(), session) if ready else None
             if lease is not None:
                 metrics.QUEUE_WAIT.labels(model).observe(time.monotonic() - queued_at)
                 return lease

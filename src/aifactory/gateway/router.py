@@ -48,6 +48,16 @@ class ModelInfo(Protocol):
         """The only tenant whose keys may use it, when it is private."""
         ...
 
+    @property
+    def context_tokens(self) -> int | None:
+        """How many tokens its engine's context holds, when known."""
+        ...
+
+    @property
+    def stops_only_streams(self) -> bool:
+        """Whether its engine stops for a client gone only while streaming to it."""
+        ...
+
 
 class Router(Protocol):
     """Picks replicas for the gateway.

@@ -18,11 +18,12 @@ class Exchange:
     clients raise as an API error.
     """
 
-    __slots__ = ("_send", "sse", "started")
+    __slots__ = ("_send", "finished", "sse", "started")
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self.started = False
+        self.finished = False
         self.sse = False
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -35,9 +36,11 @@ class Exchange:
 
     async def send(self, message: Message) -> None:
         """Send a body message."""
+        if not message.get("more_body", False):
+            self.finished = True
         await self._send(message)
 
     async def fail_stream(self, exc: APIError) -> None:
         """End a started SSE response with an error event."""
         event = b"data: " + json.dumps(error_body(exc)).encode() + b"\n\n"
-        await self._send({"type": "http.response.body", "body": event})
+        await self.send({"type": "http.response.body", "body": event})

@@ -1,15 +1,18 @@
-"""Reading token usage out of engine responses, streamed or whole."""
+"""Reading token usage out of engine responses, streamed or whole; what a request is charged."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 _USAGE = b'"usage"'
 _USAGE_NULL = b'"usage":null'
 _EVENT_END = b"\n\n"
 _MAX_PENDING = 1 << 20
+# OpenAI's rule of thumb, for prompts whose count the engine never reported.
+_BYTES_PER_TOKEN = 4
 
 
 @dataclass
@@ -31,6 +34,30 @@ class Usage:
         return True
 
 
+@dataclass
+class Meter:
+    """What one request used, as far as the gateway saw: what the ledger charges.
+
+    A request cut short (the client left, or the engine broke off) never gets
+    the engine's count, so it is charged the events it was streamed (llama.cpp
+    and vLLM stream a token an event) and its prompt estimated from its size;
+    a non-streamed one gets only the prompt, as its answer was never sent.
+    """
+
+    usage: Usage = field(default_factory=Usage)  # the engine's own count, once it came
+    request_bytes: int = 0  # the body sent to an engine (0 while none took it)
+    events: int = 0  # streamed events relayed to the client
+    cut_short: str = ""  # "abandoned" (the client left) or "interrupted" (the engine did)
+
+    def charged(self) -> Usage:
+        """The tokens to charge."""
+        if not self.cut_short or self.usage.prompt_tokens or self.usage.completion_tokens:
+            return self.usage
+        if not self.request_bytes:
+            return Usage()
+        return Usage(math.ceil(self.request_bytes / _BYTES_PER_TOKEN), self.events)
+
+
 def usage_of_body(body: bytes) -> Usage:
     """The usage of a whole (non-streamed) JSON response."""
     usage = Usage()
@@ -48,8 +75,9 @@ class SSEUsageFilter:
     the client sees exactly the stream it asked for.
     """
 
-    def __init__(self, forward_usage_chunk: bool) -> None:
-        self.usage = Usage()
+    def __init__(self, forward_usage_chunk: bool, usage: Usage | None = None) -> None:
+        self.usage = Usage() if usage is None else usage
+        self.events = 0  # complete events passed on
         self._forward_usage_chunk = forward_usage_chunk
         self._pending = b""
 
@@ -64,6 +92,7 @@ class SSEUsageFilter:
             self._pending = data
             return b""
         complete, self._pending = data[: end + 2], data[end + 2 :]
+        self.events += complete.count(_EVENT_END)
         if _USAGE not in complete:
             return complete
         return b"".join(self._filter(event) for event in complete.split(_EVENT_END) if event)

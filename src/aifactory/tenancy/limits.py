@@ -47,7 +47,9 @@ logger = logging.getLogger(__name__)
 _CACHE_TTL_S = 5.0
 _RENEW_S = 10.0
 _STALE_S = 60.0
-_TRIES = 8  # leases one admission may wait for before it is told to retry
+# How long one admission may wait for leases: each lease either grants something
+# or refuses, but a burst of requests shares what comes, near a limit in small slices.
+_ADMIT_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,8 @@ class Limiter:
         checks = await self._plan(principal)
         if not checks:
             return None
-        for _ in range(_TRIES):
+        deadline = time.monotonic() + _ADMIT_WAIT_S
+        while time.monotonic() < deadline:
             short = next((c for c in checks if not c.pool.ready()), None)
             if short is None:
                 admission = Admission()

@@ -10,8 +10,10 @@ back to the store.
 The bound, per limit and per gateway:
 
 * a slice is at most ``LEASE_SHARE`` (a quarter) of what the store had left,
-  and at most twice what this gateway used in the last tick (one request's
-  worth to start with): small limits are leased one request at a time;
+  and at most twice what this gateway used in the last tick or what the
+  requests waiting for it need (one request's worth to start with): small
+  limits are leased one request at a time, and a burst waits for one lease,
+  not one each;
 * nothing is admitted that is not in some gateway's slice, so per-minute
   limits and concurrency are never exceeded; token counts are known only
   afterwards, so requests in flight when a token limit runs out finish (as
@@ -68,6 +70,7 @@ class Allowance:
         self.slice = 0.0
         self.per_request = 1.0
         self.open = 0  # reservations not settled yet
+        self._waiting = 0  # requests waiting for a lease to admit them
         self._fresh = False  # the store just admitted a token request the slice cannot cover
         self._used_now = 0.0
         self._used_before = 0.0
@@ -111,7 +114,8 @@ class Allowance:
             self._prefetch()  # pay the debt soon, so the other gateways see it
 
     def _want(self) -> float:
-        return max(self.per_request, 2 * max(self._used_now, self._used_before))
+        recent = 2 * max(self._used_now, self._used_before)
+        return max(self.per_request * max(1, self._waiting), recent)
 
     def _prefetch(self) -> None:
         if self._pending is None:
@@ -125,7 +129,11 @@ class Allowance:
 
     async def refill(self) -> Grant:
         """Wait for a fresh slice (joining a lease under way); returns the store's answer."""
-        grant = await asyncio.shield(self._start(self._want()))
+        self._waiting += 1
+        try:
+            grant = await asyncio.shield(self._start(self._want()))
+        finally:
+            self._waiting -= 1
         self._fresh = not self._whole and grant.admits(self.need) and self.slice < self.per_request
         return grant
 
@@ -179,6 +187,7 @@ class Slots:
         self.leased = 0
         self.in_use = 0
         self._peak = 0
+        self._waiting = 0  # requests waiting for a lease to admit them
         self._pending: asyncio.Task[int] | None = None
 
     def ready(self) -> bool:
@@ -196,9 +205,14 @@ class Slots:
 
     async def refill(self) -> int:
         """Lease more slots (joining a lease under way); returns how many came."""
-        if self._pending is None:
-            self._pending = asyncio.create_task(self._acquire(max(1, self.leased // 2)))
-        return await asyncio.shield(self._pending)
+        self._waiting += 1
+        try:
+            if self._pending is None:
+                count = max(self._waiting, self.leased // 2)
+                self._pending = asyncio.create_task(self._acquire(count))
+            return await asyncio.shield(self._pending)
+        finally:
+            self._waiting -= 1
 
     async def _acquire(self, count: int) -> int:
         try:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from aifactory.engines import fill_address, locate, render_engine
+from aifactory.engines import context_tokens, fill_address, locate, render_engine
 from aifactory.errors import EngineError
 from aifactory.specs import load_service
 
@@ -53,6 +53,22 @@ def test_vllm_recipe() -> None:
         "--max-model-len", "8192", "--enforce-eager",
     ]  # fmt: skip
     assert launch.env["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("engine", "tokens"),
+    [
+        ("{type: llama.cpp, model: x, args: {ctx_size: 2048}}", 2048),
+        ("{type: llama.cpp, model: x, args: {ctx-size: '1024'}}", 1024),
+        ("{type: llama.cpp, model: x}", 4096),  # the runner's default
+        ("{type: llama.cpp, model: x, args: {ctx_size: 0}}", None),  # the model's own
+        ("{type: vllm, model: x, args: {max_model_len: 8192}}", 8192),
+        ("{type: vllm, model: x}", None),
+        ("{type: openai-compatible, command: [srv, '{port}']}", None),
+    ],
+)
+def test_context_tokens_come_from_the_spec(engine: str, tokens: int | None) -> None:
+    assert context_tokens(load_service(_service(engine))) == tokens
 
 
 def test_openai_compatible_template_keeps_each_item_whole() -> None:

@@ -1,6 +1,6 @@
 import json
 
-from aifactory.gateway.usage import SSEUsageFilter, usage_of_body
+from aifactory.gateway.usage import Meter, SSEUsageFilter, Usage, usage_of_body
 
 
 def _event(document: object) -> bytes:
@@ -44,3 +44,24 @@ def test_whole_body_usage() -> None:
     usage = usage_of_body(body)
     assert (usage.prompt_tokens, usage.completion_tokens) == (5, 2)
     assert usage_of_body(b'not json with "usage"').prompt_tokens == 0
+
+
+def test_events_are_counted_as_they_pass() -> None:
+    sse = SSEUsageFilter(forward_usage_chunk=False)
+    stream = CHUNK + CHUNK + USAGE + DONE
+    sse.feed(stream[:-5])
+    assert sse.events == 3
+    sse.feed(stream[-5:])
+    assert sse.events == 4
+
+
+def test_a_request_cut_short_is_charged_what_was_seen() -> None:
+    assert Meter().charged() == Usage(), "nothing reached an engine"
+    reported = Meter(usage=Usage(7, 3), request_bytes=100, events=5, cut_short="abandoned")
+    assert reported.charged() == Usage(7, 3), "the engine's own count, when it came"
+    streamed = Meter(request_bytes=401, events=12, cut_short="abandoned")
+    assert streamed.charged() == Usage(101, 12)
+    whole = Meter(request_bytes=400, cut_short="abandoned")
+    assert whole.charged() == Usage(100, 0)
+    finished = Meter(request_bytes=400, events=12)
+    assert finished.charged() == Usage(), "a finished request is charged what the engine said"

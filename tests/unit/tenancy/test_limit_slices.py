@@ -184,3 +184,23 @@ def test_a_clean_stop_gives_every_slice_back(stores: list[Store]) -> None:
         assert counters.value("inflight:tenant 'lab'") == 0
 
     run(scenario)
+
+
+def test_a_burst_of_one_key_is_admitted_while_the_store_has_room(stores: list[Store]) -> None:
+    async def scenario() -> None:
+        who = tenant(
+            stores[0], requests_per_minute=100_000, tokens_per_minute=10**7, concurrent_requests=50
+        )
+        limiter = Limiter(stores[0], clock=frozen)
+
+        async def one() -> None:
+            admission = await limiter.admit(who)
+            await asyncio.sleep(0.01)
+            limiter.settle(admission, 3)
+
+        # Forty requests wait on the same leases at once: the leases must cover them all.
+        outcomes = await asyncio.gather(*(one() for _ in range(40)), return_exceptions=True)
+        assert [o for o in outcomes if o is not None] == []
+        await limiter.stop()
+
+    run(scenario)
