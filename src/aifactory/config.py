@@ -75,6 +75,17 @@ class Settings(BaseSettings):
     role: Literal["all", "gateway"] = "all"
     local_cpus: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Input limits of every HTTP listener (aifactory.input_limits): bodies of
+    # admin and internal routes, header size and count, read timeouts, and
+    # connections (uvicorn's limit_concurrency; more get a 503).
+    max_admin_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_internal_request_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=10)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    keep_alive_timeout_s: int = Field(default=5, ge=1)
+    max_connections: int = Field(default=4096, ge=1)
     max_in_flight_per_key: int = Field(default=256, ge=1)
     upstream_connect_timeout_s: float = Field(default=5.0, gt=0)
     upstream_read_timeout_s: float = Field(default=600.0, gt=0)
