@@ -7,7 +7,9 @@ the fix, because every model forbids unknown fields.
 
 from __future__ import annotations
 
+import math
 import re
+import reprlib
 import shlex
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -16,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aifactory.errors import SpecError
+from aifactory.input_limits import parse_yaml
 
 __all__ = [
     "Agent",
@@ -50,18 +53,30 @@ _CLOCK = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
 EngineType = Literal["llama.cpp", "vllm", "openai-compatible"]
 BackendName = Literal["local", "slurm", "kubernetes"]
 ArgValue = str | int | float | bool
+# Longer than any walltime, idle time or key lifetime, and still a valid timedelta.
+MAX_DURATION_S = 100 * 365 * 86400
+# Linux's PATH_MAX and NAME_MAX: longer paths fail in the kernel (ENAMETOOLONG).
+MAX_PATH_BYTES = 4095
+MAX_PATH_PART_BYTES = 255
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def parse_duration_s(text: str | int | float) -> float:
     """Parse ``90``, ``"90s"``, ``"30m"``, ``"2h30m"``, ``"1d"`` or ``"HH:MM:SS"`` to seconds.
 
     Raises:
-        ValueError: when the text is none of those forms.
+        ValueError: when the text is none of those forms, or longer than 100 years.
     """
+    seconds = _seconds(text)
+    if math.isnan(seconds) or seconds > MAX_DURATION_S:
+        raise ValueError(f"{text!r} is longer than 100 years ({MAX_DURATION_S} s)")
+    return seconds
+
+
+def _seconds(text: str | int | float) -> float:
     if isinstance(text, int | float):
         return float(text)
     value = text.strip()
@@ -76,6 +91,16 @@ def parse_duration_s(text: str | int | float) -> float:
         days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
         return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
     raise ValueError(f"{text!r} is not a duration; use e.g. '90s', '30m', '2h', '1d' or '01:30:00'")
+
+
+def _check_path(path: str) -> str:
+    if any(ord(c) < 32 or c == "\x7f" for c in path):
+        raise ValueError("a path may not contain control characters")
+    if len(path.encode()) > MAX_PATH_BYTES:
+        raise ValueError(f"a path may be at most {MAX_PATH_BYTES} bytes long")
+    if any(len(part.encode()) > MAX_PATH_PART_BYTES for part in path.split("/")):
+        raise ValueError(f"each part of a path may be at most {MAX_PATH_PART_BYTES} bytes long")
+    return path
 
 
 def _check_env_names(env: dict[str, str]) -> dict[str, str]:
@@ -127,6 +152,11 @@ class EngineSpec(_Spec):
     @classmethod
     def _split_command(cls, value: Any) -> Any:
         return shlex.split(value) if isinstance(value, str) else value
+
+    @field_validator("model")
+    @classmethod
+    def _model_is_a_path(cls, model: str) -> str:
+        return _check_path(model)
 
     @field_validator("args")
     @classmethod
@@ -213,11 +243,11 @@ class Autoscaling(_Spec):
 class HealthCheck(_Spec):
     """How the control plane decides a replica is ready and stays so."""
 
-    path: str = Field(default="/health", pattern=r"^/[A-Za-z0-9._~/-]*$")
-    interval_s: float = Field(default=5.0, gt=0)
-    timeout_s: float = Field(default=2.0, gt=0)
-    start_timeout_s: float = Field(default=600.0, gt=0)
-    failure_threshold: int = Field(default=3, ge=1)
+    path: str = Field(default="/health", pattern=r"^/[A-Za-z0-9._~/-]{0,1023}$")
+    interval_s: float = Field(default=5.0, gt=0, le=MAX_DURATION_S)
+    timeout_s: float = Field(default=2.0, gt=0, le=MAX_DURATION_S)
+    start_timeout_s: float = Field(default=600.0, gt=0, le=MAX_DURATION_S)
+    failure_threshold: int = Field(default=3, ge=1, le=1_000_000)
 
 
 # Extra sbatch options a spec may set. Everything else that shapes a job
@@ -548,6 +578,11 @@ class FunctionPool(_Workload):
     def _window(cls, value: Any) -> Any:
         return parse_duration_s(value)
 
+    @field_validator("python")
+    @classmethod
+    def _python_is_a_path(cls, python: str) -> str:
+        return _check_path(python)
+
     @property
     def autoscaling(self) -> Autoscaling:
         """The pool's scaling policy: one allocation per ``workers`` busy or queued tasks."""
@@ -587,7 +622,8 @@ class Agent(_Workload):
     @property
     def autoscaling(self) -> Autoscaling:
         """Agents do not follow load: the count stays as set."""
-        return Autoscaling(idle_to_zero_s=float("inf"))
+        # Never idle to zero: infinity, which a spec may not say, so unvalidated.
+        return Autoscaling.model_construct(idle_to_zero_s=float("inf"))
 
 
 Deployable = Service | FunctionPool | Agent
@@ -606,14 +642,20 @@ _FIXES = {
 }
 
 
+# What an error shows of the value it got: a long or deep value only in part.
+_GOT = reprlib.Repr()
+_GOT.maxlevel, _GOT.maxdict, _GOT.maxlist, _GOT.maxtuple = 3, 4, 4, 4
+_GOT.maxstring = _GOT.maxother = 60
+
+
 def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         path = ".".join(str(p) for p in error["loc"]) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         fix = _FIXES.get(error["type"])
-        got = error.get("input")
-        detail = f"{message} (got {got!r})" if error["type"] != "missing" else message
+        got = _GOT.repr(error.get("input"))
+        detail = f"{message} (got {got})" if error["type"] != "missing" else message
         lines.append(f"  {path}: {detail}" + (f" — {fix}" if fix else ""))
     return "\n".join(lines)
 
@@ -621,7 +663,7 @@ def _describe(exc: ValidationError) -> str:
 def _parse(source: str | dict[str, Any], origin: str, needs: str, example: str) -> dict[str, Any]:
     if isinstance(source, str):
         try:
-            document = yaml.safe_load(source)
+            document = parse_yaml(source)
         except yaml.YAMLError as exc:
             raise SpecError(
                 f"{origin} is not valid YAML: {exc}", fix="check indentation and quoting"

@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 
@@ -124,6 +125,54 @@ def test_time_limit_accepts_durations() -> None:
 def test_bad_duration_is_explained() -> None:
     with pytest.raises(SpecError, match="not a duration"):
         load_service(MINIMAL + "time_limit: soon\n")
+
+
+@pytest.mark.parametrize("text", ["99999999999999d", "876001d", 1e300, float("inf"), float("nan")])
+def test_durations_over_100_years_are_refused(text: str | float) -> None:
+    with pytest.raises(ValueError, match="longer than 100 years"):
+        parse_duration_s(text)
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ("time_limit: 99999999999999d", "time_limit"),
+        ("autoscaling: {idle_to_zero: .inf}", "autoscaling.idle_to_zero"),
+        ("health: {interval_s: .nan}", "health.interval_s"),
+        ("health: {timeout_s: 1.0e+300}", "health.timeout_s"),
+    ],
+)
+def test_numbers_out_of_range_name_their_field(line: str, field: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(field)):
+        load_service(MINIMAL + line + "\n")
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["a" * 10_000, "/models/" + "a" * 256 + "/m.gguf", "/models/m\x01.gguf"],
+    ids=["too-long", "long-part", "control"],
+)
+def test_a_model_path_the_kernel_would_refuse_is_refused(model: str) -> None:
+    spec = f"name: chat\nmodels: [smol]\nengine: {{type: llama.cpp, model: {json.dumps(model)}}}\n"
+    with pytest.raises(SpecError, match=r"engine\.model: .*path"):
+        load_service(spec)
+
+
+def test_a_long_bad_value_is_shown_in_part() -> None:
+    with pytest.raises(SpecError) as exc:
+        load_service(MINIMAL + f"unknown: {json.dumps(['x' * 1000] * 1000)}\n")
+    assert len(str(exc.value)) < 600
+
+
+def test_aliases_in_a_spec_are_refused() -> None:
+    with pytest.raises(SpecError, match="aliases are not accepted"):
+        load_service(MINIMAL + "resources: &r {cpus: 1}\nslurm: *r\n")
+
+
+def test_agents_never_idle_to_zero() -> None:
+    agent = load_deployable("kind: Agent\nname: a\ncommand: [sleep, '1']\n")
+    assert agent.kind == "Agent"
+    assert agent.autoscaling.idle_to_zero_s == float("inf")
 
 
 def test_document_round_trip() -> None:

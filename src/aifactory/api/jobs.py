@@ -6,6 +6,7 @@ the shared JSON error shape. Authentication is the admin API's, passed in.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -62,7 +63,7 @@ class JobsAPI:
             raise BadRequest(f"The spec is larger than {_MAX_SPEC_BYTES} bytes.")
         origin = request.headers.get("x-spec-origin", "job spec")[:200]
         try:
-            job = load_job(body.decode("utf-8", errors="replace"), origin)
+            job = await asyncio.to_thread(load_job, body.decode("utf-8", errors="replace"), origin)
         except SpecError as exc:
             raise BadRequest(exc.message, exc.fix) from exc
         if request.query_params.get("dry_run") in ("1", "true"):

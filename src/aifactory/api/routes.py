@@ -7,7 +7,6 @@ same JSON error shape the gateway uses.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from starlette.routing import Route
 
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest, Forbidden, NotFound, SpecError, Unauthorized
+from aifactory.input_limits import parse_json_object
 from aifactory.specs import load_deployable, parse_duration_s
 from aifactory.tenancy import KeyAuthenticator, Principal, issue_key, load_s3_master, record_action
 
@@ -107,7 +107,7 @@ class AdminAPI:
             raise BadRequest(f"The spec is larger than {_MAX_SPEC_BYTES} bytes.")
         origin = request.headers.get("x-spec-origin", "spec")[:200]
         try:
-            service = load_deployable(body.decode("utf-8", errors="replace"), origin)
+            service = await _run(load_deployable, body.decode("utf-8", errors="replace"), origin)
         except SpecError as exc:
             raise BadRequest(exc.message, exc.fix) from exc
         outcome = await self._plane.deploy(service, tenant_id)
@@ -243,13 +243,7 @@ class AdminAPI:
 
 async def read_json_object(request: Request) -> dict[str, Any]:
     """The request's body as a JSON object, or a 400 that says what is wrong."""
-    try:
-        document = json.loads(await request.body())
-    except ValueError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}.") from exc
-    if not isinstance(document, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    return document
+    return parse_json_object(await request.body())
 
 
 def _expiry(expires_in: Any) -> datetime | None:

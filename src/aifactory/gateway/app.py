@@ -49,6 +49,7 @@ from aifactory.gateway.responses import JSON_HEADERS, send_error, send_json
 from aifactory.gateway.router import Lease, ModelInfo, Router
 from aifactory.gateway.stream import Exchange
 from aifactory.gateway.usage import Meter, SSEUsageFilter, usage_of_body
+from aifactory.input_limits import parse_json_object
 from aifactory.request_ids import REQUEST_ID
 from aifactory.tenancy import KeyAuthenticator, Limiter, Principal, UsageLedger
 
@@ -195,12 +196,7 @@ class GatewayApp:
     ) -> None:
         """Proxy one request, metering what it used in ``meter``."""
         body = await self._read_body(scope, receive)
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            raise BadRequest(f"The request body is not valid JSON: {exc}.") from exc
-        if not isinstance(payload, dict):
-            raise BadRequest("The request body must be a JSON object.")
+        payload = parse_json_object(body)
         model = payload.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("You must provide a model parameter.", param="model")

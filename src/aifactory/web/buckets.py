@@ -18,7 +18,6 @@ the objects package's key checks as typed, never through path normalisation.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import formatdate
 from typing import Any, Protocol
@@ -30,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aifactory.errors import BadRequest, NotFound
+from aifactory.input_limits import parse_json
 from aifactory.tenancy import Principal
 
 NOT_ENABLED = "object storage not enabled"
@@ -140,10 +140,7 @@ class BucketsData:
         """POST {"name": NAME}: a bucket owned by the caller's tenant."""
         caller = await self._authenticate(request)
         objects = self._enabled()
-        try:
-            document = json.loads(await request.body())
-        except ValueError as exc:
-            raise BadRequest(f"The request body is not valid JSON: {exc}.") from exc
+        document = parse_json(await request.body())
         name = document.get("name") if isinstance(document, dict) else None
         if not isinstance(name, str):
             raise BadRequest('Send {"name": BUCKET}.', param="name")

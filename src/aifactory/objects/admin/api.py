@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aifactory.errors import BadRequest, ConfigError, Conflict, NotFound
+from aifactory.input_limits import parse_json_object
 from aifactory.objects.s3.access import ACCESS_LEVELS
 from aifactory.objects.service import ObjectsService
 from aifactory.tenancy import Principal
@@ -124,10 +124,4 @@ class BucketsAPI:
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        document = json.loads(await request.body())
-    except ValueError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}.") from exc
-    if not isinstance(document, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    return document
+    return parse_json_object(await request.body())
