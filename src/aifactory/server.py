@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -34,6 +34,7 @@ from aifactory.data_dir import lock_down
 from aifactory.errors import APIError, ConfigError, NotFound
 from aifactory.functions import FunctionsHub, Invoker, code_refusal
 from aifactory.gateway import GatewayApp, error_body
+from aifactory.input_limits import BodyLimit, BodyRule, HttpLimits, uvicorn_options
 from aifactory.jobs import JobsManager
 from aifactory.logs import configure_logging
 from aifactory.objects import BucketsAPI, ObjectsService
@@ -111,8 +112,14 @@ class App:
         self.admin = Starlette(
             routes=routes,
             lifespan=self._lifespan,
-            exception_handlers={APIError: _api_error, 404: _not_found},
+            exception_handlers={
+                APIError: _api_error,
+                404: _not_found,
+                ClientDisconnect: _client_gone,
+            },
         )
+        # The gateway limits its own bodies (max_request_bytes), on the hot path.
+        self._limited_admin = BodyLimit(self.admin, _admin_body_rules(settings))
         self._entry = RequestIdMiddleware(self._dispatch)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -129,7 +136,7 @@ class App:
         ):
             await self.gateway(scope, receive, send)
         else:
-            await self.admin(scope, receive, send)
+            await self._limited_admin(scope, receive, send)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -184,9 +191,35 @@ class App:
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
 
+def _admin_body_rules(settings: Settings) -> list[BodyRule]:
+    return [
+        BodyRule(
+            "/internal/",
+            settings.max_internal_request_bytes,
+            "internal routes",
+            "AIFACTORY_MAX_INTERNAL_REQUEST_BYTES",
+        ),
+        # Object uploads from the dashboard: the objects package's own size limit.
+        BodyRule("/api/dashboard/buckets/", None, methods=frozenset({"PUT"})),
+        BodyRule("/v1/", settings.max_request_bytes, "/v1 routes", "AIFACTORY_MAX_REQUEST_BYTES"),
+        BodyRule(
+            "/",
+            settings.max_admin_request_bytes,
+            "admin routes",
+            "AIFACTORY_MAX_ADMIN_REQUEST_BYTES",
+        ),
+    ]
+
+
 async def _api_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
     return JSONResponse(error_body(exc), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _client_gone(_request: Request, _exc: Exception) -> Response:
+    # Nobody reads this answer: the handler only keeps a client that left
+    # mid-body (or was cut off by the body timeout) out of the error log.
+    return Response(status_code=400)
 
 
 async def _not_found(request: Request, _exc: Exception) -> Response:
@@ -207,13 +240,13 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
         log_level=settings.log_level,
         log_config=None,  # uvicorn's records go through our handler, with request ids
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        **uvicorn_options(HttpLimits.of(settings)),
     )
     server = uvicorn.Server(config)
     server.run()

@@ -23,6 +23,7 @@ from starlette.types import Receive
 
 from aifactory.config import Settings
 from aifactory.errors import ConfigError
+from aifactory.input_limits import HttpLimits, uvicorn_options
 from aifactory.objects.admin.browser import BucketBrowser, ObjectDownload
 from aifactory.objects.posix.multipart import Multipart
 from aifactory.objects.posix.ownership import Ownership, bucket_owners, tenant_lookup
@@ -142,7 +143,6 @@ class ObjectsService:
             host=self.settings.host,
             port=self.settings.objects_port,
             loop="uvloop",
-            http="httptools",
             log_level=self.settings.log_level,
             access_log=False,
             proxy_headers=False,
@@ -150,6 +150,7 @@ class ObjectsService:
             ssl_certfile=str(tls[0]) if tls[0] else None,
             ssl_keyfile=str(tls[1]) if tls[1] else None,
             timeout_graceful_shutdown=int(self.settings.drain_timeout_s) or None,
+            **uvicorn_options(HttpLimits.of(self.settings)),
             **overrides,
         )
 
