@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import reprlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -29,6 +31,50 @@ _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _SLURM = re.compile(SLURM_NAME_PATTERN)
 _SLURM_FIELDS = ("slurm_account", "slurm_partition", "slurm_qos")
 _BY = ("model", "key", "day", "kind")
+
+# The store's columns: INTEGER (32 bits on PostgreSQL), BIGINT and FLOAT.
+_Int32 = Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)]
+_Int64 = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
+_Hours = Annotated[float, Field(ge=0, le=1e12)]
+_INT32 = "a whole number from 0 to 2147483647"
+_INT64 = f"a whole number from 0 to {2**63 - 1}"
+_HOURS = "a number of hours from 0 to 1e12"
+
+
+class _LimitsChange(BaseModel):
+    """A PUT of limits, range-checked before the store sees it; null removes a limit."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    requests_per_minute: _Int32 | None = Field(default=None, description=_INT32)
+    tokens_per_minute: _Int32 | None = Field(default=None, description=_INT32)
+    concurrent_requests: _Int32 | None = Field(default=None, description=_INT32)
+    token_budget: _Int64 | None = Field(default=None, description=_INT64)
+    node_hour_budget: _Hours | None = Field(default=None, description=_HOURS)
+    gpu_hour_budget: _Hours | None = Field(default=None, description=_HOURS)
+    period: Literal["day", "month"] = Field(default="month", description="'day' or 'month'")
+    key_id: int | None = Field(default=None, strict=True, description="a key's id (a number)")
+
+    @classmethod
+    def of(cls, document: dict[str, Any]) -> _LimitsChange:
+        """The change ``document`` asks for.
+
+        Raises:
+            BadRequest: naming the first field that is unknown or out of range.
+        """
+        try:
+            return cls.model_validate(document)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = str(error["loc"][0])
+            if error["type"] == "extra_forbidden":
+                raise BadRequest(
+                    f"unknown limit: {field}.", fix=f"use {', '.join(LIMIT_FIELDS)} and period"
+                ) from exc
+            accepted = cls.model_fields[field].description
+            raise BadRequest(
+                f"{field} must be {accepted} (got {reprlib.repr(document[field])}).", param=field
+            ) from exc
 
 
 class TenantsAPI:
@@ -162,22 +208,9 @@ class TenantsAPI:
         """
         actor = await self._admin(request)
         row = await self._tenant(request.path_params["name"])
-        document = await read_json_object(request)
-        key_id = document.pop("key_id", None)
-        unknown = set(document) - {*LIMIT_FIELDS, "period"}
-        if unknown:
-            raise BadRequest(
-                f"unknown limits: {', '.join(sorted(unknown))}.",
-                fix=f"use {', '.join(LIMIT_FIELDS)} and period",
-            )
-        for field in LIMIT_FIELDS:
-            value = document.get(field)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
-            ):
-                raise BadRequest(f"{field} must be a non-negative number or null.", param=field)
-        if document.get("period", "month") not in ("day", "month"):
-            raise BadRequest("period must be 'day' or 'month'.", param="period")
+        change = _LimitsChange.of(await read_json_object(request))
+        key_id = change.key_id
+        document = change.model_dump(exclude_unset=True, exclude={"key_id"})
         if key_id is not None:
             keys = await asyncio.to_thread(self._store.list_keys)
             if not any(k["id"] == key_id and k["tenant"] == row.name for k in keys):
