@@ -42,6 +42,7 @@ _CODES: dict[str, tuple[int, str]] = {
     "NoSuchBucket": (404, "The specified bucket does not exist."),
     "NoSuchKey": (404, "The specified key does not exist."),
     "NoSuchUpload": (404, "The specified multipart upload does not exist."),
+    "NoSuchVersion": (404, "The specified version does not exist."),
     "NotImplemented": (501, "This operation is not implemented by aifactory."),
     "ObjectParentIsFile": (409, "A parent of this key is an object, not a directory."),
     "PreconditionFailed": (412, "At least one of the preconditions you specified did not hold."),

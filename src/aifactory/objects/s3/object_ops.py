@@ -293,6 +293,7 @@ def _invalid_range(size: int) -> S3Error:
 async def delete_object(ctx: Context) -> None:
     """DELETE /bucket/key (succeeds when the key is absent)."""
     check_key(ctx.request.key)
+    _check_version(ctx.request.params.get("versionId", ""), ctx.request.key)
     await ctx.run(_delete_checked, ctx.files, ctx.request.bucket, ctx.request.key)
     await send_empty(ctx.send, 204, ctx.headers)
 
@@ -331,14 +332,21 @@ def _delete_many(
     if not files.bucket_exists(bucket):
         raise S3Error("NoSuchBucket", resource=bucket)
     outcomes: list[S3Error | None] = []
-    for key, _version in targets:
+    for key, version in targets:
         try:
             check_key(key)
+            _check_version(version, key)
             files.delete(bucket, key)
             outcomes.append(None)
         except S3Error as exc:
             outcomes.append(exc)
     return outcomes
+
+
+def _check_version(version: str, key: str) -> None:
+    # Buckets are not versioned: each object's one version is called "null".
+    if version and version != "null":
+        raise S3Error("NoSuchVersion", resource=key)
 
 
 def parse_copy_source(request: S3Request) -> tuple[str, str]:
