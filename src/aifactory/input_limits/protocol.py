@@ -9,9 +9,9 @@ the CPU of httptools per request (FACTS), so the listeners keep httptools and
 this subclass of uvicorn's httptools protocol adds what is missing:
 
 - header block (request line and headers) over ``max_header_bytes``, or more
-  than ``max_headers`` fields: 431 (414 for the URL alone), and the
-  connection closes. Bytes of a header block still incomplete count too, so
-  an unterminated header is cut off at the limit, not buffered whole.
+  than ``max_headers`` fields: 431, and the connection closes. Bytes of a
+  header block still incomplete count too, so an unterminated header is cut
+  off at the limit, not buffered whole.
 - headers not complete ``header_timeout_s`` after the request's first byte
   (or after the connection opened): 408 (a connection that sent nothing is
   just closed). The deadline does not move as bytes trickle in.
@@ -83,10 +83,8 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Of the request being received: its complete lines, its header count,
-        # and the bytes received while its header block was incomplete.
-        self._header_bytes = 0
-        self._header_count = 0
+        # Bytes of the request being received that arrived while its header
+        # block was incomplete (a complete block is measured when complete).
         self._unparsed_bytes = 0
         self._in_headers = False
         self._in_body = False
@@ -140,32 +138,25 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
-        self._header_bytes = self._header_count = self._unparsed_bytes = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._header_bytes += len(url)
-        if self._header_bytes > self.limits.max_header_bytes:
-            self._refusal = (414, f"The URL is longer than {self.limits.max_header_bytes} bytes.")
-            raise _Refused
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_count > self.limits.max_headers:
-            self._refusal = (431, f"The request has more than {self.limits.max_headers} headers.")
-            raise _Refused
-        if self._header_bytes > self.limits.max_header_bytes:
-            self._refusal = (431, self._too_many_header_bytes())
-            raise _Refused
-        super().on_header(name, value)
+        self._unparsed_bytes = 0
 
     def on_headers_complete(self) -> None:
-        self._in_headers = False
-        self._in_body = True
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        # Checked once here rather than per header: parsing one received
+        # chunk buffers at most the chunk, and longer blocks were cut off
+        # in data_received while incomplete.
+        limits = self.limits
+        if len(self.headers) > limits.max_headers:
+            self._refusal = (431, f"The request has more than {limits.max_headers} headers.")
+            raise _Refused
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > limits.max_header_bytes:
+            self._refusal = (431, self._too_many_header_bytes())
+            raise _Refused
+        self._in_headers = False
+        self._in_body = True
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
