@@ -340,12 +340,17 @@ def test_a_stalled_body_is_a_408(plane: Server) -> None:
 
 
 def test_connections_beyond_the_limit_get_a_503(plane: Server) -> None:
-    idle = [_connect(plane) for _ in range(MAX_CONNECTIONS)]
+    # Each holds a keep-alive connection (5 s), so the next request finds the listener full.
+    held = []
+    for _ in range(MAX_CONNECTIONS - 1):
+        sock = _connect(plane)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        held.append(sock)
     try:
-        time.sleep(0.2)
         response = httpx.get(plane.url + "/healthz")
     finally:
-        for sock in idle:
+        for sock in held:
             sock.close()
     assert response.status_code == 503
     time.sleep(0.2)
