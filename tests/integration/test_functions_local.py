@@ -299,3 +299,28 @@ class _Touch:
 
     def __reduce__(self) -> tuple[object, tuple[Path]]:
         return (Path.touch, (self.path,))
+
+
+MALFORMED = [
+    [p.HELLO + b"not json"],
+    [p.HELLO + b"[" * 100_000],
+    [p.HELLO + b'"a string, not an object"'],
+    [p.CANCEL + b"\x01\x02\x03"],
+    [p.SUBMIT + b"\xff\xfe", b"\x00" * 3],
+    [p.SUBMIT + b"default", b"too short for a task header"],
+]
+
+
+def test_malformed_messages_are_dropped_and_the_broker_serves_on(cluster: Cluster) -> None:
+    context = zmq.Context.instance()
+    for address, messages in (
+        (cluster.client_address, MALFORMED),
+        (cluster.worker_address, [[p.REGISTER + b"{"], [p.REGISTER + b"[" * 100_000]]),
+    ):
+        sock = context.socket(zmq.DEALER)
+        sock.connect(address)
+        for frames in messages:
+            sock.send_multipart(frames)
+        sock.close(linger=1000)
+    with Executor(cluster.client_address) as executor:
+        assert list(executor.map(square, range(4), timeout=10)) == [0, 1, 4, 9]

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import signal
+import struct
 import sys
 import threading
 import time
@@ -49,6 +50,9 @@ from aifactory.functions._scheduler import BrokerStats, Message, PoolEvent, Sche
 __all__ = ["Broker", "BrokerGate", "BrokerStats", "PoolEvent", "main"]
 
 logger = logging.getLogger(__name__)
+
+# What a message that is not what its kind says raises while it is read.
+_MALFORMED = (ValueError, IndexError, struct.error)
 
 _SLICE = 256  # messages read from one socket before the loop dispatches
 
@@ -227,65 +231,79 @@ class Broker:
             clients.close(linger=0)
 
     def _drain_workers(self, sock: zmq.Socket[bytes]) -> None:
-        scheduler = self._scheduler
         for _ in range(_SLICE):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            identity, head = frames[0], frames[1]
-            kind = head[:1]
-            worker = scheduler.workers.get(identity)
-            if worker is not None:
-                worker.last_seen = time.monotonic()
-            if kind == p.RESULTS and worker is not None:
-                scheduler.results(worker, frames[2:])
-            elif kind == p.HEARTBEAT and worker is not None:
-                pass
-            elif kind == p.REGISTER:
-                body = p.decode_json(head)
-                refusal = self._gate.admit_worker(body) if self._gate else None
-                if refusal is None:
-                    scheduler.register(identity, body)
-                    sock.send_multipart([identity, self._welcome()])
-                else:
-                    logger.warning("refused a worker for pool %s: %s", body.get("pool"), refusal)
-                    sock.send_multipart([identity, p.encode_json(p.REFUSED, {"error": refusal})])
-            elif kind == p.GOODBYE and worker is not None:
-                scheduler.lose_worker(worker, "said goodbye", unstarted=set(p.unpack_ids(head)))
-            elif worker is None:
-                # A worker we declared lost, or one from before a restart.
-                if kind == p.RESULTS:
-                    scheduler.drop_results(frames[2:])
-                sock.send_multipart([identity, p.RECONNECT])
+            try:
+                self._from_worker(sock, frames)
+            except _MALFORMED as exc:
+                logger.warning("functions broker: dropped a malformed worker message: %s", exc)
+
+    def _from_worker(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
+        scheduler = self._scheduler
+        identity, head = frames[0], frames[1]
+        kind = head[:1]
+        worker = scheduler.workers.get(identity)
+        if worker is not None:
+            worker.last_seen = time.monotonic()
+        if kind == p.RESULTS and worker is not None:
+            scheduler.results(worker, frames[2:])
+        elif kind == p.HEARTBEAT and worker is not None:
+            pass
+        elif kind == p.REGISTER:
+            body = p.decode_json(head)
+            refusal = self._gate.admit_worker(body) if self._gate else None
+            if refusal is None:
+                scheduler.register(identity, body)
+                sock.send_multipart([identity, self._welcome()])
+            else:
+                logger.warning("refused a worker for pool %s: %s", body.get("pool"), refusal)
+                sock.send_multipart([identity, p.encode_json(p.REFUSED, {"error": refusal})])
+        elif kind == p.GOODBYE and worker is not None:
+            scheduler.lose_worker(worker, "said goodbye", unstarted=set(p.unpack_ids(head)))
+        elif worker is None:
+            # A worker we declared lost, or one from before a restart.
+            if kind == p.RESULTS:
+                scheduler.drop_results(frames[2:])
+            sock.send_multipart([identity, p.RECONNECT])
 
     def _drain_clients(self, sock: zmq.Socket[bytes]) -> None:
-        scheduler = self._scheduler
         for _ in range(_SLICE):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            identity, head = frames[0], frames[1]
-            kind = head[:1]
-            if kind == p.HELLO:
-                self._hello(sock, identity, p.decode_json(head))
-            elif self._gate is not None and identity not in self._clients:
-                refusal = {"error": "say hello with a valid API key first"}
+            try:
+                self._from_client(sock, frames)
+            except _MALFORMED as exc:
+                logger.warning("functions broker: dropped a malformed client message: %s", exc)
+                refusal = {"error": f"malformed message: {exc}"}
+                sock.send_multipart([frames[0], p.encode_json(p.REFUSED, refusal)])
+
+    def _from_client(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
+        scheduler = self._scheduler
+        identity, head = frames[0], frames[1]
+        kind = head[:1]
+        if kind == p.HELLO:
+            self._hello(sock, identity, p.decode_json(head))
+        elif self._gate is not None and identity not in self._clients:
+            refusal = {"error": "say hello with a valid API key first"}
+            sock.send_multipart([identity, p.encode_json(p.REFUSED, refusal)])
+        elif kind == p.SUBMIT:
+            pool = head[1:].decode()
+            if self._gate is not None and self._clients[identity][0] != pool:
+                admitted = self._clients[identity][0]
+                refusal = {"error": f"this executor was admitted to pool {admitted!r} only"}
                 sock.send_multipart([identity, p.encode_json(p.REFUSED, refusal)])
-            elif kind == p.SUBMIT:
-                pool = head[1:].decode()
-                if self._gate is not None and self._clients[identity][0] != pool:
-                    admitted = self._clients[identity][0]
-                    refusal = {"error": f"this executor was admitted to pool {admitted!r} only"}
-                    sock.send_multipart([identity, p.encode_json(p.REFUSED, refusal)])
-                else:
-                    scheduler.submit(identity, pool, frames[2:])
-            elif kind == p.CANCEL:
-                scheduler.cancel(identity, p.unpack_ids(head))
-            elif kind == p.BYE:
-                scheduler.bye(identity)
-                self._clients.pop(identity, None)
+            else:
+                scheduler.submit(identity, pool, frames[2:])
+        elif kind == p.CANCEL:
+            scheduler.cancel(identity, p.unpack_ids(head))
+        elif kind == p.BYE:
+            scheduler.bye(identity)
+            self._clients.pop(identity, None)
 
     def _hello(self, sock: zmq.Socket[bytes], identity: bytes, body: dict[str, Any]) -> None:
         refusal = self._gate.admit_client(body) if self._gate else None

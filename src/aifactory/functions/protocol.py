@@ -88,6 +88,7 @@ __all__ = [
     "TEXT_RESULT",
     "WELCOME",
     "LoadedFunctions",
+    "MalformedMessage",
     "PickledFunctions",
     "add_result",
     "add_task",
@@ -156,9 +157,24 @@ def encode_json(kind: bytes, body: dict[str, Any]) -> bytes:
     return kind + json.dumps(body).encode()
 
 
+class MalformedMessage(ValueError):
+    """A frame that is not what its kind says (bad JSON, a cut-off id list)."""
+
+
 def decode_json(frame: bytes) -> dict[str, Any]:
-    """The JSON body of a frame made by :func:`encode_json`."""
-    body: dict[str, Any] = json.loads(frame[1:]) if len(frame) > 1 else {}
+    """The JSON object of a frame made by :func:`encode_json`.
+
+    Raises:
+        MalformedMessage: when it is not a JSON object (or nests too deep to read).
+    """
+    if len(frame) <= 1:
+        return {}
+    try:
+        body = json.loads(frame[1:])
+    except (ValueError, RecursionError) as exc:
+        raise MalformedMessage(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise MalformedMessage("not a JSON object")
     return body
 
 
@@ -169,7 +185,13 @@ def pack_ids(kind: bytes, ids: Iterable[int]) -> bytes:
 
 
 def unpack_ids(frame: bytes) -> tuple[int, ...]:
-    """The task ids of a frame made by :func:`pack_ids`."""
+    """The task ids of a frame made by :func:`pack_ids`.
+
+    Raises:
+        MalformedMessage: when the frame is not a whole number of ids.
+    """
+    if (len(frame) - 1) % 8:
+        raise MalformedMessage(f"{len(frame) - 1} bytes is not a list of 8-byte task ids")
     return struct.unpack(f"<{(len(frame) - 1) // 8}Q", frame[1:])
 
 
