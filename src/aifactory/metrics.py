@@ -77,6 +77,19 @@ SCALING_EVENTS = Counter(
     registry=REGISTRY,
 )
 
+DEPENDENCY_UP = Gauge(
+    "aifactory_dependency_up",
+    "Whether a system the control plane depends on answers (1) or not (0)",
+    ["dependency"],
+    registry=REGISTRY,
+)
+DEPENDENCY_UNREACHABLE_SINCE = Gauge(
+    "aifactory_dependency_unreachable_since_timestamp_seconds",
+    "Unix time since when a dependency does not answer (0 while it answers)",
+    ["dependency"],
+    registry=REGISTRY,
+)
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -117,6 +130,12 @@ def set_replica_counts(counts: dict[tuple[str, str, str], int]) -> None:
     REPLICAS.clear()
     for (service, state, backend), count in counts.items():
         REPLICAS.labels(service, state, backend).set(count)
+
+
+def set_dependency(dependency: str, unreachable_since: float | None) -> None:
+    """Whether ``dependency`` (``slurm``, ``postgresql``…) answers, or since when it does not."""
+    DEPENDENCY_UP.labels(dependency).set(0 if unreachable_since is not None else 1)
+    DEPENDENCY_UNREACHABLE_SINCE.labels(dependency).set(unreachable_since or 0)
 
 
 PoolCounts = Callable[[], Mapping[str, Mapping[str, int]]]
