@@ -1,28 +1,33 @@
-"""Adoption after a restart: keep the replicas that still run, cancel strays.
+"""Adoption after a restart: serve the replicas of the earlier run at once, confirm them later.
 
-Replicas are recorded in the store with their backend handle; Slurm jobs
-carry this control plane's tag in their comment. On start, every replica the
-store calls live is checked with its backend: a running allocation is
-adopted in the state it was in (a ready replica takes traffic at once and is
-health-checked as usual), anything else is marked gone. Tagged jobs that no
-live replica claims are cancelled, so nothing runs twice.
+Replicas are recorded in the store with their backend handle; their
+allocations carry this control plane's tag (a Slurm job's comment, a Pod's
+labels). On start, before any scheduler is asked, every replica the store
+calls live is put back in the fleet as it was, *unconfirmed*: a ready one
+takes traffic at once and is health-checked as usual. Once a stack answers
+(``stack_watch``), its unconfirmed replicas are settled against the
+allocations it lists as ours::
+
+    listed under the replica's id, same handle  -> confirmed, kept as it is
+    not listed (the stack answered)             -> gone: it ended meanwhile
+    listed, but no live replica claims it       -> a stray: cancelled until confirmed
+
+A stack that cannot be asked settles nothing: "could not ask" never means
+"gone", and nothing is started on it meanwhile, so no job runs twice.
+Local replicas die with the control plane that started them: they are gone
+at once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import TYPE_CHECKING
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from aifactory.backends import AllocationState
 from aifactory.control.fleet import Fleet, LiveReplica, ReplicaState
-from aifactory.errors import AIFactoryError
-from aifactory.store import ReplicaRow, Store
+from aifactory.store import ReplicaRow
 
-if TYPE_CHECKING:
-    from aifactory.control.reconciler import Reconciler
-
-logger = logging.getLogger(__name__)
+__all__ = ["Settled", "restore", "settle"]
 
 _ADOPTABLE = {
     ReplicaState.SUBMITTED,
@@ -31,68 +36,78 @@ _ADOPTABLE = {
     ReplicaState.READY,
     ReplicaState.DRAINING,
 }
+# A replica's id is its service's name and a suffix; other tagged work
+# (batch jobs, tagged ``job:<id>``) is not adoption's to cancel.
+_REPLICA_ID = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
-async def adopt(reconciler: Reconciler, store: Store, fleet: Fleet, also_check: set[str]) -> None:
-    """Adopt live replicas of an earlier run and cancel stray tagged jobs.
+def restore(rows: Iterable[ReplicaRow], fleet: Fleet) -> list[str]:
+    """Put the live replicas of an earlier run back in ``fleet``, unconfirmed.
 
-    Args:
-        reconciler: Gives access to the backends.
-        store: Where the replicas of the earlier run are recorded.
-        fleet: Receives the adopted replicas.
-        also_check: Backends to search for stray jobs even if no replica names them.
+    Returns:
+        The ids of those that cannot live on (local processes, replicas past
+        draining): the caller records them as gone.
     """
-    rows = await asyncio.to_thread(store.replicas, None, True)
-    by_backend: dict[str, list[ReplicaRow]] = {}
+    gone = []
     for row in rows:
-        by_backend.setdefault(row.backend, []).append(row)
-    gone: list[str] = []
-    for name in sorted({*by_backend, *also_check}):
-        rows_here = by_backend.get(name, [])
-        try:
-            backend = reconciler.backend(name)
-            tagged = await backend.tagged()
-            handles = [r.handle for r in rows_here if r.handle]
-            statuses = await backend.status(handles) if handles else {}
-        except AIFactoryError as exc:
-            logger.warning("cannot check %s replicas after restart: %s", name, exc)
-            gone += [r.id for r in rows_here]
+        state = ReplicaState(row.state)
+        if row.backend == "local" or not row.handle or state not in _ADOPTABLE:
+            gone.append(row.id)
             continue
-        for row in rows_here:
-            status = statuses.get(row.handle)
-            alive = (
-                status is not None
-                and not status.state.finished
-                and (status.state is not AllocationState.UNKNOWN or row.id in tagged)
-                and ReplicaState(row.state) in _ADOPTABLE
-                and bool(tagged)  # only backends that can tag can adopt
-            )
-            if not alive:
-                gone.append(row.id)
-                continue
-            assert status is not None
-            fleet.replicas[row.id] = LiveReplica(
-                id=row.id,
-                service=row.service,
-                backend=name,
-                state=ReplicaState(row.state),
-                handle=row.handle,
-                base_url=f"http://{row.host}:{row.port}" if row.host else "",
-                token_hash=row.token_hash,
-                lent=bool(row.drain_token_hash),
-                drain_token_hash=row.drain_token_hash,
-                spec_hash=row.spec_hash,
-                log_path=row.log_path,
-                run_as=row.run_as,
-                ends_at=status.ends_at,
-                node=status.node,
-            )
-            logger.info("replica %s: adopted (%s, %s %s)", row.id, row.state, name, row.handle)
-        for replica_id, handle in tagged.items():
-            if replica_id not in fleet.replicas:
-                logger.warning("cancelling stray job %s (replica %s unknown)", handle, replica_id)
-                await backend.cancel(handle)
-    if gone:
-        await asyncio.to_thread(
-            store.mark_replicas, gone, "gone", "not running when the control plane restarted"
+        fleet.replicas[row.id] = LiveReplica(
+            id=row.id,
+            service=row.service,
+            backend=row.backend,
+            state=state,
+            handle=row.handle,
+            base_url=f"http://{row.host}:{row.port}" if row.host else "",
+            token_hash=row.token_hash,
+            lent=bool(row.drain_token_hash),
+            drain_token_hash=row.drain_token_hash,
+            spec_hash=row.spec_hash,
+            log_path=row.log_path,
+            run_as=row.run_as,
+            unconfirmed=True,
         )
+    return gone
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one stack's answer settled.
+
+    Attributes:
+        confirmed: Replicas whose allocations it lists: kept.
+        gone: Replicas whose allocations it does not list: already taken out of the fleet.
+        strays: Its allocations of ours that no live replica claims (replica id -> handle).
+    """
+
+    confirmed: list[LiveReplica]
+    gone: list[LiveReplica]
+    strays: dict[str, str]
+
+
+def settle(stack: str, ours: Mapping[str, str], fleet: Fleet) -> Settled:
+    """Settle ``stack``'s unconfirmed replicas against ``ours`` (its ``tagged()`` answer)."""
+    confirmed, gone = [], []
+    for replica in list(fleet.replicas.values()):
+        if replica.backend != stack or not replica.unconfirmed:
+            continue
+        if ours.get(replica.id) == replica.handle:
+            replica.unconfirmed = False
+            confirmed.append(replica)
+        else:
+            del fleet.replicas[replica.id]
+            gone.append(replica)
+    strays = {
+        replica_id: handle
+        for replica_id, handle in ours.items()
+        if _REPLICA_ID.match(replica_id) and not _claimed(fleet, replica_id, handle)
+    }
+    return Settled(confirmed, gone, strays)
+
+
+def _claimed(fleet: Fleet, replica_id: str, handle: str) -> bool:
+    """Whether a live replica owns the allocation (one still being submitted has no handle)."""
+    replica = fleet.replicas.get(replica_id)
+    return replica is not None and replica.handle in ("", handle)

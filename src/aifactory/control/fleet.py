@@ -70,6 +70,8 @@ class LiveReplica:
     node: str = ""
     pending_reason: str = ""
     watched: bool = False
+    # Restored from the store after a restart; its stack has not yet said it still runs.
+    unconfirmed: bool = False
     log_path: str = ""
     run_as: str = ""
     timeline: dict[str, float] = field(default_factory=dict)

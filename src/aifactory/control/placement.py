@@ -23,22 +23,18 @@ another stack of the service when it has one.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from aifactory.control.fleet import LiveReplica, ReplicaState
-from aifactory.errors import SpecError
-from aifactory.specs import Deployable, Service, load_deployable
-from aifactory.store import ServiceRow
+from aifactory.specs import Deployable, Service
 
 __all__ = [
     "burst_stacks",
     "move_to",
     "place",
     "stacks_of",
-    "stacks_of_rows",
     "surplus_first",
     "waiting_burst",
 ]
@@ -54,15 +50,6 @@ def stacks_of(spec: Deployable, default: str) -> tuple[str, ...]:
     if isinstance(spec, Service) and spec.stacks:
         return tuple(share.stack for share in spec.stacks)
     return (spec.backend or default,)
-
-
-def stacks_of_rows(rows: Iterable[ServiceRow], default: str) -> set[str]:
-    """Every backend the stored services may run on (unreadable specs name none)."""
-    names: set[str] = set()
-    for row in rows:
-        with contextlib.suppress(SpecError):
-            names.update(stacks_of(load_deployable(dict(row.spec), row.name), default))
-    return names
 
 
 def burst_stacks(

@@ -11,6 +11,13 @@ Every tick it compares what the specs want with what runs, and acts::
     more than wanted  -> drain extras; drained (no request in flight) -> cancel -> gone
     lent and preempted (its launcher says so) -> drain at once; the job ends itself
         within GraceTime -> gone, replaced at once (on another stack when it has one)
+
+It never waits on a stack that does not answer: after a restart it serves
+the replicas the store knows at once and adoption settles in the background
+(``adoption``, ``stack_watch``); while a stack (or the database) is
+unreachable its replicas are kept as they are, nothing is started or
+replaced on it (the service's scaling says it is paused, and why), and a job
+that must go is cancelled until the stack confirms (``cancellations``).
 """
 
 from __future__ import annotations
@@ -21,32 +28,37 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any, Literal
+
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import DBAPIError
 
 from aifactory import metrics
 from aifactory.backends import (
     AllocationRequest,
     AllocationState,
+    AllocationStatus,
     Backend,
 )
 from aifactory.config import Settings
 from aifactory.control.accounts import TenantAccounts
-from aifactory.control.adoption import adopt
+from aifactory.control.adoption import restore, settle
 from aifactory.control.agents import AgentKeys
 from aifactory.control.autoscaler import Autoscaler
 from aifactory.control.bursting import Bursting
+from aifactory.control.cancellations import Cancellations
 from aifactory.control.catalog import CatalogEntry, CatalogSnapshot, ServiceCatalog
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
 from aifactory.control.launch_backoff import LaunchBackoff
 from aifactory.control.lending import Preemptions, drained_replica, is_lent
 from aifactory.control.monitor import HealthMonitor
+from aifactory.control.outages import Outages
 from aifactory.control.placement import (
     burst_stacks,
     move_to,
     place,
     stacks_of,
-    stacks_of_rows,
     surplus_first,
     waiting_burst,
 )
@@ -54,6 +66,7 @@ from aifactory.control.planner import AllocationPlanner
 from aifactory.control.pools import Pools
 from aifactory.control.replica_secrets import discard_replica_secrets, prepare_replica
 from aifactory.control.rotation import due_for_rotation, outdated, replacement_stuck
+from aifactory.control.stack_watch import StackWatch
 from aifactory.errors import (
     AIFactoryError,
     BackendError,
@@ -74,6 +87,10 @@ LaunchOutcome = Literal["submitted", "no room", "refused"]
 
 _CAPACITY_RETRY_S = 5.0
 _BUDGET_RETRY_S = 30.0
+# A status poll slower than this counts as unanswered: the tick goes on without it.
+_POLL_WAIT_S = 10.0
+# A stack's own command timeout comes first; this margin only catches a hung call.
+_QUESTION_MARGIN_S = 5.0
 
 
 class Reconciler:
@@ -112,21 +129,51 @@ class Reconciler:
         self._fingerprints: dict[str, str] = {}
         self.pools: Pools | None = None  # the functions broker, when this process runs one
         self.health = HealthMonitor(fleet, lambda: self.specs, lambda: self.pools, self)
+        self.outages = Outages()
+        self.watch = StackWatch(
+            self.backend,
+            self.outages,
+            self._settle,
+            settings.slurm_command_timeout_s + _QUESTION_MARGIN_S,
+        )
+        self.cancellations = Cancellations(self.backend, lambda stack, _: self.watch.doubt(stack))
+        # Services whose scaling waits for a stack (or the database) to answer, and why.
+        self.paused: dict[str, str] = {}
+        self._database = _database_name(settings.effective_database_url)
+        if self._database:
+            self.outages.watch(self._database)
         fleet.holding.on_demand = lambda _service: self.wake()
 
     # lifecycle of the reconciler itself
 
     async def start(self) -> None:
-        """Adopt the replicas of an earlier run that still live, then start the loop."""
+        """Route to the replicas the store knows at once; ask their stacks in the background.
+
+        Only the store is read before this returns: no scheduler call stands
+        between a restart and serving.
+        """
         await self.health.start()
-        services = await asyncio.to_thread(self._store.services)
-        named = stacks_of_rows(services, self._settings.default_backend)
-        await adopt(self, self._store, self._fleet, named - {"local"})
+        catalog = await asyncio.to_thread(self._observe)
+        self._generation = catalog.generation
+        self._take(catalog.entries)
+        rows = await asyncio.to_thread(self._store.replicas, None, True)
+        gone = restore(rows, self._fleet)
+        if gone:
+            reason = "not running when the control plane restarted"
+            await asyncio.to_thread(self._store.mark_replicas, gone, "gone", reason)
+        default = self._settings.default_backend
+        named = {stack for spec in self._active for stack in stacks_of(spec, default)}
+        self.watch.add(named | {r.backend for r in self._fleet.replicas.values()}, adopting=True)
         for replica in self._fleet.replicas.values():
+            logger.info(
+                "replica %s: restored (%s, %s %s); its stack confirms it in the background",
+                replica.id, replica.state.value, replica.backend, replica.handle,
+            )  # fmt: skip
             if self.pools is not None and replica.token_hash and replica.base_url:
                 # A registered replica keeps a token only if it is a pool's worker.
                 self.pools.expect(replica.id, replica.token_hash)
-        await self.tick()
+        await self.watch.start()
+        self.wake()
         self._task = asyncio.create_task(self._loop(), name="reconciler")
 
     async def stop(self) -> None:
@@ -134,18 +181,21 @@ class Reconciler:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self.watch.stop()
         live = list(self._fleet.replicas.values())
         for replica in live:
             replica.state = ReplicaState.DRAINING
         deadline = time.monotonic() + self._settings.drain_timeout_s
         while any(r.in_flight for r in live) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
+        # Cancels not confirmed by now are the next run's: it finds their jobs by tag.
+        await self.cancellations.close()
         await asyncio.gather(*self._cancels, return_exceptions=True)
         await asyncio.gather(
             *(
                 self.backend(r.backend).cancel(r.handle)
-                for r in live
-                if r.handle and not r.stopping
+                for r in self._fleet.replicas.values()
+                if r.handle
             ),
             return_exceptions=True,
         )
@@ -184,8 +234,8 @@ class Reconciler:
 
     async def tick(self) -> None:
         """Observe, then act once."""
-        catalog = await asyncio.to_thread(self._observe)
-        if catalog.generation != self._generation:
+        catalog = await self._observe_store()
+        if catalog is not None and catalog.generation != self._generation:
             self._generation = catalog.generation
             self._take(catalog.entries)
         active, deleting = self._active, self._deleting
@@ -202,6 +252,20 @@ class Reconciler:
                 await self._transition(replica, ReplicaState.DRAINING, "its service is gone")
         await self._drain_step()
         self._export_metrics()
+
+    async def _observe_store(self) -> CatalogSnapshot | None:
+        """The stored services; None while the database does not answer (the last are kept)."""
+        asked_at = time.time()
+        try:
+            catalog = await asyncio.to_thread(self._observe)
+        except DBAPIError as exc:
+            if not self._database:
+                raise
+            self.outages.failed(self._database, str(exc.orig or exc).strip(), asked_at)
+            return None
+        if self._database:
+            self.outages.answered(self._database)
+        return catalog
 
     def _observe(self) -> CatalogSnapshot:
         """The stored services, and who owns them (blocking: one trip to a thread)."""
@@ -225,8 +289,22 @@ class Reconciler:
             self.accounts.owner_ids(),
         )
 
+    def _blocker(self, service: Deployable) -> str:
+        """Why no replica of ``service`` may start now ("" when none stops it)."""
+        stacks = stacks_of(service, self._settings.default_backend)
+        self.watch.add(stacks)
+        database = self.outages.of(self._database) if self._database else None
+        return database.message if database else self.watch.blocker(stacks)
+
     async def _converge(self, service: Deployable) -> None:
         fingerprint = self._fingerprints[service.name]
+        blocked = self._blocker(service)
+        if blocked:
+            if service.name not in self.paused:
+                logger.warning("service %s: scaling paused: %s", service.name, blocked)
+            self.paused[service.name] = blocked
+        elif self.paused.pop(service.name, None):
+            logger.info("service %s: scaling resumed", service.name)
         for replica in self._fleet.of_service(service.name):
             if replica.state in STARTING and outdated(replica, fingerprint):
                 await self._transition(
@@ -257,15 +335,15 @@ class Reconciler:
                 await self._transition(old, ReplicaState.DRAINING, reason)
         no_room = False
         if len(replicas) < wanted:
-            if self.backoff.may_launch(service.name):
+            if not blocked and self.backoff.may_launch(service.name):
                 stack = await self._place(service, replicas)
                 no_room = await self._launch(service, stack) == "no room"
         elif len(replicas) > wanted:
             for replica in surplus_first(service, replicas)[: len(replicas) - wanted]:
                 await self._transition(replica, ReplicaState.DRAINING, "scaled down")
-        else:
+        elif not blocked:
             await self._move_waiting(service, replicas)
-        if no_room or replacement_stuck(replicas, time.monotonic()):
+        if not blocked and (no_room or replacement_stuck(replicas, time.monotonic())):
             await self._replace_in_place(service.name, fingerprint)
 
     async def _replace_in_place(self, service: str, fingerprint: str) -> None:
@@ -437,6 +515,7 @@ class Reconciler:
             if isinstance(exc, CapacityExceeded):
                 self.backoff.wait(service.name, str(exc), _CAPACITY_RETRY_S)
                 return "no room"
+            self.watch.doubt(backend.name)  # refused, or not asked at all: the watch tells
             self.backoff.failed(service.name, str(exc))
             return "refused"
         self.backoff.submitted(service.name)
@@ -525,9 +604,23 @@ class Reconciler:
             if replica.handle:
                 by_backend.setdefault(replica.backend, []).append(replica)
         for name, replicas in by_backend.items():
-            statuses = await self.backend(name).status([r.handle for r in replicas])
+            if not self.watch.answers(name):
+                continue  # kept as they are until it answers (the watch asks it)
+            asked_at = time.time()
+            try:
+                statuses = await asyncio.wait_for(
+                    self.backend(name).status([r.handle for r in replicas]), _POLL_WAIT_S
+                )
+            except TimeoutError:
+                self.watch.failed(name, f"no status within {_POLL_WAIT_S:.0f} s", asked_at)
+                continue
+            except AIFactoryError as exc:
+                self.watch.failed(name, exc.message, asked_at)
+                continue
             for replica in replicas:
-                status = statuses[replica.handle]
+                status = statuses.get(replica.handle) or AllocationStatus(AllocationState.UNKNOWN)
+                if status.state is AllocationState.UNKNOWN:
+                    self.watch.doubt(name)  # could not ask, or it forgot the job: ask the watch
                 if status.state is AllocationState.UNKNOWN or replica.stopping:
                     continue
                 if not status.state.finished:
@@ -578,14 +671,29 @@ class Reconciler:
         return replica.in_flight
 
     async def _stop(self, replica: LiveReplica) -> None:
-        """Cancel a drained replica's allocation; it is gone once that returns."""
-        if replica.handle:
-            await self.backend(replica.backend).cancel(replica.handle)
+        """Cancel a drained replica's allocation; it is gone once its stack confirms."""
+        if replica.handle and not await self.cancellations.cancel(replica.backend, replica.handle):
+            return  # stopping: the next run cancels it by its tag
         await self._transition(replica, ReplicaState.GONE, "drained and stopped")
         self.wake()
 
     def _cancel(self, replica: LiveReplica) -> None:
-        self._background(self.backend(replica.backend).cancel(replica.handle))
+        self.cancellations.cancel(replica.backend, replica.handle)
+
+    async def _settle(self, stack: str, ours: Mapping[str, str]) -> None:
+        """``stack`` answered with the allocations it runs for us: settle adoption, end strays."""
+        settled = settle(stack, ours, self._fleet)
+        for replica in settled.confirmed:
+            logger.info("replica %s: adopted (%s %s)", replica.id, stack, replica.handle)
+        for replica in settled.gone:
+            await self._transition(
+                replica, ReplicaState.GONE, f"its allocation ended while {stack} was not asked"
+            )
+        for replica_id, handle in settled.strays.items():
+            logger.warning("cancelling stray %s %s (replica %s unknown)", stack, handle, replica_id)
+            self.cancellations.cancel(stack, handle)
+        if settled.gone or settled.confirmed:
+            self.wake()
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -642,3 +750,9 @@ class Reconciler:
             key = (replica.service, replica.state.value, replica.backend)
             counts[key] = counts.get(key, 0) + 1
         metrics.set_replica_counts(counts)
+
+
+def _database_name(url: str) -> str:
+    """``postgresql`` for a PostgreSQL store, whose outages are watched; "" for SQLite."""
+    name = make_url(url).get_backend_name()
+    return name if name == "postgresql" else ""
