@@ -185,7 +185,10 @@ class App:
             )
 
     async def _healthz(self, _request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        # 200 while degraded too: this process serves what it knows; the detail says what not.
+        if self.follower is not None:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse(self.plane.health())
 
     async def _metrics(self, _request: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)

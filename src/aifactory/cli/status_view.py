@@ -33,7 +33,14 @@ def render_status(status: dict[str, Any]) -> Group:
     parts: list[Any] = [head]
     if status["isolation"] == "single-user":
         parts.append(SINGLE_USER_WARNING)
-    if status["waiting_on"]:
+    unreachable = status.get("unreachable") or []
+    for message in unreachable:
+        parts.append(Text(message, style="bold red"))
+    paused = status.get("scaling_paused")
+    if paused:
+        why = "until it answers: nothing is started or replaced there" if unreachable else paused
+        parts.append(Text(f"scaling paused {why}", style="yellow"))
+    elif status["waiting_on"]:
         parts.append(Text(f"waiting on: {status['waiting_on']}", style="yellow"))
     if status["starting"]:
         table = Table("starting replica", "state", "job", "node", "Slurm says", "expected start")

@@ -13,6 +13,7 @@ from typing import Any
 from aifactory.config import Settings
 from aifactory.control.agents import AgentKeys
 from aifactory.control.fleet import STARTING, Fleet
+from aifactory.control.outages import Outage
 from aifactory.control.placement import stacks_of
 from aifactory.control.reconciler import Reconciler
 from aifactory.control.rotation import outdated, spec_fingerprint
@@ -160,11 +161,27 @@ class ControlPlane:
             "ready": self.fleet.ready_count(name),
             "replica_states": states,
             "in_flight": sum(r.in_flight for r in live),
-            "pending_reason": self.reconciler.backoff.reasons.get(name, ""),
+            "pending_reason": self._pending_reason(name),
             # Replicas still running an earlier spec: a rollout is under way.
             "outdated": sum(1 for r in live if outdated(r, fingerprint)),
             # Who its replicas run as: their tenant's Unix user(s).
             "runs_as": sorted({r.run_as for r in live if r.run_as}),
+        }
+
+    def _pending_reason(self, name: str) -> str:
+        paused = self.reconciler.paused.get(name)
+        if paused:
+            return f"scaling paused: {paused}"
+        return self.reconciler.backoff.reasons.get(name, "")
+
+    def health(self) -> dict[str, Any]:
+        """``ok``, or ``degraded`` with what cannot be asked since when (``/healthz``)."""
+        outages = self.reconciler.outages.current()
+        return {
+            "status": "degraded" if outages else "ok",
+            "unreachable": [outage.to_dict() for outage in outages],
+            "scaling_paused": dict(self.reconciler.paused),
+            "cancels_pending": len(self.reconciler.cancellations.pending),
         }
 
     async def status(self, name: str) -> dict[str, Any]:
@@ -220,7 +237,18 @@ class ControlPlane:
                 for b in self.reconciler.bursting.decisions(name)
             ],
             "waiting_on": summary["pending_reason"],
+            # Stacks (or the database) this service needs that do not answer now.
+            "unreachable": [o.message for o in self._outages_of(spec)],
+            "scaling_paused": self.reconciler.paused.get(name, ""),
         }
+
+    def _outages_of(self, spec: Deployable | None) -> list[Outage]:
+        needed = set(stacks_of(spec, self.settings.default_backend)) if spec else set()
+        return [
+            o
+            for o in self.reconciler.outages.current()
+            if o.dependency in needed or o.dependency == "postgresql"
+        ]
 
     def _queue(self, name: str, spec: Deployable | None) -> dict[str, Any]:
         if isinstance(spec, FunctionPool):

@@ -90,6 +90,7 @@ class DashboardData:
             {
                 "services": services,
                 "isolation": self._plane.settings.privilege.mode,
+                "unreachable": [o["message"] for o in self._plane.health()["unreachable"]],
                 "replicas": [
                     {"state": state, "backend": backend, "count": count}
                     for (state, backend), count in sorted(now.replicas.items())

@@ -133,6 +133,7 @@ async function overviewPage(view) {
   view.append(
     h("h1", {}, "Overview"),
     h("div", { id: "isolation" }),
+    h("div", { id: "unreachable" }),
     h("dl", { class: "stats", id: "totals" }),
     h("div", { class: "charts", id: "charts" }),
     section("Services", h("div", { id: "services" })),
@@ -144,6 +145,8 @@ async function overviewPage(view) {
     replace("isolation", h("div", { id: "isolation" }, data.isolation === "single-user"
       ? h("p", { class: "error", role: "alert" }, "Insecure single-user mode: every workload runs as the control plane's own user and can read its admin key, database and every tenant's data. For a personal machine only.")
       : ""));
+    replace("unreachable", h("div", { id: "unreachable" }, ...(data.unreachable || []).map((message) =>
+      h("p", { class: "error", role: "alert" }, `${message}. Scaling is paused there: nothing is started or replaced until it answers; running replicas keep serving.`))));
     replace("totals", h("dl", { class: "stats", id: "totals" },
       stat("stat-requests", "Requests answered", number(t.requests)),
       stat("stat-errors", "Errors (5xx)", number(t.errors)),
