@@ -38,8 +38,8 @@ def render_status(status: dict[str, Any]) -> Group:
         parts.append(Text(message, style="bold red"))
     paused = status.get("scaling_paused")
     if paused:
-        why = "until it answers: nothing is started or replaced there" if unreachable else paused
-        parts.append(Text(f"scaling paused {why}", style="yellow"))
+        why = " until it answers: nothing is started or replaced there" if unreachable else ""
+        parts.append(Text(f"scaling paused{why or ': ' + paused}", style="yellow"))
     elif status["waiting_on"]:
         parts.append(Text(f"waiting on: {status['waiting_on']}", style="yellow"))
     if status["starting"]:

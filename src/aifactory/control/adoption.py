@@ -20,7 +20,6 @@ at once.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -36,9 +35,6 @@ _ADOPTABLE = {
     ReplicaState.READY,
     ReplicaState.DRAINING,
 }
-# A replica's id is its service's name and a suffix; other tagged work
-# (batch jobs, tagged ``job:<id>``) is not adoption's to cancel.
-_REPLICA_ID = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
 def restore(rows: Iterable[ReplicaRow], fleet: Fleet) -> list[str]:
@@ -102,7 +98,7 @@ def settle(stack: str, ours: Mapping[str, str], fleet: Fleet) -> Settled:
     strays = {
         replica_id: handle
         for replica_id, handle in ours.items()
-        if _REPLICA_ID.match(replica_id) and not _claimed(fleet, replica_id, handle)
+        if not _claimed(fleet, replica_id, handle)
     }
     return Settled(confirmed, gone, strays)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from aifactory.backends import Backend
@@ -30,14 +31,16 @@ class Cancellations:
 
     Args:
         backend: The backend called by a name.
-        unanswered: Told ``(stack, error)`` of each cancel that failed.
+        failed: Told ``(stack, error, Unix time asked)`` of each cancel that failed.
     """
 
     def __init__(
-        self, backend: Callable[[str], Backend], unanswered: Callable[[str, str], None]
+        self,
+        backend: Callable[[str], Backend],
+        failed: Callable[[str, Exception, float], None],
     ) -> None:
         self._backend = backend
-        self._unanswered = unanswered
+        self._failed = failed
         self._closed = asyncio.Event()
         self._running: dict[tuple[str, str], asyncio.Task[bool]] = {}
 
@@ -63,12 +66,13 @@ class Cancellations:
     async def _until_confirmed(self, stack: str, handle: str) -> bool:
         delay = _FIRST_RETRY_S
         while not self._closed.is_set():
+            asked_at = time.time()
             try:
                 await self._backend(stack).cancel(handle)
                 return True
             except Exception as exc:  # whatever went wrong, the job may still run: try again
                 reason = exc.message if isinstance(exc, AIFactoryError) else repr(exc)
-                self._unanswered(stack, reason)
+                self._failed(stack, exc, asked_at)
                 logger.warning(
                     "cancelling %s on %s failed (retrying in %.0f s): %s",
                     handle, stack, delay, reason,

@@ -49,10 +49,10 @@ class Outage:
 
     @property
     def message(self) -> str:
-        """``Slurm unreachable since 12:03:04 (for 40 s): <error>``."""
+        """``Slurm unreachable since 2026-12-07 12:03:04: <the last error>``."""
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
-        lasting = time.time() - self.since
-        return f"{label(self.dependency)} unreachable since {when} ({lasting:.0f} s): {self.error}"
+        name = label(self.dependency)
+        return f"{name[:1].upper()}{name[1:]} unreachable since {when}: {self.error}"
 
     def to_dict(self) -> dict[str, object]:
         """The outage as plain JSON values."""

@@ -74,6 +74,7 @@ from aifactory.errors import (
     ConfigError,
     Conflict,
     NotFound,
+    SchedulerUnreachable,
     Unauthorized,
 )
 from aifactory.identity import Identity
@@ -87,8 +88,6 @@ LaunchOutcome = Literal["submitted", "no room", "refused"]
 
 _CAPACITY_RETRY_S = 5.0
 _BUDGET_RETRY_S = 30.0
-# A status poll slower than this counts as unanswered: the tick goes on without it.
-_POLL_WAIT_S = 10.0
 # A stack's own command timeout comes first; this margin only catches a hung call.
 _QUESTION_MARGIN_S = 5.0
 
@@ -136,7 +135,7 @@ class Reconciler:
             self._settle,
             settings.slurm_command_timeout_s + _QUESTION_MARGIN_S,
         )
-        self.cancellations = Cancellations(self.backend, lambda stack, _: self.watch.doubt(stack))
+        self.cancellations = Cancellations(self.backend, self._call_failed)
         # Services whose scaling waits for a stack (or the database) to answer, and why.
         self.paused: dict[str, str] = {}
         self._database = _database_name(settings.effective_database_url)
@@ -505,6 +504,7 @@ class Reconciler:
             self.pools.expect(replica_id, hashes.worker_token)
         replica.timeline["requested"] = time.time()
         self._fleet.replicas[replica_id] = replica
+        asked_at = time.time()
         try:
             replica.handle = await backend.submit(request)
         except BackendError as exc:
@@ -515,7 +515,7 @@ class Reconciler:
             if isinstance(exc, CapacityExceeded):
                 self.backoff.wait(service.name, str(exc), _CAPACITY_RETRY_S)
                 return "no room"
-            self.watch.doubt(backend.name)  # refused, or not asked at all: the watch tells
+            self._call_failed(backend.name, exc, asked_at)
             self.backoff.failed(service.name, str(exc))
             return "refused"
         self.backoff.submitted(service.name)
@@ -607,20 +607,13 @@ class Reconciler:
             if not self.watch.answers(name):
                 continue  # kept as they are until it answers (the watch asks it)
             asked_at = time.time()
-            try:
-                statuses = await asyncio.wait_for(
-                    self.backend(name).status([r.handle for r in replicas]), _POLL_WAIT_S
-                )
-            except TimeoutError:
-                self.watch.failed(name, f"no status within {_POLL_WAIT_S:.0f} s", asked_at)
-                continue
-            except AIFactoryError as exc:
-                self.watch.failed(name, exc.message, asked_at)
-                continue
+            statuses = await self.backend(name).status([r.handle for r in replicas])
             for replica in replicas:
                 status = statuses.get(replica.handle) or AllocationStatus(AllocationState.UNKNOWN)
-                if status.state is AllocationState.UNKNOWN:
-                    self.watch.doubt(name)  # could not ask, or it forgot the job: ask the watch
+                if not status.answered:
+                    self.watch.failed(name, status.reason, asked_at)
+                elif status.state is AllocationState.UNKNOWN:
+                    self.watch.doubt(name)  # it knows no such job: the watch settles that
                 if status.state is AllocationState.UNKNOWN or replica.stopping:
                     continue
                 if not status.state.finished:
@@ -676,6 +669,13 @@ class Reconciler:
             return  # stopping: the next run cancels it by its tag
         await self._transition(replica, ReplicaState.GONE, "drained and stopped")
         self.wake()
+
+    def _call_failed(self, stack: str, error: Exception, asked_at: float) -> None:
+        """A call to ``stack`` failed: unanswered, an outage; refused, a doubt the watch settles."""
+        if isinstance(error, SchedulerUnreachable):
+            self.watch.failed(stack, error.message, asked_at)
+        else:
+            self.watch.doubt(stack)
 
     def _cancel(self, replica: LiveReplica) -> None:
         self.cancellations.cancel(replica.backend, replica.handle)

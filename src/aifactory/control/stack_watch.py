@@ -155,7 +155,7 @@ class StackWatch:
         try:
             ours = await asyncio.wait_for(self._backend(name).tagged(), self._timeout_s)
         except TimeoutError:
-            error = f"no list of our allocations within {self._timeout_s:.0f} s"
+            error = f"no list of our allocations within {self._timeout_s:g} s"
             self._outages.failed(name, error, asked_at)
             return False
         except AIFactoryError as exc:

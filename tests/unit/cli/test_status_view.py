@@ -65,3 +65,32 @@ def test_the_insecure_single_user_mode_is_shown_loudly() -> None:
     console = Console(width=200, record=True)
     console.print(render_status(status))
     assert "INSECURE SINGLE-USER MODE" in console.export_text()
+
+
+def _paused(unreachable: list[str], paused: str) -> str:
+    status = {
+        "name": "chat",
+        "backend": "slurm",
+        "replicas": {"min": 2, "max": 2, "wanted": 2, "ready": 2, "by_state": {"ready": 2}},
+        "in_flight": 0,
+        "runs_as": [],
+        "isolation": "root",
+        "queue": {"length": 0, "limit": 64, "oldest_wait_s": 0},
+        "waiting_on": f"scaling paused: {paused}",
+        "starting": [],
+        "scaling": [],
+        "unreachable": unreachable,
+        "scaling_paused": paused,
+    }
+    console = Console(width=200, record=True)
+    console.print(render_status(status))
+    return console.export_text()
+
+
+def test_an_unreachable_stack_and_the_paused_scaling_are_said_once() -> None:
+    outage = "Slurm unreachable since 2026-12-07 12:00:00: Slurm did not answer `squeue`"
+    text = _paused([outage], outage)
+    assert text.count("Slurm unreachable since 2026-12-07 12:00:00") == 1
+    assert "scaling paused until it answers: nothing is started or replaced there" in text
+    waiting = "waiting for Slurm to list the replicas of the earlier run"
+    assert f"scaling paused: {waiting}" in _paused([], waiting)
