@@ -77,6 +77,11 @@ def _status(server: Server, name: str) -> str:
     return server.cli("status", name).stdout
 
 
+def _replicas(server: Server, service: str, handles: set[str]) -> list[dict[str, Any]]:
+    replicas = server.admin.get(f"/api/services/{service}/replicas").json()["replicas"]
+    return [r for r in replicas if r["handle"] in handles]
+
+
 def _jobs_stay(data_dir: Path, expected: set[str], for_s: float) -> None:
     deadline = time.monotonic() + for_s
     while time.monotonic() < deadline:
@@ -171,8 +176,9 @@ def test_restart_during_an_outage_serves_at_once_and_keeps_exactly_its_jobs(
             for _ in range(3):
                 assert _ask(client, "outage-model")
             wait_until(lambda: _slurm_unreachable(srv), timeout_s=40, what="Slurm unreachable")
-            replicas = srv.admin.get("/api/services/outage/replicas").json()["replicas"]
-            assert sorted(r["state"] for r in replicas if r["handle"] in before) == ["ready"] * 2
+            replicas = _replicas(srv, "outage", before)
+            assert [(r["state"], r["unconfirmed"]) for r in replicas] == [("ready", True)] * 2
+            assert "has not confirmed it runs yet" in srv.cli("replicas", "outage").stdout
         _report(f"time to serve after a restart during the outage: {time_to_serve:.1f} s")
         assert time_to_serve < 15, f"served only {time_to_serve:.1f} s after the restart"
         wait_until(
@@ -182,6 +188,12 @@ def test_restart_during_an_outage_serves_at_once_and_keeps_exactly_its_jobs(
             context=srv.log_tail,
         )
         # Adoption settles: the same two jobs, none submitted, none lost.
+        wait_until(
+            lambda: _replicas(srv, "outage", before),
+            lambda found: [r["unconfirmed"] for r in found] == [False] * 2,
+            timeout_s=30,
+            what="both replicas confirmed",
+        )
         _jobs_stay(data_dir, before, for_s=10)
         _report(f"jobs before the outage: {len(before)}, after: {len(our_jobs(data_dir))}")
         assert srv.admin.get("/api/services/outage").json()["ready"] == 2

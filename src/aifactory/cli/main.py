@@ -152,6 +152,8 @@ def replicas(name: Annotated[str, typer.Argument(help="Service name.")]) -> None
 
 
 def _replica_note(replica: dict[str, Any]) -> str:
+    if replica.get("unconfirmed"):
+        return "restored after a restart; its stack has not confirmed it runs yet"
     if replica["pending_reason"]:
         eta = f", expected start in {replica['eta_s']}s" if replica["eta_s"] is not None else ""
         return f"{replica['pending_reason']}{eta}"

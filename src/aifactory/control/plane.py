@@ -285,6 +285,8 @@ class ControlPlane:
             "eta_s": round(live.starts_at - now) if live and live.starts_at else None,
             "time_left_s": round(live.ends_at - now) if live and live.ends_at else None,
             "retiring": bool(live and live.retiring),
+            # Restored after a restart: kept (and serving) until its stack says whether it runs.
+            "unconfirmed": bool(live and live.unconfirmed),
             "timeline": dict(live.timeline) if live else {},
             "reason": row.reason,
             "created_at": row.created_at.isoformat(),
