@@ -38,8 +38,12 @@ def render_status(status: dict[str, Any]) -> Group:
         parts.append(Text(message, style="bold red"))
     paused = status.get("scaling_paused")
     if paused:
-        why = " until it answers: nothing is started or replaced there" if unreachable else ""
-        parts.append(Text(f"scaling paused{why or ': ' + paused}", style="yellow"))
+        line = (
+            "scaling paused until it answers: nothing is started or replaced there"
+            if unreachable  # the reason, said just above
+            else f"scaling paused: {paused}"
+        )
+        parts.append(Text(line, style="yellow"))
     elif status["waiting_on"]:
         parts.append(Text(f"waiting on: {status['waiting_on']}", style="yellow"))
     if status["starting"]:

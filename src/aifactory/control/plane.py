@@ -243,6 +243,7 @@ class ControlPlane:
         }
 
     def _outages_of(self, spec: Deployable | None) -> list[Outage]:
+        """The outages of ``spec``'s stacks, and of the database every service needs."""
         needed = set(stacks_of(spec, self.settings.default_backend)) if spec else set()
         return [
             o

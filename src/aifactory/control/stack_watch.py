@@ -158,8 +158,11 @@ class StackWatch:
             error = f"no list of our allocations within {self._timeout_s:g} s"
             self._outages.failed(name, error, asked_at)
             return False
-        except AIFactoryError as exc:
-            self._outages.failed(name, exc.message, asked_at)
+        except Exception as exc:  # whatever it was, it is no answer: nothing is taken for gone
+            if not isinstance(exc, AIFactoryError):
+                logger.exception("asking %s what it runs failed", label(name))
+            error = exc.message if isinstance(exc, AIFactoryError) else repr(exc)
+            self._outages.failed(name, error, asked_at)
             return False
         self._outages.answered(name)
         try:
