@@ -140,8 +140,14 @@ def test_an_outage_under_load_fails_no_request_and_is_visible(tmp_path: Path) ->
             what="healthz: Slurm answers again",
             context=srv.log_tail,
         )
-        assert _health(srv)["status"] == "ok"
-        assert "Slurm unreachable" not in _status(srv, "steady")
+        # slurmctld may refuse a question or two while it starts again: that is an outage too.
+        wait_until(
+            lambda: _status(srv, "steady"),
+            lambda shown: "Slurm unreachable" not in shown and "scaling paused" not in shown,
+            timeout_s=60,
+            interval_s=1,
+            what="aif status without the outage",
+        )
         _jobs_stay(srv.data_dir, before, for_s=5)
     finally:
         srv.stop()
