@@ -25,7 +25,12 @@ def test_a_job_starts_pending_and_keeps_its_spec(store: Store) -> None:
     job(store, "train-1", handle="4242")
     row = store.job("train-1")
     assert row is not None
-    assert (row.state, row.spec, row.handle, row.tasks) == ("pending", {"name": "train"}, "4242", [])
+    assert (row.state, row.spec, row.handle, row.tasks) == (
+        "pending",
+        {"name": "train"},
+        "4242",
+        [],
+    )
     assert store.job("train-9") is None
 
 

@@ -7,8 +7,9 @@ for a bucket to refill.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,9 @@ class Clock:
 
 
 def principal(store: Store, key_id: int, tenant: str = "lab") -> Principal:
-    return Principal(key_id=key_id, tenant_id=store.ensure_tenant(tenant), tenant=tenant, role="user")
+    return Principal(
+        key_id=key_id, tenant_id=store.ensure_tenant(tenant), tenant=tenant, role="user"
+    )
 
 
 async def admit_and_settle(limiter: Limiter, who: Principal, tokens: int = 0) -> None:
@@ -46,7 +49,7 @@ async def count_admitted(limiter: Limiter, who: Principal, tokens: int = 0) -> i
         assert count < 100, "never refused"
 
 
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(scenario())
 
 
