@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from aifactory.control.fleet import LiveReplica
 from aifactory.gateway import GatewayApp
 from aifactory.specs import Service, load_service
 from aifactory.store import Store
-from aifactory.tenancy import KeyAuthenticator, Limiter, UsageLedger, issue_key
+from aifactory.tenancy import KeyAuthenticator, Limiter, UsageLedger, issue_key, period_bounds
 
 CHAT = """
 name: chat
@@ -453,16 +454,32 @@ def test_requests_over_the_tenants_rate_are_refused_before_reaching_an_engine(
     run(store, scenario)
 
 
-def test_a_spent_token_budget_is_insufficient_quota(store: Store) -> None:
+def test_the_engines_usage_is_spent_from_the_token_budget(store: Store) -> None:
+    physics = store.ensure_tenant("physics")
+    store.set_limits(physics, None, token_budget=100, period="month")
+
     async def scenario(gw: Gateway) -> None:
         await gw.engine("chat-1")
-        budget = PROMPT_TOKENS + COMPLETION_TOKENS  # what one request costs
-        store.set_limits(store.ensure_tenant("physics"), None, token_budget=budget)
-        assert (await gw.post()).status_code == 200, "the engine's usage was spent"
+        for _ in range(2):
+            assert (await gw.post()).status_code == 200
+
+    run(store, scenario)
+    # A clean stop hands every slice back: the store holds exactly what was used.
+    start, _end = period_bounds("month", time.time())
+    spent = store.counters.value(f"budget:tenant 'physics':{int(start)}")
+    assert spent == 2 * (PROMPT_TOKENS + COMPLETION_TOKENS)
+
+
+def test_a_spent_token_budget_is_insufficient_quota(store: Store) -> None:
+    async def scenario(gw: Gateway) -> None:
+        upstream = await gw.engine("chat-1")
+        store.set_limits(store.ensure_tenant("physics"), None, token_budget=0)
         refused = await gw.post()
         assert refused.status_code == 429
-        assert error_of(refused)["code"] == "insufficient_quota"
-        assert int(refused.headers["retry-after"]) > 0
+        error = error_of(refused)
+        assert (error["type"], error["code"]) == ("insufficient_quota", "insufficient_quota")
+        assert int(refused.headers["retry-after"]) > 0, "seconds until the budget resets"
+        assert upstream.received == []
 
     run(store, scenario)
 
