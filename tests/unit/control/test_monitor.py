@@ -131,6 +131,11 @@ async def world(*specs: str) -> AsyncIterator[World]:
         await runner.cleanup()
 
 
+def state_of(replica: LiveReplica) -> ReplicaState:
+    """The replica's state now (read afresh: the monitor changes it between asserts)."""
+    return replica.state
+
+
 def run(scenario: Callable[[World], Coroutine[Any, Any, None]], *specs: str) -> None:
     async def main() -> None:
         async with asyncio.timeout(10), world(*specs) as w:
@@ -143,12 +148,12 @@ def test_a_loading_engine_is_healthy_and_a_200_makes_it_ready() -> None:
     async def scenario(w: World) -> None:
         replica = w.replica("chat-1", ReplicaState.REGISTERED)
         await w.monitor.check()
-        assert replica.state is ReplicaState.HEALTHY
+        assert state_of(replica) is ReplicaState.HEALTHY
         assert w.lifecycle.moves == [("chat-1", "healthy", "health check answered 503")]
         assert w.lifecycle.readied == [], "no traffic, no held request released yet"
         w.engine.status = 200
         await w.monitor.check()
-        assert replica.state is ReplicaState.READY
+        assert state_of(replica) is ReplicaState.READY
         assert w.lifecycle.readied == ["chat"], "held requests are woken"
 
     run(scenario)
@@ -278,10 +283,10 @@ def test_agents_are_ready_once_registered_and_pools_once_their_worker_joined() -
         pool = w.replica("cpu-1", ReplicaState.REGISTERED, service="cpu")
         await w.monitor.check()
         assert agent.state is ReplicaState.READY
-        assert pool.state is ReplicaState.REGISTERED, "its worker has not joined"
+        assert state_of(pool) is ReplicaState.REGISTERED, "its worker has not joined"
         w.pools.members.add("cpu-1")
         await w.monitor.check()
-        assert pool.state is ReplicaState.READY
+        assert state_of(pool) is ReplicaState.READY
         assert w.lifecycle.readied == ["helper", "cpu"]
         assert w.engine.probes == 0, "neither is probed over HTTP"
 

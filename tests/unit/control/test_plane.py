@@ -92,7 +92,7 @@ def test_a_deploy_that_is_another_service_under_the_same_name_is_refused(
         taken = CHAT.replace("name: chat\n", "name: other\n")
         with pytest.raises(Conflict, match="'smol' is already served by service 'chat'"):
             await deploy(plane, taken)
-        with pytest.raises(Conflict, match="is a Service; a Agent cannot replace it"):
+        with pytest.raises(Conflict, match=r"is a Service; an? Agent cannot replace it"):
             await deploy(plane, "kind: Agent\nname: chat\ncommand: [python, agent.py]\n")
         with pytest.raises(Conflict, match="runs for another tenant"):
             await deploy(plane, CHAT.replace("max: 3", "max: 4"), store.ensure_tenant("lab"))
