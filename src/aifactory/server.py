@@ -1,13 +1,17 @@
 """Assembles the process: store, tenancy, control plane, gateway, admin API.
 
-``/v1/*`` goes straight to the raw ASGI gateway (the hot path); everything
-else (admin API, registration, ``/healthz``, ``/metrics``) goes to a
-Starlette app, whose lifespan starts and stops every background task in one
-order: store, keys, ledger, gateway pool, functions broker, control plane;
-and the reverse. ``/v1/services/…`` and ``/v1/functions…`` are admin routes
-too, though under ``/v1`` for clients. The dashboard is part of the Starlette
-app: its page at ``/``, its data under ``/api/dashboard``. One middleware in
-front of both gives every request an ``x-request-id``.
+The HTTP surface is a list of mounts inside a list of middleware::
+
+    RequestIdMiddleware                      every request gets an ``x-request-id``
+      /v1/services/, /v1/functions -> admin  the API's routes clients reach under /v1
+      /v1/                         -> gateway  the raw ASGI OpenAI proxy (the hot path)
+      everything else              -> admin  admin API, registration, /healthz,
+                                             /metrics, the dashboard (page and data)
+
+The admin app is Starlette behind ``BodyLimit`` (the gateway limits its own
+bodies on the hot path); its lifespan starts and stops every background
+task in one order: store, keys, ledger, gateway pool, functions broker,
+control plane; and the reverse.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from aifactory import metrics
 from aifactory.api import AdminAPI, FunctionsAPI, JobsAPI, TenantsAPI
+from aifactory.asgi import Mount, Mounts, wrapped
 from aifactory.config import Settings
 from aifactory.control import ControlPlane, FleetFollower, instance_id
 from aifactory.data_dir import lock_down
@@ -45,7 +50,8 @@ from aifactory.web import DashboardData, MetricsSampler, page_routes
 
 logger = logging.getLogger(__name__)
 
-_ADMIN_UNDER_V1 = ("/v1/services/", "/v1/functions")
+# The API's routes that clients reach under /v1, beside the gateway's.
+_API_UNDER_V1 = ("/v1/services/", "/v1/functions")
 
 
 class App:
@@ -118,25 +124,16 @@ class App:
                 ClientDisconnect: _client_gone,
             },
         )
-        # The gateway limits its own bodies (max_request_bytes), on the hot path.
-        self._limited_admin = BodyLimit(self.admin, _admin_body_rules(settings))
-        self._entry = RequestIdMiddleware(self._dispatch)
+        admin = BodyLimit(self.admin, _admin_body_rules(settings))
+        mounts = [
+            *(Mount(prefix, admin) for prefix in _API_UNDER_V1),
+            Mount("/v1/", self.gateway),
+        ]
+        self._asgi = wrapped(Mounts(mounts, default=admin), [RequestIdMiddleware])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one ASGI scope through the request-id middleware."""
-        await self._entry(scope, receive, send)
-
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Dispatch ``/v1`` to the gateway and the rest to the admin app."""
-        path = scope.get("path", "")
-        if (
-            scope["type"] == "http"
-            and path.startswith("/v1/")
-            and not path.startswith(_ADMIN_UNDER_V1)
-        ):
-            await self.gateway(scope, receive, send)
-        else:
-            await self._limited_admin(scope, receive, send)
+        """Serve one ASGI scope: its mount, inside the middleware."""
+        await self._asgi(scope, receive, send)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
