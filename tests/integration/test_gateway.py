@@ -86,6 +86,14 @@ def _cosine(a: list[float], b: list[float]) -> float:
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
+def test_a_model_asked_for_what_its_engine_does_not_serve_is_a_400(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="serves /v1/embeddings") as chat:
+        client.chat.completions.create(model=EMBED, messages=[{"role": "user", "content": "hi"}])
+    assert chat.value.body["param"] == "model"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError, match="serves /v1/chat/completions"):
+        client.embeddings.create(model=CHAT, input="hello")
+
+
 def test_embeddings_are_meaningful(client: OpenAI) -> None:
     texts = [
         "A man is playing a guitar.",

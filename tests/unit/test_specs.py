@@ -219,3 +219,18 @@ def test_what_kubernetes_cannot_do_is_refused_with_the_fix(
     document = {"name": "k", "command": "true", "backend": "kubernetes", **fields}
     with pytest.raises(SpecError, match=re.escape(named)):
         load_job(document)
+
+
+@pytest.mark.parametrize("value", [[], {}, [1], {"h": 1}])
+def test_a_duration_that_is_neither_text_nor_a_number_is_a_spec_error(value: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration_s(value)  # type: ignore[arg-type]
+    spec = {"name": "c", "models": [{"name": "m"}], "engine": {"type": "llama.cpp", "model": "m"}}
+    with pytest.raises(SpecError, match="time_limit"):
+        load_service({**spec, "time_limit": value})
+
+
+@pytest.mark.parametrize("kind", [{"": None}, ["Agent"], 3])
+def test_a_kind_that_is_not_a_name_is_a_spec_error(kind: object) -> None:
+    with pytest.raises(SpecError, match="`kind` must be"):
+        load_deployable({"kind": kind, "name": "x"})

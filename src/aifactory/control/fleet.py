@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping, ValuesV
 from dataclasses import dataclass, field
 
 from aifactory.control.holding import Held, HoldQueues
-from aifactory.engines import context_tokens, stops_only_streams
+from aifactory.engines import context_tokens, endpoints, stops_only_streams
 from aifactory.specs import Service
 
 
@@ -151,6 +151,7 @@ class ModelEntry:
     private_to: int | None = None  # the only tenant that may use it, if private
     context_tokens: int | None = None  # what its engine's context holds, when known
     stops_only_streams: bool = False  # its engine stops for a client gone only when streaming
+    endpoints: frozenset[str] | None = None  # chat, completions, embeddings; None: any
 
 
 class Fleet:
@@ -176,11 +177,13 @@ class Fleet:
             self.services[service.name] = service
             private_to = (owners or {}).get(service.name) if service.private else None
             context, only_streams = context_tokens(service), stops_only_streams(service)
+            serves = endpoints(service)
             for model in service.models:
                 for name in (model.name, *model.aliases):
                     self._models[name] = ModelEntry(
-                        name, service.name, model.name, created, private_to, context, only_streams
-                    )
+                        name, service.name, model.name, created, private_to, context, only_streams,
+                        serves,
+                    )  # fmt: skip
 
     def of_service(self, service: str) -> list[LiveReplica]:
         """The live replicas of one service."""

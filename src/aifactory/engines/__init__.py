@@ -22,6 +22,7 @@ __all__ = [
     "EngineLaunch",
     "context_tokens",
     "die_with_parent",
+    "endpoints",
     "fill_address",
     "locate",
     "render_engine",
@@ -58,6 +59,19 @@ def context_tokens(service: Service) -> int | None:
         return llamacpp.context_tokens(service)
     if service.engine.type == "vllm":
         return vllm.context_tokens(service)
+    return None
+
+
+def endpoints(service: Service) -> frozenset[str] | None:
+    """The OpenAI endpoints (``chat``, ``completions``, ``embeddings``) the engine serves.
+
+    None when the engine does not say. llama.cpp serves embeddings only when
+    started with ``embedding`` (and then cannot generate), text otherwise.
+    """
+    from aifactory.engines import llamacpp
+
+    if service.engine.type == "llama.cpp":
+        return llamacpp.endpoints(service)
     return None
 
 

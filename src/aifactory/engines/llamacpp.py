@@ -61,3 +61,10 @@ def context_tokens(service: Service) -> int | None:
     if ctx_size is None:
         return DEFAULT_CTX_SIZE
     return ctx_size or None  # 0: the context the model was trained with
+
+
+def endpoints(service: Service) -> frozenset[str]:
+    """Embeddings with ``embedding`` set (llama.cpp then computes no logits), else text."""
+    value = service.engine.args.get("embedding")
+    embeds = value is True or (isinstance(value, str) and value.lower() in ("1", "true", "yes"))
+    return frozenset({"embeddings"}) if embeds else frozenset({"chat", "completions"})

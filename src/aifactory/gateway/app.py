@@ -60,6 +60,7 @@ PROXIED = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
 }
+_PATHS = {endpoint: path for path, endpoint in PROXIED.items()}
 STREAMABLE = {"chat", "completions"}
 _MAX_ANSWERED_ERRORS = 2  # replicas answering 502/503 before that answer is relayed
 _RETRY_AFTER_S = "5"
@@ -203,6 +204,12 @@ class GatewayApp:
         entry = self._router.resolve(model)
         if entry is None or not _may_use(principal, entry):
             raise ModelNotFound(_no_model(model), param="model")
+        if entry.endpoints is not None and endpoint not in entry.endpoints:
+            raise BadRequest(
+                f"The model {model!r} does not serve {path}: it serves "
+                f"{', '.join(sorted(_PATHS[e] for e in entry.endpoints))}.",
+                param="model",
+            )
         check_bounds(endpoint, payload, entry.context_tokens)
         model = entry.canonical
         session = _session_key(scope, payload)

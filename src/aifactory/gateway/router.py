@@ -58,6 +58,11 @@ class ModelInfo(Protocol):
         """Whether its engine stops for a client gone only while streaming to it."""
         ...
 
+    @property
+    def endpoints(self) -> frozenset[str] | None:
+        """The endpoints its engine serves (chat, completions, embeddings); None: any."""
+        ...
+
 
 class Router(Protocol):
     """Picks replicas for the gateway.

@@ -118,9 +118,20 @@ class _BoundedLoader(yaml.SafeLoader):
         value: int = super().construct_yaml_int(node)
         return value
 
+    def construct_yaml_str(self, node: ScalarNode) -> str:
+        value: str = super().construct_yaml_str(node)
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ConstructorError(
+                None, None, "a string holds a lone surrogate escape: not text", node.start_mark
+            ) from None
+        return value
+
 
 def _refusal(problem: str, mark: Any) -> ComposerError:
     return ComposerError(None, None, problem, mark)
 
 
 _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+_BoundedLoader.add_constructor("tag:yaml.org,2002:str", _BoundedLoader.construct_yaml_str)

@@ -59,6 +59,8 @@ def duration_seconds(text: str | int | float) -> float:
     """Seconds in a duration of any form ``parse_duration_s`` takes, without its bound."""
     if isinstance(text, int | float):
         return float(text)
+    if not isinstance(text, str):
+        raise ValueError(f"a duration is a number of seconds or text like '30m', not {text!r}")
     value = text.strip()
     if value.isdigit():
         return float(value)

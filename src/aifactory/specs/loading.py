@@ -90,6 +90,11 @@ def load_deployable(source: str | dict[str, Any], origin: str = "spec") -> Deplo
     """
     document = _parse(source, origin, "`kind`, `name` and its fields", "see examples/")
     kind = document.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        raise SpecError(
+            f"{origin}: `kind` must be Service, FunctionPool or Agent, not {_GOT.repr(kind)}.",
+            fix="set `kind` to one of them (or leave it out for a Service)",
+        )
     if kind not in _KINDS:
         return load_service(document, origin)
     model, example = _KINDS[kind]

@@ -91,3 +91,10 @@ def test_yaml_integers_longer_than_any_setting_are_refused(integer: str) -> None
 
 def test_yaml_a_long_string_of_digits_in_quotes_is_a_string() -> None:
     assert parse_yaml(f"v: '{'9' * 5000}'\n") == {"v": "9" * 5000}
+
+
+@pytest.mark.parametrize("text", ['name: "\\ud9bd\\udc5d"', 'command: ["\\udfff"]', '"\\ud800": x'])
+def test_yaml_strings_with_lone_surrogates_are_refused(text: str) -> None:
+    with pytest.raises(yaml.YAMLError, match="lone surrogate"):
+        parse_yaml(text)
+    assert parse_yaml('name: "caf\\u00e9 \\U0001F600"') == {"name": "café 😀"}
