@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping, ValuesV
 from dataclasses import dataclass, field
 
 from aifactory.control.holding import Held, HoldQueues
-from aifactory.engines import context_tokens, endpoints, stops_only_streams
+from aifactory.engines import context_tokens, endpoints, stops_only_streams, takes_text_only
 from aifactory.specs import Service
 
 
@@ -152,6 +152,7 @@ class ModelEntry:
     context_tokens: int | None = None  # what its engine's context holds, when known
     stops_only_streams: bool = False  # its engine stops for a client gone only when streaming
     endpoints: frozenset[str] | None = None  # chat, completions, embeddings; None: any
+    text_only: bool = False  # its engine takes no images, audio or files
 
 
 class Fleet:
@@ -182,7 +183,7 @@ class Fleet:
                 for name in (model.name, *model.aliases):
                     self._models[name] = ModelEntry(
                         name, service.name, model.name, created, private_to, context, only_streams,
-                        serves,
+                        serves, takes_text_only(service),
                     )  # fmt: skip
 
     def of_service(self, service: str) -> list[LiveReplica]:

@@ -27,6 +27,7 @@ __all__ = [
     "locate",
     "render_engine",
     "stops_only_streams",
+    "takes_text_only",
 ]
 
 
@@ -73,6 +74,11 @@ def endpoints(service: Service) -> frozenset[str] | None:
     if service.engine.type == "llama.cpp":
         return llamacpp.endpoints(service)
     return None
+
+
+def takes_text_only(service: Service) -> bool:
+    """Whether the engine takes text only: llama.cpp here has no vision or audio projector."""
+    return service.engine.type == "llama.cpp"
 
 
 def stops_only_streams(service: Service) -> bool:

@@ -42,6 +42,7 @@ from aifactory.errors import (
     UpstreamTimeout,
 )
 from aifactory.gateway.bounds import check_bounds
+from aifactory.gateway.chat_shape import check_chat
 from aifactory.gateway.fold import StreamFold
 from aifactory.gateway.holding import hold_until_ready
 from aifactory.gateway.in_flight import KeyInFlight
@@ -210,6 +211,8 @@ class GatewayApp:
                 f"{', '.join(sorted(_PATHS[e] for e in entry.endpoints))}.",
                 param="model",
             )
+        if endpoint == "chat":
+            check_chat(payload, entry.text_only)
         check_bounds(endpoint, payload, entry.context_tokens)
         model = entry.canonical
         session = _session_key(scope, payload)

@@ -63,6 +63,11 @@ class ModelInfo(Protocol):
         """The endpoints its engine serves (chat, completions, embeddings); None: any."""
         ...
 
+    @property
+    def text_only(self) -> bool:
+        """Whether its engine takes text only (no images, audio or files)."""
+        ...
+
 
 class Router(Protocol):
     """Picks replicas for the gateway.
