@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -62,3 +63,31 @@ def test_a_response_override_no_header_can_carry_is_refused(s3: Any) -> None:
     assert response.status_code == 400, response.text
     assert "<Code>InvalidArgument</Code>" in response.text
     assert "response-content-disposition" in response.text
+
+
+def test_a_signature_with_non_ascii_characters_does_not_match(s3server: S3Server) -> None:
+    access, secret = s3server.issue("checks")
+    v4 = s3server.client((access, secret), signature_version="s3v4")
+    v4.put_object(Bucket="checks", Key="signed", Body=b"x")
+    presigned = v4.generate_presigned_url(
+        "get_object", Params={"Bucket": "checks", "Key": "signed"}
+    )
+    path = presigned.partition("?")[0]
+    signature = presigned.partition("X-Amz-Signature=")[2]
+    now = datetime.now(UTC)
+    scope = f"{access}/{now:%Y%m%d}/us-east-1/s3/aws4_request"
+    authorization = f"AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=host, Signature=\xe9"
+    for attempt in (
+        httpx.get(presigned.replace(f"X-Amz-Signature={signature}", "X-Amz-Signature=%C3%A9")),
+        httpx.get(f"{path}?AWSAccessKeyId={access}&Expires=9999999999&Signature=%C3%A9"),
+        httpx.get(
+            path,
+            headers={
+                "Authorization": authorization.encode("latin-1"),
+                "x-amz-date": f"{now:%Y%m%dT%H%M%SZ}",
+                "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+            },
+        ),
+    ):
+        assert attempt.status_code == 403, attempt.text
+        assert "<Code>SignatureDoesNotMatch</Code>" in attempt.text
