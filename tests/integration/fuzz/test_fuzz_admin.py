@@ -213,7 +213,7 @@ _COMMON = {
     "env": _ENV,
 }
 # Whatever else a spec draws, it launches nothing.
-_AT_ZERO = {
+_AT_ZERO: dict[str, dict[str, Any]] = {
     "Service": {"replicas": {"min": 0, "max": 1}},
     "FunctionPool": {"allocations": {"min": 0, "max": 1}},
     "Agent": {"replicas": 0},
@@ -600,6 +600,8 @@ def test_functions_buckets_and_reads(target: Target) -> None:
     @given(st.one_of(_functions(target), _buckets(target), _dashboard(target), _reads(target)))
     @example(_sent(target, "POST", "/api/functions", DEEP_JSON_ARRAY))
     @example(_sent(target, "POST", "/api/buckets", DEEP_JSON_OBJECT))
+    @example(_sent(target, "PUT", f"/api/buckets/{BUCKET}/grants", DEEP_JSON_ARRAY))
+    @example(_sent(target, "POST", "/api/dashboard/buckets", DEEP_JSON_ARRAY))
     def probe(request: Request) -> None:
         fuzzer.send(request)
 

@@ -587,7 +587,7 @@ def test_s3_requests(target: Target) -> None:
     def send(call: Call) -> None:
         fuzzer.send(_sign(call, target.s3_port, credentials), _allowed)
 
-    @fuzz_settings(500)
+    @fuzz_settings(700)
     @given(
         weighted(
             (6, _object_calls(staged.uploads, staged.etags)),
