@@ -54,9 +54,9 @@ class Outcome:
     body: bytes
 
 
-def exchange(port: int, request: Request) -> Outcome:
+def exchange(port: int, request: Request, timeout_s: float = _TIMEOUT_S) -> Outcome:
     """Send ``request`` to 127.0.0.1:``port`` on a fresh connection; read the whole answer."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=_TIMEOUT_S)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
     started = time.perf_counter()
     try:
         try:
