@@ -21,12 +21,8 @@ def _refused(_request: Request, outcome: Outcome) -> bool:
 
 
 def _judge(fuzzer: Fuzzer, request: Request, outcome: Outcome) -> None:
-    fuzzer.judge(request, outcome, allowed=lambda _request, _outcome: True)  # counted only
-    if _refused(request, outcome):
-        return
-    if outcome.elapsed_s > SLOW_S:
-        fuzzer.record(request, f"held the connection for more than {SLOW_S:.0f} s")
-    else:
+    fuzzer.judge(request, outcome, _refused)  # a 5xx, or no answer in time, is kept there
+    if outcome.status is not None and outcome.status < 400 and outcome.elapsed_s <= SLOW_S:
         fuzzer.record(request, f"accepted it: answered {outcome.status}")
 
 

@@ -70,9 +70,10 @@ def test_broker_frames(target: Target) -> None:
         request = Request(f"{port} port: frames", "ZMQ", addresses[port], (), b"|".join(frames))
         # The broker's fault shows in the next call.
         answer = exchange(target.port, invoke, timeout_s=SLOW_S)
-        fuzzer.judge(request, answer, allowed=lambda _request, _answer: True)  # counted only
+        fuzzer.judge(request, answer)
         if answer.status != 200 or answer.elapsed_s > SLOW_S:
-            fuzzer.record(request, f"functions stopped answering (invoke: {answer.status})")
+            if answer.status is not None and answer.status < 500:
+                fuzzer.record(request, f"the next call answered {answer.status}")
             broken.append(request)
 
     @fuzz_settings(60)

@@ -108,7 +108,7 @@ def backpressure(_request: Request, outcome: Outcome) -> bool:
 
 @dataclass
 class Tally:
-    """Counts of one category: requests sent, 5xx answers, the slowest answer."""
+    """Counts of one category: requests sent, 5xx answers (but by design), the slowest answer."""
 
     sent: int = 0
     server_errors: int = 0
@@ -174,12 +174,13 @@ class Fuzzer:
         tally = self.tally
         tally.sent += 1
         tally.answers[request.label, outcome.status] += 1
-        if outcome.status is not None and outcome.status >= 500:
+        by_design = allowed(request, outcome)
+        if outcome.status is not None and outcome.status >= 500 and not by_design:
             tally.server_errors += 1
         if outcome.elapsed_s > tally.slowest_s:
             tally.slowest_s, tally.slowest = outcome.elapsed_s, request.label
         problem = _problem(outcome)
-        if problem and not allowed(request, outcome):
+        if problem and not by_design:
             where = _traceback_line(self._read_log(offset)) if offset >= 0 else ""
             self.record(request, problem, where or _excerpt(outcome))
 
@@ -205,6 +206,8 @@ class Fuzzer:
 
 
 def _problem(outcome: Outcome) -> str:
+    if outcome.status is None and outcome.elapsed_s > SLOW_S:
+        return f"no answer for more than {SLOW_S:.0f} s"
     if outcome.status is None:
         return "connection closed without an answer"
     if outcome.status >= 500:
