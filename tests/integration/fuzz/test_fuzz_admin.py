@@ -35,7 +35,7 @@ from .strategies import (
     with_headers,
     yaml_alias_bomb,
 )
-from .wire import Request
+from .wire import Outcome, Request
 
 LIMITED = "fz-limited"
 LIMIT_FIELDS = (
@@ -579,6 +579,16 @@ def _reads(target: Target) -> Strategy[Request]:
             _admin(target),
         ),
         http_requests("GET /metrics", "GET", st.just("/metrics"), _admin(target)),
+        http_requests("GET /", "GET", st.just("/"), st.just(())),
+        http_requests(
+            "GET /assets/{path}",
+            "GET",
+            st.one_of(
+                segment(st.sampled_from(["app.js", "style.css", "icon.svg"])),
+                st.sampled_from(_TRAVERSALS),
+            ).map("/assets/".__add__),
+            st.just(()),
+        ),
         st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]).flatmap(
             lambda method: http_requests(
                 f"{method} /api/*",
@@ -589,6 +599,23 @@ def _reads(target: Target) -> Strategy[Request]:
             )
         ),
     )
+
+
+_TRAVERSALS = (
+    "../../../../etc/passwd",
+    "..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "....//....//etc/passwd",
+    "%252e%252e%252fetc%252fpasswd",
+    "/etc/passwd",
+    "%00",
+)
+
+
+def _not_a_leak(request: Request, outcome: Outcome) -> None:
+    """No path outside the dashboard's files is ever served."""
+    if request.label == "GET /assets/{path}" and b"root:" in outcome.body:
+        raise AssertionError(f"{request.target} served a file outside the assets")
 
 
 def test_functions_buckets_and_reads(target: Target) -> None:
@@ -603,7 +630,7 @@ def test_functions_buckets_and_reads(target: Target) -> None:
     @example(_sent(target, "PUT", f"/api/buckets/{BUCKET}/grants", DEEP_JSON_ARRAY))
     @example(_sent(target, "POST", "/api/dashboard/buckets", DEEP_JSON_ARRAY))
     def probe(request: Request) -> None:
-        fuzzer.send(request)
+        _not_a_leak(request, fuzzer.send(request))
 
     probe()
     target.check()
