@@ -3,12 +3,13 @@
 The server has what the fuzzers need to get past the first checks: the chat
 and embeddings engines, a warm function pool with one named function, a
 tenant ``fz`` with a user key, an S3 pair and a bucket holding one object.
-Every fuzz test ends with ``target.check(...)``: no finding, the server
+Every fuzz test ends with ``target.check()``: no finding, the server
 healthy, its event loop never stalled, its memory back near the baseline.
 """
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import boto3
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from ..server import REPO, Server, start_server
+from ..server import REPO, Server, processes_mentioning, start_server
 from .wire import SLOW_S, Fuzzer, Request, Tally, exchange
 
 # The event loop serves /healthz between any two awaits: a longer wait is a stall.
@@ -221,7 +222,9 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     vitals.start()
     yield target
     vitals.stop()
-    server.stop()
+    # uvicorn re-raises SIGTERM after a graceful shutdown.
+    assert server.stop() in (0, -signal.SIGTERM), server.log_tail()
+    assert processes_mentioning(str(data_dir)) == []
 
 
 @pytest.fixture

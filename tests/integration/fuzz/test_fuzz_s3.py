@@ -49,7 +49,7 @@ class Call:
     query: tuple[tuple[str, str], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
-    signing: str = "header"  # header | trailer | presigned | none
+    signing: str = "header"  # header (unsigned payload) | sha256 | trailer | presigned | none
     tamper: tuple[tuple[str, str], ...] = ()
 
 
@@ -62,8 +62,9 @@ def _sign(call: Call, port: int, credentials: Credentials) -> Request:
     signed = AWSRequest(call.method, url, data=call.body, headers=dict(call.headers))
     if call.signing == "presigned":
         S3SigV4QueryAuth(credentials, "s3", "us-east-1", expires=600).add_auth(signed)
-    elif call.signing in ("header", "trailer"):
-        signed.context = {"client_config": _UNSIGNED}
+    elif call.signing != "none":
+        if call.signing != "sha256":
+            signed.context = {"client_config": _UNSIGNED}
         if call.signing == "trailer":
             signed.context["checksum"] = _TRAILER
         S3SigV4Auth(credentials, "s3", "us-east-1").add_auth(signed)
@@ -285,11 +286,14 @@ def _object_calls(uploads: list[str], etags: list[str]) -> Strategy[Call]:
         (1, _values()),
     )
     put = st.builds(
-        lambda b, k, h, body: Call("PutObject", "PUT", b, k, headers=h, body=body),
+        lambda b, k, h, body, signing: Call(
+            "PutObject", "PUT", b, k, headers=h, body=body, signing=signing
+        ),
         _buckets(),
         _keys(avoid_seed=True),
         _header_set(_OBJECT_HEADERS),
         st.binary(max_size=256),
+        st.sampled_from(["header", "sha256"]),
     )
     chunked = st.builds(
         lambda k, chunks, h: Call(
