@@ -218,7 +218,7 @@ def authorizations(usual: tuple[str, str], *others: tuple[str, str]) -> Strategy
     wrong = hostile_text().map(lambda text: (("Authorization", "Bearer " + latin1(text)),))
     malformed = hostile_text().map(lambda text: (("Authorization", latin1(text)),))
     return weighted(
-        (12, st.just((usual,))),
+        (24, st.just((usual,))),
         *((2, st.just((other,))) for other in others),
         (1, wrong),
         (1, malformed),

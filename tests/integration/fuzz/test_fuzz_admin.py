@@ -144,7 +144,7 @@ def test_tenants_limits_and_keys(target: Target) -> None:
     protected_ids = {key["id"] for key in admin.get("/api/keys").json()["keys"]}
     limits = f"/api/tenants/{LIMITED}/limits"
 
-    @fuzz_settings(400)
+    @fuzz_settings(600)
     @given(st.one_of(_tenants(target), _limits(target), _keys(target, protected_ids)))
     @example(_sent(target, "POST", "/api/tenants", DEEP_JSON_ARRAY))
     @example(_sent(target, "POST", "/api/keys", DEEP_JSON_OBJECT))
@@ -428,7 +428,7 @@ def test_service_and_job_specs(target: Target) -> None:
         f"resources: {{cpus: {HUGE_YAML_INTEGER}}}\n"
     )
 
-    @fuzz_settings(400)
+    @fuzz_settings(600)
     @given(st.one_of(_services(target), _job_requests(target)))
     @example(_sent(target, "POST", services, DEEP_JSON_ARRAY))
     @example(_sent(target, "POST", jobs, DEEP_JSON_OBJECT))
@@ -623,7 +623,7 @@ def test_functions_buckets_and_reads(target: Target) -> None:
     admin = target.server.admin
     assert admin.post("/api/tenants", json={"name": LIMITED}).status_code in (200, 201)
 
-    @fuzz_settings(400)
+    @fuzz_settings(600)
     @given(st.one_of(_functions(target), _buckets(target), _dashboard(target), _reads(target)))
     @example(_sent(target, "POST", "/api/functions", DEEP_JSON_ARRAY))
     @example(_sent(target, "POST", "/api/buckets", DEEP_JSON_OBJECT))

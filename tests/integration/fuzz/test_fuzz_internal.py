@@ -72,7 +72,7 @@ def test_registration_and_preemption(target: Target) -> None:
     register = "/internal/replicas/x/register"
     big = (ANY_TOKEN, ("Content-Length", str(BIG_BODY_BYTES)))
 
-    @fuzz_settings(200)
+    @fuzz_settings(250)
     @given(_requests(target))
     @example(Request(REGISTER, "POST", register, (ANY_TOKEN,), DEEP_JSON_ARRAY))
     @example(Request(REGISTER, "POST", register, (ANY_TOKEN,), DEEP_JSON_OBJECT))

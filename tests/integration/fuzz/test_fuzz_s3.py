@@ -591,7 +591,7 @@ def test_s3_requests(target: Target) -> None:
     def send(call: Call) -> None:
         fuzzer.send(_sign(call, target.s3_port, credentials), _allowed)
 
-    @fuzz_settings(700)
+    @fuzz_settings(1000)
     @given(
         weighted(
             (6, _object_calls(staged.uploads, staged.etags)),

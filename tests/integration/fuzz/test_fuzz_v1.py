@@ -181,7 +181,7 @@ def test_chat_completions(target: Target) -> None:
     }
     logit_bias = {str(i): 0 for i in range(HUGE_LOGIT_BIAS_ENTRIES)}
 
-    @fuzz_settings(150)
+    @fuzz_settings(200)
     @given(_posts(target, path, _chat_documents()))
     @example(Request(f"POST {path}", "POST", path, user, DEEP_JSON_ARRAY))
     @example(Request(f"POST {path}", "POST", path, user, DEEP_JSON_OBJECT))
@@ -206,7 +206,7 @@ def test_completions(target: Target) -> None:
     fuzzer = target.fuzzer("v1")
     path = "/v1/completions"
 
-    @fuzz_settings(100)
+    @fuzz_settings(150)
     @given(_posts(target, path, _completion_documents()))
     @example(Request(f"POST {path}", "POST", path, (target.user_auth,), DEEP_JSON_ARRAY))
     def probe(request: Request) -> None:
@@ -220,7 +220,7 @@ def test_embeddings(target: Target) -> None:
     fuzzer = target.fuzzer("v1")
     path = "/v1/embeddings"
 
-    @fuzz_settings(100)
+    @fuzz_settings(150)
     @given(_posts(target, path, _embedding_documents()))
     @example(Request(f"POST {path}", "POST", path, (target.user_auth,), DEEP_JSON_ARRAY))
     def probe(request: Request) -> None:
@@ -278,7 +278,7 @@ def test_functions_and_reads(target: Target) -> None:
     fuzzer = target.fuzzer("v1")
     invoke = f"/v1/functions/{FUNCTION}/invoke"
 
-    @fuzz_settings(250)
+    @fuzz_settings(300)
     @given(weighted((1, _invocations(target)), (1, _reads(target))))
     @example(
         Request(
