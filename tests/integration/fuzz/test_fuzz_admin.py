@@ -156,6 +156,8 @@ def test_tenants_limits_and_keys(target: Target) -> None:
             target, "POST", "/api/keys", encode({"tenant": TENANT, "expires_in": "99999999999999d"})
         )
     )
+    @example(_sent(target, "POST", "/api/keys", encode({"tenant": TENANT, "expires_in": []})))
+    @example(_sent(target, "DELETE", "/api/keys/99056840515380133888", b""))
     def probe(request: Request) -> None:
         fuzzer.send(request)
 
@@ -439,6 +441,8 @@ def test_service_and_job_specs(target: Target) -> None:
     @example(
         _sent(target, "POST", jobs, huge_integer.replace("name:", "kind: Job\nname:").encode())
     )
+    @example(_sent(target, "POST", services, b"kind: {'': null}\nname: fz-kind\n"))
+    @example(_sent(target, "POST", services, encode({**long_model, "time_limit": {}})))
     def probe(request: Request) -> None:
         fuzzer.send(request)
 

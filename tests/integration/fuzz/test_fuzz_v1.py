@@ -192,6 +192,15 @@ def test_chat_completions(target: Target) -> None:
             "POST",
             path,
             user,
+            encode({"model": "embed", "messages": hello, "max_tokens": 1}),
+        )
+    )
+    @example(
+        Request(
+            f"POST {path}",
+            "POST",
+            path,
+            user,
             encode({"model": "chat", "messages": hello, "max_tokens": 1, "logit_bias": logit_bias}),
         )
     )
@@ -223,6 +232,9 @@ def test_embeddings(target: Target) -> None:
     @fuzz_settings(150)
     @given(_posts(target, path, _embedding_documents()))
     @example(Request(f"POST {path}", "POST", path, (target.user_auth,), DEEP_JSON_ARRAY))
+    @example(
+        Request(f"POST {path}", "POST", path, (target.user_auth,), b'{"model": "chat", "input": 1}')
+    )
     def probe(request: Request) -> None:
         fuzzer.send(request, backpressure)
 
