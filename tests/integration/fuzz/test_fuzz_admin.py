@@ -425,6 +425,7 @@ def test_service_and_job_specs(target: Target) -> None:
         "engine": {"type": "llama.cpp", "model": LONG_ENGINE_MODEL},
         "replicas": {"min": 0, "max": 1},
     }
+    job = {"kind": "Job", "name": "fz-surrogate", "command": ["true"]}
     huge_integer = (
         f"name: fz-huge\nmodels: [m]\nengine: {{type: vllm, model: m}}\n"
         f"resources: {{cpus: {HUGE_YAML_INTEGER}}}\n"
@@ -442,6 +443,7 @@ def test_service_and_job_specs(target: Target) -> None:
         _sent(target, "POST", jobs, huge_integer.replace("name:", "kind: Job\nname:").encode())
     )
     @example(_sent(target, "POST", services, b"kind: {'': null}\nname: fz-kind\n"))
+    @example(_sent(target, "POST", f"{jobs}?dry_run=1", encode({**job, "command": ["\ud9bd"]})))
     @example(_sent(target, "POST", services, encode({**long_model, "time_limit": {}})))
     def probe(request: Request) -> None:
         fuzzer.send(request)
