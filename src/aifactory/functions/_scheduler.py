@@ -168,7 +168,8 @@ class Scheduler:
         """Route a worker's results to their clients, one message per client."""
         replies: dict[bytes, Message] = {}
         now = time.monotonic()
-        for task_id, status, flags, payload in p.read_results(frames, 0):
+        # All read before any is routed: a malformed message changes nothing.
+        for task_id, status, flags, payload in list(p.read_results(frames, 0)):
             task = worker.running.pop(task_id, None)
             if task is None:  # requeued after a loss, now answered twice
                 if flags & p.SPILLED:
@@ -244,9 +245,10 @@ class Scheduler:
 
     def submit(self, client: bytes, pool: str, frames: Sequence[Any]) -> None:
         """Queue a client's batch of tasks at the back of its pool's queue."""
+        tasks = list(p.read_tasks(frames, 0))  # all read before any is queued
         queue = self._queues.setdefault(pool, deque())
         count = 0
-        for client_task_id, timeout_s, flags, payload in p.read_tasks(frames, 0):
+        for client_task_id, timeout_s, flags, payload in tasks:
             self._next_id += 1
             task = _Task(self._next_id, client, client_task_id, pool, timeout_s, flags, payload)
             self._tasks[task.id] = task

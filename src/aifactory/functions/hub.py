@@ -118,12 +118,16 @@ class FunctionsHub:
         key = hello.get("api_key")
         if not isinstance(key, str) or not key:
             return "no API key; pass api_key= or set AIFACTORY_API_KEY"
-        if hmac.compare_digest(key, self.internal_key):
+        if self._is_internal(key):
             return None
         principal = self._authenticator.authenticate_blocking(key)
         if principal is None:
             return "the API key is not valid (unknown, revoked or expired)"
         return self._code_refusal(str(hello.get("pool") or ""), principal)
+
+    def _is_internal(self, key: str) -> bool:
+        # As bytes: compare_digest raises on str with non-ASCII characters.
+        return hmac.compare_digest(key.encode(), self.internal_key.encode())
 
     def admit_worker(self, registration: dict[str, Any]) -> str | None:
         """Admit a worker that shows the token its replica was launched with."""
@@ -151,7 +155,7 @@ class FunctionsHub:
         if self._ledger is None:
             return
         for key, pool, tasks, seconds in usage:
-            if hmac.compare_digest(key, self.internal_key):
+            if self._is_internal(key):
                 continue
             principal = self._authenticator.authenticate_blocking(key)
             if principal is None or self._loop is None or self._loop.is_closed():

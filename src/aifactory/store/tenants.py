@@ -68,6 +68,8 @@ class LimitSet:
         )
 
 
+# Key ids are an Integer column: 32 bits on PostgreSQL, so no key has an id beyond.
+_MAX_KEY_ID = 2**31 - 1
 _KEYS = select(ApiKeyRow, TenantRow.name).join(TenantRow, TenantRow.id == ApiKeyRow.tenant_id)
 
 
@@ -164,6 +166,8 @@ class TenantQueries(Queries):
 
     def revoke_key(self, key_id: int) -> bool:
         """Mark a key revoked; False when no such key."""
+        if not 0 < key_id <= _MAX_KEY_ID:
+            return False  # the database would refuse to even compare it
         with self._session() as s:
             result = s.execute(
                 update(ApiKeyRow)

@@ -300,3 +300,18 @@ def test_a_worker_the_broker_does_not_know_is_told_to_register_again() -> None:
         assert stranger.recv_multipart() == [p.RECONNECT]
 
     run(scenario)
+
+
+def test_a_cut_off_submit_queues_none_of_its_tasks() -> None:
+    def scenario(broker: Broker, context: zmq.Context[zmq.Socket[bytes]]) -> None:
+        executor = Executor(context, broker)
+        whole = p.TASK_HEADER.pack(1, 0.0, p.INLINE) + b"first"
+        without_payload = p.TASK_HEADER.pack(2, 0.0, 0)
+        executor.sock.send_multipart([p.SUBMIT + b"cpu", whole, without_payload])
+        assert executor.sock.recv_multipart()[0][:1] == p.REFUSED
+        worker = Worker(context, broker, capacity=2)
+        executor.submit((3, b"after"))
+        assert [payload for _, payload in worker.tasks(1)] == [b"after"]
+        assert broker.stats().queued == 0
+
+    run(scenario)

@@ -108,6 +108,13 @@ def test_signed_chunked_body_decodes_and_a_tampered_chunk_fails() -> None:
     assert caught.value.code == "SignatureDoesNotMatch"
 
 
+def test_a_chunk_signature_with_non_ascii_bytes_does_not_match() -> None:
+    decoder = AwsChunkedDecoder(sigv4.ChunkSigner(_key(), AMZ_DATE, SCOPE, _streaming_seed()))
+    with pytest.raises(S3Error) as caught:
+        decoder.feed(b"1;chunk-signature=\xe9\r\na\r\n")
+    assert caught.value.code == "SignatureDoesNotMatch"
+
+
 def test_amz_date_parses_only_the_exact_form() -> None:
     assert sigv4.parse_amz_date("20130524T010203Z") == datetime(2013, 5, 24, 1, 2, 3, tzinfo=UTC)
     for malformed in (

@@ -48,6 +48,8 @@ def test_a_revoked_key_says_so_and_is_revoked_only_once(store: Store) -> None:
     assert store.revoke_key(key_id)
     assert not store.revoke_key(key_id), "already revoked"
     assert not store.revoke_key(key_id + 100), "no such key"
+    assert not store.revoke_key(99056840515380133888), "beyond any id the column holds"
+    assert not store.revoke_key(-1)
     record = store.key_by_hash("h" * 64)
     assert record is not None and record.revoked
     assert [k["revoked"] for k in store.list_keys()] == [True]

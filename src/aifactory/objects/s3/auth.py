@@ -14,7 +14,6 @@ streams in (``PayloadCheck``).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import re
 import time
 from dataclasses import dataclass
@@ -228,7 +227,7 @@ def _check_v4(
             request.method, uri, query, request.headers, signed, payload_hash
         )
         expected = sigv4.sign(key, sigv4.string_to_sign(amz_date, scope, canonical))
-        if hmac.compare_digest(expected, signature):
+        if sigv4.same_signature(signature, expected):
             return
     raise S3Error(
         "SignatureDoesNotMatch",
@@ -265,7 +264,7 @@ async def _query_v2(
     for path in dict.fromkeys((request.raw_path, sigv4.canonical_uri(request.path))):
         resource = sigv2.canonical_resource(prefix + path, request.query)
         text = sigv2.string_to_sign(request.method, request.headers, str(expires), resource)
-        if hmac.compare_digest(sigv2.signature(secret, text), params["Signature"]):
+        if sigv4.same_signature(params["Signature"], sigv2.signature(secret, text)):
             return caller, PayloadCheck()
     raise S3Error("SignatureDoesNotMatch", fix="check the secret access key")
 

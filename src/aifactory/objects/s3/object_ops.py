@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
@@ -47,6 +48,8 @@ _OVERRIDES = {
     "response-content-encoding": "content-encoding",
 }
 MAX_DELETE_KEYS = 1000
+# Control characters no HTTP header value may carry (a tab may).
+_UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def meta_from_request(request: S3Request) -> ObjectMeta:
@@ -141,23 +144,46 @@ def _open(files: FileStore, bucket: str, key: str) -> _Opened:
     return _Opened(-1, info, first)
 
 
+def _overrides(request: S3Request) -> dict[str, str]:
+    """The response headers ``response-*`` parameters ask for.
+
+    Raises:
+        S3Error: InvalidArgument when a value holds characters no header can carry.
+    """
+    overrides = {}
+    for parameter, header in _OVERRIDES.items():
+        if parameter in request.params:
+            value = request.params[parameter]
+            if _UNSENDABLE.search(value):
+                raise S3Error(
+                    "InvalidArgument",
+                    f"{parameter} holds control characters, which no header may carry.",
+                )
+            overrides[header] = value
+    return overrides
+
+
 async def get_object(ctx: Context, head: bool) -> None:
     """GET or HEAD /bucket/key, with ranges, conditions and response-* overrides."""
     request = ctx.request
     check_key(request.key)
+    _check_version(request.params.get("versionId", ""), request.key)
+    overrides = _overrides(request)
     if head:
         info = await ctx.run(ctx.files.head, request.bucket, request.key)
         opened = _Opened(-1, info, b"")
     else:
         opened = await ctx.run(_open, ctx.files, request.bucket, request.key)
     try:
-        await _respond_with_object(ctx, opened, head)
+        await _respond_with_object(ctx, opened, head, overrides)
     finally:
         if opened.fd >= 0:
             await ctx.run(os.close, opened.fd)
 
 
-async def _respond_with_object(ctx: Context, opened: _Opened, head: bool) -> None:
+async def _respond_with_object(
+    ctx: Context, opened: _Opened, head: bool, overrides: dict[str, str]
+) -> None:
     request, info = ctx.request, opened.info
     meta = info.meta
     size = 0 if is_directory_key(info.key) else info.st.st_size
@@ -178,10 +204,7 @@ async def _respond_with_object(ctx: Context, opened: _Opened, head: bool) -> Non
     if not_modified:
         await send_empty(ctx.send, 304, headers)
         return
-    described = {"content-type": meta.content_type, **meta.headers}
-    for parameter, header in _OVERRIDES.items():
-        if parameter in request.params:
-            described[header] = request.params[parameter]
+    described = {"content-type": meta.content_type, **meta.headers, **overrides}
     headers += [
         (name.encode(), value.encode("latin-1", "replace")) for name, value in described.items()
     ]

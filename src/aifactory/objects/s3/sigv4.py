@@ -104,6 +104,15 @@ def sign(key: bytes, string_to_sign: str) -> str:
     return hmac.digest(key, string_to_sign.encode(), "sha256").hex()
 
 
+def same_signature(presented: str, expected: str) -> bool:
+    """Compare a client's signature to ours in constant time.
+
+    As bytes: ``hmac.compare_digest`` raises on ``str`` with non-ASCII
+    characters, which a hostile client may send.
+    """
+    return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), expected.encode())
+
+
 def canonical_uri(path: str) -> str:
     """The decoded path, each byte outside ``A-Za-z0-9-._~/`` percent-encoded."""
     return quote(path, safe="/~")
@@ -181,7 +190,7 @@ class ChunkSigner:
 
     def accept(self, presented: str, expected: str) -> bool:
         """Compare in constant time and, on a match, chain the next signature to it."""
-        if not hmac.compare_digest(presented, expected):
+        if not same_signature(presented, expected):
             return False
         self.previous = presented
         return True
