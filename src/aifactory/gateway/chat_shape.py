@@ -45,7 +45,7 @@ def _check_message(message: object, where: str, text_only: bool) -> None:
     if not isinstance(message, dict):
         raise BadRequest(f"'{where}' must be an object.", param=where)
     role = message.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise BadRequest(
             f"'{where}.role' must be one of {', '.join(sorted(ROLES))}.", param=f"{where}.role"
         )

@@ -15,6 +15,8 @@ USER = {"role": "user", "content": "hi"}
         ({"messages": ["hi"]}, "messages[0]"),
         ({"messages": [{"role": 3, "content": "hi"}]}, "messages[0].role"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": {}, "content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": ["user"], "content": "hi"}]}, "messages[0].role"),
         ({"messages": [USER, {"role": "user", "content": {"a": 1}}]}, "messages[1].content"),
         ({"messages": [{"role": "user", "content": [{"text": "x"}]}]}, "messages[0].content[0]"),
         (
