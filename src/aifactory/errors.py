@@ -13,6 +13,7 @@ errors into its own format in one place (the gateway writes OpenAI error JSON).
      |    +-- CapacityExceeded   not enough free CPUs/GPUs for a replica now
      |    +-- SchedulerCommandFailed  sbatch/squeue/scancel failed or timed out
      |         +-- SchedulerUnreachable  slurmctld did not answer: nothing known of any job
+     |              +-- KubernetesUnreachable  nor did the Kubernetes API server
      +-- FunctionError           a submitted function could not complete
      |    +-- TaskTimeout        ran longer than its timeout (also a TimeoutError)
      |    +-- TaskLost           its worker was lost more than ``max_retries`` times
@@ -52,6 +53,7 @@ __all__ = [
     "ExecutorClosed",
     "Forbidden",
     "FunctionError",
+    "KubernetesUnreachable",
     "ModelNotFound",
     "NoReplicaAvailable",
     "NotFound",
@@ -160,6 +162,27 @@ class SchedulerUnreachable(SchedulerCommandFailed):
     def _headline(command: str, returncode: int | None) -> str:
         late = " in time" if returncode is None else ""
         return f"Slurm did not answer `{command}`{late}"
+
+
+class KubernetesUnreachable(SchedulerUnreachable):
+    """Raised by the Kubernetes backend while the API server does not answer.
+
+    The control plane treats it as it treats slurmctld's silence (hence the
+    parent): an outage of the stack, which says nothing about any Pod.
+    """
+
+    _fix = (
+        "check that the API server runs (`kubectl get --raw /readyz`); its Pods keep running "
+        "meanwhile, and none is taken for gone until it answers"
+    )
+
+    def __init__(self, detail: str, fix: str = "") -> None:
+        super().__init__(detail)
+        self.fix = fix or self._fix
+
+    @staticmethod
+    def _headline(command: str, returncode: int | None) -> str:
+        return f"the Kubernetes API server did not answer ({command})"
 
 
 class FunctionError(AIFactoryError):

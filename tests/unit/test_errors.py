@@ -38,6 +38,14 @@ def test_every_error_builds_and_prints(cls: type[errors.AIFactoryError]) -> None
         assert str(error).startswith("Slurm did not answer `squeue`: Unable to contact")
         assert "scontrol ping" in error.fix and "none is taken for gone" in error.fix
         assert str(cls(["squeue"], None)).startswith("Slurm did not answer `squeue` in time.")
+    elif cls is errors.KubernetesUnreachable:
+        error = cls("MaxRetryError: Connection refused")
+        assert str(error).startswith(
+            "the Kubernetes API server did not answer (MaxRetryError: Connection refused). Fix: "
+        )
+        assert "kubectl get --raw /readyz" in error.fix and "none is taken for gone" in error.fix
+        assert cls("no list", fix="check the kubeconfig").fix == "check the kubeconfig"
+        assert isinstance(error, errors.SchedulerUnreachable)  # an outage to the control plane
     else:
         error = cls("something was wrong", "do this instead")
         assert str(error) == "something was wrong Fix: do this instead"

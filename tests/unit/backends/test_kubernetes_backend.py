@@ -15,7 +15,7 @@ from aifactory.backends import AllocationRequest, AllocationState
 from aifactory.backends.kubernetes.backend import KubernetesBackend
 from aifactory.backends.kubernetes.connection import KubernetesConnection
 from aifactory.backends.kubernetes.pod import pod_status, render_pod, render_secret
-from aifactory.errors import BackendError
+from aifactory.errors import BackendError, KubernetesUnreachable, SchedulerUnreachable
 from aifactory.specs import KubernetesOptions, Resources, load_service
 
 
@@ -356,3 +356,42 @@ def test_unknown_phase_is_logged_and_unknown(caplog: pytest.LogCaptureFixture) -
 
 def test_status_of_nothing_needs_no_cluster() -> None:
     assert asyncio.run(backend().status([])) == {}
+
+
+class WatchInOutage:
+    """A synced pod cache whose watch cannot reach the API server since ``since``."""
+
+    synced = True
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+
+    def wait_synced(self, timeout_s: float) -> bool:
+        return True
+
+    def outage(self) -> tuple[float, str]:
+        return self.since, "MaxRetryError: Connection refused"
+
+    def pods(self) -> list[dict[str, Any]]:
+        return [pod("Running")]
+
+
+def test_while_the_api_server_does_not_answer_nothing_is_taken_for_gone() -> None:
+    async def scenario() -> None:
+        stack = backend()
+        stack._watch = WatchInOutage(since=1.0)
+        statuses = await stack.status(["chat-a", "chat-b"])
+        assert list(statuses) == ["chat-a", "chat-b"]
+        for status in statuses.values():
+            assert status.state is AllocationState.UNKNOWN and not status.answered
+            assert status.reason == (
+                "the Kubernetes API server did not answer (MaxRetryError: Connection refused)"
+            )
+        for call in (stack.tagged(), stack.submit(request()), stack.cancel("chat-a")):
+            with pytest.raises(KubernetesUnreachable, match="did not answer") as raised:
+                await call
+            assert isinstance(raised.value, SchedulerUnreachable)  # what the control plane sorts
+            assert "none is taken for gone" in raised.value.fix
+        assert await stack.start_delay(request()) is None
+
+    asyncio.run(scenario())

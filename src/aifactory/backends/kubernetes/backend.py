@@ -20,7 +20,11 @@ Kubernetes garbage collector deletes the Secret with the Pod.
 
 State is watched, never polled: ``PodWatch`` lists this instance's Pods once
 and then follows a watch (resuming after API-server restarts), and
-``status``/``tagged`` answer from that cache. Blocking client calls run in
+``status``/``tagged`` answer from that cache. While the watch cannot reach the
+API server (``PodWatch.outage``) the cache may be stale: ``status`` then
+answers ``no_answer`` for every Pod (a Pod that runs on keeps serving, and
+none is taken for gone), ``tagged``, ``submit`` and ``cancel`` raise
+``KubernetesUnreachable``, and ``start_delay`` cannot tell. Blocking client calls run in
 threads. Metadata updates are read-modify-write with the object's
 ``resourceVersion`` and are retried on 409 conflicts (``update_pod``).
 
@@ -57,7 +61,7 @@ from aifactory.backends.kubernetes.pod import (
     resources,
 )
 from aifactory.backends.kubernetes.watch import PodWatch
-from aifactory.errors import BackendError, CapacityExceeded
+from aifactory.errors import BackendError, CapacityExceeded, KubernetesUnreachable
 
 if TYPE_CHECKING:
     from aifactory.config import Settings
@@ -101,6 +105,7 @@ class KubernetesBackend:
         manifest = self._manifest(request)
         name: str = manifest["metadata"]["name"]
         watch = self._started_watch()
+        self._check_reachable(watch)
         try:
             created = await self._call(
                 self.core.create_namespaced_pod, self.connection.namespace, manifest
@@ -118,14 +123,16 @@ class KubernetesBackend:
         return name
 
     async def status(self, handles: Sequence[str]) -> dict[str, AllocationStatus]:
-        """Each Pod's state from the watched cache; UNKNOWN while it is not synced."""
+        """Each Pod's state from the watched cache; no answer while the cache may be stale."""
         if not handles:
             return {}
         watch = self._started_watch()
         if not watch.synced and not await asyncio.to_thread(watch.wait_synced, self.sync_timeout_s):
-            return {
-                h: AllocationStatus.no_answer("the Kubernetes API did not answer") for h in handles
-            }
+            why = f"no list of pods within {self.sync_timeout_s:g} s"
+            return {h: AllocationStatus.no_answer(_no_answer(why)) for h in handles}
+        outage = watch.outage()
+        if outage is not None:
+            return {h: AllocationStatus.no_answer(_no_answer(outage[1])) for h in handles}
         result = {}
         for handle in handles:
             pod, deleted = watch.get(handle)
@@ -145,7 +152,7 @@ class KubernetesBackend:
         """
         watch = self._started_watch()
         synced = watch.synced or await asyncio.to_thread(watch.wait_synced, self.sync_timeout_s)
-        if not synced or waiting_for_room(watch.pods()):
+        if not synced or watch.outage() is not None or waiting_for_room(watch.pods()):
             return None
         try:
             nodes = await self._call(self.core.list_node)
@@ -167,7 +174,12 @@ class KubernetesBackend:
 
         A Pod that already finished is deleted too (its final status stays
         known to ``status``), so no finished Pods pile up in the namespace.
+
+        Raises:
+            KubernetesUnreachable: while the API server does not answer.
+            BackendError: when it refused.
         """
+        self._check_reachable(self._started_watch())
         await self.update_pod(handle, _mark_cancelled)
         try:
             await self._call(
@@ -185,14 +197,15 @@ class KubernetesBackend:
         """Live Pods carrying this control plane's labels: replica id -> Pod name.
 
         Raises:
-            BackendError: when the API server did not answer the first list.
+            KubernetesUnreachable: when the API server did not answer the first
+                list, or the watch cannot reach it now.
         """
         watch = self._started_watch()
         if not await asyncio.to_thread(watch.wait_synced, self.sync_timeout_s):
-            raise BackendError(
-                f"the Kubernetes API did not list pods within {self.sync_timeout_s:.0f} s.",
-                fix=self.connection.reach_fix(),
+            raise KubernetesUnreachable(
+                f"no list of pods within {self.sync_timeout_s:g} s", fix=self.connection.reach_fix()
             )
+        self._check_reachable(watch)
         found = {}
         for pod in watch.pods():
             metadata = pod["metadata"]
@@ -308,12 +321,22 @@ class KubernetesBackend:
             self._watch.start()
         return self._watch
 
+    def _check_reachable(self, watch: PodWatch) -> None:
+        """Raise while the watch cannot reach the API server (its calls would fail or hang).
+
+        Raises:
+            KubernetesUnreachable: since when and why.
+        """
+        outage = watch.outage()
+        if outage is not None:
+            raise KubernetesUnreachable(outage[1], fix=self.connection.reach_fix())
+
     async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One API call in a thread; the answer as the JSON dict the server sent.
 
         Raises:
             ApiException: when the server answered with an error.
-            BackendError: when the server could not be reached.
+            KubernetesUnreachable: when the server could not be reached.
         """
         return await self.connection.call(method, *args, **kwargs)
 
@@ -341,6 +364,10 @@ class KubernetesBackend:
             fix=f"check the namespace {namespace!r} and this control plane's permissions "
             "(it needs to create, get, list, watch, update and delete pods, and to create secrets)",
         )
+
+
+def _no_answer(why: str) -> str:
+    return f"the Kubernetes API server did not answer ({why})"
 
 
 def _mark_cancelled(pod: dict[str, Any]) -> bool:

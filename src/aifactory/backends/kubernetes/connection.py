@@ -18,7 +18,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from aifactory.errors import BackendError, ConfigError
+from aifactory.errors import ConfigError, KubernetesUnreachable
 
 if TYPE_CHECKING:
     from aifactory.config import Settings
@@ -79,7 +79,7 @@ class KubernetesConnection:
 
         Raises:
             ApiException: when the server answered with an error.
-            BackendError: when the server could not be reached.
+            KubernetesUnreachable: when the server could not be reached.
         """
         data = await call_api(
             method, *args, timeout_s=self.request_timeout_s, fix=self.reach_fix(), **kwargs
@@ -89,7 +89,10 @@ class KubernetesConnection:
     def reach_fix(self) -> str:
         """What to check when the API server cannot be reached."""
         where = f"the kubeconfig {self.kubeconfig}" if self.kubeconfig else "AIFACTORY_KUBECONFIG"
-        return f"check that the API server runs and {where} points at it"
+        return (
+            f"check that the API server runs and {where} points at it; its Pods keep running "
+            "meanwhile, and none is taken for gone until it answers"
+        )
 
     async def aclose(self) -> None:
         """Close the API client (made again on the next call)."""
@@ -110,7 +113,7 @@ async def call_api(
 
     Raises:
         ApiException: when the server answered with an error.
-        BackendError: when the server could not be reached (``fix`` says what to check).
+        KubernetesUnreachable: when the server could not be reached (``fix`` says what to check).
     """
 
     def call() -> bytes:
@@ -120,7 +123,7 @@ async def call_api(
     try:
         return await asyncio.to_thread(call)
     except urllib3.exceptions.HTTPError as exc:
-        raise BackendError(f"cannot reach the Kubernetes API server: {exc}", fix=fix) from exc
+        raise KubernetesUnreachable(str(exc), fix=fix) from exc
 
 
 def api_message(exc: ApiException) -> str:

@@ -11,6 +11,12 @@ after ``watch_timeout_s`` and is then renewed from where it stopped: that
 bounds how long a dead connection goes unnoticed and how long the thread
 lingers after ``stop``.
 
+The watch also knows when its cache may be stale (``outage``): from the first
+failed attempt to reach the API server until one succeeds, and whenever the
+server has been silent longer than a watch may last (a connection that died
+without a word). A watch that ends or drops is first reopened: only when that
+fails is the API server taken for unreachable.
+
 The thread is a daemon thread rather than ``asyncio.to_thread`` work: a watch
 blocks for its whole life, and must never keep an interpreter from exiting.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,10 +42,17 @@ _lines: Callable[[Any], Iterator[str]] = _watch_module.iter_resp_lines
 
 _GONE = 410
 _KEEP_GONE = 1000  # deleted Pods remembered, so status() can still say how they ended
+# How much longer than a watch request may last the server may be silent
+# before the connection is taken for dead (it also bounds each read).
+_SILENCE_GRACE_S = 15
 
 
 class _Expired(Exception):
     """The watch's resourceVersion is too old: list again."""
+
+
+class _Dropped(Exception):
+    """A watch that was open broke off (its connection died, the server restarted)."""
 
 
 class PodWatch:
@@ -68,6 +82,11 @@ class PodWatch:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._resource_version = ""
+        # Monotonic time of the last word from the API server (a list, a watch
+        # opened or ended, an event or bookmark).
+        self._heard_at = time.monotonic()
+        self._failure: str | None = None  # the last failed attempt to reach it, while it fails
+        self._failing_since: float | None = None  # Unix time of the first one
 
     def start(self) -> None:
         """Start the watch thread (once)."""
@@ -89,6 +108,16 @@ class PodWatch:
     def synced(self) -> bool:
         """Whether the cache holds a complete list."""
         return self._synced.is_set()
+
+    def outage(self) -> tuple[float, str] | None:
+        """Since when (Unix time) and why the cache may be stale; None while the watch is live."""
+        with self._lock:
+            if self._failing_since is not None and self._failure is not None:
+                return self._failing_since, self._failure
+            silent_s = time.monotonic() - self._heard_at
+        if silent_s > self._watch_timeout_s + _SILENCE_GRACE_S:
+            return time.time() - silent_s, f"no word from it for {silent_s:.0f} s"
+        return None
 
     def get(self, name: str) -> tuple[dict[str, Any] | None, bool]:
         """The Pod called ``name`` and whether it was deleted (its last state then)."""
@@ -117,31 +146,50 @@ class PodWatch:
 
     def _run(self) -> None:
         backoff_s = 0.2
-        failing = False
         while not self._stopping.is_set():
             try:
                 if not self._resource_version:
                     self._relist()
                 self._watch_once()
-                if failing:
-                    logger.info("pod watch in %s: connected again", self._namespace)
-                failing = False
                 backoff_s = 0.2
             except _Expired:
                 logger.info(
                     "pod watch in %s: resourceVersion expired; listing again", self._namespace
                 )
                 self._resource_version = ""
-            except Exception as exc:  # the API server is down or restarting: retry
-                if not failing:
-                    logger.warning(
-                        "pod watch in %s lost the API server (%s); reconnecting",
-                        self._namespace,
-                        _short(exc),
-                    )
-                failing = True
+            except _Dropped as dropped:
+                # An open watch broke off: reopen it before calling it an outage.
+                logger.info("pod watch in %s dropped (%s); reopening", self._namespace, dropped)
                 self._stopping.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, self._max_backoff_s)
+            except Exception as exc:  # the API server is down or restarting: retry
+                self._failed(exc)
+                self._stopping.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, self._max_backoff_s)
+
+    def _heard(self) -> None:
+        """The API server answered: whatever outage the watch saw is over."""
+        with self._lock:
+            self._heard_at = time.monotonic()
+            if self._failing_since is None:
+                return
+            since, self._failing_since, self._failure = self._failing_since, None, None
+        logger.info(
+            "pod watch in %s: connected again after %.0f s", self._namespace, time.time() - since
+        )
+
+    def _failed(self, exc: Exception) -> None:
+        with self._lock:
+            first = self._failing_since is None
+            if first:
+                self._failing_since = time.time()
+            self._failure = _short(exc)
+        if first:
+            logger.warning(
+                "pod watch in %s lost the API server (%s); reconnecting",
+                self._namespace,
+                self._failure,
+            )
 
     def _relist(self) -> None:
         response: Any = self._api.list_namespaced_pod(
@@ -151,6 +199,7 @@ class PodWatch:
             _request_timeout=30,
         )
         document = json.loads(response.data)
+        self._heard()
         listed = {pod["metadata"]["name"]: pod for pod in document.get("items") or []}
         seen = set(listed)
         with self._lock:
@@ -175,15 +224,22 @@ class PodWatch:
             resource_version=self._resource_version,
             timeout_seconds=self._watch_timeout_s,
             _preload_content=False,
-            _request_timeout=(10, self._watch_timeout_s + 15),
+            _request_timeout=(10, self._watch_timeout_s + _SILENCE_GRACE_S),
         )
+        self._heard()
         try:
             for line in _lines(response):
                 if self._stopping.is_set():
                     return
                 self._apply(json.loads(line))
+                self._heard()
+        except (_Expired, ApiException):
+            raise
+        except Exception as exc:
+            raise _Dropped(_short(exc)) from exc
         finally:
             response.release_conn()
+        self._heard()
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
