@@ -22,10 +22,13 @@ The bound, per limit and per gateway:
   gateways still holding their slices: a refusal comes early by at most the
   sum of the other gateways' slices, which go back within two ticks
   (``TICK_S``) of going unused. With one gateway refusals are exact: its own
-  slice is given back with every lease, so the store sees everything.
+  slice is given back with every lease, so the store sees everything, and
+  what it took and settled while a lease was under way is added to the
+  store's answer (``Allowance.left``).
 
 A slice that ran below zero (a request used more tokens than reserved) is
-a debt, paid with the next lease or tick.
+a debt, paid at once with a lease in the background (after the one under
+way, if any), so the other gateways see it.
 """
 
 from __future__ import annotations
@@ -71,7 +74,9 @@ class Allowance:
         self.per_request = 1.0
         self.open = 0  # reservations not settled yet
         self._waiting = 0  # requests waiting for a lease to admit them
-        self._fresh = False  # the store just admitted a token request the slice cannot cover
+        self._fresh = False  # a lease just came back: one token request may go on its word
+        self._store_left = 0.0  # what the store had left after this gateway's last lease
+        self._giving = 0.0  # the slice given back by the lease under way
         self._used_now = 0.0
         self._used_before = 0.0
         self._pending: asyncio.Task[Grant] | None = None
@@ -81,9 +86,25 @@ class Allowance:
         """What the store must have left to admit a request (tokens: anything above 0)."""
         return 1.0 if self._whole else 0.0
 
+    def left(self) -> float:
+        """What the shared allowance has left, as this gateway last heard, its own slice in.
+
+        Exact with one gateway: every take and settle since the last lease counts,
+        even those made while that lease was under way.
+        """
+        # To a millionth of a token: slices are fractions of what is left, and
+        # adding them up leaves float dust (1e-15 left is nothing left).
+        return round(self._store_left + self._giving + self.slice, 6)
+
     def ready(self) -> bool:
-        """Whether the slice admits one more request now."""
-        return self.slice >= self.per_request or self._fresh
+        """Whether the slice admits one more request now.
+
+        A slice that covers the request admits it, unless the store is owed
+        more than the slice holds (a settled request gave tokens back to a
+        slice while the store was overdrawn); one that does not admits it
+        on the word of a lease just returned, if anything is left.
+        """
+        return (self.slice >= self.per_request or self._fresh) and self.left() > 0
 
     def take(self) -> float:
         """Reserve one request's cost out of the slice; returns the reservation."""
@@ -128,17 +149,24 @@ class Allowance:
         return self._pending
 
     async def refill(self) -> Grant:
-        """Wait for a fresh slice (joining a lease under way); returns the store's answer."""
+        """Wait for a fresh slice (joining a lease under way).
+
+        Returns:
+            What it granted, and what the shared allowance has left now
+            (``left``): the store's answer may predate this gateway's latest
+            takes and settles.
+        """
         self._waiting += 1
         try:
             grant = await asyncio.shield(self._start(self._want()))
         finally:
             self._waiting -= 1
-        self._fresh = not self._whole and grant.admits(self.need) and self.slice < self.per_request
-        return grant
+        self._fresh = not self._whole
+        return Grant(grant.granted, self.left())
 
     async def _lease(self, want: float) -> Grant:
         give, self.slice = self.slice, 0.0
+        self._giving = give
         try:
             grant = await asyncio.to_thread(
                 self._store.counters.lease,
@@ -155,8 +183,12 @@ class Allowance:
             self.slice += give  # nothing reached the store
             raise
         finally:
+            self._giving = 0.0
             self._pending = None
+        self._store_left = grant.level - grant.granted
         self.slice += grant.granted
+        if self.slice < 0:
+            self._prefetch()  # a debt run up while this lease was under way
         return grant
 
     async def tick(self) -> bool:
@@ -169,7 +201,7 @@ class Allowance:
 
     async def give_back(self) -> None:
         """Return the whole slice (a clean stop)."""
-        if self._pending is not None:
+        while self._pending is not None:  # a lease may start another to pay a debt
             await asyncio.gather(self._pending, return_exceptions=True)
         if self.slice:
             await self._start(0.0)

@@ -7,6 +7,7 @@ called by hand instead of waited for.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -202,5 +203,97 @@ def test_a_burst_of_one_key_is_admitted_while_the_store_has_room(stores: list[St
         outcomes = await asyncio.gather(*(one() for _ in range(40)), return_exceptions=True)
         assert [o for o in outcomes if o is not None] == []
         await limiter.stop()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("limits", "refusal"),
+    [
+        ({"token_budget": 10, "period": "day"}, QuotaExceeded),
+        ({"tokens_per_minute": 10}, RateLimited),
+    ],
+)
+def test_a_limit_spent_while_its_prefetch_is_under_way_refuses_the_next_request(
+    stores: list[Store], limits: dict[str, Any], refusal: type[Exception]
+) -> None:
+    async def scenario() -> None:
+        limiter = Limiter(stores[0], clock=frozen)
+        who = tenant(stores[0], **limits)
+        admission = await limiter.admit(who)  # its take() starts a prefetch of the next slice
+        await asyncio.sleep(0)  # the request's own awaits: that prefetch leaves for the store
+        limiter.settle(admission, 10)  # the engine answered first: the whole limit is used
+        with pytest.raises(refusal):
+            await limiter.admit(who)
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"token_budget": 10, "period": "day"}, {"tokens_per_minute": 10}],
+)
+def test_a_debt_left_while_a_lease_was_under_way_reaches_the_store_for_the_other_gateway(
+    stores: list[Store], limits: dict[str, Any]
+) -> None:
+    async def scenario() -> None:
+        who = tenant(stores[0], **limits)
+        a, b = Limiter(stores[0], clock=frozen), Limiter(stores[1], clock=frozen)
+        admission = await a.admit(who)
+        await asyncio.sleep(0)  # a's prefetch leaves for the store
+        a.settle(admission, 10)  # the whole limit used, while that lease is under way
+        await background_done()
+        assert not await admitted(b, who), "b leased what a's request had already used"
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"token_budget": 60, "period": "day"},
+        {"tokens_per_minute": 60},
+        {"requests_per_minute": 9},
+    ],
+)
+@pytest.mark.parametrize("seed", range(6))
+def test_one_gateway_admits_exactly_while_the_limit_has_room_whatever_the_timing(
+    stores: list[Store], limits: dict[str, Any], seed: int
+) -> None:
+    """Requests settle, leases return and ticks come in random orders; every decision is exact.
+
+    A token request is admitted while what is left (the limit, less what settled
+    requests used and open ones reserved) is above 0; a request, while one is left.
+    """
+    capacity = next(iter(limits.values()))
+    whole = "requests_per_minute" in limits
+    chance = random.Random(seed)
+
+    async def scenario() -> None:
+        limiter = Limiter(stores[0], clock=frozen)
+        who = tenant(stores[0], **limits)
+        used = 0.0
+        open_: list[tuple[Admission, float]] = []
+        for _ in range(60):
+            step = chance.random()
+            if step < 0.4:
+                left = round(capacity - used - sum(reserved for _a, reserved in open_), 6)
+                try:
+                    admission = await limiter.admit(who)
+                except (QuotaExceeded, RateLimited):
+                    assert left < 1 if whole else left <= 0, f"refused with {left} left"
+                    continue
+                assert left >= 1 if whole else left > 0, f"admitted with {left} left"
+                assert admission is not None
+                open_.append((admission, 1.0 if whole else admission.reserved[0][1]))
+            elif step < 0.7 and open_:
+                admission, reserved = open_.pop(chance.randrange(len(open_)))
+                tokens = chance.randrange(15)
+                limiter.settle(admission, tokens)
+                used += reserved if whole else tokens
+            elif step < 0.95:
+                await asyncio.sleep(0)
+            else:
+                await limiter.tick()
 
     run(scenario)
