@@ -76,7 +76,9 @@ class Limiter:
     def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
-        self._plans: dict[tuple[int, int], tuple[float, list[_Check]]] = {}
+        # Each plan holds while the clock is within [since, until): a clock set back
+        # (or a test's) sees the limits afresh rather than a plan from its future.
+        self._plans: dict[tuple[int, int], tuple[float, float, list[_Check]]] = {}
         self._allowances: dict[str, Allowance] = {}
         self._slots: dict[str, Slots] = {}
         self.holder = secrets.token_hex(8)  # this process, for the slots it holds
@@ -130,14 +132,14 @@ class Limiter:
 
     async def _plan(self, principal: Principal) -> list[_Check]:
         key = (principal.tenant_id, principal.key_id)
+        now = self._clock()
         cached = self._plans.get(key)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
+        if cached is not None and cached[0] <= now < cached[1]:
+            return cached[2]
         tenant, own = await asyncio.to_thread(
             self._store.limits_of, principal.tenant_id, principal.key_id
         )
-        now = self._clock()
-        expires = time.monotonic() + _CACHE_TTL_S
+        expires = now + _CACHE_TTL_S
         checks: list[_Check] = []
         scopes = [
             (name, limits)
@@ -151,7 +153,7 @@ class Limiter:
             for name, limits in scopes:
                 if kind == "budget" and limits.token_budget is not None:
                     start, end = period_bounds(limits.period, now)
-                    expires = min(expires, time.monotonic() + end - now)
+                    expires = min(expires, end)  # the next period counts on another counter
                     pool = self._allowance(_budget_counter(name, start), whole=False, spent=True)
                     pool.capacity, pool.rate = limits.token_budget, 0.0
                 elif kind == "tpm" and limits.tokens_per_minute is not None:
@@ -174,7 +176,7 @@ class Limiter:
                 else:
                     continue
                 checks.append(_Check(name, kind, limits, pool))
-        self._plans[key] = (expires, checks)
+        self._plans[key] = (now, expires, checks)
         return checks
 
     def _allowance(self, name: str, *, whole: bool, spent: bool) -> Allowance:
@@ -194,7 +196,7 @@ class Limiter:
         checks = await self._plan(principal)
         if not checks:
             return None
-        deadline = time.monotonic() + _ADMIT_WAIT_S
+        deadline = time.monotonic() + _ADMIT_WAIT_S  # real waiting, whatever the clock says
         while time.monotonic() < deadline:
             short = next((c for c in checks if not c.pool.ready()), None)
             if short is None:
