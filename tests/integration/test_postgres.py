@@ -5,6 +5,7 @@ Needs the dev PostgreSQL (`deploy/postgres-dev.sh up`; the test command starts i
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from tests.unit.tenancy.test_slot_leases import check_slots_of_a_silent_holder_are_reclaimed
 
+from aifactory.errors import QuotaExceeded
 from aifactory.store import Store
-from aifactory.tenancy import issue_key
+from aifactory.tenancy import Limiter, Principal, issue_key
 
 from .server import REPO, Server, start_server
 
@@ -142,3 +144,30 @@ def test_slots_of_a_crashed_gateway_are_given_back(pg_url: str) -> None:
     check_slots_of_a_silent_holder_are_reclaimed(crashed, survivor)
     crashed.close()
     survivor.close()
+
+
+def test_a_budget_spent_while_a_lease_is_under_way_is_refused_on_both_gateways(
+    pg_url: str,
+) -> None:
+    """One gateway's request uses the whole budget while that gateway's lease is in flight."""
+    stores = [Store(pg_url), Store(pg_url)]
+    stores[0].create_schema()
+    tenant_id = stores[0].ensure_tenant("lab")
+    stores[0].set_limits(tenant_id, None, token_budget=10, period="day")
+    who = Principal(key_id=1, tenant_id=tenant_id, tenant="lab", role="user")
+
+    async def scenario() -> None:
+        a, b = Limiter(stores[0]), Limiter(stores[1])
+        admission = await a.admit(who)  # its take() starts a prefetch of a's next slice
+        await asyncio.sleep(0)  # that prefetch leaves for PostgreSQL
+        a.settle(admission, 10)  # the engine answered first: the whole budget is used
+        with pytest.raises(QuotaExceeded):
+            await a.admit(who)
+        await a.stop()  # a's leases, the debt's included, are done
+        with pytest.raises(QuotaExceeded, match=r"\(10 used\)"):
+            await b.admit(who)
+        await b.stop()
+
+    asyncio.run(scenario())
+    for store in stores:
+        store.close()
