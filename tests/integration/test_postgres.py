@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import create_engine, inspect, text
+from tests.unit.store.test_store_times import check_every_time_reads_back_in_utc
 from tests.unit.tenancy.test_slot_leases import check_slots_of_a_silent_holder_are_reclaimed
 
 from aifactory.errors import QuotaExceeded
@@ -171,3 +172,17 @@ def test_a_budget_spent_while_a_lease_is_under_way_is_refused_on_both_gateways(
     asyncio.run(scenario())
     for store in stores:
         store.close()
+
+
+@pytest.mark.parametrize("zone", [None, "Asia/Tokyo"])
+def test_times_read_back_in_utc_whatever_the_sessions_time_zone(
+    pg_url: str, zone: str | None
+) -> None:
+    """As on SQLite (tests/unit/store/test_store_times.py): the API's JSON is the same."""
+    store = Store(pg_url if zone is None else f"{pg_url}?options=-c%20timezone%3D{zone}")
+    store.create_schema()
+    if zone is not None:
+        with store.engine.connect() as connection:
+            assert connection.execute(text("SHOW timezone")).scalar() == zone
+    check_every_time_reads_back_in_utc(store)
+    store.close()

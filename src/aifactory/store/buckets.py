@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from aifactory.store.queries import Queries, aware
+from aifactory.store.queries import Queries
 from aifactory.store.tables import BucketRow, TenantRow
 
 
@@ -81,5 +81,5 @@ def _bucket_record(row: BucketRow, tenant: str) -> BucketRecord:
         row.tenant_id,
         tenant,
         dict(row.grants or {}),
-        aware(row.created_at) or row.created_at,
+        row.created_at,
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from aifactory.store.queries import Queries, aware
+from aifactory.store.queries import Queries
 from aifactory.store.tables import (
     ApiKeyRow,
     AuditRow,
@@ -126,7 +126,7 @@ class TenantQueries(Queries):
             key.role,
             key.key_hash,
             key.revoked_at is not None,
-            aware(key.expires_at),
+            key.expires_at,
         )
 
     def add_s3_access_key(self, key_id: int, access_key_id: str) -> None:
