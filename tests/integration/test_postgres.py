@@ -15,7 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import create_engine, inspect, text
-from tests.unit.store.test_store_times import check_every_time_reads_back_in_utc
+from tests.unit.store.test_store_times import (
+    check_a_ledger_day_is_a_utc_day_as_text,
+    check_every_time_reads_back_in_utc,
+)
 from tests.unit.tenancy.test_slot_leases import check_slots_of_a_silent_holder_are_reclaimed
 
 from aifactory.errors import QuotaExceeded
@@ -185,4 +188,5 @@ def test_times_read_back_in_utc_whatever_the_sessions_time_zone(
         with store.engine.connect() as connection:
             assert connection.execute(text("SHOW timezone")).scalar() == zone
     check_every_time_reads_back_in_utc(store)
+    check_a_ledger_day_is_a_utc_day_as_text(store)
     store.close()

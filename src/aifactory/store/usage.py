@@ -71,7 +71,7 @@ class UsageQueries(Queries):
         dimension = {
             "model": UsageRow.model,
             "key": func.coalesce(UsageRow.api_key_id, 0),
-            "day": func.date(UsageRow.created_at),
+            "day": self._utc_day(UsageRow.created_at),
             "kind": UsageRow.kind,
         }[by]
         sums = [
@@ -106,6 +106,13 @@ class UsageQueries(Queries):
         )
         with self._session() as s:
             return [dict(row._mapping) for row in s.execute(query).all()]
+
+    def _utc_day(self, moment: Any) -> Any:
+        """The UTC day of ``moment`` as ``YYYY-MM-DD`` text, on either database."""
+        if self.engine.dialect.name == "sqlite":
+            return func.date(moment)  # the stored text is UTC already
+        # PostgreSQL would take the day in its session's zone, and hand back a date.
+        return func.to_char(func.timezone("UTC", moment), "YYYY-MM-DD")
 
     def usage_sum(self, tenant_id: int, since: datetime, column: str) -> float:
         """One quantity of the ledger summed for a tenant since a time."""

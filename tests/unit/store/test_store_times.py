@@ -74,8 +74,20 @@ def check_every_time_reads_back_in_utc(store: Store) -> None:
     assert bucket is not None and bucket.created_at.tzinfo is UTC
 
 
+def check_a_ledger_day_is_a_utc_day_as_text(store: Store) -> None:
+    """``by=day`` groups by UTC day (23:30 UTC is the next day in Tokyo), as text for JSON."""
+    tenant = store.ensure_tenant("physics")
+    late = datetime(2030, 5, 1, 23, 30, tzinfo=UTC)
+    store.add_usage([{"tenant_id": tenant, "model": "m", "endpoint": "chat", "created_at": late}])
+    assert [row["day"] for row in store.usage_report(tenant, None, "day")] == ["2030-05-01"]
+
+
 def test_every_time_reads_back_in_utc(store: Store) -> None:
     check_every_time_reads_back_in_utc(store)
+
+
+def test_a_ledger_day_is_a_utc_day_as_text(store: Store) -> None:
+    check_a_ledger_day_is_a_utc_day_as_text(store)
 
 
 def test_times_are_stored_as_before_so_older_databases_read_the_same(store: Store) -> None:
