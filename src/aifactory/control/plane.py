@@ -377,8 +377,9 @@ def _check_update(existing: ServiceRow, service: Deployable, tenant_id: int | No
     """Refuse a change that is a different service under the same name."""
     kind = existing.spec.get("kind", "Service")
     if kind != service.kind:
+        old, new = (f"{'an' if k[0] in 'AEIOU' else 'a'} {k}" for k in (str(kind), service.kind))
         raise Conflict(
-            f"service {service.name!r} is a {kind}; a {service.kind} cannot replace it.",
+            f"service {service.name!r} is {old}; {new} cannot replace it.",
             fix=f"run `aifactory delete {service.name}` first, or pick another name",
         )
     if existing.tenant_id != tenant_id:
