@@ -503,3 +503,19 @@ def test_a_key_over_its_in_flight_limit_is_refused_until_one_finishes(store: Sto
         assert (await gw.post()).status_code == 200, "the finished request freed its place"
 
     run(store, scenario, max_in_flight_per_key=1)
+
+
+def test_the_request_after_the_one_that_spent_the_budget_is_refused(store: Store) -> None:
+    """However the engine's answer and the limiter's background lease interleave."""
+
+    async def scenario(gw: Gateway) -> None:
+        upstream = await gw.engine("chat-1")
+        budget = PROMPT_TOKENS + COMPLETION_TOKENS  # what one request costs
+        store.set_limits(store.ensure_tenant("physics"), None, token_budget=budget)
+        assert (await gw.post()).status_code == 200
+        refused = await gw.post()
+        assert refused.status_code == 429
+        assert error_of(refused)["code"] == "insufficient_quota"
+        assert len(upstream.received) == 1
+
+    run(store, scenario)
