@@ -104,7 +104,9 @@ class Allowance:
         slice while the store was overdrawn); one that does not admits it
         on the word of a lease just returned, if anything is left.
         """
-        return (self.slice >= self.per_request or self._fresh) and self.left() > 0
+        if self.slice >= self.per_request:
+            return self._store_left + self._giving >= 0 or self.left() > 0  # cheap when not owed
+        return self._fresh and self.left() > 0
 
     def take(self) -> float:
         """Reserve one request's cost out of the slice; returns the reservation."""
