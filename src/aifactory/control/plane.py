@@ -218,7 +218,7 @@ class ControlPlane:
                     "job": r.handle,
                     "node": r.node,
                     "pending_reason": r.pending_reason,
-                    "eta_s": round(r.starts_at - now) if r.starts_at else None,
+                    "eta_s": round(r.starts_at_epoch - now) if r.starts_at_epoch else None,
                 }
                 for r in live
                 if r.state in STARTING
@@ -283,8 +283,8 @@ class ControlPlane:
             "address": f"{row.host}:{row.port}" if row.host else "",
             "in_flight": live.in_flight if live else 0,
             "pending_reason": live.pending_reason if live else "",
-            "eta_s": round(live.starts_at - now) if live and live.starts_at else None,
-            "time_left_s": round(live.ends_at - now) if live and live.ends_at else None,
+            "eta_s": round(live.starts_at_epoch - now) if live and live.starts_at_epoch else None,
+            "time_left_s": round(live.ends_at_epoch - now) if live and live.ends_at_epoch else None,
             "retiring": bool(live and live.retiring),
             # Restored after a restart: kept (and serving) until its stack says whether it runs.
             "unconfirmed": bool(live and live.unconfirmed),

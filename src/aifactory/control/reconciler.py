@@ -619,8 +619,8 @@ class Reconciler:
                 if not status.state.finished:
                     if status.state is AllocationState.RUNNING:
                         replica.timeline.setdefault("running", time.time())
-                    replica.ends_at = status.ends_at or replica.ends_at
-                    replica.starts_at = status.starts_at
+                    replica.ends_at_epoch = status.ends_at or replica.ends_at_epoch
+                    replica.starts_at_epoch = status.starts_at
                     replica.node = status.node or replica.node
                     replica.pending_reason = status.reason
                     continue
@@ -646,7 +646,7 @@ class Reconciler:
         for replica in list(self._fleet.replicas.values()):
             if replica.state is not ReplicaState.DRAINING or replica.stopping:
                 continue
-            overdue = now - replica.changed_at > self._settings.drain_timeout_s
+            overdue = now - replica.changed_monotonic > self._settings.drain_timeout_s
             if replica.preempted and not overdue:
                 continue  # its launcher ends the job within the grace time
             if self._busy(replica) == 0 or overdue:
@@ -713,7 +713,7 @@ class Reconciler:
             "replica %s: %s -> %s (%s)", replica.id, replica.state.value, state.value, reason
         )
         replica.state = state
-        replica.changed_at = time.monotonic()
+        replica.changed_monotonic = time.monotonic()
         replica.timeline[state.value] = time.time()
         if self.pools is not None and state is ReplicaState.DRAINING:
             self.pools.drain(replica.id)
