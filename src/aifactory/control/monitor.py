@@ -1,4 +1,4 @@
-"""Health and readiness of live replicas, for the reconciler.
+"""Health and readiness of live replicas, for the replica lifecycle.
 
 How a replica proves it is ready depends on what it runs::
 
@@ -33,7 +33,7 @@ _STARTUP_PROBE_S = 0.02
 
 
 class Lifecycle(Protocol):
-    """What the monitor asks of the reconciler when a replica's health changes."""
+    """What the monitor asks of the replica lifecycle when a replica's health changes."""
 
     async def transition(
         self, replica: LiveReplica, state: ReplicaState, reason: str, **fields: Any

@@ -35,6 +35,7 @@ class ControlPlane:
         self.fleet = Fleet()
         self.agent_keys = AgentKeys(settings, store)
         self.reconciler = Reconciler(settings, store, self.fleet, ledger, self.agent_keys)
+        self.lifecycle = self.reconciler.lifecycle
 
     async def start(self) -> None:
         """Start reconciling."""
@@ -181,7 +182,7 @@ class ControlPlane:
             "status": "degraded" if outages else "ok",
             "unreachable": [outage.to_dict() for outage in outages],
             "scaling_paused": dict(self.reconciler.paused),
-            "cancels_pending": len(self.reconciler.cancellations.pending),
+            "cancels_pending": len(self.lifecycle.cancellations.pending),
         }
 
     async def status(self, name: str) -> dict[str, Any]:
@@ -353,11 +354,11 @@ class ControlPlane:
             raise BadRequest(
                 f"launched_at {launched_at!r} is not a Unix time.", param="launched_at"
             )
-        await self.reconciler.register(replica_id, token, host, port, launched_at)
+        await self.lifecycle.register(replica_id, token, host, port, launched_at)
 
     async def preempted(self, replica_id: str, token: str) -> int:
         """A lent replica is being preempted: drain it; the requests still in flight on it."""
-        return await self.reconciler.preempted(replica_id, token)
+        return await self.lifecycle.preempted(replica_id, token)
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -12,6 +12,9 @@ Every tick it compares what the specs want with what runs, and acts::
     lent and preempted (its launcher says so) -> drain at once; the job ends itself
         within GraceTime -> gone, replaced at once (on another stack when it has one)
 
+It only decides; ``lifecycle`` does (launch, register, drain, stop, fail) and
+records each step.
+
 It never waits on a stack that does not answer: after a restart it serves
 the replicas the store knows at once and adoption settles in the background
 (``adoption``, ``stack_watch``); while a stack (or the database) is
@@ -24,35 +27,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
-import secrets
 import time
-from collections.abc import Coroutine, Mapping
-from typing import Any, Literal
+from collections.abc import Mapping
 
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import DBAPIError
 
 from aifactory import metrics
-from aifactory.backends import (
-    AllocationRequest,
-    AllocationState,
-    AllocationStatus,
-    Backend,
-)
+from aifactory.backends import AllocationRequest, Backend
 from aifactory.config import Settings
 from aifactory.control.accounts import TenantAccounts
-from aifactory.control.adoption import restore, settle
+from aifactory.control.adoption import restore
 from aifactory.control.agents import AgentKeys
 from aifactory.control.autoscaler import Autoscaler
 from aifactory.control.bursting import Bursting
-from aifactory.control.cancellations import Cancellations
 from aifactory.control.catalog import CatalogEntry, CatalogSnapshot, ServiceCatalog
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
 from aifactory.control.launch_backoff import LaunchBackoff
-from aifactory.control.lending import Preemptions, drained_replica, is_lent
-from aifactory.control.monitor import HealthMonitor
+from aifactory.control.lending import Preemptions
+from aifactory.control.lifecycle import ReplicaLifecycle
 from aifactory.control.outages import Outages
 from aifactory.control.placement import (
     burst_stacks,
@@ -64,30 +58,16 @@ from aifactory.control.placement import (
 )
 from aifactory.control.planner import AllocationPlanner
 from aifactory.control.pools import Pools
-from aifactory.control.replica_secrets import discard_replica_secrets, prepare_replica
 from aifactory.control.rotation import due_for_rotation, outdated, replacement_stuck
 from aifactory.control.stack_watch import StackWatch
-from aifactory.errors import (
-    AIFactoryError,
-    BackendError,
-    CapacityExceeded,
-    ConfigError,
-    Conflict,
-    NotFound,
-    SchedulerUnreachable,
-    Unauthorized,
-)
+from aifactory.errors import ConfigError
 from aifactory.identity import Identity
-from aifactory.specs import Agent, Deployable, FunctionPool, Service
+from aifactory.specs import Deployable, FunctionPool, Service
 from aifactory.store import Store
-from aifactory.tenancy import TenantIdentities, UsageLedger, hash_key
+from aifactory.tenancy import TenantIdentities, UsageLedger
 
 logger = logging.getLogger(__name__)
 
-LaunchOutcome = Literal["submitted", "no room", "refused"]
-
-_CAPACITY_RETRY_S = 5.0
-_BUDGET_RETRY_S = 30.0
 # A stack's own command timeout comes first; this margin only catches a hung call.
 _QUESTION_MARGIN_S = 5.0
 
@@ -118,7 +98,6 @@ class Reconciler:
         self.bursting = Bursting(self._estimate_request, self.backend)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._cancels: set[asyncio.Task[None]] = set()
         self.autoscaler = Autoscaler()
         self.catalog = ServiceCatalog(store)
         self._generation = -1
@@ -127,15 +106,27 @@ class Reconciler:
         self._deleting: list[str] = []
         self._fingerprints: dict[str, str] = {}
         self.pools: Pools | None = None  # the functions broker, when this process runs one
-        self.health = HealthMonitor(fleet, lambda: self.specs, lambda: self.pools, self)
         self.outages = Outages()
         self.watch = StackWatch(
             self.backend,
             self.outages,
-            self._settle,
+            self._adopt,
             settings.slurm_command_timeout_s + _QUESTION_MARGIN_S,
         )
-        self.cancellations = Cancellations(self.backend, self._call_failed)
+        self.lifecycle = ReplicaLifecycle(
+            settings,
+            store,
+            fleet,
+            self.planner,
+            self.accounts,
+            self.backoff,
+            self.preemptions,
+            self.watch,
+            specs=lambda: self.specs,
+            pools=lambda: self.pools,
+            wake=self.wake,
+            agent_keys=agent_keys,
+        )
         # Services whose scaling waits for a stack (or the database) to answer, and why.
         self.paused: dict[str, str] = {}
         self._database = _database_name(settings.effective_database_url)
@@ -151,7 +142,7 @@ class Reconciler:
         Only the store is read before this returns: no scheduler call stands
         between a restart and serving.
         """
-        await self.health.start()
+        await self.lifecycle.health.start()
         catalog = await asyncio.to_thread(self._observe)
         self._generation = catalog.generation
         self._take(catalog.entries)
@@ -181,37 +172,9 @@ class Reconciler:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.watch.stop()
-        live = list(self._fleet.replicas.values())
-        for replica in live:
-            replica.state = ReplicaState.DRAINING
-        deadline = time.monotonic() + self._settings.drain_timeout_s
-        while any(r.in_flight for r in live) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-        # Cancels not confirmed by now are the next run's: it finds their jobs by tag.
-        await self.cancellations.close()
-        await asyncio.gather(*self._cancels, return_exceptions=True)
-        await asyncio.gather(
-            *(
-                self.backend(r.backend).cancel(r.handle)
-                for r in self._fleet.replicas.values()
-                if r.handle
-            ),
-            return_exceptions=True,
-        )
-        # Charged now, not left to the next run: the scheduler gets a few seconds to record them.
-        await asyncio.gather(
-            *(
-                self.accounts.charge_end(r, self._gpus(r), self.backend(r.backend), tries=3)
-                for r in live
-            ),
-            return_exceptions=True,
-        )
+        await self.lifecycle.stop_all()
         await self.planner.aclose()
-        ids = [r.id for r in live]
-        if ids:
-            await asyncio.to_thread(self._store.mark_replicas, ids, "gone", "control plane stopped")
-        self._fleet.replicas.clear()
-        await self.health.stop()
+        await self.lifecycle.health.stop()
 
     def wake(self) -> None:
         """Run the next tick now rather than at the next interval."""
@@ -241,15 +204,15 @@ class Reconciler:
         # Act on new wants first: a deploy must not wait behind the status poll.
         for spec in active:
             await self._converge(spec)
-        await self._poll_allocations()
-        await self.health.check()
+        await self.lifecycle.follow_allocations()
+        await self.lifecycle.health.check()
         for name in deleting:
             await self._remove(name)
         for replica in list(self._fleet.replicas.values()):
             orphaned = replica.service not in self.specs and replica.service not in deleting
             if orphaned and replica.state is not ReplicaState.DRAINING:
-                await self._transition(replica, ReplicaState.DRAINING, "its service is gone")
-        await self._drain_step()
+                await self.lifecycle.drain(replica, "its service is gone")
+        await self.lifecycle.drain_step()
         self._export_metrics()
 
     async def _observe_store(self) -> CatalogSnapshot | None:
@@ -306,8 +269,8 @@ class Reconciler:
             logger.info("service %s: scaling resumed", service.name)
         for replica in self._fleet.of_service(service.name):
             if replica.state in STARTING and outdated(replica, fingerprint):
-                await self._transition(
-                    replica, ReplicaState.DRAINING, "its service's spec changed before it was ready"
+                await self.lifecycle.drain(
+                    replica, "its service's spec changed before it was ready"
                 )
         live = [r for r in self._fleet.of_service(service.name) if r.state in ACTIVE]
         now = time.time()
@@ -331,15 +294,15 @@ class Reconciler:
                     if outdated(old, fingerprint)
                     else "replaced before its time limit"
                 )
-                await self._transition(old, ReplicaState.DRAINING, reason)
+                await self.lifecycle.drain(old, reason)
         no_room = False
         if len(replicas) < wanted:
             if not blocked and self.backoff.may_launch(service.name):
                 stack = await self._place(service, replicas)
-                no_room = await self._launch(service, stack) == "no room"
+                no_room = await self.lifecycle.launch(service, stack, fingerprint) == "no room"
         elif len(replicas) > wanted:
             for replica in surplus_first(service, replicas)[: len(replicas) - wanted]:
-                await self._transition(replica, ReplicaState.DRAINING, "scaled down")
+                await self.lifecycle.drain(replica, "scaled down")
         elif not blocked:
             await self._move_waiting(service, replicas)
         if not blocked and (no_room or replacement_stuck(replicas, time.monotonic())):
@@ -358,9 +321,7 @@ class Reconciler:
             None,
         )
         if old is not None:
-            await self._transition(
-                old, ReplicaState.DRAINING, "no room to start its replacement beside it"
-            )
+            await self.lifecycle.drain(old, "no room to start its replacement beside it")
 
     async def _move_waiting(self, service: Deployable, replicas: list[LiveReplica]) -> None:
         """Move a burst replica still waiting to a stack that can now start it sooner."""
@@ -375,10 +336,8 @@ class Reconciler:
         target = move_to(waiting, delays, now)
         if target:
             self.bursting.record(service.name, target, delays, moved_from=waiting.backend)
-            await self._transition(
-                waiting, ReplicaState.DRAINING, f"moved: {target} can start it sooner"
-            )
-            await self._launch(service, target)
+            await self.lifecycle.drain(waiting, f"moved: {target} can start it sooner")
+            await self.lifecycle.launch(service, target, self._fingerprints[service.name])
 
     async def _place(self, service: Deployable, replicas: list[LiveReplica]) -> str:
         default, avoid = self._settings.default_backend, self.preemptions.avoid(service.name)
@@ -418,7 +377,7 @@ class Reconciler:
         replicas = self._fleet.of_service(name)
         for replica in replicas:
             if replica.state is not ReplicaState.DRAINING:
-                await self._transition(replica, ReplicaState.DRAINING, "service deleted")
+                await self.lifecycle.drain(replica, "service deleted")
         if not replicas:
             await asyncio.to_thread(self._store.remove_service, name)
             self.backoff.forget(name)
@@ -427,7 +386,7 @@ class Reconciler:
             self.autoscaler.forget(name)
             logger.info("service %s: deleted", name)
 
-    # launching and registration
+    # what new replicas ask for
 
     def backend(self, name: str) -> Backend:
         """The backend called ``name``, built on first use."""
@@ -452,297 +411,9 @@ class Reconciler:
         request = self.allocation_request(service, f"{service.name}-estimate", identity, stack)
         return self.accounts.with_defaults(request)
 
-    async def _launch(self, service: Deployable, stack: str) -> LaunchOutcome:
-        """Start one replica of ``service`` on ``stack``, unless something stops it."""
-        replica_id = f"{service.name}-{secrets.token_hex(3)}"
-        try:
-            identity = await asyncio.to_thread(self.accounts.identity, service.name)
-            request = self.accounts.with_defaults(
-                self.allocation_request(service, replica_id, identity, stack)
-            )
-            backend = self.backend(stack)
-        except AIFactoryError as exc:
-            self.backoff.failed(service.name, str(exc))
-            return "refused"
-        refusal = await asyncio.to_thread(
-            self.accounts.budget_refusal, service.name, service, list(self._fleet.replicas.values())
-        )
-        if refusal is not None:
-            self.backoff.wait(service.name, refusal, _BUDGET_RETRY_S)
-            return "refused"
-        agent_env = None
-        if isinstance(service, Agent):
-            agent_env = self._agent_keys.secret_env(service.name) if self._agent_keys else ""
-        lent = is_lent(service, backend.name)
-        try:
-            hashes = await asyncio.to_thread(
-                prepare_replica,
-                self._settings.privilege,
-                request,
-                agent_env=agent_env,
-                lent=lent,
-                pool_worker=isinstance(service, FunctionPool) and self.pools is not None,
-            )
-        except (OSError, AIFactoryError) as exc:
-            reason = f"could not hand its secrets to {identity.user}: {exc}"
-            self.backoff.failed(service.name, reason)
-            return "refused"
-
-        replica = LiveReplica(
-            replica_id,
-            service.name,
-            backend.name,
-            token_hash=hashes.token,
-            worker_token_hash=hashes.worker_token,
-            drain_token_hash=hashes.drain_token,
-            spec_hash=self._fingerprints[service.name],
-            lent=lent,
-            log_path=str(request.log_path),
-            run_as=identity.user,
-        )
-        if hashes.worker_token and self.pools is not None:
-            self.pools.expect(replica_id, hashes.worker_token)
-        replica.timeline["requested"] = time.time()
-        self._fleet.replicas[replica_id] = replica
-        asked_at = time.time()
-        try:
-            replica.handle = await backend.submit(request)
-        except BackendError as exc:
-            del self._fleet.replicas[replica_id]
-            await asyncio.to_thread(discard_replica_secrets, self._settings.privilege, request)
-            if self.pools is not None:
-                self.pools.forget(replica_id)
-            if isinstance(exc, CapacityExceeded):
-                self.backoff.wait(service.name, str(exc), _CAPACITY_RETRY_S)
-                return "no room"
-            self._call_failed(backend.name, exc, asked_at)
-            self.backoff.failed(service.name, str(exc))
-            return "refused"
-        self.backoff.submitted(service.name)
-        replica.timeline["submitted"] = time.time()
-        await asyncio.to_thread(
-            self._store.add_replica,
-            id=replica_id,
-            service=service.name,
-            backend=backend.name,
-            state=ReplicaState.SUBMITTED.value,
-            handle=replica.handle,
-            token_hash=replica.token_hash,
-            drain_token_hash=replica.drain_token_hash,
-            spec_hash=replica.spec_hash,
-            log_path=str(request.log_path),
-            run_as=identity.user,
-        )
-        logger.info(
-            "replica %s: submitted to %s as %s, running as %s",
-            replica_id,
-            backend.name,
-            replica.handle,
-            identity.describe(),
-        )
-        return "submitted"
-
-    async def register(
-        self, replica_id: str, token: str, host: str, port: int, launched_at: float | None = None
-    ) -> None:
-        """Accept a launcher's report of where its engine listens (once).
-
-        Raises:
-            NotFound: no such live replica.
-            Unauthorized: wrong or already used token.
-            Conflict: the replica is past registration.
-        """
-        replica = self._fleet.replicas.get(replica_id)
-        if replica is None:
-            raise NotFound(f"replica {replica_id!r} is not live.")
-        if not replica.token_hash or not hmac.compare_digest(replica.token_hash, hash_key(token)):
-            raise Unauthorized(f"registration token for replica {replica_id!r} is not valid.")
-        if replica.state is not ReplicaState.SUBMITTED:
-            raise Conflict(f"replica {replica_id!r} is {replica.state.value}, not submitted.")
-        # The launcher's token is spent; a pool's worker token is kept (hashed)
-        # so that a restarted control plane can admit the worker again.
-        replica.token_hash = replica.worker_token_hash
-        replica.base_url = f"http://{host}:{port}"
-        if launched_at is not None:
-            replica.timeline["launched"] = launched_at
-        await self._transition(
-            replica,
-            ReplicaState.REGISTERED,
-            f"engine at {host}:{port}",
-            host=host,
-            port=port,
-            token_hash=replica.token_hash,
-        )
-        self._background(self.health.watch_startup(replica))
-
-    async def preempted(self, replica_id: str, token: str) -> int:
-        """A lent replica's launcher says Slurm is taking its node back: drain it now.
-
-        Called again while the launcher waits; returns the requests (or a
-        pool's tasks) still in flight on the replica.
-
-        Raises:
-            NotFound: no such live replica.
-            Unauthorized: not the replica's drain token.
-        """
-        replica = drained_replica(self._fleet.replicas.get(replica_id), replica_id, token)
-        if not replica.preempted:
-            replica.preempted = True
-            self.preemptions.note(replica.service, replica.backend)
-            if replica.state is not ReplicaState.DRAINING:
-                await self._transition(
-                    replica, ReplicaState.DRAINING, "preempted: draining within its grace time"
-                )
-            self.wake()  # its replacement starts now, not at the next interval
-        return self._busy(replica)
-
-    # observing
-
-    async def _poll_allocations(self) -> None:
-        by_backend: dict[str, list[LiveReplica]] = {}
-        for replica in self._fleet.replicas.values():
-            if replica.handle:
-                by_backend.setdefault(replica.backend, []).append(replica)
-        for name, replicas in by_backend.items():
-            if not self.watch.answers(name):
-                continue  # kept as they are until it answers (the watch asks it)
-            asked_at = time.time()
-            statuses = await self.backend(name).status([r.handle for r in replicas])
-            for replica in replicas:
-                status = statuses.get(replica.handle) or AllocationStatus(AllocationState.UNKNOWN)
-                if not status.answered:
-                    self.watch.failed(name, status.reason, asked_at)
-                elif status.state is AllocationState.UNKNOWN:
-                    self.watch.doubt(name)  # it knows no such job: the watch settles that
-                if status.state is AllocationState.UNKNOWN or replica.stopping:
-                    continue
-                if not status.state.finished:
-                    if status.state is AllocationState.RUNNING:
-                        replica.timeline.setdefault("running", time.time())
-                    replica.ends_at_epoch = status.ends_at or replica.ends_at_epoch
-                    replica.starts_at_epoch = status.starts_at
-                    replica.node = status.node or replica.node
-                    replica.pending_reason = status.reason
-                    continue
-                if status.state is AllocationState.PREEMPTED or replica.preempted:
-                    # The site took its capacity back: an expected end, not a failure.
-                    self.preemptions.note(replica.service, replica.backend)
-                    await self._transition(
-                        replica, ReplicaState.GONE, f"preempted ({status.reason})"
-                    )
-                    self.wake()
-                elif replica.state is ReplicaState.DRAINING:
-                    await self._transition(replica, ReplicaState.GONE, status.reason)
-                elif status.state is AllocationState.TIMEOUT:
-                    # Reaching the time limit is the normal end of an allocation, not a failure.
-                    await self._transition(replica, ReplicaState.GONE, status.reason)
-                else:
-                    await self._fail(replica, f"allocation ended: {status.reason}")
-
-    # acting
-
-    async def _drain_step(self) -> None:
-        now = time.monotonic()
-        for replica in list(self._fleet.replicas.values()):
-            if replica.state is not ReplicaState.DRAINING or replica.stopping:
-                continue
-            overdue = now - replica.changed_monotonic > self._settings.drain_timeout_s
-            if replica.preempted and not overdue:
-                continue  # its launcher ends the job within the grace time
-            if self._busy(replica) == 0 or overdue:
-                replica.stopping = True
-                self._background(self._stop(replica))
-
-    def _gpus(self, replica: LiveReplica) -> int:
-        spec = self.specs.get(replica.service)
-        return spec.resources.gpus if spec else 0
-
-    def _busy(self, replica: LiveReplica) -> int:
-        """Requests (or, for a pool's worker, tasks) the replica still serves."""
-        if isinstance(self.specs.get(replica.service), FunctionPool) and self.pools is not None:
-            return self.pools.running(replica.id)
-        return replica.in_flight
-
-    async def _stop(self, replica: LiveReplica) -> None:
-        """Cancel a drained replica's allocation; it is gone once its stack confirms."""
-        if replica.handle and not await self.cancellations.cancel(replica.backend, replica.handle):
-            return  # stopping: the next run cancels it by its tag
-        await self._transition(replica, ReplicaState.GONE, "drained and stopped")
-        self.wake()
-
-    def _call_failed(self, stack: str, error: Exception, asked_at: float) -> None:
-        """A call to ``stack`` failed: unanswered, an outage; refused, a doubt the watch settles."""
-        if isinstance(error, SchedulerUnreachable):
-            self.watch.failed(stack, error.message, asked_at)
-        else:
-            self.watch.doubt(stack)
-
-    def _cancel(self, replica: LiveReplica) -> None:
-        self.cancellations.cancel(replica.backend, replica.handle)
-
-    async def _settle(self, stack: str, ours: Mapping[str, str]) -> None:
-        """``stack`` answered with the allocations it runs for us: settle adoption, end strays."""
-        settled = settle(stack, ours, self._fleet)
-        for replica in settled.confirmed:
-            logger.info("replica %s: adopted (%s %s)", replica.id, stack, replica.handle)
-        for replica in settled.gone:
-            await self._transition(
-                replica, ReplicaState.GONE, f"its allocation ended while {stack} was not asked"
-            )
-        for replica_id, handle in settled.strays.items():
-            logger.warning("cancelling stray %s %s (replica %s unknown)", stack, handle, replica_id)
-            self.cancellations.cancel(stack, handle)
-        if settled.gone or settled.confirmed:
-            self.wake()
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._cancels.add(task)
-        task.add_done_callback(self._cancels.discard)
-
-    async def _fail(self, replica: LiveReplica, reason: str) -> None:
-        if replica.handle:
-            self._cancel(replica)
-        self.backoff.failed(replica.service, reason)
-        await self._transition(replica, ReplicaState.FAILED, reason)
-
-    async def _transition(
-        self, replica: LiveReplica, state: ReplicaState, reason: str, **fields: Any
-    ) -> None:
-        logger.info(
-            "replica %s: %s -> %s (%s)", replica.id, replica.state.value, state.value, reason
-        )
-        replica.state = state
-        replica.changed_monotonic = time.monotonic()
-        replica.timeline[state.value] = time.time()
-        if self.pools is not None and state is ReplicaState.DRAINING:
-            self.pools.drain(replica.id)
-        if state in (ReplicaState.GONE, ReplicaState.FAILED):
-            self._fleet.replicas.pop(replica.id, None)
-            backend = self.backend(replica.backend)
-            self._background(self.accounts.charge_end(replica, self._gpus(replica), backend))
-            if self.pools is not None:
-                self.pools.forget(replica.id)
-        await asyncio.to_thread(
-            self._store.update_replica, replica.id, state=state.value, reason=reason, **fields
-        )
-
-    # the monitor's Lifecycle
-
-    async def transition(
-        self, replica: LiveReplica, state: ReplicaState, reason: str, **fields: Any
-    ) -> None:
-        """Move ``replica`` to ``state`` (the health monitor's way in)."""
-        await self._transition(replica, state, reason, **fields)
-
-    async def fail(self, replica: LiveReplica, reason: str) -> None:
-        """Fail ``replica``: cancel its allocation and back off its service."""
-        await self._fail(replica, reason)
-
-    def ready(self, service: str) -> None:
-        """A replica of ``service`` became ready: its failures are forgiven, held requests go."""
-        self.backoff.forgive(service)
-        self._fleet.holding.wake(service)
+    async def _adopt(self, stack: str, ours: Mapping[str, str]) -> None:
+        """The watch's answers go to the lifecycle (built after the watch it reports to)."""
+        await self.lifecycle.adopt(stack, ours)
 
     def _export_metrics(self) -> None:
         counts: dict[tuple[str, str, str], int] = {}
