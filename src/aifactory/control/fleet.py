@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, ValuesView
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, ValuesView
 from dataclasses import dataclass, field
 
 from aifactory.control.holding import Held, HoldQueues
@@ -160,10 +160,11 @@ class ModelEntry:
 class Fleet:
     """Services and their replicas as the router and reconciler see them."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_demand: Callable[[str], None] = lambda _service: None) -> None:
+        """``on_demand``: told the service a request is held for (it asks for a replica)."""
         self.services: dict[str, Service] = {}
         self.replicas = ReplicaTable()
-        self.holding = HoldQueues()
+        self.holding = HoldQueues(on_demand)
         self._models: dict[str, ModelEntry] = {}
         self._turn = itertools.count()
         self._affinity: dict[tuple[str, str], str] = {}

@@ -17,6 +17,7 @@ from aifactory.control.outages import Outage
 from aifactory.control.placement import stacks_of
 from aifactory.control.reconciler import Reconciler
 from aifactory.control.rotation import outdated, spec_fingerprint
+from aifactory.control.wakeup import Wakeup
 from aifactory.engines import locate, render_engine
 from aifactory.errors import AIFactoryError, BadRequest, ConfigError, Conflict, NotFound
 from aifactory.specs import Agent, Deployable, FunctionPool, Service, load_deployable
@@ -32,9 +33,13 @@ class ControlPlane:
     def __init__(self, settings: Settings, store: Store, ledger: UsageLedger | None = None) -> None:
         self.settings = settings
         self.store = store
-        self.fleet = Fleet()
+        # Held requests ask for replicas through it: the cold start's one way in.
+        self.wakeup = Wakeup()
+        self.fleet = Fleet(on_demand=self.wakeup.demand)
         self.agent_keys = AgentKeys(settings, store)
-        self.reconciler = Reconciler(settings, store, self.fleet, ledger, self.agent_keys)
+        self.reconciler = Reconciler(
+            settings, store, self.fleet, ledger, self.agent_keys, self.wakeup
+        )
         self.lifecycle = self.reconciler.lifecycle
 
     async def start(self) -> None:
@@ -76,12 +81,12 @@ class ControlPlane:
         document = service.to_document()
         if existing is not None:
             await asyncio.to_thread(self.store.set_service_spec, service.name, document)
-            self.reconciler.wake()
+            self.wakeup.now()
             return "updated"
         if isinstance(service, Agent):
             await asyncio.to_thread(self.agent_keys.provision, service.name, tenant_id)
         await asyncio.to_thread(self.store.add_service, service.name, document, tenant_id)
-        self.reconciler.wake()
+        self.wakeup.now()
         return "created"
 
     def _check_runnable(self, service: Deployable) -> None:
@@ -120,7 +125,7 @@ class ControlPlane:
         await asyncio.to_thread(self.store.set_service_status, name, "deleting")
         if row.spec.get("kind") == "Agent":
             await asyncio.to_thread(self.agent_keys.revoke, name)
-        self.reconciler.wake()
+        self.wakeup.now()
 
     async def services(self) -> list[dict[str, Any]]:
         """A summary of every service (each stored spec parsed and digested once per change)."""

@@ -26,7 +26,6 @@ that must go is cancelled until the stack confirms (``cancellations``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -60,6 +59,7 @@ from aifactory.control.planner import AllocationPlanner
 from aifactory.control.pools import Pools
 from aifactory.control.rotation import due_for_rotation, outdated, replacement_stuck
 from aifactory.control.stack_watch import StackWatch
+from aifactory.control.wakeup import Wakeup
 from aifactory.errors import ConfigError
 from aifactory.identity import Identity
 from aifactory.specs import Deployable, FunctionPool, Service
@@ -82,6 +82,7 @@ class Reconciler:
         fleet: Fleet,
         ledger: UsageLedger | None = None,
         agent_keys: AgentKeys | None = None,
+        wakeup: Wakeup | None = None,
     ) -> None:
         self._agent_keys = agent_keys
         self._settings = settings
@@ -96,7 +97,7 @@ class Reconciler:
         self.backoff = LaunchBackoff()
         self.preemptions = Preemptions()
         self.bursting = Bursting(self._estimate_request, self.backend)
-        self._wake = asyncio.Event()
+        self._wakeup = wakeup or Wakeup()
         self._task: asyncio.Task[None] | None = None
         self.autoscaler = Autoscaler()
         self.catalog = ServiceCatalog(store)
@@ -124,7 +125,7 @@ class Reconciler:
             self.watch,
             specs=lambda: self.specs,
             pools=lambda: self.pools,
-            wake=self.wake,
+            wake=self._wakeup.now,
             agent_keys=agent_keys,
         )
         # Services whose scaling waits for a stack (or the database) to answer, and why.
@@ -132,7 +133,6 @@ class Reconciler:
         self._database = _database_name(settings.effective_database_url)
         if self._database:
             self.outages.watch(self._database)
-        fleet.holding.on_demand = lambda _service: self.wake()
 
     # lifecycle of the reconciler itself
 
@@ -178,13 +178,11 @@ class Reconciler:
 
     def wake(self) -> None:
         """Run the next tick now rather than at the next interval."""
-        self._wake.set()
+        self._wakeup.now()
 
     async def _loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.reconcile_interval_s)
-            self._wake.clear()
+            await self._wakeup.wait(self._settings.reconcile_interval_s)
             try:
                 await self.tick()
             except asyncio.CancelledError:
