@@ -39,14 +39,14 @@ from aifactory.config import Settings
 from aifactory.control.accounts import TenantAccounts
 from aifactory.control.adoption import restore
 from aifactory.control.agents import AgentKeys
-from aifactory.control.autoscaler import Autoscaler
-from aifactory.control.bursting import Bursting
+from aifactory.control.autoscaler import Autoscaler, ScalingDecision
+from aifactory.control.bursting import BurstDecision, Bursting
 from aifactory.control.catalog import CatalogEntry, CatalogSnapshot, ServiceCatalog
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
 from aifactory.control.launch_backoff import LaunchBackoff
 from aifactory.control.lending import Preemptions
 from aifactory.control.lifecycle import ReplicaLifecycle
-from aifactory.control.outages import Outages
+from aifactory.control.outages import Outage, Outages
 from aifactory.control.placement import (
     burst_stacks,
     move_to,
@@ -106,7 +106,7 @@ class Reconciler:
         self._active: list[Deployable] = []
         self._deleting: list[str] = []
         self._fingerprints: dict[str, str] = {}
-        self.pools: Pools | None = None  # the functions broker, when this process runs one
+        self._pools: Pools | None = None  # the functions broker, when this process runs one
         self.outages = Outages()
         self.watch = StackWatch(
             self.backend,
@@ -124,7 +124,7 @@ class Reconciler:
             self.preemptions,
             self.watch,
             specs=lambda: self.specs,
-            pools=lambda: self.pools,
+            pools=lambda: self._pools,
             wake=self._wakeup.now,
             agent_keys=agent_keys,
         )
@@ -159,9 +159,9 @@ class Reconciler:
                 "replica %s: restored (%s, %s %s); its stack confirms it in the background",
                 replica.id, replica.state.value, replica.backend, replica.handle,
             )  # fmt: skip
-            if self.pools is not None and replica.token_hash and replica.base_url:
+            if self._pools is not None and replica.token_hash and replica.base_url:
                 # A registered replica keeps a token only if it is a pool's worker.
-                self.pools.expect(replica.id, replica.token_hash)
+                self._pools.expect(replica.id, replica.token_hash)
         await self.watch.start()
         self.wake()
         self._task = asyncio.create_task(self._loop(), name="reconciler")
@@ -179,6 +179,67 @@ class Reconciler:
     def wake(self) -> None:
         """Run the next tick now rather than at the next interval."""
         self._wakeup.now()
+
+    def serve_function_pools(self, pools: Pools) -> None:
+        """Run FunctionPools' workers through ``pools`` (the functions hub).
+
+        Given after construction: the hub is built after the control plane,
+        because it needs the plane's wake-up.
+        """
+        self._pools = pools
+
+    # what the control plane reads (its summaries, ``aif status``, ``/healthz``)
+
+    @property
+    def pools(self) -> Pools | None:
+        """The functions hub that runs FunctionPools' workers (None: this process runs none)."""
+        return self._pools
+
+    def spec(self, name: str) -> Deployable | None:
+        """The parsed spec ``name`` is converged to (None: not deployed, or being deleted)."""
+        return self.specs.get(name)
+
+    def waiting_on(self, name: str) -> str:
+        """Why ``name`` starts no replica now: its scaling is paused, else its launch back-off."""
+        paused = self.paused.get(name)
+        if paused:
+            return f"scaling paused: {paused}"
+        return self.backoff.reasons.get(name, "")
+
+    def scaling_paused(self) -> dict[str, str]:
+        """The services whose scaling waits for a stack (or the database), and why."""
+        return dict(self.paused)
+
+    def scaling(self, name: str) -> tuple[int | None, list[ScalingDecision], list[BurstDecision]]:
+        """The count wanted now, the recent scaling decisions, and where bursts went."""
+        return (
+            self.autoscaler.wanted_now(name),
+            self.autoscaler.decisions(name),
+            self.bursting.decisions(name),
+        )
+
+    def outages_now(self) -> list[Outage]:
+        """What cannot be asked now (stacks, the database), since when."""
+        return self.outages.current()
+
+    def cancels_pending(self) -> int:
+        """Cancels not yet confirmed by their stacks."""
+        return len(self.lifecycle.cancellations.pending)
+
+    async def planned_request(self, service: Deployable) -> tuple[AllocationRequest, Backend]:
+        """What a new replica of ``service`` would ask its first stack for (never submitted).
+
+        Raises:
+            ConfigError: its tenant has no identity to run it as.
+        """
+        catalog = await asyncio.to_thread(self.catalog.refresh)
+        owners = {e.name: e.tenant_id for e in catalog.entries}
+        await asyncio.to_thread(self.accounts.refresh, owners, True)
+        identity = await asyncio.to_thread(self.accounts.identity, service.name)
+        request = self.accounts.with_defaults(
+            self.allocation_request(service, f"{service.name}-XXXXXX", identity)
+        )
+        return request, self.backend(service.backend or self._settings.default_backend)
 
     async def _loop(self) -> None:
         while True:
@@ -350,7 +411,7 @@ class Reconciler:
     def _wanted(self, service: Deployable) -> int:
         """The autoscaler's count for ``service``, from its live load."""
         if isinstance(service, FunctionPool):
-            work = self.pools.load(service.name) if self.pools else None
+            work = self._pools.load(service.name) if self._pools else None
             load, queued = (work.running, work.queued) if work else (0, 0)
             last_request = work.last_submit if work else None
         else:
@@ -398,7 +459,7 @@ class Reconciler:
         stack: str | None = None,
     ) -> AllocationRequest:
         """A new replica of ``service``, run as ``identity`` (on ``stack``, else its first)."""
-        return self.planner.request(service, replica_id, identity, self.pools, stack)
+        return self.planner.request(service, replica_id, identity, self._pools, stack)
 
     def _estimate_request(self, service: Deployable, stack: str) -> AllocationRequest:
         """What a new replica of ``service`` would ask ``stack`` for (never submitted)."""
