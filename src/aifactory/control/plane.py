@@ -204,10 +204,11 @@ class ControlPlane:
         Raises:
             NotFound: no such service.
         """
-        row = await asyncio.to_thread(self.store.service, name)
-        if row is None:
+        entry = (await asyncio.to_thread(self.catalog.refresh)).get(name)
+        if entry is None:
             raise NotFound(f"service {name!r} does not exist.", fix="see `aifactory services`")
-        service = load_deployable(dict(row.spec), name)
+        # Parsed once per change; only a service being deleted (or a broken spec) is parsed here.
+        service = entry.spec or load_deployable(dict(entry.document), name)
         try:
             request, backend = await self.reconciler.planned_request(service)
         except ConfigError as exc:
