@@ -25,10 +25,10 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Literal
 
-from aifactory.backends import AllocationState, AllocationStatus
+from aifactory.backends import AllocationRequest, AllocationState, AllocationStatus
 from aifactory.config import Settings
 from aifactory.control.accounts import TenantAccounts
-from aifactory.control.adoption import settle
+from aifactory.control.adoption import restore, settle
 from aifactory.control.agents import AgentKeys
 from aifactory.control.cancellations import Cancellations
 from aifactory.control.fleet import Fleet, LiveReplica, ReplicaState
@@ -43,10 +43,12 @@ from aifactory.errors import (
     AIFactoryError,
     BackendError,
     CapacityExceeded,
+    ConfigError,
     Conflict,
     NotFound,
     Unauthorized,
 )
+from aifactory.identity import Identity
 from aifactory.specs import Agent, Deployable, FunctionPool
 from aifactory.store import Store
 from aifactory.tenancy import hash_key
@@ -112,6 +114,43 @@ class ReplicaLifecycle:
 
     # launching and registration
 
+    def request(
+        self,
+        service: Deployable,
+        replica_id: str,
+        identity: Identity | None,
+        stack: str | None = None,
+    ) -> AllocationRequest:
+        """A new replica of ``service``, run as ``identity`` (on ``stack``, else its first)."""
+        return self._accounts.with_defaults(
+            self._planner.request(service, replica_id, identity, self._pools(), stack)
+        )
+
+    def estimate_request(self, service: Deployable, stack: str) -> AllocationRequest:
+        """What a new replica of ``service`` would ask ``stack`` for (never submitted)."""
+        try:
+            identity: Identity | None = self._accounts.identity(service.name)
+        except ConfigError:
+            identity = None  # its launch will be refused with the reason; estimate anyway
+        return self.request(service, f"{service.name}-estimate", identity, stack)
+
+    async def restore(self) -> None:
+        """Put the live replicas of an earlier run back in the fleet (``adoption.restore``)."""
+        rows = await asyncio.to_thread(self._store.replicas, None, True)
+        gone = restore(rows, self._fleet)
+        if gone:
+            reason = "not running when the control plane restarted"
+            await asyncio.to_thread(self._store.mark_replicas, gone, "gone", reason)
+        pools = self._pools()
+        for replica in self._fleet.replicas.values():
+            logger.info(
+                "replica %s: restored (%s, %s %s); its stack confirms it in the background",
+                replica.id, replica.state.value, replica.backend, replica.handle,
+            )  # fmt: skip
+            if pools is not None and replica.token_hash and replica.base_url:
+                # A registered replica keeps a token only if it is a pool's worker.
+                pools.expect(replica.id, replica.token_hash)
+
     async def launch(self, service: Deployable, stack: str, fingerprint: str) -> LaunchOutcome:
         """Start one replica of ``service`` (its spec's ``fingerprint``) on ``stack``.
 
@@ -122,9 +161,7 @@ class ReplicaLifecycle:
         accounts, pools = self._accounts, self._pools()
         try:
             identity = await asyncio.to_thread(accounts.identity, service.name)
-            request = accounts.with_defaults(
-                self._planner.request(service, replica_id, identity, pools, stack)
-            )
+            request = self.request(service, replica_id, identity, stack)
             backend = self._planner.backend(stack)
         except AIFactoryError as exc:
             self._backoff.failed(service.name, str(exc))

@@ -37,7 +37,6 @@ from aifactory import metrics
 from aifactory.backends import AllocationRequest, Backend
 from aifactory.config import Settings
 from aifactory.control.accounts import TenantAccounts
-from aifactory.control.adoption import restore
 from aifactory.control.agents import AgentKeys
 from aifactory.control.autoscaler import Autoscaler, ScalingDecision
 from aifactory.control.bursting import BurstDecision, Bursting
@@ -60,8 +59,6 @@ from aifactory.control.pools import Pools
 from aifactory.control.rotation import due_for_rotation, outdated, replacement_stuck
 from aifactory.control.stack_watch import StackWatch
 from aifactory.control.wakeup import Wakeup
-from aifactory.errors import ConfigError
-from aifactory.identity import Identity
 from aifactory.specs import Deployable, FunctionPool, Service
 from aifactory.store import Store
 from aifactory.tenancy import TenantIdentities, UsageLedger
@@ -96,7 +93,6 @@ class Reconciler:
         )
         self.backoff = LaunchBackoff()
         self.preemptions = Preemptions()
-        self.bursting = Bursting(self._estimate_request, self.backend)
         self._wakeup = wakeup or Wakeup()
         self._task: asyncio.Task[None] | None = None
         self.autoscaler = Autoscaler()
@@ -128,6 +124,7 @@ class Reconciler:
             wake=self._wakeup.now,
             agent_keys=agent_keys,
         )
+        self.bursting = Bursting(self.lifecycle.estimate_request, self.backend)
         # Services whose scaling waits for a stack (or the database) to answer, and why.
         self.paused: dict[str, str] = {}
         self._database = _database_name(settings.effective_database_url)
@@ -146,22 +143,10 @@ class Reconciler:
         catalog = await asyncio.to_thread(self._observe)
         self._generation = catalog.generation
         self._take(catalog.entries)
-        rows = await asyncio.to_thread(self._store.replicas, None, True)
-        gone = restore(rows, self._fleet)
-        if gone:
-            reason = "not running when the control plane restarted"
-            await asyncio.to_thread(self._store.mark_replicas, gone, "gone", reason)
+        await self.lifecycle.restore()
         default = self._settings.default_backend
         named = {stack for spec in self._active for stack in stacks_of(spec, default)}
         self.watch.add(named | {r.backend for r in self._fleet.replicas.values()}, adopting=True)
-        for replica in self._fleet.replicas.values():
-            logger.info(
-                "replica %s: restored (%s, %s %s); its stack confirms it in the background",
-                replica.id, replica.state.value, replica.backend, replica.handle,
-            )  # fmt: skip
-            if self._pools is not None and replica.token_hash and replica.base_url:
-                # A registered replica keeps a token only if it is a pool's worker.
-                self._pools.expect(replica.id, replica.token_hash)
         await self.watch.start()
         self.wake()
         self._task = asyncio.create_task(self._loop(), name="reconciler")
@@ -236,9 +221,7 @@ class Reconciler:
         owners = {e.name: e.tenant_id for e in catalog.entries}
         await asyncio.to_thread(self.accounts.refresh, owners, True)
         identity = await asyncio.to_thread(self.accounts.identity, service.name)
-        request = self.accounts.with_defaults(
-            self.allocation_request(service, f"{service.name}-XXXXXX", identity)
-        )
+        request = self.lifecycle.request(service, f"{service.name}-XXXXXX", identity)
         return request, self.backend(service.backend or self._settings.default_backend)
 
     async def _loop(self) -> None:
@@ -445,30 +428,11 @@ class Reconciler:
             self.autoscaler.forget(name)
             logger.info("service %s: deleted", name)
 
-    # what new replicas ask for
+    # the stacks
 
     def backend(self, name: str) -> Backend:
         """The backend called ``name``, built on first use."""
         return self.planner.backend(name)
-
-    def allocation_request(
-        self,
-        service: Deployable,
-        replica_id: str,
-        identity: Identity | None,
-        stack: str | None = None,
-    ) -> AllocationRequest:
-        """A new replica of ``service``, run as ``identity`` (on ``stack``, else its first)."""
-        return self.planner.request(service, replica_id, identity, self._pools, stack)
-
-    def _estimate_request(self, service: Deployable, stack: str) -> AllocationRequest:
-        """What a new replica of ``service`` would ask ``stack`` for (never submitted)."""
-        try:
-            identity: Identity | None = self.accounts.identity(service.name)
-        except ConfigError:
-            identity = None  # its launch will be refused with the reason; estimate anyway
-        request = self.allocation_request(service, f"{service.name}-estimate", identity, stack)
-        return self.accounts.with_defaults(request)
 
     async def _adopt(self, stack: str, ours: Mapping[str, str]) -> None:
         """The watch's answers go to the lifecycle (built after the watch it reports to)."""
