@@ -172,7 +172,7 @@ def test_a_preempted_allocation_is_no_failure_and_its_stack_is_passed_over(
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     store.create_schema()
     reconciler = Reconciler(Settings(data_dir=tmp_path), store, fleet := Fleet())
-    reconciler.planner._backends["slurm"] = _Preempting()  # type: ignore[assignment]
+    reconciler.planner.provide(_Preempting())  # type: ignore[arg-type]
     fleet.replicas["chat-1"] = LiveReplica("chat-1", "chat", "slurm", ReplicaState.READY, "7")
     store.add_replica(
         id="chat-1", service="chat", backend="slurm", state="ready", handle="7",
