@@ -34,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _instant_backend import InstantBackend
 from aifactory.config import Settings
 from aifactory.control.fleet import ReplicaState
-from aifactory.control.planner import AllocationPlanner
 from aifactory.server import App
 
 
@@ -109,9 +108,8 @@ def main() -> None:
         drain_timeout_s=0,
     )
     app = App(settings)
-    reconciler = app.plane.reconciler
-    backend = InstantBackend("local", reconciler.register, "127.0.0.1", args.health_port)
-    reconciler.planner = AllocationPlanner(settings, {"local": backend})
+    backend = InstantBackend("local", app.plane.lifecycle.register, "127.0.0.1", args.health_port)
+    app.plane.reconciler.planner.provide(backend)
     config = uvicorn.Config(
         BenchApp(app),
         host="127.0.0.1",

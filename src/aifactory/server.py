@@ -70,7 +70,7 @@ class App:
             lambda pool, caller: code_refusal(self.store, pool, caller),
             self.ledger,
         )
-        self.plane.reconciler.pools = self.functions
+        self.plane.serve_function_pools(self.functions)
         self.invoker = Invoker(self.store, self.functions, self.ledger)
         # A gateway-only process routes by the store instead of reconciling.
         self.follower = (

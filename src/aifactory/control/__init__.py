@@ -1,4 +1,15 @@
-"""The control plane: the fleet of replicas, the reconciler and the deploy facade."""
+"""The control plane: the fleet of replicas, what decides, what does, and the deploy facade.
+
+Where each thing happens::
+
+    plane       the facade the admin API and the CLI call; ``views`` builds its summaries
+    reconciler  decides how many replicas each service has, and where
+                (``autoscaler``, ``placement``, ``bursting``, ``rotation``, ``catalog``)
+    lifecycle   does it: launch, register, follow, drain, stop, fail, one replica at a time
+                (``monitor`` its health, ``adoption`` after a restart, ``cancellations``)
+    fleet       the live replicas and routing; ``holding`` the requests waiting at zero
+    wakeup      the one way to ask the reconciler for a tick now
+"""
 
 from aifactory.control.fleet import Fleet, Lease, ModelEntry, ReplicaState
 from aifactory.control.follower import FleetFollower

@@ -4,9 +4,11 @@ A tick used to load every stored spec and validate it again, and digest it
 again for its fingerprint: at 1,000 services that was most of an idle
 control plane's CPU, and each deploy (which wakes a tick) waited behind it.
 The catalog asks the store only for each service's status and time of last
-change, and reads and parses just the rows whose pair moved (a new spec and
-a status change both stamp ``updated_at``); every other entry is the one
-parsed before. Equal versions mean an equal stored document.
+change, and reads just the rows whose pair moved (a new spec and a status
+change both stamp ``updated_at``); every other entry is the one parsed
+before. Equal versions mean an equal stored document, and a row read again
+whose document has the same fingerprint keeps the spec parsed before: a spec
+is parsed once per change of its document.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ class CatalogSnapshot:
     generation: int
     entries: tuple[CatalogEntry, ...]
 
+    def get(self, name: str) -> CatalogEntry | None:
+        """The entry of service ``name`` (None: no such service)."""
+        return next((entry for entry in self.entries if entry.name == name), None)
+
 
 class ServiceCatalog:
     """Every stored service, re-read and re-parsed only where its row changed."""
@@ -86,7 +92,7 @@ class ServiceCatalog:
                 for name in gone:
                     del self._entries[name]
                 for row in self._store.services_named(changed):
-                    self._entries[row.name] = _entry(row)
+                    self._entries[row.name] = _entry(row, self._entries.get(row.name))
                 self._snapshot = CatalogSnapshot(
                     self._snapshot.generation + 1,
                     tuple(self._entries[name] for name in sorted(self._entries)),
@@ -94,9 +100,15 @@ class ServiceCatalog:
             return self._snapshot
 
 
-def _entry(row: ServiceRow) -> CatalogEntry:
+def _entry(row: ServiceRow, previous: CatalogEntry | None) -> CatalogEntry:
+    """``row`` as an entry; its spec is ``previous``'s when the document is the same."""
+    fingerprint = spec_fingerprint(row.spec)
     spec: Deployable | None = None
-    if row.status != "deleting":  # a service on its way out is not parsed
+    if row.status == "deleting":
+        pass  # a service on its way out is not parsed
+    elif previous is not None and previous.fingerprint == fingerprint and previous.spec is not None:
+        spec = previous.spec
+    else:
         try:
             spec = load_deployable(dict(row.spec), row.name)
         except SpecError as exc:
@@ -109,5 +121,5 @@ def _entry(row: ServiceRow) -> CatalogEntry:
         version=(row.status, row.updated_at),
         document=row.spec,
         spec=spec,
-        fingerprint=spec_fingerprint(row.spec),
+        fingerprint=fingerprint,
     )

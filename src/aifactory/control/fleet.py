@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, ValuesView
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, ValuesView
 from dataclasses import dataclass, field
 
 from aifactory.control.holding import Held, HoldQueues
@@ -65,8 +65,9 @@ class LiveReplica:
     suspect: bool = False
     stopping: bool = False
     retiring: bool = False
-    ends_at: float | None = None
-    starts_at: float | None = None
+    # Wall-clock (Unix) seconds, as schedulers report them.
+    ends_at_epoch: float | None = None
+    starts_at_epoch: float | None = None
     node: str = ""
     pending_reason: str = ""
     watched: bool = False
@@ -75,16 +76,17 @@ class LiveReplica:
     log_path: str = ""
     run_as: str = ""
     timeline: dict[str, float] = field(default_factory=dict)
-    created_at: float = field(default_factory=time.monotonic)
-    changed_at: float = field(default_factory=time.monotonic)
-    last_health_at: float = 0.0
+    # Monotonic seconds: ages and intervals on this host only.
+    created_monotonic: float = field(default_factory=time.monotonic)
+    changed_monotonic: float = field(default_factory=time.monotonic)
+    last_health_monotonic: float = 0.0
 
     def awaiting_allocation(self, clock: float, longer_than_s: float) -> bool:
         """Whether its scheduler has kept it waiting for over ``longer_than_s`` (monotonic)."""
         return (
             self.state is ReplicaState.SUBMITTED
             and "running" not in self.timeline
-            and clock - self.created_at > longer_than_s
+            and clock - self.created_monotonic > longer_than_s
         )
 
 
@@ -158,10 +160,11 @@ class ModelEntry:
 class Fleet:
     """Services and their replicas as the router and reconciler see them."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_demand: Callable[[str], None] = lambda _service: None) -> None:
+        """``on_demand``: told the service a request is held for (it asks for a replica)."""
         self.services: dict[str, Service] = {}
         self.replicas = ReplicaTable()
-        self.holding = HoldQueues()
+        self.holding = HoldQueues(on_demand)
         self._models: dict[str, ModelEntry] = {}
         self._turn = itertools.count()
         self._affinity: dict[tuple[str, str], str] = {}
@@ -255,7 +258,7 @@ class Fleet:
         self.last_request[replica.service] = time.monotonic()
         if failed:
             replica.suspect = True
-            replica.last_health_at = 0.0
+            replica.last_health_monotonic = 0.0
 
     def _note_load(self, service: str) -> None:
         now_in_flight = sum(r.in_flight for r in self.of_service(service))
@@ -294,14 +297,14 @@ class Fleet:
         position = self.holding.position(held)
         if not starting:
             return f'queued position={position} state=SCALING reason="requesting a replica"'
-        first = min(starting, key=lambda r: r.created_at)
+        first = min(starting, key=lambda r: r.created_monotonic)
         state = "PENDING" if first.pending_reason else first.state.value.upper()
         if first.state is ReplicaState.SUBMITTED and not first.pending_reason:
             state = "STARTING"
         reason = first.pending_reason or _STARTING_WORDS.get(first.state, first.state.value)
         line = f'queued position={position} state={state} reason="{reason}"'
-        if first.starts_at:
-            line += f" eta={max(0, round(first.starts_at - time.time()))}s"
+        if first.starts_at_epoch:
+            line += f" eta={max(0, round(first.starts_at_epoch - time.time()))}s"
         return line
 
     def ready_count(self, service: str) -> int:

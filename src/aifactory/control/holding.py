@@ -2,8 +2,9 @@
 
 When a model has no ready replica (scaled to zero, or all starting), the
 gateway holds the request here instead of failing it. Holding asks the
-reconciler for capacity at once (``on_demand``); a replica turning ready wakes
-every waiter, and they take replicas in the order they came.
+reconciler for capacity at once (``on_demand``, given at construction: the
+control plane's ``Wakeup.demand``); a replica turning ready wakes every
+waiter, and they take replicas in the order they came.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class HoldQueues:
     """The waiting requests of every service, FIFO, each queue bounded."""
 
     def __init__(self, on_demand: Callable[[str], None] = lambda _service: None) -> None:
-        self.on_demand = on_demand
+        self._on_demand = on_demand
         self._queues: dict[str, list[Held]] = {}
 
     def hold(self, service: str, limit: int) -> Held | None:
@@ -38,7 +39,7 @@ class HoldQueues:
             return None
         held = Held(service)
         queue.append(held)
-        self.on_demand(service)
+        self._on_demand(service)
         return held
 
     def unhold(self, held: Held) -> None:

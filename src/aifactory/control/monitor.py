@@ -1,4 +1,4 @@
-"""Health and readiness of live replicas, for the reconciler.
+"""Health and readiness of live replicas, for the replica lifecycle.
 
 How a replica proves it is ready depends on what it runs::
 
@@ -33,7 +33,7 @@ _STARTUP_PROBE_S = 0.02
 
 
 class Lifecycle(Protocol):
-    """What the monitor asks of the reconciler when a replica's health changes."""
+    """What the monitor asks of the replica lifecycle when a replica's health changes."""
 
     async def transition(
         self, replica: LiveReplica, state: ReplicaState, reason: str, **fields: Any
@@ -91,7 +91,10 @@ class HealthMonitor:
             spec = specs.get(replica.service)
             if spec is None or replica.state not in ACTIVE:
                 continue
-            if replica.state in STARTING and now - replica.created_at > spec.health.start_timeout_s:
+            if (
+                replica.state in STARTING
+                and now - replica.created_monotonic > spec.health.start_timeout_s
+            ):
                 tail = await asyncio.to_thread(_log_tail, replica.log_path)
                 await self._lifecycle.fail(
                     replica,
@@ -104,7 +107,7 @@ class HealthMonitor:
                 and (
                     replica.state is not ReplicaState.READY
                     or replica.suspect
-                    or now - replica.last_health_at >= spec.health.interval_s
+                    or now - replica.last_health_monotonic >= spec.health.interval_s
                 )
             ):
                 due.append((replica, spec))
@@ -127,7 +130,7 @@ class HealthMonitor:
             replica.watched = False
 
     async def _apply(self, replica: LiveReplica, spec: Deployable, result: Probe) -> None:
-        replica.last_health_at = time.monotonic()
+        replica.last_health_monotonic = time.monotonic()
         lifecycle = self._lifecycle
         if result.ok:
             replica.health_failures = 0

@@ -120,11 +120,11 @@ def surplus_first(spec: Deployable, replicas: Sequence[LiveReplica]) -> list[Liv
         # Within a stack, the baseline is made of its ready, oldest replicas.
         here = sorted(
             (r for r in replicas if r.backend == stack),
-            key=lambda r: (r.state is not ReplicaState.READY, r.created_at),
+            key=lambda r: (r.state is not ReplicaState.READY, r.created_monotonic),
         )
         kept.update(r.id for r in here[:baseline])
     return sorted(
-        replicas, key=lambda r: (r.id in kept, r.state is ReplicaState.READY, -r.created_at)
+        replicas, key=lambda r: (r.id in kept, r.state is ReplicaState.READY, -r.created_monotonic)
     )
 
 
@@ -163,4 +163,4 @@ def move_to(replica: LiveReplica, delays: Mapping[str, float | None], now: float
 
 def _wait(replica: LiveReplica, now: float) -> float:
     """How long until the replica's allocation starts, by its scheduler (inf: cannot tell)."""
-    return max(0.0, replica.starts_at - now) if replica.starts_at else math.inf
+    return max(0.0, replica.starts_at_epoch - now) if replica.starts_at_epoch else math.inf

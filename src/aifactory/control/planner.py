@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 from aifactory.backends import (
@@ -48,10 +47,13 @@ __all__ = ["AllocationPlanner", "instance_id", "secret_env_file", "worker_token_
 class AllocationPlanner:
     """Builds backends and renders the allocation request of a replica."""
 
-    def __init__(self, settings: Settings, backends: Mapping[str, Backend] = {}) -> None:
-        """``backends``: ones built elsewhere, by name (a benchmark's measurement backend)."""
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._backends: dict[str, Backend] = dict(backends)
+        self._backends: dict[str, Backend] = {}
+
+    def provide(self, backend: Backend) -> None:
+        """Use ``backend``, built elsewhere, for its stack (a benchmark's measurement backend)."""
+        self._backends[backend.name] = backend
 
     def backend(self, name: str) -> Backend:
         """The backend called ``name``, built on first use."""

@@ -12,6 +12,9 @@ Every tick it compares what the specs want with what runs, and acts::
     lent and preempted (its launcher says so) -> drain at once; the job ends itself
         within GraceTime -> gone, replaced at once (on another stack when it has one)
 
+It only decides; ``lifecycle`` does (launch, register, drain, stop, fail) and
+records each step.
+
 It never waits on a stack that does not answer: after a restart it serves
 the replicas the store knows at once and adoption settles in the background
 (``adoption``, ``stack_watch``); while a stack (or the database) is
@@ -23,37 +26,26 @@ that must go is cancelled until the stack confirms (``cancellations``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hmac
 import logging
-import secrets
 import time
-from collections.abc import Coroutine, Mapping
-from typing import Any, Literal
+from collections.abc import Mapping
 
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import DBAPIError
 
 from aifactory import metrics
-from aifactory.backends import (
-    AllocationRequest,
-    AllocationState,
-    AllocationStatus,
-    Backend,
-)
+from aifactory.backends import AllocationRequest, Backend
 from aifactory.config import Settings
 from aifactory.control.accounts import TenantAccounts
-from aifactory.control.adoption import restore, settle
 from aifactory.control.agents import AgentKeys
-from aifactory.control.autoscaler import Autoscaler
-from aifactory.control.bursting import Bursting
-from aifactory.control.cancellations import Cancellations
+from aifactory.control.autoscaler import Autoscaler, ScalingDecision
+from aifactory.control.bursting import BurstDecision, Bursting
 from aifactory.control.catalog import CatalogEntry, CatalogSnapshot, ServiceCatalog
 from aifactory.control.fleet import ACTIVE, STARTING, Fleet, LiveReplica, ReplicaState
 from aifactory.control.launch_backoff import LaunchBackoff
-from aifactory.control.lending import Preemptions, drained_replica, is_lent
-from aifactory.control.monitor import HealthMonitor
-from aifactory.control.outages import Outages
+from aifactory.control.lending import Preemptions
+from aifactory.control.lifecycle import ReplicaLifecycle
+from aifactory.control.outages import Outage, Outages
 from aifactory.control.placement import (
     burst_stacks,
     move_to,
@@ -64,30 +56,15 @@ from aifactory.control.placement import (
 )
 from aifactory.control.planner import AllocationPlanner
 from aifactory.control.pools import Pools
-from aifactory.control.replica_secrets import discard_replica_secrets, prepare_replica
 from aifactory.control.rotation import due_for_rotation, outdated, replacement_stuck
 from aifactory.control.stack_watch import StackWatch
-from aifactory.errors import (
-    AIFactoryError,
-    BackendError,
-    CapacityExceeded,
-    ConfigError,
-    Conflict,
-    NotFound,
-    SchedulerUnreachable,
-    Unauthorized,
-)
-from aifactory.identity import Identity
-from aifactory.specs import Agent, Deployable, FunctionPool, Service
+from aifactory.control.wakeup import Wakeup
+from aifactory.specs import Deployable, FunctionPool, Service
 from aifactory.store import Store
-from aifactory.tenancy import TenantIdentities, UsageLedger, hash_key
+from aifactory.tenancy import TenantIdentities, UsageLedger
 
 logger = logging.getLogger(__name__)
 
-LaunchOutcome = Literal["submitted", "no room", "refused"]
-
-_CAPACITY_RETRY_S = 5.0
-_BUDGET_RETRY_S = 30.0
 # A stack's own command timeout comes first; this margin only catches a hung call.
 _QUESTION_MARGIN_S = 5.0
 
@@ -102,6 +79,7 @@ class Reconciler:
         fleet: Fleet,
         ledger: UsageLedger | None = None,
         agent_keys: AgentKeys | None = None,
+        wakeup: Wakeup | None = None,
     ) -> None:
         self._agent_keys = agent_keys
         self._settings = settings
@@ -115,10 +93,8 @@ class Reconciler:
         )
         self.backoff = LaunchBackoff()
         self.preemptions = Preemptions()
-        self.bursting = Bursting(self._estimate_request, self.backend)
-        self._wake = asyncio.Event()
+        self._wakeup = wakeup or Wakeup()
         self._task: asyncio.Task[None] | None = None
-        self._cancels: set[asyncio.Task[None]] = set()
         self.autoscaler = Autoscaler()
         self.catalog = ServiceCatalog(store)
         self._generation = -1
@@ -126,22 +102,34 @@ class Reconciler:
         self._active: list[Deployable] = []
         self._deleting: list[str] = []
         self._fingerprints: dict[str, str] = {}
-        self.pools: Pools | None = None  # the functions broker, when this process runs one
-        self.health = HealthMonitor(fleet, lambda: self.specs, lambda: self.pools, self)
+        self._pools: Pools | None = None  # the functions broker, when this process runs one
         self.outages = Outages()
         self.watch = StackWatch(
             self.backend,
             self.outages,
-            self._settle,
+            self._adopt,
             settings.slurm_command_timeout_s + _QUESTION_MARGIN_S,
         )
-        self.cancellations = Cancellations(self.backend, self._call_failed)
+        self.lifecycle = ReplicaLifecycle(
+            settings,
+            store,
+            fleet,
+            self.planner,
+            self.accounts,
+            self.backoff,
+            self.preemptions,
+            self.watch,
+            specs=lambda: self.specs,
+            pools=lambda: self._pools,
+            wake=self._wakeup.now,
+            agent_keys=agent_keys,
+        )
+        self.bursting = Bursting(self.lifecycle.estimate_request, self.backend)
         # Services whose scaling waits for a stack (or the database) to answer, and why.
         self.paused: dict[str, str] = {}
         self._database = _database_name(settings.effective_database_url)
         if self._database:
             self.outages.watch(self._database)
-        fleet.holding.on_demand = lambda _service: self.wake()
 
     # lifecycle of the reconciler itself
 
@@ -151,26 +139,14 @@ class Reconciler:
         Only the store is read before this returns: no scheduler call stands
         between a restart and serving.
         """
-        await self.health.start()
+        await self.lifecycle.health.start()
         catalog = await asyncio.to_thread(self._observe)
         self._generation = catalog.generation
         self._take(catalog.entries)
-        rows = await asyncio.to_thread(self._store.replicas, None, True)
-        gone = restore(rows, self._fleet)
-        if gone:
-            reason = "not running when the control plane restarted"
-            await asyncio.to_thread(self._store.mark_replicas, gone, "gone", reason)
+        await self.lifecycle.restore()
         default = self._settings.default_backend
         named = {stack for spec in self._active for stack in stacks_of(spec, default)}
         self.watch.add(named | {r.backend for r in self._fleet.replicas.values()}, adopting=True)
-        for replica in self._fleet.replicas.values():
-            logger.info(
-                "replica %s: restored (%s, %s %s); its stack confirms it in the background",
-                replica.id, replica.state.value, replica.backend, replica.handle,
-            )  # fmt: skip
-            if self.pools is not None and replica.token_hash and replica.base_url:
-                # A registered replica keeps a token only if it is a pool's worker.
-                self.pools.expect(replica.id, replica.token_hash)
         await self.watch.start()
         self.wake()
         self._task = asyncio.create_task(self._loop(), name="reconciler")
@@ -181,47 +157,76 @@ class Reconciler:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.watch.stop()
-        live = list(self._fleet.replicas.values())
-        for replica in live:
-            replica.state = ReplicaState.DRAINING
-        deadline = time.monotonic() + self._settings.drain_timeout_s
-        while any(r.in_flight for r in live) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-        # Cancels not confirmed by now are the next run's: it finds their jobs by tag.
-        await self.cancellations.close()
-        await asyncio.gather(*self._cancels, return_exceptions=True)
-        await asyncio.gather(
-            *(
-                self.backend(r.backend).cancel(r.handle)
-                for r in self._fleet.replicas.values()
-                if r.handle
-            ),
-            return_exceptions=True,
-        )
-        # Charged now, not left to the next run: the scheduler gets a few seconds to record them.
-        await asyncio.gather(
-            *(
-                self.accounts.charge_end(r, self._gpus(r), self.backend(r.backend), tries=3)
-                for r in live
-            ),
-            return_exceptions=True,
-        )
+        await self.lifecycle.stop_all()
         await self.planner.aclose()
-        ids = [r.id for r in live]
-        if ids:
-            await asyncio.to_thread(self._store.mark_replicas, ids, "gone", "control plane stopped")
-        self._fleet.replicas.clear()
-        await self.health.stop()
+        await self.lifecycle.health.stop()
 
     def wake(self) -> None:
         """Run the next tick now rather than at the next interval."""
-        self._wake.set()
+        self._wakeup.now()
+
+    def serve_function_pools(self, pools: Pools) -> None:
+        """Run FunctionPools' workers through ``pools`` (the functions hub).
+
+        Given after construction: the hub is built after the control plane,
+        because it needs the plane's wake-up.
+        """
+        self._pools = pools
+
+    # what the control plane reads (its summaries, ``aif status``, ``/healthz``)
+
+    @property
+    def pools(self) -> Pools | None:
+        """The functions hub that runs FunctionPools' workers (None: this process runs none)."""
+        return self._pools
+
+    def spec(self, name: str) -> Deployable | None:
+        """The parsed spec ``name`` is converged to (None: not deployed, or being deleted)."""
+        return self.specs.get(name)
+
+    def waiting_on(self, name: str) -> str:
+        """Why ``name`` starts no replica now: its scaling is paused, else its launch back-off."""
+        paused = self.paused.get(name)
+        if paused:
+            return f"scaling paused: {paused}"
+        return self.backoff.reasons.get(name, "")
+
+    def scaling_paused(self) -> dict[str, str]:
+        """The services whose scaling waits for a stack (or the database), and why."""
+        return dict(self.paused)
+
+    def scaling(self, name: str) -> tuple[int | None, list[ScalingDecision], list[BurstDecision]]:
+        """The count wanted now, the recent scaling decisions, and where bursts went."""
+        return (
+            self.autoscaler.wanted_now(name),
+            self.autoscaler.decisions(name),
+            self.bursting.decisions(name),
+        )
+
+    def outages_now(self) -> list[Outage]:
+        """What cannot be asked now (stacks, the database), since when."""
+        return self.outages.current()
+
+    def cancels_pending(self) -> int:
+        """Cancels not yet confirmed by their stacks."""
+        return len(self.lifecycle.cancellations.pending)
+
+    async def planned_request(self, service: Deployable) -> tuple[AllocationRequest, Backend]:
+        """What a new replica of ``service`` would ask its first stack for (never submitted).
+
+        Raises:
+            ConfigError: its tenant has no identity to run it as.
+        """
+        catalog = await asyncio.to_thread(self.catalog.refresh)
+        owners = {e.name: e.tenant_id for e in catalog.entries}
+        await asyncio.to_thread(self.accounts.refresh, owners, True)
+        identity = await asyncio.to_thread(self.accounts.identity, service.name)
+        request = self.lifecycle.request(service, f"{service.name}-XXXXXX", identity)
+        return request, self.backend(service.backend or self._settings.default_backend)
 
     async def _loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.reconcile_interval_s)
-            self._wake.clear()
+            await self._wakeup.wait(self._settings.reconcile_interval_s)
             try:
                 await self.tick()
             except asyncio.CancelledError:
@@ -241,15 +246,15 @@ class Reconciler:
         # Act on new wants first: a deploy must not wait behind the status poll.
         for spec in active:
             await self._converge(spec)
-        await self._poll_allocations()
-        await self.health.check()
+        await self.lifecycle.follow_allocations()
+        await self.lifecycle.health.check()
         for name in deleting:
             await self._remove(name)
         for replica in list(self._fleet.replicas.values()):
             orphaned = replica.service not in self.specs and replica.service not in deleting
             if orphaned and replica.state is not ReplicaState.DRAINING:
-                await self._transition(replica, ReplicaState.DRAINING, "its service is gone")
-        await self._drain_step()
+                await self.lifecycle.drain(replica, "its service is gone")
+        await self.lifecycle.drain_step()
         self._export_metrics()
 
     async def _observe_store(self) -> CatalogSnapshot | None:
@@ -306,8 +311,8 @@ class Reconciler:
             logger.info("service %s: scaling resumed", service.name)
         for replica in self._fleet.of_service(service.name):
             if replica.state in STARTING and outdated(replica, fingerprint):
-                await self._transition(
-                    replica, ReplicaState.DRAINING, "its service's spec changed before it was ready"
+                await self.lifecycle.drain(
+                    replica, "its service's spec changed before it was ready"
                 )
         live = [r for r in self._fleet.of_service(service.name) if r.state in ACTIVE]
         now = time.time()
@@ -331,15 +336,15 @@ class Reconciler:
                     if outdated(old, fingerprint)
                     else "replaced before its time limit"
                 )
-                await self._transition(old, ReplicaState.DRAINING, reason)
+                await self.lifecycle.drain(old, reason)
         no_room = False
         if len(replicas) < wanted:
             if not blocked and self.backoff.may_launch(service.name):
                 stack = await self._place(service, replicas)
-                no_room = await self._launch(service, stack) == "no room"
+                no_room = await self.lifecycle.launch(service, stack, fingerprint) == "no room"
         elif len(replicas) > wanted:
             for replica in surplus_first(service, replicas)[: len(replicas) - wanted]:
-                await self._transition(replica, ReplicaState.DRAINING, "scaled down")
+                await self.lifecycle.drain(replica, "scaled down")
         elif not blocked:
             await self._move_waiting(service, replicas)
         if not blocked and (no_room or replacement_stuck(replicas, time.monotonic())):
@@ -358,9 +363,7 @@ class Reconciler:
             None,
         )
         if old is not None:
-            await self._transition(
-                old, ReplicaState.DRAINING, "no room to start its replacement beside it"
-            )
+            await self.lifecycle.drain(old, "no room to start its replacement beside it")
 
     async def _move_waiting(self, service: Deployable, replicas: list[LiveReplica]) -> None:
         """Move a burst replica still waiting to a stack that can now start it sooner."""
@@ -375,10 +378,8 @@ class Reconciler:
         target = move_to(waiting, delays, now)
         if target:
             self.bursting.record(service.name, target, delays, moved_from=waiting.backend)
-            await self._transition(
-                waiting, ReplicaState.DRAINING, f"moved: {target} can start it sooner"
-            )
-            await self._launch(service, target)
+            await self.lifecycle.drain(waiting, f"moved: {target} can start it sooner")
+            await self.lifecycle.launch(service, target, self._fingerprints[service.name])
 
     async def _place(self, service: Deployable, replicas: list[LiveReplica]) -> str:
         default, avoid = self._settings.default_backend, self.preemptions.avoid(service.name)
@@ -393,7 +394,7 @@ class Reconciler:
     def _wanted(self, service: Deployable) -> int:
         """The autoscaler's count for ``service``, from its live load."""
         if isinstance(service, FunctionPool):
-            work = self.pools.load(service.name) if self.pools else None
+            work = self._pools.load(service.name) if self._pools else None
             load, queued = (work.running, work.queued) if work else (0, 0)
             last_request = work.last_submit if work else None
         else:
@@ -418,7 +419,7 @@ class Reconciler:
         replicas = self._fleet.of_service(name)
         for replica in replicas:
             if replica.state is not ReplicaState.DRAINING:
-                await self._transition(replica, ReplicaState.DRAINING, "service deleted")
+                await self.lifecycle.drain(replica, "service deleted")
         if not replicas:
             await asyncio.to_thread(self._store.remove_service, name)
             self.backoff.forget(name)
@@ -427,322 +428,15 @@ class Reconciler:
             self.autoscaler.forget(name)
             logger.info("service %s: deleted", name)
 
-    # launching and registration
+    # the stacks
 
     def backend(self, name: str) -> Backend:
         """The backend called ``name``, built on first use."""
         return self.planner.backend(name)
 
-    def allocation_request(
-        self,
-        service: Deployable,
-        replica_id: str,
-        identity: Identity | None,
-        stack: str | None = None,
-    ) -> AllocationRequest:
-        """A new replica of ``service``, run as ``identity`` (on ``stack``, else its first)."""
-        return self.planner.request(service, replica_id, identity, self.pools, stack)
-
-    def _estimate_request(self, service: Deployable, stack: str) -> AllocationRequest:
-        """What a new replica of ``service`` would ask ``stack`` for (never submitted)."""
-        try:
-            identity: Identity | None = self.accounts.identity(service.name)
-        except ConfigError:
-            identity = None  # its launch will be refused with the reason; estimate anyway
-        request = self.allocation_request(service, f"{service.name}-estimate", identity, stack)
-        return self.accounts.with_defaults(request)
-
-    async def _launch(self, service: Deployable, stack: str) -> LaunchOutcome:
-        """Start one replica of ``service`` on ``stack``, unless something stops it."""
-        replica_id = f"{service.name}-{secrets.token_hex(3)}"
-        try:
-            identity = await asyncio.to_thread(self.accounts.identity, service.name)
-            request = self.accounts.with_defaults(
-                self.allocation_request(service, replica_id, identity, stack)
-            )
-            backend = self.backend(stack)
-        except AIFactoryError as exc:
-            self.backoff.failed(service.name, str(exc))
-            return "refused"
-        refusal = await asyncio.to_thread(
-            self.accounts.budget_refusal, service.name, service, list(self._fleet.replicas.values())
-        )
-        if refusal is not None:
-            self.backoff.wait(service.name, refusal, _BUDGET_RETRY_S)
-            return "refused"
-        agent_env = None
-        if isinstance(service, Agent):
-            agent_env = self._agent_keys.secret_env(service.name) if self._agent_keys else ""
-        lent = is_lent(service, backend.name)
-        try:
-            hashes = await asyncio.to_thread(
-                prepare_replica,
-                self._settings.privilege,
-                request,
-                agent_env=agent_env,
-                lent=lent,
-                pool_worker=isinstance(service, FunctionPool) and self.pools is not None,
-            )
-        except (OSError, AIFactoryError) as exc:
-            reason = f"could not hand its secrets to {identity.user}: {exc}"
-            self.backoff.failed(service.name, reason)
-            return "refused"
-
-        replica = LiveReplica(
-            replica_id,
-            service.name,
-            backend.name,
-            token_hash=hashes.token,
-            worker_token_hash=hashes.worker_token,
-            drain_token_hash=hashes.drain_token,
-            spec_hash=self._fingerprints[service.name],
-            lent=lent,
-            log_path=str(request.log_path),
-            run_as=identity.user,
-        )
-        if hashes.worker_token and self.pools is not None:
-            self.pools.expect(replica_id, hashes.worker_token)
-        replica.timeline["requested"] = time.time()
-        self._fleet.replicas[replica_id] = replica
-        asked_at = time.time()
-        try:
-            replica.handle = await backend.submit(request)
-        except BackendError as exc:
-            del self._fleet.replicas[replica_id]
-            await asyncio.to_thread(discard_replica_secrets, self._settings.privilege, request)
-            if self.pools is not None:
-                self.pools.forget(replica_id)
-            if isinstance(exc, CapacityExceeded):
-                self.backoff.wait(service.name, str(exc), _CAPACITY_RETRY_S)
-                return "no room"
-            self._call_failed(backend.name, exc, asked_at)
-            self.backoff.failed(service.name, str(exc))
-            return "refused"
-        self.backoff.submitted(service.name)
-        replica.timeline["submitted"] = time.time()
-        await asyncio.to_thread(
-            self._store.add_replica,
-            id=replica_id,
-            service=service.name,
-            backend=backend.name,
-            state=ReplicaState.SUBMITTED.value,
-            handle=replica.handle,
-            token_hash=replica.token_hash,
-            drain_token_hash=replica.drain_token_hash,
-            spec_hash=replica.spec_hash,
-            log_path=str(request.log_path),
-            run_as=identity.user,
-        )
-        logger.info(
-            "replica %s: submitted to %s as %s, running as %s",
-            replica_id,
-            backend.name,
-            replica.handle,
-            identity.describe(),
-        )
-        return "submitted"
-
-    async def register(
-        self, replica_id: str, token: str, host: str, port: int, launched_at: float | None = None
-    ) -> None:
-        """Accept a launcher's report of where its engine listens (once).
-
-        Raises:
-            NotFound: no such live replica.
-            Unauthorized: wrong or already used token.
-            Conflict: the replica is past registration.
-        """
-        replica = self._fleet.replicas.get(replica_id)
-        if replica is None:
-            raise NotFound(f"replica {replica_id!r} is not live.")
-        if not replica.token_hash or not hmac.compare_digest(replica.token_hash, hash_key(token)):
-            raise Unauthorized(f"registration token for replica {replica_id!r} is not valid.")
-        if replica.state is not ReplicaState.SUBMITTED:
-            raise Conflict(f"replica {replica_id!r} is {replica.state.value}, not submitted.")
-        # The launcher's token is spent; a pool's worker token is kept (hashed)
-        # so that a restarted control plane can admit the worker again.
-        replica.token_hash = replica.worker_token_hash
-        replica.base_url = f"http://{host}:{port}"
-        if launched_at is not None:
-            replica.timeline["launched"] = launched_at
-        await self._transition(
-            replica,
-            ReplicaState.REGISTERED,
-            f"engine at {host}:{port}",
-            host=host,
-            port=port,
-            token_hash=replica.token_hash,
-        )
-        self._background(self.health.watch_startup(replica))
-
-    async def preempted(self, replica_id: str, token: str) -> int:
-        """A lent replica's launcher says Slurm is taking its node back: drain it now.
-
-        Called again while the launcher waits; returns the requests (or a
-        pool's tasks) still in flight on the replica.
-
-        Raises:
-            NotFound: no such live replica.
-            Unauthorized: not the replica's drain token.
-        """
-        replica = drained_replica(self._fleet.replicas.get(replica_id), replica_id, token)
-        if not replica.preempted:
-            replica.preempted = True
-            self.preemptions.note(replica.service, replica.backend)
-            if replica.state is not ReplicaState.DRAINING:
-                await self._transition(
-                    replica, ReplicaState.DRAINING, "preempted: draining within its grace time"
-                )
-            self.wake()  # its replacement starts now, not at the next interval
-        return self._busy(replica)
-
-    # observing
-
-    async def _poll_allocations(self) -> None:
-        by_backend: dict[str, list[LiveReplica]] = {}
-        for replica in self._fleet.replicas.values():
-            if replica.handle:
-                by_backend.setdefault(replica.backend, []).append(replica)
-        for name, replicas in by_backend.items():
-            if not self.watch.answers(name):
-                continue  # kept as they are until it answers (the watch asks it)
-            asked_at = time.time()
-            statuses = await self.backend(name).status([r.handle for r in replicas])
-            for replica in replicas:
-                status = statuses.get(replica.handle) or AllocationStatus(AllocationState.UNKNOWN)
-                if not status.answered:
-                    self.watch.failed(name, status.reason, asked_at)
-                elif status.state is AllocationState.UNKNOWN:
-                    self.watch.doubt(name)  # it knows no such job: the watch settles that
-                if status.state is AllocationState.UNKNOWN or replica.stopping:
-                    continue
-                if not status.state.finished:
-                    if status.state is AllocationState.RUNNING:
-                        replica.timeline.setdefault("running", time.time())
-                    replica.ends_at = status.ends_at or replica.ends_at
-                    replica.starts_at = status.starts_at
-                    replica.node = status.node or replica.node
-                    replica.pending_reason = status.reason
-                    continue
-                if status.state is AllocationState.PREEMPTED or replica.preempted:
-                    # The site took its capacity back: an expected end, not a failure.
-                    self.preemptions.note(replica.service, replica.backend)
-                    await self._transition(
-                        replica, ReplicaState.GONE, f"preempted ({status.reason})"
-                    )
-                    self.wake()
-                elif replica.state is ReplicaState.DRAINING:
-                    await self._transition(replica, ReplicaState.GONE, status.reason)
-                elif status.state is AllocationState.TIMEOUT:
-                    # Reaching the time limit is the normal end of an allocation, not a failure.
-                    await self._transition(replica, ReplicaState.GONE, status.reason)
-                else:
-                    await self._fail(replica, f"allocation ended: {status.reason}")
-
-    # acting
-
-    async def _drain_step(self) -> None:
-        now = time.monotonic()
-        for replica in list(self._fleet.replicas.values()):
-            if replica.state is not ReplicaState.DRAINING or replica.stopping:
-                continue
-            overdue = now - replica.changed_at > self._settings.drain_timeout_s
-            if replica.preempted and not overdue:
-                continue  # its launcher ends the job within the grace time
-            if self._busy(replica) == 0 or overdue:
-                replica.stopping = True
-                self._background(self._stop(replica))
-
-    def _gpus(self, replica: LiveReplica) -> int:
-        spec = self.specs.get(replica.service)
-        return spec.resources.gpus if spec else 0
-
-    def _busy(self, replica: LiveReplica) -> int:
-        """Requests (or, for a pool's worker, tasks) the replica still serves."""
-        if isinstance(self.specs.get(replica.service), FunctionPool) and self.pools is not None:
-            return self.pools.running(replica.id)
-        return replica.in_flight
-
-    async def _stop(self, replica: LiveReplica) -> None:
-        """Cancel a drained replica's allocation; it is gone once its stack confirms."""
-        if replica.handle and not await self.cancellations.cancel(replica.backend, replica.handle):
-            return  # stopping: the next run cancels it by its tag
-        await self._transition(replica, ReplicaState.GONE, "drained and stopped")
-        self.wake()
-
-    def _call_failed(self, stack: str, error: Exception, asked_at: float) -> None:
-        """A call to ``stack`` failed: unanswered, an outage; refused, a doubt the watch settles."""
-        if isinstance(error, SchedulerUnreachable):
-            self.watch.failed(stack, error.message, asked_at)
-        else:
-            self.watch.doubt(stack)
-
-    def _cancel(self, replica: LiveReplica) -> None:
-        self.cancellations.cancel(replica.backend, replica.handle)
-
-    async def _settle(self, stack: str, ours: Mapping[str, str]) -> None:
-        """``stack`` answered with the allocations it runs for us: settle adoption, end strays."""
-        settled = settle(stack, ours, self._fleet)
-        for replica in settled.confirmed:
-            logger.info("replica %s: adopted (%s %s)", replica.id, stack, replica.handle)
-        for replica in settled.gone:
-            await self._transition(
-                replica, ReplicaState.GONE, f"its allocation ended while {stack} was not asked"
-            )
-        for replica_id, handle in settled.strays.items():
-            logger.warning("cancelling stray %s %s (replica %s unknown)", stack, handle, replica_id)
-            self.cancellations.cancel(stack, handle)
-        if settled.gone or settled.confirmed:
-            self.wake()
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._cancels.add(task)
-        task.add_done_callback(self._cancels.discard)
-
-    async def _fail(self, replica: LiveReplica, reason: str) -> None:
-        if replica.handle:
-            self._cancel(replica)
-        self.backoff.failed(replica.service, reason)
-        await self._transition(replica, ReplicaState.FAILED, reason)
-
-    async def _transition(
-        self, replica: LiveReplica, state: ReplicaState, reason: str, **fields: Any
-    ) -> None:
-        logger.info(
-            "replica %s: %s -> %s (%s)", replica.id, replica.state.value, state.value, reason
-        )
-        replica.state = state
-        replica.changed_at = time.monotonic()
-        replica.timeline[state.value] = time.time()
-        if self.pools is not None and state is ReplicaState.DRAINING:
-            self.pools.drain(replica.id)
-        if state in (ReplicaState.GONE, ReplicaState.FAILED):
-            self._fleet.replicas.pop(replica.id, None)
-            backend = self.backend(replica.backend)
-            self._background(self.accounts.charge_end(replica, self._gpus(replica), backend))
-            if self.pools is not None:
-                self.pools.forget(replica.id)
-        await asyncio.to_thread(
-            self._store.update_replica, replica.id, state=state.value, reason=reason, **fields
-        )
-
-    # the monitor's Lifecycle
-
-    async def transition(
-        self, replica: LiveReplica, state: ReplicaState, reason: str, **fields: Any
-    ) -> None:
-        """Move ``replica`` to ``state`` (the health monitor's way in)."""
-        await self._transition(replica, state, reason, **fields)
-
-    async def fail(self, replica: LiveReplica, reason: str) -> None:
-        """Fail ``replica``: cancel its allocation and back off its service."""
-        await self._fail(replica, reason)
-
-    def ready(self, service: str) -> None:
-        """A replica of ``service`` became ready: its failures are forgiven, held requests go."""
-        self.backoff.forgive(service)
-        self._fleet.holding.wake(service)
+    async def _adopt(self, stack: str, ours: Mapping[str, str]) -> None:
+        """The watch's answers go to the lifecycle (built after the watch it reports to)."""
+        await self.lifecycle.adopt(stack, ours)
 
     def _export_metrics(self) -> None:
         counts: dict[tuple[str, str, str], int] = {}

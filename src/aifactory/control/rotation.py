@@ -1,6 +1,6 @@
 """Replacing serving replicas with overlap: near their time limit, or for a changed spec.
 
-A replica whose allocation ends at ``ends_at`` gets a replacement submitted
+A replica whose allocation ends at ``ends_at_epoch`` gets a replacement submitted
 ``rotation_lead`` seconds before. A replica started from an older spec of its
 service (redeployed with changes) is replaced the same way. Once the
 replacement is ready the old one drains (no new requests, in-flight streams
@@ -24,11 +24,11 @@ _SURGE_WAIT_S = 30.0
 
 def due_for_rotation(replica: LiveReplica, service: Deployable, now: float) -> bool:
     """Whether ``replica`` should be replaced now (it keeps serving meanwhile)."""
-    if replica.retiring or replica.ends_at is None:
+    if replica.retiring or replica.ends_at_epoch is None:
         return False
     if replica.state is not ReplicaState.READY:
         return False
-    return now >= replica.ends_at - service.rotation_lead_s
+    return now >= replica.ends_at_epoch - service.rotation_lead_s
 
 
 def spec_fingerprint(document: Mapping[str, Any]) -> str:

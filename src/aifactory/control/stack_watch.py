@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aifactory.backends import Backend
 from aifactory.control.outages import Outages, label
-from aifactory.errors import AIFactoryError
+from aifactory.errors import AIFactoryError, SchedulerUnreachable
 
 __all__ = ["StackWatch"]
 
@@ -127,6 +127,13 @@ class StackWatch:
         """A call to ``stack`` asked at ``asked_at`` got no answer at all."""
         if stack in self._stacks:
             self._outages.failed(stack, error, asked_at)
+            self.doubt(stack)
+
+    def call_failed(self, stack: str, error: Exception, asked_at: float) -> None:
+        """A call to ``stack`` failed: unanswered, an outage; refused, a doubt to settle."""
+        if isinstance(error, SchedulerUnreachable):
+            self.failed(stack, error.message, asked_at)
+        else:
             self.doubt(stack)
 
     def _spawn(self, name: str) -> None:

@@ -83,7 +83,7 @@ def test_a_restart_during_an_outage_serves_at_once_and_runs_exactly_min_jobs_aft
     # (still pending then) was cancelled behind its back; job 99 is a stray of ours.
     stack = ScriptedStack({"chat-a": "11", "chat-x": "99"}, reachable=False)
     reconciler = Reconciler(Settings(data_dir=tmp_path, default_backend="slurm"), store, Fleet())
-    reconciler.planner._backends["slurm"] = stack  # type: ignore[assignment]
+    reconciler.planner.provide(stack)  # type: ignore[arg-type]
     fleet = reconciler._fleet
 
     async def scenario() -> None:

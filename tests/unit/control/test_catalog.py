@@ -41,6 +41,19 @@ def test_unchanged_services_keep_their_parsed_entries(store: Store) -> None:
     assert again is first, "nothing changed: no new generation, no parsing"
 
 
+def test_a_row_written_again_with_the_same_document_keeps_its_parsed_spec(store: Store) -> None:
+    store.add_service("a", _document("a"), None)
+    catalog = ServiceCatalog(store)
+    first = catalog.refresh().entries[0]
+    store.set_service_spec("a", _document("a"))  # same document, new updated_at
+    again = catalog.refresh().entries[0]
+    assert again is not first, "the row moved, so it was read again"
+    assert again.spec is first.spec, "same fingerprint: not parsed again"
+    store.set_service_spec("a", _document("a", private=True))
+    changed = catalog.refresh().entries[0]
+    assert changed.spec is not first.spec and changed.spec is not None and changed.spec.private
+
+
 def test_a_changed_spec_a_status_and_a_removal_are_seen(store: Store) -> None:
     store.add_service("a", _document("a"), None)
     store.add_service("b", _document("b"), None)

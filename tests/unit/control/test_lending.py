@@ -137,14 +137,14 @@ def test_the_drain_route_needs_the_replicas_own_drain_token(tmp_path: Path) -> N
     async def scenario() -> None:
         for wrong in ("", "registration-token", "drain-secre"):
             with pytest.raises(Unauthorized):
-                await reconciler.preempted(replica.id, wrong)
+                await reconciler.lifecycle.preempted(replica.id, wrong)
         assert replica.state is ReplicaState.READY
         with pytest.raises(NotFound):
-            await reconciler.preempted("chat-other", "drain-secret")
-        assert await reconciler.preempted(replica.id, "drain-secret") == 2
+            await reconciler.lifecycle.preempted("chat-other", "drain-secret")
+        assert await reconciler.lifecycle.preempted(replica.id, "drain-secret") == 2
         assert replica.state is ReplicaState.DRAINING and replica.preempted
         replica.in_flight = 0
-        assert await reconciler.preempted(replica.id, "drain-secret") == 0  # asked again
+        assert await reconciler.lifecycle.preempted(replica.id, "drain-secret") == 0  # asked again
 
     asyncio.run(scenario())
     (row,) = store.replicas("chat")
@@ -152,7 +152,7 @@ def test_the_drain_route_needs_the_replicas_own_drain_token(tmp_path: Path) -> N
     # An unlent replica has no drain token: nothing opens the route for it.
     fleet.replicas["chat-plain"] = LiveReplica("chat-plain", "chat", "slurm")
     with pytest.raises(Unauthorized):
-        asyncio.run(reconciler.preempted("chat-plain", ""))
+        asyncio.run(reconciler.lifecycle.preempted("chat-plain", ""))
 
 
 class _Preempting:
@@ -172,13 +172,13 @@ def test_a_preempted_allocation_is_no_failure_and_its_stack_is_passed_over(
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     store.create_schema()
     reconciler = Reconciler(Settings(data_dir=tmp_path), store, fleet := Fleet())
-    reconciler.planner._backends["slurm"] = _Preempting()  # type: ignore[assignment]
+    reconciler.planner.provide(_Preempting())  # type: ignore[arg-type]
     fleet.replicas["chat-1"] = LiveReplica("chat-1", "chat", "slurm", ReplicaState.READY, "7")
     store.add_replica(
         id="chat-1", service="chat", backend="slurm", state="ready", handle="7",
         token_hash="", log_path="",
     )  # fmt: skip
-    asyncio.run(reconciler._poll_allocations())
+    asyncio.run(reconciler.lifecycle.follow_allocations())
     (row,) = store.replicas("chat")
     assert row.state == "gone" and "preempted" in row.reason
     assert "chat" not in reconciler.backoff.reasons, "no back-off"

@@ -175,7 +175,7 @@ def test_a_ready_replica_fails_after_the_threshold_of_failures_in_a_row() -> Non
 
         async def probe_now(status: int) -> None:
             w.engine.status = status
-            replica.last_health_at = 0.0  # due again, whatever the interval
+            replica.last_health_monotonic = 0.0  # due again, whatever the interval
             await w.monitor.check()
 
         for status in (500, 500, 200, 500, 500):
@@ -191,10 +191,10 @@ def test_a_ready_replica_fails_after_the_threshold_of_failures_in_a_row() -> Non
 def test_a_ready_replica_is_probed_only_once_its_interval_passed() -> None:
     async def scenario(w: World) -> None:
         w.engine.status = 200
-        w.replica("chat-1", ReplicaState.READY, last_health_at=time.monotonic())
+        w.replica("chat-1", ReplicaState.READY, last_health_monotonic=time.monotonic())
         await w.monitor.check()
         assert w.engine.probes == 0
-        w.fleet.replicas["chat-1"].last_health_at -= 61
+        w.fleet.replicas["chat-1"].last_health_monotonic -= 61
         await w.monitor.check()
         assert w.engine.probes == 1
 
@@ -204,7 +204,7 @@ def test_a_ready_replica_is_probed_only_once_its_interval_passed() -> None:
 def test_a_suspect_replica_is_probed_at_once_and_a_pass_clears_it() -> None:
     async def scenario(w: World) -> None:
         w.engine.status = 200
-        replica = w.replica("chat-1", ReplicaState.READY, last_health_at=time.monotonic())
+        replica = w.replica("chat-1", ReplicaState.READY, last_health_monotonic=time.monotonic())
         replica.suspect = True  # a request just failed on it
         assert w.fleet.ready_count("chat") == 0
         await w.monitor.check()
@@ -241,7 +241,7 @@ def test_a_replica_starting_past_its_timeout_fails_with_its_last_log_lines(
             ReplicaState.SUBMITTED,
             base_url="",
             log_path=str(log),
-            created_at=time.monotonic() - 6,
+            created_monotonic=time.monotonic() - 6,
         )
         w.replica("chat-2", ReplicaState.SUBMITTED, base_url="")  # just submitted: waits
         await w.monitor.check()

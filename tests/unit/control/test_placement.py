@@ -28,7 +28,7 @@ DUAL = BASE + "stacks: [{stack: slurm, baseline: 1}, {stack: kubernetes, baselin
 
 def replica(n: int, backend: str, ready: bool = True) -> LiveReplica:
     state = ReplicaState.READY if ready else ReplicaState.SUBMITTED
-    return LiveReplica(f"chat-{n}", "chat", backend, state=state, created_at=float(n))
+    return LiveReplica(f"chat-{n}", "chat", backend, state=state, created_monotonic=float(n))
 
 
 def test_stacks_in_order_with_baselines_and_plain_names() -> None:
@@ -124,9 +124,9 @@ def test_a_burst_avoids_the_stack_that_just_preempted_a_replica() -> None:
 
 def waiting(n: int, backend: str, starts_in: float | None, age_s: float = 60.0) -> LiveReplica:
     replica = LiveReplica(
-        f"chat-{n}", "chat", backend, state=ReplicaState.SUBMITTED, created_at=1000.0 - age_s
+        f"chat-{n}", "chat", backend, state=ReplicaState.SUBMITTED, created_monotonic=1000.0 - age_s
     )
-    replica.starts_at = 5000.0 + starts_in if starts_in is not None else None
+    replica.starts_at_epoch = 5000.0 + starts_in if starts_in is not None else None
     return replica
 
 

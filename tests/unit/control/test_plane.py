@@ -156,7 +156,7 @@ def test_describe_joins_the_stored_replicas_with_their_live_state(
         await deploy(plane)
         ready = live(plane, "chat-1", ReplicaState.READY, base_url="http://node1:8000")
         ready.in_flight = 2
-        ready.ends_at = time.time() + 3600
+        ready.ends_at_epoch = time.time() + 3600
         store.add_replica(id="chat-0", service="chat", backend="local", state="gone")
         described = await plane.describe("chat")
         assert described["spec"]["name"] == "chat"
@@ -188,7 +188,7 @@ def test_status_says_what_a_service_waits_on(store: Store, tmp_path: Path) -> No
         await deploy(plane)
         starting = live(plane, "chat-1", ReplicaState.SUBMITTED, handle="4242")
         starting.pending_reason = "Resources"
-        starting.starts_at = time.time() + 120
+        starting.starts_at_epoch = time.time() + 120
         held = plane.fleet.hold("chat")
         assert held is not None
         status = await plane.status("chat")

@@ -36,7 +36,7 @@ def test_only_a_replica_of_another_known_spec_is_outdated() -> None:
 
 def test_a_ready_replica_is_rotated_its_lead_before_its_time_limit() -> None:
     service = load_service(SPEC)
-    replica = LiveReplica("chat-1", "chat", "slurm", state=ReplicaState.READY, ends_at=1000.0)
+    replica = LiveReplica("chat-1", "chat", "slurm", state=ReplicaState.READY, ends_at_epoch=1000.0)
     assert not due_for_rotation(replica, service, 939.0)
     assert due_for_rotation(replica, service, 940.0)
     replica.retiring = True
@@ -44,7 +44,7 @@ def test_a_ready_replica_is_rotated_its_lead_before_its_time_limit() -> None:
 
 
 def test_a_replacement_is_stuck_once_it_waited_for_its_allocation_too_long() -> None:
-    waiting = LiveReplica("chat-2", "chat", "slurm", created_at=100.0)
+    waiting = LiveReplica("chat-2", "chat", "slurm", created_monotonic=100.0)
     assert not replacement_stuck([waiting], 120.0)
     assert replacement_stuck([waiting], 131.0)
     waiting.timeline["running"] = 110.0  # started: now it only loads its model

@@ -51,6 +51,7 @@ class Gateway:
     ledger: UsageLedger
     keys: dict[str, str]
     upstreams: list[Upstream] = field(default_factory=list)
+    demanded: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def post(
         self, path: str = "/v1/chat/completions", key: str | None = "physics", **body: Any
@@ -89,7 +90,8 @@ async def gateway(store: Store, *specs: str, **options: Any) -> AsyncIterator[Ga
         "ops": issue_key(store, "ops", role="admin").secret,
     }
     services: list[Service] = [load_service(spec) for spec in (specs or (CHAT,))]
-    fleet = Fleet()
+    demanded = asyncio.Event()
+    fleet = Fleet(on_demand=lambda _service: demanded.set())
     owners = {s.name: store.ensure_tenant("biology") for s in services if s.private}
     fleet.set_services([(s, 1_700_000_000) for s in services], owners)
     ledger = UsageLedger(store)
@@ -106,7 +108,7 @@ async def gateway(store: Store, *specs: str, **options: Any) -> AsyncIterator[Ga
     await app.start()
     transport = httpx.ASGITransport(app=app)
     client = httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30)
-    world = Gateway(client, fleet, store, ledger, keys)
+    world = Gateway(client, fleet, store, ledger, keys, demanded=demanded)
     try:
         yield world
     finally:
@@ -292,10 +294,8 @@ def test_an_engines_client_error_is_relayed_and_not_metered(store: Store) -> Non
 
 def test_a_request_at_zero_replicas_is_held_until_one_is_ready(store: Store) -> None:
     async def scenario(gw: Gateway) -> None:
-        demanded = asyncio.Event()
-        gw.fleet.holding.on_demand = lambda service: demanded.set()
         request = asyncio.create_task(gw.post(stream=True))
-        await demanded.wait()  # the control plane was asked for a replica
+        await gw.demanded.wait()  # the control plane was asked for a replica
         assert gw.fleet.holding.length("chat") == 1
         upstream = Upstream()
         gw.upstreams.append(upstream)
