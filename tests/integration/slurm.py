@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,6 +24,12 @@ def missing() -> str:
 
 MISSING = missing()
 needs_slurm = pytest.mark.skipif(bool(MISSING), reason=MISSING)
+
+
+def needs_slurm_as_root(why: str) -> pytest.MarkDecorator:
+    """Skip without Slurm, or when not root (as CI runs), saying ``why`` root is needed."""
+    reason = MISSING or ("" if os.getuid() == 0 else f"needs root (as CI runs): {why}")
+    return pytest.mark.skipif(bool(reason), reason=reason)
 
 
 def our_jobs(data_dir: Path) -> dict[str, dict[str, object]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
 import time
@@ -30,18 +29,9 @@ from aifactory.identity import Identity, Privilege, lookup
 from aifactory.specs import Resources, load_job
 from unix_users import TENANT_USERS, make_traversable
 
-from .slurm import MISSING
+from .slurm import needs_slurm_as_root
 
-
-def _why_skip() -> str:
-    if MISSING:
-        return MISSING
-    if os.getuid() != 0:
-        return "needs root (as CI runs): jobs are submitted as other Unix users"
-    return ""
-
-
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(bool(_why_skip()), reason=_why_skip())]
+pytestmark = [pytest.mark.slurm, needs_slurm_as_root("jobs are submitted as other Unix users")]
 
 DENIED = "Permission denied"
 # Prints the uid, tries both secrets (each failure on its own line), then stays up.

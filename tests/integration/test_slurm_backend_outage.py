@@ -14,7 +14,6 @@ no job behind.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import time
 import uuid
@@ -39,20 +38,14 @@ from aifactory.identity import Identity, Privilege, workload_user
 from aifactory.specs import Resources, load_job
 from unix_users import WORKLOAD_USER, make_traversable
 
-from .slurm import MISSING
+from .slurm import needs_slurm_as_root
 from .slurm_outage import slurmctld_down
 from .waiting import wait_until_async
 
-
-def _why_skip() -> str:
-    if MISSING:
-        return MISSING
-    if os.getuid() != 0:
-        return "needs root (as CI runs): it stops slurmctld and submits as the workload user"
-    return ""
-
-
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(bool(_why_skip()), reason=_why_skip())]
+pytestmark = [
+    pytest.mark.slurm,
+    needs_slurm_as_root("it stops slurmctld and submits as the workload user"),
+]
 
 DAY_S = 24 * 3600
 # Generous: Slurm's clients give up after 9-20 s by themselves; ours stop at theirs.

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import reprlib
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
 
 from aifactory.errors import SpecError
 from aifactory.input_limits import parse_yaml
+from aifactory.specs.fields import SpecModel
 from aifactory.specs.job import Job
 from aifactory.specs.service import Service
 from aifactory.specs.workloads import Agent, Deployable, FunctionPool
+
+Spec = TypeVar("Spec", bound=SpecModel)
 
 _KINDS: dict[str, tuple[type[FunctionPool] | type[Agent], str]] = {
     "FunctionPool": (FunctionPool, "examples/pool.yaml"),
@@ -73,13 +76,7 @@ def load_service(source: str | dict[str, Any], origin: str = "spec") -> Service:
         SpecError: listing each bad field by its path, with the fix.
     """
     document = _parse(source, origin, "`name`, `models` and `engine`", "see examples/chat.yaml")
-    try:
-        return Service.model_validate(document)
-    except ValidationError as exc:
-        raise SpecError(
-            f"{origin} is not a valid Service:\n{_describe(exc)}\n",
-            fix="correct the fields listed above (examples/chat.yaml shows a working spec)",
-        ) from exc
+    return _validated(Service, document, origin, "examples/chat.yaml shows a working spec")
 
 
 def load_deployable(source: str | dict[str, Any], origin: str = "spec") -> Deployable:
@@ -98,13 +95,7 @@ def load_deployable(source: str | dict[str, Any], origin: str = "spec") -> Deplo
     if kind not in _KINDS:
         return load_service(document, origin)
     model, example = _KINDS[kind]
-    try:
-        return model.model_validate(document)
-    except ValidationError as exc:
-        raise SpecError(
-            f"{origin} is not a valid {kind}:\n{_describe(exc)}\n",
-            fix=f"correct the fields listed above ({example} shows a working spec)",
-        ) from exc
+    return _validated(model, document, origin, f"{example} shows a working spec")
 
 
 def load_job(source: str | dict[str, Any], origin: str = "job spec") -> Job:
@@ -114,10 +105,15 @@ def load_job(source: str | dict[str, Any], origin: str = "job spec") -> Job:
         SpecError: listing each bad field by its path, with the fix.
     """
     document = _parse(source, origin, "`name` and `command`", "see examples/job.yaml")
+    return _validated(Job, document, origin, "`kind: Job`, `name`, `command`, `nodes`, …")
+
+
+def _validated(model: type[Spec], document: dict[str, Any], origin: str, hint: str) -> Spec:
+    """``document`` as a ``model``; a SpecError listing each bad field by its path, else."""
     try:
-        return Job.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as exc:
         raise SpecError(
-            f"{origin} is not a valid Job:\n{_describe(exc)}\n",
-            fix="correct the fields listed above (`kind: Job`, `name`, `command`, `nodes`, …)",
+            f"{origin} is not a valid {model.__name__}:\n{_describe(exc)}\n",
+            fix=f"correct the fields listed above ({hint})",
         ) from exc
