@@ -39,6 +39,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -216,8 +217,8 @@ class Broker:
                 if self._wake_r in ready:
                     os.read(self._wake_r, 512)
                 with self._lock:
-                    self._drain_workers(workers)
-                    self._drain_clients(clients)
+                    self._drain(workers, self._from_worker, "worker", refuse=False)
+                    self._drain(clients, self._from_client, "client", refuse=True)
                     if time.monotonic() >= next_heartbeat:
                         self._check_heartbeats(workers)
                         self._charge()
@@ -230,16 +231,26 @@ class Broker:
             workers.close(linger=0)
             clients.close(linger=0)
 
-    def _drain_workers(self, sock: zmq.Socket[bytes]) -> None:
+    def _drain(
+        self,
+        sock: zmq.Socket[bytes],
+        handle: Callable[[zmq.Socket[bytes], list[bytes]], None],
+        side: str,
+        refuse: bool,
+    ) -> None:
+        """Handle what ``side`` sent, a slice at a time; a malformed message is dropped."""
         for _ in range(_SLICE):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             try:
-                self._from_worker(sock, frames)
+                handle(sock, frames)
             except _MALFORMED as exc:
-                logger.warning("functions broker: dropped a malformed worker message: %s", exc)
+                logger.warning("functions broker: dropped a malformed %s message: %s", side, exc)
+                if refuse:
+                    refusal = {"error": f"malformed message: {exc}"}
+                    sock.send_multipart([frames[0], p.encode_json(p.REFUSED, refusal)])
 
     def _from_worker(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
         scheduler = self._scheduler
@@ -268,19 +279,6 @@ class Broker:
             if kind == p.RESULTS:
                 scheduler.drop_results(frames[2:])
             sock.send_multipart([identity, p.RECONNECT])
-
-    def _drain_clients(self, sock: zmq.Socket[bytes]) -> None:
-        for _ in range(_SLICE):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                self._from_client(sock, frames)
-            except _MALFORMED as exc:
-                logger.warning("functions broker: dropped a malformed client message: %s", exc)
-                refusal = {"error": f"malformed message: {exc}"}
-                sock.send_multipart([frames[0], p.encode_json(p.REFUSED, refusal)])
 
     def _from_client(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
         scheduler = self._scheduler
