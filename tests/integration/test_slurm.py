@@ -15,6 +15,7 @@ from openai import OpenAI
 from .load import SteadyLoad
 from .server import Server, client_for, start_server
 from .slurm import needs_slurm, our_jobs
+from .waiting import wait_until
 
 pytestmark = needs_slurm
 
@@ -60,7 +61,13 @@ def test_chat_served_from_a_slurm_job(slurm_server: Server) -> None:
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
-    (replica,) = slurm_server.admin.get("/api/services/slurmchat/replicas").json()["replicas"]
+    # The node comes from squeue, asked in the background once Slurm answered after the start.
+    (replica,) = wait_until(
+        lambda: slurm_server.admin.get("/api/services/slurmchat/replicas").json()["replicas"],
+        lambda replicas: bool(replicas[0]["node"]),
+        timeout_s=30,
+        what="the replica's node from squeue",
+    )
     jobs = our_jobs(slurm_server.data_dir)
     assert replica["handle"] in jobs and replica["node"] in ("n1", "n2")
     assert jobs[replica["handle"]]["name"] == f"aif-{replica['id']}"
