@@ -7,7 +7,7 @@ Every endpoint checks the caller's key. What a key sees:
 - a user key: its own tenant's usage only;
 - an admin key: every tenant's usage.
 
-Buckets and objects (``buckets.py``) are scoped like S3: a user key reaches its
+Buckets and objects (``web/buckets.py``) are scoped like S3: a user key reaches its
 tenant's buckets and those shared with it, an admin key every bucket.
 
 Keys, batch jobs, replica details and logs stay behind the admin API's own

@@ -11,7 +11,7 @@ deletes it, and its labels carry this control plane's instance id, the
 service and the replica id so a restarted control plane can adopt it
 (``tagged``). ``restartPolicy: Never``: a failed replica is replaced by the
 control plane, possibly on another stack. The Pod runs as the request's
-identity, its tenant's uid and gid, never root (``kubernetes_identity``).
+identity, its tenant's uid and gid, never root (``identity``).
 
 A replica's one-time files (its registration token...) travel in a Secret
 the Pod owns, created right after the Pod (the kubelet waits for a Secret a
@@ -145,7 +145,7 @@ class KubernetesBackend:
     async def start_delay(self, request: AllocationRequest) -> float | None:
         """0 when a node has room for ``request``'s Pod and none of ours waits; else None.
 
-        Kubernetes makes no start estimate (see ``kubernetes_capacity``): a
+        Kubernetes makes no start estimate (see ``capacity``): a
         Pod that fits starts now, one that does not waits for an unknown time.
         Without permission to list nodes and Pods cluster-wide, only this
         control plane's pending Pods are looked at.

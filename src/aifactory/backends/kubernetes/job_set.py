@@ -1,12 +1,12 @@
 """A batch job as an indexed set of ``batch/v1`` Jobs: its manifests and its tasks' states.
 
-Pure functions, no API calls (``kubernetes_jobs.py`` makes those). One Job
+Pure functions, no API calls (``jobs.py`` makes those). One Job
 per task index: the array indexes of an array job, ``0 … nodes-1`` of a
 multi-node job, ``0`` of a plain one. Each Job runs one pod, and every Job
 and pod carries the labels that find its set (``aifactory.io/instance``,
 ``aifactory.io/job``) and its index (``aifactory.io/index``); the job id
 itself is an annotation, since it can be longer than a label value. Each
-pod runs as the job's identity, as a replica's does (``kubernetes_identity``).
+pod runs as the job's identity, as a replica's does (``identity``).
 
 The pod learns its place from the environment, under the names an Indexed
 Job would use where Kubernetes has one::
@@ -90,7 +90,7 @@ def render_jobs(
 ) -> list[dict[str, Any]]:
     """The Job manifests of ``job``'s set, one per task index, ready for the API.
 
-    Each pod runs as ``identity`` (``kubernetes_identity``); None (single-user
+    Each pod runs as ``identity`` (``identity``); None (single-user
     mode) leaves it to the image's user. A job without ``time_limit`` gets
     ``default_time_limit_s``.
 

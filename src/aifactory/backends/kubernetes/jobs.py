@@ -1,6 +1,6 @@
 """Batch jobs on Kubernetes: create, read, log and delete a job's set of batch/v1 Jobs.
 
-Why a set of Jobs, one per task index (``kubernetes_job_set.py`` renders
+Why a set of Jobs, one per task index (``job_set.py`` renders
 them): multi-node jobs and arrays need one pod per index, and the two
 Kubernetes ways to say that in one object do not exist where we run. The
 dev cluster, like many a centre's, is Kubernetes 1.20: ``completionMode:

@@ -19,7 +19,7 @@ token, an agent's key) as a Secret named like the Pod, mounted read-only
 where the launcher looks for them (readable by the Pod's identity alone).
 The Secret never appears in the manifest's text and is deleted with its Pod
 (``render_secret``: the Pod owns it). A Pod of a request with an identity
-runs as it, with an ``emptyDir`` as its home (``kubernetes_identity``).
+runs as it, with an ``emptyDir`` as its home (``identity``).
 
 Status mapping reads the Pod as the API server sends it (a JSON dict), in one
 place: ``pod_status``. Pod phases map through ``PHASES``; the reasons that
@@ -136,7 +136,7 @@ def render_pod(
 ) -> dict[str, Any]:
     """The Pod manifest for one replica, as a dict ready for the API (and for YAML).
 
-    With the request's identity, the Pod runs as it (``kubernetes_identity``);
+    With the request's identity, the Pod runs as it (``identity``);
     without one (single-user mode) as the image's own user.
 
     Raises:

@@ -1,6 +1,6 @@
 """Slurm backend: a replica is one batch job, driven only through Slurm's commands.
 
-Each job is submitted as its replica's identity (``slurm_identity``: root's
+Each job is submitted as its replica's identity (``identity``: root's
 ``sbatch --uid/--gid``, else the site's launch prefix), never as the control
 plane: ``sbatch --parsable`` to submit (the script on stdin), ``squeue`` to
 observe, ``sacct --allusers`` for jobs that left the queue, ``scancel`` to
@@ -15,7 +15,7 @@ each tenant's (a site with ``PrivateData=jobs`` shows them to root only). No
 plugins: site policy stays in charge.
 
 Every command has its own timeout and runs off the event loop, and its
-answer is checked (``slurm_commands``): when slurmctld does not answer,
+answer is checked (``commands``): when slurmctld does not answer,
 ``status`` reports each job ``UNKNOWN`` with ``answered`` False, and
 ``tagged``, ``submit`` and ``cancel`` raise ``SchedulerUnreachable``; an
 empty or missing answer never reads as "gone". A job submitted without a
@@ -315,7 +315,7 @@ class SlurmBackend:
     async def tagged(self) -> dict[str, str]:
         """Live replica jobs carrying this control plane's tag: replica id -> job id.
 
-        Its batch jobs (``slurm_jobs``) carry the tag too, and are left out:
+        Its batch jobs (``jobs``) carry the tag too, and are left out:
         they are no replica, and no stray to cancel.
 
         Raises:

@@ -1,14 +1,14 @@
 """Batch jobs on Slurm: submit a rendered script, read each task's state and output, cancel.
 
-Replicas (``slurm.py``) are long-running servers; batch jobs run a command to
+Replicas (``backend.py``) are long-running servers; batch jobs run a command to
 its end, possibly on several nodes and as an array of tasks. Both use the
 same commands and the same state table::
 
     JobsManager                    SlurmJobRunner                 Slurm
     -----------                    --------------                 -----
-    submit(job)     ------------>  render the script (slurm_job_script.py)
+    submit(job)     ------------>  render the script (job_script.py)
                                    sbatch --parsable  (stdin)  -> job id
-                                   (as the job's identity: slurm_identity.py)
+                                   (as the job's identity: identity.py)
     tasks(job)      ------------>  squeue --json --states=all  -> one entry per task
                                    (sacct -c --allusers when it left squeue)
     logs(job, task) ------------>  LOG_DIR/<job id>[_<task>].log (Slurm writes them)
@@ -24,7 +24,7 @@ reports the raw wait status: the exit code is its high byte and a killing
 signal its low seven bits.
 
 When slurmctld does not answer, ``tasks``, ``submit`` and ``cancel`` raise
-``SchedulerUnreachable`` (``slurm_commands`` checks each answer): a job is
+``SchedulerUnreachable`` (``commands`` checks each answer): a job is
 never taken for forgotten because Slurm could not be asked.
 """
 
