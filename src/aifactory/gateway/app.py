@@ -63,6 +63,8 @@ PROXIED = {
 }
 _PATHS = {endpoint: path for path, endpoint in PROXIED.items()}
 STREAMABLE = {"chat", "completions"}
+# How long a request runs before its client is watched for leaving (see _ClientWatch).
+_WATCH_AFTER_S = 0.05
 _MAX_ANSWERED_ERRORS = 2  # replicas answering 502/503 before that answer is relayed
 _RETRY_AFTER_S = "5"
 _CLIENT_GONE = 499  # the status nginx logs for it
@@ -276,18 +278,18 @@ class GatewayApp:
         """
         request = asyncio.current_task()
         assert request is not None
-        watcher = asyncio.create_task(_cancel_when_gone(receive, exchange, request))
+        watch = _ClientWatch(receive, exchange, request)
         try:
             return await self._forward(call, exchange, meter)
         except asyncio.CancelledError:
-            if not (watcher.done() and not watcher.cancelled() and watcher.result()):
+            if not watch.saw_client_leave():
                 raise
             request.uncancel()
             logger.info("client disconnected; the upstream request was cancelled")
             meter.cut_short = "abandoned"
             return _CLIENT_GONE
         finally:
-            watcher.cancel()
+            watch.stop()
 
     async def _forward(self, call: _Call, exchange: Exchange, meter: Meter) -> int:
         """Send ``call`` to a replica and relay its answer; returns the status."""
@@ -481,6 +483,37 @@ def _session_key(scope: Scope, payload: dict[str, Any]) -> str:
             return str(value.decode("latin-1"))[:256]
     user = payload.get("user")
     return str(user)[:256] if isinstance(user, str) else ""
+
+
+class _ClientWatch:
+    """Cancels a request whose client leaves, watching from ``_WATCH_AFTER_S`` on.
+
+    Most answers are done sooner: a timer per request costs far less than a
+    task per request, and a client that left meanwhile is seen at once when
+    the watch starts (the server answers ``receive`` with the disconnect).
+    """
+
+    def __init__(self, receive: Receive, exchange: Exchange, request: asyncio.Task[Any]) -> None:
+        self._watcher: asyncio.Task[bool] | None = None
+        self._timer = asyncio.get_running_loop().call_later(
+            _WATCH_AFTER_S, self._start, receive, exchange, request
+        )
+
+    def _start(self, receive: Receive, exchange: Exchange, request: asyncio.Task[Any]) -> None:
+        self._watcher = asyncio.create_task(_cancel_when_gone(receive, exchange, request))
+
+    def saw_client_leave(self) -> bool:
+        """Whether the request was cancelled because its client left."""
+        watcher = self._watcher
+        return (
+            watcher is not None and watcher.done() and not watcher.cancelled() and watcher.result()
+        )
+
+    def stop(self) -> None:
+        """Stop watching (the request is over)."""
+        self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
 
 
 async def _cancel_when_gone(
