@@ -94,7 +94,6 @@ class App:
         admin_api = AdminAPI(self.plane, self.authenticator)
         routes = [
             Route("/healthz", self._healthz, methods=["GET"]),
-            Route("/metrics", self._metrics, methods=["GET"]),
             *admin_api.routes(),
             *JobsAPI(self.jobs, admin_api.authenticate_admin).routes(),
             *TenantsAPI(
@@ -186,9 +185,6 @@ class App:
         if self.follower is not None:
             return JSONResponse({"status": "ok"})
         return JSONResponse(self.plane.health())
-
-    async def _metrics(self, _request: Request) -> Response:
-        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
 
 def _admin_body_rules(settings: Settings) -> list[BodyRule]:

@@ -235,7 +235,7 @@ def test_request_ids_and_metric_names(server: Server) -> None:
         page.headers["x-request-id"]
         and "script-src 'self'" in page.headers["content-security-policy"]
     )
-    text = httpx.get(f"{server.url}/metrics").text
+    text = server.admin.get("/metrics").text
     for name in (
         'aifactory_requests_total{endpoint="chat",model="smollm2-135m-instruct",status="200"}',
         "aifactory_request_duration_seconds_bucket",

@@ -86,7 +86,7 @@ def _usage_rows(server: Server, tenant: str) -> list[tuple[str, int, int]]:
 
 
 def _requests_in_flight(server: Server) -> float:
-    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+    for line in server.admin.get("/metrics").text.splitlines():
         if line.startswith('aifactory_requests_in_flight{model="smol"}'):
             return float(line.split()[-1])
     return 0.0

@@ -237,7 +237,7 @@ def test_metrics_and_health(server: Server, client: OpenAI) -> None:
     client.embeddings.create(model="embed", input="hello")
     health = httpx.get(f"{server.url}/healthz").json()
     assert health["status"] == "ok" and health["unreachable"] == []
-    text = httpx.get(f"{server.url}/metrics").text
+    text = server.admin.get("/metrics").text
     assert (
         'aifactory_requests_total{endpoint="embeddings",model="all-minilm-l6-v2",status="200"}'
         in text

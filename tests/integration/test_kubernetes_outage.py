@@ -80,7 +80,7 @@ def _kubernetes_outage(server: Server) -> dict[str, Any] | None:
 
 
 def _metric(server: Server, line_start: str) -> float:
-    text = httpx.get(f"{server.url}/metrics", timeout=5).text
+    text = server.admin.get("/metrics", timeout=5).text
     (line,) = [line for line in text.splitlines() if line.startswith(line_start)]
     return float(line.rsplit(" ", 1)[1])
 

@@ -67,7 +67,7 @@ def _slurm_unreachable(server: Server) -> bool:
 
 
 def _metric(server: Server, line_start: str) -> float:
-    text = httpx.get(f"{server.url}/metrics", timeout=5).text
+    text = server.admin.get("/metrics", timeout=5).text
     (line,) = [line for line in text.splitlines() if line.startswith(line_start)]
     return float(line.rsplit(" ", 1)[1])
 

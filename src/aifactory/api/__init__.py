@@ -4,5 +4,6 @@ from aifactory.api.functions import FunctionsAPI
 from aifactory.api.jobs import JobsAPI
 from aifactory.api.routes import AdminAPI
 from aifactory.api.tenants import TenantsAPI
+from aifactory.api.visibility import ServiceVisibility
 
-__all__ = ["AdminAPI", "FunctionsAPI", "JobsAPI", "TenantsAPI"]
+__all__ = ["AdminAPI", "FunctionsAPI", "JobsAPI", "ServiceVisibility", "TenantsAPI"]

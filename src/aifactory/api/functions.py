@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aifactory.api.routes import read_json_object
+from aifactory.api.visibility import ServiceVisibility
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest, NotFound
 from aifactory.functions import FunctionsHub, Invoker
@@ -49,6 +50,7 @@ class FunctionsAPI:
         self._hub = hub
         self._plane = plane
         self._caller = caller
+        self._visibility = ServiceVisibility(plane.store)
 
     def routes(self) -> list[Route]:
         """Every route of the functions API."""
@@ -99,16 +101,18 @@ class FunctionsAPI:
         return JSONResponse({"calls": await self._invoker.calls(function, caller, limit)})
 
     async def list_pools(self, request: Request) -> Response:
-        """GET /v1/functions/pools: every pool with workers, queue and allocations."""
-        await self._caller(request)
-        services = await self._plane.services()
+        """GET /v1/functions/pools: the caller's tenant's pools (an admin's: every pool)."""
+        caller = await self._caller(request)
+        services = await self._visibility.views(caller, await self._plane.services())
         pools = [s["name"] for s in services if s["kind"] == "FunctionPool"]
         return JSONResponse({"pools": [await self._pool_status(name) for name in pools]})
 
     async def pool(self, request: Request) -> Response:
         """GET /v1/functions/pools/{name}: one pool, with the broker address executors use."""
-        await self._caller(request)
-        return JSONResponse(await self._pool_status(request.path_params["name"]))
+        caller = await self._caller(request)
+        name = request.path_params["name"]
+        await self._visibility.owned(caller, name, _no_pool(name))
+        return JSONResponse(await self._pool_status(name))
 
     async def _pool_status(self, name: str) -> dict[str, Any]:
         try:
@@ -116,9 +120,7 @@ class FunctionsAPI:
         except NotFound:
             status = {}
         if status.get("kind") != "FunctionPool":
-            raise NotFound(
-                f"function pool {name!r} does not exist.", fix="see `aifactory functions pools`"
-            )
+            raise _no_pool(name)
         counts = self._hub.stats().pools.get(name, {})
         status["workers"] = {
             "connected": counts.get("workers", 0),
@@ -164,3 +166,9 @@ class FunctionsAPI:
             self._plane.store, principal, "function.removed", request.path_params["name"]
         )
         return JSONResponse({"name": request.path_params["name"], "result": "removed"})
+
+
+def _no_pool(name: str) -> NotFound:
+    return NotFound(
+        f"function pool {name!r} does not exist.", fix="see `aifactory functions pools`"
+    )

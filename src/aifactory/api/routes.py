@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from aifactory import metrics
+from aifactory.api.visibility import ServiceVisibility
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest, Forbidden, NotFound, SpecError, Unauthorized
 from aifactory.input_limits import parse_json_object
@@ -30,10 +32,12 @@ class AdminAPI:
     def __init__(self, plane: ControlPlane, authenticator: KeyAuthenticator) -> None:
         self._plane = plane
         self._auth = authenticator
+        self._visibility = ServiceVisibility(plane.store)
 
     def routes(self) -> list[Route]:
         """Every route of the admin API."""
         return [
+            Route("/metrics", self.prometheus, methods=["GET"]),
             Route("/api/services", self.list_services, methods=["GET"]),
             Route("/api/services", self.deploy, methods=["POST"]),
             Route("/api/services/{name}", self.describe, methods=["GET"]),
@@ -61,9 +65,15 @@ class AdminAPI:
         return await self._auth.authenticate_header(request.headers.get("authorization", ""))
 
     async def service_status(self, request: Request) -> Response:
-        """GET /v1/services/{name}: replicas, queue, pending reasons and scaling (any key)."""
-        await self._caller(request)
-        return JSONResponse(await self._plane.status(request.path_params["name"]))
+        """GET /v1/services/{name}: replicas, queue, pending reasons and scaling.
+
+        In full for the service's tenant (and admins); another tenant's public
+        service by name and models only, a private one not at all.
+        """
+        caller = await self._caller(request)
+        name = request.path_params["name"]
+        status = await self._plane.status(name)
+        return JSONResponse(await self._visibility.view(caller, name, status))
 
     async def _admin(self, request: Request) -> Principal:
         principal = await self._caller(request)
@@ -72,6 +82,11 @@ class AdminAPI:
                 "This endpoint needs an admin key.", fix="use the key in DATA_DIR/admin.key"
             )
         return principal
+
+    async def prometheus(self, request: Request) -> Response:
+        """GET /metrics: Prometheus text, for admin keys only (it names every model)."""
+        await self._admin(request)
+        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     async def list_services(self, request: Request) -> Response:
         """GET /api/services."""

