@@ -227,10 +227,10 @@ def test_malformed_requests_are_400_json(server: Server, user_key: str) -> None:
 
 
 def test_user_key_cannot_administer(server: Server, user_key: str) -> None:
-    response = httpx.get(
-        f"{server.url}/api/services", headers={"Authorization": f"Bearer {user_key}"}
-    )
-    assert response.status_code == 403
+    headers = {"Authorization": f"Bearer {user_key}"}
+    assert httpx.get(f"{server.url}/api/keys", headers=headers).status_code == 403
+    deploy = httpx.post(f"{server.url}/api/services", headers=headers, content=b"name: x\n")
+    assert deploy.status_code == 403
 
 
 def test_metrics_and_health(server: Server, client: OpenAI) -> None:

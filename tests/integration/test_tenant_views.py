@@ -9,12 +9,14 @@ by name and models only. ``/metrics`` is the admin's.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from .server import Server, start_server
+from .server import REPO, Server, start_server
 
 SECRET_MODEL = "beta-secret-model"
 PUBLIC_MODEL = "beta-public-model"
@@ -71,6 +73,7 @@ def _shows_nothing_of_beta(response: httpx.Response) -> None:
 def test_lists_show_a_tenant_none_of_another_tenants_things(factory: Server) -> None:
     alpha = _as(factory, "alpha")
     for path in (
+        "/api/services",
         "/v1/functions",
         "/v1/functions/pools",
         "/v1/functions/calls",
@@ -81,13 +84,13 @@ def test_lists_show_a_tenant_none_of_another_tenants_things(factory: Server) -> 
     ):
         _shows_nothing_of_beta(alpha.get(path))
     assert alpha.get("/v1/functions/pools").json()["pools"] == []
-    shown = {s["name"] for s in alpha.get("/api/dashboard/overview").json()["services"]}
-    assert shown == {"beta-public"}
+    for path in ("/api/dashboard/overview", "/api/services"):
+        shown = {s["name"] for s in alpha.get(path).json()["services"]}
+        assert shown == {"beta-public"}, path
     # The admin still sees everything.
-    admin_view = factory.admin.get("/api/dashboard/overview").json()
-    assert {"beta-private", "beta-public", "beta-pool"} <= {
-        s["name"] for s in admin_view["services"]
-    }
+    for path in ("/api/dashboard/overview", "/api/services"):
+        admin_view = {s["name"] for s in factory.admin.get(path).json()["services"]}
+        assert {"beta-private", "beta-public", "beta-pool"} <= admin_view, path
     pools = factory.admin.get("/v1/functions/pools").json()["pools"]
     assert [p["name"] for p in pools] == ["beta-pool"] and pools[0]["broker"]
 
@@ -97,6 +100,9 @@ def test_another_tenants_private_things_answer_404_like_missing_ones(factory: Se
     for path, missing in (
         ("/v1/services/beta-private", "/v1/services/no-such-service"),
         ("/v1/services/beta-pool", "/v1/services/no-such-service"),
+        ("/api/services/beta-private", "/api/services/no-such-service"),
+        ("/api/services/beta-private/replicas", "/api/services/no-such-service/replicas"),
+        ("/api/services/beta-public/replicas", "/api/services/no-such-service/replicas"),
         ("/v1/functions/pools/beta-pool", "/v1/functions/pools/no-such-pool"),
     ):
         hidden, absent = alpha.get(path), alpha.get(missing)
@@ -107,25 +113,32 @@ def test_another_tenants_private_things_answer_404_like_missing_ones(factory: Se
     own = beta.get("/v1/services/beta-private")
     assert own.status_code == 200 and own.json()["models"] == [SECRET_MODEL]
     assert "queue" in own.json() and "starting" in own.json()
+    described = beta.get("/api/services/beta-private")
+    assert described.status_code == 200 and described.json()["spec"]["private"] is True
+    assert beta.get("/api/services/beta-private/replicas").json() == {"replicas": []}
     assert beta.get("/v1/functions/pools/beta-pool").json()["broker"]
     invoked = alpha.post("/v1/functions/triple/invoke", json={"args": [1]})
     assert invoked.status_code == 404, invoked.text
 
 
 def test_a_public_service_shows_other_tenants_its_name_and_models_only(factory: Server) -> None:
-    seen = _as(factory, "alpha").get("/v1/services/beta-public")
-    assert seen.status_code == 200, seen.text
-    assert seen.json() == {"name": "beta-public", "kind": "Service", "models": [PUBLIC_MODEL]}
+    alpha = _as(factory, "alpha")
+    public = {"name": "beta-public", "kind": "Service", "models": [PUBLIC_MODEL]}
+    for path in ("/v1/services/beta-public", "/api/services/beta-public"):
+        seen = alpha.get(path)
+        assert seen.status_code == 200, seen.text
+        assert seen.json() == public, path
+    assert alpha.get("/api/services").json()["services"] == [public]
     full = factory.admin.get("/v1/services/beta-public").json()
     assert {"replicas", "queue", "starting", "runs_as"} <= set(full)
+    assert "spec" in factory.admin.get("/api/services/beta-public").json()
 
 
 def test_admin_lists_stay_closed_to_tenant_keys(factory: Server) -> None:
     alpha = _as(factory, "alpha")
     for path in (
-        "/api/services",
-        "/api/services/beta-private",
-        "/api/services/beta-private/replicas",
+        "/api/services/beta-private/logs",
+        "/api/services/beta-private/job-script",
         "/api/keys",
         "/api/jobs",
         "/api/jobs/12345",
@@ -161,3 +174,19 @@ def test_a_tenant_still_sees_its_own_things(factory: Server) -> None:
     assert "beta-data" in [b["name"] for b in buckets["buckets"]]
     functions = [f["name"] for f in beta.get("/v1/functions").json()["functions"]]
     assert functions == ["triple"]
+
+
+def test_the_cli_shows_a_tenant_what_its_key_may_see(factory: Server) -> None:
+    key = factory.admin.post("/api/keys", json={"tenant": "alpha"}).json()["key"]
+    env = {**factory.env(), "AIFACTORY_API_KEY": key, "COLUMNS": "200"}
+    for args, shown in ((["services"], PUBLIC_MODEL), (["status", "beta-public"], "shared")):
+        result = _cli(env, *args)
+        assert result.returncode == 0, result.stderr
+        assert shown in result.stdout and "beta-private" not in result.stdout
+    hidden = _cli(env, "status", "beta-private")
+    assert hidden.returncode != 0 and "does not exist" in hidden.stdout + hidden.stderr
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "aifactory", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=REPO)

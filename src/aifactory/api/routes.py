@@ -89,11 +89,11 @@ class AdminAPI:
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     async def list_services(self, request: Request) -> Response:
-        """GET /api/services."""
-        await self._admin(request)
+        """GET /api/services: every service for an admin key; for a tenant's, what it may see."""
+        caller = await self._caller(request)
         return JSONResponse(
             {
-                "services": await self._plane.services(),
+                "services": await self._visibility.views(caller, await self._plane.services()),
                 # root | prefix | single-user: how workloads become their tenant.
                 "isolation": self._plane.settings.privilege.mode,
             }
@@ -135,9 +135,11 @@ class AdminAPI:
         return JSONResponse({"name": service.name, "result": outcome}, status_code=status)
 
     async def describe(self, request: Request) -> Response:
-        """GET /api/services/{name}."""
-        await self._admin(request)
-        return JSONResponse(await self._plane.describe(request.path_params["name"]))
+        """GET /api/services/{name}: spec and replicas (as ``/v1/services/{name}`` is scoped)."""
+        caller = await self._caller(request)
+        name = request.path_params["name"]
+        described = await self._plane.describe(name)
+        return JSONResponse(await self._visibility.view(caller, name, described))
 
     async def delete(self, request: Request) -> Response:
         """DELETE /api/services/{name}: replicas drain, then the service goes."""
@@ -149,9 +151,9 @@ class AdminAPI:
         return JSONResponse({"name": request.path_params["name"], "result": "deleting"}, 202)
 
     async def replicas(self, request: Request) -> Response:
-        """GET /api/services/{name}/replicas."""
-        await self._admin(request)
+        """GET /api/services/{name}/replicas, for its tenant's keys and admins."""
         name = request.path_params["name"]
+        await self._visibility.owned(await self._caller(request), name, _no_service(name))
         await self._plane.describe(name)
         return JSONResponse({"replicas": await self._plane.replicas(name)})
 
@@ -259,6 +261,10 @@ class AdminAPI:
 async def read_json_object(request: Request) -> dict[str, Any]:
     """The request's body as a JSON object, or a 400 that says what is wrong."""
     return parse_json_object(await request.body())
+
+
+def _no_service(name: str) -> NotFound:
+    return NotFound(f"service {name!r} does not exist.", fix="see `aifactory services`")
 
 
 def _expiry(expires_in: Any) -> datetime | None:

@@ -112,6 +112,9 @@ def services() -> None:
     answer = _client().json("GET", "/api/services")
     table = Table("name", "models", "engine", "backend", "ready", "runs as", "status", "waiting on")
     for s in answer["services"]:
+        if "status" not in s:  # another tenant's shared service: its name and models only
+            table.add_row(s["name"], ", ".join(s["models"]), *["-"] * 4, "shared", "")
+            continue
         table.add_row(
             s["name"],
             ", ".join(s["models"]),

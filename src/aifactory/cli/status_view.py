@@ -19,6 +19,10 @@ SINGLE_USER_WARNING = Text(
 
 def render_status(status: dict[str, Any]) -> Group:
     """A few lines and tables for one service's ``/v1/services/{name}`` document."""
+    if "replicas" not in status:  # another tenant's shared service: its name and models only
+        return Group(
+            Text.assemble((status["name"], "bold"), f"  shared: {', '.join(status['models'])}")
+        )
     replicas = status["replicas"]
     states = ", ".join(f"{n} {s}" for s, n in replicas["by_state"].items()) or "none"
     queue = status["queue"]

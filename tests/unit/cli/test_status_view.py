@@ -94,3 +94,9 @@ def test_an_unreachable_stack_and_the_paused_scaling_are_said_once() -> None:
     assert "scaling paused until it answers: nothing is started or replaced there" in text
     waiting = "waiting for Slurm to list the replicas of the earlier run"
     assert f"scaling paused: {waiting}" in _paused([], waiting)
+
+
+def test_another_tenants_shared_service_shows_its_name_and_models() -> None:
+    console = Console(width=100, record=True)
+    console.print(render_status({"name": "chat", "kind": "Service", "models": ["smol"]}))
+    assert console.export_text().strip() == "chat  shared: smol"
