@@ -156,6 +156,18 @@ def test_a_user_key_sees_only_its_own_tenant(
     expect(page.locator("#jobs")).to_contain_text("admin keys only")
 
 
+def test_a_user_key_sees_a_shared_service_by_name_and_models(
+    server: Server, page: Page, keys: dict[str, str]
+) -> None:
+    sign_in(page, server, keys["physics"])
+    expect(page.get_by_role("link", name="chat", exact=True)).to_be_visible()
+    expect(page.locator('[data-service-ready="chat"]')).to_have_text("\u2013")
+    page.goto(f"{server.url}/#/services/chat")
+    expect(page.locator("#service-models")).to_have_text("smollm2-135m-instruct")
+    expect(page.locator("#try-it")).to_be_visible()
+    expect(page.locator("#live")).not_to_contain_text("failed")
+
+
 def wait_for_usage(server: Server, headers: dict[str, str], tenants: set[str]) -> set[str]:
     """The tenants in the caller's usage, once ``tenants`` are all there (or after 10 s)."""
     deadline = time.monotonic() + 10  # the ledger writes in batches every second

@@ -12,8 +12,8 @@ Every endpoint checks the caller's key. What a key sees:
 Buckets and objects (``web/buckets.py``) are scoped like S3: a user key reaches its
 tenant's buckets and those shared with it, an admin key every bucket.
 
-Keys, batch jobs, replica details and logs stay behind the admin API's own
-checks (``/api/keys``, ``/api/jobs``, ``/api/services/{name}``).
+Keys, batch jobs and logs stay behind the admin API's own checks
+(``/api/keys``, ``/api/jobs``, ``/api/services/{name}/logs``).
 """
 
 from __future__ import annotations
