@@ -6,7 +6,8 @@ value the way a user's function travels):
 
 * aifactory: ``python -m aifactory.functions.broker`` plus one
   ``python -m aifactory.functions.worker --processes 2 --prefetch K`` and an
-  in-process ``aifactory.functions.Executor``;
+  in-process ``aifactory.functions.Executor``, over CurveZMQ as under
+  ``aifactory up`` (``--plain``: in clear, like the peers);
 * Parsl: ``HighThroughputExecutor`` (``max_workers_per_node=2``, unencrypted
   on loopback, DFK logging off) with a ``LocalProvider`` block;
 * Dask: ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)``.
@@ -196,7 +197,7 @@ def measure_aifactory(
     broker_log, worker_log = workdir / "broker.log", workdir / "worker.log"
     broker = children.start(
         "broker",
-        [sys.executable, "-m", "aifactory.functions.broker"],
+        [sys.executable, "-m", "aifactory.functions.broker", *(["--plain"] if args.plain else [])],
         log_path=broker_log,
         stdout_pipe=True,
     )
@@ -211,6 +212,9 @@ def measure_aifactory(
         "--processes", str(args.workers), "--prefetch", str(args.prefetch),
         "--log-level", "WARNING",
     ]  # fmt: skip
+    server_key = addresses["server_key"]
+    if server_key:
+        argv += ["--broker-key", server_key]
     t0 = time.monotonic()
     worker = children.start("worker", argv, log_path=worker_log)
     log(
@@ -224,7 +228,7 @@ def measure_aifactory(
         labels.update(dict.fromkeys(descendants(worker.pid), "task processes"))
         return labels
 
-    ex = Executor(addresses["client_address"], pool=POOL)
+    ex = Executor(addresses["client_address"], pool=POOL, server_key=server_key)
     try:
         # The task processes are spawned: wait until both answer.
         first = [ex.submit(noop, i) for i in range(args.workers * 2)]
@@ -252,6 +256,7 @@ def measure_aifactory(
             "version": metadata.version("aifactory"),
             "startup_s": round(startup, 2),
             "prefetch": args.prefetch,
+            "curve": bool(server_key),
         }
         n, cell = args.tasks, args.cell_s
         out["submit"] = throughput("aifactory submit", submit_batch, n, cell, groups)
@@ -536,6 +541,9 @@ def main() -> int:
         "--chunksize", type=int, default=100, help="chunksize of the extra aifactory map run"
     )
     parser.add_argument("--skip-peers", action="store_true", help="measure only aifactory")
+    parser.add_argument(
+        "--plain", action="store_true", help="aifactory's broker without CurveZMQ encryption"
+    )
     args = parser.parse_args()
     if not (
         500 <= args.tasks <= 1_000_000

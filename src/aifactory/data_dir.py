@@ -21,6 +21,7 @@ __all__ = ["lock_down"]
 _PRIVATE_FILES = (
     "admin.key",
     "objects.key",
+    "functions-broker.key",
     "admin-s3-credentials",
     "aifactory.db",
     "aifactory.db-wal",

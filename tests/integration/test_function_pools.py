@@ -241,9 +241,15 @@ def test_a_raising_named_function_returns_its_traceback(pool_server: Server) -> 
 
 
 def test_the_broker_refuses_a_bad_key(pool_server: Server) -> None:
-    broker = pool_status(pool_server)["broker"]
+    status = pool_status(pool_server)
     with pytest.raises(Unauthorized, match="refused"):
-        Executor(broker, POOL, api_key="aif-not-a-key", connect_timeout_s=10)
+        Executor(
+            status["broker"],
+            POOL,
+            api_key="aif-not-a-key",
+            server_key=status["broker_key"],
+            connect_timeout_s=10,
+        )
 
 
 def test_a_forged_worker_is_refused(pool_server: Server, tmp_path: Path) -> None:
@@ -255,6 +261,7 @@ def test_a_forged_worker_is_refused(pool_server: Server, tmp_path: Path) -> None
         [
             sys.executable, "-m", "aifactory.functions.worker",
             "--broker", workers_at, "--pool", POOL,
+            "--broker-key", pool_status(pool_server)["broker_key"],
             "--replica-id", f"{POOL}-abcdef", "--token-file", str(token),
         ],
         capture_output=True, text=True, timeout=60,
@@ -279,8 +286,9 @@ def test_a_restarted_control_plane_adopts_its_slurm_pool(tmp_path: Path) -> None
     deploy_pool(srv, pool_spec("slurm", tmp_path / "code").replace("min: 0", "min: 1"))
     srv.wait_ready(POOL)
     key = srv.admin.post("/api/keys", json={"tenant": TENANT}).json()["key"]
-    broker = pool_status(srv)["broker"]
-    with Executor(broker, POOL, api_key=key) as ex:
+    status = pool_status(srv)
+    broker, server_key = status["broker"], status["broker_key"]
+    with Executor(broker, POOL, api_key=key, server_key=server_key) as ex:
         assert ex.submit(square, 3).result(timeout=60) == 9
     jobs = set(our_jobs(data_dir))
     srv.process.kill()
@@ -289,7 +297,7 @@ def test_a_restarted_control_plane_adopts_its_slurm_pool(tmp_path: Path) -> None
     again = start_server(data_dir, port=int(srv.url.rsplit(":", 1)[1]), **settings)
     try:
         wait_for(again, lambda s: s["workers"]["connected"] == 1, "readmitted its worker", 30)
-        with Executor(broker, POOL, api_key=key) as ex:
+        with Executor(broker, POOL, api_key=key, server_key=server_key) as ex:
             assert ex.submit(square, 4).result(timeout=60) == 16
         (replica,) = [
             r

@@ -17,6 +17,8 @@ import httpx
 import pytest
 import zmq
 
+from aifactory.functions.curve import pin_server
+
 from .server import Server, start_server
 
 POOL = "hostile-pool"
@@ -44,8 +46,10 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
     script = admin.get(f"/api/services/{POOL}/job-script").text
     worker = re.search(r"--broker'? '?(tcp://[^ ']+)", script)
     assert worker is not None, script
+    status = admin.get(f"/v1/functions/pools/{POOL}").json()
     addresses = {
-        "executors": admin.get(f"/v1/functions/pools/{POOL}").json()["broker"],
+        "executors": status["broker"],
+        "server_key": status["broker_key"],
         "workers": worker[1],
         "key": admin.post("/api/keys", json={"tenant": "owner"}).json()["key"],
     }
@@ -57,11 +61,12 @@ def _hello(key: Any) -> bytes:
     return b"h" + json.dumps({"pool": POOL, "api_key": key}).encode()
 
 
-def _send(address: str, *messages: list[bytes]) -> list[list[bytes]]:
-    """Send ``messages`` on one connection; return what came back within a second."""
+def _send(addresses: dict[str, str], port: str, *messages: list[bytes]) -> list[list[bytes]]:
+    """Send ``messages`` on one connection to ``port``; return what came back within a second."""
     socket: Any = zmq.Context.instance().socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
-    socket.connect(address)
+    pin_server(socket, addresses["server_key"])  # past Curve, to reach the broker's parsing
+    socket.connect(addresses[port])
     answers = []
     try:
         for message in messages:
@@ -102,7 +107,7 @@ def test_executor_port_refuses_a_malformed_hello(
     factory: tuple[Server, dict[str, str]], message: list[bytes]
 ) -> None:
     server, addresses = factory
-    answers = _send(addresses["executors"], message)
+    answers = _send(addresses, "executors", message)
     for answer in answers:
         assert answer[0][:1] == b"N", answer
     _still_serving(server, addresses["key"])
@@ -122,7 +127,7 @@ def test_executor_port_refuses_a_malformed_message_after_hello(
     factory: tuple[Server, dict[str, str]], message: list[bytes]
 ) -> None:
     server, addresses = factory
-    welcome, *answers = _send(addresses["executors"], [_hello(addresses["key"])], message)
+    welcome, *answers = _send(addresses, "executors", [_hello(addresses["key"])], message)
     assert welcome[0][:1] == b"w", welcome
     assert answers and answers[0][0][:1] == b"N", answers
     _still_serving(server, addresses["key"])
@@ -137,5 +142,5 @@ def test_worker_port_survives_a_malformed_message(
     factory: tuple[Server, dict[str, str]], message: list[bytes]
 ) -> None:
     server, addresses = factory
-    _send(addresses["workers"], message)
+    _send(addresses, "workers", message)
     _still_serving(server, addresses["key"])

@@ -115,8 +115,11 @@ def _bobs_bucket(server: Server) -> Path:
 def test_a_tenants_function_runs_as_its_user_and_reaches_no_secret(factory: Server) -> None:
     alice = pwd.getpwnam("aif-alice")
     targets = _targets(factory, _bobs_bucket(factory))
-    broker = factory.admin.get("/v1/functions/pools/alice-pool").json()["broker"]
-    with Executor(broker, "alice-pool", api_key=_key(factory, "alice")) as pool:
+    status = factory.admin.get("/v1/functions/pools/alice-pool").json()
+    broker, server_key = status["broker"], status["broker_key"]
+    with Executor(
+        broker, "alice-pool", api_key=_key(factory, "alice"), server_key=server_key
+    ) as pool:
         import probe
 
         report = pool.submit(probe.probe, targets).result(timeout=120)
@@ -130,8 +133,11 @@ def test_a_tenants_function_runs_as_its_user_and_reaches_no_secret(factory: Serv
 
 def test_the_exploit_of_the_issue_ends_in_permission_error(factory: Server) -> None:
     admin_key = str(factory.data_dir / "admin.key")
-    broker = factory.admin.get("/v1/functions/pools/alice-pool").json()["broker"]
-    with Executor(broker, "alice-pool", api_key=_key(factory, "alice")) as pool:
+    status = factory.admin.get("/v1/functions/pools/alice-pool").json()
+    broker, server_key = status["broker"], status["broker_key"]
+    with Executor(
+        broker, "alice-pool", api_key=_key(factory, "alice"), server_key=server_key
+    ) as pool:
         future = pool.submit(probe.read_text, admin_key)
         with pytest.raises(PermissionError):
             future.result(timeout=120)

@@ -108,10 +108,11 @@ def test_a_private_pool_and_its_functions_serve_their_tenant_only(factory: Serve
     assert httpx.post(url, json={"args": [1]}, headers=_auth(beta)).status_code == 404
     listed = httpx.get(f"{factory.url}/v1/functions", headers=_auth(beta)).json()["functions"]
     assert listed == []
-    broker = factory.admin.get(f"/v1/functions/pools/{POOL}").json()["broker"]
+    status = factory.admin.get(f"/v1/functions/pools/{POOL}").json()
+    broker, server_key = status["broker"], status["broker_key"]
     with pytest.raises(Unauthorized, match="no function pool"):
-        Executor(broker, POOL, api_key=beta)
-    with Executor(broker, POOL, api_key=alpha) as pool:
+        Executor(broker, POOL, api_key=beta, server_key=server_key)
+    with Executor(broker, POOL, api_key=alpha, server_key=server_key) as pool:
         assert pool.submit(pow, 2, 10).result(timeout=120) == 1024
 
 
@@ -131,12 +132,13 @@ def test_usage_of_another_tenant_is_invisible(factory: Server) -> None:
 
 def test_a_pool_runs_code_only_from_keys_of_its_tenant(factory: Server) -> None:
     alpha, beta = _key(factory, "alpha"), _key(factory, "beta")
-    broker = factory.admin.get(f"/v1/functions/pools/{BETA_POOL}").json()["broker"]
+    status = factory.admin.get(f"/v1/functions/pools/{BETA_POOL}").json()
+    broker, server_key = status["broker"], status["broker_key"]
     with pytest.raises(Unauthorized, match=r"belongs to tenant 'beta'.*shares over HTTP"):
-        Executor(broker, BETA_POOL, api_key=alpha)
+        Executor(broker, BETA_POOL, api_key=alpha, server_key=server_key)
     with pytest.raises(Unauthorized, match=r"submit code with a key of 'beta'.*--tenant admin"):
-        Executor(broker, BETA_POOL, api_key=factory.admin_key)
-    with Executor(broker, BETA_POOL, api_key=beta) as pool:
+        Executor(broker, BETA_POOL, api_key=factory.admin_key, server_key=server_key)
+    with Executor(broker, BETA_POOL, api_key=beta, server_key=server_key) as pool:
         assert pool.submit(pow, 3, 3).result(timeout=120) == 27
 
 

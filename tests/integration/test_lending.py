@@ -179,8 +179,14 @@ def test_a_preempted_lent_pool_worker_drains_and_every_task_comes_back(tmp_path:
         srv.wait_ready("lentpool", timeout_s=120)
         (worker,) = srv.admin.get("/api/services/lentpool/replicas").json()["replicas"]
         assert _job(worker["handle"])["partition"] == "lend"
-        broker = srv.admin.get("/v1/functions/pools/lentpool").json()["broker"]
-        with Executor(broker, "lentpool", api_key=srv.admin_key, timeout_s=120) as ex:
+        status = srv.admin.get("/v1/functions/pools/lentpool").json()
+        with Executor(
+            status["broker"],
+            "lentpool",
+            api_key=srv.admin_key,
+            server_key=status["broker_key"],
+            timeout_s=120,
+        ) as ex:
             futures = [ex.submit(slow_square, x) for x in range(60)]
             while sum(f.done() for f in futures) < 6:
                 time.sleep(0.1)

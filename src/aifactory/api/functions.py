@@ -128,6 +128,7 @@ class FunctionsAPI:
             "running": counts.get("running", 0),
         }
         status["broker"] = self._hub.client_address
+        status["broker_key"] = self._hub.public_key  # Curve: the executor pins it
         return status
 
     async def deploy(self, request: Request) -> Response:

@@ -153,6 +153,7 @@ def _worker_command(
     return (
         pool.python or python, "-m", "aifactory.functions.worker",
         "--broker", pools.worker_address,
+        "--broker-key", pools.public_key,
         "--pool", pool.name,
         "--processes", str(pool.workers),
         "--replica-id", replica_id,

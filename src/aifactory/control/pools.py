@@ -26,9 +26,11 @@ class Pools(Protocol):
 
     Attributes:
         worker_address: Where workers connect, ``tcp://HOST:PORT``.
+        public_key: The broker's Curve public key (Z85), which workers pin.
     """
 
     worker_address: str
+    public_key: str
 
     def expect(self, replica_id: str, token_hash: str) -> None:
         """Admit a worker that presents the token hashing to ``token_hash``."""

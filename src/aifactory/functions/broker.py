@@ -47,6 +47,7 @@ import zmq
 
 from aifactory.functions import protocol as p
 from aifactory.functions._scheduler import BrokerStats, Message, PoolEvent, Scheduler
+from aifactory.functions.curve import serve_curve
 
 __all__ = ["Broker", "BrokerGate", "BrokerStats", "PoolEvent", "main"]
 
@@ -91,6 +92,8 @@ class Broker:
         heartbeat_misses: Heartbeats a worker may miss before it is declared lost.
         max_retries: Times a task is requeued after losing its worker.
         gate: Admits executors and workers and hears pool events; None admits all.
+        secret_key: The broker's Curve secret key (Z85); clients then pin its
+            public key (:attr:`public_key`). None serves in clear (benchmarks).
     """
 
     def __init__(
@@ -104,8 +107,11 @@ class Broker:
         heartbeat_misses: int = 3,
         max_retries: int = 3,
         gate: BrokerGate | None = None,
+        secret_key: str | None = None,
     ) -> None:
         self._gate = gate
+        self._secret_key = secret_key
+        self.public_key = zmq.curve_public(secret_key.encode()).decode() if secret_key else None
         # Admitted executors (with a gate): identity -> (pool, API key).
         self._clients: dict[bytes, tuple[str, str]] = {}
         self._worker_bind = worker_address
@@ -187,6 +193,8 @@ class Broker:
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.LINGER, 0)
+        if self._secret_key is not None:
+            serve_curve(sock, self._secret_key)
         sock.bind(address)  # port 0 picks a free port; LAST_ENDPOINT names it
         return sock
 
@@ -361,7 +369,8 @@ def _unlink(paths: list[str]) -> None:
 
 async def _serve_until_signalled(broker: Broker) -> None:
     workers, clients = await broker.start()
-    print(json.dumps({"worker_address": workers, "client_address": clients}), flush=True)
+    addresses = {"worker_address": workers, "client_address": clients}
+    print(json.dumps({**addresses, "server_key": broker.public_key}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -371,13 +380,17 @@ async def _serve_until_signalled(broker: Broker) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a broker alone (benchmarks, debugging); prints its addresses as JSON."""
+    """Run a broker alone (benchmarks, debugging); prints its addresses and public key as JSON.
+
+    It makes a fresh Curve keypair unless ``--plain`` asks for clear text.
+    """
     parser = argparse.ArgumentParser(prog="python -m aifactory.functions.broker")
     parser.add_argument("--worker-address", default="tcp://127.0.0.1:0")
     parser.add_argument("--client-address", default="tcp://127.0.0.1:0")
     parser.add_argument("--spill-dir", type=Path, default=None)
     parser.add_argument("--heartbeat-s", type=float, default=1.0)
     parser.add_argument("--max-retries", type=int, default=3)
+    parser.add_argument("--plain", action="store_true", help="no CurveZMQ: traffic in clear")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     broker = Broker(
@@ -386,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         spill_dir=args.spill_dir,
         heartbeat_s=args.heartbeat_s,
         max_retries=args.max_retries,
+        secret_key=None if args.plain else zmq.curve_keypair()[1].decode(),
     )
     asyncio.run(_serve_until_signalled(broker))
     return 0

@@ -18,8 +18,8 @@ def default_api_key() -> str:
     return settings.api_key or _read(settings.admin_key_file)
 
 
-def locate_broker(pool: str, api_key: str) -> str:
-    """The client address of the broker that serves ``pool``.
+def locate_broker(pool: str, api_key: str) -> tuple[str, str | None]:
+    """The client address and Curve public key of the broker that serves ``pool``.
 
     Asks the control plane at ``AIFACTORY_API_URL`` (default: the local one).
 
@@ -47,7 +47,9 @@ def locate_broker(pool: str, api_key: str) -> str:
             fix="deploy one with `aifactory deploy POOL.yaml` (kind: FunctionPool)",
         )
     response.raise_for_status()
-    return str(response.json()["broker"])
+    status = response.json()
+    key = status.get("broker_key")
+    return str(status["broker"]), str(key) if key else None
 
 
 def _read(path: Path) -> str:

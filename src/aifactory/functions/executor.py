@@ -46,6 +46,7 @@ from aifactory.errors import (
     Unauthorized,
 )
 from aifactory.functions import protocol as p
+from aifactory.functions.curve import pin_server
 
 __all__ = ["Executor", "TaskFuture"]
 
@@ -95,6 +96,10 @@ class Executor(concurrent.futures.Executor):
         pool: The pool whose workers run the calls.
         api_key: The key the broker admits this executor by; default
             ``AIFACTORY_API_KEY``.
+        server_key: The broker's Curve public key (Z85), pinned: the pool's
+            ``broker_key`` in ``GET /v1/functions/pools/{pool}``. Found with the
+            address when ``address`` is None; None with an address talks in
+            clear, to a broker started ``--plain``.
         timeout_s: Longest a call may run on a worker; None for no limit.
         connect_timeout_s: How long to wait for the broker's answer.
         spill_dir: The spill directory as mounted here; default: the broker's.
@@ -115,6 +120,7 @@ class Executor(concurrent.futures.Executor):
         pool: str = "default",
         *,
         api_key: str | None = None,
+        server_key: str | None = None,
         timeout_s: float | None = None,
         connect_timeout_s: float = 10.0,
         spill_dir: Path | None = None,
@@ -125,7 +131,7 @@ class Executor(concurrent.futures.Executor):
 
             api_key = default_api_key() if api_key is None else api_key
             if address is None:
-                address = locate_broker(pool, api_key)
+                address, server_key = locate_broker(pool, api_key)
         self.address = address
         self.pool = pool
         self.timeout_s = timeout_s
@@ -134,6 +140,8 @@ class Executor(concurrent.futures.Executor):
         self._socket.setsockopt(zmq.SNDHWM, 0)
         self._socket.setsockopt(zmq.RCVHWM, 0)
         self._socket.setsockopt(zmq.LINGER, 1000)
+        if server_key is not None:
+            pin_server(self._socket, server_key)
         self._socket.connect(address)
         self._socket.send(p.encode_json(p.HELLO, {"pool": pool, "api_key": api_key}))
         if not self._socket.poll(int(connect_timeout_s * 1000)):

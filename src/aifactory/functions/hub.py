@@ -3,7 +3,9 @@
 The hub runs the :class:`Broker` on the control plane's host and is its
 :class:`BrokerGate`: an executor is admitted by a valid API key of the pool's
 own tenant (:mod:`.access`), a worker by the token its replica was launched
-with.
+with. Both talk CurveZMQ to it (:mod:`.curve`): the broker's keypair lives
+in the data directory, and its public key is pinned by workers (on their
+command line) and executors (from the pool's status).
 
 The hub's broker keeps no spill directory: every payload travels in
 messages. One directory shared by every pool would let one tenant's worker
@@ -34,6 +36,7 @@ from aifactory.config import Settings
 from aifactory.control import PoolLoad
 from aifactory.errors import ConfigError
 from aifactory.functions.broker import Broker, BrokerStats, PoolEvent
+from aifactory.functions.curve import broker_keypair
 from aifactory.tenancy import KeyAuthenticator, Principal, UsageLedger, hash_key
 
 __all__ = ["FunctionsHub"]
@@ -41,6 +44,7 @@ __all__ = ["FunctionsHub"]
 logger = logging.getLogger(__name__)
 
 _STATS_TTL_S = 0.05  # one broker snapshot serves a whole reconcile tick
+BROKER_KEY_FILE = "functions-broker.key"  # the broker's Curve secret key, in the data directory
 
 
 class FunctionsHub:
@@ -76,12 +80,14 @@ class FunctionsHub:
         bind = settings.host or "0.0.0.0"
         self._ports = f"{settings.functions_worker_port} and {settings.functions_client_port}"
         self._advertise = settings.advertise_host
+        self.public_key, secret_key = broker_keypair(settings.data_dir / BROKER_KEY_FILE)
         self.broker = Broker(
             f"tcp://{bind}:{settings.functions_worker_port}",
             f"tcp://{bind}:{settings.functions_client_port}",
             heartbeat_s=settings.functions_heartbeat_s,
             max_retries=settings.functions_max_retries,
             gate=self,
+            secret_key=secret_key,
         )
         self.worker_address = ""
         self.client_address = ""

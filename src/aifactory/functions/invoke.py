@@ -241,6 +241,7 @@ class Invoker:
                     self._hub.client_address,
                     pool,
                     api_key=self._hub.internal_key,
+                    server_key=self._hub.public_key,
                     timeout_s=timeout_s,
                     text_results=True,
                 )

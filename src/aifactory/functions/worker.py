@@ -37,6 +37,7 @@ import zmq
 from aifactory.engines import die_with_parent
 from aifactory.functions import protocol as p
 from aifactory.functions._child import child_main
+from aifactory.functions.curve import pin_server
 from aifactory.launcher import consume
 
 __all__ = ["WorkerManager", "main"]
@@ -95,6 +96,8 @@ class WorkerManager:
             spilling: large arguments and results then travel in messages.
         replica: The control plane's replica (allocation) this worker runs in.
         token: The replica's one-time token the broker checks, when it has a gate.
+        server_key: The broker's Curve public key (Z85), pinned; "" talks in
+            clear, to a broker started ``--plain``.
     """
 
     def __init__(
@@ -106,8 +109,10 @@ class WorkerManager:
         spill_dir: Path | None = None,
         replica: str = "",
         token: str = "",
+        server_key: str = "",
     ) -> None:
         self.broker = broker
+        self._server_key = server_key
         self.pool = pool
         self.replica = replica
         self._token = token
@@ -141,6 +146,8 @@ class WorkerManager:
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.LINGER, 2000)
+        if self._server_key:
+            pin_server(sock, self._server_key)
         sock.connect(self.broker)
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
@@ -337,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(prog="python -m aifactory.functions.worker")
     parser.add_argument("--broker", required=True, help="broker worker address tcp://HOST:PORT")
+    parser.add_argument(
+        "--broker-key", default="", help="the broker's Curve public key (Z85), pinned"
+    )
     parser.add_argument("--pool", default="default", help="pool to serve")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--prefetch", type=int, default=0, help="extra tasks held locally")
@@ -365,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         args.spill_dir,
         replica=args.replica_id,
         token=token,
+        server_key=args.broker_key,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: manager.stop())

@@ -14,6 +14,8 @@ import zmq
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from aifactory.functions.curve import pin_server
+
 from .conftest import FUNCTION, POOL, Target, fuzz_settings
 from .strategies import DEEP_JSON_ARRAY, encode, hostile_text, json_values, weighted
 from .wire import SLOW_S, Request, exchange
@@ -38,7 +40,7 @@ def _addresses(target: Target) -> dict[str, str]:
     script = target.server.admin.get(f"/api/services/{POOL}/job-script").text
     worker = re.search(r"--broker'? '?(tcp://[^ ']+)", script)
     assert worker is not None, script
-    return {"executors": pool["broker"], "workers": worker[1]}
+    return {"executors": pool["broker"], "workers": worker[1], "server_key": pool["broker_key"]}
 
 
 def test_broker_frames(target: Target) -> None:
@@ -60,6 +62,7 @@ def test_broker_frames(target: Target) -> None:
             return  # a dead broker stays dead: one finding is enough, and quick
         socket: Any = context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
+        pin_server(socket, addresses["server_key"])  # past Curve, to reach the broker's parsing
         socket.connect(addresses[port])
         try:
             if frames:

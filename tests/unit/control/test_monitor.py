@@ -76,6 +76,7 @@ class StubPools:
     """The broker as the monitor sees it: only who joined matters here."""
 
     worker_address: str = "tcp://127.0.0.1:1"
+    public_key: str = ""
     members: set[str] = field(default_factory=set)
 
     def joined(self, replica_id: str) -> bool:
