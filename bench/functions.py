@@ -214,7 +214,7 @@ def measure_aifactory(
     ]  # fmt: skip
     server_key = addresses["server_key"]
     if server_key:
-        argv += ["--broker-key", server_key]
+        argv.append(f"--broker-key={server_key}")  # a Z85 key may begin with "-"
     t0 = time.monotonic()
     worker = children.start("worker", argv, log_path=worker_log)
     log(

@@ -261,7 +261,7 @@ def test_a_forged_worker_is_refused(pool_server: Server, tmp_path: Path) -> None
         [
             sys.executable, "-m", "aifactory.functions.worker",
             "--broker", workers_at, "--pool", POOL,
-            "--broker-key", pool_status(pool_server)["broker_key"],
+            f"--broker-key={pool_status(pool_server)['broker_key']}",
             "--replica-id", f"{POOL}-abcdef", "--token-file", str(token),
         ],
         capture_output=True, text=True, timeout=60,

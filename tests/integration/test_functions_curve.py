@@ -3,7 +3,10 @@
 A local pool runs behind a real control plane. A raw TCP proxy sits between
 an executor and the broker's client port and keeps every byte both ways; a
 distinctive argument and its result must not appear in them. A client that
-does not pin the broker's key, or pins another, gets no answer at all.
+does not pin the broker's key, or pins another, gets no answer at all. The
+broker's key is one the data directory already holds, chosen so its public
+half begins with "-" (as one Z85 key in 85 does), which the worker's
+command line must still pass.
 """
 
 from __future__ import annotations
@@ -39,9 +42,20 @@ allocations: {{min: 1, max: 1}}
 """
 
 
+def _awkward_keypair() -> tuple[bytes, bytes]:
+    """A keypair whose public key begins with "-", which a command line must not mistake."""
+    while True:
+        public, secret = zmq.curve_keypair()
+        if public.startswith(b"-"):
+            return public, secret
+
+
 @pytest.fixture(scope="module")
 def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    srv = start_server(tmp_path_factory.mktemp("curve"))
+    data_dir = tmp_path_factory.mktemp("curve")
+    _public, secret = _awkward_keypair()
+    (data_dir / "functions-broker.key").write_bytes(secret)  # kept across restarts
+    srv = start_server(data_dir)
     srv.admin.post("/api/tenants", json={"name": TENANT})
     deployed = srv.admin.post("/api/services", params={"tenant": TENANT}, content=SPEC)
     assert deployed.status_code == 201, deployed.text
@@ -119,6 +133,7 @@ def test_the_broker_keypair_is_kept_private_and_only_its_public_half_is_given(
     secret = key_file.read_bytes().strip()
     public = _status(srv)["broker_key"]
     assert public == zmq.curve_public(secret).decode() and secret.decode() != public
+    assert public.startswith("-"), "the key the data directory held is kept; its worker joined"
     script = srv.admin.get(f"/api/services/{POOL}/job-script").text
     assert public in script and secret.decode() not in script, "workers pin the public key only"
 

@@ -153,7 +153,7 @@ def _worker_command(
     return (
         pool.python or python, "-m", "aifactory.functions.worker",
         "--broker", pools.worker_address,
-        "--broker-key", pools.public_key,
+        f"--broker-key={pools.public_key}",  # one word: a Z85 key may begin with "-"
         "--pool", pool.name,
         "--processes", str(pool.workers),
         "--replica-id", replica_id,
