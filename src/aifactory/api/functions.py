@@ -108,7 +108,7 @@ class FunctionsAPI:
         return JSONResponse({"pools": [await self._pool_status(name) for name in pools]})
 
     async def pool(self, request: Request) -> Response:
-        """GET /v1/functions/pools/{name}: one pool, with the broker address executors use."""
+        """GET /v1/functions/pools/{name}: one pool, with its broker address and key."""
         caller = await self._caller(request)
         name = request.path_params["name"]
         await self._visibility.owned(caller, name, _no_pool(name))
