@@ -9,7 +9,9 @@ work on one machine with no configuration. Nothing else in aifactory reads
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import ssl
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -71,6 +73,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     public_url: str = ""
+    # HTTPS on the API: launchers, the CLI and clients verify the certificate
+    # against `tls_ca` (default: the certificate itself, a self-signed one).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
     default_backend: BackendName = "local"
     role: Literal["all", "gateway"] = "all"
     local_cpus: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
@@ -168,7 +175,30 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def tls_ca_file(self) -> Path | None:
+        """The CA bundle that verifies the API's certificate (None: the system's)."""
+        return self.tls_ca or self.tls_cert
+
+    @cached_property
+    def api_verify(self) -> ssl.SSLContext | bool:
+        """How the CLI and the Executor verify the API: ``tls_ca_file``, else the system's CAs."""
+        ca = self.tls_ca_file
+        return ssl.create_default_context(cafile=str(ca)) if ca else True
+
+    @cached_property
+    def plaintext_warning(self) -> str:
+        """Why keys and prompts cross the network in clear, or "" when they do not."""
+        if self.tls_cert or _is_loopback(self.host):
+            return ""
+        return (
+            f"UNENCRYPTED API: it listens on {self.host or 'every interface'}:{self.port} "
+            "over plain HTTP, so API keys and prompts cross the network in clear. "
+            "Set AIFACTORY_TLS_CERT and AIFACTORY_TLS_KEY, or bind AIFACTORY_HOST=127.0.0.1."
+        )
 
     @cached_property
     def client_url(self) -> str:
@@ -255,3 +285,12 @@ def load_settings(**overrides: Any) -> Settings:
             f"Setting {key!r} has a bad value {first.get('input')!r}: {first['msg']}.",
             fix=f"set AIFACTORY_{key.upper()} (or `{key}` in {_config_file()}) to a valid value",
         ) from exc
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name (or "" for every interface): assume reachable

@@ -9,7 +9,7 @@ Only the standard library is used here: nodes may have little installed.
 ::
 
     python -m aifactory.launcher --control-url URL --replica-id ID \\
-        --token-file FILE [--secret-env FILE] [--advertise-host auto] \\
+        --token-file FILE [--secret-env FILE] [--advertise-host auto] [--ca-file FILE] \\
         [--drain-token-file FILE --drain-within SECONDS] \\
         -- ENGINE ARGV WITH {host} {port}
 
@@ -25,6 +25,10 @@ the engine with SIGINT.
 read, deleted, and given to the engine's environment only, so secrets never
 appear in a job script or on a command line. On Kubernetes both files lie on
 a read-only Secret volume that is deleted with the Pod, so they stay.
+
+``--ca-file`` names the CA bundle an ``https`` control URL is verified
+against (the control plane's own certificate when it is self-signed); the
+token is never sent to a server that cannot prove it is the control plane.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -59,12 +64,19 @@ def free_port(host: str) -> int:
 
 
 def register(
-    control_url: str, replica_id: str, token: str, host: str, port: int, launched_at: float
+    control_url: str,
+    replica_id: str,
+    token: str,
+    host: str,
+    port: int,
+    launched_at: float,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """Tell the control plane where the engine listens.
 
     Raises:
-        RuntimeError: when the control plane refuses or stays unreachable.
+        RuntimeError: when the control plane refuses, fails TLS verification
+            or stays unreachable.
     """
     url = f"{control_url}/internal/replicas/{replica_id}/register"
     body = json.dumps({"host": host, "port": port, "launched_at": launched_at}).encode()
@@ -72,18 +84,33 @@ def register(
     for attempt in range(_REGISTER_ATTEMPTS):
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=10):
+            with urllib.request.urlopen(request, timeout=10, context=tls):
                 return
         except urllib.error.HTTPError as exc:
             raise RuntimeError(f"registration refused: {exc.code} {exc.read()[:300]!r}") from exc
         except OSError as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                # Not the control plane (or not its CA): retrying would not help.
+                raise RuntimeError(f"control plane at {control_url}: {reason}") from exc
             wait_s = min(10.0, 0.5 * 2**attempt)
             print(f"launcher: control plane unreachable ({exc}); retrying in {wait_s}s", flush=True)
             time.sleep(wait_s)
     raise RuntimeError(f"control plane at {control_url} unreachable")
 
 
-def drain(control_url: str, replica_id: str, token: str, deadline: float) -> int:
+def tls_context(ca_file: Path | None) -> ssl.SSLContext | None:
+    """What verifies an ``https`` control plane: ``ca_file``, else the system's CAs."""
+    return ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+
+
+def drain(
+    control_url: str,
+    replica_id: str,
+    token: str,
+    deadline: float,
+    tls: ssl.SSLContext | None = None,
+) -> int:
     """Report the preemption, then wait until no request is in flight or ``deadline``.
 
     Returns:
@@ -96,7 +123,9 @@ def drain(control_url: str, replica_id: str, token: str, deadline: float) -> int
     while time.monotonic() < deadline:
         request = urllib.request.Request(url, data=b"{}", headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=_DRAIN_CALL_TIMEOUT_S) as response:
+            with urllib.request.urlopen(
+                request, timeout=_DRAIN_CALL_TIMEOUT_S, context=tls
+            ) as response:
                 in_flight = int(json.load(response)["in_flight"])
         except urllib.error.HTTPError as exc:
             print(f"launcher: drain refused: {exc.code} {exc.read()[:300]!r}", flush=True)
@@ -131,6 +160,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--drain-within", type=float, default=0.0)
     parser.add_argument("--advertise-host", default="auto")
     parser.add_argument("--bind-host", default="")
+    parser.add_argument("--ca-file", type=Path, default=None)
     parser.add_argument("engine", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.engine and args.engine[0] == "--":
@@ -146,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     die_with_parent()
     token = consume(args.token_file).strip()
+    tls = tls_context(args.ca_file)
     drain_token = consume(args.drain_token_file).strip() if args.drain_token_file else ""
     env = {**os.environ, **_read_secret_env(args.secret_env)}
     advertise = socket.getfqdn() if args.advertise_host == "auto" else args.advertise_host
@@ -167,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         try:
-            register(args.control_url, args.replica_id, token, advertise, port, launched_at)
+            register(args.control_url, args.replica_id, token, advertise, port, launched_at, tls)
         except RuntimeError as exc:
             print(f"launcher: {exc}; stopping the engine", flush=True)
             _stop_engine(engine)
@@ -186,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         margin = min(_STOP_GRACE_S, args.drain_within / 4)
         print(f"launcher: got {name}; draining within {args.drain_within:g}s", flush=True)
         deadline = began + args.drain_within - margin
-        left = drain(args.control_url, args.replica_id, drain_token, deadline)
+        left = drain(args.control_url, args.replica_id, drain_token, deadline, tls)
         print(
             f"launcher: drained in {time.monotonic() - began:.2f}s "
             f"({left if left >= 0 else 'unknown'} in flight); stopping the engine",

@@ -231,6 +231,8 @@ def serve(settings: Settings) -> None:
     """
     configure_logging(settings.log_level, settings.log_format)
     _check_ports_free(settings)
+    if settings.plaintext_warning:
+        logger.warning("%s", settings.plaintext_warning)
     config = uvicorn.Config(
         App(settings),
         host=settings.host,
@@ -242,6 +244,8 @@ def serve(settings: Settings) -> None:
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         **uvicorn_options(HttpLimits.of(settings)),
     )
     server = uvicorn.Server(config)

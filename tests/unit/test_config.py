@@ -75,3 +75,23 @@ def test_kubernetes_host_paths_are_a_json_list_of_absolute_paths(
     monkeypatch.setenv("AIFACTORY_KUBERNETES_HOST_PATHS", '["venv"]')
     with pytest.raises(ConfigError, match="absolute"):
         load_settings()
+
+
+def test_tls_makes_the_control_url_https_and_silences_the_plaintext_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AIFACTORY_CONFIG", str(tmp_path / "absent.toml"))
+    assert load_settings(host="127.0.0.1").plaintext_warning == ""
+    assert load_settings(host="127.0.0.2").plaintext_warning == ""
+    exposed = load_settings(host="0.0.0.0", port=8443)
+    assert "UNENCRYPTED API" in exposed.plaintext_warning
+    assert "0.0.0.0:8443" in exposed.plaintext_warning
+    assert "AIFACTORY_TLS_CERT" in exposed.plaintext_warning
+    assert "UNENCRYPTED" in load_settings(host="node1.example").plaintext_warning
+    cert = tmp_path / "api.pem"
+    tls = load_settings(host="0.0.0.0", port=8443, tls_cert=cert, tls_key=cert)
+    assert tls.plaintext_warning == ""
+    assert tls.control_url == "https://127.0.0.1:8443"
+    assert tls.tls_ca_file == cert
+    site_ca = tmp_path / "ca.pem"
+    assert load_settings(tls_cert=cert, tls_ca=site_ca).tls_ca_file == site_ca

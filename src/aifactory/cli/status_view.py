@@ -37,6 +37,8 @@ def render_status(status: dict[str, Any]) -> Group:
     parts: list[Any] = [head]
     if status["isolation"] == "single-user":
         parts.append(SINGLE_USER_WARNING)
+    if status.get("plaintext_warning"):
+        parts.append(Text(status["plaintext_warning"], style="bold red"))
     unreachable = status.get("unreachable") or []
     for message in unreachable:
         parts.append(Text(message, style="bold red"))

@@ -191,6 +191,7 @@ class ControlPlane:
             outages_of(spec, reconciler.outages_now(), default),
             reconciler.scaling_paused().get(name, ""),
             self.settings.privilege.mode,
+            self.settings.plaintext_warning,
         )
 
     async def replicas(self, name: str, limit: int = 20) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ Every replica runs the same launcher; behind its ``--`` comes the engine of
 a Service, the functions worker of a FunctionPool or an Agent's program::
 
     python -m aifactory.launcher --control-url URL --replica-id ID --token-file F \
+        [--ca-file CA]                                   (an https control plane)
         -- ENGINE ARGV                                   (a Service)
         -- python -m aifactory.functions.worker --broker tcp://… --pool P …   (a pool)
         [--secret-env F] -- THE AGENT'S COMMAND            (an Agent: its key in F)
@@ -115,6 +116,7 @@ class AllocationPlanner:
             "--replica-id", replica_id,
             "--token-file", str(token_file),
             "--advertise-host", backend.advertise_host,
+            *self._ca_args(),
             *secrets,
             "--", *command,
         )  # fmt: skip
@@ -131,6 +133,12 @@ class AllocationPlanner:
             secret_files=tuple(secret_files),
             identity=identity,
         )
+
+    def _ca_args(self) -> tuple[str, ...]:
+        """The launcher's ``--ca-file``: an https control plane's certificate is verified."""
+        ca = self._settings.tls_ca_file
+        https = self._settings.control_url.startswith("https:")
+        return ("--ca-file", str(ca)) if ca and https else ()
 
     def _log_folder(self, backend: str, own: Path, identity: Identity | None) -> Path:
         """Where a replica's log goes: its identity's folder, which a Slurm job writes itself.

@@ -76,6 +76,7 @@ def status_view(
     unreachable: list[Outage],
     paused: str,
     isolation: str,
+    plaintext_warning: str = "",
 ) -> dict[str, Any]:
     """Where a service stands (``aif status``): replicas by state, queue, starting, scaling."""
     wanted, decisions, bursts = scaling
@@ -96,6 +97,8 @@ def status_view(
         "in_flight": summary["in_flight"],
         "runs_as": summary["runs_as"],
         "isolation": isolation,
+        # Non-empty when the API answers a network in clear (Settings.plaintext_warning).
+        "plaintext_warning": plaintext_warning,
         "queue": queue,
         "starting": [
             {

@@ -67,6 +67,25 @@ def test_the_insecure_single_user_mode_is_shown_loudly() -> None:
     assert "INSECURE SINGLE-USER MODE" in console.export_text()
 
 
+def test_an_api_served_in_clear_on_the_network_is_shown_loudly() -> None:
+    status = {
+        "name": "chat",
+        "backend": "local",
+        "replicas": {"min": 1, "max": 1, "wanted": 1, "ready": 1, "by_state": {"ready": 1}},
+        "in_flight": 0,
+        "runs_as": [],
+        "isolation": "root",
+        "plaintext_warning": "UNENCRYPTED API: it listens on 0.0.0.0:8000 over plain HTTP",
+        "queue": {"length": 0, "limit": 64, "oldest_wait_s": 0},
+        "waiting_on": "",
+        "starting": [],
+        "scaling": [],
+    }
+    console = Console(width=200, record=True)
+    console.print(render_status(status))
+    assert "UNENCRYPTED API: it listens on 0.0.0.0:8000" in console.export_text()
+
+
 def _paused(unreachable: list[str], paused: str) -> str:
     status = {
         "name": "chat",

@@ -98,3 +98,14 @@ def test_local_and_slurm_replicas_run_this_interpreter_with_their_identitys_own_
 def test_the_pods_interpreter_must_be_an_absolute_path(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="kubernetes_python"):
         Settings(data_dir=tmp_path, kubernetes_python="python3")
+
+
+def test_an_https_control_plane_gives_the_launcher_its_ca(tmp_path: Path) -> None:
+    cert, ca = tmp_path / "api.pem", tmp_path / "site-ca.pem"
+    plain = _argv(Settings(data_dir=tmp_path), CHAT, "local")
+    assert "--ca-file" not in plain[: plain.index("--")]
+    self_signed = _argv(Settings(data_dir=tmp_path, tls_cert=cert, tls_key=cert), CHAT, "local")
+    assert self_signed[self_signed.index("--control-url") + 1].startswith("https://")
+    assert self_signed[self_signed.index("--ca-file") + 1] == str(cert)
+    signed = _argv(Settings(data_dir=tmp_path, tls_cert=cert, tls_ca=ca), CHAT, "local")
+    assert signed[signed.index("--ca-file") + 1] == str(ca)
