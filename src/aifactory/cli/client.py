@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ class AdminClient:
     def __init__(self, settings: Settings, timeout_s: float = 30.0) -> None:
         self.url = settings.client_url
         self._key = settings.api_key or _read_key(settings.admin_key_file)
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, verify=settings.api_verify)
 
     @property
     def key(self) -> str:
@@ -47,6 +48,11 @@ class AdminClient:
         try:
             response = self._http.request(method, path, headers=headers, **kwargs)
         except httpx.ConnectError as exc:
+            if _failed_verification(exc):
+                raise ClientError(
+                    f"The control plane at {self.url} failed TLS verification ({exc}).",
+                    fix="set AIFACTORY_TLS_CA to the CA file that signed its certificate",
+                ) from exc
             raise ClientError(
                 f"No control plane answers at {self.url}.",
                 fix="start one with `aifactory up` (or `aifactory up --background`)",
@@ -62,6 +68,15 @@ class AdminClient:
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request and decode the JSON answer."""
         return self.request(method, path, **kwargs).json()
+
+
+def _failed_verification(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _read_key(path: Path) -> str:
