@@ -36,7 +36,12 @@ def locate_broker(pool: str, api_key: str) -> tuple[str, str | None]:
         )
     url = f"{settings.client_url}/v1/functions/pools/{pool}"
     try:
-        response = httpx.get(url, headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+        response = httpx.get(
+            url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=10,
+            verify=settings.api_verify,
+        )
     except httpx.HTTPError as exc:
         raise BrokerUnavailable(settings.client_url, 10) from exc
     if response.status_code == 401:
