@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -58,11 +59,19 @@ class Server:
     url: str
     admin_key: str
     objects_url: str = ""
+    ca_file: Path | None = None  # the CA an https server's certificate is verified with
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
 
     @property
     def admin(self) -> httpx.Client:
         return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.admin_key}"}, timeout=30
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.admin_key}"},
+            timeout=30,
+            verify=self.verify,
         )
 
     def env(self) -> dict[str, str]:
@@ -70,6 +79,7 @@ class Server:
             **os.environ,
             "AIFACTORY_DATA_DIR": str(self.data_dir),
             "AIFACTORY_API_URL": self.url,
+            **({"AIFACTORY_TLS_CA": str(self.ca_file)} if self.ca_file else {}),
         }
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -158,7 +168,10 @@ def _start_server(data_dir: Path, port: int, **settings: str) -> Server:
     process = subprocess.Popen(
         [sys.executable, "-m", "aifactory", "up"], env=env, stdout=out, stderr=subprocess.STDOUT
     )
-    url = f"http://127.0.0.1:{port}"
+    tls = "tls_cert" in settings
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    ca_file = Path(settings.get("tls_ca") or settings["tls_cert"]) if tls else None
+    verify = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -167,9 +180,10 @@ def _start_server(data_dir: Path, port: int, **settings: str) -> Server:
                 raise PortTaken(output)
             raise AssertionError(output)
         try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+            if httpx.get(url + "/healthz", timeout=1, verify=verify).status_code == 200:
                 break
         except httpx.HTTPError:
             time.sleep(0.1)
     key = (data_dir / "admin.key").read_text().strip()
-    return Server(process, data_dir, url, key, f"http://127.0.0.1:{env['AIFACTORY_OBJECTS_PORT']}")
+    objects_url = f"http://127.0.0.1:{env['AIFACTORY_OBJECTS_PORT']}"
+    return Server(process, data_dir, url, key, objects_url, ca_file)
