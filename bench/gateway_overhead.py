@@ -53,6 +53,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -72,6 +73,9 @@ RESULTS_FILE = BENCH_DIR / "results" / "gateway_overhead.json"
 
 MODEL = "bench-model"
 SERVICE = "bench-upstream"
+# What the Python clients verify HTTPS with: the system's CAs, plus the
+# gateway's self-signed certificate under --tls (wrk does not verify).
+TRUST = ssl.create_default_context()
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Say hello in one short sentence."},
@@ -386,12 +390,28 @@ async def _wait_http(
     raise BenchError(f"{what} not ready after {timeout_s:.0f}s ({last}):\n{tail(log_path)}")
 
 
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key; ``TRUST`` trusts it from now on."""
+    folder.mkdir()
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    cert.chmod(0o644)  # the replica's launcher (the workload's user) verifies with it
+    TRUST.load_verify_locations(cafile=str(cert))
+    return cert, key
+
+
 async def start_aifactory(
-    children: Children, workdir: Path, sut_cpu: int | None, load_cpu: int | None
+    children: Children, workdir: Path, sut_cpu: int | None, load_cpu: int | None, tls: bool
 ) -> tuple[Target, Target, Target, dict[str, Any]]:
     """Start ``aifactory up``, deploy the upstream as a replica, mint two tenant keys.
 
     One tenant has no limits, the other every request limit (``BENCH_LIMITS``).
+    ``tls``: the gateway serves HTTPS (a self-signed certificate).
     """
     data_dir = workdir / "aifactory"
     data_dir.mkdir()
@@ -405,6 +425,9 @@ async def start_aifactory(
         "AIFACTORY_CONFIG": str(workdir / "no-config.toml"),
         "AIFACTORY_DRAIN_TIMEOUT_S": "2",
     }
+    if tls:
+        cert, key = self_signed_certificate(workdir / "tls")
+        env |= {"AIFACTORY_TLS_CERT": str(cert), "AIFACTORY_TLS_KEY": str(key)}
     env.pop("AIFACTORY_DATABASE_URL", None)
     proc = children.start(
         "aifactory",
@@ -413,9 +436,10 @@ async def start_aifactory(
         log_path=log_path,
         cpu=sut_cpu,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    connector = aiohttp.TCPConnector(ssl=TRUST)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await _wait_http(session, base + "/healthz", proc, 60, "aifactory", log_path)
         admin = (data_dir / "admin.key").read_text().strip()
         auth = {"Authorization": f"Bearer {admin}"}
@@ -653,7 +677,7 @@ async def one_request(
 
 def _session(limit: int = 0) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=limit, force_close=False),
+        connector=aiohttp.TCPConnector(limit=limit, force_close=False, ssl=TRUST),
         timeout=aiohttp.ClientTimeout(total=30),
     )
 
@@ -1108,6 +1132,7 @@ async def run(args: argparse.Namespace, children: Children, workdir: Path) -> in
             "throughput_tool": "wrk -t1" if wrk else "python aiohttp",
             "latency_tool": "python aiohttp, open loop",
             "pinning": pinning,
+            "tls": args.tls,
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "machine": platform.platform(),
@@ -1122,7 +1147,9 @@ async def run(args: argparse.Namespace, children: Children, workdir: Path) -> in
     if others > 15:
         log("WARNING: the machine is not idle; expect noisy numbers")
     log("aifactory: starting `aifactory up` with a temporary data dir")
-    direct, gateway, limited, aif_info = await start_aifactory(children, workdir, sut_cpu, load_cpu)
+    direct, gateway, limited, aif_info = await start_aifactory(
+        children, workdir, sut_cpu, load_cpu, args.tls
+    )
     results["aifactory"] = aif_info
     log(
         f"aifactory: up on :{aif_info['port']}; replica {aif_info['replica']['id']} "
@@ -1245,6 +1272,9 @@ def main() -> int:
         help="throughput load generator (auto: wrk when installed)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--tls", action="store_true", help="aifactory serves HTTPS (a self-signed certificate)"
+    )
     args = parser.parse_args()
     if args.latency_duration is None:
         args.latency_duration = 2 * args.duration
