@@ -145,6 +145,14 @@ class Settings(BaseSettings):
     workload_user: str = Field(default="aif-workload", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     tenant_user_template: str = Field(default="", pattern=r"^([a-z0-9_-]|\{tenant\})*$")
     min_tenant_uid: int = Field(default=1000, ge=1)
+    # What tenants' own keys may set in a spec (site admins may set anything):
+    # fields refused outright (dotted, as in a spec), and the Slurm partitions,
+    # QOS and image prefixes they may name (empty: any). JSON lists in the
+    # environment.
+    tenant_forbidden_fields: tuple[str, ...] = ("slurm.account", "slurm.options")
+    tenant_partitions: tuple[str, ...] = ()
+    tenant_qos: tuple[str, ...] = ()
+    tenant_images: tuple[str, ...] = ()
     launch_prefix: str = ""
     insecure_single_user: bool = False
     api_url: str = ""

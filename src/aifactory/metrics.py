@@ -203,8 +203,17 @@ class Snapshot:
     by_model: dict[str, ModelTotals] = field(default_factory=dict)
 
 
-def snapshot() -> Snapshot:
-    """Read the gateway and replica series once (a few hundred samples at most)."""
+def snapshot(names: set[str] | None = None) -> Snapshot:
+    """Read the gateway and replica series once (a few hundred samples at most).
+
+    With ``names``, only the series of those services, pools and models count.
+    """
+
+    def _samples(metric: Counter | Gauge, suffix: str) -> Iterator[Sample]:
+        for sample in _all_samples(metric, suffix):
+            if names is None or _names_owner(sample, names):
+                yield sample
+
     requests: dict[str, int] = {}
     errors: dict[str, int] = {}
     tokens: dict[str, int] = {}
@@ -235,7 +244,7 @@ def snapshot() -> Snapshot:
     )
 
 
-def _samples(metric: Counter | Gauge, suffix: str) -> Iterator[Sample]:
+def _all_samples(metric: Counter | Gauge, suffix: str) -> Iterator[Sample]:
     name = metric._name + suffix  # prometheus_client keeps the base name here
     for family in metric.collect():
         for sample in family.samples:
@@ -246,3 +255,36 @@ def _samples(metric: Counter | Gauge, suffix: str) -> Iterator[Sample]:
 def render() -> bytes:
     """The metrics in Prometheus text format."""
     return generate_latest(REGISTRY)
+
+
+# The labels that say whose a series is: a tenant sees the series they name.
+_OWNER_LABELS = ("model", "service", "pool")
+
+
+class _Owned(Collector):
+    """The series of ``REGISTRY`` whose model, service or pool is one of ``names``."""
+
+    def __init__(self, names: set[str]) -> None:
+        self._names = names
+
+    def collect(self) -> Iterator[Metric]:
+        for family in REGISTRY.collect():
+            kept = [s for s in family.samples if self._owns(s)]
+            if kept:
+                family.samples = kept
+                yield family
+
+    def _owns(self, sample: Sample) -> bool:
+        return _names_owner(sample, self._names)
+
+
+def _names_owner(sample: Sample, names: set[str]) -> bool:
+    """Whether ``sample`` is the series of a service, pool or model in ``names``."""
+    return any(sample.labels.get(label) in names for label in _OWNER_LABELS)
+
+
+def render_for(names: set[str]) -> bytes:
+    """The series of the services, pools and models in ``names``, in Prometheus text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Owned(names))
+    return generate_latest(registry)

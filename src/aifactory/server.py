@@ -22,6 +22,7 @@ import gc
 import logging
 import socket
 from collections.abc import AsyncIterator
+from functools import partial
 
 import uvicorn
 from starlette.applications import Starlette
@@ -31,7 +32,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aifactory import metrics
-from aifactory.api import AdminAPI, FunctionsAPI, JobsAPI, TenantsAPI
+from aifactory.api import Access, AdminAPI, FunctionsAPI, JobsAPI, TenantsAPI
 from aifactory.asgi import Mount, Mounts, wrapped
 from aifactory.config import Settings
 from aifactory.control import ControlPlane, FleetFollower, instance_id
@@ -44,8 +45,9 @@ from aifactory.jobs import JobsManager
 from aifactory.logs import configure_logging
 from aifactory.objects import BucketsAPI, ObjectsService
 from aifactory.request_ids import RequestIdMiddleware
+from aifactory.specs import SpecPolicy
 from aifactory.store import Store
-from aifactory.tenancy import KeyAuthenticator, Limiter, UsageLedger
+from aifactory.tenancy import Action, KeyAuthenticator, Limiter, Quotas, UsageLedger
 from aifactory.web import DashboardData, MetricsSampler, page_routes
 
 logger = logging.getLogger(__name__)
@@ -91,27 +93,17 @@ class App:
         )
         self.objects = ObjectsService(settings, self.store, self.ledger)
         self.sampler = MetricsSampler()
-        admin_api = AdminAPI(self.plane, self.authenticator)
+        access = Access(self.authenticator)
+        quotas = Quotas(self.store)
+        policy = SpecPolicy.of(settings)
         routes = [
             Route("/healthz", self._healthz, methods=["GET"]),
-            *admin_api.routes(),
-            *JobsAPI(self.jobs, admin_api.authenticate_admin).routes(),
-            *TenantsAPI(
-                self.store,
-                admin_api.authenticate,
-                admin_api.authenticate_admin,
-                self.jobs.identities,
-            ).routes(),
-            *FunctionsAPI(
-                self.invoker,
-                self.functions,
-                self.plane,
-                admin_api.authenticate,
-            ).routes(),
-            *BucketsAPI(self.objects, admin_api.authenticate_admin).routes(),
-            *DashboardData(
-                self.plane, self.sampler, admin_api.authenticate, objects=self.objects
-            ).routes(),
+            *AdminAPI(self.plane, access, quotas, policy).routes(),
+            *JobsAPI(self.jobs, access, quotas, policy).routes(),
+            *TenantsAPI(self.store, access, self.jobs.identities).routes(),
+            *FunctionsAPI(self.invoker, self.functions, self.plane, access).routes(),
+            *BucketsAPI(self.objects, partial(access.allowed, action=Action.SITE)).routes(),
+            *DashboardData(self.plane, self.sampler, access, objects=self.objects).routes(),
             *page_routes(),
         ]
         self.admin = Starlette(

@@ -36,7 +36,7 @@ class S3Server:
     def root(self) -> Path:
         return self.data_dir / "objects"
 
-    def issue(self, tenant: str, role: str = "user") -> tuple[str, str]:
+    def issue(self, tenant: str, role: str = "member") -> tuple[str, str]:
         """A fresh key's S3 pair, minted in the server's own database."""
         store = Store(f"sqlite:///{self.data_dir / 'aifactory.db'}")
         try:

@@ -158,7 +158,7 @@ def test_a_budget_spent_while_a_lease_is_under_way_is_refused_on_both_gateways(
     stores[0].create_schema()
     tenant_id = stores[0].ensure_tenant("lab")
     stores[0].set_limits(tenant_id, None, token_budget=10, period="day")
-    who = Principal(key_id=1, tenant_id=tenant_id, tenant="lab", role="user")
+    who = Principal(key_id=1, tenant_id=tenant_id, tenant="lab", role="member")
 
     async def scenario() -> None:
         a, b = Limiter(stores[0]), Limiter(stores[1])

@@ -1,30 +1,29 @@
 """Serverless functions over HTTP: named functions, calls and pool status.
 
-``/v1/functions…`` takes any valid key (calls are scoped to the caller's
-tenant). Deploying and removing named functions under ``/api/functions``
-takes a key of the pool's tenant, or an admin key acting on its behalf; a
+``/v1/functions…`` takes any valid key, inference-only ones included (calls
+are scoped to the caller's tenant and its key's services). Deploying and
+removing named functions under ``/api/functions`` takes a member key (or
+above) of the pool's tenant, or an admin key acting on its behalf; a
 function is callable by other tenants only when deployed ``shared``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from aifactory.api.access import Access
 from aifactory.api.routes import read_json_object
 from aifactory.api.visibility import ServiceVisibility
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest, NotFound
 from aifactory.functions import FunctionsHub, Invoker
-from aifactory.tenancy import Principal, record_action
+from aifactory.tenancy import Action, record_action
 
 __all__ = ["FunctionsAPI"]
-
-_Authenticate = Callable[[Request], Awaitable[Principal]]
 
 _FAILED_STATUS = {"failed": 500, "lost": 502, "timed_out": 504}
 
@@ -36,7 +35,7 @@ class FunctionsAPI:
         invoker: Runs named functions.
         hub: The broker, for pool counters and its client address.
         plane: Pool replicas, queue and scaling, as for services.
-        caller: Authenticates any key.
+        access: Checks each request's key and role.
     """
 
     def __init__(
@@ -44,12 +43,12 @@ class FunctionsAPI:
         invoker: Invoker,
         hub: FunctionsHub,
         plane: ControlPlane,
-        caller: _Authenticate,
+        access: Access,
     ) -> None:
         self._invoker = invoker
         self._hub = hub
         self._plane = plane
-        self._caller = caller
+        self._access = access
         self._visibility = ServiceVisibility(plane.store)
 
     def routes(self) -> list[Route]:
@@ -67,7 +66,7 @@ class FunctionsAPI:
 
     async def list_functions(self, request: Request) -> Response:
         """GET /v1/functions: every named function."""
-        caller = await self._caller(request)
+        caller = await self._access.allowed(request, Action.INFER)
         return JSONResponse({"functions": await self._invoker.functions(caller)})
 
     async def invoke(self, request: Request) -> Response:
@@ -77,7 +76,7 @@ class FunctionsAPI:
         function raised), 502 (its worker was lost) or 504 (it timed out).
         Asynchronous: 202 with the call id.
         """
-        caller = await self._caller(request)
+        caller = await self._access.allowed(request, Action.INFER)
         wait = request.query_params.get("async", "false").lower() not in ("true", "1")
         document = await read_json_object(request) if (await request.body()).strip() else {}
         call = await self._invoker.invoke(request.path_params["name"], document, caller, wait)
@@ -87,12 +86,12 @@ class FunctionsAPI:
 
     async def call(self, request: Request) -> Response:
         """GET /v1/functions/calls/{id}: a call's status and, once done, its outcome."""
-        caller = await self._caller(request)
+        caller = await self._access.allowed(request, Action.INFER)
         return JSONResponse(await self._invoker.call(request.path_params["call_id"], caller))
 
     async def list_calls(self, request: Request) -> Response:
         """GET /v1/functions/calls?function=NAME&limit=N: recent calls, newest first."""
-        caller = await self._caller(request)
+        caller = await self._access.allowed(request, Action.INFER)
         function = request.query_params.get("function", "")
         try:
             limit = min(1000, max(1, int(request.query_params.get("limit", "50"))))
@@ -102,14 +101,14 @@ class FunctionsAPI:
 
     async def list_pools(self, request: Request) -> Response:
         """GET /v1/functions/pools: the caller's tenant's pools (an admin's: every pool)."""
-        caller = await self._caller(request)
+        caller = await self._access.allowed(request, Action.INFER)
         services = await self._visibility.views(caller, await self._plane.services())
         pools = [s["name"] for s in services if s["kind"] == "FunctionPool"]
         return JSONResponse({"pools": [await self._pool_status(name) for name in pools]})
 
     async def pool(self, request: Request) -> Response:
         """GET /v1/functions/pools/{name}: one pool, with its broker address and key."""
-        caller = await self._caller(request)
+        caller = await self._access.allowed(request, Action.INFER)
         name = request.path_params["name"]
         await self._visibility.owned(caller, name, _no_pool(name))
         return JSONResponse(await self._pool_status(name))
@@ -138,7 +137,7 @@ class FunctionsAPI:
         other tenants call it; deploying it again with another ``shared``
         changes only that.
         """
-        principal = await self._caller(request)
+        principal = await self._access.allowed(request, Action.DEPLOY)
         document = await read_json_object(request)
         name, target, pool = (document.get(k) for k in ("name", "target", "pool"))
         timeout_s = document.get("timeout_s", 300.0)
@@ -161,7 +160,7 @@ class FunctionsAPI:
 
     async def remove(self, request: Request) -> Response:
         """DELETE /api/functions/{name}."""
-        principal = await self._caller(request)
+        principal = await self._access.allowed(request, Action.DEPLOY)
         await self._invoker.remove(request.path_params["name"], principal)
         await record_action(
             self._plane.store, principal, "function.removed", request.path_params["name"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,28 +17,53 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from aifactory import metrics
+from aifactory.api.access import Access
 from aifactory.api.visibility import ServiceVisibility
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest, Forbidden, NotFound, SpecError, Unauthorized
 from aifactory.input_limits import parse_json_object
-from aifactory.specs import load_deployable, parse_duration_s
-from aifactory.tenancy import KeyAuthenticator, Principal, issue_key, load_s3_master, record_action
+from aifactory.specs import SpecPolicy, load_deployable, parse_duration_s
+from aifactory.tenancy import (
+    ROLES,
+    Action,
+    KeyScope,
+    Principal,
+    Quotas,
+    issue_key,
+    load_s3_master,
+    may_mint,
+    record_action,
+)
 
 _MAX_SPEC_BYTES = 256 * 1024
+# Service and bucket names: both fit this (bucket names are 3-63 of these).
+_SCOPE_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
 
 
 class AdminAPI:
-    """Routes that manage services and keys."""
+    """Routes that manage services and keys.
 
-    def __init__(self, plane: ControlPlane, authenticator: KeyAuthenticator) -> None:
+    Args:
+        plane: The control plane.
+        access: Checks each request's key and role.
+        quotas: The tenants' quotas, checked when a tenant deploys.
+        policy: What tenants may set in the specs they deploy.
+    """
+
+    def __init__(
+        self, plane: ControlPlane, access: Access, quotas: Quotas, policy: SpecPolicy
+    ) -> None:
         self._plane = plane
-        self._auth = authenticator
+        self._access = access
+        self._quotas = quotas
+        self._policy = policy
         self._visibility = ServiceVisibility(plane.store)
 
     def routes(self) -> list[Route]:
         """Every route of the admin API."""
         return [
             Route("/metrics", self.prometheus, methods=["GET"]),
+            Route("/api/metrics", self.tenant_metrics, methods=["GET"]),
             Route("/api/services", self.list_services, methods=["GET"]),
             Route("/api/services", self.deploy, methods=["POST"]),
             Route("/api/services/{name}", self.describe, methods=["GET"]),
@@ -53,44 +79,37 @@ class AdminAPI:
             Route("/internal/replicas/{replica_id}/preempted", self.preempted, methods=["POST"]),
         ]
 
-    async def authenticate(self, request: Request) -> Principal:
-        """The caller's principal; raises unless the request carries a valid key."""
-        return await self._caller(request)
-
-    async def authenticate_admin(self, request: Request) -> Principal:
-        """The caller's principal; raises unless the request carries an admin key."""
-        return await self._admin(request)
-
-    async def _caller(self, request: Request) -> Principal:
-        return await self._auth.authenticate_header(request.headers.get("authorization", ""))
-
     async def service_status(self, request: Request) -> Response:
         """GET /v1/services/{name}: replicas, queue, pending reasons and scaling.
 
         In full for the service's tenant (and admins); another tenant's public
         service by name and models only, a private one not at all.
         """
-        caller = await self._caller(request)
+        caller = await self._access.allowed(request, Action.READ)
         name = request.path_params["name"]
         status = await self._plane.status(name)
         return JSONResponse(await self._visibility.view(caller, name, status))
 
-    async def _admin(self, request: Request) -> Principal:
-        principal = await self._caller(request)
-        if not principal.is_admin:
-            raise Forbidden(
-                "This endpoint needs an admin key.", fix="use the key in DATA_DIR/admin.key"
-            )
-        return principal
-
     async def prometheus(self, request: Request) -> Response:
         """GET /metrics: Prometheus text, for admin keys only (it names every model)."""
-        await self._admin(request)
+        await self._access.allowed(request, Action.SITE)
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+
+    async def tenant_metrics(self, request: Request) -> Response:
+        """GET /api/metrics: the Prometheus series of the caller's own services and models."""
+        caller = await self._access.allowed(request, Action.READ)
+        owned = await self._visibility.owned_names(caller)
+        if owned is None:
+            return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+        names = set(owned)
+        for summary in await self._plane.services():
+            if summary["name"] in owned:
+                names.update(summary.get("models", ()))
+        return Response(metrics.render_for(names), media_type=metrics.CONTENT_TYPE)
 
     async def list_services(self, request: Request) -> Response:
         """GET /api/services: every service for an admin key; for a tenant's, what it may see."""
-        caller = await self._caller(request)
+        caller = await self._access.allowed(request, Action.READ)
         return JSONResponse(
             {
                 "services": await self._visibility.views(caller, await self._plane.services()),
@@ -102,13 +121,16 @@ class AdminAPI:
     async def deploy(self, request: Request) -> Response:
         """POST /api/services[?tenant=NAME] with a YAML or JSON spec.
 
-        The service runs for ``tenant`` (its Slurm account, budgets and, when
-        private, its keys only); by default for the admin's own tenant. The
-        same name again with a changed spec rolls the service out to it.
+        The service runs for the caller's tenant (its Slurm account, budgets
+        and, when private, its keys only); a site admin may name another with
+        ``tenant``. A tenant's own key deploys within the tenant's quotas and
+        the site's spec policy. The same name again with a changed spec rolls
+        the service out to it.
         """
-        principal = await self._admin(request)
+        principal = await self._access.allowed(request, Action.DEPLOY)
         tenant_id = principal.tenant_id
         if "tenant" in request.query_params:
+            principal.require(Action.SITE)
             owner = await _run(self._plane.store.tenant, request.query_params["tenant"])
             if owner is None:
                 raise NotFound(
@@ -123,8 +145,17 @@ class AdminAPI:
         origin = request.headers.get("x-spec-origin", "spec")[:200]
         try:
             service = await _run(load_deployable, body.decode("utf-8", errors="replace"), origin)
+            if not principal.is_admin:
+                self._policy.check(service)
         except SpecError as exc:
             raise BadRequest(exc.message, exc.fix) from exc
+        if not principal.is_admin:
+            if not principal.reaches_service(service.name):
+                raise Forbidden(
+                    f"this key is scoped to other services than {service.name!r}.",
+                    fix="deploy it with a key whose scope includes it",
+                )
+            await _run(self._quotas.check_deploy, tenant_id, principal.tenant, service)
         outcome = await self._plane.deploy(service, tenant_id)
         if outcome != "unchanged":
             action = "service.deployed" if outcome == "created" else "service.updated"
@@ -136,84 +167,94 @@ class AdminAPI:
 
     async def describe(self, request: Request) -> Response:
         """GET /api/services/{name}: spec and replicas (as ``/v1/services/{name}`` is scoped)."""
-        caller = await self._caller(request)
+        caller = await self._access.allowed(request, Action.READ)
         name = request.path_params["name"]
         described = await self._plane.describe(name)
         return JSONResponse(await self._visibility.view(caller, name, described))
 
     async def delete(self, request: Request) -> Response:
         """DELETE /api/services/{name}: replicas drain, then the service goes."""
-        principal = await self._admin(request)
-        await self._plane.delete(request.path_params["name"])
-        await record_action(
-            self._plane.store, principal, "service.deleted", request.path_params["name"]
-        )
-        return JSONResponse({"name": request.path_params["name"], "result": "deleting"}, 202)
+        name = request.path_params["name"]
+        principal = await self._owned(request, Action.DEPLOY, name)
+        await self._plane.delete(name)
+        await record_action(self._plane.store, principal, "service.deleted", name)
+        return JSONResponse({"name": name, "result": "deleting"}, 202)
 
     async def replicas(self, request: Request) -> Response:
         """GET /api/services/{name}/replicas, for its tenant's keys and admins."""
         name = request.path_params["name"]
-        await self._visibility.owned(await self._caller(request), name, _no_service(name))
+        await self._owned(request, Action.READ, name)
         await self._plane.describe(name)
         return JSONResponse({"replicas": await self._plane.replicas(name)})
 
     async def logs(self, request: Request) -> Response:
-        """GET /api/services/{name}/logs?replica=ID&lines=N."""
-        await self._admin(request)
+        """GET /api/services/{name}/logs?replica=ID&lines=N, for its tenant's keys and admins."""
+        name = request.path_params["name"]
+        await self._owned(request, Action.READ, name)
         try:
             lines = min(10_000, max(1, int(request.query_params.get("lines", "200"))))
         except ValueError as exc:
             raise BadRequest("`lines` must be a whole number.", param="lines") from exc
-        text = await self._plane.logs(
-            request.path_params["name"], request.query_params.get("replica", ""), lines
-        )
+        text = await self._plane.logs(name, request.query_params.get("replica", ""), lines)
         return PlainTextResponse(text)
 
     async def job_script(self, request: Request) -> Response:
         """GET /api/services/{name}/job-script: what a new replica would run."""
-        await self._admin(request)
-        return PlainTextResponse(await self._plane.job_script(request.path_params["name"]))
+        name = request.path_params["name"]
+        await self._owned(request, Action.READ, name)
+        return PlainTextResponse(await self._plane.job_script(name))
+
+    async def _owned(self, request: Request, action: Action, name: str) -> Principal:
+        """The caller, when it may ``action`` and ``name`` is its tenant's (404 otherwise)."""
+        caller = await self._access.allowed(request, action)
+        await self._visibility.owned(caller, name, _no_service(name))
+        return caller
 
     async def list_keys(self, request: Request) -> Response:
-        """GET /api/keys (hashes are never shown)."""
-        await self._admin(request)
-        keys = await _run(self._plane.store.list_keys)
-        return JSONResponse({"keys": keys})
+        """GET /api/keys: every key for a site admin, the tenant's for a tenant admin."""
+        caller = await self._access.allowed(request, Action.MANAGE_TENANT)
+        tenant_id = None if caller.is_admin else caller.tenant_id
+        return JSONResponse({"keys": await _run(self._plane.store.list_keys, tenant_id)})
 
     async def create_key(self, request: Request) -> Response:
-        """POST /api/keys {"tenant", "role": "user"|"admin", "name", "expires_in": "30d"}."""
-        principal = await self._admin(request)
-        document = await read_json_object(request)
-        tenant = document.get("tenant")
-        role = document.get("role", "user")
-        label = document.get("name", "")
-        if not isinstance(tenant, str) or not _is_name(tenant):
-            raise BadRequest(
-                f"tenant {tenant!r} is not a valid name.",
-                fix="use lower case letters, digits and '-', starting with a letter",
-                param="tenant",
-            )
-        if role not in ("user", "admin"):
-            raise BadRequest(f"role {role!r} is not 'user' or 'admin'.", param="role")
-        if not isinstance(label, str) or len(label) > 64:
-            raise BadRequest("`name` must be a string of at most 64 characters.", param="name")
-        expires_at = _expiry(document.get("expires_in"))
+        """POST /api/keys {"tenant", "role", "name", "expires_in": "30d", "services", "buckets"}.
+
+        A tenant admin mints keys of its own tenant, of its role or below.
+        ``services`` and ``buckets`` (lists of names) scope the key to them.
+        """
+        principal = await self._access.allowed(request, Action.MANAGE_TENANT)
+        request_ = _KeyRequest.of(await read_json_object(request), principal)
         master = await _run(load_s3_master, self._plane.settings.objects_master_key_file)
-        issued = await _run(issue_key, self._plane.store, tenant, role, label, expires_at, master)
+        issued = await _run(
+            lambda: issue_key(
+                self._plane.store,
+                request_.tenant,
+                request_.role,
+                request_.name,
+                request_.expires_at,
+                master,
+                request_.scope,
+            )
+        )
+        expires = request_.expires_at.isoformat() if request_.expires_at else None
         await record_action(
             self._plane.store,
             principal,
             "key.created",
-            f"{tenant} key {issued.key_id}",
-            role=role,
-            expires_at=expires_at.isoformat() if expires_at else None,
+            f"{request_.tenant} key {issued.key_id}",
+            role=request_.role,
+            expires_at=expires,
+            services=request_.scope.services,
+            buckets=request_.scope.buckets,
         )
         return JSONResponse(
             {
                 "id": issued.key_id,
                 "tenant": issued.tenant,
                 "role": issued.role,
-                "expires_at": expires_at.isoformat() if expires_at else None,
+                "expires_at": expires,
+                "services": request_.scope.services,
+                "buckets": request_.scope.buckets,
                 "key": issued.secret,
                 "s3_access_key_id": issued.s3_access_key_id,
                 "s3_secret_access_key": issued.s3_secret_access_key,
@@ -222,10 +263,11 @@ class AdminAPI:
         )
 
     async def revoke_key(self, request: Request) -> Response:
-        """DELETE /api/keys/{id}."""
-        principal = await self._admin(request)
+        """DELETE /api/keys/{id}: any key for a site admin, the tenant's for a tenant admin."""
+        principal = await self._access.allowed(request, Action.MANAGE_TENANT)
         key_id = request.path_params["key_id"]
-        if not await _run(self._plane.store.revoke_key, key_id):
+        tenant_id = None if principal.is_admin else principal.tenant_id
+        if not await _run(self._plane.store.revoke_key, key_id, tenant_id):
             raise NotFound(f"no active key with id {key_id}.", fix="see `aifactory keys ls`")
         await record_action(self._plane.store, principal, "key.revoked", f"key {key_id}")
         return JSONResponse({"id": key_id, "result": "revoked"})
@@ -265,6 +307,72 @@ async def read_json_object(request: Request) -> dict[str, Any]:
 
 def _no_service(name: str) -> NotFound:
     return NotFound(f"service {name!r} does not exist.", fix="see `aifactory services`")
+
+
+@dataclass(frozen=True)
+class _KeyRequest:
+    """A request for a new key, checked against what the caller may mint."""
+
+    tenant: str
+    role: str
+    name: str
+    expires_at: datetime | None
+    scope: KeyScope
+
+    @classmethod
+    def of(cls, document: dict[str, Any], caller: Principal) -> _KeyRequest:
+        """The key ``document`` asks for, as ``caller`` may mint it.
+
+        Raises:
+            BadRequest: a field is not valid.
+            Forbidden: another tenant's key, or a role above the caller's.
+        """
+        tenant = document.get("tenant", caller.tenant)
+        role = document.get("role", "member")
+        label = document.get("name", "")
+        if not isinstance(tenant, str) or not _is_name(tenant):
+            raise BadRequest(
+                f"tenant {tenant!r} is not a valid name.",
+                fix="use lower case letters, digits and '-', starting with a letter",
+                param="tenant",
+            )
+        if role not in ROLES:
+            raise BadRequest(f"role {role!r} is not one of {', '.join(ROLES)}.", param="role")
+        if not isinstance(label, str) or len(label) > 64:
+            raise BadRequest("`name` must be a string of at most 64 characters.", param="name")
+        if not caller.is_admin and tenant != caller.tenant:
+            raise Forbidden(
+                f"a tenant admin mints keys of its own tenant ({caller.tenant!r}) only.",
+                fix="leave `tenant` out, or ask a site admin",
+            )
+        if not may_mint(caller.role, role):
+            raise Forbidden(
+                f"a {caller.role!r} key may not mint a {role!r} key.",
+                fix="ask a site admin",
+            )
+        scope = KeyScope(_names(document, "services"), _names(document, "buckets"))
+        if role == "admin" and scope != KeyScope():
+            raise BadRequest(
+                "an admin key reaches everything; it cannot be scoped.", param="services"
+            )
+        return cls(tenant, role, label, _expiry(document.get("expires_in")), scope)
+
+
+def _names(document: dict[str, Any], field: str) -> tuple[str, ...] | None:
+    """A scope's list of service or bucket names; None when left out."""
+    value = document.get(field)
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or not 0 < len(value) <= 100
+        or not all(isinstance(v, str) and _SCOPE_NAME.fullmatch(v) for v in value)
+    ):
+        raise BadRequest(
+            f"`{field}` must be a list of 1 to 100 names (letters, digits, '.', '-').",
+            param=field,
+        )
+    return tuple(sorted(set(value)))
 
 
 def _expiry(expires_in: Any) -> datetime | None:

@@ -1,7 +1,9 @@
-"""Tenants, their limits, the usage ledger and the audit log, over HTTP.
+"""Tenants, their limits and quotas, the usage ledger and the audit log, over HTTP.
 
-Admin keys manage tenants and limits and read the audit log; any key reads
-its own tenant's usage (an admin may read any tenant's, or all).
+Site admins manage tenants, their limits and quotas, and read everything. A
+tenant's keys read their own tenant (its quotas, limits and spend) and its
+usage; a tenant admin also sets its keys' limits, within the tenant's, and
+reads the audit log of its tenant's keys.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 import reprlib
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -18,15 +19,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from aifactory.api.access import Access
 from aifactory.api.routes import read_json_object
-from aifactory.errors import BadRequest, ConfigError, NotFound
+from aifactory.errors import BadRequest, ConfigError, Forbidden, NotFound
 from aifactory.specs import SLURM_NAME_PATTERN, parse_duration_s
-from aifactory.store import LIMIT_FIELDS, Store, TenantRow
-from aifactory.tenancy import Principal, TenantIdentities, period_bounds, record_action
+from aifactory.store import LIMIT_FIELDS, QUOTA_FIELDS, LimitSet, Store, TenantRow
+from aifactory.tenancy import Action, Principal, TenantIdentities, period_bounds, record_action
 
 __all__ = ["TenantsAPI"]
-
-_Authenticate = Callable[[Request], Awaitable[Principal]]
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _SLURM = re.compile(SLURM_NAME_PATTERN)
 _SLURM_FIELDS = ("slurm_account", "slurm_partition", "slurm_qos")
@@ -39,6 +39,49 @@ _Hours = Annotated[float, Field(ge=0, le=1e12)]
 _INT32 = "a whole number from 0 to 2147483647"
 _INT64 = f"a whole number from 0 to {2**63 - 1}"
 _HOURS = "a number of hours from 0 to 1e12"
+_GIB = "a number of GiB from 0 to 1e9"
+
+
+def _first_error(model: type[BaseModel], document: dict[str, Any], known: str) -> BadRequest:
+    """The BadRequest naming the first field of ``document`` that ``model`` refuses."""
+    try:
+        model.model_validate(document)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0])
+        if error["type"] == "extra_forbidden":
+            return BadRequest(f"unknown field: {field}.", fix=f"use {known}", param=field)
+        accepted = model.model_fields[field].description
+        return BadRequest(
+            f"{field} must be {accepted} (got {reprlib.repr(document[field])}).", param=field
+        )
+    raise AssertionError("the document is valid")
+
+
+class _QuotasChange(BaseModel):
+    """A PUT of quotas, range-checked before the store sees it; null removes a quota."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    replicas: _Int32 | None = Field(default=None, description=_INT32)
+    cpus: _Int32 | None = Field(default=None, description=_INT32)
+    gpus: _Int32 | None = Field(default=None, description=_INT32)
+    memory_gib: Annotated[float, Field(ge=0, le=1e9)] | None = Field(default=None, description=_GIB)
+    concurrent_jobs: _Int32 | None = Field(default=None, description=_INT32)
+    buckets: _Int32 | None = Field(default=None, description=_INT32)
+    bytes: _Int64 | None = Field(default=None, description=_INT64)
+
+    @classmethod
+    def of(cls, document: dict[str, Any]) -> _QuotasChange:
+        """The change ``document`` asks for.
+
+        Raises:
+            BadRequest: naming the first field that is unknown or out of range.
+        """
+        try:
+            return cls.model_validate(document)
+        except ValidationError:
+            raise _first_error(cls, document, ", ".join(QUOTA_FIELDS)) from None
 
 
 class _LimitsChange(BaseModel):
@@ -64,38 +107,22 @@ class _LimitsChange(BaseModel):
         """
         try:
             return cls.model_validate(document)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            field = str(error["loc"][0])
-            if error["type"] == "extra_forbidden":
-                raise BadRequest(
-                    f"unknown limit: {field}.", fix=f"use {', '.join(LIMIT_FIELDS)} and period"
-                ) from exc
-            accepted = cls.model_fields[field].description
-            raise BadRequest(
-                f"{field} must be {accepted} (got {reprlib.repr(document[field])}).", param=field
-            ) from exc
+        except ValidationError:
+            raise _first_error(cls, document, f"{', '.join(LIMIT_FIELDS)} and period") from None
 
 
 class TenantsAPI:
     """Routes of tenants, limits, usage and audit.
 
     Args:
-        store: Where tenants, limits, the ledger and the audit log live.
-        caller: Authenticates any key.
-        admin: Authenticates an admin key.
+        store: Where tenants, limits, quotas, the ledger and the audit log live.
+        access: Checks each request's key and role.
+        identities: Who each tenant's workloads run as.
     """
 
-    def __init__(
-        self,
-        store: Store,
-        caller: _Authenticate,
-        admin: _Authenticate,
-        identities: TenantIdentities,
-    ) -> None:
+    def __init__(self, store: Store, access: Access, identities: TenantIdentities) -> None:
         self._store = store
-        self._caller = caller
-        self._admin = admin
+        self._access = access
         self._identities = identities
 
     def routes(self) -> list[Route]:
@@ -105,13 +132,14 @@ class TenantsAPI:
             Route("/api/tenants", self.save_tenant, methods=["POST"]),
             Route("/api/tenants/{name}", self.show_tenant, methods=["GET"]),
             Route("/api/tenants/{name}/limits", self.set_limits, methods=["PUT"]),
+            Route("/api/tenants/{name}/quotas", self.set_quotas, methods=["PUT"]),
             Route("/api/usage", self.usage, methods=["GET"]),
             Route("/api/audit", self.audit, methods=["GET"]),
         ]
 
     async def list_tenants(self, request: Request) -> Response:
         """GET /api/tenants: every tenant with its Slurm defaults."""
-        await self._admin(request)
+        await self._access.allowed(request, Action.SITE)
         rows = await asyncio.to_thread(self._store.tenants)
         return JSONResponse({"tenants": [_tenant_view(row) for row in rows]})
 
@@ -123,7 +151,7 @@ class TenantsAPI:
         not a system user) and not the control plane's own; ``null`` removes
         the mapping (the site's rule applies again).
         """
-        actor = await self._admin(request)
+        actor = await self._access.allowed(request, Action.SITE)
         document = await read_json_object(request)
         name = document.get("name")
         if not isinstance(name, str) or not _NAME.match(name):
@@ -170,18 +198,22 @@ class TenantsAPI:
         return {"unix_user": user, "unix_group": group}
 
     async def show_tenant(self, request: Request) -> Response:
-        """GET /api/tenants/{name}: defaults, limits, keys and this period's spend."""
-        await self._admin(request)
-        row = await self._tenant(request.path_params["name"])
+        """GET /api/tenants/{name}: defaults, limits, quotas, keys and this period's spend.
+
+        A tenant's own keys read it (its keys only for a tenant admin).
+        """
+        caller = await self._access.allowed(request, Action.READ)
+        row = await self._own_tenant(caller, request.path_params["name"])
         try:
             runs_as: str | None = (await asyncio.to_thread(self._identities.of, row)).describe()
             unmappable = None
         except ConfigError as exc:
             runs_as, unmappable = None, exc.message
         tenant, _own = await asyncio.to_thread(self._store.limits_of, row.id, None)
-        keys = [
-            k for k in await asyncio.to_thread(self._store.list_keys) if k["tenant"] == row.name
-        ]
+        keys = None
+        if caller.may(Action.MANAGE_TENANT):
+            keys = await asyncio.to_thread(self._store.list_keys, row.id)
+        quotas = await asyncio.to_thread(self._store.quotas_of, row.id)
         period = tenant.period if tenant else "month"
         start, _end = period_bounds(period, datetime.now(UTC).timestamp())
         since = datetime.fromtimestamp(start, UTC)
@@ -195,6 +227,7 @@ class TenantsAPI:
                 "runs_as": runs_as,
                 "runs_as_error": unmappable,
                 "limits": tenant.__dict__ if tenant else None,
+                "quotas": quotas.__dict__,
                 "keys": keys,
                 "spent_this_period": spent | {"period": period, "since": since.isoformat()},
             }
@@ -204,17 +237,23 @@ class TenantsAPI:
         """PUT /api/tenants/{name}/limits ``{"requests_per_minute": 60, …, "key_id": N}``.
 
         Fields left out keep their value; ``null`` removes a limit. With
-        ``key_id`` the limits are the key's own, else the tenant's.
+        ``key_id`` the limits are the key's own, else the tenant's. A tenant
+        admin sets its own keys' limits, each within the tenant's.
         """
-        actor = await self._admin(request)
-        row = await self._tenant(request.path_params["name"])
+        actor = await self._access.allowed(request, Action.MANAGE_TENANT)
+        row = await self._own_tenant(actor, request.path_params["name"])
         change = _LimitsChange.of(await read_json_object(request))
         key_id = change.key_id
         document = change.model_dump(exclude_unset=True, exclude={"key_id"})
-        if key_id is not None:
-            keys = await asyncio.to_thread(self._store.list_keys)
-            if not any(k["id"] == key_id and k["tenant"] == row.name for k in keys):
+        if key_id is None:
+            actor.require(Action.SITE)
+        else:
+            keys = await asyncio.to_thread(self._store.list_keys, row.id)
+            if not any(k["id"] == key_id for k in keys):
                 raise NotFound(f"tenant {row.name!r} has no key {key_id!r}.", param="key_id")
+            if not actor.is_admin:
+                tenant_limits, _own = await asyncio.to_thread(self._store.limits_of, row.id, None)
+                _within(document, tenant_limits)
         await asyncio.to_thread(self._store.set_limits, row.id, key_id, **document)
         target = row.name if key_id is None else f"{row.name} key {key_id}"
         await record_action(self._store, actor, "limits.changed", target, **document)
@@ -222,12 +261,26 @@ class TenantsAPI:
         limits = own if key_id is not None else tenant
         return JSONResponse({"tenant": row.name, "key_id": key_id, "limits": limits.__dict__})
 
+    async def set_quotas(self, request: Request) -> Response:
+        """PUT /api/tenants/{name}/quotas ``{"cpus": 16, "replicas": 4, …}`` (site admins).
+
+        Fields left out keep their value; ``null`` removes a quota.
+        """
+        actor = await self._access.allowed(request, Action.SITE)
+        row = await self._tenant(request.path_params["name"])
+        change = _QuotasChange.of(await read_json_object(request))
+        document = change.model_dump(exclude_unset=True)
+        await asyncio.to_thread(self._store.set_quotas, row.id, **document)
+        await record_action(self._store, actor, "quotas.changed", row.name, **document)
+        quotas = await asyncio.to_thread(self._store.quotas_of, row.id)
+        return JSONResponse({"tenant": row.name, "quotas": quotas.__dict__})
+
     async def usage(self, request: Request) -> Response:
         """GET /api/usage?tenant=T&since=7d&by=model|key|day|kind: the ledger, summed.
 
-        A user key sees its own tenant only.
+        A tenant's key sees its own tenant only.
         """
-        caller = await self._caller(request)
+        caller = await self._access.allowed(request, Action.READ)
         params = request.query_params
         by = params.get("by", "model")
         if by not in _BY:
@@ -251,13 +304,14 @@ class TenantsAPI:
         )
 
     async def audit(self, request: Request) -> Response:
-        """GET /api/audit?limit=N: the newest admin actions."""
-        await self._admin(request)
+        """GET /api/audit?limit=N: the newest actions (a tenant admin: its tenant's keys')."""
+        caller = await self._access.allowed(request, Action.MANAGE_TENANT)
         try:
             limit = min(1000, max(1, int(request.query_params.get("limit", "100"))))
         except ValueError as exc:
             raise BadRequest("`limit` must be a whole number.", param="limit") from exc
-        rows = await asyncio.to_thread(self._store.audit, limit)
+        actor_tenant = None if caller.is_admin else caller.tenant
+        rows = await asyncio.to_thread(self._store.audit, limit, actor_tenant)
         return JSONResponse(
             {
                 "audit": [
@@ -274,11 +328,31 @@ class TenantsAPI:
             }
         )
 
+    async def _own_tenant(self, caller: Principal, name: str) -> TenantRow:
+        """Tenant ``name`` when ``caller`` is a site admin or one of its keys; else 404."""
+        if not caller.is_admin and name != caller.tenant:
+            raise NotFound(f"tenant {name!r} does not exist.", fix=f"use {caller.tenant!r}")
+        return await self._tenant(name)
+
     async def _tenant(self, name: str) -> TenantRow:
         row = await asyncio.to_thread(self._store.tenant, name)
         if row is None:
             raise NotFound(f"tenant {name!r} does not exist.", fix="see `aifactory tenants ls`")
         return row
+
+
+def _within(document: dict[str, Any], tenant: LimitSet | None) -> None:
+    """Refuse a key limit a tenant admin sets above (or without) the tenant's own."""
+    for field, value in document.items():
+        ceiling = getattr(tenant, field, None) if tenant is not None else None
+        if field == "period" or ceiling is None:
+            continue
+        if value is None or value > ceiling:
+            raise Forbidden(
+                f"{field}: the tenant's own limit is {ceiling}; a key's cannot be "
+                f"{'unlimited' if value is None else value}.",
+                fix=f"set it at most {ceiling}, or ask a site admin to raise the tenant's",
+            )
 
 
 def _tenant_view(row: TenantRow) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 An admin key sees everything. A tenant key sees its own tenant's services,
 pools and agents in full; of another tenant's, only a public (non-private)
-Service or Agent, and only its name, kind and models. Anything else of
+Service or Agent, and only its name, kind and models. A key scoped to named
+services sees only those. Anything else of
 another tenant answers 404 as if it did not exist, so a name is never
 confirmed to a tenant that may not see it.
 """
@@ -47,7 +48,7 @@ class ServiceVisibility:
         row = await asyncio.to_thread(self._store.service, name)
         if row is not None and _owns(caller, row):
             return dict(full)
-        if row is not None and _public(row):
+        if row is not None and _public(caller, row):
             return _trimmed(full)
         raise NotFound(f"service {name!r} does not exist.", fix="see `aifactory services`")
 
@@ -63,7 +64,7 @@ class ServiceVisibility:
             row = rows.get(summary["name"])
             if row is not None and _owns(caller, row):
                 seen.append(summary)
-            elif row is not None and _public(row):
+            elif row is not None and _public(caller, row):
                 seen.append(_trimmed(summary))
         return seen
 
@@ -76,11 +77,21 @@ class ServiceVisibility:
 
 
 def _owns(caller: Principal, row: ServiceRow) -> bool:
-    return caller.is_admin or (row.tenant_id is not None and row.tenant_id == caller.tenant_id)
+    if caller.is_admin:
+        return True
+    return (
+        row.tenant_id is not None
+        and row.tenant_id == caller.tenant_id
+        and caller.reaches_service(row.name)
+    )
 
 
-def _public(row: ServiceRow) -> bool:
-    return row.spec.get("kind", "Service") != "FunctionPool" and not row.spec.get("private")
+def _public(caller: Principal, row: ServiceRow) -> bool:
+    return (
+        row.spec.get("kind", "Service") != "FunctionPool"
+        and not row.spec.get("private")
+        and caller.reaches_service(row.name)
+    )
 
 
 def _trimmed(view: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,10 @@
     aifactory tenants ls | show NAME
     aifactory tenants limits NAME [--key ID] [--rpm N --tpm N --concurrent N
                                    --token-budget N --node-hours X --gpu-hours X --period month]
-    aifactory keys create --tenant T [--role user] [--name L] [--expires 30d] | ls | revoke ID
+    aifactory tenants quotas NAME [--replicas N --cpus N --gpus N --memory-gib X
+                                   --concurrent-jobs N --buckets N --bytes N] [--clear cpus]
+    aifactory keys create [--tenant T] [--role member] [--service S]… [--bucket B]…
+                          [--name L] [--expires 30d] | ls | revoke ID
     aifactory usage [--tenant T] [--since 7d] [--by model|key|day|kind] [--format table|csv|json]
     aifactory audit [--limit 50]
 """
@@ -121,7 +124,49 @@ def tenants_show(name: Annotated[str, typer.Argument(help="Tenant name.")]) -> N
         f"this {spent['period']}: {spent['prompt_tokens'] + spent['completion_tokens']:.0f} "
         f"tokens, {spent['node_hours']:.3f} node-hours, {spent['gpu_hours']:.3f} GPU-hours"
     )
-    console.print(f"keys: {', '.join(_key_label(k) for k in tenant['keys']) or 'none'}")
+    quotas = {k: v for k, v in tenant["quotas"].items() if v is not None}
+    console.print(f"quotas: {quotas or 'none'}")
+    if tenant["keys"] is not None:
+        console.print(f"keys: {', '.join(_key_label(k) for k in tenant['keys']) or 'none'}")
+
+
+_QUOTA_OPTIONS = ("replicas", "cpus", "gpus", "memory-gib", "concurrent-jobs", "buckets", "bytes")
+
+
+@tenants_app.command("quotas")
+def tenants_quotas(
+    name: Annotated[str, typer.Argument(help="Tenant name.")],
+    replicas: Annotated[int | None, typer.Option(help="Replicas its workloads may hold.")] = None,
+    cpus: Annotated[int | None, typer.Option(help="CPUs its workloads may hold.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs its workloads may hold.")] = None,
+    memory_gib: Annotated[float | None, typer.Option(help="Memory (GiB) they may hold.")] = None,
+    concurrent_jobs: Annotated[
+        int | None, typer.Option(help="Batch jobs running or pending at once.")
+    ] = None,
+    buckets: Annotated[int | None, typer.Option(help="Buckets it may own.")] = None,
+    bytes_: Annotated[
+        int | None, typer.Option("--bytes", help="Bytes its buckets may hold.")
+    ] = None,
+    clear: Annotated[
+        list[str] | None, typer.Option(help="Remove a quota (e.g. --clear cpus); repeatable.")
+    ] = None,
+) -> None:
+    """Set the quotas of a tenant (site admins); unnamed quotas stay as they are."""
+    values = (replicas, cpus, gpus, memory_gib, concurrent_jobs, buckets, bytes_)
+    body: dict[str, Any] = {
+        option.replace("-", "_"): value
+        for option, value in zip(_QUOTA_OPTIONS, values, strict=True)
+        if value is not None
+    }
+    for option in clear or []:
+        if option not in _QUOTA_OPTIONS:
+            raise typer.BadParameter(
+                f"choose from {', '.join(_QUOTA_OPTIONS)}", param_hint="--clear"
+            )
+        body[option.replace("-", "_")] = None
+    result = _client().json("PUT", f"/api/tenants/{name}/quotas", json=body)
+    shown = {k: v for k, v in result["quotas"].items() if v is not None}
+    console.print(f"quotas of {name}: {shown or 'none'}")
 
 
 @tenants_app.command("limits")
@@ -174,15 +219,29 @@ def tenants_limits(
 
 @keys_app.command("create")
 def keys_create(
-    tenant: Annotated[str, typer.Option(help="Tenant (project) the key belongs to.")],
-    role: Annotated[str, typer.Option(help="user or admin.")] = "user",
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant (project) the key belongs to; default: yours.")
+    ] = None,
+    role: Annotated[str, typer.Option(help="admin, tenant-admin, member or inference.")] = "member",
+    service: Annotated[
+        list[str] | None, typer.Option(help="Limit the key to this service; repeatable.")
+    ] = None,
+    bucket: Annotated[
+        list[str] | None, typer.Option(help="Limit the key to this bucket; repeatable.")
+    ] = None,
     name: Annotated[str, typer.Option(help="A label for the key.")] = "",
     expires: Annotated[str | None, typer.Option(help="Lifetime: 12h, 30d, …")] = None,
 ) -> None:
     """Create an API key (shown once)."""
-    body: dict[str, Any] = {"tenant": tenant, "role": role, "name": name}
+    body: dict[str, Any] = {"role": role, "name": name}
+    if tenant is not None:
+        body["tenant"] = tenant
     if expires is not None:
         body["expires_in"] = expires
+    if service:
+        body["services"] = service
+    if bucket:
+        body["buckets"] = bucket
     issued = _client().json("POST", "/api/keys", json=body)
     until = f", expires {issued['expires_at'][:19]}" if issued["expires_at"] else ""
     console.print(
@@ -199,12 +258,15 @@ def keys_create(
 def keys_ls() -> None:
     """List API keys (never their secrets)."""
     rows = _client().json("GET", "/api/keys")["keys"]
-    table = Table("id", "tenant", "role", "prefix", "name", "created", "expires", "revoked")
+    table = Table(
+        "id", "tenant", "role", "scope", "prefix", "name", "created", "expires", "revoked"
+    )
     for k in rows:
         table.add_row(
             str(k["id"]),
             k["tenant"],
             k["role"],
+            _scope(k),
             k["prefix"] + "…",
             k["name"],
             k["created_at"][:19],
@@ -251,7 +313,7 @@ def usage(
 def audit(
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 50,
 ) -> None:
-    """Admin actions: who did what, when."""
+    """Admin actions: who did what, when (a tenant admin: its own tenant's keys')."""
     table = Table("at", "who", "action", "target", "detail")
     for entry in _client().json("GET", "/api/audit", params={"limit": limit})["audit"]:
         table.add_row(
@@ -282,6 +344,15 @@ def _unix(tenant: dict[str, Any]) -> str:
         return ""
     group = f":{tenant['unix_group']}" if tenant.get("unix_group") else ""
     return f"; runs as Unix user {tenant['unix_user']}{group}"
+
+
+def _scope(key: dict[str, Any]) -> str:
+    parts = [
+        f"{label} {', '.join(key[field])}"
+        for label, field in (("services", "services"), ("buckets", "buckets"))
+        if key.get(field)
+    ]
+    return "; ".join(parts) or "all"
 
 
 def _key_label(key: dict[str, Any]) -> str:

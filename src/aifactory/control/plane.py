@@ -264,15 +264,16 @@ def _tail(path: Path, lines: int) -> str:
 
 def _check_update(existing: ServiceRow, service: Deployable, tenant_id: int | None) -> None:
     """Refuse a change that is a different service under the same name."""
+    if existing.tenant_id != tenant_id:
+        raise Conflict(
+            f"service {service.name!r} runs for another tenant.",
+            fix="pick another name (names are shared by every tenant); a site admin changes "
+            "it with `--tenant` naming the tenant it runs for",
+        )
     kind = existing.spec.get("kind", "Service")
     if kind != service.kind:
         old, new = (f"{'an' if k[0] in 'AEIOU' else 'a'} {k}" for k in (str(kind), service.kind))
         raise Conflict(
             f"service {service.name!r} is {old}; {new} cannot replace it.",
             fix=f"run `aifactory delete {service.name}` first, or pick another name",
-        )
-    if existing.tenant_id != tenant_id:
-        raise Conflict(
-            f"service {service.name!r} runs for another tenant.",
-            fix="deploy the change with `--tenant` naming the tenant it runs for",
         )

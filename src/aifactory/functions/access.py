@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from aifactory.errors import Forbidden, NotFound
 from aifactory.specs import load_deployable
 from aifactory.store import FunctionRow, Store
-from aifactory.tenancy import Principal
+from aifactory.tenancy import Action, Principal
 
 __all__ = ["PoolOwner", "check_may_call", "code_refusal", "may_call", "pool_owner"]
 
@@ -38,8 +38,10 @@ class PoolOwner:
         return self.tenant_id == caller.tenant_id
 
     def visible_to(self, caller: Principal) -> bool:
-        """Whether the pool exists for ``caller`` (a private pool: its tenant and admins)."""
-        return not self.private or caller.is_admin or self.owned_by(caller)
+        """Whether ``caller`` sees the pool: in its scope, and if private, its tenant's."""
+        return caller.reaches_service(self.pool) and (
+            not self.private or caller.is_admin or self.owned_by(caller)
+        )
 
 
 def pool_owner(store: Store, pool: str) -> PoolOwner | None:
@@ -59,6 +61,11 @@ def code_refusal(store: Store, pool: str, caller: Principal) -> str | None:
     owner = pool_owner(store, pool)
     if owner is None or not owner.visible_to(caller):
         return f"there is no function pool {pool!r}"
+    if not caller.may(Action.DEPLOY):
+        return (
+            f"a {caller.role!r} key calls named functions only (`aif functions ls`); "
+            "submit code with a key of role 'member' or above"
+        )
     if owner.owned_by(caller):
         return None
     refusal = (
@@ -79,7 +86,11 @@ def code_refusal(store: Store, pool: str, caller: Principal) -> str | None:
 
 def may_call(owner: PoolOwner | None, function: FunctionRow, caller: Principal) -> bool:
     """Whether ``caller`` may call ``function`` over HTTP: the pool's tenant, or shared."""
-    return owner is not None and (owner.owned_by(caller) or (function.shared and not owner.private))
+    return (
+        owner is not None
+        and caller.reaches_service(owner.pool)
+        and (owner.owned_by(caller) or (function.shared and not owner.private))
+    )
 
 
 def check_may_call(owner: PoolOwner | None, function: FunctionRow, caller: Principal) -> None:

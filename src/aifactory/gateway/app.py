@@ -529,7 +529,9 @@ async def _cancel_when_gone(
 
 
 def _may_use(principal: Principal, model: ModelInfo) -> bool:
-    """Another tenant's private model does not exist for the caller."""
+    """Another tenant's private model, or one outside the key's scope, does not exist for it."""
+    if principal.services is not None and model.service not in principal.services:
+        return False
     return model.private_to is None or principal.is_admin or model.private_to == principal.tenant_id
 
 

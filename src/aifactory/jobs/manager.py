@@ -193,32 +193,45 @@ class JobsManager:
             except Exception:
                 logger.exception("refreshing jobs failed; retrying")
 
-    async def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The newest jobs, newest first, with fresh states for unfinished ones."""
-        rows = await asyncio.to_thread(self.store.jobs, limit)
+    async def jobs(self, limit: int = 50, tenant_id: int | None = None) -> list[dict[str, Any]]:
+        """The newest jobs (of one tenant, when given), with fresh states for unfinished ones."""
+        rows = await asyncio.to_thread(self.store.jobs, limit, tenant_id)
         fresh = await asyncio.gather(*(self._refresh(row) for row in rows))
         return [_view(row) for row in fresh]
 
-    async def describe(self, id_or_name: str) -> dict[str, Any]:
+    async def active_jobs(self, tenant_id: int) -> int:
+        """How many of the tenant's jobs have not finished (as last seen)."""
+        rows = await asyncio.to_thread(self.store.jobs, 100_000, tenant_id)
+        return sum(1 for row in rows if row.state not in _FINISHED)
+
+    async def describe(self, id_or_name: str, tenant_id: int | None = None) -> dict[str, Any]:
         """One job (by id, or the newest of that name) with each task's state.
+
+        With ``tenant_id``, only that tenant's jobs exist.
 
         Raises:
             NotFound: no such job.
         """
-        row = await self._refresh(await self._find(id_or_name))
+        row = await self._refresh(await self._find(id_or_name, tenant_id))
         return _view(row)
 
-    async def logs(self, id_or_name: str, task: int | None = None, lines: int = 200) -> str:
+    async def logs(
+        self,
+        id_or_name: str,
+        task: int | None = None,
+        lines: int = 200,
+        tenant_id: int | None = None,
+    ) -> str:
         """The last lines of a job's output (of one task: the first by default).
 
         Raises:
             NotFound: no such job or task.
             BadRequest: a task asked of a job that has one.
         """
-        row = await self._refresh(await self._find(id_or_name))
+        row = await self._refresh(await self._find(id_or_name, tenant_id))
         return await self.runner(row.backend).logs(await self._submitted(row), task, lines)
 
-    async def cancel(self, id_or_name: str) -> dict[str, Any]:
+    async def cancel(self, id_or_name: str, tenant_id: int | None = None) -> dict[str, Any]:
         """Cancel a job (all its tasks); a finished job stays as it ended.
 
         Where cancelling deletes the job from its scheduler (Kubernetes), the
@@ -229,7 +242,7 @@ class JobsManager:
             NotFound: no such job.
             BackendError: the scheduler did not answer or refused.
         """
-        row = await self._find(id_or_name)
+        row = await self._find(id_or_name, tenant_id)
         runner = self.runner(row.backend)
         finished = row.state in _FINISHED
         if runner.cancel_deletes and not finished:
@@ -239,10 +252,12 @@ class JobsManager:
             await runner.cancel(await self._submitted(row))
         return await self.describe(row.id)
 
-    async def _find(self, id_or_name: str) -> JobRow:
+    async def _find(self, id_or_name: str, tenant_id: int | None = None) -> JobRow:
         row = await asyncio.to_thread(self.store.job, id_or_name)
+        if row is not None and tenant_id is not None and row.tenant_id != tenant_id:
+            row = None
         if row is None:
-            row = await asyncio.to_thread(self.store.newest_job, id_or_name)
+            row = await asyncio.to_thread(self.store.newest_job, id_or_name, tenant_id)
         if row is None:
             raise NotFound(f"job {id_or_name!r} does not exist.", fix="see `aifactory jobs ls`")
         return row

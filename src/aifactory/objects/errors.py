@@ -48,6 +48,7 @@ _CODES: dict[str, tuple[int, str]] = {
     "PreconditionFailed": (412, "At least one of the preconditions you specified did not hold."),
     "RequestTimeTooSkewed": (403, "The difference between request time and now is too large."),
     "SignatureDoesNotMatch": (403, "The request signature we calculated does not match."),
+    "TooManyBuckets": (400, "You have attempted to create more buckets than allowed."),
     "XAmzContentSHA256Mismatch": (400, "The payload's SHA-256 does not match the header."),
 }
 

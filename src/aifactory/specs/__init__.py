@@ -12,6 +12,7 @@ agents), ``job``, and ``loading`` (YAML in, errors naming each field out).
 from aifactory.specs.fields import NAME_PATTERN, parse_duration_s
 from aifactory.specs.job import Job, expand_indexes
 from aifactory.specs.loading import load_deployable, load_job, load_service
+from aifactory.specs.policy import SpecPolicy
 from aifactory.specs.service import (
     Autoscaling,
     EngineSpec,
@@ -56,6 +57,7 @@ __all__ = [
     "Resources",
     "Service",
     "SlurmOptions",
+    "SpecPolicy",
     "StackShare",
     "Toleration",
     "expand_indexes",

@@ -12,11 +12,12 @@ from aifactory.store.tables import (
     TenantRow,
     utcnow,
 )
-from aifactory.store.tenants import LIMIT_FIELDS, KeyRecord, LimitSet
+from aifactory.store.tenants import LIMIT_FIELDS, QUOTA_FIELDS, KeyRecord, LimitSet, QuotaSet
 from aifactory.store.usage import UsageBucket, UsageTotal
 
 __all__ = [
     "LIMIT_FIELDS",
+    "QUOTA_FIELDS",
     "BucketRecord",
     "FunctionCallRow",
     "FunctionRow",
@@ -24,6 +25,7 @@ __all__ = [
     "JobRow",
     "KeyRecord",
     "LimitSet",
+    "QuotaSet",
     "ReplicaRow",
     "ServiceRow",
     "Store",

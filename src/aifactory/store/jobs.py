@@ -34,15 +34,13 @@ class JobQueries(Queries):
         with self._session() as s:
             return s.get(JobRow, job_id)
 
-    def newest_job(self, name: str) -> JobRow | None:
-        """The most recently submitted job called ``name``."""
+    def newest_job(self, name: str, tenant_id: int | None = None) -> JobRow | None:
+        """The most recently submitted job called ``name`` (of one tenant, when given)."""
+        query = select(JobRow).where(JobRow.name == name)
+        if tenant_id is not None:
+            query = query.where(JobRow.tenant_id == tenant_id)
         with self._session() as s:
-            return s.scalar(
-                select(JobRow)
-                .where(JobRow.name == name)
-                .order_by(JobRow.submitted_at.desc())
-                .limit(1)
-            )
+            return s.scalar(query.order_by(JobRow.submitted_at.desc()).limit(1))
 
     def jobs(self, limit: int = 100, tenant_id: int | None = None) -> list[JobRow]:
         """The newest jobs, newest first, optionally of one tenant."""

@@ -84,8 +84,11 @@ class ApiKeyRow(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
-    role: Mapped[str] = mapped_column(String(16), default="user")
+    role: Mapped[str] = mapped_column(String(16), default="member")
     name: Mapped[str] = mapped_column(String(64), default="")
+    # The services (and pools) and buckets a scoped key is limited to; null: all.
+    services: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    buckets: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
@@ -262,6 +265,27 @@ class LimitRow(Base):
     node_hour_budget: Mapped[float | None] = mapped_column(Float, nullable=True)
     gpu_hour_budget: Mapped[float | None] = mapped_column(Float, nullable=True)
     period: Mapped[str] = mapped_column(String(8), default="month")
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class QuotaRow(Base):
+    """What a tenant may hold at once, set by the site; null means no quota.
+
+    Replicas, CPUs, GPUs and memory count every service's, agent's and
+    pool's most (``replicas.max`` times its resources); buckets and bytes,
+    what its buckets hold.
+    """
+
+    __tablename__ = "quotas"
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    gpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    memory_gib: Mapped[float | None] = mapped_column(Float, nullable=True)
+    concurrent_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    buckets: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

@@ -13,6 +13,7 @@ from aifactory.store.tables import (
     ApiKeyRow,
     AuditRow,
     LimitRow,
+    QuotaRow,
     S3AccessKeyRow,
     TenantRow,
     utcnow,
@@ -30,6 +31,8 @@ class KeyRecord:
     key_hash: str
     revoked: bool
     expires_at: datetime | None = None
+    services: tuple[str, ...] | None = None
+    buckets: tuple[str, ...] | None = None
 
 
 LIMIT_FIELDS = (
@@ -40,6 +43,22 @@ LIMIT_FIELDS = (
     "node_hour_budget",
     "gpu_hour_budget",
 )
+
+
+QUOTA_FIELDS = ("replicas", "cpus", "gpus", "memory_gib", "concurrent_jobs", "buckets", "bytes")
+
+
+@dataclass(frozen=True)
+class QuotaSet:
+    """What a tenant may hold at once; None means no quota."""
+
+    replicas: int | None = None
+    cpus: int | None = None
+    gpus: int | None = None
+    memory_gib: float | None = None
+    concurrent_jobs: int | None = None
+    buckets: int | None = None
+    bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,8 +113,10 @@ class TenantQueries(Queries):
         role: str,
         name: str,
         expires_at: datetime | None = None,
+        services: tuple[str, ...] | None = None,
+        buckets: tuple[str, ...] | None = None,
     ) -> int:
-        """Store a new key's hash; return its id."""
+        """Store a new key's hash (and its scopes, None for none); return its id."""
         with self._session() as s:
             row = ApiKeyRow(
                 tenant_id=tenant_id,
@@ -104,6 +125,8 @@ class TenantQueries(Queries):
                 role=role,
                 name=name,
                 expires_at=expires_at,
+                services=None if services is None else list(services),
+                buckets=None if buckets is None else list(buckets),
             )
             s.add(row)
             s.flush()
@@ -127,6 +150,8 @@ class TenantQueries(Queries):
             key.key_hash,
             key.revoked_at is not None,
             key.expires_at,
+            None if key.services is None else tuple(key.services),
+            None if key.buckets is None else tuple(key.buckets),
         )
 
     def add_s3_access_key(self, key_id: int, access_key_id: str) -> None:
@@ -142,14 +167,13 @@ class TenantQueries(Queries):
             )
         )
 
-    def list_keys(self) -> list[dict[str, Any]]:
-        """Every key, without hashes."""
+    def list_keys(self, tenant_id: int | None = None) -> list[dict[str, Any]]:
+        """Every key (of ``tenant_id`` when given), without hashes."""
+        query = _KEYS.order_by(ApiKeyRow.id)
+        if tenant_id is not None:
+            query = query.where(ApiKeyRow.tenant_id == tenant_id)
         with self._session() as s:
-            rows = s.execute(
-                select(ApiKeyRow, TenantRow.name)
-                .join(TenantRow, TenantRow.id == ApiKeyRow.tenant_id)
-                .order_by(ApiKeyRow.id)
-            ).all()
+            rows = s.execute(query).all()
             return [
                 {
                     "id": k.id,
@@ -157,6 +181,8 @@ class TenantQueries(Queries):
                     "prefix": k.prefix,
                     "role": k.role,
                     "name": k.name,
+                    "services": k.services,
+                    "buckets": k.buckets,
                     "created_at": k.created_at.isoformat(),
                     "expires_at": k.expires_at.isoformat() if k.expires_at else None,
                     "revoked": k.revoked_at is not None,
@@ -164,16 +190,15 @@ class TenantQueries(Queries):
                 for k, tenant in rows
             ]
 
-    def revoke_key(self, key_id: int) -> bool:
-        """Mark a key revoked; False when no such key."""
+    def revoke_key(self, key_id: int, tenant_id: int | None = None) -> bool:
+        """Mark a key (of ``tenant_id`` when given) revoked; False when no such key."""
         if not 0 < key_id <= _MAX_KEY_ID:
             return False  # the database would refuse to even compare it
+        query = update(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
+        if tenant_id is not None:
+            query = query.where(ApiKeyRow.tenant_id == tenant_id)
         with self._session() as s:
-            result = s.execute(
-                update(ApiKeyRow)
-                .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
-            )
+            result = s.execute(query.values(revoked_at=utcnow()))
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def count_admin_keys(self) -> int:
@@ -240,15 +265,38 @@ class TenantQueries(Queries):
                     setattr(row, name, values[name])
             row.updated_at = utcnow()
 
+    def quotas_of(self, tenant_id: int) -> QuotaSet:
+        """The tenant's quotas (all None when the site set none)."""
+        with self._session() as s:
+            row = s.get(QuotaRow, tenant_id)
+        if row is None:
+            return QuotaSet()
+        return QuotaSet(**{name: getattr(row, name) for name in QUOTA_FIELDS})
+
+    def set_quotas(self, tenant_id: int, **values: Any) -> None:
+        """Change the tenant's quotas named in ``values`` (None removes one)."""
+        with self._session() as s:
+            row = s.get(QuotaRow, tenant_id)
+            if row is None:
+                row = QuotaRow(tenant_id=tenant_id)
+                s.add(row)
+            for name in QUOTA_FIELDS:
+                if name in values:
+                    setattr(row, name, values[name])
+            row.updated_at = utcnow()
+
     def add_audit(self, **fields: Any) -> None:
         """Record an admin action."""
         with self._session() as s:
             s.add(AuditRow(**fields))
 
-    def audit(self, limit: int = 100) -> list[AuditRow]:
-        """The newest admin actions, newest first."""
+    def audit(self, limit: int = 100, actor_tenant: str | None = None) -> list[AuditRow]:
+        """The newest admin actions (by keys of ``actor_tenant`` when given), newest first."""
+        query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+        if actor_tenant is not None:
+            query = query.where(AuditRow.actor_tenant == actor_tenant)
         with self._session() as s:
-            return list(s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)))
+            return list(s.scalars(query))
 
 
 def _limit_set(row: LimitRow | None) -> LimitSet | None:

@@ -5,8 +5,8 @@ from aifactory.tenancy.identities import TenantIdentities
 from aifactory.tenancy.keys import (
     IssuedKey,
     KeyAuthenticator,
+    KeyScope,
     Principal,
-    Role,
     hash_key,
     issue_key,
     load_s3_master,
@@ -14,19 +14,27 @@ from aifactory.tenancy.keys import (
 )
 from aifactory.tenancy.ledger import UsageLedger
 from aifactory.tenancy.limits import Admission, Limiter, period_bounds
+from aifactory.tenancy.quotas import QuotaExceeded, Quotas
+from aifactory.tenancy.roles import ROLES, Action, grants, may_mint
 
 __all__ = [
+    "ROLES",
+    "Action",
     "Admission",
     "IssuedKey",
     "KeyAuthenticator",
+    "KeyScope",
     "Limiter",
     "Principal",
-    "Role",
+    "QuotaExceeded",
+    "Quotas",
     "TenantIdentities",
     "UsageLedger",
+    "grants",
     "hash_key",
     "issue_key",
     "load_s3_master",
+    "may_mint",
     "period_bounds",
     "record_action",
     "s3_secret_for",

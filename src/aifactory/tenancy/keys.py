@@ -21,12 +21,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 from aifactory.errors import Unauthorized
 from aifactory.store import KeyRecord, Store
+from aifactory.tenancy.roles import Action, check, grants
 
-Role = Literal["admin", "user"]
 KEY_PREFIX = "aif-"
 S3_ACCESS_KEY_PREFIX = "AKAF"
 _CACHE_TTL_S = 5.0
@@ -35,17 +34,39 @@ _CACHE_MAX = 10_000
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's id, its tenant and its role."""
+    """Who is calling: the key's id, its tenant, its role and its scopes.
+
+    ``services`` and ``buckets`` are the names a scoped key is limited to;
+    None means every one its tenant may reach.
+    """
 
     key_id: int
     tenant_id: int
     tenant: str
     role: str
+    services: frozenset[str] | None = None
+    buckets: frozenset[str] | None = None
 
     @property
     def is_admin(self) -> bool:
         """Whether the key may administer the whole factory."""
         return self.role == "admin"
+
+    def may(self, action: Action) -> bool:
+        """Whether the key's role allows ``action``."""
+        return grants(self.role, action)
+
+    def require(self, action: Action) -> None:
+        """Returns when the key's role allows ``action``; raises Forbidden otherwise."""
+        check(self.role, action)
+
+    def reaches_service(self, name: str) -> bool:
+        """Whether the key's scope includes service (or pool) ``name``."""
+        return self.services is None or name in self.services
+
+    def reaches_bucket(self, name: str) -> bool:
+        """Whether the key's scope includes bucket ``name``."""
+        return self.buckets is None or name in self.buckets
 
 
 @dataclass(frozen=True)
@@ -60,6 +81,14 @@ class IssuedKey:
     s3_secret_access_key: str = ""
 
 
+@dataclass(frozen=True)
+class KeyScope:
+    """The services and buckets a key is limited to; None: all its tenant's."""
+
+    services: tuple[str, ...] | None = None
+    buckets: tuple[str, ...] | None = None
+
+
 def hash_key(secret: str) -> str:
     """The hex SHA-256 of a key, as stored."""
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -68,10 +97,11 @@ def hash_key(secret: str) -> str:
 def issue_key(
     store: Store,
     tenant: str,
-    role: Role = "user",
+    role: str = "member",
     name: str = "",
     expires_at: datetime | None = None,
     s3_master: bytes | None = None,
+    scope: KeyScope = KeyScope(),
 ) -> IssuedKey:
     """Mint a key for ``tenant`` (created if missing) and store its hash.
 
@@ -79,7 +109,16 @@ def issue_key(
     """
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     tenant_id = store.ensure_tenant(tenant)
-    key_id = store.add_key(tenant_id, hash_key(secret), secret[:10], role, name, expires_at)
+    key_id = store.add_key(
+        tenant_id,
+        hash_key(secret),
+        secret[:10],
+        role,
+        name,
+        expires_at,
+        services=scope.services,
+        buckets=scope.buckets,
+    )
     if s3_master is None:
         return IssuedKey(key_id, tenant, role, secret)
     access_key_id = S3_ACCESS_KEY_PREFIX + secrets.token_hex(8).upper()
@@ -177,4 +216,11 @@ def _principal(record: KeyRecord | None, digest: str) -> Principal | None:
         return None
     if not hmac.compare_digest(record.key_hash, digest):
         return None
-    return Principal(record.key_id, record.tenant_id, record.tenant, record.role)
+    return Principal(
+        record.key_id,
+        record.tenant_id,
+        record.tenant,
+        record.role,
+        None if record.services is None else frozenset(record.services),
+        None if record.buckets is None else frozenset(record.buckets),
+    )

@@ -2,18 +2,19 @@
 
 Every endpoint checks the caller's key. What a key sees:
 
-- any key: who it is, the factory's request, token and queue counters and
-  replica counts (operational numbers, not any tenant's);
-- a user key: its own tenant's services in full, other tenants' public ones
-  by name and models only (``api/visibility.py``), the counters of its own
-  services' models and its own tenant's usage only;
-- an admin key: every service, model and tenant's usage.
+- any key: who it is;
+- a tenant's key (member or tenant admin): its own tenant's services in
+  full, other tenants' public ones by name and models only
+  (``api/visibility.py``), the counters and replicas of its own services and
+  their models, and its own tenant's usage only;
+- an admin key: every service, model and tenant's usage, and the factory's
+  counters.
 
 Buckets and objects (``web/buckets.py``) are scoped like S3: a user key reaches its
 tenant's buckets and those shared with it, an admin key every bucket.
 
-Keys, batch jobs and logs stay behind the admin API's own checks
-(``/api/keys``, ``/api/jobs``, ``/api/services/{name}/logs``).
+Keys, quotas, batch jobs and logs stay behind the admin API's own checks
+(``/api/keys``, ``/api/tenants/{name}``, ``/api/jobs``, ``/api/services/{name}/logs``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,14 +31,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aifactory import metrics
-from aifactory.api import ServiceVisibility
+from aifactory.api import Access, ServiceVisibility
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest
-from aifactory.tenancy import Principal
+from aifactory.tenancy import Action
 from aifactory.web.buckets import BucketsData, ObjectBrowser
 from aifactory.web.samples import MetricsSampler
-
-Authenticate = Callable[[Request], Awaitable[Principal]]
 
 _USAGE_COLUMNS = ("start", "tenant", "model", "requests", "prompt_tokens", "completion_tokens")
 _MAX_WINDOW_S = 31 * 24 * 3600
@@ -51,7 +49,7 @@ class DashboardData:
     Args:
         plane: Services, replicas and the store.
         sampler: The ring of recent samples for the live charts.
-        authenticate: Checks the request carries a valid key; raises otherwise.
+        access: Checks each request's key and role.
         objects: Object storage to browse, or None while it is not enabled.
     """
 
@@ -59,14 +57,14 @@ class DashboardData:
         self,
         plane: ControlPlane,
         sampler: MetricsSampler,
-        authenticate: Authenticate,
+        access: Access,
         objects: ObjectBrowser | None = None,
     ) -> None:
         self._plane = plane
         self._sampler = sampler
-        self._authenticate = authenticate
+        self._access = access
         self._visibility = ServiceVisibility(plane.store)
-        self._buckets = BucketsData(objects, authenticate)
+        self._buckets = BucketsData(objects, access.caller)
 
     def routes(self) -> list[Route]:
         """Every data route of the dashboard."""
@@ -78,19 +76,23 @@ class DashboardData:
         ]
 
     async def me(self, request: Request) -> Response:
-        """GET /api/dashboard/me: the caller's tenant and role (signing in checks this)."""
-        caller = await self._authenticate(request)
-        return JSONResponse({"tenant": caller.tenant, "role": caller.role})
+        """GET /api/dashboard/me: the caller's tenant, role and what it may do (signing in)."""
+        caller = await self._access.caller(request)
+        may = [action.name.lower() for action in Action if caller.may(action)]
+        return JSONResponse({"tenant": caller.tenant, "role": caller.role, "may": may})
 
     async def overview(self, request: Request) -> Response:
         """GET /api/dashboard/overview: services, replicas, counters and the last hour."""
-        caller = await self._authenticate(request)
-        now = metrics.snapshot()
+        caller = await self._access.allowed(request, Action.READ)
         services = await self._visibility.views(caller, await self._plane.services())
         specs = {row.name: row.spec for row in await asyncio.to_thread(self._plane.store.services)}
         for service in services:
             service["api"] = _api_of(specs.get(service["name"], {}))
         owned = await self._visibility.owned_names(caller)
+        names = None
+        if owned is not None:
+            names = set(owned).union(*(_models_of(specs.get(name, {})) for name in owned))
+        now = metrics.snapshot(names)
         by_model = {
             model: asdict(totals)
             for model, totals in now.by_model.items()
@@ -121,9 +123,9 @@ class DashboardData:
     async def usage(self, request: Request) -> Response:
         """GET /api/dashboard/usage?window_s=&bucket_s=&format=json|csv: usage over time.
 
-        A user key gets its own tenant's rows only, whatever it asks for.
+        A tenant's key gets its own tenant's rows only, whatever it asks for.
         """
-        caller = await self._authenticate(request)
+        caller = await self._access.allowed(request, Action.READ)
         window_s = _whole(request, "window_s", 3600, 60, _MAX_WINDOW_S)
         bucket_s = _whole(request, "bucket_s", 60, 10, _MAX_WINDOW_S)
         if window_s // bucket_s > _MAX_BUCKETS:

@@ -116,7 +116,7 @@ def _keys(target: Target, protected_ids: set[int]) -> Strategy[Request]:
     key = document(
         {"tenant": names("fz-k")},
         {
-            "role": st.sampled_from(["user", "admin"]),
+            "role": st.sampled_from(["member", "inference", "tenant-admin", "admin"]),
             "name": st.text(max_size=64),
             "expires_in": durations(),
         },

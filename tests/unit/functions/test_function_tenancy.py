@@ -27,7 +27,7 @@ def store(tmp_path: Path) -> Store:
     return store
 
 
-def _principal(store: Store, tenant: str, role: str = "user") -> Principal:
+def _principal(store: Store, tenant: str, role: str = "member") -> Principal:
     key = issue_key(store, tenant, role)  # type: ignore[arg-type]
     principal = KeyAuthenticator(store).authenticate_blocking(key.secret)
     assert principal is not None

@@ -24,7 +24,7 @@ IN_UTC = datetime(2030, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 def _a_row_in_every_table_with_times(store: Store) -> None:
     tenant = store.ensure_tenant("physics")
-    key_id = store.add_key(tenant, "h" * 64, "aif-abc", "user", "", MOMENT)
+    key_id = store.add_key(tenant, "h" * 64, "aif-abc", "member", "", MOMENT)
     store.revoke_key(key_id)
     store.add_bucket("data", tenant)
     store.add_service("chat", {"name": "chat"}, tenant)
@@ -35,6 +35,7 @@ def _a_row_in_every_table_with_times(store: Store) -> None:
     store.add_function(name="square", target="maths:square", pool="cpu")
     store.add_call(id="c1", function="square", status="done", finished_at=MOMENT)
     store.set_limits(tenant, None, requests_per_minute=1)
+    store.set_quotas(tenant, cpus=4)
     store.add_audit(actor_tenant="ops", action="keys.create", target="key 1")
 
 

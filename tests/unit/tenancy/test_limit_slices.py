@@ -41,7 +41,7 @@ def stores(tmp_path: Path) -> Iterator[list[Store]]:
 def tenant(store: Store, **limits: Any) -> Principal:
     tenant_id = store.ensure_tenant("lab")
     store.set_limits(tenant_id, None, **limits)
-    return Principal(key_id=1, tenant_id=tenant_id, tenant="lab", role="user")
+    return Principal(key_id=1, tenant_id=tenant_id, tenant="lab", role="member")
 
 
 async def background_done() -> None:

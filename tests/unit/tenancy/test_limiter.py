@@ -30,7 +30,7 @@ class Clock:
 
 def principal(store: Store, key_id: int, tenant: str = "lab") -> Principal:
     return Principal(
-        key_id=key_id, tenant_id=store.ensure_tenant(tenant), tenant=tenant, role="user"
+        key_id=key_id, tenant_id=store.ensure_tenant(tenant), tenant=tenant, role="member"
     )
 
 

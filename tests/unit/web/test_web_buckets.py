@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from aifactory.api import AdminAPI
+from aifactory.api import Access
 from aifactory.config import Settings
 from aifactory.control import ControlPlane
 from aifactory.errors import APIError
@@ -45,11 +45,11 @@ class World:
         self.objects = ObjectsService(settings, self.store, self.ledger)  # type: ignore[arg-type]
         self.objects.prepare()
         plane = ControlPlane(settings, self.store)
-        authenticate = AdminAPI(plane, KeyAuthenticator(self.store)).authenticate
-        data = DashboardData(plane, MetricsSampler(), authenticate, objects=self.objects)
+        access = Access(KeyAuthenticator(self.store))
+        data = DashboardData(plane, MetricsSampler(), access, objects=self.objects)
         self.app = Starlette(routes=data.routes(), exception_handlers={APIError: _error})
         self.keys = {
-            t: issue_key(self.store, t, "admin" if t == "ops" else "user").secret
+            t: issue_key(self.store, t, "admin" if t == "ops" else "member").secret
             for t in ("ops", "a", "b")
         }
         self.root = Path(settings.objects_dir)
@@ -232,10 +232,10 @@ def test_without_object_storage_the_routes_say_so(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     store.create_schema()
     plane = ControlPlane(Settings(data_dir=tmp_path), store)
-    authenticate = AdminAPI(plane, KeyAuthenticator(store)).authenticate
-    data = DashboardData(plane, MetricsSampler(), authenticate)
+    access = Access(KeyAuthenticator(store))
+    data = DashboardData(plane, MetricsSampler(), access)
     app = Starlette(routes=data.routes(), exception_handlers={APIError: _error})
-    key = issue_key(store, "a", "user").secret
+    key = issue_key(store, "a", "member").secret
 
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

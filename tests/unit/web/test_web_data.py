@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from aifactory.api import AdminAPI
+from aifactory.api import Access
 from aifactory.config import Settings
 from aifactory.control import ControlPlane
 from aifactory.errors import APIError
@@ -25,12 +25,12 @@ def world(tmp_path: Path) -> dict[str, Any]:
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     store.create_schema()
     plane = ControlPlane(settings, store)
-    authenticate = AdminAPI(plane, KeyAuthenticator(store)).authenticate
+    access = Access(KeyAuthenticator(store))
     app = Starlette(
-        routes=DashboardData(plane, MetricsSampler(), authenticate).routes(),
+        routes=DashboardData(plane, MetricsSampler(), access).routes(),
         exception_handlers={APIError: _status},
     )
-    keys = {t: issue_key(store, t, "admin" if t == "ops" else "user") for t in ("ops", "a", "b")}
+    keys = {t: issue_key(store, t, "admin" if t == "ops" else "member") for t in ("ops", "a", "b")}
     for tenant in ("a", "b"):
         store.add_usage(
             [
@@ -89,7 +89,7 @@ def test_every_endpoint_needs_a_key(world: dict[str, Any]) -> None:
 
 
 def test_who_am_i_and_buckets_without_object_storage(world: dict[str, Any]) -> None:
-    assert get(world, "/api/dashboard/me", "a").json() == {"tenant": "a", "role": "user"}
+    assert get(world, "/api/dashboard/me", "a").json() == {"tenant": "a", "role": "member", "may": ["infer", "read", "deploy"]}
     buckets = get(world, "/api/dashboard/buckets", "a").json()
     assert buckets == {"enabled": False, "message": "object storage not enabled", "buckets": []}
 

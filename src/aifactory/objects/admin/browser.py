@@ -269,7 +269,15 @@ class ObjectDownload:
 
 def caller_of(principal: Principal) -> Caller:
     """The S3 caller an API key stands for (its tenant, role and key id)."""
-    return Caller("", principal.tenant_id, principal.tenant, principal.is_admin, principal.key_id)
+    return Caller(
+        "",
+        principal.tenant_id,
+        principal.tenant,
+        principal.is_admin,
+        principal.key_id,
+        principal.role,
+        principal.buckets,
+    )
 
 
 async def _run(services: Services, function: Callable[..., T], *args: Any) -> T:

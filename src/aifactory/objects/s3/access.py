@@ -18,6 +18,7 @@ from aifactory.objects.posix.paths import check_bucket_name
 from aifactory.objects.posix.storage import FileStore
 from aifactory.objects.s3.auth import Caller
 from aifactory.store import BucketRecord, Store
+from aifactory.tenancy import Action, QuotaExceeded, Quotas, grants
 
 _CACHE_TTL_S = 5.0
 _CACHE_MAX = 10_000
@@ -32,6 +33,7 @@ class BucketRegistry:
         self._files = files
         self._multipart = multipart
         self._cache: dict[str, tuple[float, BucketRecord | None]] = {}
+        self._quotas = Quotas(store)
 
     async def record(self, bucket: str) -> BucketRecord | None:
         """The bucket's row, cached for a few seconds."""
@@ -57,6 +59,8 @@ class BucketRegistry:
             S3Error: InvalidBucketName, NoSuchBucket or AccessDenied.
         """
         check_bucket_name(bucket)
+        if not caller.reaches(bucket):
+            raise _denied(bucket, "This key is scoped to other buckets.")
         record = await self.record(bucket)
         if record is None:
             if not await asyncio.to_thread(self._files.bucket_exists, bucket):
@@ -72,7 +76,18 @@ class BucketRegistry:
         raise _denied(bucket)
 
     async def create(self, caller: Caller, bucket: str) -> None:
-        """Create ``bucket`` owned by the caller's tenant."""
+        """Create ``bucket`` owned by the caller's tenant, within its bucket quota.
+
+        Raises:
+            S3Error: AccessDenied (a key that may not deploy, or is scoped to
+                other buckets), TooManyBuckets, or as ``create_for``.
+        """
+        _may_manage(caller, bucket)
+        if not caller.is_admin:
+            try:
+                await asyncio.to_thread(self._quotas.check_bucket, caller.tenant_id, caller.tenant)
+            except QuotaExceeded as exc:
+                raise S3Error("TooManyBuckets", exc.message, fix=exc.fix, resource=bucket) from exc
         await self.create_for(caller.tenant_id, bucket, caller.is_admin)
 
     async def create_for(self, tenant_id: int, bucket: str, is_admin: bool = False) -> None:
@@ -103,6 +118,7 @@ class BucketRegistry:
 
     async def delete(self, caller: Caller, bucket: str) -> None:
         """Delete an empty bucket the caller owns (or any, for an admin)."""
+        _may_manage(caller, bucket)
         await self.authorize(caller, bucket, write=True)
         record = await self.record(bucket)
         if record is not None and not caller.is_admin and record.tenant_id != caller.tenant_id:
@@ -126,16 +142,30 @@ class BucketRegistry:
             (name, created)
             for name, created in on_disk
             if name in records
+            and caller.reaches(name)
             and (
                 records[name].tenant_id == caller.tenant_id or caller.tenant in records[name].grants
             )
         ]
 
 
-def _denied(bucket: str) -> S3Error:
+def _may_manage(caller: Caller, bucket: str) -> None:
+    """Refuse creating or deleting ``bucket`` to a key that may not (inference, or scoped)."""
+    if not grants(caller.role, Action.DEPLOY):
+        raise S3Error(
+            "AccessDenied",
+            f"A {caller.role!r} key reads and writes objects; it cannot create or delete buckets.",
+            fix="use a key of role 'member' or above",
+            resource=bucket,
+        )
+    if not caller.reaches(bucket):
+        raise _denied(bucket, "This key is scoped to other buckets.")
+
+
+def _denied(bucket: str, why: str = "") -> S3Error:
     return S3Error(
         "AccessDenied",
-        f"Your tenant has no access to bucket {bucket!r}.",
+        why or f"Your tenant has no access to bucket {bucket!r}.",
         fix="ask its owner or an admin to share it (`aifactory buckets share`)",
         resource=bucket,
     )

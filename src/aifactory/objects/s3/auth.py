@@ -36,13 +36,23 @@ _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class Caller:
-    """The tenant behind a verified S3 request."""
+    """The tenant behind a verified S3 request, its key's role and bucket scope.
+
+    ``buckets``: the buckets a scoped key is limited to; None, every one its
+    tenant may reach.
+    """
 
     access_key_id: str
     tenant_id: int
     tenant: str
     is_admin: bool
     key_id: int | None = None
+    role: str = "member"
+    buckets: frozenset[str] | None = None
+
+    def reaches(self, bucket: str) -> bool:
+        """Whether the key's scope includes ``bucket``."""
+        return self.buckets is None or bucket in self.buckets
 
 
 @dataclass
@@ -104,7 +114,13 @@ class StoreCredentials:
         if record is None or record.revoked:
             return None
         caller = Caller(
-            access_key_id, record.tenant_id, record.tenant, record.role == "admin", record.key_id
+            access_key_id,
+            record.tenant_id,
+            record.tenant,
+            record.role == "admin",
+            record.key_id,
+            record.role,
+            None if record.buckets is None else frozenset(record.buckets),
         )
         return record, caller, s3_secret_for(self._master, access_key_id)
 
