@@ -226,9 +226,11 @@ def test_malformed_requests_are_400_json(server: Server, user_key: str) -> None:
     assert no_model.status_code == 400 and no_model.json()["error"]["param"] == "model"
 
 
-def test_user_key_cannot_administer(server: Server, user_key: str) -> None:
+def test_member_and_inference_keys_cannot_administer(server: Server, user_key: str) -> None:
     headers = {"Authorization": f"Bearer {user_key}"}
     assert httpx.get(f"{server.url}/api/keys", headers=headers).status_code == 403
+    inference = server.admin.post("/api/keys", json={"tenant": "physics", "role": "inference"})
+    headers = {"Authorization": f"Bearer {inference.json()['key']}"}
     deploy = httpx.post(f"{server.url}/api/services", headers=headers, content=b"name: x\n")
     assert deploy.status_code == 403
 

@@ -34,12 +34,12 @@ class AgentKeys:
         return self._dir / f"{agent}.env"
 
     def provision(self, agent: str, tenant_id: int | None) -> None:
-        """Mint the agent's key in its tenant (the ``admin`` tenant when none)."""
+        """Mint the agent's key (a member's) in its tenant (the ``admin`` tenant when none)."""
         tenant = next((t.name for t in self._store.tenants() if t.id == tenant_id), "admin")
         settings = self._settings
         with_s3 = settings.objects_port != 0
         master = load_s3_master(settings.objects_master_key_file) if with_s3 else None
-        issued = issue_key(self._store, tenant, "user", f"agent {agent}", s3_master=master)
+        issued = issue_key(self._store, tenant, "member", f"agent {agent}", s3_master=master)
         lines = [f"OPENAI_API_KEY={issued.secret}"]
         if with_s3:
             lines += [

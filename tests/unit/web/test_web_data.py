@@ -89,7 +89,11 @@ def test_every_endpoint_needs_a_key(world: dict[str, Any]) -> None:
 
 
 def test_who_am_i_and_buckets_without_object_storage(world: dict[str, Any]) -> None:
-    assert get(world, "/api/dashboard/me", "a").json() == {"tenant": "a", "role": "member", "may": ["infer", "read", "deploy"]}
+    assert get(world, "/api/dashboard/me", "a").json() == {
+        "tenant": "a",
+        "role": "member",
+        "may": ["infer", "read", "deploy"],
+    }
     buckets = get(world, "/api/dashboard/buckets", "a").json()
     assert buckets == {"enabled": False, "message": "object storage not enabled", "buckets": []}
 
