@@ -8,7 +8,8 @@ const POLL_MS = 2000;
 const HOUR_S = 3600;
 const $ = (id) => document.getElementById(id);
 
-let session = null; // {tenant, role}
+let session = null; // {tenant, role, may: ["infer", "read", "deploy", "manage_tenant", "site"]}
+const may = (action) => session !== null && session.may.includes(action);
 let timers = [];
 
 // --- building blocks --------------------------------------------------------
@@ -318,7 +319,7 @@ async function jobsPage(view) {
       ], (await api("/api/jobs?limit=50")).jobs, "No jobs yet: `aifactory job submit examples/job.yaml`.");
     } catch (error) {
       if (!(error instanceof ApiError) || error.status !== 403) throw error;
-      body = h("p", { class: "notice" }, "Batch jobs are listed for admin keys only.");
+      body = h("p", { class: "notice" }, "This key may not read its tenant's jobs (an inference-only key).");
     }
     replace("jobs", h("div", { id: "jobs" }, body));
   });
@@ -617,6 +618,94 @@ async function usagePage(view) {
   every(POLL_MS * 2.5, refresh);
 }
 
+// --- the tenant's own page: quotas, spend, keys, and deploying a spec ---------
+
+const KEY_ROLES = ["member", "inference", "tenant-admin"];
+
+async function tenantPage(view) {
+  const tenant = session.tenant;
+  view.append(h("h1", {}, `Tenant ${tenant}`),
+    section("Quotas and spend", h("div", { id: "tenant-quotas" })),
+    may("manage_tenant") ? section("API keys", h("div", { id: "tenant-keys" }), newKeyForm()) : null,
+    may("deploy") ? section("Deploy a spec", deployForm()) : null);
+  async function refresh() {
+    const shown = await api(`/api/tenants/${encodeURIComponent(tenant)}`);
+    const spent = shown.spent_this_period;
+    const rows = [
+      ...Object.entries(shown.quotas).map(([name, value]) => ({ kind: "quota", name, value })),
+      ...Object.entries(shown.limits || {}).filter(([name]) => name !== "period")
+        .map(([name, value]) => ({ kind: "limit", name, value })),
+    ];
+    replace("tenant-quotas", h("div", { id: "tenant-quotas" },
+      h("p", {}, `This ${spent.period}: ${number(spent.prompt_tokens + spent.completion_tokens)} tokens, `,
+        `${number(spent.node_hours, 3)} node-hours, ${number(spent.gpu_hours, 3)} GPU-hours.`),
+      table("Set by the site (none: unlimited)", [
+        { label: "Kind", cell: (r) => r.kind },
+        { label: "Name", cell: (r) => r.name },
+        { label: "Value", num: true, cell: (r) => (r.value == null ? "none" : number(r.value, 2)) },
+      ], rows)));
+    if (!may("manage_tenant")) return;
+    const keys = (await api("/api/keys")).keys.filter((k) => k.tenant === tenant);
+    replace("tenant-keys", h("div", { id: "tenant-keys" }, table(`Keys of tenant ${tenant} (secrets are never shown)`, [
+      { label: "Id", num: true, cell: (k) => k.id },
+      { label: "Role", cell: (k) => k.role },
+      { label: "Name", cell: (k) => k.name },
+      { label: "Scope", cell: (k) => [k.services && `services ${k.services.join(", ")}`, k.buckets && `buckets ${k.buckets.join(", ")}`].filter(Boolean).join("; ") || "all" },
+      { label: "Expires", cell: (k) => (k.expires_at ? new Date(k.expires_at).toLocaleString() : "never") },
+      { label: "State", cell: (k) => stateCell(k.revoked ? "revoked" : "active") },
+      { label: "", cell: (k) => h("td", {}, k.revoked ? "" : h("button", { type: "button", class: "secondary",
+        "aria-label": `Revoke key ${k.id}`, on: { click: () => revoke(k.id) } }, "Revoke")) },
+    ], keys)));
+  }
+  async function revoke(id) {
+    await api(`/api/keys/${id}`, { method: "DELETE" });
+    await refresh();
+  }
+  function newKeyForm() {
+    const role = h("select", { id: "key-role" }, KEY_ROLES.map((r) => h("option", { value: r }, r)));
+    const label = h("input", { id: "key-name", maxlength: 64, autocomplete: "off" });
+    const expires = h("input", { id: "key-expires", placeholder: "30d", autocomplete: "off" });
+    const secret = h("output", { id: "key-secret", class: "secret" });
+    return h("form", { id: "new-key-form", class: "card", on: { submit: async (event) => {
+      event.preventDefault();
+      const body = { role: role.value, name: label.value.trim() };
+      if (expires.value.trim()) body.expires_in = expires.value.trim();
+      try {
+        const made = await api("/api/keys", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+        secret.replaceChildren(h("p", {}, `Key ${made.id} (${made.role}), shown once:`), h("code", { id: "new-key" }, made.key));
+        say("new-key-status", "");
+        await refresh();
+      } catch (error) {
+        say("new-key-status", error.message, true);
+      }
+    } } },
+    h("div", { class: "row" },
+      h("label", { for: "key-role" }, "Role"), role,
+      h("label", { for: "key-name" }, "Name"), label,
+      h("label", { for: "key-expires" }, "Expires in"), expires,
+      h("button", { type: "submit" }, "Create key")),
+    statusLine("new-key-status"), secret);
+  }
+  function deployForm() {
+    const spec = h("textarea", { id: "spec", rows: 10, spellcheck: "false", "aria-describedby": "spec-hint" });
+    return h("form", { id: "deploy-form", class: "card", on: { submit: async (event) => {
+      event.preventDefault();
+      say("deploy-status", "Deploying…");
+      try {
+        const done = await api("/api/services", { method: "POST", headers: { "Content-Type": "application/yaml", "X-Spec-Origin": "dashboard" }, body: spec.value });
+        say("deploy-status", `${done.name}: ${done.result}`);
+      } catch (error) {
+        say("deploy-status", error.message, true);
+      }
+    } } },
+    h("label", { for: "spec" }, "Service, agent or function pool spec (YAML)"), spec,
+    h("p", { id: "spec-hint", class: "hint" }, `It runs for tenant ${tenant}, within its quotas.`),
+    h("div", { class: "row" }, h("button", { type: "submit" }, "Deploy")),
+    statusLine("deploy-status"));
+  }
+  every(POLL_MS * 2.5, refresh);
+}
+
 // --- sign-in and routing ----------------------------------------------------
 
 function signOut(message = "") {
@@ -656,6 +745,7 @@ async function route() {
     return;
   }
   $("who-label").textContent = `${session.tenant} · ${session.role}`;
+  $("nav-tenant").hidden = !may("read");
   const path = location.hash.replace(/^#/, "") || "/";
   for (const link of document.querySelectorAll("#nav a")) {
     const target = link.getAttribute("href").slice(1);
@@ -671,6 +761,7 @@ async function route() {
   else if (path === "/buckets") await bucketsPage(view);
   else if (bucket) await bucketPage(view, decodeURIComponent(bucket[1]), new URLSearchParams(bucket[2] || "").get("prefix") || "");
   else if (path === "/usage") await usagePage(view);
+  else if (path === "/tenant" && may("read")) await tenantPage(view);
   else await overviewPage(view);
   document.title = `${view.querySelector("h1")?.textContent || "Dashboard"} · aifactory`;
 }
