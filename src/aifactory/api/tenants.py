@@ -12,7 +12,7 @@ import asyncio
 import re
 import reprlib
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
@@ -42,27 +42,38 @@ _HOURS = "a number of hours from 0 to 1e12"
 _GIB = "a number of GiB from 0 to 1e9"
 
 
-def _first_error(model: type[BaseModel], document: dict[str, Any], known: str) -> BadRequest:
-    """The BadRequest naming the first field of ``document`` that ``model`` refuses."""
-    try:
-        model.model_validate(document)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = str(error["loc"][0])
-        if error["type"] == "extra_forbidden":
-            return BadRequest(f"unknown field: {field}.", fix=f"use {known}", param=field)
-        accepted = model.model_fields[field].description
-        return BadRequest(
-            f"{field} must be {accepted} (got {reprlib.repr(document[field])}).", param=field
-        )
-    raise AssertionError("the document is valid")
-
-
-class _QuotasChange(BaseModel):
-    """A PUT of quotas, range-checked before the store sees it; null removes a quota."""
+class _Change(BaseModel):
+    """A PUT of settings, range-checked before the store sees it; null removes one."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    known: ClassVar[str]
 
+    @classmethod
+    def of(cls, document: dict[str, Any]) -> Self:
+        """The change ``document`` asks for.
+
+        Raises:
+            BadRequest: naming the first field that is unknown or out of range.
+        """
+        try:
+            return cls.model_validate(document)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = str(error["loc"][0])
+            if error["type"] == "extra_forbidden":
+                raise BadRequest(
+                    f"unknown field: {field}.", fix=f"use {cls.known}", param=field
+                ) from exc
+            accepted = cls.model_fields[field].description
+            raise BadRequest(
+                f"{field} must be {accepted} (got {reprlib.repr(document[field])}).", param=field
+            ) from exc
+
+
+class _QuotasChange(_Change):
+    """A PUT of quotas."""
+
+    known: ClassVar[str] = ", ".join(QUOTA_FIELDS)
     replicas: _Int32 | None = Field(default=None, description=_INT32)
     cpus: _Int32 | None = Field(default=None, description=_INT32)
     gpus: _Int32 | None = Field(default=None, description=_INT32)
@@ -71,24 +82,11 @@ class _QuotasChange(BaseModel):
     buckets: _Int32 | None = Field(default=None, description=_INT32)
     bytes: _Int64 | None = Field(default=None, description=_INT64)
 
-    @classmethod
-    def of(cls, document: dict[str, Any]) -> _QuotasChange:
-        """The change ``document`` asks for.
 
-        Raises:
-            BadRequest: naming the first field that is unknown or out of range.
-        """
-        try:
-            return cls.model_validate(document)
-        except ValidationError:
-            raise _first_error(cls, document, ", ".join(QUOTA_FIELDS)) from None
+class _LimitsChange(_Change):
+    """A PUT of limits (a key's own with ``key_id``)."""
 
-
-class _LimitsChange(BaseModel):
-    """A PUT of limits, range-checked before the store sees it; null removes a limit."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
+    known: ClassVar[str] = f"{', '.join(LIMIT_FIELDS)} and period"
     requests_per_minute: _Int32 | None = Field(default=None, description=_INT32)
     tokens_per_minute: _Int32 | None = Field(default=None, description=_INT32)
     concurrent_requests: _Int32 | None = Field(default=None, description=_INT32)
@@ -97,18 +95,6 @@ class _LimitsChange(BaseModel):
     gpu_hour_budget: _Hours | None = Field(default=None, description=_HOURS)
     period: Literal["day", "month"] = Field(default="month", description="'day' or 'month'")
     key_id: int | None = Field(default=None, strict=True, description="a key's id (a number)")
-
-    @classmethod
-    def of(cls, document: dict[str, Any]) -> _LimitsChange:
-        """The change ``document`` asks for.
-
-        Raises:
-            BadRequest: naming the first field that is unknown or out of range.
-        """
-        try:
-            return cls.model_validate(document)
-        except ValidationError:
-            raise _first_error(cls, document, f"{', '.join(LIMIT_FIELDS)} and period") from None
 
 
 class TenantsAPI:
