@@ -203,30 +203,59 @@ class Snapshot:
     by_model: dict[str, ModelTotals] = field(default_factory=dict)
 
 
+# The labels that say whose a series is: a tenant sees the series they name.
+_OWNER_LABELS = ("model", "service", "pool")
+# What a snapshot reads: each metric and the suffix of its samples.
+_READ: tuple[tuple[Counter | Gauge, str], ...] = (
+    (REQUESTS, "_total"),
+    (TOKENS, "_total"),
+    (REPLICAS, ""),
+    (IN_FLIGHT, ""),
+    (QUEUE_LENGTH, ""),
+)
+
+
 def snapshot(names: set[str] | None = None) -> Snapshot:
     """Read the gateway and replica series once (a few hundred samples at most).
 
     With ``names``, only the series of those services, pools and models count.
     """
+    return _snapshot(
+        {
+            metric: [
+                s for s in _all_samples(metric, suffix) if names is None or _names_owner(s, names)
+            ]
+            for metric, suffix in _READ
+        }
+    )
 
-    def _samples(metric: Counter | Gauge, suffix: str) -> Iterator[Sample]:
+
+def snapshots_by_name() -> dict[str, Snapshot]:
+    """One snapshot per service, pool and model: its own series only (one read of each)."""
+    grouped: dict[str, dict[Counter | Gauge, list[Sample]]] = {}
+    for metric, suffix in _READ:
         for sample in _all_samples(metric, suffix):
-            if names is None or _names_owner(sample, names):
-                yield sample
+            owner = next((sample.labels[k] for k in _OWNER_LABELS if k in sample.labels), "")
+            if owner not in grouped:
+                grouped[owner] = {series: [] for series, _suffix in _READ}
+            grouped[owner][metric].append(sample)
+    return {name: _snapshot(series) for name, series in grouped.items()}
 
+
+def _snapshot(series: dict[Counter | Gauge, list[Sample]]) -> Snapshot:
     requests: dict[str, int] = {}
     errors: dict[str, int] = {}
     tokens: dict[str, int] = {}
-    for sample in _samples(REQUESTS, "_total"):
+    for sample in series[REQUESTS]:
         model = sample.labels["model"]
         requests[model] = requests.get(model, 0) + int(sample.value)
         if sample.labels["status"].startswith("5"):
             errors[model] = errors.get(model, 0) + int(sample.value)
-    for sample in _samples(TOKENS, "_total"):
+    for sample in series[TOKENS]:
         model = sample.labels["model"]
         tokens[model] = tokens.get(model, 0) + int(sample.value)
     replicas: dict[tuple[str, str], int] = {}
-    for sample in _samples(REPLICAS, ""):
+    for sample in series[REPLICAS]:
         key = (sample.labels["state"], sample.labels["backend"])
         replicas[key] = replicas.get(key, 0) + int(sample.value)
     by_model = {
@@ -237,8 +266,8 @@ def snapshot(names: set[str] | None = None) -> Snapshot:
         requests=sum(requests.values()),
         errors=sum(errors.values()),
         tokens=sum(tokens.values()),
-        in_flight=int(sum(s.value for s in _samples(IN_FLIGHT, ""))),
-        queued=int(sum(s.value for s in _samples(QUEUE_LENGTH, ""))),
+        in_flight=int(sum(s.value for s in series[IN_FLIGHT])),
+        queued=int(sum(s.value for s in series[QUEUE_LENGTH])),
         replicas=replicas,
         by_model=by_model,
     )
@@ -255,10 +284,6 @@ def _all_samples(metric: Counter | Gauge, suffix: str) -> Iterator[Sample]:
 def render() -> bytes:
     """The metrics in Prometheus text format."""
     return generate_latest(REGISTRY)
-
-
-# The labels that say whose a series is: a tenant sees the series they name.
-_OWNER_LABELS = ("model", "service", "pool")
 
 
 class _Owned(Collector):

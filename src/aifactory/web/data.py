@@ -116,7 +116,7 @@ class DashboardData:
                 },
                 "by_model": by_model,
                 "interval_s": self._sampler.interval_s,
-                "samples": self._sampler.samples(),
+                "samples": self._sampler.samples(names),
             }
         )
 

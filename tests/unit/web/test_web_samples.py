@@ -29,3 +29,16 @@ def test_snapshot_totals_by_model() -> None:
     metrics.request_series("snap-model", "embeddings").answered(200).inc(2)
     totals = metrics.snapshot().by_model["snap-model"]
     assert totals.requests == 2 and totals.errors == 0
+
+
+def test_a_tenants_samples_add_up_its_own_names_only() -> None:
+    sampler = MetricsSampler(interval_s=10)
+    metrics.request_series("mine-model", "chat").answered(200).inc(5)
+    metrics.request_series("theirs-model", "chat").answered(200).inc(7)
+    metrics.set_replica_counts({("mine", "ready", "local"): 1, ("theirs", "ready", "local"): 3})
+    sampler.take(now=sampler._last_at + 10)
+    mine = sampler.samples({"mine", "mine-model"})[0]
+    assert (mine["requests"], mine["ready"]) == (5, 1)
+    everything = sampler.samples()[0]
+    assert everything["requests"] >= 12 and everything["ready"] >= 4
+    assert sampler.samples({"nothing-of-mine"})[0]["requests"] == 0
