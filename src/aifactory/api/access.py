@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from starlette.requests import Request
 
-from aifactory.tenancy import Action, KeyAuthenticator, Principal
+from aifactory.tenancy import Action, Principal
 
-__all__ = ["Access"]
+__all__ = ["Access", "Authenticator"]
+
+
+class Authenticator(Protocol):
+    """Maps an ``Authorization`` header to a principal (``KeyAuthenticator`` does)."""
+
+    async def authenticate_header(self, authorization: str) -> Principal:
+        """The header's principal; raises Unauthorized without a valid key."""
+        ...
 
 
 class Access:
@@ -16,7 +26,7 @@ class Access:
         authenticator: Maps keys to principals.
     """
 
-    def __init__(self, authenticator: KeyAuthenticator) -> None:
+    def __init__(self, authenticator: Authenticator) -> None:
         self._auth = authenticator
 
     async def caller(self, request: Request) -> Principal:
