@@ -138,6 +138,9 @@ def test_a_pool_runs_code_only_from_keys_of_its_tenant(factory: Server) -> None:
         Executor(broker, BETA_POOL, api_key=alpha, server_key=server_key)
     with pytest.raises(Unauthorized, match=r"submit code with a key of 'beta'.*--tenant admin"):
         Executor(broker, BETA_POOL, api_key=factory.admin_key, server_key=server_key)
+    inference = factory.admin.post("/api/keys", json={"tenant": "beta", "role": "inference"})
+    with pytest.raises(Unauthorized, match=r"'inference' key calls named functions only"):
+        Executor(broker, BETA_POOL, api_key=inference.json()["key"], server_key=server_key)
     with Executor(broker, BETA_POOL, api_key=beta, server_key=server_key) as pool:
         assert pool.submit(pow, 3, 3).result(timeout=120) == 27
 
