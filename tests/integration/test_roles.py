@@ -217,6 +217,13 @@ def test_quotas_refuse_naming_the_quota_and_what_is_left(factory: Server) -> Non
     with pytest.raises(botocore.exceptions.ClientError) as refused:
         s3.create_bucket(Bucket="chem-two")
     assert refused.value.response["Error"]["Code"] == "TooManyBuckets"
+    assert factory.admin.put("/api/tenants/chem/quotas", json={"bytes": 1000}).is_success
+    s3.put_object(Bucket="chem-one", Key="a", Body=b"x" * 600)
+    with pytest.raises(botocore.exceptions.ClientError) as full:
+        s3.put_object(Bucket="chem-one", Key="b", Body=b"x" * 600)
+    assert full.value.response["Error"]["Code"] == "QuotaExceeded"
+    assert "400 left" in full.value.response["Error"]["Message"]
+    s3.put_object(Bucket="chem-one", Key="c", Body=b"x" * 400)
     shown = member.get("/api/tenants/chem").json()
     assert shown["quotas"]["cpus"] == 3 and shown["keys"] is None
     # The site admin is not held by its tenants' quotas.

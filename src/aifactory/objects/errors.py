@@ -46,6 +46,7 @@ _CODES: dict[str, tuple[int, str]] = {
     "NotImplemented": (501, "This operation is not implemented by aifactory."),
     "ObjectParentIsFile": (409, "A parent of this key is an object, not a directory."),
     "PreconditionFailed": (412, "At least one of the preconditions you specified did not hold."),
+    "QuotaExceeded": (403, "The bucket's tenant would pass its storage quota."),
     "RequestTimeTooSkewed": (403, "The difference between request time and now is too large."),
     "SignatureDoesNotMatch": (403, "The request signature we calculated does not match."),
     "TooManyBuckets": (400, "You have attempted to create more buckets than allowed."),

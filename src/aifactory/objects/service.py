@@ -27,9 +27,9 @@ from aifactory.input_limits import HttpLimits, uvicorn_options
 from aifactory.objects.admin.browser import BucketBrowser, ObjectDownload
 from aifactory.objects.posix.multipart import Multipart
 from aifactory.objects.posix.ownership import Ownership, bucket_owners, tenant_lookup
-from aifactory.objects.posix.paths import RESERVED_PREFIX
 from aifactory.objects.posix.sharing import BucketSharing
 from aifactory.objects.posix.storage import FileStore
+from aifactory.objects.posix.tally import count_files
 from aifactory.objects.s3.access import BucketRegistry
 from aifactory.objects.s3.app import ObjectsApp
 from aifactory.objects.s3.auth import Caller, StoreCredentials
@@ -268,21 +268,6 @@ class ObjectsService:
             "bytes_out": stats.bytes_out,
             "in_flight": stats.in_flight,
         }
-
-
-def count_files(directory: str, limit: int = 100_000) -> tuple[int, int]:
-    """Files and bytes under ``directory`` (temporary files aside), counting up to ``limit``."""
-    files = size = 0
-    for parent, _dirs, names in os.walk(directory):
-        for name in names:
-            if name.startswith(RESERVED_PREFIX):
-                continue
-            with contextlib.suppress(OSError):
-                size += os.lstat(os.path.join(parent, name)).st_size
-                files += 1
-            if files >= limit:
-                return files, size
-    return files, size
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

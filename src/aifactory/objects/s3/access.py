@@ -17,6 +17,7 @@ from aifactory.objects.posix.multipart import Multipart
 from aifactory.objects.posix.paths import check_bucket_name
 from aifactory.objects.posix.storage import FileStore
 from aifactory.objects.s3.auth import Caller
+from aifactory.objects.s3.room import StorageRoom
 from aifactory.store import BucketRecord, Store
 from aifactory.tenancy import Action, QuotaExceeded, Quotas, grants
 
@@ -34,6 +35,7 @@ class BucketRegistry:
         self._multipart = multipart
         self._cache: dict[str, tuple[float, BucketRecord | None]] = {}
         self._quotas = Quotas(store)
+        self.room = StorageRoom(store, files, self.record)
 
     async def record(self, bucket: str) -> BucketRecord | None:
         """The bucket's row, cached for a few seconds."""

@@ -156,12 +156,27 @@ class ObjectsApp:
         self.stats.requests[name] = self.stats.requests.get(name, 0) + 1
         if request.bucket and name not in ("CreateBucket", "DeleteBucket"):
             await self._services.buckets.authorize(caller, request.bucket, write)
+        room = self._services.buckets.room if write and name in _ADDS_BYTES else None
+        if room is not None:
+            await room.check(request.bucket, _declared_length(request))
         context = Context(request, caller, payload, receive, send, self._services, headers)
         try:
             await handler(context)
         finally:
+            if room is not None:
+                await room.wrote(request.bucket, moved[0])
             if self._on_usage is not None:
                 self._on_usage(caller, request.bucket, name, moved[0], moved[1])
+
+
+# The requests that add bytes to a bucket (and count against its tenant's bytes quota).
+_ADDS_BYTES = frozenset({"PutObject", "UploadPart", "CopyObject"})
+
+
+def _declared_length(request: S3Request) -> int:
+    """The bytes a write says it brings (0 when it does not say, e.g. a copy)."""
+    text = request.header("x-amz-decoded-content-length") or request.header("content-length")
+    return int(text) if text.isdigit() else 0
 
 
 # An error answered before the body was read (e.g. after `Expect: 100-continue`, when
