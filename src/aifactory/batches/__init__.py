@@ -1,0 +1,23 @@
+"""The OpenAI Batch API on idle capacity: files, batches, shards that resume, their output.
+
+``BatchFiles`` keeps a tenant's files in its own bucket; ``BatchService``
+creates and cancels batches; ``BatchSupervisor`` runs them as shards (a
+local process or a Slurm job each, started by a ``ShardRunner``) whose
+``worker`` starts the model's engine and checkpoints every answer.
+"""
+
+from aifactory.batches.files import BatchFiles, bucket_of, file_view
+from aifactory.batches.service import BatchService
+from aifactory.batches.shards import LocalShards, SchedulerShards, ShardRunner
+from aifactory.batches.supervisor import BatchSupervisor
+
+__all__ = [
+    "BatchFiles",
+    "BatchService",
+    "BatchSupervisor",
+    "LocalShards",
+    "SchedulerShards",
+    "ShardRunner",
+    "bucket_of",
+    "file_view",
+]
