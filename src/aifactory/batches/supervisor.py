@@ -371,8 +371,10 @@ class BatchSupervisor:
                 **charged,
             )
         return {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": prompt + completion,
             "node_hours": round(node_hours, 6),
             "discount": discount,
