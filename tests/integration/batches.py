@@ -48,9 +48,7 @@ def _jsonl(records: Any) -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in records)
 
 
-def wait_for(
-    client: OpenAI, batch_id: str, done: Any = None, timeout_s: float = 600
-) -> Batch:
+def wait_for(client: OpenAI, batch_id: str, done: Any = None, timeout_s: float = 600) -> Batch:
     """Poll the batch until ``done(batch)`` (default: a final status)."""
     done = done or (lambda b: b.status in FINAL)
     deadline = time.monotonic() + timeout_s

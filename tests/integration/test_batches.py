@@ -113,7 +113,11 @@ def test_an_embeddings_batch_matches_direct_calls(alice: OpenAI) -> None:
 def test_files_are_in_the_tenants_bucket(server: Server, alice: OpenAI) -> None:
     data = chat_lines(3)
     uploaded = alice.files.create(file=("three.jsonl", io.BytesIO(data)), purpose="batch")
-    assert (uploaded.bytes, uploaded.filename, uploaded.purpose) == (len(data), "three.jsonl", "batch")
+    assert (uploaded.bytes, uploaded.filename, uploaded.purpose) == (
+        len(data),
+        "three.jsonl",
+        "batch",
+    )
     assert alice.files.retrieve(uploaded.id).id == uploaded.id
     assert alice.files.content(uploaded.id).content == data
     on_disk = server.data_dir / "objects" / "batches-physics" / "files" / f"{uploaded.id}.jsonl"
@@ -128,9 +132,15 @@ def test_files_are_in_the_tenants_bucket(server: Server, alice: OpenAI) -> None:
 @pytest.mark.parametrize(
     ("lines", "wanted"),
     [
-        (b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "chat"}}\nnot json\n', "line 2: not valid JSON"),
+        (
+            b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "chat"}}\nnot json\n',
+            "line 2: not valid JSON",
+        ),
         (chat_lines(2).replace(b'"q1"', b'"q0"'), "custom_id 'q0' appears twice (first on line 1)"),
-        (chat_lines(1).replace(b"/v1/chat/completions", b"/v1/images"), "line 1: url must be one of"),
+        (
+            chat_lines(1).replace(b"/v1/chat/completions", b"/v1/images"),
+            "line 1: url must be one of",
+        ),
         (chat_lines(1).replace(b'"POST"', b'"GET"'), "line 1: method must be 'POST'"),
     ],
 )

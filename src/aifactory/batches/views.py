@@ -70,7 +70,7 @@ def progress(row: BatchRow) -> dict[str, Any]:
         "lines_per_s": round(rate, 3) if rate else None,
         "eta_s": round(eta, 1) if eta is not None else None,
         "first_line_s": round(min(firsts) - created, 2) if firsts else None,
-        "scheduler_wait_s": round(min(starts) - created, 2) if starts else None,
+        "scheduler_wait_s": round(max(0.0, min(starts) - created), 2) if starts else None,
         "jobs": [
             {
                 "shard": s["index"],
