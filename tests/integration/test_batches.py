@@ -107,7 +107,9 @@ def test_an_embeddings_batch_matches_direct_calls(alice: OpenAI) -> None:
         direct = alice.embeddings.create(model="embed", input=f"sentence number {i} about the sea")
         got = line["response"]["body"]["data"][0]["embedding"]
         want = direct.data[0].embedding
-        assert len(got) == len(want) and max(abs(a - b) for a, b in zip(got, want)) < 1e-4
+        assert (
+            len(got) == len(want) and max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4
+        )
 
 
 def test_files_are_in_the_tenants_bucket(server: Server, alice: OpenAI) -> None:
@@ -133,7 +135,7 @@ def test_files_are_in_the_tenants_bucket(server: Server, alice: OpenAI) -> None:
     ("lines", "wanted"),
     [
         (
-            b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "chat"}}\nnot json\n',
+            chat_lines(1) + b"not json\n",
             "line 2: not valid JSON",
         ),
         (chat_lines(2).replace(b'"q1"', b'"q0"'), "custom_id 'q0' appears twice (first on line 1)"),

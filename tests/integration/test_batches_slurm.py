@@ -73,7 +73,8 @@ def _partition(server: Server, batch_id: str) -> str:
 
 
 def _progress(client: OpenAI, batch_id: str) -> dict[str, Any]:
-    return (client.batches.retrieve(batch_id).model_extra or {})["progress"]
+    progress: dict[str, Any] = (client.batches.retrieve(batch_id).model_extra or {})["progress"]
+    return progress
 
 
 def test_a_lent_chat_batch_on_slurm_matches_direct_calls(server: Server, alice: OpenAI) -> None:
