@@ -1,0 +1,34 @@
+"""Output and error files are assembled in input order from the shards' answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aifactory.batches.output import assemble, read_answers
+
+
+def _answer(custom_id: str, status: int, completion_tokens: int = 0) -> bytes:
+    record = {
+        "id": f"r-{custom_id}",
+        "custom_id": custom_id,
+        "response": {
+            "status_code": status,
+            "body": {"usage": {"prompt_tokens": 2, "completion_tokens": completion_tokens}},
+        },
+        "error": None,
+    }
+    return json.dumps(record).encode() + b"\n"
+
+
+def test_answers_split_by_status_in_input_order(tmp_path: Path) -> None:
+    (tmp_path / "s0").write_bytes(_answer("c", 200, 3) + _answer("a", 400))
+    (tmp_path / "s1").write_bytes(_answer("b", 200, 4) + b'{"custom_id": "torn')
+    answers = read_answers([tmp_path / "s0", tmp_path / "s1", tmp_path / "missing"])
+    assert (answers.done, answers.failed, answers.tokens()) == (3, 1, (6, 7))
+    files = assemble(["a", "b", "c", "d"], answers, ("batch_cancelled", "cancelled"))
+    assert [json.loads(line)["custom_id"] for line in files.output.splitlines()] == ["b", "c"]
+    errors = [json.loads(line) for line in files.errors.splitlines()]
+    assert [e["custom_id"] for e in errors] == ["a", "d"]
+    assert errors[1]["response"] is None and errors[1]["error"]["code"] == "batch_cancelled"
+    assert (files.output_lines, files.error_lines) == (2, 2)
