@@ -11,6 +11,8 @@ import io
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,3 +226,31 @@ def test_a_killed_shard_resumes_without_losing_or_repeating_lines(
     assert (batch.model_extra or {})["progress"]["jobs"][0]["attempts"] == 2
     shard = next(Path(server.data_dir).glob(f"identities/*/batches/{batch_id}/shard-0.jsonl"))
     assert len(shard.read_bytes().splitlines()) == count
+
+
+def _cli(server: Server, key: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "aifactory", "batches", *args],
+        env={**server.env(), "AIFACTORY_API_KEY": key, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_the_cli_lists_shows_and_cancels_a_tenants_batches(
+    server: Server, alice: OpenAI, bob: OpenAI
+) -> None:
+    batch_id = _create(alice, chat_lines(30, max_tokens=64), "/v1/chat/completions")
+    wait_for(alice, batch_id, lambda b: (b.model_extra or {})["progress"]["lines_done"] >= 1)
+    shown = _cli(server, alice.api_key, "show", batch_id)
+    assert f"{batch_id}: in_progress" in shown and "/30 done" in shown, shown
+    assert "local" in shown and "running" in shown and "lines/s" in shown, shown
+    assert batch_id in _cli(server, alice.api_key, "ls")
+    assert batch_id not in _cli(server, bob.api_key, "ls")
+    assert f"batch {batch_id}: cancelling" in _cli(server, alice.api_key, "cancel", batch_id)
+    assert wait_for(alice, batch_id).status == "cancelled"
+    shown = _cli(server, alice.api_key, "show", batch_id)
+    assert "cancelled" in shown and "discount" in shown, shown
