@@ -254,3 +254,18 @@ def test_the_cli_lists_shows_and_cancels_a_tenants_batches(
     assert wait_for(alice, batch_id).status == "cancelled"
     shown = _cli(server, alice.api_key, "show", batch_id)
     assert "cancelled" in shown and "discount" in shown, shown
+
+
+def test_a_batch_past_its_window_expires_with_the_rest_in_the_error_file(alice: OpenAI) -> None:
+    count = 40
+    batch = alice.batches.create(
+        input_file_id=_upload(alice, chat_lines(count, max_tokens=64)),
+        endpoint="/v1/chat/completions",
+        completion_window="6s",  # type: ignore[arg-type]
+    )
+    batch = wait_for(alice, batch.id)
+    assert batch.status == "expired" and batch.expired_at is not None, batch
+    out, errors = lines_of(alice, batch.output_file_id), lines_of(alice, batch.error_file_id)
+    assert len(out) + len(errors) == count and errors
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+    assert {line["custom_id"] for line in out + errors} == {f"q{i}" for i in range(count)}
