@@ -269,3 +269,17 @@ def test_a_batch_past_its_window_expires_with_the_rest_in_the_error_file(alice: 
     assert len(out) + len(errors) == count and errors
     assert {e["error"]["code"] for e in errors} == {"batch_expired"}
     assert {line["custom_id"] for line in out + errors} == {f"q{i}" for i in range(count)}
+
+
+def test_a_spent_token_budget_refuses_the_next_batch(server: Server) -> None:
+    client = client_for(server, "economy")
+    limits = server.admin.put("/api/tenants/economy/limits", json={"token_budget": 10})
+    assert limits.status_code == 200, limits.text
+    first = wait_for(client, _create(client, chat_lines(3), "/v1/chat/completions"))
+    assert first.status == "completed"
+    time.sleep(1.5)  # the ledger writes once a second
+    with pytest.raises(openai.RateLimitError) as refused:
+        _create(client, chat_lines(3), "/v1/chat/completions")
+    error = refused.value.body
+    assert isinstance(error, dict) and error["code"] == "insufficient_quota"
+    assert "token budget for this month is spent" in error["message"]

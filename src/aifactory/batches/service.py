@@ -15,13 +15,14 @@ import secrets
 import time
 from typing import Any
 
+from aifactory.batches.budgets import budget_refusal
 from aifactory.batches.files import INPUT_PURPOSE, BatchFiles
 from aifactory.batches.requests import ENDPOINTS, check_input
 from aifactory.batches.views import batch_view
 from aifactory.config import Settings
 from aifactory.control.catalog import ServiceCatalog
 from aifactory.engines import endpoints
-from aifactory.errors import BadRequest, ModelNotFound, NotFound
+from aifactory.errors import BadRequest, ModelNotFound, NotFound, QuotaExceeded
 from aifactory.specs import Service
 from aifactory.specs.fields import parse_duration_s
 from aifactory.store import Store
@@ -70,6 +71,7 @@ class BatchService:
                 the model's engine does not serve the endpoint.
             NotFound: no such input file (of this tenant).
             ModelNotFound: no service the tenant may use serves the model.
+            QuotaExceeded: the tenant's token or node-hour budget is spent.
         """
         endpoint = _text(body, "endpoint")
         if endpoint not in ENDPOINTS:
@@ -88,6 +90,11 @@ class BatchService:
                 param="completion_window",
             ) from exc
         metadata = _metadata(body.get("metadata"))
+        refusal = await asyncio.to_thread(budget_refusal, self._store, caller.tenant_id)
+        if refusal is not None:
+            raise QuotaExceeded(
+                f"No batch can start: {refusal}.", fix="ask the operator to raise the budget"
+            )
         row = await self._files.get(caller, _text(body, "input_file_id"))
         if row.purpose != INPUT_PURPOSE:
             raise BadRequest(

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aifactory.batches.budgets import budget_refusal
 from aifactory.batches.files import OUTPUT_PURPOSE, BatchFiles
 from aifactory.batches.output import assemble, input_ids, read_answers
 from aifactory.batches.shards import ShardLaunch, ShardRunner, ShardState
@@ -69,6 +70,7 @@ class _Plan:
     launches: list[ShardLaunch]
     outputs: list[Path]
     input_file: Path
+    refusal: str | None
 
 
 class BatchSupervisor:
@@ -213,7 +215,8 @@ class BatchSupervisor:
             tenant=tenant.name if tenant else "",
             role="user",
         )
-        return _Plan(tenant, principal, launches, outputs, input_file)
+        refusal = budget_refusal(self._store, row.tenant_id)
+        return _Plan(tenant, principal, launches, outputs, input_file, refusal)
 
     async def _follow(
         self, row: BatchRow, plan: _Plan, shards: list[dict[str, Any]], start: bool
@@ -233,6 +236,9 @@ class BatchSupervisor:
             if not start or done >= shard["lines_total"] or not _ended(shard):
                 continue
             if shard.get("attempts", 0) >= _MAX_ATTEMPTS:
+                continue
+            if plan.refusal is not None:
+                shard["reason"] = f"not started: {plan.refusal}"
                 continue
             if launch is None:
                 shard.update(
