@@ -60,12 +60,13 @@ class ShardLaunch:
 
 @dataclass(frozen=True)
 class ShardState:
-    """Where a shard's run stands (``AllocationState`` words), and why."""
+    """Where a shard's run stands (``AllocationState`` words), why, and when it may start."""
 
     state: str
     reason: str = ""
     started_at: float | None = None
     ended_at: float | None = None
+    expected_start: float | None = None
 
     @property
     def ended(self) -> bool:
@@ -233,7 +234,9 @@ class SchedulerShards:
                 AllocationState.UNKNOWN.value, f"{self._runner.scheduler} forgot the job"
             )
         task = tasks[0]
-        return ShardState(task.state.value, task.reason, task.started_at, task.ended_at)
+        return ShardState(
+            task.state.value, task.reason, task.started_at, task.ended_at, task.expected_start
+        )
 
     async def cancel(self, launch: ShardLaunch, handle: str) -> None:
         """Cancel the job."""

@@ -402,6 +402,7 @@ def _settled(shard: dict[str, Any]) -> bool:
 def _note(shard: dict[str, Any], state: ShardState, now: float) -> None:
     """Record a run's state; when it ends, add its running time to the shard's."""
     shard["state"], shard["reason"] = state.state, state.reason
+    shard["expected_start"] = state.expected_start
     if state.started_at and not shard.get("started_at"):
         shard["started_at"] = state.started_at
         shard.setdefault("first_started_at", state.started_at)

@@ -49,25 +49,29 @@ def batch_view(row: BatchRow) -> dict[str, Any]:
 def progress(row: BatchRow) -> dict[str, Any]:
     """Lines done, each shard's job and its state, the throughput measured and an ETA.
 
-    The throughput counts lines answered over the seconds the shards have
-    run (engine start included); the ETA is the lines left at that pace,
-    unknown (None) until a line is done. The time to the first line is split
-    into the scheduler's wait and the rest (engine start, first answer).
+    The throughput is lines answered per second of a shard's runs (engine
+    start included); ``lines_per_s`` is that times the shards. A shard's ETA
+    is the scheduler's expected wait while its job is pending (Slurm's
+    backfill estimate) plus its lines left at the measured pace; the batch's
+    is its slowest shard's, unknown (None) until a line is done or while a
+    pending job has no estimate. The time to the first line is split into
+    the scheduler's wait and the rest (engine start, first answer).
     """
     total = row.request_counts.get("total", 0)
     done = sum(int(s.get("lines_done", 0)) for s in row.shards)
     now = time.time()
     ran = sum(_ran(s, now) for s in row.shards)
-    rate = done / ran if ran > 0 and done else None
-    running = sum(1 for s in row.shards if s.get("state") == "running") or 1
-    eta = (total - done) / (rate * running) if rate and row.status == "in_progress" else None
+    per_shard = done / ran if ran > 0 and done else None
     created = row.created_at.timestamp()
     firsts = [float(f) for s in row.shards if (f := s.get("first_line_at"))]
     starts = [float(t) for s in row.shards if (t := s.get("first_started_at"))]
+    etas = [_eta(s, per_shard, now) for s in row.shards]
+    known = [e for e in etas if e is not None]
+    eta = max(known) if row.status == "in_progress" and len(known) == len(etas) else None
     return {
         "lines_done": done,
         "lines_total": total,
-        "lines_per_s": round(rate, 3) if rate else None,
+        "lines_per_s": round(per_shard * len(row.shards), 3) if per_shard else None,
         "eta_s": round(eta, 1) if eta is not None else None,
         "first_line_s": round(min(firsts) - created, 2) if firsts else None,
         "scheduler_wait_s": round(max(0.0, min(starts) - created), 2) if starts else None,
@@ -78,6 +82,7 @@ def progress(row: BatchRow) -> dict[str, Any]:
                 "job": s.get("handle", ""),
                 "state": s.get("state", "pending"),
                 "reason": s.get("reason", ""),
+                "expected_start_s": _wait(s, now),
                 "attempts": s.get("attempts", 0),
                 "lines_done": s.get("lines_done", 0),
                 "lines_total": s.get("lines_total", 0),
@@ -85,6 +90,27 @@ def progress(row: BatchRow) -> dict[str, Any]:
             for s in row.shards
         ],
     }
+
+
+def _wait(shard: dict[str, Any], now: float) -> float | None:
+    """Seconds until the scheduler expects to start the shard's pending job."""
+    expected = shard.get("expected_start")
+    if shard.get("state") != "pending" or not expected:
+        return None
+    return round(max(0.0, float(expected) - now), 1)
+
+
+def _eta(shard: dict[str, Any], per_shard: float | None, now: float) -> float | None:
+    """Seconds until the shard is done: 0 when it is, None when not known."""
+    left = int(shard.get("lines_total", 0)) - int(shard.get("lines_done", 0))
+    if left <= 0:
+        return 0.0
+    if per_shard is None:
+        return None
+    if shard.get("state") == "pending":
+        wait = _wait(shard, now)
+        return None if wait is None else wait + left / per_shard
+    return left / per_shard
 
 
 def _ran(shard: dict[str, Any], now: float) -> float:

@@ -89,13 +89,14 @@ def batches_show(batch_id: Annotated[str, typer.Argument(help="Batch id.")]) -> 
             f"discount: {usage['charged']}",
             highlight=False,
         )
-    table = Table("shard", "backend", "job", "state", "attempts", "lines", "reason")
+    table = Table("shard", "backend", "job", "state", "starts in", "attempts", "lines", "reason")
     for job in progress["jobs"]:
         table.add_row(
             str(job["shard"]),
             job["backend"],
             job["job"],
             job["state"],
+            _seconds(job["expected_start_s"]),
             str(job["attempts"]),
             f"{job['lines_done']}/{job['lines_total']}",
             job["reason"],

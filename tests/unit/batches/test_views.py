@@ -43,7 +43,7 @@ def test_progress_counts_lines_and_estimates_the_rest() -> None:
     assert abs(progress["scheduler_wait_s"] - 5) < 1 and abs(progress["first_line_s"] - 10) < 1
     assert progress["jobs"][0] == {
         "shard": 0, "backend": None, "job": "1042", "state": "running", "reason": "",
-        "attempts": 2, "lines_done": 40, "lines_total": 100,
+        "expected_start_s": None, "attempts": 2, "lines_done": 40, "lines_total": 100,
     }  # fmt: skip
     assert view["object"] == "batch" and view["request_counts"]["completed"] == 40
 
@@ -66,3 +66,16 @@ def test_no_eta_before_the_first_line_or_once_finished() -> None:
     }
     progress = batch_view(_row("completed", [done]))["progress"]
     assert progress["eta_s"] is None and progress["lines_per_s"] == 2.0
+
+
+def test_a_pending_job_adds_the_schedulers_expected_wait() -> None:
+    now = time.time()
+    requeued = {
+        "index": 0, "state": "pending", "lines_done": 40, "lines_total": 100, "seconds": 20.0,
+        "expected_start": now + 60, "handle": "1043", "reason": "waiting for resources",
+    }  # fmt: skip
+    progress = batch_view(_row("in_progress", [requeued]))["progress"]
+    assert abs(progress["jobs"][0]["expected_start_s"] - 60) < 1
+    assert abs(progress["eta_s"] - 90) < 1  # 60 s of wait, then 60 lines at 2 per second
+    del requeued["expected_start"]
+    assert batch_view(_row("in_progress", [requeued]))["progress"]["eta_s"] is None
