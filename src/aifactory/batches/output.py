@@ -43,6 +43,38 @@ class Answers:
         return prompt, completion
 
 
+@dataclass
+class Tally:
+    """Counts of one shard output, read on from where the last look stopped.
+
+    The supervisor looks every second; reading only what was appended since
+    keeps that cheap however long the output grows. A file that shrank (a
+    resumed worker cut a torn line) is counted again from its start.
+    """
+
+    offset: int = 0
+    done: int = 0
+    failed: int = 0
+
+    def update(self, path: Path) -> None:
+        """Count the whole lines appended to ``path`` since the last call."""
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size < self.offset:
+            self.offset = self.done = self.failed = 0
+        with path.open("rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read(size - self.offset)
+        whole = data.rfind(b"\n") + 1
+        for line in data[:whole].splitlines():
+            if line.strip():
+                self.done += 1
+                self.failed += not _succeeded(json.loads(line))
+        self.offset += whole
+
+
 def read_answers(outputs: Iterable[Path]) -> Answers:
     """The answers in the shards' output files (a torn last line is not one yet)."""
     answers = Answers()

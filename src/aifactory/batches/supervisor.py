@@ -34,7 +34,7 @@ from typing import Any
 
 from aifactory.batches.budgets import budget_refusal
 from aifactory.batches.files import OUTPUT_PURPOSE, BatchFiles
-from aifactory.batches.output import assemble, input_ids, read_answers
+from aifactory.batches.output import Tally, assemble, input_ids, read_answers
 from aifactory.batches.shards import ShardLaunch, ShardRunner, ShardState
 from aifactory.batches.views import ACTIVE
 from aifactory.config import Settings
@@ -105,6 +105,7 @@ class BatchSupervisor:
         self._ledger = ledger
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._tallies: dict[Path, Tally] = {}
 
     def wake(self) -> None:
         """Look at the batches now (one was created or cancelled)."""
@@ -147,7 +148,7 @@ class BatchSupervisor:
             return
         stopping = row.status == "cancelling" or time.time() > row.times.get("expires_at", 1e18)
         await self._follow(row, plan, shards, start=not stopping)
-        counts = self._counts(row, plan, shards)
+        counts = self._counts(row, plan)
         if stopping:
             await self._stop(row, plan, shards)
             if all(_ended(s) for s in shards):
@@ -225,8 +226,9 @@ class BatchSupervisor:
         runner = self._runner_for(row.backend)
         now = time.time()
         for shard, output in zip(shards, plan.outputs, strict=True):
-            done = (await asyncio.to_thread(read_answers, [output])).done
-            shard["lines_done"] = done
+            tally = self._tallies.setdefault(output, Tally())
+            await asyncio.to_thread(tally.update, output)
+            done = shard["lines_done"] = tally.done
             if done and not shard.get("first_line_at"):
                 shard["first_line_at"] = now
             handle = shard.get("handle")
@@ -277,12 +279,12 @@ class BatchSupervisor:
                 await runner.cancel(plan.launches[shard["index"]], shard["handle"])
         await asyncio.to_thread(self._store.update_batch, row.id, row.status, shards=shards)
 
-    def _counts(self, row: BatchRow, plan: _Plan, shards: list[dict[str, Any]]) -> dict[str, int]:
-        answers = read_answers(plan.outputs)
+    def _counts(self, row: BatchRow, plan: _Plan) -> dict[str, int]:
+        tallies = [self._tallies.get(output, Tally()) for output in plan.outputs]
         return {
             "total": row.request_counts.get("total", 0),
-            "completed": answers.done - answers.failed,
-            "failed": answers.failed,
+            "completed": sum(t.done - t.failed for t in tallies),
+            "failed": sum(t.failed for t in tallies),
         }
 
     async def _finalize(
@@ -342,6 +344,8 @@ class BatchSupervisor:
                 "failed": files.error_lines,
             },
         )
+        for output in plan.outputs:
+            self._tallies.pop(output, None)
         logger.info(
             "batch %s: %s (%d answered, %d errors)",
             row.id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from aifactory.batches.output import assemble, read_answers
+from aifactory.batches.output import Tally, assemble, read_answers
 
 
 def _answer(custom_id: str, status: int, completion_tokens: int = 0) -> bytes:
@@ -32,3 +32,19 @@ def test_answers_split_by_status_in_input_order(tmp_path: Path) -> None:
     assert [e["custom_id"] for e in errors] == ["a", "d"]
     assert errors[1]["response"] is None and errors[1]["error"]["code"] == "batch_cancelled"
     assert (files.output_lines, files.error_lines) == (2, 2)
+
+
+def test_a_tally_reads_on_from_where_it_stopped(tmp_path: Path) -> None:
+    output = tmp_path / "shard.jsonl"
+    tally = Tally()
+    tally.update(output)  # not there yet
+    output.write_bytes(_answer("a", 200) + _answer("b", 500) + b'{"custom_id": "c"')
+    tally.update(output)
+    assert (tally.done, tally.failed) == (2, 1)
+    with output.open("ab") as handle:
+        handle.write(b', "response": {"status_code": 200}}\n')
+    tally.update(output)
+    assert (tally.done, tally.failed) == (3, 1)
+    output.write_bytes(_answer("a", 200))  # shorter: counted again from the start
+    tally.update(output)
+    assert (tally.done, tally.failed) == (1, 0)
