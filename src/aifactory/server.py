@@ -39,8 +39,8 @@ from aifactory.batches import (
     BatchService,
     BatchSupervisor,
     LocalShards,
-    SchedulerShards,
     ShardRunner,
+    SlurmShards,
 )
 from aifactory.config import Settings
 from aifactory.control import ControlPlane, FleetFollower, instance_id
@@ -197,7 +197,7 @@ class App:
             self._shard_runners[backend] = (
                 LocalShards(privilege)
                 if backend == "local"
-                else SchedulerShards(
+                else SlurmShards(
                     self.jobs.runner(backend),
                     privilege,
                     self.settings.slurm_lend_partition,

@@ -8,7 +8,7 @@ local process or a Slurm job each, started by a ``ShardRunner``) whose
 
 from aifactory.batches.files import BatchFiles, bucket_of, file_view
 from aifactory.batches.service import BatchService
-from aifactory.batches.shards import LocalShards, SchedulerShards, ShardRunner
+from aifactory.batches.shards import LocalShards, ShardRunner, SlurmShards
 from aifactory.batches.supervisor import BatchSupervisor
 
 __all__ = [
@@ -16,8 +16,8 @@ __all__ = [
     "BatchService",
     "BatchSupervisor",
     "LocalShards",
-    "SchedulerShards",
     "ShardRunner",
+    "SlurmShards",
     "bucket_of",
     "file_view",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aifactory.batches.budgets import budget_refusal
@@ -25,7 +26,7 @@ from aifactory.engines import endpoints
 from aifactory.errors import BadRequest, ModelNotFound, NotFound, QuotaExceeded
 from aifactory.specs import Service
 from aifactory.specs.fields import parse_duration_s
-from aifactory.store import Store
+from aifactory.store import BatchRow, Store
 from aifactory.tenancy import Principal
 
 BACKENDS = ("local", "slurm")
@@ -55,13 +56,13 @@ class BatchService:
         store: Store,
         files: BatchFiles,
         catalog: ServiceCatalog,
-        wake: Any = None,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._files = files
         self._catalog = catalog
-        self._wake = wake or (lambda: None)
+        self._wake = wake
 
     async def create(self, caller: Principal, body: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/batches: check the request against its input file and model.
@@ -206,7 +207,7 @@ class BatchService:
                 self._wake()
         return batch_view(await self._row(caller, batch_id))
 
-    async def _row(self, caller: Principal, batch_id: str) -> Any:
+    async def _row(self, caller: Principal, batch_id: str) -> BatchRow:
         row = await asyncio.to_thread(self._store.batch, batch_id, caller.tenant_id)
         if row is None:
             raise NotFound(f"No such batch: {batch_id!r}.", param="batch_id")

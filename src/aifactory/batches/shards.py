@@ -170,11 +170,12 @@ class LocalShards:
                 os.killpg(run.process.pid, signal.SIGKILL)
 
 
-class SchedulerShards:
-    """Shards as batch jobs of a scheduler, through its ``JobRunner`` (the jobs layer).
+class SlurmShards:
+    """Shards as Slurm batch jobs, through the jobs layer's ``JobRunner``.
 
     Args:
-        runner: The scheduler's job runner.
+        runner: Slurm's job runner.
+        privilege: How the job's script is handed to the tenant's identity.
         lend_partition: The site's lending partition ("" : none; lent shards
             then run on the tenant's partition).
         lend_qos: The site's lending QOS.
@@ -197,10 +198,8 @@ class SchedulerShards:
             resources=launch.resources,
             time_limit_s=launch.time_limit_s,
             workdir=str(launch.folder),
-            backend="slurm" if self.name == "slurm" else "kubernetes",
-            slurm=SlurmOptions(partition=partition or None, qos=qos or None)
-            if self.name == "slurm"
-            else SlurmOptions(),
+            backend="slurm",
+            slurm=SlurmOptions(partition=partition or None, qos=qos or None),
         )
         tenant = launch.tenant
         if tenant is None:
