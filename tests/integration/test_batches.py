@@ -283,3 +283,23 @@ def test_a_spent_token_budget_refuses_the_next_batch(server: Server) -> None:
     error = refused.value.body
     assert isinstance(error, dict) and error["code"] == "insufficient_quota"
     assert "token budget for this month is spent" in error["message"]
+
+
+def _key(server: Server, **fields: Any) -> OpenAI:
+    response = server.admin.post("/api/keys", json={"tenant": "physics", **fields})
+    assert response.status_code == 201, response.text
+    return OpenAI(base_url=f"{server.url}/v1", api_key=response.json()["key"], max_retries=0)
+
+
+def test_an_inference_key_runs_batches_and_a_scoped_key_only_on_its_services(
+    server: Server,
+) -> None:
+    inference = _key(server, role="inference", buckets=["elsewhere"])
+    batch = wait_for(inference, _create(inference, embedding_lines(2), "/v1/embeddings"))
+    assert batch.status == "completed" and len(lines_of(inference, batch.output_file_id)) == 2
+    scoped = _key(server, role="member", services=["embeddings"])
+    with pytest.raises(openai.NotFoundError):
+        _create(scoped, chat_lines(2), "/v1/chat/completions")
+    assert wait_for(scoped, _create(scoped, embedding_lines(2), "/v1/embeddings")).status == (
+        "completed"
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ class BatchFiles:
         file_id = "file-" + secrets.token_hex(12)
         key = f"files/{file_id}.jsonl"
         await self._own_bucket(caller, bucket)
-        await self._objects.put_object(caller, bucket, key, _CONTENT_TYPE, _body(data))
+        await self._objects.put_object(_tenant(caller), bucket, key, _CONTENT_TYPE, _body(data))
         return await asyncio.to_thread(
             self._store.add_batch_file,
             id=file_id,
@@ -127,8 +128,11 @@ class BatchFiles:
         )
 
     async def _own_bucket(self, caller: Principal, bucket: str) -> None:
+        """Create the tenant's batch bucket on first use (the service's, not a quota's bucket)."""
+        registry = self._objects.registry
+        assert registry is not None, "the object store is not prepared"
         try:
-            await self._objects.create_bucket(caller, bucket)
+            await registry.create_for(caller.tenant_id, bucket)
         except S3Error as exc:
             if exc.code != "BucketAlreadyOwnedByYou":
                 raise BadRequest(
@@ -154,12 +158,12 @@ class BatchFiles:
     async def content(self, caller: Principal, file_id: str) -> ObjectDownload:
         """The file's bytes, opened through the object store (the caller must ``aclose``)."""
         row = await self.get(caller, file_id)
-        return await self._objects.get_object(caller, row.bucket, row.key)
+        return await self._objects.get_object(_tenant(caller), row.bucket, row.key)
 
     async def delete(self, caller: Principal, file_id: str) -> None:
         """Delete the file's object and its row."""
         row = await self.get(caller, file_id)
-        await self._objects.delete_object(caller, row.bucket, row.key)
+        await self._objects.delete_object(_tenant(caller), row.bucket, row.key)
         await asyncio.to_thread(self._store.delete_batch_file, row.id)
 
     def path(self, row: BatchFileRow) -> Path:
@@ -167,6 +171,18 @@ class BatchFiles:
         files = self._objects.files
         assert files is not None, "the object store is not prepared"
         return Path(files.bucket_dir(row.bucket)) / row.key
+
+
+def _tenant(caller: Principal) -> Principal:
+    """The caller acting on its tenant's batch bucket, whatever its role and bucket scope.
+
+    The Files API is a data path any key of the tenant may use (an
+    ``inference`` key too); the bucket is where its files live, not one of
+    the buckets a key is scoped to.
+    """
+    if caller.is_admin:
+        return caller
+    return replace(caller, role="member", buckets=None)
 
 
 def _body(data: bytes) -> Any:

@@ -169,6 +169,8 @@ class BatchService:
                 continue
             if spec.private and entry.tenant_id != caller.tenant_id and not caller.is_admin:
                 continue
+            if not caller.reaches_service(spec.name):
+                continue
             return spec
         raise ModelNotFound(
             f"The model {model!r} does not exist or you do not have access to it.",

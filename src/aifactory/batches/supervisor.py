@@ -214,7 +214,7 @@ class BatchSupervisor:
             key_id=row.api_key_id or 0,
             tenant_id=row.tenant_id,
             tenant=tenant.name if tenant else "",
-            role="user",
+            role="member",
         )
         refusal = budget_refusal(self._store, row.tenant_id)
         return _Plan(tenant, principal, launches, outputs, input_file, refusal)
