@@ -15,10 +15,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from aifactory.batches import BatchFiles, BatchService, file_view
+from aifactory.batches import BatchFiles, BatchService, Download, file_view
 from aifactory.errors import BadRequest
 from aifactory.input_limits import parse_json_object
-from aifactory.objects.admin.browser import ObjectDownload
 from aifactory.tenancy import Principal
 
 Authenticate = Callable[[Request], Awaitable[Principal]]
@@ -127,7 +126,7 @@ class BatchesAPI:
 class _Content(StreamingResponse):
     """Streams an open file and closes it, even when the client goes away mid-way."""
 
-    def __init__(self, download: ObjectDownload) -> None:
+    def __init__(self, download: Download) -> None:
         self._download = download
         super().__init__(
             download.chunks(),

@@ -6,7 +6,7 @@ local process or a Slurm job each, started by a ``ShardRunner``) whose
 ``worker`` starts the model's engine and checkpoints every answer.
 """
 
-from aifactory.batches.files import BatchFiles, bucket_of, file_view
+from aifactory.batches.files import BatchFiles, Download, bucket_of, file_view
 from aifactory.batches.service import BatchService
 from aifactory.batches.shards import LocalShards, ShardRunner, SlurmShards
 from aifactory.batches.supervisor import BatchSupervisor
@@ -15,6 +15,7 @@ __all__ = [
     "BatchFiles",
     "BatchService",
     "BatchSupervisor",
+    "Download",
     "LocalShards",
     "ShardRunner",
     "SlurmShards",

@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 
 from aifactory.store import Store
-from aifactory.tenancy.limits import period_bounds
+from aifactory.tenancy import period_bounds
 
 
 def budget_refusal(store: Store, tenant_id: int) -> str | None:

@@ -15,16 +15,16 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.types import Message
 
 from aifactory.batches.requests import check_input
 from aifactory.errors import BadRequest, NotFound, PayloadTooLarge
 from aifactory.objects import ObjectsService, S3Error
-from aifactory.objects.admin.browser import ObjectDownload
 from aifactory.store import BatchFileRow, Store
 from aifactory.tenancy import Principal
 
@@ -32,6 +32,20 @@ INPUT_PURPOSE = "batch"
 OUTPUT_PURPOSE = "batch_output"
 
 _CONTENT_TYPE = "application/jsonl"
+
+
+class Download(Protocol):
+    """A file opened for reading, streamed a chunk at a time (the object store's download)."""
+
+    size: int
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The file's bytes."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the file."""
+        ...
 
 
 def bucket_of(tenant: str) -> str:
@@ -155,7 +169,7 @@ class BatchFiles:
         """The caller's tenant's files, newest first."""
         return await asyncio.to_thread(self._store.batch_files, caller.tenant_id, purpose, limit)
 
-    async def content(self, caller: Principal, file_id: str) -> ObjectDownload:
+    async def content(self, caller: Principal, file_id: str) -> Download:
         """The file's bytes, opened through the object store (the caller must ``aclose``)."""
         row = await self.get(caller, file_id)
         return await self._objects.get_object(_tenant(caller), row.bucket, row.key)

@@ -21,11 +21,10 @@ from aifactory.batches.files import INPUT_PURPOSE, BatchFiles
 from aifactory.batches.requests import ENDPOINTS, check_input
 from aifactory.batches.views import batch_view
 from aifactory.config import Settings
-from aifactory.control.catalog import ServiceCatalog
+from aifactory.control import ServiceCatalog
 from aifactory.engines import endpoints
 from aifactory.errors import BadRequest, ModelNotFound, NotFound, QuotaExceeded
-from aifactory.specs import Service
-from aifactory.specs.fields import parse_duration_s
+from aifactory.specs import Service, parse_duration_s
 from aifactory.store import BatchRow, Store
 from aifactory.tenancy import Principal
 

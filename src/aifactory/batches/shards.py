@@ -23,9 +23,7 @@ from typing import Protocol
 
 from aifactory.backends import AllocationState, JobRunner, SubmittedJob
 from aifactory.identity import Identity, Privilege
-from aifactory.specs import Job
-from aifactory.specs.service import Resources
-from aifactory.specs.stacks import SlurmOptions
+from aifactory.specs import Job, Resources, SlurmOptions
 from aifactory.store import TenantRow
 
 logger = logging.getLogger(__name__)

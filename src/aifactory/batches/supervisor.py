@@ -38,12 +38,10 @@ from aifactory.batches.output import Tally, assemble, input_ids, read_answers
 from aifactory.batches.shards import ShardLaunch, ShardRunner, ShardState
 from aifactory.batches.views import ACTIVE
 from aifactory.config import Settings
-from aifactory.control.catalog import ServiceCatalog
+from aifactory.control import ServiceCatalog
 from aifactory.engines import render_engine
-from aifactory.engines.base import int_arg
 from aifactory.errors import AIFactoryError
-from aifactory.specs import Service
-from aifactory.specs.fields import parse_duration_s
+from aifactory.specs import Service, parse_duration_s
 from aifactory.store import BatchRow, Store, TenantRow
 from aifactory.tenancy import Principal, TenantIdentities, UsageLedger
 
@@ -189,7 +187,7 @@ class BatchSupervisor:
         launches = []
         if isinstance(spec, Service):
             engine = render_engine(spec, own / "cache", sys.executable)
-            concurrency = int_arg(spec.engine.args, "parallel") or 1
+            concurrency = _slots(spec)
             time_limit = row.metadata_.get("time_limit")
             for shard, output in zip(row.shards, outputs, strict=True):
                 argv = (
@@ -390,6 +388,12 @@ class BatchSupervisor:
             "discount": discount,
             "charged": {k: round(v, 6) for k, v in charged.items()},
         }
+
+
+def _slots(spec: Service) -> int:
+    """How many requests the engine serves at once (llama.cpp's ``parallel`` slots)."""
+    value = spec.engine.args.get("parallel")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
 def _ended(shard: dict[str, Any]) -> bool:
