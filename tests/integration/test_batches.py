@@ -303,3 +303,30 @@ def test_an_inference_key_runs_batches_and_a_scoped_key_only_on_its_services(
     assert wait_for(scoped, _create(scoped, embedding_lines(2), "/v1/embeddings")).status == (
         "completed"
     )
+
+
+def test_a_restarted_control_plane_resumes_its_batches(tmp_path: Path) -> None:
+    # The chat service at zero replicas: only the batch's own engine runs.
+    spec = (REPO / "examples" / "chat.yaml").read_text().replace("min: 1", "min: 0")
+    srv = start_server(tmp_path / "restart", local_cpus="2")
+    try:
+        srv.deploy(spec)
+        client = client_for(srv, "physics")
+        count = 30
+        batch_id = _create(client, chat_lines(count, max_tokens=32), "/v1/chat/completions")
+        wait_for(client, batch_id, lambda b: (b.model_extra or {})["progress"]["lines_done"] >= 3)
+        srv.process.kill()
+        srv.process.wait()
+        srv = start_server(
+            tmp_path / "restart", port=int(srv.url.rsplit(":", 1)[1]), local_cpus="2"
+        )
+        batch = wait_for(client, batch_id)
+        assert batch.status == "completed", batch
+        out = lines_of(client, batch.output_file_id)
+        assert [line["custom_id"] for line in out] == [f"q{i}" for i in range(count)]
+        assert (batch.model_extra or {})["progress"]["jobs"][0]["attempts"] == 2
+        shard = next(srv.data_dir.glob(f"identities/*/batches/{batch_id}/shard-0.jsonl"))
+        ids = [json.loads(line)["custom_id"] for line in shard.read_bytes().splitlines()]
+        assert sorted(ids) == sorted(f"q{i}" for i in range(count))
+    finally:
+        srv.stop()

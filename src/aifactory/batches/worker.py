@@ -21,6 +21,7 @@ Exit status: 0 when every line of the shard is done, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import secrets
@@ -69,10 +70,16 @@ def shard_lines(input_file: Path, shard: int, shards: int) -> Iterator[dict[str,
 
 
 class Appender:
-    """Appends answer lines to the shard's output, each durable before the next."""
+    """Appends answer lines to the shard's output, each durable before the next.
+
+    It holds an exclusive lock on the output for its life: a run started
+    while an earlier one is still finishing (the control plane restarted
+    and lost track of it) waits for it, and only then reads what is done.
+    """
 
     def __init__(self, output: Path) -> None:
         self._fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
         self._lock = threading.Lock()
 
     def append(self, record: dict[str, Any]) -> None:
@@ -83,7 +90,7 @@ class Appender:
             os.fsync(self._fd)
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (which lets the lock go)."""
         os.close(self._fd)
 
 
@@ -134,27 +141,40 @@ def wait_healthy(base_url: str, engine: subprocess.Popen[bytes], stop: threading
 
 def run(args: argparse.Namespace, stop: threading.Event) -> int:
     """Answer the shard's undone requests; 0 when all are done."""
-    done = done_ids(args.output)
-    todo = [
-        r for r in shard_lines(args.input, args.shard, args.shards) if r["custom_id"] not in done
-    ]
-    print(
-        f"worker: shard {args.shard}/{args.shards}: {len(done)} done, {len(todo)} to do", flush=True
-    )
-    if not todo:
-        return 0
+    appender = Appender(args.output)
+    try:
+        done = done_ids(args.output)
+        todo = [
+            r
+            for r in shard_lines(args.input, args.shard, args.shards)
+            if r["custom_id"] not in done
+        ]
+        print(
+            f"worker: shard {args.shard}/{args.shards}: {len(done)} done, {len(todo)} to do",
+            flush=True,
+        )
+        answered = _answer_all(args, todo, appender, stop) if todo else 0
+    finally:
+        appender.close()
+    print(f"worker: answered {answered} of {len(todo)}", flush=True)
+    return 0 if answered == len(todo) else 1
+
+
+def _answer_all(
+    args: argparse.Namespace, todo: list[dict[str, Any]], appender: Appender, stop: threading.Event
+) -> int:
+    """Start the engine, send it ``todo`` ``args.concurrency`` at a time; how many it answered."""
     port = free_port(_HOST)
     engine = subprocess.Popen(
         fill_address(tuple(args.engine), _HOST, port), preexec_fn=die_with_parent
     )
     base_url = f"http://{_HOST}:{port}"
-    appender = Appender(args.output)
     started = time.monotonic()
     answered = 0
     try:
         if not wait_healthy(base_url, engine, stop):
             print("worker: the engine never became healthy", flush=True)
-            return 1
+            return 0
         print(f"worker: engine ready after {time.monotonic() - started:.1f}s", flush=True)
         pending = iter(todo)
         with ThreadPoolExecutor(args.concurrency) as pool:
@@ -177,10 +197,8 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
                     appender.append(future.result())
                     answered += 1
     finally:
-        appender.close()
         _stop_engine(engine)
-    print(f"worker: answered {answered} of {len(todo)}", flush=True)
-    return 0 if answered == len(todo) else 1
+    return answered
 
 
 def _stop_engine(engine: subprocess.Popen[bytes]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 from aifactory.batches.worker import Appender, done_ids, shard_lines
@@ -25,3 +26,20 @@ def test_shards_take_every_nth_line(tmp_path: Path) -> None:
     source.write_text("".join(json.dumps({"custom_id": str(i)}) + "\n" for i in range(7)))
     assert [r["custom_id"] for r in shard_lines(source, 1, 3)] == ["1", "4"]
     assert [r["custom_id"] for r in shard_lines(source, 0, 1)] == [str(i) for i in range(7)]
+
+
+def test_a_second_run_waits_until_the_first_lets_its_output_go(tmp_path: Path) -> None:
+    output = tmp_path / "shard.jsonl"
+    first = Appender(output)
+    taken = threading.Event()
+
+    def second_run() -> None:
+        Appender(output).close()
+        taken.set()
+
+    thread = threading.Thread(target=second_run)
+    thread.start()
+    assert not taken.wait(0.3)
+    first.close()
+    assert taken.wait(5)
+    thread.join()
