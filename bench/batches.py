@@ -18,9 +18,11 @@ Reported:
 
 ::
 
-    .venv/bin/python bench/batches.py [--lines 1000] [--max-tokens 16] [--backend local|slurm]
+    .venv/bin/python bench/batches.py [--lines 300] [--rounds 3] [--max-tokens 16] \\
+        [--backend local|slurm]
 
-Results: a markdown table on stdout and ``bench/results/batches.json``.
+Each round runs both sides, in alternating order, on the same control plane.
+Results: a markdown table on stdout and ``bench/results/batches-BACKEND.json``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import io
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,13 +101,15 @@ def start_control_plane(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, s
     raise SystemExit(f"aifactory up did not start:\n{tail(data_dir / 'server.out')}")
 
 
-def run_batch(
-    url: str, admin_key: str, requests: list[dict[str, Any]], backend: str
-) -> dict[str, Any]:
+def tenant_client(url: str, admin_key: str) -> OpenAI:
+    """Deploy the chat service (at zero replicas) and return a client with a tenant's key."""
     admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
     assert admin.post("/api/services", content=SPEC).status_code in (200, 201)
     key = admin.post("/api/keys", json={"tenant": "bench"}).json()["key"]
-    client = OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    return OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+
+
+def run_batch(client: OpenAI, requests: list[dict[str, Any]], backend: str) -> dict[str, Any]:
     data = b"".join(json.dumps(r).encode() + b"\n" for r in requests)
     file_id = client.files.create(file=("bench.jsonl", io.BytesIO(data)), purpose="batch").id
     created = time.monotonic()
@@ -179,7 +184,8 @@ def run_direct(requests: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--lines", type=int, default=1000)
+    parser.add_argument("--lines", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--backend", default="local", choices=("local", "slurm"))
     args = parser.parse_args()
@@ -187,42 +193,52 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-batches-"))
     os.chmod(data_dir, 0o711)
     process, url, key = start_control_plane(data_dir)
+    rounds: list[dict[str, Any]] = []
     try:
-        log(f"batch of {args.lines} lines on {args.backend}")
-        batch = run_batch(url, key, requests, args.backend)
+        client = tenant_client(url, key)
+        # Alternating which goes first spreads the machine's other load over both.
+        for number in range(args.rounds):
+            result: dict[str, Any] = {}
+            for side in ("batch", "direct") if number % 2 == 0 else ("direct", "batch"):
+                log(f"round {number + 1}: {side}, {args.lines} lines")
+                result[side] = (
+                    run_batch(client, requests, args.backend)
+                    if side == "batch"
+                    else run_direct(requests)
+                )
+            result["ratio"] = result["batch"]["lines_per_s"] / result["direct"]["lines_per_s"]
+            rounds.append(result)
     finally:
         process.terminate()
         process.wait(60)
-    log("the same requests to the engine driven directly")
-    direct = run_direct(requests)
-    ratio = batch["lines_per_s"] / direct["lines_per_s"]
     print(
-        f"\n{args.lines} chat lines, max_tokens {args.max_tokens}, "
-        f"{platform.node()}, {datetime.now():%Y-%m-%d %H:%M}\n"
+        f"\n{args.lines} chat lines a round, max_tokens {args.max_tokens}, batch on "
+        f"{args.backend}, {platform.node()}, {datetime.now():%Y-%m-%d %H:%M}\n"
     )
-    print("| | batch (" + args.backend + ") | engine directly |")
-    print("|---|---|---|")
-    print(f"| wall time from create to completed | {batch['wall_s']} s | |")
-    print(f"| scheduler wait | {batch['scheduler_wait_s']} s | |")
     print(
-        f"| create to first line done (engine start included) | {batch['first_line_s']} s "
-        f"| {direct['engine_start_s']} s (engine start) |"
+        "| round | batch: create to completed | scheduler wait | create to first line "
+        "| batch lines/s (first to last line) | engine directly: start | lines/s | ratio |"
     )
-    print(f"| first line to last | {batch['processing_s']} s | {direct['processing_s']} s |")
-    print(f"| lines per second | {batch['lines_per_s']} | {direct['lines_per_s']} |")
-    print(f"| completion tokens | {batch['completion_tokens']} | {direct['completion_tokens']} |")
-    print(f"| batch throughput / engine's own | {ratio:.1%} | |")
+    print("|---|---|---|---|---|---|---|---|")
+    for number, r in enumerate(rounds, start=1):
+        b, d = r["batch"], r["direct"]
+        print(
+            f"| {number} | {b['wall_s']} s | {b['scheduler_wait_s']} s | {b['first_line_s']} s "
+            f"| {b['lines_per_s']} | {d['engine_start_s']} s | {d['lines_per_s']} "
+            f"| {r['ratio']:.1%} |"
+        )
+    median = statistics.median(r["ratio"] for r in rounds)
+    print(f"\nbatch throughput / engine's own, median of {len(rounds)} rounds: {median:.1%}")
     results = REPO / "bench" / "results"
     results.mkdir(exist_ok=True)
-    (results / "batches.json").write_text(
+    (results / f"batches-{args.backend}.json").write_text(
         json.dumps(
             {
                 "lines": args.lines,
                 "max_tokens": args.max_tokens,
                 "backend": args.backend,
-                "batch": batch,
-                "direct": direct,
-                "ratio": ratio,
+                "rounds": rounds,
+                "median_ratio": median,
             },
             indent=2,
         )
