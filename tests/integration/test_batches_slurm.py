@@ -147,3 +147,18 @@ def test_a_preempted_shard_resumes_with_no_line_lost_or_repeated(
     ids = [json.loads(line)["custom_id"] for line in shard.read_bytes().splitlines()]
     assert len(ids) == len(set(ids)) == count
     print(f"\npreempted batch: {progress}")
+
+
+def test_cancel_stops_the_slurm_job_and_keeps_finished_lines(alice: OpenAI) -> None:
+    count = 60
+    batch_id = _create(alice, chat_lines(count, max_tokens=48), "/v1/chat/completions")
+    wait_for(alice, batch_id, lambda b: (b.model_extra or {})["progress"]["lines_done"] >= 2)
+    (job,) = _progress(alice, batch_id)["jobs"]
+    assert _node_of(job["job"]), job  # running
+    alice.batches.cancel(batch_id)
+    batch = wait_for(alice, batch_id)
+    assert batch.status == "cancelled", batch
+    assert _node_of(job["job"]) == ""  # squeue no longer lists it
+    out, errors = lines_of(alice, batch.output_file_id), lines_of(alice, batch.error_file_id)
+    assert len(out) >= 2 and len(out) + len(errors) == count
+    assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
