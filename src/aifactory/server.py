@@ -195,7 +195,7 @@ class App:
         if backend not in self._shard_runners:
             privilege = self.settings.privilege
             self._shard_runners[backend] = (
-                LocalShards(privilege)
+                LocalShards(privilege, self.settings.logs_dir / "batches")
                 if backend == "local"
                 else SlurmShards(
                     self.jobs.runner(backend),

@@ -330,3 +330,24 @@ def test_a_restarted_control_plane_resumes_its_batches(tmp_path: Path) -> None:
         assert sorted(ids) == sorted(f"q{i}" for i in range(count))
     finally:
         srv.stop()
+
+
+def test_a_shard_output_turned_into_a_link_fails_the_batch_and_leaks_nothing(
+    server: Server, alice: OpenAI, tmp_path: Path
+) -> None:
+    # What a tenant's job could do in its own folder: point its output at a
+    # file only root reads (here, another tenant's answers).
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text(json.dumps({"custom_id": "q1", "response": {"status_code": 200}}) + "\n")
+    secret.chmod(0o600)
+    batch_id = _create(alice, chat_lines(30, max_tokens=32), "/v1/chat/completions")
+    wait_for(alice, batch_id, lambda b: (b.model_extra or {})["progress"]["lines_done"] >= 1)
+    shard = next(server.data_dir.glob(f"identities/*/batches/{batch_id}/shard-0.jsonl"))
+    shard.rename(shard.with_suffix(".moved"))
+    shard.symlink_to(secret)
+    batch = wait_for(alice, batch_id)
+    assert batch.status == "failed" and batch.failed_at is not None, batch
+    assert batch.errors is not None and batch.errors.data
+    assert "not the tenant's file" in (batch.errors.data[0].message or "")
+    assert batch.output_file_id is None and batch.error_file_id is None
+    assert processes_mentioning(batch_id) == []

@@ -13,6 +13,7 @@ tenant's file id answers 404 as if it did not exist::
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -180,8 +181,16 @@ class BatchFiles:
         await self._objects.delete_object(_tenant(caller), row.bucket, row.key)
         await asyncio.to_thread(self._store.delete_batch_file, row.id)
 
+    async def read(self, row: BatchFileRow) -> bytes:
+        """A file's bytes, read by the control plane (no link the tenant put there is followed)."""
+        files = self._objects.files
+        assert files is not None, "the object store is not prepared"
+        fd, _info = await asyncio.to_thread(files.open, row.bucket, row.key)
+        with os.fdopen(fd, "rb") as handle:
+            return await asyncio.to_thread(handle.read)
+
     def path(self, row: BatchFileRow) -> Path:
-        """Where the file lies on POSIX (what a batch job reads)."""
+        """Where the file lies on POSIX (what a batch job, as the tenant, reads)."""
         files = self._objects.files
         assert files is not None, "the object store is not prepared"
         return Path(files.bucket_dir(row.bucket)) / row.key

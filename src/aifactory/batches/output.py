@@ -13,8 +13,10 @@ import json
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
+
+from aifactory.batches.own_files import OwnFolder
 
 
 @dataclass
@@ -56,17 +58,12 @@ class Tally:
     done: int = 0
     failed: int = 0
 
-    def update(self, path: Path) -> None:
-        """Count the whole lines appended to ``path`` since the last call."""
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return
+    def update(self, folder: OwnFolder, output: PurePath) -> None:
+        """Count the whole lines appended to ``output`` (in ``folder``) since the last call."""
+        size, data = folder.read(output, self.offset)
         if size < self.offset:
             self.offset = self.done = self.failed = 0
-        with path.open("rb") as handle:
-            handle.seek(self.offset)
-            data = handle.read(size - self.offset)
+            size, data = folder.read(output)
         whole = data.rfind(b"\n") + 1
         for line in data[:whole].splitlines():
             if line.strip():
@@ -75,14 +72,11 @@ class Tally:
         self.offset += whole
 
 
-def read_answers(outputs: Iterable[Path]) -> Answers:
+def read_answers(folder: OwnFolder, outputs: Iterable[PurePath]) -> Answers:
     """The answers in the shards' output files (a torn last line is not one yet)."""
     answers = Answers()
-    for path in outputs:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            continue
+    for output in outputs:
+        _size, data = folder.read(output)
         for line in data[: data.rfind(b"\n") + 1].splitlines():
             if line.strip():
                 record = json.loads(line)
@@ -90,10 +84,9 @@ def read_answers(outputs: Iterable[Path]) -> Answers:
     return answers
 
 
-def input_ids(input_file: Path) -> list[str]:
-    """The custom_ids of an input file, in order."""
-    with input_file.open("rb") as handle:
-        return [json.loads(line)["custom_id"] for line in handle if line.strip()]
+def input_ids(data: bytes) -> list[str]:
+    """The custom_ids of an input file's bytes, in order."""
+    return [json.loads(line)["custom_id"] for line in data.splitlines() if line.strip()]
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ class BatchService:
             raise BadRequest(
                 f"file {row.id} has purpose {row.purpose!r}, not 'batch'.", param="input_file_id"
             )
-        data = await asyncio.to_thread(self._files.path(row).read_bytes)
+        data = await self._files.read(row)
         checked = await asyncio.to_thread(check_input, data, self._files.max_lines)
         if checked.summary is None:
             raise BadRequest(f"input file {row.id}: {checked.message()}.", param="input_file_id")

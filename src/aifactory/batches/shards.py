@@ -5,6 +5,7 @@ Both runners take the same ``ShardLaunch`` and answer with the same
 ``ShardState``, so the supervisor neither knows nor cares which ran it::
 
     local:  setpriv/prefix -> worker (process group) -> engine     handle: the pid
+            its output in DATA_DIR/logs/batches/NAME.log
     slurm:  JobRunner.render/submit (sbatch --uid as the tenant)   handle: Slurm's job id
             on the lending partition/QOS unless the batch asks for normal priority
 """
@@ -19,7 +20,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from aifactory.backends import AllocationState, JobRunner, SubmittedJob
 from aifactory.identity import Identity, Privilege
@@ -39,7 +40,7 @@ class ShardLaunch:
         name: The shard's name (``batch-ID-I``), unique among this control plane's.
         argv: The worker's command line.
         identity: The tenant's Unix identity it runs as.
-        folder: The shard's folder (the identity's): output, log, job script.
+        folder: The shard's folder (the identity's): its output, a Slurm job's script and log.
         resources: The engine's CPUs, memory and GPUs (the model's service spec's).
         time_limit_s: The job's walltime (None: the site's).
         lend: Whether it runs as lent, preemptible work.
@@ -103,19 +104,22 @@ class LocalShards:
 
     name = "local"
 
-    def __init__(self, privilege: Privilege) -> None:
+    def __init__(self, privilege: Privilege, logs_dir: Path) -> None:
         self._privilege = privilege
+        self._logs_dir = logs_dir
         self._runs: dict[str, _Process] = {}
 
     async def start(self, launch: ShardLaunch) -> str:
-        """Start the worker (its own process group) with its output in the shard's log."""
+        """Start the worker (its own process group), its output in the control plane's logs.
+
+        The log lies in the control plane's folder, like replicas' logs: a
+        file it opened in the tenant's folder could be a link the tenant put there.
+        """
         identity = launch.identity
-        log = launch.folder / f"{launch.name}.log"
-        if not log.exists():
-            await asyncio.to_thread(self._privilege.give_file, identity, log, "", 0o640)
+        log = await asyncio.to_thread(_open_log, self._logs_dir / f"{launch.name}.log")
         argv = self._privilege.process_command(identity, launch.argv)
         env = self._privilege.environment(identity, dict(os.environ))
-        with log.open("ab") as out:
+        with log as out:
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -166,6 +170,11 @@ class LocalShards:
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(run.process.pid, signal.SIGKILL)
+
+
+def _open_log(path: Path) -> BinaryIO:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path.open("ab")
 
 
 class SlurmShards:

@@ -13,6 +13,7 @@ whenever a batch is created or cancelled)::
     cancelling  -> runs stopped; once none runs                    -> finalizing (cancelled)
     finalizing  -> output and error files in the tenant's bucket, usage in the ledger
                    (kind ``batch``, at the site's discount) -> completed | expired | cancelled
+    any         -> a shard's output is a link or another user's file -> failed
 
 Everything the supervisor knows lives in the batch row (each shard's
 handle, attempts, times and lines done), so a restarted control plane picks
@@ -35,6 +36,7 @@ from typing import Any
 from aifactory.batches.budgets import budget_refusal
 from aifactory.batches.files import OUTPUT_PURPOSE, BatchFiles
 from aifactory.batches.output import Tally, assemble, input_ids, read_answers
+from aifactory.batches.own_files import NotOwnFile, OwnFolder
 from aifactory.batches.shards import ShardLaunch, ShardRunner, ShardState
 from aifactory.batches.views import ACTIVE
 from aifactory.config import Settings
@@ -42,7 +44,7 @@ from aifactory.control import ServiceCatalog
 from aifactory.engines import render_engine
 from aifactory.errors import AIFactoryError
 from aifactory.specs import Service, parse_duration_s
-from aifactory.store import BatchRow, Store, TenantRow
+from aifactory.store import BatchFileRow, BatchRow, Store, TenantRow
 from aifactory.tenancy import Principal, TenantIdentities, UsageLedger
 
 logger = logging.getLogger(__name__)
@@ -66,8 +68,9 @@ class _Plan:
     tenant: TenantRow | None
     principal: Principal
     launches: list[ShardLaunch]
+    folder: OwnFolder
     outputs: list[Path]
-    input_file: Path
+    input_row: BatchFileRow
     refusal: str | None
 
 
@@ -103,7 +106,7 @@ class BatchSupervisor:
         self._ledger = ledger
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._tallies: dict[Path, Tally] = {}
+        self._tallies: dict[tuple[str, int], Tally] = {}
 
     def wake(self) -> None:
         """Look at the batches now (one was created or cancelled)."""
@@ -141,6 +144,28 @@ class BatchSupervisor:
     async def _advance(self, row: BatchRow) -> None:
         plan = await asyncio.to_thread(self._plan, row)
         shards = [dict(s) for s in row.shards]
+        try:
+            await self._step(row, plan, shards)
+        except NotOwnFile as exc:
+            await self._fail(row, plan, shards, f"a shard's output is not the tenant's file: {exc}")
+
+    async def _fail(
+        self, row: BatchRow, plan: _Plan, shards: list[dict[str, Any]], message: str
+    ) -> None:
+        """End the batch as ``failed`` (its runs stopped), with ``message`` in its errors."""
+        logger.warning("batch %s: failed: %s", row.id, message)
+        await self._stop(row, plan, shards)
+        error = {"code": "batch_failed", "message": message, "param": None, "line": None}
+        await asyncio.to_thread(
+            self._store.update_batch,
+            row.id,
+            row.status,
+            status="failed",
+            errors=[error],
+            times={**row.times, "failed_at": int(time.time())},
+        )
+
+    async def _step(self, row: BatchRow, plan: _Plan, shards: list[dict[str, Any]]) -> None:
         if row.status == "finalizing":
             await self._finalize(row, plan, shards, row.times.get("finalize_as", "completed"))
             return
@@ -183,7 +208,7 @@ class BatchSupervisor:
         input_file = self._files.path(input_row)
         entry = self._catalog.refresh().get(row.service)
         spec = entry.spec if entry is not None else None
-        outputs = [folder / f"shard-{s['index']}.jsonl" for s in row.shards]
+        outputs = [folder.relative_to(own) / f"shard-{s['index']}.jsonl" for s in row.shards]
         launches = []
         if isinstance(spec, Service):
             engine = render_engine(spec, own / "cache", sys.executable)
@@ -192,7 +217,7 @@ class BatchSupervisor:
             for shard, output in zip(row.shards, outputs, strict=True):
                 argv = (
                     sys.executable, "-m", "aifactory.batches.worker",
-                    "--input", str(input_file), "--output", str(output),
+                    "--input", str(input_file), "--output", str(own / output),
                     "--shard", str(shard["index"]), "--shards", str(len(row.shards)),
                     "--concurrency", str(concurrency), "--", *engine.argv,
                 )  # fmt: skip
@@ -215,7 +240,8 @@ class BatchSupervisor:
             role="member",
         )
         refusal = budget_refusal(self._store, row.tenant_id)
-        return _Plan(tenant, principal, launches, outputs, input_file, refusal)
+        uid = None if privilege.single_user else identity.uid
+        return _Plan(tenant, principal, launches, OwnFolder(own, uid), outputs, input_row, refusal)
 
     async def _follow(
         self, row: BatchRow, plan: _Plan, shards: list[dict[str, Any]], start: bool
@@ -224,8 +250,8 @@ class BatchSupervisor:
         runner = self._runner_for(row.backend)
         now = time.time()
         for shard, output in zip(shards, plan.outputs, strict=True):
-            tally = self._tallies.setdefault(output, Tally())
-            await asyncio.to_thread(tally.update, output)
+            tally = self._tallies.setdefault((row.id, shard["index"]), Tally())
+            await asyncio.to_thread(tally.update, plan.folder, output)
             done = shard["lines_done"] = tally.done
             if done and not shard.get("first_line_at"):
                 shard["first_line_at"] = now
@@ -278,7 +304,7 @@ class BatchSupervisor:
         await asyncio.to_thread(self._store.update_batch, row.id, row.status, shards=shards)
 
     def _counts(self, row: BatchRow, plan: _Plan) -> dict[str, int]:
-        tallies = [self._tallies.get(output, Tally()) for output in plan.outputs]
+        tallies = [self._tallies.get((row.id, s["index"]), Tally()) for s in row.shards]
         return {
             "total": row.request_counts.get("total", 0),
             "completed": sum(t.done - t.failed for t in tallies),
@@ -302,8 +328,8 @@ class BatchSupervisor:
             )
             if not moved:
                 return
-        answers = await asyncio.to_thread(read_answers, plan.outputs)
-        ids = await asyncio.to_thread(input_ids, plan.input_file)
+        answers = await asyncio.to_thread(read_answers, plan.folder, plan.outputs)
+        ids = input_ids(await self._files.read(plan.input_row))
         files = await asyncio.to_thread(assemble, ids, answers, _UNANSWERED[final])
         output_id = error_id = None
         if files.output_lines:
@@ -342,8 +368,8 @@ class BatchSupervisor:
                 "failed": files.error_lines,
             },
         )
-        for output in plan.outputs:
-            self._tallies.pop(output, None)
+        for shard in shards:
+            self._tallies.pop((row.id, shard["index"]), None)
         logger.info(
             "batch %s: %s (%d answered, %d errors)",
             row.id,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from aifactory.batches.output import Tally, assemble, read_answers
+from aifactory.batches.output import Tally, assemble, input_ids, read_answers
+from aifactory.batches.own_files import OwnFolder
 
 
 def _answer(custom_id: str, status: int, completion_tokens: int = 0) -> bytes:
@@ -24,7 +26,8 @@ def _answer(custom_id: str, status: int, completion_tokens: int = 0) -> bytes:
 def test_answers_split_by_status_in_input_order(tmp_path: Path) -> None:
     (tmp_path / "s0").write_bytes(_answer("c", 200, 3) + _answer("a", 400))
     (tmp_path / "s1").write_bytes(_answer("b", 200, 4) + b'{"custom_id": "torn')
-    answers = read_answers([tmp_path / "s0", tmp_path / "s1", tmp_path / "missing"])
+    folder = OwnFolder(tmp_path, os.getuid())
+    answers = read_answers(folder, [Path("s0"), Path("s1"), Path("missing")])
     assert (answers.done, answers.failed, answers.tokens()) == (3, 1, (6, 7))
     files = assemble(["a", "b", "c", "d"], answers, ("batch_cancelled", "cancelled"))
     assert [json.loads(line)["custom_id"] for line in files.output.splitlines()] == ["b", "c"]
@@ -36,15 +39,19 @@ def test_answers_split_by_status_in_input_order(tmp_path: Path) -> None:
 
 def test_a_tally_reads_on_from_where_it_stopped(tmp_path: Path) -> None:
     output = tmp_path / "shard.jsonl"
-    tally = Tally()
-    tally.update(output)  # not there yet
+    tally, folder = Tally(), OwnFolder(tmp_path, os.getuid())
+    tally.update(folder, Path(output.name))  # not there yet
     output.write_bytes(_answer("a", 200) + _answer("b", 500) + b'{"custom_id": "c"')
-    tally.update(output)
+    tally.update(folder, Path(output.name))
     assert (tally.done, tally.failed) == (2, 1)
     with output.open("ab") as handle:
         handle.write(b', "response": {"status_code": 200}}\n')
-    tally.update(output)
+    tally.update(folder, Path(output.name))
     assert (tally.done, tally.failed) == (3, 1)
     output.write_bytes(_answer("a", 200))  # shorter: counted again from the start
-    tally.update(output)
+    tally.update(folder, Path(output.name))
     assert (tally.done, tally.failed) == (1, 0)
+
+
+def test_input_ids_keep_the_input_order() -> None:
+    assert input_ids(b'{"custom_id": "b"}\n\n{"custom_id": "a"}\n') == ["b", "a"]
