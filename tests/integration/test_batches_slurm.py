@@ -162,3 +162,15 @@ def test_cancel_stops_the_slurm_job_and_keeps_finished_lines(alice: OpenAI) -> N
     out, errors = lines_of(alice, batch.output_file_id), lines_of(alice, batch.error_file_id)
     assert len(out) >= 2 and len(out) + len(errors) == count
     assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
+
+
+def test_a_batch_in_two_shards_runs_two_jobs_and_keeps_the_input_order(alice: OpenAI) -> None:
+    count = 24
+    batch_id = _create(alice, chat_lines(count), "/v1/chat/completions", shards="2")
+    batch = wait_for(alice, batch_id)
+    assert batch.status == "completed", batch
+    jobs = (batch.model_extra or {})["progress"]["jobs"]
+    assert [(j["shard"], j["lines_done"]) for j in jobs] == [(0, 12), (1, 12)]
+    assert len({j["job"] for j in jobs}) == 2
+    out = lines_of(alice, batch.output_file_id)
+    assert [line["custom_id"] for line in out] == [f"q{i}" for i in range(count)]
