@@ -193,13 +193,14 @@ class App:
     def _shard_runner(self, backend: str) -> ShardRunner:
         """Where a batch's shards run on ``backend`` (built on first use)."""
         if backend not in self._shard_runners:
-            privilege = self.settings.privilege
             self._shard_runners[backend] = (
-                LocalShards(privilege, self.settings.logs_dir / "batches")
+                LocalShards(
+                    self.plane.reconciler.backend("local"), self.settings.logs_dir / "batches"
+                )
                 if backend == "local"
                 else SlurmShards(
                     self.jobs.runner(backend),
-                    privilege,
+                    self.settings.privilege,
                     self.settings.slurm_lend_partition,
                     self.settings.slurm_lend_qos,
                 )

@@ -351,3 +351,18 @@ def test_a_shard_output_turned_into_a_link_fails_the_batch_and_leaks_nothing(
     assert "not the tenant's file" in (batch.errors.data[0].message or "")
     assert batch.output_file_id is None and batch.error_file_id is None
     assert processes_mentioning(batch_id) == []
+
+
+def test_a_batch_waits_for_a_free_cpu_of_the_local_backend(alice: OpenAI) -> None:
+    # Chat and embeddings hold 2 of the 3 CPUs: one batch engine fits at a time.
+    first = _create(alice, chat_lines(20, max_tokens=32), "/v1/chat/completions")
+    wait_for(alice, first, lambda b: (b.model_extra or {})["progress"]["jobs"][0]["job"] != "")
+    second = _create(alice, chat_lines(3), "/v1/chat/completions")
+    waiting = wait_for(
+        alice,
+        second,
+        lambda b: "waiting for capacity" in b.model_extra["progress"]["jobs"][0]["reason"],
+    )
+    assert waiting.status == "in_progress"
+    assert wait_for(alice, first).status == "completed"
+    assert wait_for(alice, second).status == "completed"

@@ -55,13 +55,12 @@ def test_nothing_else_reads_the_environment() -> None:
         for p in src.rglob("*.py")
         if "os.environ" in p.read_text() or "getenv" in p.read_text()
     ]
-    # The local backend, local batch shards, Slurm's submit and the launcher
-    # pass the environment on to child processes (without the control plane's
-    # AIFACTORY_* settings; the launcher adds an agent's secrets); none reads a setting.
+    # The local backend, Slurm's submit and the launcher pass the environment
+    # on to child processes (without the control plane's AIFACTORY_* settings;
+    # the launcher adds an agent's secrets); none reads a setting.
     assert sorted(readers) == [
         "backends/local.py",
         "backends/slurm/identity.py",
-        "batches/shards.py",
         "config.py",
         "launcher.py",
     ]

@@ -4,8 +4,9 @@ One shard is one worker (``aifactory.batches.worker``) with its own engine.
 Both runners take the same ``ShardLaunch`` and answer with the same
 ``ShardState``, so the supervisor neither knows nor cares which ran it::
 
-    local:  setpriv/prefix -> worker (process group) -> engine     handle: the pid
-            its output in DATA_DIR/logs/batches/NAME.log
+    local:  the local backend (its CPU budget; setpriv or the prefix as the tenant)
+            -> worker (process group) -> engine, output in DATA_DIR/logs/batches
+                                                                   handle: the pid
     slurm:  JobRunner.render/submit (sbatch --uid as the tenant)   handle: Slurm's job id
             on the lending partition/QOS unless the batch asks for normal priority
 """
@@ -13,16 +14,19 @@ Both runners take the same ``ShardLaunch`` and answer with the same
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
-from aifactory.backends import AllocationState, JobRunner, SubmittedJob
+from aifactory.backends import (
+    AllocationRequest,
+    AllocationState,
+    Backend,
+    JobRunner,
+    SubmittedJob,
+)
 from aifactory.identity import Identity, Privilege
 from aifactory.specs import Job, Resources, SlurmOptions
 from aifactory.store import TenantRow
@@ -91,90 +95,60 @@ class ShardRunner(Protocol):
         ...
 
 
-@dataclass
-class _Process:
-    process: asyncio.subprocess.Process
-    started_at: float
-    cancelled: bool = False
-    ended_at: float | None = None
-
-
 class LocalShards:
-    """Shards as process groups of this machine, started as the tenant's identity."""
+    """Shards as allocations of the local backend: its CPU budget, identities and logs.
+
+    A shard that does not fit the machine's free CPUs now raises
+    ``CapacityExceeded`` (the supervisor tries again later). The backend
+    knows whether a run goes on; this keeps when it started and was seen to end.
+
+    Args:
+        backend: The control plane's local backend (the one its replicas use).
+        logs_dir: Where the shards' output goes (the control plane's folder:
+            a file opened in the tenant's folder could be a link it put there).
+    """
 
     name = "local"
 
-    def __init__(self, privilege: Privilege, logs_dir: Path) -> None:
-        self._privilege = privilege
+    def __init__(self, backend: Backend, logs_dir: Path) -> None:
+        self._backend = backend
         self._logs_dir = logs_dir
-        self._runs: dict[str, _Process] = {}
+        self._started: dict[str, float] = {}
+        self._ended: dict[str, float] = {}
 
     async def start(self, launch: ShardLaunch) -> str:
-        """Start the worker (its own process group), its output in the control plane's logs.
+        """Submit the worker to the local backend as the tenant's identity.
 
-        The log lies in the control plane's folder, like replicas' logs: a
-        file it opened in the tenant's folder could be a link the tenant put there.
+        Raises:
+            CapacityExceeded: not enough free CPUs on this machine now.
+            BackendError: the process could not be started.
         """
-        identity = launch.identity
-        log = await asyncio.to_thread(_open_log, self._logs_dir / f"{launch.name}.log")
-        argv = self._privilege.process_command(identity, launch.argv)
-        env = self._privilege.environment(identity, dict(os.environ))
-        with log as out:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                env=env,
-                cwd=launch.folder,
-                start_new_session=True,
+        handle = await self._backend.submit(
+            AllocationRequest(
+                replica_id=launch.name,
+                service=launch.name,
+                argv=launch.argv,
+                resources=launch.resources,
+                time_limit_s=launch.time_limit_s,
+                log_path=self._logs_dir / f"{launch.name}.log",
+                identity=launch.identity,
             )
-        handle = str(process.pid)
-        run = _Process(process, time.time())
-        self._runs[handle] = run
-        asyncio.get_running_loop().create_task(self._reap(run), name=f"shard-{launch.name}")
+        )
+        self._started[handle] = time.time()
         return handle
 
-    async def _reap(self, run: _Process) -> None:
-        await run.process.wait()
-        run.ended_at = time.time()
-
     async def state(self, launch: ShardLaunch, handle: str) -> ShardState:
-        """From the process this control plane started (none after a restart: lost)."""
-        run = self._runs.get(handle)
-        if run is None:
-            return ShardState(
-                AllocationState.UNKNOWN.value, "not running (the control plane restarted)"
-            )
-        code = run.process.returncode
-        if code is None or run.ended_at is None:
-            return ShardState(AllocationState.RUNNING.value, "", run.started_at)
-        if run.cancelled:
-            state, reason = AllocationState.CANCELLED, "cancelled"
-        elif code == 0:
-            state, reason = AllocationState.COMPLETED, ""
-        else:
-            state, reason = AllocationState.FAILED, f"the worker exited with {code}"
-        return ShardState(state.value, reason, run.started_at, run.ended_at)
+        """The backend's status of the process (unknown after a restart: it died with us)."""
+        status = (await self._backend.status([handle]))[handle]
+        started = self._started.get(handle)
+        if status.state in (AllocationState.PENDING, AllocationState.RUNNING):
+            return ShardState(status.state.value, status.reason, started)
+        ended = self._ended.setdefault(handle, time.time())
+        return ShardState(status.state.value, status.reason, started, ended)
 
     async def cancel(self, launch: ShardLaunch, handle: str) -> None:
-        """SIGTERM to the group, SIGKILL after a grace period."""
-        run = self._runs.get(handle)
-        if run is None or run.process.returncode is not None:
-            return
-        run.cancelled = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(run.process.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(run.process.wait(), _STOP_GRACE_S)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(run.process.pid, signal.SIGKILL)
-
-
-def _open_log(path: Path) -> BinaryIO:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path.open("ab")
+        """SIGTERM the process group, SIGKILL it after the backend's grace period."""
+        await self._backend.cancel(handle)
 
 
 class SlurmShards:

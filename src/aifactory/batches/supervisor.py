@@ -42,7 +42,7 @@ from aifactory.batches.views import ACTIVE
 from aifactory.config import Settings
 from aifactory.control import ServiceCatalog
 from aifactory.engines import render_engine
-from aifactory.errors import AIFactoryError
+from aifactory.errors import AIFactoryError, CapacityExceeded
 from aifactory.specs import Service, parse_duration_s
 from aifactory.store import BatchFileRow, BatchRow, Store, TenantRow
 from aifactory.tenancy import Principal, TenantIdentities, UsageLedger
@@ -275,6 +275,10 @@ class BatchSupervisor:
                 continue
             try:
                 shard["handle"] = await runner.start(launch)
+            except CapacityExceeded as exc:
+                # Not a failed run: the machine is full now; the next look tries again.
+                shard.update(state="pending", reason=f"waiting for capacity: {exc}", handle="")
+                continue
             except AIFactoryError as exc:
                 shard.update(state="failed", reason=f"could not start: {exc}", handle="")
                 shard["attempts"] = shard.get("attempts", 0) + 1
