@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     # The walltime of replicas and batch jobs whose spec sets no time_limit
     # (Slurm's --time, Kubernetes' activeDeadlineSeconds): never unlimited.
     default_time_limit_s: float = Field(default=24 * 3600.0, ge=60)
+    # The Batch API (aifactory.batches): the largest input file and most
+    # requests it takes, and the share of the price a batch does not pay
+    # (0.5: its tokens and node-hours are charged at half).
+    batch_max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    batch_max_lines: int = Field(default=50_000, ge=1)
+    batch_discount: float = Field(default=0.5, ge=0, le=1)
     kubeconfig: Path | None = None
     kubernetes_namespace: str = Field(
         default="default", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"

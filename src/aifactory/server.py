@@ -32,8 +32,16 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aifactory import metrics
-from aifactory.api import Access, AdminAPI, FunctionsAPI, JobsAPI, TenantsAPI
+from aifactory.api import Access, AdminAPI, BatchesAPI, FunctionsAPI, JobsAPI, TenantsAPI
 from aifactory.asgi import Mount, Mounts, wrapped
+from aifactory.batches import (
+    BatchFiles,
+    BatchService,
+    BatchSupervisor,
+    LocalShards,
+    ShardRunner,
+    SlurmShards,
+)
 from aifactory.config import Settings
 from aifactory.control import ControlPlane, FleetFollower, instance_id
 from aifactory.data_dir import lock_down
@@ -53,7 +61,7 @@ from aifactory.web import DashboardData, MetricsSampler, page_routes
 logger = logging.getLogger(__name__)
 
 # The API's routes that clients reach under /v1, beside the gateway's.
-_API_UNDER_V1 = ("/v1/services/", "/v1/functions")
+_API_UNDER_V1 = ("/v1/services/", "/v1/functions", "/v1/files", "/v1/batches")
 
 
 class App:
@@ -92,6 +100,22 @@ class App:
             settings, self.store, instance_id(settings.instance_file), ledger=self.ledger
         )
         self.objects = ObjectsService(settings, self.store, self.ledger)
+        self.batch_files = BatchFiles(
+            self.store, self.objects, settings.batch_max_file_bytes, settings.batch_max_lines
+        )
+        self._shard_runners: dict[str, ShardRunner] = {}
+        self.batch_supervisor = BatchSupervisor(
+            settings,
+            self.store,
+            self.batch_files,
+            self.plane.catalog,
+            self.jobs.identities,
+            self._shard_runner,
+            self.ledger,
+        )
+        self.batches = BatchService(
+            settings, self.store, self.batch_files, self.plane.catalog, self.batch_supervisor.wake
+        )
         self.sampler = MetricsSampler()
         access = Access(self.authenticator)
         quotas = Quotas(self.store)
@@ -103,6 +127,9 @@ class App:
             *TenantsAPI(self.store, access, self.jobs.identities).routes(),
             *FunctionsAPI(self.invoker, self.functions, self.plane, access).routes(),
             *BucketsAPI(self.objects, partial(access.allowed, action=Action.SITE)).routes(),
+            *BatchesAPI(
+                self.batch_files, self.batches, partial(access.allowed, action=Action.INFER)
+            ).routes(),
             *DashboardData(self.plane, self.sampler, access, objects=self.objects).routes(),
             *page_routes(),
         ]
@@ -137,6 +164,7 @@ class App:
             await self.functions.start()
             await self.plane.start()
             await self.jobs.start()
+            await self.batch_supervisor.start()
             metrics.watch_function_pools(lambda: self.functions.stats().pools)
         self.sampler.start()
         await self.objects.start()
@@ -153,6 +181,7 @@ class App:
             if self.follower is not None:
                 await self.follower.stop()
             else:
+                await self.batch_supervisor.stop()
                 await self.jobs.stop()
                 await self.plane.stop()
                 await self.invoker.aclose()
@@ -160,6 +189,23 @@ class App:
             await self.gateway.aclose()
             await self.ledger.stop()
             self.store.close()
+
+    def _shard_runner(self, backend: str) -> ShardRunner:
+        """Where a batch's shards run on ``backend`` (built on first use)."""
+        if backend not in self._shard_runners:
+            self._shard_runners[backend] = (
+                LocalShards(
+                    self.plane.reconciler.backend("local"), self.settings.logs_dir / "batches"
+                )
+                if backend == "local"
+                else SlurmShards(
+                    self.jobs.runner(backend),
+                    self.settings.privilege,
+                    self.settings.slurm_lend_partition,
+                    self.settings.slurm_lend_qos,
+                )
+            )
+        return self._shard_runners[backend]
 
     def _prepare(self) -> None:
         lock_down(self.settings)
@@ -186,6 +232,14 @@ def _admin_body_rules(settings: Settings) -> list[BodyRule]:
             settings.max_internal_request_bytes,
             "internal routes",
             "AIFACTORY_MAX_INTERNAL_REQUEST_BYTES",
+        ),
+        # Batch input files: the Files API's own size limit (and room for the multipart frame).
+        BodyRule(
+            "/v1/files",
+            settings.batch_max_file_bytes + 1024 * 1024,
+            "file uploads",
+            "AIFACTORY_BATCH_MAX_FILE_BYTES",
+            methods=frozenset({"POST"}),
         ),
         # Object uploads from the dashboard: the objects package's own size limit.
         BodyRule("/api/dashboard/buckets/", None, methods=frozenset({"PUT"})),

@@ -92,6 +92,8 @@ class JobTask:
         nodes: The node list (``n[1-2]``).
         started_at: Unix time it started, when it did.
         ended_at: Unix time it ended, when it did.
+        expected_start: While it waits, the Unix time the scheduler expects
+            to start it (Slurm's backfill estimate), when it has one.
     """
 
     task: int | None
@@ -104,6 +106,7 @@ class JobTask:
     nodes: str = ""
     started_at: float | None = None
     ended_at: float | None = None
+    expected_start: float | None = None
 
     def cancelled(self, at: float) -> JobTask:
         """This task as cancelled at Unix time ``at``, unless it had already ended."""

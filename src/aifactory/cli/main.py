@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aifactory.cli import functions, jobs, objects, tenancy
+from aifactory.cli import batches, functions, jobs, objects, tenancy
 from aifactory.cli.client import AdminClient, ClientError
 from aifactory.config import Settings, load_settings
 from aifactory.errors import AIFactoryError
@@ -25,6 +25,7 @@ jobs.register(app)
 functions.register(app)
 tenancy.register(app)
 objects.register(app)
+batches.register(app)
 console = Console()
 err = Console(stderr=True)
 

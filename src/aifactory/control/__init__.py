@@ -11,6 +11,7 @@ Where each thing happens::
     wakeup      the one way to ask the reconciler for a tick now
 """
 
+from aifactory.control.catalog import ServiceCatalog
 from aifactory.control.fleet import Fleet, Lease, ModelEntry, ReplicaState
 from aifactory.control.follower import FleetFollower
 from aifactory.control.plane import ControlPlane
@@ -26,5 +27,6 @@ __all__ = [
     "PoolLoad",
     "Pools",
     "ReplicaState",
+    "ServiceCatalog",
     "instance_id",
 ]

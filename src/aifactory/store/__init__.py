@@ -4,6 +4,8 @@ from aifactory.store.buckets import BucketRecord
 from aifactory.store.counters import Grant
 from aifactory.store.database import Store
 from aifactory.store.tables import (
+    BatchFileRow,
+    BatchRow,
     FunctionCallRow,
     FunctionRow,
     JobRow,
@@ -18,6 +20,8 @@ from aifactory.store.usage import UsageBucket, UsageTotal
 __all__ = [
     "LIMIT_FIELDS",
     "QUOTA_FIELDS",
+    "BatchFileRow",
+    "BatchRow",
     "BucketRecord",
     "FunctionCallRow",
     "FunctionRow",

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import sessionmaker
 
+from aifactory.store.batches import BatchQueries
 from aifactory.store.buckets import BucketQueries
 from aifactory.store.counters import Counters
 from aifactory.store.functions import FunctionQueries
@@ -34,7 +35,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Store(
-    TenantQueries, BucketQueries, ServiceQueries, UsageQueries, JobQueries, FunctionQueries
+    TenantQueries,
+    BucketQueries,
+    ServiceQueries,
+    UsageQueries,
+    JobQueries,
+    FunctionQueries,
+    BatchQueries,
 ):
     """All queries of the control plane's state."""
 

@@ -200,7 +200,7 @@ SQUEUE = """{"jobs": [
   "start_time": 100, "end_time": 110},
  {"job_id": 5, "array_job_id": 5, "array_task_id": null, "array_task_string": "2-3",
   "job_state": "PENDING", "state_reason": "Resources", "exit_code": 0, "nodes": "",
-  "start_time": 0, "end_time": 0},
+  "start_time": 4000, "end_time": 0},
  {"job_id": 6, "array_job_id": 5, "array_task_id": 0, "job_state": "CANCELLED",
   "state_reason": "None", "exit_code": 15, "nodes": "n2", "start_time": 100, "end_time": 101},
  {"job_id": 9, "array_job_id": 0, "job_state": "RUNNING", "exit_code": 0}
@@ -217,6 +217,8 @@ def test_squeue_tasks_exit_codes_and_pending_ranges() -> None:
         "exited with a non-zero code",
     )
     assert tasks[2].state.value == "pending" and tasks[2].reason == "waiting for resources"
+    assert (tasks[2].started_at, tasks[2].expected_start) == (None, 4000)
+    assert tasks[1].expected_start is None
     assert parse_squeue(SQUEUE, "9")[0].task is None
     assert parse_squeue(SQUEUE, "42") == []
 

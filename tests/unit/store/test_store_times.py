@@ -37,6 +37,15 @@ def _a_row_in_every_table_with_times(store: Store) -> None:
     store.set_limits(tenant, None, requests_per_minute=1)
     store.set_quotas(tenant, cpus=4)
     store.add_audit(actor_tenant="ops", action="keys.create", target="key 1")
+    store.add_batch_file(
+        id="file-1", tenant_id=tenant, filename="in.jsonl", purpose="batch", bytes=1, lines=1,
+        bucket="batches-physics", key="files/file-1.jsonl", created_at=MOMENT,
+    )  # fmt: skip
+    store.add_batch(
+        id="batch_1", tenant_id=tenant, endpoint="/v1/embeddings", model="m", service="s",
+        backend="local", input_file_id="file-1", completion_window="24h", status="validating",
+        created_at=MOMENT, updated_at=MOMENT,
+    )  # fmt: skip
 
 
 def _stored_as(column_type: Any) -> Any:

@@ -321,6 +321,8 @@ def parse_squeue(
             nodes=str(job.get("nodes") or ""),
             started_at=started if started and state is not AllocationState.PENDING else None,
             ended_at=ended if ended and state.finished else None,
+            # A pending job's start_time is the backfill scheduler's estimate.
+            expected_start=started if started and state is AllocationState.PENDING else None,
         )
         index = job.get("array_task_id")
         pending_indexes = str(job.get("array_task_string") or "")

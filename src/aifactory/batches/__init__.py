@@ -1,0 +1,24 @@
+"""The OpenAI Batch API on idle capacity: files, batches, shards that resume, their output.
+
+``BatchFiles`` keeps a tenant's files in its own bucket; ``BatchService``
+creates and cancels batches; ``BatchSupervisor`` runs them as shards (a
+local process or a Slurm job each, started by a ``ShardRunner``) whose
+``worker`` starts the model's engine and checkpoints every answer.
+"""
+
+from aifactory.batches.files import BatchFiles, Download, bucket_of, file_view
+from aifactory.batches.service import BatchService
+from aifactory.batches.shards import LocalShards, ShardRunner, SlurmShards
+from aifactory.batches.supervisor import BatchSupervisor
+
+__all__ = [
+    "BatchFiles",
+    "BatchService",
+    "BatchSupervisor",
+    "Download",
+    "LocalShards",
+    "ShardRunner",
+    "SlurmShards",
+    "bucket_of",
+    "file_view",
+]

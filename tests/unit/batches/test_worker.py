@@ -1,0 +1,45 @@
+"""The worker's checkpoint: what its output holds is done, a torn last line is cut off."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from aifactory.batches.worker import Appender, done_ids, shard_lines
+
+
+def test_a_torn_last_line_is_cut_and_not_counted(tmp_path: Path) -> None:
+    output = tmp_path / "shard.jsonl"
+    output.write_bytes(b'{"custom_id": "a"}\n{"custom_id": "b"}\n{"custom_id": "c", "resp')
+    assert done_ids(output) == {"a", "b"}
+    assert output.read_bytes() == b'{"custom_id": "a"}\n{"custom_id": "b"}\n'
+    appender = Appender(output)
+    appender.append({"custom_id": "c"})
+    appender.close()
+    assert done_ids(output) == {"a", "b", "c"}
+    assert done_ids(tmp_path / "none.jsonl") == set()
+
+
+def test_shards_take_every_nth_line(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"custom_id": str(i)}) + "\n" for i in range(7)))
+    assert [r["custom_id"] for r in shard_lines(source, 1, 3)] == ["1", "4"]
+    assert [r["custom_id"] for r in shard_lines(source, 0, 1)] == [str(i) for i in range(7)]
+
+
+def test_a_second_run_waits_until_the_first_lets_its_output_go(tmp_path: Path) -> None:
+    output = tmp_path / "shard.jsonl"
+    first = Appender(output)
+    taken = threading.Event()
+
+    def second_run() -> None:
+        Appender(output).close()
+        taken.set()
+
+    thread = threading.Thread(target=second_run)
+    thread.start()
+    assert not taken.wait(0.3)
+    first.close()
+    assert taken.wait(5)
+    thread.join()
