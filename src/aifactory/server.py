@@ -33,6 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from aifactory import metrics
 from aifactory.api import Access, AdminAPI, BatchesAPI, FunctionsAPI, JobsAPI, TenantsAPI
+from aifactory.api.catalog import CatalogAPI
 from aifactory.asgi import Mount, Mounts, wrapped
 from aifactory.batches import (
     BatchFiles,
@@ -42,6 +43,7 @@ from aifactory.batches import (
     ShardRunner,
     SlurmShards,
 )
+from aifactory.catalog import Catalog
 from aifactory.config import Settings
 from aifactory.control import ControlPlane, FleetFollower, instance_id
 from aifactory.data_dir import lock_down
@@ -130,6 +132,7 @@ class App:
             *BatchesAPI(
                 self.batch_files, self.batches, partial(access.allowed, action=Action.INFER)
             ).routes(),
+            *CatalogAPI(Catalog(self.store, self.objects), access).routes(),
             *DashboardData(self.plane, self.sampler, access, objects=self.objects).routes(),
             *page_routes(),
         ]
