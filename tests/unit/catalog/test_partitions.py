@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def test_jsonl_parts_cover_every_record_once(tmp_path: Path, n: int) -> None:
     parts = partitions([path], n)
     assert len(parts) == min(n, 500)
     assert parts[0].start == 0 and parts[-1].end == path.stat().st_size
-    assert all(a.end == b.start for a, b in zip(parts, parts[1:], strict=False))
+    assert all(a.end == b.start for a, b in itertools.pairwise(parts))
     assert _records(parts) == rows
 
 
