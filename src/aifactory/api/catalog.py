@@ -7,6 +7,7 @@ caller may not see answers 404, as if it did not exist.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from starlette.requests import Request
@@ -22,6 +23,7 @@ from aifactory.tenancy import Action, Principal
 __all__ = ["CatalogAPI"]
 
 _JSONLD = "application/ld+json"
+_MAX_PARTS = 10_000
 _FACETS = ("format", "license", "tenant", "keyword", "kind")
 
 
@@ -50,6 +52,7 @@ class CatalogAPI:
             Route(version, self.show, methods=["GET"]),
             Route(version + "/dcat.jsonld", self.dcat_entry, methods=["GET"]),
             Route(version + "/files/{path:path}", self.download, methods=["GET"]),
+            Route(version + "/partitions", self.partitions, methods=["GET"]),
         ]
 
     async def _reader(self, request: Request) -> Principal | None:
@@ -110,6 +113,15 @@ class CatalogAPI:
             raise BadRequest("name a file of the version.")
         found = await self._catalog.file(view, path)
         return FileResponse(found, filename=path.rsplit("/", 1)[-1])
+
+    async def partitions(self, request: Request) -> Response:
+        """``GET .../partitions?n=``: record-aligned byte ranges (or row groups) of the files."""
+        raw = request.query_params.get("n", "1")
+        if not raw.isdigit() or not 1 <= int(raw) <= _MAX_PARTS:
+            raise BadRequest(f"n must be a whole number from 1 to {_MAX_PARTS}.", param="n")
+        view = await self._view(request)
+        parts = await self._catalog.partitions(view, int(raw))
+        return JSONResponse({"partitions": [asdict(part) for part in parts]})
 
     async def _document(self, view: CatalogView, reader: Principal | None) -> dict[str, Any]:
         document = _summary(view)

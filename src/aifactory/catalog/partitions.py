@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-__all__ = ["Partition", "partitions", "read_records"]
+__all__ = ["Partition", "format_of", "partitions", "read_records", "shares", "split"]
 
 _CHUNK = 1 << 20
 
@@ -62,19 +62,28 @@ def format_of(path: str | Path) -> str:
 
 def partitions(paths: Sequence[str | Path], n: int) -> list[Partition]:
     """About ``n`` parts over ``paths``, each file split in proportion to its size."""
+    sizes = [Path(path).stat().st_size for path in paths]
+    return [
+        part
+        for path, share in zip(paths, shares(sizes, n), strict=True)
+        for part in split(str(path), share)
+    ]
+
+
+def shares(sizes: Sequence[int], n: int) -> list[int]:
+    """How many of ``n`` parts each file of ``sizes`` gets: by size, at least one."""
     if n < 1:
         raise ValueError("n must be at least 1")
-    sizes = [Path(path).stat().st_size for path in paths]
     total = sum(sizes) or 1
-    parts: list[Partition] = []
-    for path, size in zip(paths, sizes, strict=True):
-        share = max(1, round(n * size / total))
-        parts.extend(_split(str(path), share))
-    return parts
+    return [max(1, round(n * size / total)) for size in sizes]
 
 
-def _split(path: str, n: int) -> list[Partition]:
-    kind = format_of(path)
+def split(path: str, n: int, kind: str = "") -> list[Partition]:
+    """At most ``n`` record-aligned parts of one file (fewer when it has fewer records).
+
+    ``kind`` names the format of a file whose name does not (a kept one).
+    """
+    kind = kind or format_of(path)
     if kind == "parquet":
         groups = pq.ParquetFile(path).metadata.num_row_groups
         bounds = _even(groups, min(n, groups) or 1)

@@ -9,13 +9,14 @@ Registering reads the bucket as the caller's key would over S3.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from aifactory.catalog.dcat import CatalogView
 from aifactory.catalog.description import EntryRequest, guess_format, read_description
 from aifactory.catalog.files import DESCRIPTION_FILE, ContentStore, scan_prefix, sha256_of
+from aifactory.catalog.partitions import Partition, format_of, shares, split
 from aifactory.errors import APIError, BadRequest, NotFound
 from aifactory.objects import ObjectsService
 from aifactory.objects.admin.browser import caller_of
@@ -188,6 +189,29 @@ class Catalog:
             )
         return found
 
+    async def partitions(self, view: CatalogView, n: int) -> list[Partition]:
+        """About ``n`` record-aligned parts over a version's JSONL, CSV and Parquet files.
+
+        Each part's ``path`` is the file's path within the entry.
+
+        Raises:
+            BadRequest: the version has no file that splits by records.
+            Gone: as ``file``.
+        """
+        splittable = [f["path"] for f in view.version.files if _splits(f["path"])]
+        if not splittable:
+            raise BadRequest(
+                f"version {view.version.version} has no JSONL, CSV or Parquet file to split.",
+                fix="read its files whole",
+            )
+        sizes = [int(f["size"]) for f in view.version.files if f["path"] in splittable]
+        parts: list[Partition] = []
+        for path, share in zip(splittable, shares(sizes, n), strict=True):
+            local = str(await self.file(view, path))
+            found = await asyncio.to_thread(split, local, share, format_of(path))
+            parts.extend(replace(part, path=path) for part in found)
+        return parts
+
     def _checked_file(self, view: CatalogView, listed: dict[str, Any]) -> Path | None:
         if listed.get("kept"):
             return self.content.open_checked(listed["sha256"])
@@ -206,6 +230,14 @@ def may_see(caller: Principal | None, entry: CatalogEntryRecord) -> bool:
     if caller.is_admin or caller.tenant_id == entry.tenant_id:
         return True
     return entry.visibility == "shared" and caller.tenant in entry.shared_with
+
+
+def _splits(path: str) -> bool:
+    try:
+        format_of(path)
+    except ValueError:
+        return False
+    return True
 
 
 def _where(document: dict[str, Any]) -> tuple[str, str]:
