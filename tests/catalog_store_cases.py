@@ -1,0 +1,39 @@
+"""The catalog's store queries, checked the same way on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from aifactory.store import Store
+
+WHERE = {"kind": "dataset", "bucket": "data", "prefix": "wiki"}
+WORDS = {"title": "Wiki 100% clean_text", "license": "MIT", "keywords": ["nlp"]}
+FILES = [{"path": "a.jsonl", "size": 3, "sha256": "aa", "kept": True}]
+
+
+def versions_are_immutable_and_new_only_on_change(store: Store) -> None:
+    tenant = store.ensure_tenant("physics")
+
+    def save(words: dict[str, object], files: list[dict[str, object]], visibility: str) -> int:
+        return store.save_catalog_entry(
+            tenant, "wiki", WHERE, visibility, [], words, files, str(words["title"]).lower()
+        )
+
+    assert save(WORDS, FILES, "private") == 1
+    assert save(WORDS, FILES, "public") == 1, "the same files and words: no new version"
+    changed = [{**FILES[0], "sha256": "bb", "size": 4}]
+    assert save(WORDS, changed, "public") == 2
+    assert save({**WORDS, "title": "Wiki v3"}, changed, "public") == 3
+    entry = store.catalog_entry("physics", "wiki")
+    assert entry is not None and (entry.latest, entry.visibility) == (3, "public")
+    first = store.catalog_version(entry.id, 1)
+    assert first is not None and first.files == FILES
+    assert [v.version for v in store.catalog_versions(entry.id)] == [1, 2, 3]
+    assert store.catalog_entry("chemistry", "wiki") is None
+
+
+def search_matches_every_word_as_text_not_pattern(store: Store) -> None:
+    tenant = store.ensure_tenant("physics")
+    for name, title in (("a", "Wiki 100% clean_text"), ("b", "Wiki 100 cleanXtext")):
+        store.save_catalog_entry(tenant, name, WHERE, "private", [], WORDS, FILES, title.lower())
+    assert [e.name for e in store.catalog_entries(["wiki"])] == ["a", "b"]
+    assert [e.name for e in store.catalog_entries(["100%", "clean_text"])] == ["a"]
+    assert [e.name for e in store.catalog_entries(["wiki", "missing"])] == []

@@ -1,0 +1,17 @@
+"""The catalog's entries and versions, on SQLite."""
+
+from __future__ import annotations
+
+from aifactory.store import Store
+from catalog_store_cases import (
+    search_matches_every_word_as_text_not_pattern,
+    versions_are_immutable_and_new_only_on_change,
+)
+
+
+def test_versions_are_immutable_and_new_only_on_change(store: Store) -> None:
+    versions_are_immutable_and_new_only_on_change(store)
+
+
+def test_search_matches_every_word_as_text_not_pattern(store: Store) -> None:
+    search_matches_every_word_as_text_not_pattern(store)
