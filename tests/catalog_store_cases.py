@@ -30,10 +30,20 @@ def versions_are_immutable_and_new_only_on_change(store: Store) -> None:
     assert store.catalog_entry("chemistry", "wiki") is None
 
 
-def search_matches_every_word_as_text_not_pattern(store: Store) -> None:
+def search_matches_words_by_prefix_in_the_full_text_index(store: Store) -> None:
     tenant = store.ensure_tenant("physics")
-    for name, title in (("a", "Wiki 100% clean_text"), ("b", "Wiki 100 cleanXtext")):
-        store.save_catalog_entry(tenant, name, WHERE, "private", [], WORDS, FILES, title.lower())
-    assert [e.name for e in store.catalog_entries(["wiki"])] == ["a", "b"]
-    assert [e.name for e in store.catalog_entries(["100%", "clean_text"])] == ["a"]
-    assert [e.name for e in store.catalog_entries(["wiki", "missing"])] == []
+    for name, title in (("a", "Collider events, 2024 run"), ("b", "Wiki: clean_text of 2024")):
+        words = {**WORDS, "title": title}
+        store.save_catalog_entry(tenant, name, WHERE, "private", [], words, FILES, title.lower())
+    assert [e.name for e in store.catalog_entries("2024")] == ["a", "b"]
+    assert [e.name for e in store.catalog_entries("collid EVENT")] == ["a"]
+    assert [e.name for e in store.catalog_entries("clean text")] == ["b"]
+    assert [e.name for e in store.catalog_entries("wiki collider")] == []
+    # Query syntax is not passed through: quotes, operators and stars are just separators.
+    assert [e.name for e in store.catalog_entries('"wiki" * :* & ! (')] == ["b"]
+    assert len(store.catalog_entries("")) == 2
+    # A new version's words replace the old ones in the index.
+    renamed = {**WORDS, "title": "Detector hits"}
+    store.save_catalog_entry(tenant, "a", WHERE, "private", [], renamed, FILES, "detector hits")
+    assert [e.name for e in store.catalog_entries("collider")] == []
+    assert [e.name for e in store.catalog_entries("detector")] == ["a"]

@@ -88,8 +88,6 @@ class CatalogAPI:
             {
                 "entries": [_summary(view) for view in views],
                 "facets": _facets(views),
-                # The portable search: every word as a substring, on SQLite and PostgreSQL.
-                "search": "substring",
             }
         )
 

@@ -155,8 +155,7 @@ class Catalog:
 
     async def search(self, caller: Principal | None, query: SearchQuery) -> list[CatalogView]:
         """The latest versions the caller may see that hold the words and facets asked."""
-        words = query.text.lower().split()
-        entries = await asyncio.to_thread(self._store.catalog_entries, words)
+        entries = await asyncio.to_thread(self._store.catalog_entries, query.text)
         views = []
         for entry in entries:
             if not may_see(caller, entry):

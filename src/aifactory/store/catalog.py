@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    column,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy import text as text_clause
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aifactory.store.queries import Queries
 from aifactory.store.tables import Base, TenantRow, UtcDateTime, utcnow
 
 __all__ = ["CatalogEntryRecord", "CatalogQueries", "CatalogVersionRecord"]
+
+_WORD = re.compile(r"[^\W_]+")
 
 
 class CatalogEntryRow(Base):
@@ -91,14 +106,29 @@ class CatalogQueries(Queries):
             ).first()
             return None if row is None else _entry(*row)
 
-    def catalog_entries(self, words: list[str]) -> list[CatalogEntryRecord]:
-        """Every entry whose latest version's text holds all ``words`` (lower case)."""
+    def catalog_entries(self, text: str) -> list[CatalogEntryRecord]:
+        """Every entry whose latest version has words starting with each word of ``text``.
+
+        Full text by the database's own index: FTS5 on SQLite, ``tsvector``
+        on PostgreSQL. Words are runs of letters and digits; others are ignored.
+        """
         query = select(CatalogEntryRow, TenantRow.name).join(
             TenantRow, TenantRow.id == CatalogEntryRow.tenant_id
         )
-        for word in words:
-            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            query = query.where(CatalogEntryRow.search_text.like(f"%{escaped}%", escape="\\"))
+        words = _WORD.findall(text.lower())
+        if words and self.engine.dialect.name == "postgresql":
+            wanted = " & ".join(f"{word}:*" for word in words)
+            query = query.where(
+                func.to_tsvector(literal_column("'simple'"), CatalogEntryRow.search_text).op("@@")(
+                    func.to_tsquery(literal_column("'simple'"), wanted)
+                )
+            )
+        elif words:
+            wanted = " ".join(f'"{word}"*' for word in words)
+            matching = text_clause(
+                "SELECT rowid FROM catalog_search WHERE catalog_search MATCH :wanted"
+            ).bindparams(wanted=wanted)
+            query = query.where(CatalogEntryRow.id.in_(matching.columns(column("rowid"))))
         with self._session() as s:
             rows = s.execute(query.order_by(TenantRow.name, CatalogEntryRow.name)).all()
             return [_entry(*row) for row in rows]

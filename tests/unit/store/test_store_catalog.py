@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aifactory.store import Store
 from catalog_store_cases import (
-    search_matches_every_word_as_text_not_pattern,
+    search_matches_words_by_prefix_in_the_full_text_index,
     versions_are_immutable_and_new_only_on_change,
 )
 
@@ -13,5 +13,5 @@ def test_versions_are_immutable_and_new_only_on_change(store: Store) -> None:
     versions_are_immutable_and_new_only_on_change(store)
 
 
-def test_search_matches_every_word_as_text_not_pattern(store: Store) -> None:
-    search_matches_every_word_as_text_not_pattern(store)
+def test_search_matches_words_by_prefix_in_the_full_text_index(store: Store) -> None:
+    search_matches_words_by_prefix_in_the_full_text_index(store)

@@ -1,5 +1,9 @@
 """Migration 0012: the data catalog's entries and their immutable versions.
 
+Search uses each database's own full-text index over ``search_text``: an
+FTS5 table kept by triggers on SQLite, a GIN index of its ``tsvector`` on
+PostgreSQL.
+
 Revision ID: 0012
 Revises: 0011
 Created: 2026-12-07 04:10:00
@@ -49,11 +53,41 @@ def upgrade() -> None:
         sa.UniqueConstraint("entry_id", "version"),
     )
     op.create_index("ix_catalog_versions_entry_id", "catalog_versions", ["entry_id"])
+    dialect = op.get_bind().dialect.name
+    if dialect == "sqlite":
+        for statement in _SQLITE_SEARCH:
+            op.execute(statement)
+    elif dialect == "postgresql":
+        op.execute(
+            "CREATE INDEX ix_catalog_entries_search ON catalog_entries "
+            "USING gin (to_tsvector('simple', search_text))"
+        )
 
 
 def downgrade() -> None:
     """Revert this revision."""
+    if op.get_bind().dialect.name == "sqlite":
+        for trigger in ("ai", "ad", "au"):
+            op.execute(f"DROP TRIGGER catalog_search_{trigger}")
+        op.execute("DROP TABLE catalog_search")
+    else:
+        op.drop_index("ix_catalog_entries_search", table_name="catalog_entries")
     op.drop_index("ix_catalog_versions_entry_id", table_name="catalog_versions")
     op.drop_table("catalog_versions")
     op.drop_index("ix_catalog_entries_tenant_id", table_name="catalog_entries")
     op.drop_table("catalog_entries")
+
+
+_SQLITE_SEARCH = (
+    "CREATE VIRTUAL TABLE catalog_search USING fts5("
+    "search_text, content='catalog_entries', content_rowid='id')",
+    "CREATE TRIGGER catalog_search_ai AFTER INSERT ON catalog_entries BEGIN "
+    "INSERT INTO catalog_search(rowid, search_text) VALUES (new.id, new.search_text); END",
+    "CREATE TRIGGER catalog_search_ad AFTER DELETE ON catalog_entries BEGIN "
+    "INSERT INTO catalog_search(catalog_search, rowid, search_text) "
+    "VALUES ('delete', old.id, old.search_text); END",
+    "CREATE TRIGGER catalog_search_au AFTER UPDATE OF search_text ON catalog_entries BEGIN "
+    "INSERT INTO catalog_search(catalog_search, rowid, search_text) "
+    "VALUES ('delete', old.id, old.search_text); "
+    "INSERT INTO catalog_search(rowid, search_text) VALUES (new.id, new.search_text); END",
+)
