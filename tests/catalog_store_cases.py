@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 from aifactory.store import Store
 
 WHERE = {"kind": "dataset", "bucket": "data", "prefix": "wiki"}
@@ -47,3 +50,17 @@ def search_matches_words_by_prefix_in_the_full_text_index(store: Store) -> None:
     store.save_catalog_entry(tenant, "a", WHERE, "private", [], renamed, FILES, "detector hits")
     assert [e.name for e in store.catalog_entries("collider")] == []
     assert [e.name for e in store.catalog_entries("detector")] == ["a"]
+
+
+def concurrent_first_registrations_make_one_version(store: Store) -> None:
+    tenant = store.ensure_tenant("physics")
+    barrier = threading.Barrier(6)
+
+    def register(_: int) -> int:
+        barrier.wait()
+        return store.save_catalog_entry(tenant, "race", WHERE, "private", [], WORDS, FILES, "x")
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(register, range(6))) == [1] * 6
+    entry = store.catalog_entry("physics", "race")
+    assert entry is not None and [v.version for v in store.catalog_versions(entry.id)] == [1]

@@ -14,6 +14,7 @@ __all__ = ["FORMATS", "Description", "EntryRequest", "guess_format", "read_descr
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _NAME = re.compile(NAME_PATTERN)
+_TENANT = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 FORMATS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -75,6 +76,12 @@ class EntryRequest(Description):
                 fix="use lower-case letters, digits, '.', '_' and '-' (at most 64)",
                 param="name",
             )
+        for tenant in request.shared_with:
+            if not _TENANT.match(tenant):
+                raise BadRequest(
+                    f"shared_with names {tenant!r}, which is not a tenant's name.",
+                    param="shared_with",
+                )
         return request.model_copy(update={"name": name, "prefix": request.prefix.strip("/")})
 
     def description_only(self) -> Description:

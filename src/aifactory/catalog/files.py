@@ -87,13 +87,6 @@ class ContentStore:
             raise
         return CatalogFile(source.name, size, sha256, kept=True)
 
-    def open_checked(self, sha256: str) -> Path | None:
-        """The kept file of ``sha256`` when it still has those bytes, else None."""
-        path = self.path_of(sha256)
-        if not path.is_file() or sha256_of(path) != sha256:
-            return None
-        return path
-
 
 def scan_prefix(directory: Path, content: ContentStore) -> list[CatalogFile]:
     """Every file under ``directory`` (but ``catalog.yaml`` at its top), kept and hashed.

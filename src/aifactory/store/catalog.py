@@ -20,6 +20,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy import text as text_clause
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aifactory.store.queries import Queries
@@ -169,6 +170,24 @@ class CatalogQueries(Queries):
         ``where`` holds ``kind``, ``bucket`` and ``prefix``. Returns the
         entry's latest version number after the call.
         """
+        arguments = (tenant_id, name, where, visibility, shared_with, description, files)
+        try:
+            return self._save_catalog_entry(*arguments, search_text)
+        except IntegrityError:
+            # Another registration created the entry first: version on top of it.
+            return self._save_catalog_entry(*arguments, search_text)
+
+    def _save_catalog_entry(
+        self,
+        tenant_id: int,
+        name: str,
+        where: dict[str, str],
+        visibility: str,
+        shared_with: list[str],
+        description: dict[str, Any],
+        files: list[dict[str, Any]],
+        search_text: str,
+    ) -> int:
         with self._session() as s:
             entry = s.execute(
                 select(CatalogEntryRow)
