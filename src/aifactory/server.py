@@ -32,8 +32,15 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aifactory import metrics
-from aifactory.api import Access, AdminAPI, BatchesAPI, FunctionsAPI, JobsAPI, TenantsAPI
-from aifactory.api.catalog import CatalogAPI
+from aifactory.api import (
+    Access,
+    AdminAPI,
+    BatchesAPI,
+    CatalogAPI,
+    FunctionsAPI,
+    JobsAPI,
+    TenantsAPI,
+)
 from aifactory.asgi import Mount, Mounts, wrapped
 from aifactory.batches import (
     BatchFiles,

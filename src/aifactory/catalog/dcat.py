@@ -17,7 +17,7 @@ from urllib.parse import quote
 from rdflib import BNode, Graph, Literal, Namespace, URIRef
 from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, RDFS, XSD
 
-from aifactory.store.catalog import CatalogEntryRecord, CatalogVersionRecord
+from aifactory.store import CatalogEntryRecord, CatalogVersionRecord
 
 __all__ = ["SPDX", "CatalogView", "catalog_graph", "entry_graph", "jsonld"]
 

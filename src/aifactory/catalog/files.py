@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from aifactory.objects.posix.paths import RESERVED_PREFIX
+from aifactory.objects import RESERVED_PREFIX
 
 __all__ = ["DESCRIPTION_FILE", "CatalogFile", "ContentStore", "scan_prefix"]
 

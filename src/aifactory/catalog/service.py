@@ -18,11 +18,8 @@ from aifactory.catalog.description import EntryRequest, guess_format, read_descr
 from aifactory.catalog.files import DESCRIPTION_FILE, ContentStore, scan_prefix, sha256_of
 from aifactory.catalog.partitions import Partition, format_of, shares, split
 from aifactory.errors import APIError, BadRequest, NotFound
-from aifactory.objects import ObjectsService
-from aifactory.objects.admin.browser import caller_of
-from aifactory.objects.posix.paths import RESERVED_PREFIX
-from aifactory.store import Store
-from aifactory.store.catalog import CatalogEntryRecord
+from aifactory.objects import RESERVED_PREFIX, ObjectsService, caller_of
+from aifactory.store import CatalogEntryRecord, Store
 from aifactory.tenancy import Principal
 
 __all__ = ["Catalog", "Gone", "SearchQuery"]
