@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 import httpx
+import mlcroissant as mlc
 import pyshacl
 import pytest
 from rdflib import Graph
@@ -274,3 +275,16 @@ def test_partitions_read_over_s3_ranges_cover_every_record_once(physics: Tenant)
         records += [json.loads(line) for line in ranged["Body"].read().splitlines()]
     assert sorted(r["i"] for r in records) == [-1, *range(100)]
     assert {part["path"] for part in parts} == {"a.jsonl", "b/c.jsonl"}
+
+
+def test_a_public_dataset_reads_as_croissant_that_mlcroissant_loads(physics: Tenant) -> None:
+    anonymous = httpx.Client(base_url=str(physics.http.base_url), timeout=30)
+    response = anonymous.get("/api/catalog/physics/tables/croissant.json")
+    assert response.status_code == 200, response.text
+    dataset = mlc.Dataset(jsonld=response.json())
+    assert not dataset.metadata.ctx.issues.errors
+    (listed,) = dataset.metadata.distribution
+    assert listed.content_url.endswith("/api/catalog/physics/tables/versions/1/files/rows.csv")
+    assert anonymous.get(listed.content_url).content == b'id,text\n1,"a\nb"\n'
+    model = physics.http.get("/api/catalog/physics/tiny/croissant.json")
+    assert model.status_code == 400 and "describes datasets" in model.text

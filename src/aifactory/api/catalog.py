@@ -7,6 +7,7 @@ caller may not see answers 404, as if it did not exist.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
 from typing import Any
 
@@ -16,7 +17,15 @@ from starlette.routing import Route
 
 from aifactory.api.access import Access
 from aifactory.api.routes import read_json_object
-from aifactory.catalog import Catalog, CatalogView, SearchQuery, catalog_graph, entry_graph, jsonld
+from aifactory.catalog import (
+    Catalog,
+    CatalogView,
+    SearchQuery,
+    catalog_graph,
+    croissant,
+    entry_graph,
+    jsonld,
+)
 from aifactory.errors import BadRequest
 from aifactory.tenancy import Action, Principal
 
@@ -49,8 +58,10 @@ class CatalogAPI:
             Route("/api/catalog.jsonld", self.dcat_catalog, methods=["GET"]),
             Route(entry, self.show, methods=["GET"]),
             Route(entry + "/dcat.jsonld", self.dcat_entry, methods=["GET"]),
+            Route(entry + "/croissant.json", self.croissant, methods=["GET"]),
             Route(version, self.show, methods=["GET"]),
             Route(version + "/dcat.jsonld", self.dcat_entry, methods=["GET"]),
+            Route(version + "/croissant.json", self.croissant, methods=["GET"]),
             Route(version + "/files/{path:path}", self.download, methods=["GET"]),
             Route(version + "/partitions", self.partitions, methods=["GET"]),
         ]
@@ -96,6 +107,12 @@ class CatalogAPI:
         view = await self._view(request)
         graph = entry_graph(view, _base_url(request))
         return Response(jsonld(graph), media_type=_JSONLD)
+
+    async def croissant(self, request: Request) -> Response:
+        """A dataset version as Croissant JSON-LD (built by mlcroissant)."""
+        view = await self._view(request)
+        document = await asyncio.to_thread(croissant, view, _base_url(request))
+        return JSONResponse(document, media_type=_JSONLD)
 
     async def dcat_catalog(self, request: Request) -> Response:
         """Every entry the caller may see (latest versions) as a DCAT-AP catalog."""

@@ -6,6 +6,7 @@ are private, shared with named tenants, or public; they are found by text
 and facets, published as DCAT-AP JSON-LD, and split for parallel reads.
 """
 
+from aifactory.catalog.croissant import croissant
 from aifactory.catalog.dcat import CatalogView, catalog_graph, entry_graph, jsonld
 from aifactory.catalog.partitions import Partition, partitions, read_records
 from aifactory.catalog.service import Catalog, Gone, SearchQuery, may_see
@@ -17,6 +18,7 @@ __all__ = [
     "Partition",
     "SearchQuery",
     "catalog_graph",
+    "croissant",
     "entry_graph",
     "jsonld",
     "may_see",

@@ -3,52 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyshacl
+from catalog_views import BASE, version_view
 from rdflib import Graph, Namespace, URIRef
 from rdflib.namespace import DCTERMS, RDF
 
 import aifactory.catalog
-from aifactory.catalog import CatalogView, catalog_graph, entry_graph, jsonld
-from aifactory.store.catalog import CatalogEntryRecord, CatalogVersionRecord
+from aifactory.catalog import catalog_graph, entry_graph, jsonld
 
 SHAPES = Path(aifactory.catalog.__file__).parent / "shapes" / "dcat-ap-minimal.ttl"
-BASE = "http://factory.example"
 DCAT = Namespace("http://www.w3.org/ns/dcat#")
-
-
-def _view(name: str = "wiki", license: str = "CC-BY-4.0", version: int = 2) -> CatalogView:
-    entry = CatalogEntryRecord(
-        id=1,
-        tenant="physics",
-        tenant_id=1,
-        name=name,
-        kind="dataset",
-        bucket="data",
-        prefix="wiki",
-        visibility="public",
-        shared_with=(),
-        latest=version,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    words = {
-        "title": "Wiki sentences",
-        "description": "One sentence a line",
-        "license": license,
-        "keywords": ["nlp", "text"],
-        "creator": "Physics lab",
-        "format": "jsonl",
-        "metadata": {},
-    }
-    files = [
-        {"path": "a/part-0.jsonl", "size": 12, "sha256": "ab" * 32, "kept": True},
-        {"path": "part 1.jsonl", "size": 0, "sha256": "cd" * 32, "kept": True},
-    ]
-    return CatalogView(
-        entry, CatalogVersionRecord(version, words, files, datetime(2026, 1, 2, tzinfo=UTC))
-    )
 
 
 def _conforms(graph: Graph) -> tuple[bool, str]:
@@ -59,7 +25,7 @@ def _conforms(graph: Graph) -> tuple[bool, str]:
 
 
 def test_an_entry_reads_back_from_json_ld_and_conforms() -> None:
-    document = jsonld(entry_graph(_view(), BASE))
+    document = jsonld(entry_graph(version_view(), BASE))
     assert "@context" in json.loads(document)
     graph = Graph().parse(data=document, format="json-ld")
     dataset = URIRef(f"{BASE}/api/catalog/physics/wiki/versions/2")
@@ -76,7 +42,7 @@ def test_an_entry_reads_back_from_json_ld_and_conforms() -> None:
 
 
 def test_the_catalog_lists_its_datasets_and_conforms() -> None:
-    views = [_view("wiki"), _view("code", license="Custom license, see README")]
+    views = [version_view("wiki"), version_view("code", license="Custom license, see README")]
     document = jsonld(catalog_graph(views, BASE, "test catalog"))
     graph = Graph().parse(data=document, format="json-ld")
     (catalog,) = graph.subjects(RDF.type, DCAT.Catalog)
@@ -86,7 +52,7 @@ def test_the_catalog_lists_its_datasets_and_conforms() -> None:
 
 
 def test_the_shapes_catch_a_dataset_without_title() -> None:
-    graph = entry_graph(_view(), BASE)
+    graph = entry_graph(version_view(), BASE)
     graph.remove((None, DCTERMS.title, None))
     conforms, text = _conforms(graph)
     assert not conforms and "title" in text
