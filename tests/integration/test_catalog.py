@@ -288,3 +288,28 @@ def test_a_public_dataset_reads_as_croissant_that_mlcroissant_loads(physics: Ten
     assert anonymous.get(listed.content_url).content == b'id,text\n1,"a\nb"\n'
     model = physics.http.get("/api/catalog/physics/tiny/croissant.json")
     assert model.status_code == 400 and "describes datasets" in model.text
+
+
+def test_a_read_grant_registers_privately_but_does_not_publish(
+    up: tuple[Server, str], physics: Tenant, chemistry: Tenant
+) -> None:
+    server, _ = up
+    _put(physics, "granted/a.jsonl", b"{}\n")
+    granted = server.admin.put(
+        "/api/buckets/physics-data/grants", json={"tenant": "chemistry", "access": "read"}
+    )
+    assert granted.status_code == 200, granted.text
+    try:
+        fields = {"bucket": "physics-data", "prefix": "granted", "title": "G", "license": "MIT"}
+        private = chemistry.http.post("/api/catalog", json=fields)
+        assert private.status_code == 201, private.text
+        assert private.json()["id"] == "chemistry/granted"
+        public = chemistry.http.post("/api/catalog", json={**fields, "visibility": "public"})
+        assert public.status_code == 403 and "owner" in public.text
+        assert chemistry.http.get("/api/catalog/chemistry/granted").json()["visibility"] == (
+            "private"
+        )
+    finally:
+        server.admin.put(
+            "/api/buckets/physics-data/grants", json={"tenant": "chemistry", "access": None}
+        )

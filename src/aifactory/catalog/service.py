@@ -3,7 +3,8 @@
 Who sees an entry: its own tenant and the site's admins always; the tenants
 named in ``shared_with`` when it is ``shared``; everyone, without a key,
 when it is ``public``. Anyone else is told it does not exist (404).
-Registering reads the bucket as the caller's key would over S3.
+Registering reads the bucket as the caller's key would over S3; sharing or
+publishing an entry needs the bucket to be the caller's tenant's own.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from aifactory.catalog.dcat import CatalogView
 from aifactory.catalog.description import EntryRequest, guess_format, read_description
 from aifactory.catalog.files import DESCRIPTION_FILE, ContentStore, scan_prefix, sha256_of
 from aifactory.catalog.partitions import Partition, format_of, shares, split
-from aifactory.errors import APIError, BadRequest, NotFound
+from aifactory.errors import APIError, BadRequest, Forbidden, NotFound
 from aifactory.objects import RESERVED_PREFIX, ObjectsService, caller_of
 from aifactory.store import CatalogEntryRecord, Store
 from aifactory.tenancy import Principal
@@ -93,6 +94,8 @@ class Catalog:
         directory = Path(self._objects.files.bucket_dir(bucket)) / prefix
         described = await asyncio.to_thread(_described, directory)
         request = EntryRequest.of(document, described)
+        if request.visibility != "private":
+            await self._may_publish(caller, bucket)
         try:
             files = await asyncio.to_thread(scan_prefix, directory, self.content)
         except FileNotFoundError:
@@ -119,6 +122,17 @@ class Catalog:
             _search_text(caller.tenant, request.name, description),
         )
         return await self.view(caller, caller.tenant, request.name)
+
+    async def _may_publish(self, caller: Principal, bucket: str) -> None:
+        """Refuse sharing or publishing another tenant's files (a read grant is not enough)."""
+        assert self._objects.registry is not None
+        record = await self._objects.registry.record(bucket)
+        if caller.is_admin or (record is not None and record.tenant_id == caller.tenant_id):
+            return
+        raise Forbidden(
+            f"Only the owner of bucket {bucket!r} may share or publish its files.",
+            fix="register it as private, or ask the bucket's owner to register it",
+        )
 
     async def view(
         self, caller: Principal | None, tenant: str, name: str, version: int | None = None
