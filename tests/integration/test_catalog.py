@@ -236,6 +236,9 @@ def test_the_cli_adds_and_searches(up: tuple[Server, str], physics: Tenant) -> N
     assert "version 1" in added.stdout, added.stdout
     found = server.cli("catalog", "search", "from the cli").stdout
     assert "From the CLI" in found and "MIT" in found
+    entry = added.stdout.split()[0]
+    shown = server.cli("catalog", "show", f"{entry}@1").stdout
+    assert "a.jsonl" in shown and hashlib.sha256(b"{}\n").hexdigest() in shown
 
 
 def test_a_file_changed_in_place_answers_gone_for_its_old_version(
