@@ -32,7 +32,15 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aifactory import metrics
-from aifactory.api import Access, AdminAPI, BatchesAPI, FunctionsAPI, JobsAPI, TenantsAPI
+from aifactory.api import (
+    Access,
+    AdminAPI,
+    BatchesAPI,
+    CatalogAPI,
+    FunctionsAPI,
+    JobsAPI,
+    TenantsAPI,
+)
 from aifactory.asgi import Mount, Mounts, wrapped
 from aifactory.batches import (
     BatchFiles,
@@ -42,6 +50,7 @@ from aifactory.batches import (
     ShardRunner,
     SlurmShards,
 )
+from aifactory.catalog import Catalog
 from aifactory.config import Settings
 from aifactory.control import ControlPlane, FleetFollower, instance_id
 from aifactory.data_dir import lock_down
@@ -130,6 +139,7 @@ class App:
             *BatchesAPI(
                 self.batch_files, self.batches, partial(access.allowed, action=Action.INFER)
             ).routes(),
+            *CatalogAPI(Catalog(self.store, self.objects), access).routes(),
             *DashboardData(self.plane, self.sampler, access, objects=self.objects).routes(),
             *page_routes(),
         ]

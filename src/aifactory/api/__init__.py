@@ -1,7 +1,8 @@
-"""The admin API: services, replicas, keys, usage, functions, and replica registration."""
+"""The admin API: services, replicas, keys, usage, functions, the data catalog, registration."""
 
 from aifactory.api.access import Access
 from aifactory.api.batches import BatchesAPI
+from aifactory.api.catalog import CatalogAPI
 from aifactory.api.functions import FunctionsAPI
 from aifactory.api.jobs import JobsAPI
 from aifactory.api.routes import AdminAPI
@@ -12,6 +13,7 @@ __all__ = [
     "Access",
     "AdminAPI",
     "BatchesAPI",
+    "CatalogAPI",
     "FunctionsAPI",
     "JobsAPI",
     "ServiceVisibility",

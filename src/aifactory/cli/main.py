@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aifactory.cli import batches, functions, jobs, objects, tenancy
+from aifactory.cli import batches, catalog, functions, jobs, objects, tenancy
 from aifactory.cli.client import AdminClient, ClientError
 from aifactory.config import Settings, load_settings
 from aifactory.errors import AIFactoryError
@@ -26,6 +26,7 @@ functions.register(app)
 tenancy.register(app)
 objects.register(app)
 batches.register(app)
+catalog.register(app)
 console = Console()
 err = Console(stderr=True)
 

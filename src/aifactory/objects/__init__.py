@@ -8,8 +8,18 @@ plane; ``serve`` runs the S3 API alone.
 """
 
 from aifactory.objects.admin.api import BucketsAPI
+from aifactory.objects.admin.browser import caller_of
 from aifactory.objects.errors import S3Error
+from aifactory.objects.posix.paths import RESERVED_PREFIX
 from aifactory.objects.s3.app import ObjectsApp
 from aifactory.objects.service import ObjectsService, serve
 
-__all__ = ["BucketsAPI", "ObjectsApp", "ObjectsService", "S3Error", "serve"]
+__all__ = [
+    "RESERVED_PREFIX",
+    "BucketsAPI",
+    "ObjectsApp",
+    "ObjectsService",
+    "S3Error",
+    "caller_of",
+    "serve",
+]

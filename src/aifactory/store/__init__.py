@@ -1,6 +1,7 @@
 """The state store: SQLAlchemy tables and queries (SQLite default, PostgreSQL supported)."""
 
 from aifactory.store.buckets import BucketRecord
+from aifactory.store.catalog import CatalogEntryRecord, CatalogVersionRecord
 from aifactory.store.counters import Grant
 from aifactory.store.database import Store
 from aifactory.store.tables import (
@@ -23,6 +24,8 @@ __all__ = [
     "BatchFileRow",
     "BatchRow",
     "BucketRecord",
+    "CatalogEntryRecord",
+    "CatalogVersionRecord",
     "FunctionCallRow",
     "FunctionRow",
     "Grant",

@@ -17,6 +17,7 @@ from sqlalchemy.orm import sessionmaker
 
 from aifactory.store.batches import BatchQueries
 from aifactory.store.buckets import BucketQueries
+from aifactory.store.catalog import CatalogQueries
 from aifactory.store.counters import Counters
 from aifactory.store.functions import FunctionQueries
 from aifactory.store.jobs import JobQueries
@@ -42,6 +43,7 @@ class Store(
     JobQueries,
     FunctionQueries,
     BatchQueries,
+    CatalogQueries,
 ):
     """All queries of the control plane's state."""
 

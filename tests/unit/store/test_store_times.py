@@ -46,6 +46,8 @@ def _a_row_in_every_table_with_times(store: Store) -> None:
         backend="local", input_file_id="file-1", completion_window="24h", status="validating",
         created_at=MOMENT, updated_at=MOMENT,
     )  # fmt: skip
+    where = {"kind": "dataset", "bucket": "data", "prefix": ""}
+    store.save_catalog_entry(tenant, "wiki", where, "private", [], {"title": "W"}, [], "w")
 
 
 def _stored_as(column_type: Any) -> Any:

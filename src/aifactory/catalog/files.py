@@ -1,0 +1,111 @@
+"""An entry's files: found under its prefix, hashed by the server, kept by content.
+
+Each file is hard-linked into a content-addressed directory beside the buckets
+(``OBJECTS_ROOT/.aifactory-catalog/sha256/``) *before* it is hashed, so the
+hash describes the very inode kept. S3 writes replace an object by renaming a
+new file into place, so the old inode, and with it every older version's
+bytes, stays readable there. A file changed in place (through POSIX) changes
+the kept inode too: reading it back checks its hash and answers 410 then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from aifactory.objects import RESERVED_PREFIX
+
+__all__ = ["DESCRIPTION_FILE", "CatalogFile", "ContentStore", "scan_prefix"]
+
+DESCRIPTION_FILE = "catalog.yaml"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class CatalogFile:
+    """One file of a version: its path under the prefix, size and SHA-256."""
+
+    path: str
+    size: int
+    sha256: str
+    kept: bool
+
+    def as_dict(self) -> dict[str, object]:
+        """The stored form."""
+        return {"path": self.path, "size": self.size, "sha256": self.sha256, "kept": self.kept}
+
+
+def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of a file, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ContentStore:
+    """Files kept by their SHA-256, as hard links to the inodes that were hashed.
+
+    Args:
+        root: The directory of kept files (on the buckets' filesystem).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_of(self, sha256: str) -> Path:
+        """Where the file with ``sha256`` is kept."""
+        return self.root / sha256[:2] / sha256
+
+    def keep(self, source: Path) -> CatalogFile:
+        """Link ``source`` in, hash the linked inode, and file it under its hash.
+
+        Without a link (another filesystem) the file is hashed in place and
+        marked not kept: its version then reads only while it is unchanged.
+        """
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        staged = self.root / f"staged-{uuid.uuid4().hex}"
+        try:
+            os.link(source, staged)
+        except OSError:
+            return CatalogFile(source.name, source.stat().st_size, sha256_of(source), kept=False)
+        try:
+            sha256 = sha256_of(staged)
+            size = staged.stat().st_size
+            target = self.path_of(sha256)
+            target.parent.mkdir(exist_ok=True, mode=0o700)
+            if target.exists():
+                staged.unlink()
+            else:
+                staged.rename(target)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        return CatalogFile(source.name, size, sha256, kept=True)
+
+
+def scan_prefix(directory: Path, content: ContentStore) -> list[CatalogFile]:
+    """Every file under ``directory`` (but ``catalog.yaml`` at its top), kept and hashed.
+
+    Raises:
+        FileNotFoundError: ``directory`` is not a directory.
+    """
+    if not directory.is_dir():
+        raise FileNotFoundError(directory)
+    found = []
+    for folder, subfolders, names in os.walk(directory):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(RESERVED_PREFIX))
+        for name in sorted(names):
+            path = Path(folder) / name
+            relative = path.relative_to(directory).as_posix()
+            if name.startswith(RESERVED_PREFIX) or relative == DESCRIPTION_FILE:
+                continue
+            if path.is_symlink() or not path.is_file():
+                continue
+            kept = content.keep(path)
+            found.append(CatalogFile(relative, kept.size, kept.sha256, kept.kept))
+    return found

@@ -1,0 +1,66 @@
+"""The catalog's store queries, checked the same way on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from aifactory.store import Store
+
+WHERE = {"kind": "dataset", "bucket": "data", "prefix": "wiki"}
+WORDS = {"title": "Wiki 100% clean_text", "license": "MIT", "keywords": ["nlp"]}
+FILES = [{"path": "a.jsonl", "size": 3, "sha256": "aa", "kept": True}]
+
+
+def versions_are_immutable_and_new_only_on_change(store: Store) -> None:
+    tenant = store.ensure_tenant("physics")
+
+    def save(words: dict[str, object], files: list[dict[str, object]], visibility: str) -> int:
+        return store.save_catalog_entry(
+            tenant, "wiki", WHERE, visibility, [], words, files, str(words["title"]).lower()
+        )
+
+    assert save(WORDS, FILES, "private") == 1
+    assert save(WORDS, FILES, "public") == 1, "the same files and words: no new version"
+    changed = [{**FILES[0], "sha256": "bb", "size": 4}]
+    assert save(WORDS, changed, "public") == 2
+    assert save({**WORDS, "title": "Wiki v3"}, changed, "public") == 3
+    entry = store.catalog_entry("physics", "wiki")
+    assert entry is not None and (entry.latest, entry.visibility) == (3, "public")
+    first = store.catalog_version(entry.id, 1)
+    assert first is not None and first.files == FILES
+    assert [v.version for v in store.catalog_versions(entry.id)] == [1, 2, 3]
+    assert store.catalog_entry("chemistry", "wiki") is None
+
+
+def search_matches_words_by_prefix_in_the_full_text_index(store: Store) -> None:
+    tenant = store.ensure_tenant("physics")
+    for name, title in (("a", "Collider events, 2024 run"), ("b", "Wiki: clean_text of 2024")):
+        words = {**WORDS, "title": title}
+        store.save_catalog_entry(tenant, name, WHERE, "private", [], words, FILES, title.lower())
+    assert [e.name for e in store.catalog_entries("2024")] == ["a", "b"]
+    assert [e.name for e in store.catalog_entries("collid EVENT")] == ["a"]
+    assert [e.name for e in store.catalog_entries("clean text")] == ["b"]
+    assert [e.name for e in store.catalog_entries("wiki collider")] == []
+    # Query syntax is not passed through: quotes, operators and stars are just separators.
+    assert [e.name for e in store.catalog_entries('"wiki" * :* & ! (')] == ["b"]
+    assert len(store.catalog_entries("")) == 2
+    # A new version's words replace the old ones in the index.
+    renamed = {**WORDS, "title": "Detector hits"}
+    store.save_catalog_entry(tenant, "a", WHERE, "private", [], renamed, FILES, "detector hits")
+    assert [e.name for e in store.catalog_entries("collider")] == []
+    assert [e.name for e in store.catalog_entries("detector")] == ["a"]
+
+
+def concurrent_first_registrations_make_one_version(store: Store) -> None:
+    tenant = store.ensure_tenant("physics")
+    barrier = threading.Barrier(6)
+
+    def register(_: int) -> int:
+        barrier.wait()
+        return store.save_catalog_entry(tenant, "race", WHERE, "private", [], WORDS, FILES, "x")
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(register, range(6))) == [1] * 6
+    entry = store.catalog_entry("physics", "race")
+    assert entry is not None and [v.version for v in store.catalog_versions(entry.id)] == [1]
