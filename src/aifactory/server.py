@@ -1,12 +1,16 @@
 """Assembles the process: store, tenancy, control plane, gateway, admin API.
 
-The HTTP surface is a list of mounts inside a list of middleware::
+The HTTP surface is a list of mounts::
 
-    RequestIdMiddleware                      every request gets an ``x-request-id``
-      /v1/services/, /v1/functions -> admin  the API's routes clients reach under /v1
-      /v1/                         -> gateway  the raw ASGI OpenAI proxy (the hot path)
-      everything else              -> admin  admin API, registration, /healthz,
+    /v1/services/, /v1/functions,
+    /v1/files, /v1/batches       -> admin    the API's routes clients reach under /v1
+    /v1/                         -> gateway  the raw ASGI OpenAI proxy (the hot path)
+    everything else              -> admin    admin API, registration, /healthz,
                                              /metrics, the dashboard (page and data)
+
+Every response carries an ``x-request-id``: the admin app gets it from
+``RequestIdMiddleware``, the gateway sets its own (one layer less on the hot
+path).
 
 The admin app is Starlette behind ``BodyLimit`` (the gateway limits its own
 bodies on the hot path); its lifespan starts and stops every background
@@ -41,7 +45,7 @@ from aifactory.api import (
     JobsAPI,
     TenantsAPI,
 )
-from aifactory.asgi import Mount, Mounts, wrapped
+from aifactory.asgi import Mount, Mounts
 from aifactory.batches import (
     BatchFiles,
     BatchService,
@@ -152,15 +156,15 @@ class App:
                 ClientDisconnect: _client_gone,
             },
         )
-        admin = BodyLimit(self.admin, _admin_body_rules(settings))
+        admin = RequestIdMiddleware(BodyLimit(self.admin, _admin_body_rules(settings)))
         mounts = [
             *(Mount(prefix, admin) for prefix in _API_UNDER_V1),
             Mount("/v1/", self.gateway),
         ]
-        self._asgi = wrapped(Mounts(mounts, default=admin), [RequestIdMiddleware])
+        self._asgi = Mounts(mounts, default=admin)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one ASGI scope: its mount, inside the middleware."""
+        """Serve one ASGI scope: its mount."""
         await self._asgi(scope, receive, send)
 
     @contextlib.asynccontextmanager

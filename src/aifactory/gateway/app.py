@@ -46,12 +46,12 @@ from aifactory.gateway.chat_shape import check_chat
 from aifactory.gateway.fold import StreamFold
 from aifactory.gateway.holding import hold_until_ready
 from aifactory.gateway.in_flight import KeyInFlight
-from aifactory.gateway.responses import JSON_HEADERS, send_error, send_json
+from aifactory.gateway.responses import JSON_HEADERS
 from aifactory.gateway.router import Lease, ModelInfo, Router
 from aifactory.gateway.stream import Exchange
 from aifactory.gateway.usage import Meter, SSEUsageFilter, usage_of_body
 from aifactory.input_limits import parse_json_object
-from aifactory.request_ids import REQUEST_ID
+from aifactory.request_ids import REQUEST_ID, request_id_of
 from aifactory.tenancy import KeyAuthenticator, Limiter, Principal, UsageLedger
 
 logger = logging.getLogger(__name__)
@@ -117,17 +117,26 @@ class GatewayApp:
             await self._session.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one request; errors become OpenAI error JSON."""
-        exchange = Exchange(send)
+        """Serve one request; errors become OpenAI error JSON.
+
+        The gateway sets the request id itself (``request_ids``) rather than
+        sit inside ``RequestIdMiddleware``: a layer wrapping every ``send``
+        cost ~4% of its CPU per request.
+        """
+        request_id = request_id_of(scope["headers"])
+        token = REQUEST_ID.set(request_id)
+        exchange = Exchange(send, request_id.encode())
         try:
             await self._handle(scope, receive, exchange)
         except APIError as exc:
             if not exchange.started:
-                await send_error(send, exc)
+                await exchange.error(exc)
             elif exchange.sse:
                 await exchange.fail_stream(exc)
             else:
                 logger.warning("error after the response started: %s", exc)
+        finally:
+            REQUEST_ID.reset(token)
 
     async def _handle(self, scope: Scope, receive: Receive, exchange: Exchange) -> None:
         path: str = scope["path"]
@@ -147,12 +156,12 @@ class GatewayApp:
                     self._limiter.settle(admission, usage.prompt_tokens + usage.completion_tokens)
         elif path == "/v1/models" and method == "GET":
             models = self._model_list(principal)
-            await send_json(exchange.send, 200, {"object": "list", "data": models})
+            await exchange.json(200, {"object": "list", "data": models})
         elif path.startswith("/v1/models/") and method == "GET":
             wanted = path.removeprefix("/v1/models/")
             for model in self._model_list(principal):
                 if model["id"] == wanted:
-                    await send_json(exchange.send, 200, model)
+                    await exchange.json(200, model)
                     return
             raise ModelNotFound(_no_model(wanted))
         else:
@@ -406,7 +415,7 @@ class GatewayApp:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _NoAnswer(f"{type(exc).__name__} {exc}") from exc
         if not exchange.started:
-            await exchange.start(response.status, headers)
+            await exchange.start(response.status, headers, sse=True)
         first_token = True
         try:
             while chunk:
