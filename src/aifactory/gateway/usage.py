@@ -7,6 +7,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from pydantic_core import from_json
+
 _USAGE = b'"usage"'
 _USAGE_NULL = b'"usage":null'
 _EVENT_END = b"\n\n"
@@ -59,11 +61,14 @@ class Meter:
 
 
 def usage_of_body(body: bytes) -> Usage:
-    """The usage of a whole (non-streamed) JSON response."""
+    """The usage of a whole (non-streamed) JSON response.
+
+    pydantic-core's parser: ~3x faster than ``json`` on an answer (bytes in, no decoding).
+    """
     usage = Usage()
     if _USAGE in body:
         with contextlib.suppress(ValueError):
-            usage.absorb(json.loads(body))
+            usage.absorb(from_json(body))
     return usage
 
 
