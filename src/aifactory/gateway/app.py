@@ -249,9 +249,9 @@ class GatewayApp:
             payload["stream_options"] = {"include_usage": True}
             body = json.dumps(payload).encode()
 
-        call = _Call(entry.service, model, path, body, stream, wants_usage, session, fold)
-        status = 500
         series = metrics.request_series(model, endpoint)
+        call = _Call(entry.service, model, path, body, stream, wants_usage, session, fold, series)
+        status = 500
         series.in_flight.inc()
         request = asyncio.current_task()
         assert request is not None
@@ -415,7 +415,7 @@ class GatewayApp:
                     if first_token:
                         first_token = False
                         ttft = time.perf_counter() - call.started
-                        metrics.TIME_TO_FIRST_TOKEN.labels(call.model).observe(ttft)
+                        call.series.time_to_first_token.observe(ttft)
                     await exchange.send(
                         {"type": "http.response.body", "body": data, "more_body": True}
                     )
@@ -472,6 +472,7 @@ class _Call:
     wants_usage: bool
     session: str
     fold: bool  # streamed from the engine, answered whole (``StreamFold``)
+    series: metrics.RequestSeries
     started: float = field(default_factory=time.perf_counter)
 
 
