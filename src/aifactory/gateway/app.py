@@ -43,6 +43,7 @@ from aifactory.errors import (
 )
 from aifactory.gateway.bounds import check_bounds
 from aifactory.gateway.chat_shape import check_chat
+from aifactory.gateway.client_watch import ClientWatches
 from aifactory.gateway.fold import StreamFold
 from aifactory.gateway.holding import hold_until_ready
 from aifactory.gateway.in_flight import KeyInFlight
@@ -63,8 +64,6 @@ PROXIED = {
 }
 _PATHS = {endpoint: path for path, endpoint in PROXIED.items()}
 STREAMABLE = {"chat", "completions"}
-# How long a request runs before its client is watched for leaving (see _ClientWatch).
-_WATCH_AFTER_S = 0.05
 _MAX_ANSWERED_ERRORS = 2  # replicas answering 502/503 before that answer is relayed
 _RETRY_AFTER_S = "5"
 _CLIENT_GONE = 499  # the status nginx logs for it
@@ -94,6 +93,7 @@ class GatewayApp:
         self._limiter = limiter
         self._max_bytes = max_request_bytes
         self._in_flight = KeyInFlight(max_in_flight_per_key)
+        self._watches = ClientWatches()
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
@@ -255,11 +255,11 @@ class GatewayApp:
         series.in_flight.inc()
         request = asyncio.current_task()
         assert request is not None
-        watch = _ClientWatch(receive, exchange, request)
+        self._watches.add(exchange, receive, request)
         try:
             status = await self._forward(call, exchange, meter)
         except asyncio.CancelledError:
-            if not watch.saw_client_leave():
+            if not self._watches.saw_client_leave(exchange):
                 raise
             request.uncancel()
             logger.info("client disconnected; the upstream request was cancelled")
@@ -269,7 +269,7 @@ class GatewayApp:
             status = exc.status_code
             raise
         finally:
-            watch.stop()
+            self._watches.remove(exchange)
             series.in_flight.dec()
             series.answered(status).inc()
             elapsed_s = time.perf_counter() - call.started
@@ -503,49 +503,6 @@ def _session_key(head: _Head, payload: dict[str, Any]) -> str:
         return head.session_id.decode("latin-1")[:256]
     user = payload.get("user")
     return str(user)[:256] if isinstance(user, str) else ""
-
-
-class _ClientWatch:
-    """Cancels a request whose client leaves, watching from ``_WATCH_AFTER_S`` on.
-
-    Most answers are done sooner: a timer per request costs far less than a
-    task per request, and a client that left meanwhile is seen at once when
-    the watch starts (the server answers ``receive`` with the disconnect).
-    """
-
-    def __init__(self, receive: Receive, exchange: Exchange, request: asyncio.Task[Any]) -> None:
-        self._watcher: asyncio.Task[bool] | None = None
-        self._timer = asyncio.get_running_loop().call_later(
-            _WATCH_AFTER_S, self._start, receive, exchange, request
-        )
-
-    def _start(self, receive: Receive, exchange: Exchange, request: asyncio.Task[Any]) -> None:
-        self._watcher = asyncio.create_task(_cancel_when_gone(receive, exchange, request))
-
-    def saw_client_leave(self) -> bool:
-        """Whether the request was cancelled because its client left."""
-        watcher = self._watcher
-        return (
-            watcher is not None and watcher.done() and not watcher.cancelled() and watcher.result()
-        )
-
-    def stop(self) -> None:
-        """Stop watching (the request is over)."""
-        self._timer.cancel()
-        if self._watcher is not None:
-            self._watcher.cancel()
-
-
-async def _cancel_when_gone(
-    receive: Receive, exchange: Exchange, request: asyncio.Task[Any]
-) -> bool:
-    """Cancel ``request`` if its client disconnects before its answer ended; True if it did."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    if exchange.finished:  # the server reports a finished exchange as a disconnect too
-        return False
-    request.cancel()
-    return True
 
 
 def _may_use(principal: Principal, model: ModelInfo) -> bool:
