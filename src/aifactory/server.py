@@ -33,7 +33,6 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from aifactory import metrics
 from aifactory.api import (
@@ -77,8 +76,8 @@ logger = logging.getLogger(__name__)
 _API_UNDER_V1 = ("/v1/services/", "/v1/functions", "/v1/files", "/v1/batches")
 
 
-class App:
-    """The whole HTTP surface of ``aifactory up``."""
+class App(Mounts):
+    """The whole HTTP surface of ``aifactory up``: its mounts (see above)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -161,11 +160,7 @@ class App:
             *(Mount(prefix, admin) for prefix in _API_UNDER_V1),
             Mount("/v1/", self.gateway),
         ]
-        self._asgi = Mounts(mounts, default=admin)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one ASGI scope: its mount."""
-        await self._asgi(scope, receive, send)
+        super().__init__(mounts, default=admin)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
