@@ -280,14 +280,14 @@ class GatewayApp:
             if usage.prompt_tokens or usage.completion_tokens:
                 series.prompt_tokens.inc(usage.prompt_tokens)
                 series.completion_tokens.inc(usage.completion_tokens)
-                self._ledger.record(
-                    tenant_id=principal.tenant_id,
-                    key_id=principal.key_id,
-                    model=model,
-                    endpoint=endpoint,
-                    prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens,
-                    **({"source": meter.cut_short} if meter.cut_short else {}),
+                self._ledger.record_tokens(
+                    principal.tenant_id,
+                    principal.key_id,
+                    model,
+                    endpoint,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    meter.cut_short,
                 )
 
     async def _forward(self, call: _Call, exchange: Exchange, meter: Meter) -> int:
