@@ -145,8 +145,9 @@ class GatewayApp:
                 try:
                     await self._proxy(endpoint, path, principal, head, receive, exchange, meter)
                 finally:
-                    usage = meter.charged()
-                    self._limiter.settle(admission, usage.prompt_tokens + usage.completion_tokens)
+                    if admission is not None:
+                        used = meter.charged()
+                        self._limiter.settle(admission, used.prompt_tokens + used.completion_tokens)
             finally:
                 self._in_flight.give_back(key_id)
         except APIError as exc:

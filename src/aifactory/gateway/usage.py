@@ -17,7 +17,7 @@ _MAX_PENDING = 1 << 20
 _BYTES_PER_TOKEN = 4
 
 
-@dataclass
+@dataclass(slots=True)
 class Usage:
     """Prompt and completion tokens of one request."""
 
@@ -36,7 +36,7 @@ class Usage:
         return True
 
 
-@dataclass
+@dataclass(slots=True)
 class Meter:
     """What one request used, as far as the gateway saw: what the ledger charges.
 
