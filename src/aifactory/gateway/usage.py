@@ -87,7 +87,7 @@ class SSEUsageFilter:
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the bytes of the complete events in ``chunk`` (plus earlier leftovers)."""
-        data = self._pending + chunk
+        data = self._pending + chunk if self._pending else chunk
         end = data.rfind(_EVENT_END)
         if end < 0:
             if len(data) > _MAX_PENDING:
@@ -95,11 +95,29 @@ class SSEUsageFilter:
                 return data
             self._pending = data
             return b""
-        complete, self._pending = data[: end + 2], data[end + 2 :]
+        if end + 2 == len(data):  # the usual chunk: whole events, nothing left over
+            complete, self._pending = data, b""
+        else:
+            complete, self._pending = data[: end + 2], data[end + 2 :]
         self.events += complete.count(_EVENT_END)
         if _USAGE not in complete:
             return complete
-        return b"".join(self._filter(event) for event in complete.split(_EVENT_END) if event)
+        return self._filter_usage_events(complete)
+
+    def _filter_usage_events(self, complete: bytes) -> bytes:
+        """``complete`` with each event that names ``usage`` filtered, the others untouched."""
+        kept: list[bytes] = []
+        start = 0
+        while (at := complete.find(_USAGE, start)) >= 0:
+            begin = complete.rfind(_EVENT_END, start, at)
+            begin = start if begin < 0 else begin + 2
+            end = complete.find(_EVENT_END, at)  # complete events end with one
+            kept.append(complete[start:begin])
+            if event := complete[begin:end]:
+                kept.append(self._filter(event))
+            start = end + 2
+        kept.append(complete[start:])
+        return b"".join(kept)
 
     def flush(self) -> bytes:
         """Whatever is left when the stream ends."""
