@@ -1,13 +1,13 @@
-"""ASGI composition: apps mounted by path prefix, and a list of middleware around them.
+"""ASGI composition: apps mounted by path prefix.
 
-As Starlette's ``Mount`` and ``Middleware`` compose an app, without
+As Starlette's ``Mount`` composes an app, without
 rewriting the path (the gateway and the admin app both read the full path)
 and at the cost of a few ``startswith`` on the hot path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -40,10 +40,3 @@ class Mounts:
                     await app(scope, receive, send)
                     return
         await self._default(scope, receive, send)
-
-
-def wrapped(app: ASGIApp, middleware: Sequence[Callable[[ASGIApp], ASGIApp]]) -> ASGIApp:
-    """``app`` inside ``middleware``, the first one outermost."""
-    for layer in reversed(middleware):
-        app = layer(app)
-    return app

@@ -35,10 +35,12 @@ def mint_request_id() -> str:
 
 def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
     """The client's ``X-Request-Id`` if it is sane, else a fresh one."""
-    for name, value in headers:
-        if name == HEADER:
-            return value.decode() if _SANE.fullmatch(value) else mint_request_id()
-    return mint_request_id()
+    return sane_request_id(next((value for name, value in headers if name == HEADER), None))
+
+
+def sane_request_id(value: bytes | None) -> str:
+    """``value`` (a client's ``X-Request-Id``) if it is sane, else a fresh id."""
+    return value.decode() if value is not None and _SANE.fullmatch(value) else mint_request_id()
 
 
 class RequestIdMiddleware:

@@ -1,12 +1,16 @@
 """Assembles the process: store, tenancy, control plane, gateway, admin API.
 
-The HTTP surface is a list of mounts inside a list of middleware::
+The HTTP surface is a list of mounts::
 
-    RequestIdMiddleware                      every request gets an ``x-request-id``
-      /v1/services/, /v1/functions -> admin  the API's routes clients reach under /v1
-      /v1/                         -> gateway  the raw ASGI OpenAI proxy (the hot path)
-      everything else              -> admin  admin API, registration, /healthz,
+    /v1/services/, /v1/functions,
+    /v1/files, /v1/batches       -> admin    the API's routes clients reach under /v1
+    /v1/                         -> gateway  the raw ASGI OpenAI proxy (the hot path)
+    everything else              -> admin    admin API, registration, /healthz,
                                              /metrics, the dashboard (page and data)
+
+Every response carries an ``x-request-id``: the admin app gets it from
+``RequestIdMiddleware``, the gateway sets its own (one layer less on the hot
+path).
 
 The admin app is Starlette behind ``BodyLimit`` (the gateway limits its own
 bodies on the hot path); its lifespan starts and stops every background
@@ -29,7 +33,6 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from aifactory import metrics
 from aifactory.api import (
@@ -41,7 +44,7 @@ from aifactory.api import (
     JobsAPI,
     TenantsAPI,
 )
-from aifactory.asgi import Mount, Mounts, wrapped
+from aifactory.asgi import Mount, Mounts
 from aifactory.batches import (
     BatchFiles,
     BatchService,
@@ -73,8 +76,8 @@ logger = logging.getLogger(__name__)
 _API_UNDER_V1 = ("/v1/services/", "/v1/functions", "/v1/files", "/v1/batches")
 
 
-class App:
-    """The whole HTTP surface of ``aifactory up``."""
+class App(Mounts):
+    """The whole HTTP surface of ``aifactory up``: its mounts (see above)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -152,16 +155,12 @@ class App:
                 ClientDisconnect: _client_gone,
             },
         )
-        admin = BodyLimit(self.admin, _admin_body_rules(settings))
+        admin = RequestIdMiddleware(BodyLimit(self.admin, _admin_body_rules(settings)))
         mounts = [
             *(Mount(prefix, admin) for prefix in _API_UNDER_V1),
             Mount("/v1/", self.gateway),
         ]
-        self._asgi = wrapped(Mounts(mounts, default=admin), [RequestIdMiddleware])
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one ASGI scope: its mount, inside the middleware."""
-        await self._asgi(scope, receive, send)
+        super().__init__(mounts, default=admin)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:

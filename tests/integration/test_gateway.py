@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -224,6 +225,39 @@ def test_malformed_requests_are_400_json(server: Server, user_key: str) -> None:
     assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]["message"]
     no_model = httpx.post(f"{server.url}/v1/embeddings", headers=headers, json={"input": "x"})
     assert no_model.status_code == 400 and no_model.json()["error"]["param"] == "model"
+
+
+def test_every_v1_response_carries_its_request_id(server: Server, user_key: str) -> None:
+    """Answers, streams and errors alike; a sane client id is echoed, else one is minted."""
+    auth = {"Authorization": f"Bearer {user_key}"}
+    chat = {"model": CHAT, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        answered = http.post(
+            "/v1/chat/completions", json=chat, headers={**auth, "X-Request-Id": "t-1"}
+        )
+        with http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={**chat, "stream": True},
+            headers={**auth, "X-Request-Id": "t-2"},
+        ) as streamed:
+            streamed.read()
+        no_key = http.post("/v1/chat/completions", json=chat, headers={"X-Request-Id": "t-3"})
+        no_model = http.post(
+            "/v1/chat/completions",
+            json={**chat, "model": "nope"},
+            headers={**auth, "X-Request-Id": "t-4"},
+        )
+        models = http.get("/v1/models", headers={**auth, "X-Request-Id": "t-5"})
+        minted = http.get("/v1/nowhere", headers={**auth, "X-Request-Id": "bad id"})
+    statuses = [r.status_code for r in (answered, streamed, no_key, no_model, models)]
+    assert statuses == [200, 200, 401, 404, 200]
+    ids = [
+        r.headers.get_list("x-request-id") for r in (answered, streamed, no_key, no_model, models)
+    ]
+    assert ids == [["t-1"], ["t-2"], ["t-3"], ["t-4"], ["t-5"]]
+    assert minted.status_code == 404
+    assert re.fullmatch(r"[0-9a-f]{16}", minted.headers["x-request-id"])
 
 
 def test_member_and_inference_keys_cannot_administer(server: Server, user_key: str) -> None:

@@ -32,6 +32,14 @@ def check_chat(payload: dict[str, Any], text_only: bool) -> None:
     if not messages:
         raise BadRequest("'messages' must hold at least one message.", param="messages")
     for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if (
+            isinstance(role, str)
+            and role in ROLES
+            and isinstance(message.get("content"), str)
+            and message.get("tool_calls") is None
+        ):
+            continue  # the common shape, passed without naming where it is
         _check_message(message, f"messages[{index}]", text_only)
     tools = payload.get("tools")
     if tools is not None:

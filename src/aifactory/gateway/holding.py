@@ -73,7 +73,7 @@ async def hold_until_ready(
                 )
             if stream:
                 if not exchange.started:
-                    await exchange.start(200, SSE_HEADERS)
+                    await exchange.start(200, SSE_HEADERS, sse=True)
                 line = f": {router.waiting_status(held)}\n\n".encode()
                 await exchange.send({"type": "http.response.body", "body": line, "more_body": True})
             await router.wait(held, min(remaining, _COMMENT_EVERY_S))

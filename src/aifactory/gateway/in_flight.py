@@ -1,9 +1,9 @@
 """Requests in flight per API key in this gateway, capped.
 
-A request claims its place and gives it back in one ``with`` block, and the
-claim checks and counts without an await in between: requests of the same
-key interleave at every await, so a count read before one and written after
-it lost places (and a ``KeyError`` on the way out) under load.
+A request takes its place and gives it back (``claim``: in one ``with``
+block), and taking checks and counts without an await in between: requests
+of the same key interleave at every await, so a count read before one and
+written after it lost places (and a ``KeyError`` on the way out) under load.
 """
 
 from __future__ import annotations
@@ -32,7 +32,19 @@ class KeyInFlight:
         Raises:
             RateLimited: the key already has ``limit`` requests in flight.
         """
-        held = self._counts[key_id]
+        self.take(key_id)
+        try:
+            yield
+        finally:
+            self.give_back(key_id)
+
+    def take(self, key_id: int) -> None:
+        """Count one request of ``key_id`` (``claim`` without a generator, for the hot path).
+
+        Raises:
+            RateLimited: the key already has ``limit`` requests in flight.
+        """
+        held = self._counts.get(key_id, 0)
         if held >= self.limit:
             raise RateLimited(
                 f"This API key already has {held} requests in flight (limit {self.limit}).",
@@ -40,9 +52,11 @@ class KeyInFlight:
                 headers={"Retry-After": "1"},
             )
         self._counts[key_id] = held + 1
-        try:
-            yield
-        finally:
-            self._counts[key_id] -= 1
-            if not self._counts[key_id]:
-                del self._counts[key_id]
+
+    def give_back(self, key_id: int) -> None:
+        """Stop counting one request of ``key_id`` that ``take`` counted."""
+        held = self._counts[key_id] - 1
+        if held:
+            self._counts[key_id] = held
+        else:
+            del self._counts[key_id]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from dataclasses import dataclass, field
+
+from pydantic_core import from_json
 
 _USAGE = b'"usage"'
 _USAGE_NULL = b'"usage":null'
@@ -15,7 +16,7 @@ _MAX_PENDING = 1 << 20
 _BYTES_PER_TOKEN = 4
 
 
-@dataclass
+@dataclass(slots=True)
 class Usage:
     """Prompt and completion tokens of one request."""
 
@@ -34,7 +35,7 @@ class Usage:
         return True
 
 
-@dataclass
+@dataclass(slots=True)
 class Meter:
     """What one request used, as far as the gateway saw: what the ledger charges.
 
@@ -59,11 +60,14 @@ class Meter:
 
 
 def usage_of_body(body: bytes) -> Usage:
-    """The usage of a whole (non-streamed) JSON response."""
+    """The usage of a whole (non-streamed) JSON response.
+
+    pydantic-core's parser: ~3x faster than ``json`` on an answer (bytes in, no decoding).
+    """
     usage = Usage()
     if _USAGE in body:
         with contextlib.suppress(ValueError):
-            usage.absorb(json.loads(body))
+            usage.absorb(from_json(body))
     return usage
 
 
@@ -83,7 +87,7 @@ class SSEUsageFilter:
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the bytes of the complete events in ``chunk`` (plus earlier leftovers)."""
-        data = self._pending + chunk
+        data = self._pending + chunk if self._pending else chunk
         end = data.rfind(_EVENT_END)
         if end < 0:
             if len(data) > _MAX_PENDING:
@@ -91,11 +95,29 @@ class SSEUsageFilter:
                 return data
             self._pending = data
             return b""
-        complete, self._pending = data[: end + 2], data[end + 2 :]
+        if end + 2 == len(data):  # the usual chunk: whole events, nothing left over
+            complete, self._pending = data, b""
+        else:
+            complete, self._pending = data[: end + 2], data[end + 2 :]
         self.events += complete.count(_EVENT_END)
         if _USAGE not in complete:
             return complete
-        return b"".join(self._filter(event) for event in complete.split(_EVENT_END) if event)
+        return self._filter_usage_events(complete)
+
+    def _filter_usage_events(self, complete: bytes) -> bytes:
+        """``complete`` with each event that names ``usage`` filtered, the others untouched."""
+        kept: list[bytes] = []
+        start = 0
+        while (at := complete.find(_USAGE, start)) >= 0:
+            begin = complete.rfind(_EVENT_END, start, at)
+            begin = start if begin < 0 else begin + 2
+            end = complete.find(_EVENT_END, at)  # complete events end with one
+            kept.append(complete[start:begin])
+            if event := complete[begin:end]:
+                kept.append(self._filter(event))
+            start = end + 2
+        kept.append(complete[start:])
+        return b"".join(kept)
 
     def flush(self) -> bytes:
         """Whatever is left when the stream ends."""
@@ -110,7 +132,7 @@ class SSEUsageFilter:
             if not line.startswith(b"data:"):
                 continue
             try:
-                document = json.loads(line[5:])
+                document = from_json(line[5:])
             except ValueError:
                 return kept
             absorbed = self.usage.absorb(document)

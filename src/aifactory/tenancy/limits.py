@@ -62,7 +62,7 @@ class _Check:
     pool: Allowance | Slots
 
 
-@dataclass
+@dataclass(slots=True)
 class Admission:
     """What an admitted request holds until it is settled."""
 
@@ -130,12 +130,16 @@ class Limiter:
         if freed:
             logger.warning("gave back %d in-flight slots held by a gateway that stopped", freed)
 
+    def _planned(self, principal: Principal) -> list[_Check] | None:
+        """The plan of ``principal`` while it holds (no await on the hot path), else None."""
+        cached = self._plans.get((principal.tenant_id, principal.key_id))
+        if cached is not None and cached[0] <= self._clock() < cached[1]:
+            return cached[2]
+        return None
+
     async def _plan(self, principal: Principal) -> list[_Check]:
         key = (principal.tenant_id, principal.key_id)
         now = self._clock()
-        cached = self._plans.get(key)
-        if cached is not None and cached[0] <= now < cached[1]:
-            return cached[2]
         tenant, own = await asyncio.to_thread(
             self._store.limits_of, principal.tenant_id, principal.key_id
         )
@@ -193,12 +197,18 @@ class Limiter:
             QuotaExceeded: the token budget of the period is spent.
             RateLimited: a per-minute or concurrency limit is reached.
         """
-        checks = await self._plan(principal)
+        checks = self._planned(principal)
+        if checks is None:
+            checks = await self._plan(principal)
         if not checks:
             return None
-        deadline = time.monotonic() + _ADMIT_WAIT_S  # real waiting, whatever the clock says
-        while time.monotonic() < deadline:
-            short = next((c for c in checks if not c.pool.ready()), None)
+        deadline = 0.0
+        while True:
+            short = None
+            for check in checks:
+                if not check.pool.ready():
+                    short = check
+                    break
             if short is None:
                 admission = Admission()
                 for check in checks:
@@ -208,6 +218,11 @@ class Limiter:
                     else:
                         admission.reserved.append((check.pool, check.pool.take()))
                 return admission
+            now = time.monotonic()  # real waiting, whatever the clock says
+            if not deadline:
+                deadline = now + _ADMIT_WAIT_S
+            elif now >= deadline:
+                break
             await self._refill(short)
         raise RateLimited(
             "The gateway is busy leasing limits for this key; retry.",

@@ -65,3 +65,12 @@ def test_a_request_cut_short_is_charged_what_was_seen() -> None:
     assert whole.charged() == Usage(100, 0)
     finished = Meter(request_bytes=400, events=12)
     assert finished.charged() == Usage(), "a finished request is charged what the engine said"
+
+
+def test_only_the_usage_event_is_taken_out_of_a_read_of_many() -> None:
+    sse = SSEUsageFilter(forward_usage_chunk=False)
+    assert sse.feed(CHUNK + USAGE + CHUNK + DONE) == CHUNK + CHUNK + DONE
+    assert (sse.usage.prompt_tokens, sse.usage.completion_tokens, sse.events) == (7, 3, 4)
+    asked = SSEUsageFilter(forward_usage_chunk=True)
+    assert asked.feed(USAGE + CHUNK + USAGE[:9]) == USAGE + CHUNK
+    assert asked.feed(USAGE[9:] + DONE) + asked.flush() == USAGE + DONE

@@ -66,3 +66,25 @@ def test_rows_a_failed_write_keeps_are_merged_into_the_next_flush(tmp_path: Path
     asyncio.run(ledger.flush())
     (row,) = store.usage_report(tenant, None, "model")
     assert (row["entries"], row["prompt_tokens"]) == (2, 3)
+
+
+def test_record_tokens_adds_to_the_rows_record_writes(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    tenant = store.ensure_tenant("physics")
+    ledger = UsageLedger(store, flush_interval_s=60)
+    ledger.record(
+        tenant_id=tenant, key_id=None, model="chat", endpoint="chat",
+        prompt_tokens=3, completion_tokens=5,
+    )  # fmt: skip
+    ledger.record_tokens(tenant, None, "chat", "chat", 4, 6)
+    ledger.record_tokens(tenant, None, "chat", "chat", 1, 2, "abandoned")
+    ledger.record(
+        tenant_id=tenant, key_id=None, model="chat", endpoint="chat",
+        prompt_tokens=10, completion_tokens=20, source="abandoned",
+    )  # fmt: skip
+    asyncio.run(ledger.flush())
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        rows = db.execute(
+            "SELECT source, entries, prompt_tokens, completion_tokens FROM usage ORDER BY source"
+        ).fetchall()
+    assert rows == [("", 2, 7, 11), ("abandoned", 2, 11, 22)]
