@@ -131,7 +131,10 @@ class GatewayApp:
         try:
             path: str = scope["path"]
             method: str = scope["method"]
-            principal = await self._auth.authenticate_header(head.authorization.decode("latin-1"))
+            authorization = head.authorization.decode("latin-1")
+            principal = self._auth.passed(authorization) or await self._auth.authenticate_header(
+                authorization
+            )
             endpoint = PROXIED.get(path)
             if endpoint is None:
                 await self._serve_models(path, method, principal, exchange)

@@ -1,8 +1,11 @@
 import asyncio
 from pathlib import Path
 
+import pytest
+
+from aifactory.errors import Unauthorized
 from aifactory.store import Store
-from aifactory.tenancy import KeyAuthenticator, UsageLedger, hash_key, issue_key
+from aifactory.tenancy import KeyAuthenticator, KeyScope, UsageLedger, hash_key, issue_key, keys
 
 
 def _store(tmp_path: Path) -> Store:
@@ -13,7 +16,7 @@ def _store(tmp_path: Path) -> Store:
 
 def test_keys_are_stored_hashed_only(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    issued = issue_key(store, "physics", "user", "laptop")
+    issued = issue_key(store, "physics", "member", "laptop")
     assert issued.secret.startswith("aif-") and len(issued.secret) > 40
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())  # the db and its WAL
     assert issued.secret.encode() not in raw
@@ -33,6 +36,30 @@ def test_authenticate_and_revoke(tmp_path: Path) -> None:
         assert await auth.authenticate("aif-wrong") is None
         assert store.revoke_key(issued.key_id)
         assert await KeyAuthenticator(store).authenticate(issued.secret) is None
+
+    asyncio.run(scenario())
+
+
+def test_a_header_that_passed_is_known_until_the_cache_would_ask_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path)
+    issued = issue_key(store, "physics", scope=KeyScope(services=("chat",)))
+    header = f"Bearer {issued.secret}"
+    monkeypatch.setattr(keys, "_CACHE_TTL_S", 0.2)
+
+    async def scenario() -> None:
+        auth = KeyAuthenticator(store)
+        assert auth.passed(header) is None
+        principal = await auth.authenticate_header(header)
+        assert principal.services == frozenset({"chat"})
+        assert auth.passed(header) == principal
+        assert auth.passed("Bearer aif-wrong") is None
+        assert store.revoke_key(issued.key_id)
+        await asyncio.sleep(0.25)
+        assert auth.passed(header) is None
+        with pytest.raises(Unauthorized):
+            await auth.authenticate_header(header)
 
     asyncio.run(scenario())
 
