@@ -41,6 +41,8 @@ _STARTING_WORDS = {
     ReplicaState.HEALTHY: "engine loading the model",
 }
 _MAX_SESSIONS = 100_000
+# What a service without replicas has: one shared empty mapping, never written.
+_NONE: dict[str, LiveReplica] = {}
 ACTIVE = STARTING | {ReplicaState.READY}
 
 
@@ -132,6 +134,10 @@ class ReplicaTable(MutableMapping[str, LiveReplica]):
     def of_service(self, service: str) -> list[LiveReplica]:
         """The live replicas of one service, in the order they were added."""
         return list(self._by_service.get(service, {}).values())
+
+    def in_service(self, service: str) -> ValuesView[LiveReplica]:
+        """The live replicas of one service as a view (no copy: the routing path's)."""
+        return self._by_service.get(service, _NONE).values()
 
 
 @dataclass(frozen=True)
@@ -228,26 +234,39 @@ class Fleet:
         return lease
 
     def _least_loaded(self, service: str, exclude: set[str]) -> Lease | None:
-        best: LiveReplica | None = None
-        turn = next(self._turn)
-        ready = [
-            r
-            for r in self.replicas.of_service(service)
-            if r.state is ReplicaState.READY and r.id not in exclude
-        ]
-        # A suspect replica (one request failed on it) is used only when no
-        # other is left: one transient error must not take a model offline.
-        candidates = [r for r in ready if not r.suspect] or ready
-        if not candidates:
+        """One pass over the service's replicas: the ready one with the fewest in flight.
+
+        Ties go round-robin (the turn rotates where the scan starts). A
+        suspect replica (one request failed on it) is used only when no other
+        is left: one transient error must not take a model offline.
+        """
+        replicas = self.replicas.in_service(service)
+        count = len(replicas)
+        if count == 0:
             return None
-        offset = turn % len(candidates)
-        for replica in candidates[offset:] + candidates[:offset]:
-            if best is None or replica.in_flight < best.in_flight:
-                best = replica
-        assert best is not None
-        best.in_flight += 1
-        self._note_load(service)
-        return Lease(best.id, best.base_url)
+        offset = next(self._turn) % count
+        best: LiveReplica | None = None
+        best_rank = (0, 0)
+        fallback: LiveReplica | None = None
+        fallback_rank = (0, 0)
+        in_flight_total = 0
+        for position, replica in enumerate(replicas):
+            in_flight_total += replica.in_flight
+            if replica.state is not ReplicaState.READY or replica.id in exclude:
+                continue
+            rank = (replica.in_flight, (position - offset) % count)
+            if replica.suspect:
+                if fallback is None or rank < fallback_rank:
+                    fallback, fallback_rank = replica, rank
+            elif best is None or rank < best_rank:
+                best, best_rank = replica, rank
+        chosen = best or fallback
+        if chosen is None:
+            return None
+        chosen.in_flight += 1
+        self._peak[service] = max(self._peak.get(service, 0), in_flight_total + 1)
+        self.last_request[service] = time.monotonic()
+        return Lease(chosen.id, chosen.base_url)
 
     def release(self, replica_id: str, failed: bool = False) -> None:
         """Give a replica back; ``failed`` marks it suspect until its next health check."""
@@ -261,7 +280,7 @@ class Fleet:
             replica.last_health_monotonic = 0.0
 
     def _note_load(self, service: str) -> None:
-        now_in_flight = sum(r.in_flight for r in self.of_service(service))
+        now_in_flight = sum(r.in_flight for r in self.replicas.in_service(service))
         self._peak[service] = max(self._peak.get(service, 0), now_in_flight)
         self.last_request[service] = time.monotonic()
 

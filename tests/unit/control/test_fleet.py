@@ -69,3 +69,19 @@ def test_the_replica_table_follows_each_service() -> None:
     assert list(fleet.replicas) == ["r1"] and len(fleet.replicas) == 1
     fleet.replicas.clear()
     assert fleet.of_service("chat") == [] and not fleet.replicas
+
+
+def test_equally_loaded_replicas_take_turns_and_a_suspect_one_is_the_last_resort() -> None:
+    fleet = _fleet(ReplicaState.READY, ReplicaState.READY, ReplicaState.READY)
+    seen = []
+    for _ in range(6):
+        lease = fleet.acquire("chat", set())
+        assert lease is not None
+        seen.append(lease.replica_id)
+        fleet.release(lease.replica_id)
+    assert set(seen) == {"r0", "r1", "r2"}
+    fleet.replicas["r0"].suspect = True
+    fleet.replicas["r1"].suspect = True
+    assert {fleet.acquire("chat", set()).replica_id for _ in range(3)} == {"r2"}  # type: ignore[union-attr]
+    last = fleet.acquire("chat", {"r2"})
+    assert last is not None and last.replica_id in ("r0", "r1")
