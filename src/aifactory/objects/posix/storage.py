@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from aifactory.identity import Identity
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix.dirs import DIR_FLAGS, descend, split_key
+from aifactory.objects.posix.filesystems import LocalTree
 from aifactory.objects.posix.metadata import (
     MetadataStore,
     ObjectMeta,
@@ -76,6 +77,7 @@ class FileStore:
             os.chmod(self.system_dir, 0o700)
             warn_unless_traversable(self.root)
         self.meta = MetadataStore(self.root, xattrs_supported(self.system_dir))
+        self.local = LocalTree(self.root)
 
     # buckets
 

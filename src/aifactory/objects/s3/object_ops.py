@@ -18,7 +18,7 @@ from aifactory.objects.posix.metadata import (
 )
 from aifactory.objects.posix.paths import check_key, is_directory_key
 from aifactory.objects.posix.storage import FileStore, ObjectInfo
-from aifactory.objects.s3.context import READ_BYTES, Context
+from aifactory.objects.s3.context import QUICK_BYTES, READ_BYTES, Context
 from aifactory.objects.s3.request import S3Request
 from aifactory.objects.s3.responses import (
     child_text,
@@ -132,10 +132,10 @@ class _Opened:
     first: bytes
 
 
-def _open(files: FileStore, bucket: str, key: str) -> _Opened:
-    """Open the object; a small one is read whole and closed in the same trip."""
+def _open(files: FileStore, bucket: str, key: str, whole_up_to: int) -> _Opened:
+    """Open the object; one of ``whole_up_to`` bytes or less is read whole and closed."""
     fd, info = files.open(bucket, key)
-    if info.st.st_size > READ_BYTES:
+    if info.st.st_size > whole_up_to:
         return _Opened(fd, info, b"")
     try:
         first = b"" if is_directory_key(key) else os.pread(fd, READ_BYTES, 0)
@@ -170,15 +170,16 @@ async def get_object(ctx: Context, head: bool) -> None:
     _check_version(request.params.get("versionId", ""), request.key)
     overrides = _overrides(request)
     if head:
-        info = await ctx.run(ctx.files.head, request.bucket, request.key)
+        info = await ctx.run_quick(ctx.files.head, request.bucket, request.key)
         opened = _Opened(-1, info, b"")
     else:
-        opened = await ctx.run(_open, ctx.files, request.bucket, request.key)
+        whole_up_to = QUICK_BYTES if ctx.quick() else READ_BYTES
+        opened = await ctx.run_quick(_open, ctx.files, request.bucket, request.key, whole_up_to)
     try:
         await _respond_with_object(ctx, opened, head, overrides)
     finally:
         if opened.fd >= 0:
-            await ctx.run(os.close, opened.fd)
+            await ctx.run_quick(os.close, opened.fd)
 
 
 async def _respond_with_object(
@@ -317,7 +318,7 @@ async def delete_object(ctx: Context) -> None:
     """DELETE /bucket/key (succeeds when the key is absent)."""
     check_key(ctx.request.key)
     _check_version(ctx.request.params.get("versionId", ""), ctx.request.key)
-    await ctx.run(_delete_checked, ctx.files, ctx.request.bucket, ctx.request.key)
+    await ctx.run_quick(_delete_checked, ctx.files, ctx.request.bucket, ctx.request.key)
     await send_empty(ctx.send, 204, ctx.headers)
 
 
