@@ -21,7 +21,7 @@ import json
 import mimetypes
 import os
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from aifactory.identity import Identity
 from aifactory.objects.errors import S3Error
@@ -48,8 +48,8 @@ class ObjectMeta:
     foreign: bool = False
 
     def to_bytes(self) -> bytes:
-        """Compact JSON."""
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        """Compact JSON (every field is a str, int, bool or dict of str: no deep copy needed)."""
+        return json.dumps(self.__dict__, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ObjectMeta | None:
