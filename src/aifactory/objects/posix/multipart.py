@@ -36,13 +36,16 @@ from dataclasses import dataclass
 from aifactory.identity import Identity
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix import checksums
-from aifactory.objects.posix.metadata import ObjectMeta
+from aifactory.objects.posix.metadata import ObjectMeta, part_runs
 from aifactory.objects.posix.ownership import STAGED_MODE, hand_file
 from aifactory.objects.posix.storage import FileStore, FileWriter, remove_tree
 
 MIN_PART_BYTES = 5 * 1024 * 1024
 MAX_PART_NUMBER = 10_000
 MAX_OBJECT_BYTES = 5 * 1024**4
+# Beyond this many runs of equal part sizes an object keeps no part table
+# (extended attributes hold a few KiB): reads by part number are refused.
+MAX_PART_RUNS = 64
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _DATA, _STRIDE, _SEALED = "data", "stride", "sealed"
 
@@ -182,6 +185,7 @@ class Multipart:
             upload.checksum_algorithm if checksum else "",
             checksum,
             len(parts),
+            part_runs=part_runs([part.size for part in parts], MAX_PART_RUNS),
         )
         meta = writer.publish(meta)
         remove_tree(directory)

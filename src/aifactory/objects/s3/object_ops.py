@@ -16,6 +16,7 @@ from aifactory.objects.posix.metadata import (
     ObjectMeta,
     check_user_metadata,
 )
+from aifactory.objects.posix.multipart import MAX_PART_NUMBER
 from aifactory.objects.posix.paths import check_key, is_directory_key
 from aifactory.objects.posix.storage import FileStore, ObjectInfo
 from aifactory.objects.s3.context import QUICK_BYTES, READ_BYTES, Context
@@ -216,7 +217,7 @@ async def _respond_with_object(
     headers.append((b"accept-ranges", b"bytes"))
     if meta.parts:
         headers.append((b"x-amz-mp-parts-count", str(meta.parts).encode()))
-    byte_range = parse_range(request.header("range"), size)
+    byte_range = _part_or_range(request, meta, size)
     if byte_range is None:
         start, length, status = 0, size, 200
         if request.header("x-amz-checksum-mode").upper() == "ENABLED":
@@ -237,6 +238,27 @@ async def _respond_with_object(
         return
     fd, opened.fd = opened.fd, -1  # send_file closes it
     await ctx.send_file(fd, start, length)
+
+
+def _part_or_range(request: S3Request, meta: ObjectMeta, size: int) -> tuple[int, int] | None:
+    """The inclusive byte range asked by ``?partNumber=N`` or a Range header; None: all."""
+    number = request.params.get("partNumber")
+    if number is None:
+        return parse_range(request.header("range"), size)
+    if request.header("range"):
+        raise S3Error(
+            "InvalidRequest", "Cannot specify both Range header and partNumber query parameter."
+        )
+    try:
+        part = int(number)
+    except ValueError:
+        part = 0
+    if not 1 <= part <= MAX_PART_NUMBER:
+        raise S3Error(
+            "InvalidArgument", f"Part numbers run from 1 to {MAX_PART_NUMBER}, not {number[:20]!r}."
+        )
+    start, end = meta.part_range(part)
+    return (start, end) if end >= start else None
 
 
 def check_conditions(
