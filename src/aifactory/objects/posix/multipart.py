@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aifactory.identity import Identity
@@ -38,7 +39,7 @@ from aifactory.objects.errors import S3Error
 from aifactory.objects.posix import checksums
 from aifactory.objects.posix.metadata import ObjectMeta, part_runs
 from aifactory.objects.posix.ownership import STAGED_MODE, hand_file
-from aifactory.objects.posix.storage import FileStore, FileWriter, remove_tree
+from aifactory.objects.posix.storage import FileStore, FileWriter, ObjectInfo, remove_tree
 
 MIN_PART_BYTES = 5 * 1024 * 1024
 MAX_PART_NUMBER = 10_000
@@ -130,10 +131,20 @@ class Multipart:
         return sorted(found, key=lambda p: p.number)
 
     def complete(
-        self, bucket: str, upload: Upload, requested: list[tuple[int, str, str]]
+        self,
+        bucket: str,
+        upload: Upload,
+        requested: list[tuple[int, str, str]],
+        check: Callable[[ObjectInfo | None], None] | None = None,
     ) -> ObjectMeta:
-        """Assemble the listed parts (number, ETag, checksum or "") into the object."""
+        """Assemble the listed parts (number, ETag, checksum or "") into the object.
+
+        ``check`` (conditional writes) sees the object about to be replaced
+        first, and again under the key's lock as the new one is renamed in.
+        """
         directory = self._dir(bucket, upload.upload_id)
+        if check is not None:
+            check(self._files.current(bucket, upload.key))
         if not requested:
             raise S3Error("MalformedXML", "The part list is empty.")
         numbers = [number for number, _etag, _checksum in requested]
@@ -154,8 +165,10 @@ class Multipart:
                 )
             parts.append(part)
         writer = self._files.writer(bucket, upload.key)
+        adopted = False
         try:
-            if not _adopt_data(directory, parts, writer):
+            adopted = _adopt_data(directory, parts, writer)
+            if not adopted:
                 for part in parts:
                     fd = os.open(os.path.join(directory, part.file), os.O_RDONLY | os.O_CLOEXEC)
                     try:
@@ -187,7 +200,12 @@ class Multipart:
             len(parts),
             part_runs=part_runs([part.size for part in parts], MAX_PART_RUNS),
         )
-        meta = writer.publish(meta)
+        try:
+            meta = writer.publish(meta, check)
+        except S3Error:
+            if adopted:
+                remove_tree(directory)  # its data went with the writer: the upload is spent
+            raise
         remove_tree(directory)
         return meta
 

@@ -19,6 +19,9 @@ import os
 import secrets
 import shutil
 import stat
+import threading
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aifactory.identity import Identity
@@ -45,6 +48,7 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOL
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _DEFAULT_ACL = "system.posix_acl_default"
 _ACCESS_ACL = "system.posix_acl_access"
+_PUBLISH_LOCKS = 64
 
 
 @dataclass
@@ -78,6 +82,7 @@ class FileStore:
             warn_unless_traversable(self.root)
         self.meta = MetadataStore(self.root, xattrs_supported(self.system_dir))
         self.local = LocalTree(self.root)
+        self._publish_locks = [threading.Lock() for _ in range(_PUBLISH_LOCKS)]
 
     # buckets
 
@@ -202,6 +207,20 @@ class FileStore:
             return fd, self._info(bucket, key, path, os.fstat(fd), fd)
         except BaseException:
             os.close(fd)
+            raise
+
+    def publish_lock(self, bucket: str, key: str) -> threading.Lock:
+        """The lock a key's check-then-rename holds (one of a few, shared by hash)."""
+        index = zlib.crc32(f"{bucket}/{key}".encode()) % _PUBLISH_LOCKS
+        return self._publish_locks[index]
+
+    def current(self, bucket: str, key: str) -> ObjectInfo | None:
+        """The object now at ``key``, or None."""
+        try:
+            return self.head(bucket, key)
+        except S3Error as exc:
+            if exc.code == "NoSuchKey":
+                return None
             raise
 
     def writer(self, bucket: str, key: str) -> FileWriter:
@@ -364,17 +383,28 @@ class FileWriter:
         """Append ``count`` bytes of another file, in the kernel where it can."""
         copy_range(source_fd, self.fd, offset, count)
 
-    def publish(self, meta: ObjectMeta) -> ObjectMeta:
-        """Attach ``meta`` (size and mtime filled in) and rename the file into place."""
+    def publish(
+        self, meta: ObjectMeta, check: Callable[[ObjectInfo | None], None] | None = None
+    ) -> ObjectMeta:
+        """Attach ``meta`` (size and mtime filled in) and rename the file into place.
+
+        ``check`` is shown the object about to be replaced (None: there is
+        none) and raises to keep it; check, rename and metadata happen under
+        the key's lock, so two conditional writers never both pass.
+        """
         st = os.fstat(self.fd)
         meta.size, meta.mtime_ns = st.st_size, st.st_mtime_ns
         try:
             self._store.meta.before_publish(self._fd, meta)
             os.close(self._fd)
             self._fd = -2
-            os.replace(
-                self._temporary, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd
-            )
+            with self._store.publish_lock(self._bucket, self.key):
+                if check is not None:
+                    check(self._store.current(self._bucket, self.key))
+                os.replace(
+                    self._temporary, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd
+                )
+                self._store.meta.after_publish(self._bucket, self.key, meta, self._owner)
         except IsADirectoryError:
             self.abort()
             raise S3Error("ExistingObjectIsDirectory", resource=self.key) from None
@@ -382,7 +412,6 @@ class FileWriter:
             self.abort()
             raise
         self._close_dir()
-        self._store.meta.after_publish(self._bucket, self.key, meta, self._owner)
         return meta
 
     def abort(self) -> None:

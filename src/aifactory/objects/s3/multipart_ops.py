@@ -29,6 +29,7 @@ from aifactory.objects.s3.responses import (
     send_xml,
 )
 from aifactory.objects.s3.upload import Digests, UploadBody, announced_size
+from aifactory.objects.s3.write_conditions import write_check
 
 
 def _multipart(ctx: Context) -> Multipart:
@@ -143,7 +144,9 @@ async def complete_upload(ctx: Context) -> None:
             raise S3Error("MalformedXML", "A PartNumber is not a number.") from None
         checksum = child_text(node, checksum_tag) if upload.checksum_algorithm else ""
         requested.append((number, child_text(node, "ETag"), checksum))
-    meta = await ctx.run(_multipart(ctx).complete, request.bucket, upload, requested)
+    meta = await ctx.run(
+        _multipart(ctx).complete, request.bucket, upload, requested, write_check(request)
+    )
     parts = [
         element("Location", f"/{request.bucket}/{key}"),
         element("Bucket", request.bucket),

@@ -32,6 +32,7 @@ from aifactory.objects.s3.responses import (
     send_xml,
 )
 from aifactory.objects.s3.upload import Digests, UploadBody
+from aifactory.objects.s3.write_conditions import etag_matches, write_check
 
 STORED_HEADERS = (
     "cache-control",
@@ -107,14 +108,12 @@ async def receive_object(ctx: Context, meta: ObjectMeta) -> ObjectMeta:
     request = ctx.request
     writer = ctx.files.writer(request.bucket, request.key)
     body = UploadBody(writer, ctx.payload, request)
-    if_none_match = request.header("if-none-match")
+    check = write_check(request)
 
     def publish(digests: Digests) -> ObjectMeta:
-        if if_none_match == "*" and os.path.exists(writer.path):
-            raise S3Error("PreconditionFailed", "The object already exists (If-None-Match: *).")
         meta.etag = digests.etag
         meta.checksum_algorithm, meta.checksum = digests.checksum_algorithm, digests.checksum
-        return writer.publish(meta)
+        return writer.publish(meta, check)
 
     return await ctx.receive_body(body, writer, publish)
 
@@ -276,23 +275,18 @@ def check_conditions(
     """
     seconds = int(mtime)
     if if_match:
-        if not _etag_matches(etag, if_match):
+        if not etag_matches(etag, if_match):
             raise S3Error("PreconditionFailed", "If-Match did not match the ETag.")
     elif if_unmodified_since:
         since = _http_date(if_unmodified_since)
         if since is not None and seconds > since:
             raise S3Error("PreconditionFailed", "The object was modified since that time.")
     if if_none_match:
-        return _etag_matches(etag, if_none_match)
+        return etag_matches(etag, if_none_match)
     if if_modified_since:
         since = _http_date(if_modified_since)
         return since is not None and seconds <= since
     return False
-
-
-def _etag_matches(etag: str, header: str) -> bool:
-    wanted = {item.strip().removeprefix("W/").strip('"') for item in header.split(",")}
-    return "*" in wanted or etag.strip('"') in wanted
 
 
 def _http_date(value: str) -> int | None:
