@@ -75,6 +75,7 @@ class Upload:
     user: dict[str, str]
     headers: dict[str, str]
     checksum_algorithm: str
+    checksum_type: str = ""  # COMPOSITE or FULL_OBJECT, with an algorithm
 
 
 class Multipart:
@@ -136,11 +137,14 @@ class Multipart:
         upload: Upload,
         requested: list[tuple[int, str, str]],
         check: Callable[[ObjectInfo | None], None] | None = None,
+        expected_checksum: str = "",
     ) -> ObjectMeta:
         """Assemble the listed parts (number, ETag, checksum or "") into the object.
 
         ``check`` (conditional writes) sees the object about to be replaced
         first, and again under the key's lock as the new one is renamed in.
+        ``expected_checksum``, the client's whole-object checksum of the
+        upload's algorithm and type, must be the one the parts give.
         """
         directory = self._dir(bucket, upload.upload_id)
         if check is not None:
@@ -164,6 +168,13 @@ class Multipart:
                     f"at least {self.min_part_bytes}.",
                 )
             parts.append(part)
+        checksum = _object_checksum(upload, parts)
+        if expected_checksum and expected_checksum.strip() != checksum:
+            raise S3Error(
+                "BadDigest",
+                f"The {upload.checksum_algorithm.upper() or 'checksum'} you specified does not "
+                "match the one the parts give.",
+            )
         writer = self._files.writer(bucket, upload.key)
         adopted = False
         try:
@@ -183,11 +194,6 @@ class Multipart:
             raise
         md5s = b"".join(bytes.fromhex(part.etag.strip('"')) for part in parts)
         etag = f'"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(parts)}"'
-        checksum = ""
-        if upload.checksum_algorithm and all(part.checksum for part in parts):
-            checksum = checksums.composite(
-                upload.checksum_algorithm, [part.checksum for part in parts]
-            )
         meta = ObjectMeta(
             etag,
             0,
@@ -340,6 +346,16 @@ class PartWriter:
         if self._offset < 0:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self._directory, self.file))
+
+
+def _object_checksum(upload: Upload, parts: list[Part]) -> str:
+    """The object's checksum from its parts', of the upload's algorithm and type ("": none)."""
+    algorithm = upload.checksum_algorithm
+    if not algorithm or not all(part.checksum for part in parts):
+        return ""
+    if upload.checksum_type == checksums.FULL_OBJECT:
+        return checksums.full_object(algorithm, [(part.checksum, part.size) for part in parts])
+    return checksums.composite(algorithm, [part.checksum for part in parts])
 
 
 def _claim_stride(directory: str, size: int) -> int:

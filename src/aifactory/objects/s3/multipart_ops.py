@@ -50,8 +50,11 @@ async def create_upload(ctx: Context) -> None:
     algorithm = ctx.request.header("x-amz-checksum-algorithm").lower()
     if algorithm and algorithm not in checksums.ALGORITHMS:
         checksums.algorithm_of_header(checksums.header_name(algorithm))
+    kind = checksums.multipart_type(algorithm, ctx.request.header("x-amz-checksum-type"))
     await ctx.read_small_body(0)
-    upload = Upload("", key, time.time(), meta.content_type, meta.user, meta.headers, algorithm)
+    upload = Upload(
+        "", key, time.time(), meta.content_type, meta.user, meta.headers, algorithm, kind
+    )
     upload_id = await ctx.run(_multipart(ctx).create, ctx.request.bucket, upload)
     body = document(
         "InitiateMultipartUploadResult",
@@ -64,6 +67,7 @@ async def create_upload(ctx: Context) -> None:
     headers = list(ctx.headers)
     if algorithm:
         headers.append((b"x-amz-checksum-algorithm", algorithm.upper().encode()))
+        headers.append((b"x-amz-checksum-type", kind.encode()))
     await send_xml(ctx.send, 200, body, headers)
 
 
@@ -87,6 +91,12 @@ async def upload_part(ctx: Context) -> None:
     size = announced_size(request, ctx.payload.chunked)
     writer = _multipart(ctx).part_writer(request.bucket, upload.upload_id, number, size)
     body = UploadBody(writer, ctx.payload, request, upload.checksum_algorithm)
+    if upload.checksum_algorithm and body.algorithm != upload.checksum_algorithm:
+        raise S3Error(
+            "InvalidRequest",
+            f"This upload's parts carry {upload.checksum_algorithm.upper()} checksums, "
+            f"not {body.algorithm.upper() or 'none'}.",
+        )
 
     def publish(digests: Digests) -> tuple[Part, str]:
         return writer.publish(digests.etag, digests.checksum), digests.checksum_algorithm
@@ -144,8 +154,11 @@ async def complete_upload(ctx: Context) -> None:
             raise S3Error("MalformedXML", "A PartNumber is not a number.") from None
         checksum = child_text(node, checksum_tag) if upload.checksum_algorithm else ""
         requested.append((number, child_text(node, "ETag"), checksum))
+    expected = ""
+    if upload.checksum_algorithm:
+        expected = request.header(checksums.header_name(upload.checksum_algorithm))
     meta = await ctx.run(
-        _multipart(ctx).complete, request.bucket, upload, requested, write_check(request)
+        _multipart(ctx).complete, request.bucket, upload, requested, write_check(request), expected
     )
     parts = [
         element("Location", f"/{request.bucket}/{key}"),
@@ -154,7 +167,8 @@ async def complete_upload(ctx: Context) -> None:
         element("ETag", meta.etag),
     ]
     if meta.checksum:
-        parts += [element(checksum_tag, meta.checksum), element("ChecksumType", "COMPOSITE")]
+        kind = checksums.type_of(meta.checksum)
+        parts += [element(checksum_tag, meta.checksum), element("ChecksumType", kind)]
     await send_xml(ctx.send, 200, document("CompleteMultipartUploadResult", parts), ctx.headers)
 
 

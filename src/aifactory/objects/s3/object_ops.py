@@ -77,7 +77,7 @@ def checksum_headers(meta: ObjectMeta) -> list[tuple[bytes, bytes]]:
     """``x-amz-checksum-*`` (and its type) of an object, if it has one."""
     if not meta.checksum:
         return []
-    kind = b"COMPOSITE" if meta.parts else b"FULL_OBJECT"
+    kind = checksums.type_of(meta.checksum).encode()
     return [
         (checksums.header_name(meta.checksum_algorithm).encode(), meta.checksum.encode()),
         (b"x-amz-checksum-type", kind),
