@@ -111,3 +111,22 @@ def test_multipart_completion_honours_if_none_match(s3: Any) -> None:
         )
     assert _error(exists.value) == (412, "PreconditionFailed")
     assert s3.get_object(Bucket="cond", Key="mp.bin")["Body"].read() == b"taken"
+
+
+def test_conditional_deletes_keep_another_version(s3: Any) -> None:
+    etag = s3.put_object(Bucket="cond", Key="del.txt", Body=b"keep me")["ETag"]
+    with pytest.raises(ClientError) as stale:
+        s3.delete_object(Bucket="cond", Key="del.txt", IfMatch='"0123456789abcdef"')
+    assert _error(stale.value) == (412, "PreconditionFailed")
+    answer = s3.delete_objects(
+        Bucket="cond", Delete={"Objects": [{"Key": "del.txt", "ETag": '"0123456789abcdef"'}]}
+    )
+    assert answer["Errors"][0]["Code"] == "PreconditionFailed" and "Deleted" not in answer
+    assert s3.get_object(Bucket="cond", Key="del.txt")["Body"].read() == b"keep me"
+    s3.delete_object(Bucket="cond", Key="del.txt", IfMatch=etag)
+    with pytest.raises(ClientError) as gone:
+        s3.head_object(Bucket="cond", Key="del.txt")
+    assert gone.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    # Nothing left to delete is no precondition failure.
+    absent = s3.delete_object(Bucket="cond", Key="del.txt", IfMatch=etag)
+    assert absent["ResponseMetadata"]["HTTPStatusCode"] == 204

@@ -238,8 +238,21 @@ class FileStore:
             os.close(fd)
         return meta
 
-    def delete(self, bucket: str, key: str) -> None:
-        """Delete an object (nothing to do when it is absent) and prune empty directories."""
+    def delete(
+        self, bucket: str, key: str, check: Callable[[ObjectInfo | None], None] | None = None
+    ) -> None:
+        """Delete an object (nothing to do when it is absent) and prune empty directories.
+
+        ``check`` sees the object first, under the key's lock, and raises to keep it.
+        """
+        if check is None:
+            self._delete(bucket, key)
+            return
+        with self.publish_lock(bucket, key):
+            check(self.current(bucket, key))
+            self._delete(bucket, key)
+
+    def _delete(self, bucket: str, key: str) -> None:
         parents, name = split_key(key)
         try:
             directory = self.walk(bucket, parents, key)

@@ -32,7 +32,12 @@ from aifactory.objects.s3.responses import (
     send_xml,
 )
 from aifactory.objects.s3.upload import Digests, UploadBody
-from aifactory.objects.s3.write_conditions import etag_matches, write_check
+from aifactory.objects.s3.write_conditions import (
+    WriteCheck,
+    delete_check,
+    etag_matches,
+    write_check,
+)
 
 STORED_HEADERS = (
     "cache-control",
@@ -334,26 +339,30 @@ async def delete_object(ctx: Context) -> None:
     """DELETE /bucket/key (succeeds when the key is absent)."""
     check_key(ctx.request.key)
     _check_version(ctx.request.params.get("versionId", ""), ctx.request.key)
-    await ctx.run_quick(_delete_checked, ctx.files, ctx.request.bucket, ctx.request.key)
+    check = delete_check(ctx.request.header("if-match"))
+    await ctx.run_quick(_delete_checked, ctx.files, ctx.request.bucket, ctx.request.key, check)
     await send_empty(ctx.send, 204, ctx.headers)
 
 
-def _delete_checked(files: FileStore, bucket: str, key: str) -> None:
+def _delete_checked(files: FileStore, bucket: str, key: str, check: WriteCheck | None) -> None:
     if not files.bucket_exists(bucket):
         raise S3Error("NoSuchBucket", resource=bucket)
-    files.delete(bucket, key)
+    files.delete(bucket, key, check)
 
 
 async def delete_objects(ctx: Context) -> None:
     """POST /bucket?delete: up to 1000 keys in one request."""
     root = parse_xml(await ctx.read_small_body(2 * 1024 * 1024))
     quiet = child_text(root, "Quiet").lower() == "true"
-    targets = [(child_text(o, "Key"), child_text(o, "VersionId")) for o in root.findall("Object")]
+    targets = [
+        (child_text(o, "Key"), child_text(o, "VersionId"), child_text(o, "ETag"))
+        for o in root.findall("Object")
+    ]
     if len(targets) > MAX_DELETE_KEYS:
         raise S3Error("MalformedXML", f"At most {MAX_DELETE_KEYS} keys per request.")
     outcomes = await ctx.run(_delete_many, ctx.files, ctx.request.bucket, targets)
     parts = []
-    for (key, version), error in zip(targets, outcomes, strict=True):
+    for (key, version, _etag), error in zip(targets, outcomes, strict=True):
         version_xml = element("VersionId", version) if version else ""
         if error is None:
             if not quiet:
@@ -367,16 +376,17 @@ async def delete_objects(ctx: Context) -> None:
 
 
 def _delete_many(
-    files: FileStore, bucket: str, targets: list[tuple[str, str]]
+    files: FileStore, bucket: str, targets: list[tuple[str, str, str]]
 ) -> list[S3Error | None]:
+    """Delete (key, version, ETag or "") targets; each one's error or None."""
     if not files.bucket_exists(bucket):
         raise S3Error("NoSuchBucket", resource=bucket)
     outcomes: list[S3Error | None] = []
-    for key, version in targets:
+    for key, version, etag in targets:
         try:
             check_key(key)
             _check_version(version, key)
-            files.delete(bucket, key)
+            files.delete(bucket, key, delete_check(etag))
             outcomes.append(None)
         except S3Error as exc:
             outcomes.append(exc)

@@ -1,8 +1,10 @@
-"""Conditional writes: ``If-Match`` and ``If-None-Match`` on PutObject and CompleteMultipartUpload.
+"""Conditional writes: ``If-Match``, ``If-None-Match`` on writes, ``If-Match`` on deletes.
 
-The check reads the object in place when the new one is about to be renamed
-over it, under the key's lock (``FileStore.publish``), so of two writers
-that both name the same ETag exactly one wins and the other gets 412.
+Writes are PutObject and CompleteMultipartUpload; deletes DeleteObject and
+DeleteObjects (an ETag per key). The check reads the object in place when
+the new one is about to be renamed over it (or it is about to be removed),
+under the key's lock (``FileWriter.publish``, ``FileStore.delete``), so of
+two writers that both name the same ETag exactly one wins, the other 412.
 """
 
 from __future__ import annotations
@@ -32,6 +34,18 @@ def write_check(request: S3Request) -> WriteCheck | None:
                 raise S3Error("PreconditionFailed", "If-Match did not match the current ETag.")
         if if_none_match and current is not None and etag_matches(current.meta.etag, if_none_match):
             raise S3Error("PreconditionFailed", "If-None-Match matched the current object.")
+
+    return check
+
+
+def delete_check(if_match: str) -> WriteCheck | None:
+    """The check a delete's ``If-Match`` (or DeleteObjects' ETag) asks; an absent object passes."""
+    if not if_match:
+        return None
+
+    def check(current: ObjectInfo | None) -> None:
+        if current is not None and not etag_matches(current.meta.etag, if_match):
+            raise S3Error("PreconditionFailed", "If-Match did not match the current ETag.")
 
     return check
 
