@@ -427,6 +427,25 @@ def test_listings_in_byte_order_with_pages_and_url_encoding(s3: Any, s3server: S
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
 
+def test_copy_source_ranges_are_exact_or_refused(s3: Any) -> None:
+    s3.put_object(Bucket="data", Key="src/five", Body=b"12345")
+    upload = s3.create_multipart_upload(Bucket="data", Key="dst/five")["UploadId"]
+
+    def copy(byte_range: str) -> tuple[int, str]:
+        with pytest.raises(ClientError) as caught:
+            s3.upload_part_copy(
+                Bucket="data", Key="dst/five", UploadId=upload, PartNumber=1,
+                CopySource={"Bucket": "data", "Key": "src/five"}, CopySourceRange=byte_range,
+            )  # fmt: skip
+        status = caught.value.response["ResponseMetadata"]["HTTPStatusCode"]
+        return status, _code(caught.value)
+
+    assert copy("bytes=0-21") == (416, "InvalidRange")
+    malformed_ranges = ("0-2", "bytes=0", "bytes=hello-world", "bytes=0-bar", "bytes=0-2,3-5")
+    for malformed in (*malformed_ranges, "bytes=-2", "bytes=3-1"):
+        assert copy(malformed) == (400, "InvalidArgument"), malformed
+
+
 def test_concurrent_writers_of_one_key_never_mix(
     s3server: S3Server, alice: tuple[str, str]
 ) -> None:

@@ -16,7 +16,6 @@ from aifactory.objects.s3.object_ops import (
     copy_with_md5,
     meta_from_request,
     parse_copy_source,
-    parse_range,
 )
 from aifactory.objects.s3.request import S3Request
 from aifactory.objects.s3.responses import (
@@ -127,8 +126,7 @@ def _copy_part(
         check_copy_conditions(request, info)
         size = info.st.st_size
         copy_range = request.header("x-amz-copy-source-range")
-        byte_range = parse_range(copy_range, size) if copy_range else None
-        start, end = byte_range or (0, size - 1)
+        start, end = copy_source_range(copy_range, size) if copy_range else (0, size - 1)
         try:
             md5 = copy_with_md5(fd, writer.fd, start, end - start + 1)
             return writer.publish(f'"{md5.hex()}"', "")
@@ -137,6 +135,31 @@ def _copy_part(
             raise
     finally:
         os.close(fd)
+
+
+def copy_source_range(header: str, size: int) -> tuple[int, int]:
+    """The inclusive range ``x-amz-copy-source-range`` asks of ``size`` bytes.
+
+    Unlike a GET's Range, it must be exactly ``bytes=FIRST-LAST`` and lie
+    within the source: a copy is never silently shortened.
+
+    Raises:
+        S3Error: InvalidArgument when malformed; InvalidRange past the source's end.
+    """
+    first, dash, last = header.removeprefix("bytes=").partition("-")
+    if not header.startswith("bytes=") or not (dash and first.isdigit() and last.isdigit()):
+        raise S3Error(
+            "InvalidArgument",
+            f"x-amz-copy-source-range {header[:40]!r} is not bytes=FIRST-LAST.",
+        )
+    start, end = int(first), int(last)
+    if start > end:
+        raise S3Error("InvalidArgument", "The copy range ends before it starts.")
+    if end >= size:
+        error = S3Error("InvalidRange", f"The source object has {size} bytes.")
+        error.headers = {"content-range": f"bytes */{size}"}
+        raise error
+    return start, end
 
 
 async def complete_upload(ctx: Context) -> None:
