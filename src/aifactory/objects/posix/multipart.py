@@ -10,6 +10,10 @@
     3.json             part 3's record: file, offset, size, ETag, checksum (renamed into place)
     sealed             completion began: no part enters ``data`` any more
 
+    ROOT/.aifactory/uploads/BUCKET/.completed/UPLOAD_ID.json
+                       a completed upload's result, for an hour: completing
+                       it again answers the same while the object is unchanged
+
 Clients cut an object into equal parts, so the first attempt of each part
 writes straight to where it belongs in ``data``; completion then truncates
 ``data`` and renames it into place (``FileWriter.adopt``), no byte copied.
@@ -49,6 +53,9 @@ MAX_OBJECT_BYTES = 5 * 1024**4
 MAX_PART_RUNS = 64
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _DATA, _STRIDE, _SEALED = "data", "stride", "sealed"
+_COMPLETED = ".completed"
+COMPLETED_KEEP_S = 3600.0
+_PRUNE_EVERY_S = 60.0
 
 
 @dataclass
@@ -78,6 +85,17 @@ class Upload:
     checksum_type: str = ""  # COMPOSITE or FULL_OBJECT, with an algorithm
 
 
+@dataclass
+class Completion:
+    """What completing an upload gave: the object's key, ETag and checksum."""
+
+    key: str
+    etag: str
+    checksum_algorithm: str
+    checksum: str
+    completed: float
+
+
 class Multipart:
     """The multipart uploads of one file store."""
 
@@ -85,6 +103,7 @@ class Multipart:
         self._files = files
         self._uploads = os.path.join(files.system_dir, "uploads")
         self.min_part_bytes = min_part_bytes
+        self._pruned: dict[str, float] = {}
 
     def create(self, bucket: str, upload: Upload) -> str:
         """Start an upload; returns its id."""
@@ -213,7 +232,42 @@ class Multipart:
                 remove_tree(directory)  # its data went with the writer: the upload is spent
             raise
         remove_tree(directory)
+        done = Completion(
+            upload.key, meta.etag, meta.checksum_algorithm, meta.checksum, time.time()
+        )
+        self._remember(bucket, upload.upload_id, done)
         return meta
+
+    def completed(self, bucket: str, key: str, upload_id: str) -> Completion | None:
+        """How ``upload_id`` of ``key`` was completed, if it was and its object is unchanged."""
+        if not _UPLOAD_ID.fullmatch(upload_id):
+            return None
+        path = os.path.join(self._uploads, bucket, _COMPLETED, f"{upload_id}.json")
+        try:
+            with open(path) as handle:
+                done = Completion(**json.load(handle))
+        except (OSError, ValueError, TypeError):
+            return None
+        if done.key != key or time.time() - done.completed > COMPLETED_KEEP_S:
+            return None
+        current = self._files.current(bucket, key)
+        if current is None or current.meta.etag != done.etag:
+            return None
+        return done
+
+    def _remember(self, bucket: str, upload_id: str, done: Completion) -> None:
+        directory = os.path.join(self._uploads, bucket, _COMPLETED)
+        os.makedirs(directory, exist_ok=True)
+        _write_json(os.path.join(directory, f"{upload_id}.json"), done.__dict__)
+        now = time.time()
+        if now - self._pruned.get(bucket, 0.0) < _PRUNE_EVERY_S:
+            return
+        self._pruned[bucket] = now
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime > COMPLETED_KEEP_S:
+                        os.unlink(entry.path)
 
     def abort(self, bucket: str, upload_id: str) -> None:
         """Drop an upload and its parts."""
@@ -224,6 +278,8 @@ class Multipart:
         found = []
         with contextlib.suppress(FileNotFoundError):
             for upload_id in os.listdir(os.path.join(self._uploads, bucket)):
+                if upload_id == _COMPLETED:
+                    continue
                 try:
                     path = os.path.join(self._dir(bucket, upload_id), "upload.json")
                     with open(path) as handle:

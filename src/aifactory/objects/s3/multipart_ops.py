@@ -7,6 +7,7 @@ import time
 
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix import checksums
+from aifactory.objects.posix.metadata import ObjectMeta
 from aifactory.objects.posix.multipart import Multipart, Part, PartWriter, Upload
 from aifactory.objects.posix.paths import check_key, is_directory_key
 from aifactory.objects.posix.storage import FileStore
@@ -163,8 +164,38 @@ def copy_source_range(header: str, size: int) -> tuple[int, int]:
 
 
 async def complete_upload(ctx: Context) -> None:
-    """POST /bucket/key?uploadId=ID with the list of parts."""
+    """POST /bucket/key?uploadId=ID with the list of parts.
+
+    Completing an upload again (a client retrying after a lost answer) gives
+    the first completion's answer while the object it made is unchanged.
+    """
     key = _checked_key(ctx)
+    try:
+        meta = await _complete(ctx, key)
+    except S3Error as exc:
+        if exc.code != "NoSuchUpload":
+            raise
+        upload_id = ctx.request.params["uploadId"]
+        done = await ctx.run(_multipart(ctx).completed, ctx.request.bucket, key, upload_id)
+        if done is None:
+            raise
+        await ctx.read_small_body(2 * 1024 * 1024)
+        meta = ObjectMeta(done.etag, 0, 0, checksum_algorithm=done.checksum_algorithm)
+        meta.checksum = done.checksum
+    checksum_tag = "Checksum" + meta.checksum_algorithm.upper()
+    parts = [
+        element("Location", f"/{ctx.request.bucket}/{key}"),
+        element("Bucket", ctx.request.bucket),
+        element("Key", key),
+        element("ETag", meta.etag),
+    ]
+    if meta.checksum:
+        kind = checksums.type_of(meta.checksum)
+        parts += [element(checksum_tag, meta.checksum), element("ChecksumType", kind)]
+    await send_xml(ctx.send, 200, document("CompleteMultipartUploadResult", parts), ctx.headers)
+
+
+async def _complete(ctx: Context, key: str) -> ObjectMeta:
     request = ctx.request
     upload = await ctx.run(_multipart(ctx).upload, request.bucket, key, request.params["uploadId"])
     root = parse_xml(await ctx.read_small_body(2 * 1024 * 1024))
@@ -180,19 +211,9 @@ async def complete_upload(ctx: Context) -> None:
     expected = ""
     if upload.checksum_algorithm:
         expected = request.header(checksums.header_name(upload.checksum_algorithm))
-    meta = await ctx.run(
+    return await ctx.run(
         _multipart(ctx).complete, request.bucket, upload, requested, write_check(request), expected
     )
-    parts = [
-        element("Location", f"/{request.bucket}/{key}"),
-        element("Bucket", request.bucket),
-        element("Key", key),
-        element("ETag", meta.etag),
-    ]
-    if meta.checksum:
-        kind = checksums.type_of(meta.checksum)
-        parts += [element(checksum_tag, meta.checksum), element("ChecksumType", kind)]
-    await send_xml(ctx.send, 200, document("CompleteMultipartUploadResult", parts), ctx.headers)
 
 
 async def abort_upload(ctx: Context) -> None:
