@@ -164,3 +164,24 @@ def test_pyarrow_writes_parquet_and_multipart_streams(
         for chunk in chunks:
             out.write(chunk)
     assert s3.get_object(Bucket="sums", Key="stream.bin")["Body"].read() == b"".join(chunks)
+
+
+def test_object_attributes_name_size_etag_checksum_and_parts(s3: Any) -> None:
+    body = os.urandom(3000)
+    put = s3.put_object(Bucket="sums", Key="attrs.bin", Body=body, ChecksumAlgorithm="SHA256")
+    wanted = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"]
+    got = s3.get_object_attributes(Bucket="sums", Key="attrs.bin", ObjectAttributes=wanted)
+    assert got["ETag"] == put["ETag"].strip('"') and got["ObjectSize"] == 3000
+    assert got["Checksum"]["ChecksumSHA256"] == _b64(hashlib.sha256(body).digest())
+    assert got["StorageClass"] == "STANDARD" and "ObjectParts" not in got
+    parts = [os.urandom(5 * MiB), os.urandom(10)]
+    upload, done = _upload_parts(s3, "attrs-mp", parts, ChecksumAlgorithm="CRC32C")
+    s3.complete_multipart_upload(
+        Bucket="sums", Key="attrs-mp", UploadId=upload, MultipartUpload={"Parts": done}
+    )
+    got = s3.get_object_attributes(Bucket="sums", Key="attrs-mp", ObjectAttributes=wanted)
+    assert got["ObjectParts"]["TotalPartsCount"] == 2 and got["ObjectSize"] == 5 * MiB + 10
+    assert got["Checksum"]["ChecksumType"] == "COMPOSITE"
+    with pytest.raises(ClientError) as refused:
+        s3.get_object_attributes(Bucket="sums", Key="attrs.bin", ObjectAttributes=["Colour"])
+    assert _error(refused.value) == (400, "InvalidArgument")

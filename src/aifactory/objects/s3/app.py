@@ -44,7 +44,7 @@ _UNSUPPORTED = frozenset(
         "notification", "replication", "encryption", "object-lock", "ownershipControls",
         "publicAccessBlock", "accelerate", "requestPayment", "inventory", "metrics",
         "analytics", "intelligent-tiering", "retention", "legal-hold", "torrent",
-        "restore", "select", "attributes", "policyStatus",
+        "restore", "select", "policyStatus",
     }
 )  # fmt: skip
 
@@ -245,6 +245,8 @@ def _object_route(
     if method == "GET":
         if "uploadId" in params:
             return "ListParts", multipart_ops.list_parts, False
+        if "attributes" in params:
+            return "GetObjectAttributes", object_ops.get_object_attributes, False
         return "GetObject", _get, False
     if method == "HEAD":
         return "HeadObject", _head, False

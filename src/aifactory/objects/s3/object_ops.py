@@ -55,6 +55,7 @@ _OVERRIDES = {
     "response-content-encoding": "content-encoding",
 }
 MAX_DELETE_KEYS = 1000
+_ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
 # Control characters no HTTP header value may carry (a tab may).
 _UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -185,6 +186,40 @@ async def get_object(ctx: Context, head: bool) -> None:
     finally:
         if opened.fd >= 0:
             await ctx.run_quick(os.close, opened.fd)
+
+
+async def get_object_attributes(ctx: Context) -> None:
+    """GET /bucket/key?attributes: what ``x-amz-object-attributes`` names, without the bytes."""
+    request = ctx.request
+    check_key(request.key)
+    _check_version(request.params.get("versionId", ""), request.key)
+    wanted = {name.strip() for name in request.header("x-amz-object-attributes").split(",")}
+    wanted.discard("")
+    if not wanted or not wanted.issubset(_ATTRIBUTES):
+        raise S3Error(
+            "InvalidArgument",
+            f"x-amz-object-attributes names some of {', '.join(_ATTRIBUTES)}.",
+        )
+    info = await ctx.run_quick(ctx.files.head, request.bucket, request.key)
+    meta = info.meta
+    size = 0 if is_directory_key(info.key) else info.st.st_size
+    found = []
+    if "ETag" in wanted:
+        found.append(element("ETag", meta.etag.strip('"')))
+    if "Checksum" in wanted and meta.checksum:
+        tag = "Checksum" + meta.checksum_algorithm.upper()
+        kind = checksums.type_of(meta.checksum)
+        found.append(
+            f"<Checksum>{element(tag, meta.checksum)}{element('ChecksumType', kind)}</Checksum>"
+        )
+    if "ObjectParts" in wanted and meta.parts:
+        found.append(f"<ObjectParts>{element('PartsCount', meta.parts)}</ObjectParts>")
+    if "StorageClass" in wanted:
+        found.append(element("StorageClass", "STANDARD"))
+    if "ObjectSize" in wanted:
+        found.append(element("ObjectSize", size))
+    headers = [*ctx.headers, (b"last-modified", http_time(info.st.st_mtime).encode())]
+    await send_xml(ctx.send, 200, document("GetObjectAttributesResponse", found), headers)
 
 
 async def _respond_with_object(
