@@ -114,6 +114,7 @@ class Context:
         failure the sink is dropped.
         """
         pending: asyncio.Future[None] | None = None
+        buffers: list[bytearray] = []
         try:
             data, more = await self._body_piece()
             if not more:
@@ -143,18 +144,18 @@ class Context:
                 await pending
             pending = None
             last = memoryview(buffers[0])[:filled]
-            result: T = await self.run(_finish, body, last, finalize)
+            return await self.run(_finish, body, last, finalize)
         except BaseException:
-            # The buffers are dropped, not given back: a cancelled batch may
-            # still be read by its worker.
             if pending is not None:
                 with contextlib.suppress(BaseException):
                     await pending
             await asyncio.shield(self.run(sink.abort))
             raise
-        for buffer in buffers:
-            pool.give(buffer)
-        return result
+        finally:
+            # A batch still in a worker (cancelled, not stopped) keeps its buffers.
+            if pending is None or pending.done():
+                for buffer in buffers:
+                    self.services.buffers.give(buffer)
 
     async def _body_piece(self) -> tuple[bytes, bool]:
         """The next piece of the request body, and whether more follows."""
