@@ -42,11 +42,11 @@ class AwsChunkedDecoder:
         self._trailer_lines: list[str] = []
         self.trailers: dict[str, str] = {}
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[memoryview]:
-        """Decode the next raw bytes; returns the payload they contained (views of ``data``)."""
+    def feed(self, data: bytes) -> list[memoryview]:
+        """Decode the next raw bytes; returns the payload they contained."""
         view = memoryview(data)
         pieces = []
-        position, end = 0, len(view)
+        position, end = 0, len(data)
         while position < end:
             if self._state == _DATA:
                 take = min(self._remaining, end - position)
@@ -59,14 +59,12 @@ class AwsChunkedDecoder:
                 if self._remaining == 0:
                     self._state = _DATA_END
             elif self._state == _DONE:
-                if bytes(view[position:]).strip():
+                if data[position:].strip():
                     raise _malformed("bytes after the final chunk")
                 break
             else:
-                # A line is short: look for its end in a window, not in the whole batch.
-                window = bytes(view[position : position + _MAX_LINE_BYTES + 1])
-                newline = window.find(b"\n")
-                stop = position + (len(window) if newline < 0 else newline + 1)
+                newline = data.find(b"\n", position)
+                stop = end if newline < 0 else newline + 1
                 self._line += view[position:stop]
                 position = stop
                 if len(self._line) > _MAX_LINE_BYTES:

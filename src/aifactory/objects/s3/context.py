@@ -2,8 +2,7 @@
 
 Disk work runs on a bounded thread pool (``run``), except the short work of
 small requests on local filesystems (``run_quick``). Bodies stream through
-``receive_body`` (a megabyte per batch, one batch in flight, the two
-buffers reused from upload to upload) and
+``receive_body`` (about a megabyte per batch, one batch in flight) and
 ``send_file`` (one read ahead of the one being sent), so memory per request
 stays bounded however large the object.
 """
@@ -25,7 +24,6 @@ from aifactory.objects.posix.multipart import Multipart
 from aifactory.objects.posix.storage import FileStore
 from aifactory.objects.s3.access import BucketRegistry
 from aifactory.objects.s3.auth import Caller, PayloadCheck
-from aifactory.objects.s3.buffers import BufferPool
 from aifactory.objects.s3.request import S3Request
 from aifactory.objects.s3.upload import Digests, Sink, UploadBody
 
@@ -35,7 +33,6 @@ READ_BYTES = 1024 * 1024
 # A small request's whole work (open, hash, write, rename) takes about as long
 # as a trip to the pool and back when the body is this size or less.
 QUICK_BYTES = 64 * 1024
-IDLE_BUFFERS = 16
 
 
 @dataclass
@@ -58,7 +55,6 @@ class Services:
     buckets: BucketRegistry
     executor: ThreadPoolExecutor
     stats: Stats
-    buffers: BufferPool = field(default_factory=lambda: BufferPool(BATCH_BYTES, IDLE_BUFFERS))
 
 
 @dataclass
@@ -107,64 +103,44 @@ class Context:
     ) -> T:
         """Stream the request body through ``body`` and return ``finalize(digests)``.
 
-        ``finalize`` runs in the same worker call as the last batch, so a body
-        that came in one piece costs one trip to the pool, or none when small
-        (``run_quick``). Longer bodies are copied into two batch buffers in
-        turn: one fills while a worker hashes and writes the other. On any
+        ``finalize`` runs in the same worker call as the last batch, so a small
+        upload costs one trip to the pool, or none (``run_quick``). On any
         failure the sink is dropped.
         """
         pending: asyncio.Future[None] | None = None
-        buffers: list[bytearray] = []
+        chunks: list[bytes] = []
+        batched = 0
         try:
-            data, more = await self._body_piece()
-            if not more:
-                run = self.run_quick if len(data) <= QUICK_BYTES else self.run
-                return await run(_finish, body, data, finalize)
-            pool = self.services.buffers
-            buffers = [pool.take(), pool.take()]
-            filled = 0
             while True:
-                view = memoryview(data)
-                while view:
-                    buffer = buffers[0]
-                    take = min(len(view), pool.size - filled)
-                    buffer[filled : filled + take] = view[:take]
-                    filled += take
-                    view = view[take:]
-                    if filled == pool.size:
-                        if pending is not None:
-                            await pending  # it used the other buffer, filled next
-                        pending = asyncio.ensure_future(self.run(body.feed, buffer))
-                        buffers.reverse()
-                        filled = 0
-                if not more:
+                message = await self.receive()
+                if message["type"] == "http.disconnect":
+                    raise S3Error("IncompleteBody", "The client went away mid-upload.")
+                data = message.get("body", b"")
+                if data:
+                    chunks.append(data)
+                    batched += len(data)
+                    self.services.stats.bytes_in += len(data)
+                if not message.get("more_body", False):
                     break
-                data, more = await self._body_piece()
+                if batched >= BATCH_BYTES:
+                    batch = b"".join(chunks)
+                    chunks.clear()
+                    batched = 0
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(self.run(body.feed, batch))
             if pending is not None:
                 await pending
-            pending = None
-            last = memoryview(buffers[0])[:filled]
-            return await self.run(_finish, body, last, finalize)
+                pending = None
+            elif batched <= QUICK_BYTES:
+                return await self.run_quick(_finish, body, b"".join(chunks), finalize)
+            return await self.run(_finish, body, b"".join(chunks), finalize)
         except BaseException:
             if pending is not None:
                 with contextlib.suppress(BaseException):
                     await pending
             await asyncio.shield(self.run(sink.abort))
             raise
-        finally:
-            # A batch still in a worker (cancelled, not stopped) keeps its buffers.
-            if pending is None or pending.done():
-                for buffer in buffers:
-                    self.services.buffers.give(buffer)
-
-    async def _body_piece(self) -> tuple[bytes, bool]:
-        """The next piece of the request body, and whether more follows."""
-        message = await self.receive()
-        if message["type"] == "http.disconnect":
-            raise S3Error("IncompleteBody", "The client went away mid-upload.")
-        data = message.get("body", b"")
-        self.services.stats.bytes_in += len(data)
-        return data, message.get("more_body", False)
 
     async def read_small_body(self, limit: int, too_large: str = "MalformedXML") -> bytes:
         """The whole body of a request with an XML or empty body, up to ``limit`` bytes.
@@ -213,5 +189,5 @@ class Context:
             await asyncio.shield(self.run_quick(os.close, fd))
 
 
-def _finish(body: UploadBody, last: bytes | memoryview, finalize: Callable[[Digests], T]) -> T:
+def _finish(body: UploadBody, last: bytes, finalize: Callable[[Digests], T]) -> T:
     return finalize(body.finish(last))

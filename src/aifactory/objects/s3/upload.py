@@ -1,8 +1,8 @@
 """One request body on its way to disk: decoded, hashed, verified, written.
 
-The app's event loop gathers the body into batches of a megabyte and hands
-each to ``UploadBody.feed`` in a worker thread, keeping one batch in flight
-while the next arrives; memory per upload stays at two batches. An
+The app's event loop gathers the body into batches of about a megabyte and
+hands each to ``UploadBody.feed`` in a worker thread, keeping one batch in
+flight while the next arrives; memory per upload stays near two batches. An
 upload that fails any check is dropped before it is renamed into place.
 """
 
@@ -88,9 +88,9 @@ class UploadBody:
         """The checksum algorithm the body is hashed with ("": none)."""
         return self._algorithm
 
-    def feed(self, raw: bytes | bytearray | memoryview) -> None:
+    def feed(self, raw: bytes) -> None:
         """Take the next raw bytes of the body."""
-        pieces = self._decoder.feed(raw) if self._decoder is not None else [memoryview(raw)]
+        pieces = self._decoder.feed(raw) if self._decoder is not None else [raw]
         for piece in pieces:
             self._md5.update(piece)
             if self._sha256 is not None:
@@ -102,7 +102,7 @@ class UploadBody:
         if self.size > MAX_SINGLE_UPLOAD_BYTES:
             raise S3Error("EntityTooLarge", fix="use a multipart upload above 5 GiB")
 
-    def finish(self, raw: bytes | bytearray | memoryview) -> Digests:
+    def finish(self, raw: bytes) -> Digests:
         """Take the last bytes, check lengths, hashes and checksums; returns the digests."""
         self.feed(raw)
         trailers = self._decoder.finish() if self._decoder is not None else {}
