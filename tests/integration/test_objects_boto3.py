@@ -470,6 +470,13 @@ def test_copy_source_ranges_are_exact_or_refused(s3: Any) -> None:
         return status, _code(caught.value)
 
     assert copy("bytes=0-21") == (416, "InvalidRange")
+    # A directory marker is an empty source, not a directory to read.
+    s3.put_object(Bucket="data", Key="src/marker/", Body=b"")
+    marker = {"Bucket": "data", "Key": "src/marker/"}
+    empty = s3.upload_part_copy(
+        Bucket="data", Key="dst/five", UploadId=upload, PartNumber=2, CopySource=marker
+    )
+    assert empty["CopyPartResult"]["ETag"].strip('"') == hashlib.md5(b"").hexdigest()
     malformed_ranges = ("0-2", "bytes=0", "bytes=hello-world", "bytes=0-bar", "bytes=0-2,3-5")
     for malformed in (*malformed_ranges, "bytes=-2", "bytes=3-1"):
         assert copy(malformed) == (400, "InvalidArgument"), malformed

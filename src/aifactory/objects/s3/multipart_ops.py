@@ -125,7 +125,7 @@ def _copy_part(
     fd, info = files.open(bucket, key)
     try:
         check_copy_conditions(request, info)
-        size = info.st.st_size
+        size = 0 if is_directory_key(key) else info.st.st_size  # a marker has no bytes
         copy_range = request.header("x-amz-copy-source-range")
         start, end = copy_source_range(copy_range, size) if copy_range else (0, size - 1)
         try:
