@@ -103,7 +103,9 @@ def test_multipart_upload(s3: Any, s3server: S3Server) -> None:
     s3.download_fileobj("data", "big/model.bin", out, Config=config)
     assert out.getvalue() == data
     staging = s3server.root / ".aifactory" / "uploads" / "data"
-    assert not staging.exists() or list(staging.iterdir()) == []
+    # Only the completion's record stays (for a retried completion), none of the parts.
+    assert [path.name for path in staging.iterdir()] == [".completed"]
+    assert all(path.suffix == ".json" for path in (staging / ".completed").iterdir())
 
 
 def test_multipart_rules(s3: Any) -> None:
@@ -425,6 +427,59 @@ def test_listings_in_byte_order_with_pages_and_url_encoding(s3: Any, s3server: S
     with pytest.raises(ClientError) as caught:
         s3.head_bucket(Bucket="order")
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_completing_an_upload_again_answers_the_same(s3: Any) -> None:
+    upload = s3.create_multipart_upload(Bucket="data", Key="mp/again", ChecksumAlgorithm="SHA256")[
+        "UploadId"
+    ]
+    etag = s3.upload_part(
+        Bucket="data", Key="mp/again", UploadId=upload, PartNumber=1, Body=b"only part",
+        ChecksumAlgorithm="SHA256",
+    )["ETag"]  # fmt: skip
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    first = s3.complete_multipart_upload(
+        Bucket="data", Key="mp/again", UploadId=upload, MultipartUpload=parts
+    )
+    again = s3.complete_multipart_upload(
+        Bucket="data", Key="mp/again", UploadId=upload, MultipartUpload=parts
+    )
+    assert again["ETag"] == first["ETag"] and again["ChecksumSHA256"] == first["ChecksumSHA256"]
+    assert s3.get_object(Bucket="data", Key="mp/again")["Body"].read() == b"only part"
+    assert not s3.list_multipart_uploads(Bucket="data", Prefix="mp/again").get("Uploads")
+    # Once the object is replaced, the upload is gone for good.
+    s3.put_object(Bucket="data", Key="mp/again", Body=b"newer")
+    with pytest.raises(ClientError) as gone:
+        s3.complete_multipart_upload(
+            Bucket="data", Key="mp/again", UploadId=upload, MultipartUpload=parts
+        )
+    assert _code(gone.value) == "NoSuchUpload"
+
+
+def test_copy_source_ranges_are_exact_or_refused(s3: Any) -> None:
+    s3.put_object(Bucket="data", Key="src/five", Body=b"12345")
+    upload = s3.create_multipart_upload(Bucket="data", Key="dst/five")["UploadId"]
+
+    def copy(byte_range: str) -> tuple[int, str]:
+        with pytest.raises(ClientError) as caught:
+            s3.upload_part_copy(
+                Bucket="data", Key="dst/five", UploadId=upload, PartNumber=1,
+                CopySource={"Bucket": "data", "Key": "src/five"}, CopySourceRange=byte_range,
+            )  # fmt: skip
+        status = caught.value.response["ResponseMetadata"]["HTTPStatusCode"]
+        return status, _code(caught.value)
+
+    assert copy("bytes=0-21") == (416, "InvalidRange")
+    # A directory marker is an empty source, not a directory to read.
+    s3.put_object(Bucket="data", Key="src/marker/", Body=b"")
+    marker = {"Bucket": "data", "Key": "src/marker/"}
+    empty = s3.upload_part_copy(
+        Bucket="data", Key="dst/five", UploadId=upload, PartNumber=2, CopySource=marker
+    )
+    assert empty["CopyPartResult"]["ETag"].strip('"') == hashlib.md5(b"").hexdigest()
+    malformed_ranges = ("0-2", "bytes=0", "bytes=hello-world", "bytes=0-bar", "bytes=0-2,3-5")
+    for malformed in (*malformed_ranges, "bytes=-2", "bytes=3-1"):
+        assert copy(malformed) == (400, "InvalidArgument"), malformed
 
 
 def test_concurrent_writers_of_one_key_never_mix(

@@ -105,3 +105,31 @@ def test_a_part_longer_than_announced_is_refused(multipart: Multipart) -> None:
     assert caught.value.code == "IncompleteBody"
     writer.abort()
     assert os.path.exists(_staged(multipart, upload_id, "data"))  # shared: only its slot is void
+
+
+def test_part_ranges_follow_the_completed_parts(multipart: Multipart) -> None:
+    upload_id = _start(multipart)
+    sizes = [4, 4, 3, 3, 1]
+    listed = [_part(multipart, upload_id, n, b"x" * size) for n, size in enumerate(sizes, 1)]
+    meta = multipart.complete("bkt", multipart.upload("bkt", "obj", upload_id), listed)
+    assert meta.part_runs == [[4, 2], [3, 2], [1, 1]]
+    assert [meta.part_range(n) for n in range(1, 6)] == [
+        (0, 3),
+        (4, 7),
+        (8, 10),
+        (11, 13),
+        (14, 14),
+    ]
+    with pytest.raises(S3Error) as beyond:
+        meta.part_range(6)
+    assert beyond.value.code == "InvalidPartNumber" and beyond.value.status_code == 416
+
+
+def test_too_many_part_sizes_keep_no_table(multipart: Multipart) -> None:
+    upload_id = _start(multipart)
+    listed = [_part(multipart, upload_id, n, b"x" * (100 - n)) for n in range(1, 67)]
+    meta = multipart.complete("bkt", multipart.upload("bkt", "obj", upload_id), listed)
+    assert meta.parts == 66 and meta.part_runs == []
+    with pytest.raises(S3Error) as refused:
+        meta.part_range(1)
+    assert refused.value.code == "NotImplemented"

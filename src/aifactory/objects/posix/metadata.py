@@ -21,7 +21,7 @@ import json
 import mimetypes
 import os
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from aifactory.identity import Identity
 from aifactory.objects.errors import S3Error
@@ -46,10 +46,42 @@ class ObjectMeta:
     checksum: str = ""
     parts: int = 0
     foreign: bool = False
+    # A multipart object's part sizes as runs of [size, count]: clients cut
+    # objects into equal parts, so this is two runs, however many parts.
+    part_runs: list[list[int]] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
-        """Compact JSON."""
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        """Compact JSON (every field is a str, int, bool or dict of str: no deep copy needed)."""
+        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+
+    def part_range(self, number: int) -> tuple[int, int]:
+        """The inclusive byte range of part ``number`` (from 1); a single upload is part 1.
+
+        An empty single upload's part 1 is ``(0, -1)``.
+
+        Raises:
+            S3Error: InvalidPartNumber beyond the last part; NotImplemented for a
+                multipart object completed before part sizes were kept.
+        """
+        if not self.parts:
+            if number != 1:
+                raise _no_such_part(number, 1)
+            return 0, self.size - 1
+        if not self.part_runs:
+            raise S3Error(
+                "NotImplemented",
+                "This object's part sizes were not kept (it was completed by an older "
+                "aifactory, or its parts have too many different sizes).",
+                fix="read it by byte range (Range header) instead of by part number",
+            )
+        start, before = 0, 0
+        for size, count in self.part_runs:
+            if number <= before + count:
+                start += (number - before - 1) * size
+                return start, start + size - 1
+            start += size * count
+            before += count
+        raise _no_such_part(number, self.parts)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ObjectMeta | None:
@@ -160,6 +192,23 @@ class MetadataStore:
     def _sidecar(self, bucket: str, key: str) -> str:
         digest = hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()
         return os.path.join(self._sidecars, digest[:2], digest)
+
+
+def part_runs(sizes: list[int], most: int) -> list[list[int]]:
+    """Part sizes as runs of [size, count]; empty when that takes more than ``most`` runs."""
+    runs: list[list[int]] = []
+    for size in sizes:
+        if runs and runs[-1][0] == size:
+            runs[-1][1] += 1
+        else:
+            runs.append([size, 1])
+    return runs if len(runs) <= most else []
+
+
+def _no_such_part(number: int, count: int) -> S3Error:
+    return S3Error(
+        "InvalidPartNumber", f"Part {number} was asked of an object with {count} part(s)."
+    )
 
 
 def xattrs_supported(directory: str) -> bool:

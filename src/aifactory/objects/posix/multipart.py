@@ -10,6 +10,10 @@
     3.json             part 3's record: file, offset, size, ETag, checksum (renamed into place)
     sealed             completion began: no part enters ``data`` any more
 
+    ROOT/.aifactory/uploads/BUCKET/.completed/UPLOAD_ID.json
+                       a completed upload's result, for an hour: completing
+                       it again answers the same while the object is unchanged
+
 Clients cut an object into equal parts, so the first attempt of each part
 writes straight to where it belongs in ``data``; completion then truncates
 ``data`` and renames it into place (``FileWriter.adopt``), no byte copied.
@@ -31,20 +35,27 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aifactory.identity import Identity
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix import checksums
-from aifactory.objects.posix.metadata import ObjectMeta
+from aifactory.objects.posix.metadata import ObjectMeta, part_runs
 from aifactory.objects.posix.ownership import STAGED_MODE, hand_file
-from aifactory.objects.posix.storage import FileStore, FileWriter, remove_tree
+from aifactory.objects.posix.storage import FileStore, FileWriter, ObjectInfo, remove_tree
 
 MIN_PART_BYTES = 5 * 1024 * 1024
 MAX_PART_NUMBER = 10_000
 MAX_OBJECT_BYTES = 5 * 1024**4
+# Beyond this many runs of equal part sizes an object keeps no part table
+# (extended attributes hold a few KiB): reads by part number are refused.
+MAX_PART_RUNS = 64
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _DATA, _STRIDE, _SEALED = "data", "stride", "sealed"
+_COMPLETED = ".completed"
+COMPLETED_KEEP_S = 3600.0
+_PRUNE_EVERY_S = 60.0
 
 
 @dataclass
@@ -71,6 +82,18 @@ class Upload:
     user: dict[str, str]
     headers: dict[str, str]
     checksum_algorithm: str
+    checksum_type: str = ""  # COMPOSITE or FULL_OBJECT, with an algorithm
+
+
+@dataclass
+class Completion:
+    """What completing an upload gave: the object's key, ETag and checksum."""
+
+    key: str
+    etag: str
+    checksum_algorithm: str
+    checksum: str
+    completed: float
 
 
 class Multipart:
@@ -80,6 +103,7 @@ class Multipart:
         self._files = files
         self._uploads = os.path.join(files.system_dir, "uploads")
         self.min_part_bytes = min_part_bytes
+        self._pruned: dict[str, float] = {}
 
     def create(self, bucket: str, upload: Upload) -> str:
         """Start an upload; returns its id."""
@@ -127,10 +151,23 @@ class Multipart:
         return sorted(found, key=lambda p: p.number)
 
     def complete(
-        self, bucket: str, upload: Upload, requested: list[tuple[int, str, str]]
+        self,
+        bucket: str,
+        upload: Upload,
+        requested: list[tuple[int, str, str]],
+        check: Callable[[ObjectInfo | None], None] | None = None,
+        expected_checksum: str = "",
     ) -> ObjectMeta:
-        """Assemble the listed parts (number, ETag, checksum or "") into the object."""
+        """Assemble the listed parts (number, ETag, checksum or "") into the object.
+
+        ``check`` (conditional writes) sees the object about to be replaced
+        first, and again under the key's lock as the new one is renamed in.
+        ``expected_checksum``, the client's whole-object checksum of the
+        upload's algorithm and type, must be the one the parts give.
+        """
         directory = self._dir(bucket, upload.upload_id)
+        if check is not None:
+            check(self._files.current(bucket, upload.key))
         if not requested:
             raise S3Error("MalformedXML", "The part list is empty.")
         numbers = [number for number, _etag, _checksum in requested]
@@ -150,9 +187,18 @@ class Multipart:
                     f"at least {self.min_part_bytes}.",
                 )
             parts.append(part)
+        checksum = _object_checksum(upload, parts)
+        if expected_checksum and expected_checksum.strip() != checksum:
+            raise S3Error(
+                "BadDigest",
+                f"The {upload.checksum_algorithm.upper() or 'checksum'} you specified does not "
+                "match the one the parts give.",
+            )
         writer = self._files.writer(bucket, upload.key)
+        adopted = False
         try:
-            if not _adopt_data(directory, parts, writer):
+            adopted = _adopt_data(directory, parts, writer)
+            if not adopted:
                 for part in parts:
                     fd = os.open(os.path.join(directory, part.file), os.O_RDONLY | os.O_CLOEXEC)
                     try:
@@ -167,11 +213,6 @@ class Multipart:
             raise
         md5s = b"".join(bytes.fromhex(part.etag.strip('"')) for part in parts)
         etag = f'"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(parts)}"'
-        checksum = ""
-        if upload.checksum_algorithm and all(part.checksum for part in parts):
-            checksum = checksums.composite(
-                upload.checksum_algorithm, [part.checksum for part in parts]
-            )
         meta = ObjectMeta(
             etag,
             0,
@@ -182,10 +223,51 @@ class Multipart:
             upload.checksum_algorithm if checksum else "",
             checksum,
             len(parts),
+            part_runs=part_runs([part.size for part in parts], MAX_PART_RUNS),
         )
-        meta = writer.publish(meta)
+        try:
+            meta = writer.publish(meta, check)
+        except S3Error:
+            if adopted:
+                remove_tree(directory)  # its data went with the writer: the upload is spent
+            raise
         remove_tree(directory)
+        done = Completion(
+            upload.key, meta.etag, meta.checksum_algorithm, meta.checksum, time.time()
+        )
+        self._remember(bucket, upload.upload_id, done)
         return meta
+
+    def completed(self, bucket: str, key: str, upload_id: str) -> Completion | None:
+        """How ``upload_id`` of ``key`` was completed, if it was and its object is unchanged."""
+        if not _UPLOAD_ID.fullmatch(upload_id):
+            return None
+        path = os.path.join(self._uploads, bucket, _COMPLETED, f"{upload_id}.json")
+        try:
+            with open(path) as handle:
+                done = Completion(**json.load(handle))
+        except (OSError, ValueError, TypeError):
+            return None
+        if done.key != key or time.time() - done.completed > COMPLETED_KEEP_S:
+            return None
+        current = self._files.current(bucket, key)
+        if current is None or current.meta.etag != done.etag:
+            return None
+        return done
+
+    def _remember(self, bucket: str, upload_id: str, done: Completion) -> None:
+        directory = os.path.join(self._uploads, bucket, _COMPLETED)
+        os.makedirs(directory, exist_ok=True)
+        _write_json(os.path.join(directory, f"{upload_id}.json"), done.__dict__)
+        now = time.time()
+        if now - self._pruned.get(bucket, 0.0) < _PRUNE_EVERY_S:
+            return
+        self._pruned[bucket] = now
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime > COMPLETED_KEEP_S:
+                        os.unlink(entry.path)
 
     def abort(self, bucket: str, upload_id: str) -> None:
         """Drop an upload and its parts."""
@@ -196,6 +278,8 @@ class Multipart:
         found = []
         with contextlib.suppress(FileNotFoundError):
             for upload_id in os.listdir(os.path.join(self._uploads, bucket)):
+                if upload_id == _COMPLETED:
+                    continue
                 try:
                     path = os.path.join(self._dir(bucket, upload_id), "upload.json")
                     with open(path) as handle:
@@ -318,6 +402,16 @@ class PartWriter:
         if self._offset < 0:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self._directory, self.file))
+
+
+def _object_checksum(upload: Upload, parts: list[Part]) -> str:
+    """The object's checksum from its parts', of the upload's algorithm and type ("": none)."""
+    algorithm = upload.checksum_algorithm
+    if not algorithm or not all(part.checksum for part in parts):
+        return ""
+    if upload.checksum_type == checksums.FULL_OBJECT:
+        return checksums.full_object(algorithm, [(part.checksum, part.size) for part in parts])
+    return checksums.composite(algorithm, [part.checksum for part in parts])
 
 
 def _claim_stride(directory: str, size: int) -> int:

@@ -19,11 +19,15 @@ import os
 import secrets
 import shutil
 import stat
+import threading
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aifactory.identity import Identity
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix.dirs import DIR_FLAGS, descend, split_key
+from aifactory.objects.posix.filesystems import LocalTree
 from aifactory.objects.posix.metadata import (
     MetadataStore,
     ObjectMeta,
@@ -44,6 +48,7 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOL
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _DEFAULT_ACL = "system.posix_acl_default"
 _ACCESS_ACL = "system.posix_acl_access"
+_PUBLISH_LOCKS = 64
 
 
 @dataclass
@@ -76,6 +81,8 @@ class FileStore:
             os.chmod(self.system_dir, 0o700)
             warn_unless_traversable(self.root)
         self.meta = MetadataStore(self.root, xattrs_supported(self.system_dir))
+        self.local = LocalTree(self.root)
+        self._publish_locks = [threading.Lock() for _ in range(_PUBLISH_LOCKS)]
 
     # buckets
 
@@ -202,6 +209,20 @@ class FileStore:
             os.close(fd)
             raise
 
+    def publish_lock(self, bucket: str, key: str) -> threading.Lock:
+        """The lock a key's check-then-rename holds (one of a few, shared by hash)."""
+        index = zlib.crc32(f"{bucket}/{key}".encode()) % _PUBLISH_LOCKS
+        return self._publish_locks[index]
+
+    def current(self, bucket: str, key: str) -> ObjectInfo | None:
+        """The object now at ``key``, or None."""
+        try:
+            return self.head(bucket, key)
+        except S3Error as exc:
+            if exc.code == "NoSuchKey":
+                return None
+            raise
+
     def writer(self, bucket: str, key: str) -> FileWriter:
         """A writer that publishes a new object at ``key`` when done."""
         return FileWriter(self, bucket, key)
@@ -217,8 +238,21 @@ class FileStore:
             os.close(fd)
         return meta
 
-    def delete(self, bucket: str, key: str) -> None:
-        """Delete an object (nothing to do when it is absent) and prune empty directories."""
+    def delete(
+        self, bucket: str, key: str, check: Callable[[ObjectInfo | None], None] | None = None
+    ) -> None:
+        """Delete an object (nothing to do when it is absent) and prune empty directories.
+
+        ``check`` sees the object first, under the key's lock, and raises to keep it.
+        """
+        if check is None:
+            self._delete(bucket, key)
+            return
+        with self.publish_lock(bucket, key):
+            check(self.current(bucket, key))
+            self._delete(bucket, key)
+
+    def _delete(self, bucket: str, key: str) -> None:
         parents, name = split_key(key)
         try:
             directory = self.walk(bucket, parents, key)
@@ -362,17 +396,28 @@ class FileWriter:
         """Append ``count`` bytes of another file, in the kernel where it can."""
         copy_range(source_fd, self.fd, offset, count)
 
-    def publish(self, meta: ObjectMeta) -> ObjectMeta:
-        """Attach ``meta`` (size and mtime filled in) and rename the file into place."""
+    def publish(
+        self, meta: ObjectMeta, check: Callable[[ObjectInfo | None], None] | None = None
+    ) -> ObjectMeta:
+        """Attach ``meta`` (size and mtime filled in) and rename the file into place.
+
+        ``check`` is shown the object about to be replaced (None: there is
+        none) and raises to keep it; check, rename and metadata happen under
+        the key's lock, so two conditional writers never both pass.
+        """
         st = os.fstat(self.fd)
         meta.size, meta.mtime_ns = st.st_size, st.st_mtime_ns
         try:
             self._store.meta.before_publish(self._fd, meta)
             os.close(self._fd)
             self._fd = -2
-            os.replace(
-                self._temporary, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd
-            )
+            with self._store.publish_lock(self._bucket, self.key):
+                if check is not None:
+                    check(self._store.current(self._bucket, self.key))
+                os.replace(
+                    self._temporary, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd
+                )
+                self._store.meta.after_publish(self._bucket, self.key, meta, self._owner)
         except IsADirectoryError:
             self.abort()
             raise S3Error("ExistingObjectIsDirectory", resource=self.key) from None
@@ -380,7 +425,6 @@ class FileWriter:
             self.abort()
             raise
         self._close_dir()
-        self._store.meta.after_publish(self._bucket, self.key, meta, self._owner)
         return meta
 
     def abort(self) -> None:

@@ -7,6 +7,7 @@ import time
 
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix import checksums
+from aifactory.objects.posix.metadata import ObjectMeta
 from aifactory.objects.posix.multipart import Multipart, Part, PartWriter, Upload
 from aifactory.objects.posix.paths import check_key, is_directory_key
 from aifactory.objects.posix.storage import FileStore
@@ -16,7 +17,6 @@ from aifactory.objects.s3.object_ops import (
     copy_with_md5,
     meta_from_request,
     parse_copy_source,
-    parse_range,
 )
 from aifactory.objects.s3.request import S3Request
 from aifactory.objects.s3.responses import (
@@ -29,6 +29,7 @@ from aifactory.objects.s3.responses import (
     send_xml,
 )
 from aifactory.objects.s3.upload import Digests, UploadBody, announced_size
+from aifactory.objects.s3.write_conditions import write_check
 
 
 def _multipart(ctx: Context) -> Multipart:
@@ -49,8 +50,11 @@ async def create_upload(ctx: Context) -> None:
     algorithm = ctx.request.header("x-amz-checksum-algorithm").lower()
     if algorithm and algorithm not in checksums.ALGORITHMS:
         checksums.algorithm_of_header(checksums.header_name(algorithm))
+    kind = checksums.multipart_type(algorithm, ctx.request.header("x-amz-checksum-type"))
     await ctx.read_small_body(0)
-    upload = Upload("", key, time.time(), meta.content_type, meta.user, meta.headers, algorithm)
+    upload = Upload(
+        "", key, time.time(), meta.content_type, meta.user, meta.headers, algorithm, kind
+    )
     upload_id = await ctx.run(_multipart(ctx).create, ctx.request.bucket, upload)
     body = document(
         "InitiateMultipartUploadResult",
@@ -63,6 +67,7 @@ async def create_upload(ctx: Context) -> None:
     headers = list(ctx.headers)
     if algorithm:
         headers.append((b"x-amz-checksum-algorithm", algorithm.upper().encode()))
+        headers.append((b"x-amz-checksum-type", kind.encode()))
     await send_xml(ctx.send, 200, body, headers)
 
 
@@ -86,6 +91,12 @@ async def upload_part(ctx: Context) -> None:
     size = announced_size(request, ctx.payload.chunked)
     writer = _multipart(ctx).part_writer(request.bucket, upload.upload_id, number, size)
     body = UploadBody(writer, ctx.payload, request, upload.checksum_algorithm)
+    if upload.checksum_algorithm and body.algorithm != upload.checksum_algorithm:
+        raise S3Error(
+            "InvalidRequest",
+            f"This upload's parts carry {upload.checksum_algorithm.upper()} checksums, "
+            f"not {body.algorithm.upper() or 'none'}.",
+        )
 
     def publish(digests: Digests) -> tuple[Part, str]:
         return writer.publish(digests.etag, digests.checksum), digests.checksum_algorithm
@@ -114,10 +125,9 @@ def _copy_part(
     fd, info = files.open(bucket, key)
     try:
         check_copy_conditions(request, info)
-        size = info.st.st_size
+        size = 0 if is_directory_key(key) else info.st.st_size  # a marker has no bytes
         copy_range = request.header("x-amz-copy-source-range")
-        byte_range = parse_range(copy_range, size) if copy_range else None
-        start, end = byte_range or (0, size - 1)
+        start, end = copy_source_range(copy_range, size) if copy_range else (0, size - 1)
         try:
             md5 = copy_with_md5(fd, writer.fd, start, end - start + 1)
             return writer.publish(f'"{md5.hex()}"', "")
@@ -128,9 +138,64 @@ def _copy_part(
         os.close(fd)
 
 
+def copy_source_range(header: str, size: int) -> tuple[int, int]:
+    """The inclusive range ``x-amz-copy-source-range`` asks of ``size`` bytes.
+
+    Unlike a GET's Range, it must be exactly ``bytes=FIRST-LAST`` and lie
+    within the source: a copy is never silently shortened.
+
+    Raises:
+        S3Error: InvalidArgument when malformed; InvalidRange past the source's end.
+    """
+    first, dash, last = header.removeprefix("bytes=").partition("-")
+    if not header.startswith("bytes=") or not (dash and first.isdigit() and last.isdigit()):
+        raise S3Error(
+            "InvalidArgument",
+            f"x-amz-copy-source-range {header[:40]!r} is not bytes=FIRST-LAST.",
+        )
+    start, end = int(first), int(last)
+    if start > end:
+        raise S3Error("InvalidArgument", "The copy range ends before it starts.")
+    if end >= size:
+        error = S3Error("InvalidRange", f"The source object has {size} bytes.")
+        error.headers = {"content-range": f"bytes */{size}"}
+        raise error
+    return start, end
+
+
 async def complete_upload(ctx: Context) -> None:
-    """POST /bucket/key?uploadId=ID with the list of parts."""
+    """POST /bucket/key?uploadId=ID with the list of parts.
+
+    Completing an upload again (a client retrying after a lost answer) gives
+    the first completion's answer while the object it made is unchanged.
+    """
     key = _checked_key(ctx)
+    try:
+        meta = await _complete(ctx, key)
+    except S3Error as exc:
+        if exc.code != "NoSuchUpload":
+            raise
+        upload_id = ctx.request.params["uploadId"]
+        done = await ctx.run(_multipart(ctx).completed, ctx.request.bucket, key, upload_id)
+        if done is None:
+            raise
+        await ctx.read_small_body(2 * 1024 * 1024)
+        meta = ObjectMeta(done.etag, 0, 0, checksum_algorithm=done.checksum_algorithm)
+        meta.checksum = done.checksum
+    checksum_tag = "Checksum" + meta.checksum_algorithm.upper()
+    parts = [
+        element("Location", f"/{ctx.request.bucket}/{key}"),
+        element("Bucket", ctx.request.bucket),
+        element("Key", key),
+        element("ETag", meta.etag),
+    ]
+    if meta.checksum:
+        kind = checksums.type_of(meta.checksum)
+        parts += [element(checksum_tag, meta.checksum), element("ChecksumType", kind)]
+    await send_xml(ctx.send, 200, document("CompleteMultipartUploadResult", parts), ctx.headers)
+
+
+async def _complete(ctx: Context, key: str) -> ObjectMeta:
     request = ctx.request
     upload = await ctx.run(_multipart(ctx).upload, request.bucket, key, request.params["uploadId"])
     root = parse_xml(await ctx.read_small_body(2 * 1024 * 1024))
@@ -143,16 +208,12 @@ async def complete_upload(ctx: Context) -> None:
             raise S3Error("MalformedXML", "A PartNumber is not a number.") from None
         checksum = child_text(node, checksum_tag) if upload.checksum_algorithm else ""
         requested.append((number, child_text(node, "ETag"), checksum))
-    meta = await ctx.run(_multipart(ctx).complete, request.bucket, upload, requested)
-    parts = [
-        element("Location", f"/{request.bucket}/{key}"),
-        element("Bucket", request.bucket),
-        element("Key", key),
-        element("ETag", meta.etag),
-    ]
-    if meta.checksum:
-        parts += [element(checksum_tag, meta.checksum), element("ChecksumType", "COMPOSITE")]
-    await send_xml(ctx.send, 200, document("CompleteMultipartUploadResult", parts), ctx.headers)
+    expected = ""
+    if upload.checksum_algorithm:
+        expected = request.header(checksums.header_name(upload.checksum_algorithm))
+    return await ctx.run(
+        _multipart(ctx).complete, request.bucket, upload, requested, write_check(request), expected
+    )
 
 
 async def abort_upload(ctx: Context) -> None:

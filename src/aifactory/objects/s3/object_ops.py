@@ -16,9 +16,10 @@ from aifactory.objects.posix.metadata import (
     ObjectMeta,
     check_user_metadata,
 )
+from aifactory.objects.posix.multipart import MAX_PART_NUMBER
 from aifactory.objects.posix.paths import check_key, is_directory_key
 from aifactory.objects.posix.storage import FileStore, ObjectInfo
-from aifactory.objects.s3.context import READ_BYTES, Context
+from aifactory.objects.s3.context import QUICK_BYTES, READ_BYTES, Context
 from aifactory.objects.s3.request import S3Request
 from aifactory.objects.s3.responses import (
     child_text,
@@ -31,6 +32,12 @@ from aifactory.objects.s3.responses import (
     send_xml,
 )
 from aifactory.objects.s3.upload import Digests, UploadBody
+from aifactory.objects.s3.write_conditions import (
+    WriteCheck,
+    delete_check,
+    etag_matches,
+    write_check,
+)
 
 STORED_HEADERS = (
     "cache-control",
@@ -48,6 +55,7 @@ _OVERRIDES = {
     "response-content-encoding": "content-encoding",
 }
 MAX_DELETE_KEYS = 1000
+_ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
 # Control characters no HTTP header value may carry (a tab may).
 _UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -75,7 +83,7 @@ def checksum_headers(meta: ObjectMeta) -> list[tuple[bytes, bytes]]:
     """``x-amz-checksum-*`` (and its type) of an object, if it has one."""
     if not meta.checksum:
         return []
-    kind = b"COMPOSITE" if meta.parts else b"FULL_OBJECT"
+    kind = checksums.type_of(meta.checksum).encode()
     return [
         (checksums.header_name(meta.checksum_algorithm).encode(), meta.checksum.encode()),
         (b"x-amz-checksum-type", kind),
@@ -106,14 +114,12 @@ async def receive_object(ctx: Context, meta: ObjectMeta) -> ObjectMeta:
     request = ctx.request
     writer = ctx.files.writer(request.bucket, request.key)
     body = UploadBody(writer, ctx.payload, request)
-    if_none_match = request.header("if-none-match")
+    check = write_check(request)
 
     def publish(digests: Digests) -> ObjectMeta:
-        if if_none_match == "*" and os.path.exists(writer.path):
-            raise S3Error("PreconditionFailed", "The object already exists (If-None-Match: *).")
         meta.etag = digests.etag
         meta.checksum_algorithm, meta.checksum = digests.checksum_algorithm, digests.checksum
-        return writer.publish(meta)
+        return writer.publish(meta, check)
 
     return await ctx.receive_body(body, writer, publish)
 
@@ -132,10 +138,10 @@ class _Opened:
     first: bytes
 
 
-def _open(files: FileStore, bucket: str, key: str) -> _Opened:
-    """Open the object; a small one is read whole and closed in the same trip."""
+def _open(files: FileStore, bucket: str, key: str, whole_up_to: int) -> _Opened:
+    """Open the object; one of ``whole_up_to`` bytes or less is read whole and closed."""
     fd, info = files.open(bucket, key)
-    if info.st.st_size > READ_BYTES:
+    if info.st.st_size > whole_up_to:
         return _Opened(fd, info, b"")
     try:
         first = b"" if is_directory_key(key) else os.pread(fd, READ_BYTES, 0)
@@ -170,15 +176,50 @@ async def get_object(ctx: Context, head: bool) -> None:
     _check_version(request.params.get("versionId", ""), request.key)
     overrides = _overrides(request)
     if head:
-        info = await ctx.run(ctx.files.head, request.bucket, request.key)
+        info = await ctx.run_quick(ctx.files.head, request.bucket, request.key)
         opened = _Opened(-1, info, b"")
     else:
-        opened = await ctx.run(_open, ctx.files, request.bucket, request.key)
+        whole_up_to = QUICK_BYTES if ctx.quick() else READ_BYTES
+        opened = await ctx.run_quick(_open, ctx.files, request.bucket, request.key, whole_up_to)
     try:
         await _respond_with_object(ctx, opened, head, overrides)
     finally:
         if opened.fd >= 0:
-            await ctx.run(os.close, opened.fd)
+            await ctx.run_quick(os.close, opened.fd)
+
+
+async def get_object_attributes(ctx: Context) -> None:
+    """GET /bucket/key?attributes: what ``x-amz-object-attributes`` names, without the bytes."""
+    request = ctx.request
+    check_key(request.key)
+    _check_version(request.params.get("versionId", ""), request.key)
+    wanted = {name.strip() for name in request.header("x-amz-object-attributes").split(",")}
+    wanted.discard("")
+    if not wanted or not wanted.issubset(_ATTRIBUTES):
+        raise S3Error(
+            "InvalidArgument",
+            f"x-amz-object-attributes names some of {', '.join(_ATTRIBUTES)}.",
+        )
+    info = await ctx.run_quick(ctx.files.head, request.bucket, request.key)
+    meta = info.meta
+    size = 0 if is_directory_key(info.key) else info.st.st_size
+    found = []
+    if "ETag" in wanted:
+        found.append(element("ETag", meta.etag.strip('"')))
+    if "Checksum" in wanted and meta.checksum:
+        tag = "Checksum" + meta.checksum_algorithm.upper()
+        kind = checksums.type_of(meta.checksum)
+        found.append(
+            f"<Checksum>{element(tag, meta.checksum)}{element('ChecksumType', kind)}</Checksum>"
+        )
+    if "ObjectParts" in wanted and meta.parts:
+        found.append(f"<ObjectParts>{element('PartsCount', meta.parts)}</ObjectParts>")
+    if "StorageClass" in wanted:
+        found.append(element("StorageClass", "STANDARD"))
+    if "ObjectSize" in wanted:
+        found.append(element("ObjectSize", size))
+    headers = [*ctx.headers, (b"last-modified", http_time(info.st.st_mtime).encode())]
+    await send_xml(ctx.send, 200, document("GetObjectAttributesResponse", found), headers)
 
 
 async def _respond_with_object(
@@ -215,7 +256,7 @@ async def _respond_with_object(
     headers.append((b"accept-ranges", b"bytes"))
     if meta.parts:
         headers.append((b"x-amz-mp-parts-count", str(meta.parts).encode()))
-    byte_range = parse_range(request.header("range"), size)
+    byte_range = _part_or_range(request, meta, size)
     if byte_range is None:
         start, length, status = 0, size, 200
         if request.header("x-amz-checksum-mode").upper() == "ENABLED":
@@ -238,6 +279,27 @@ async def _respond_with_object(
     await ctx.send_file(fd, start, length)
 
 
+def _part_or_range(request: S3Request, meta: ObjectMeta, size: int) -> tuple[int, int] | None:
+    """The inclusive byte range asked by ``?partNumber=N`` or a Range header; None: all."""
+    number = request.params.get("partNumber")
+    if number is None:
+        return parse_range(request.header("range"), size)
+    if request.header("range"):
+        raise S3Error(
+            "InvalidRequest", "Cannot specify both Range header and partNumber query parameter."
+        )
+    try:
+        part = int(number)
+    except ValueError:
+        part = 0
+    if not 1 <= part <= MAX_PART_NUMBER:
+        raise S3Error(
+            "InvalidArgument", f"Part numbers run from 1 to {MAX_PART_NUMBER}, not {number[:20]!r}."
+        )
+    start, end = meta.part_range(part)
+    return (start, end) if end >= start else None
+
+
 def check_conditions(
     etag: str,
     mtime: float,
@@ -253,23 +315,18 @@ def check_conditions(
     """
     seconds = int(mtime)
     if if_match:
-        if not _etag_matches(etag, if_match):
+        if not etag_matches(etag, if_match):
             raise S3Error("PreconditionFailed", "If-Match did not match the ETag.")
     elif if_unmodified_since:
         since = _http_date(if_unmodified_since)
         if since is not None and seconds > since:
             raise S3Error("PreconditionFailed", "The object was modified since that time.")
     if if_none_match:
-        return _etag_matches(etag, if_none_match)
+        return etag_matches(etag, if_none_match)
     if if_modified_since:
         since = _http_date(if_modified_since)
         return since is not None and seconds <= since
     return False
-
-
-def _etag_matches(etag: str, header: str) -> bool:
-    wanted = {item.strip().removeprefix("W/").strip('"') for item in header.split(",")}
-    return "*" in wanted or etag.strip('"') in wanted
 
 
 def _http_date(value: str) -> int | None:
@@ -317,26 +374,30 @@ async def delete_object(ctx: Context) -> None:
     """DELETE /bucket/key (succeeds when the key is absent)."""
     check_key(ctx.request.key)
     _check_version(ctx.request.params.get("versionId", ""), ctx.request.key)
-    await ctx.run(_delete_checked, ctx.files, ctx.request.bucket, ctx.request.key)
+    check = delete_check(ctx.request.header("if-match"))
+    await ctx.run_quick(_delete_checked, ctx.files, ctx.request.bucket, ctx.request.key, check)
     await send_empty(ctx.send, 204, ctx.headers)
 
 
-def _delete_checked(files: FileStore, bucket: str, key: str) -> None:
+def _delete_checked(files: FileStore, bucket: str, key: str, check: WriteCheck | None) -> None:
     if not files.bucket_exists(bucket):
         raise S3Error("NoSuchBucket", resource=bucket)
-    files.delete(bucket, key)
+    files.delete(bucket, key, check)
 
 
 async def delete_objects(ctx: Context) -> None:
     """POST /bucket?delete: up to 1000 keys in one request."""
     root = parse_xml(await ctx.read_small_body(2 * 1024 * 1024))
     quiet = child_text(root, "Quiet").lower() == "true"
-    targets = [(child_text(o, "Key"), child_text(o, "VersionId")) for o in root.findall("Object")]
+    targets = [
+        (child_text(o, "Key"), child_text(o, "VersionId"), child_text(o, "ETag"))
+        for o in root.findall("Object")
+    ]
     if len(targets) > MAX_DELETE_KEYS:
         raise S3Error("MalformedXML", f"At most {MAX_DELETE_KEYS} keys per request.")
     outcomes = await ctx.run(_delete_many, ctx.files, ctx.request.bucket, targets)
     parts = []
-    for (key, version), error in zip(targets, outcomes, strict=True):
+    for (key, version, _etag), error in zip(targets, outcomes, strict=True):
         version_xml = element("VersionId", version) if version else ""
         if error is None:
             if not quiet:
@@ -350,16 +411,17 @@ async def delete_objects(ctx: Context) -> None:
 
 
 def _delete_many(
-    files: FileStore, bucket: str, targets: list[tuple[str, str]]
+    files: FileStore, bucket: str, targets: list[tuple[str, str, str]]
 ) -> list[S3Error | None]:
+    """Delete (key, version, ETag or "") targets; each one's error or None."""
     if not files.bucket_exists(bucket):
         raise S3Error("NoSuchBucket", resource=bucket)
     outcomes: list[S3Error | None] = []
-    for key, version in targets:
+    for key, version, etag in targets:
         try:
             check_key(key)
             _check_version(version, key)
-            files.delete(bucket, key)
+            files.delete(bucket, key, delete_check(etag))
             outcomes.append(None)
         except S3Error as exc:
             outcomes.append(exc)

@@ -83,6 +83,11 @@ class UploadBody:
         self._expected_size = announced_size(request, check.chunked)
         self.size = 0
 
+    @property
+    def algorithm(self) -> str:
+        """The checksum algorithm the body is hashed with ("": none)."""
+        return self._algorithm
+
     def feed(self, raw: bytes) -> None:
         """Take the next raw bytes of the body."""
         pieces = self._decoder.feed(raw) if self._decoder is not None else [raw]
@@ -115,11 +120,12 @@ class UploadBody:
             raise S3Error("BadDigest", "The Content-MD5 you specified did not match.")
         checksum = ""
         if self._checksum is not None:
-            checksum = checksums.encode(self._checksum.digest())
-            expected = trailers.get(checksums.header_name(self._algorithm), self._expected_checksum)
+            digest = self._checksum.digest()
+            checksum = checksums.encode(digest)
             header = checksums.header_name(self._algorithm)
+            expected = trailers.get(header, self._expected_checksum)
             size = checksums.digest_size(self._algorithm)
-            if expected and checksums.decode(expected, size, header) != self._checksum.digest():
+            if expected and checksums.decode(expected, size, header, "BadDigest") != digest:
                 raise S3Error("BadDigest", f"The {header} you specified did not match.")
         return Digests(self.size, md5, self._algorithm, checksum)
 
