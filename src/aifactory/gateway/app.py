@@ -44,6 +44,8 @@ from aifactory.errors import (
 from aifactory.gateway.bounds import check_bounds
 from aifactory.gateway.chat_shape import check_chat
 from aifactory.gateway.client_watch import ClientWatches
+from aifactory.gateway.counts import check_counts
+from aifactory.gateway.engine_errors import error_headers, openai_error
 from aifactory.gateway.fold import StreamFold
 from aifactory.gateway.holding import hold_until_ready
 from aifactory.gateway.in_flight import KeyInFlight
@@ -239,6 +241,7 @@ class GatewayApp:
             )
         if endpoint == "chat":
             check_chat(payload, entry.text_only)
+        check_counts(endpoint, payload)
         check_bounds(endpoint, payload, entry.context_tokens)
         model = entry.canonical
         session = _session_key(head, payload)
@@ -383,8 +386,8 @@ class GatewayApp:
         if exchange.started and not (is_sse and response.status == 200):
             # The SSE response began while the request was held: the upstream
             # error can only be told as an error event.
-            detail = (await response.read())[:500].decode(errors="replace")
-            raise UpstreamError(f"The replica answered {response.status}: {detail}")
+            await exchange.fail_stream_with(openai_error(response.status, await response.read()))
+            return response.status
         if call.fold and is_sse and response.status == 200:
             return await self._fold(response, exchange, meter)
         if not (call.stream and is_sse):
@@ -392,7 +395,11 @@ class GatewayApp:
                 data = await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise UpstreamTimeout(f"The replica stopped answering: {exc}.") from exc
-            headers.append((b"content-length", str(len(data)).encode()))
+            if response.status >= 400:
+                data = openai_error(response.status, data)
+                headers = error_headers(data)
+            else:
+                headers.append((b"content-length", str(len(data)).encode()))
             await exchange.start(response.status, headers)
             await exchange.send({"type": "http.response.body", "body": data})
             if response.status == 200:
@@ -449,6 +456,8 @@ class GatewayApp:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _NoAnswer(f"{type(exc).__name__} {exc}") from exc
         status, data = fold.result()
+        if status >= 400:
+            data = openai_error(status, data)
         headers = [*JSON_HEADERS, (b"content-length", str(len(data)).encode())]
         await exchange.start(status, headers)
         await exchange.send({"type": "http.response.body", "body": data})
