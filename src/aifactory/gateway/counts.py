@@ -27,14 +27,19 @@ def check_counts(endpoint: str, payload: dict[str, Any]) -> None:
     """
     n = payload.get("n")
     if n is not None:
-        _check_int("n", n, 1, MAX_N)
+        check_count("n", n, 1, MAX_N)
     for name, least in _MINIMA.get(endpoint, ()):
         value = payload.get(name)
         if value is not None:
-            _check_int(name, value, least, None)
+            check_count(name, value, least, None)
 
 
-def _check_int(name: str, value: object, least: int, most: int | None) -> None:
+def check_count(name: str, value: object, least: int, most: int | None) -> None:
+    """Refuse ``value`` unless it is an integer from ``least`` to ``most`` (None: no bound).
+
+    Raises:
+        BadRequest: naming ``name``.
+    """
     if not isinstance(value, int) or isinstance(value, bool):
         raise BadRequest(
             f"Invalid type for '{name}': expected an integer, but got {type(value).__name__}.",

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from aifactory.errors import BadRequest
+from aifactory.gateway.counts import check_count
 
 # Sampling fields both APIs spell alike.
 _SAME_FIELDS = ("temperature", "top_p", "parallel_tool_calls", "user", "seed", "metadata")
@@ -49,6 +50,7 @@ def chat_request(
         if payload.get(name) is not None:
             chat[name] = payload[name]
     if payload.get("max_output_tokens") is not None:
+        check_count("max_output_tokens", payload["max_output_tokens"], 1, None)
         chat["max_tokens"] = payload["max_output_tokens"]
     tools = payload.get("tools")
     if isinstance(tools, list) and tools:
