@@ -107,6 +107,7 @@ class App(Mounts):
             max_in_flight_per_key=settings.max_in_flight_per_key,
             connect_timeout_s=settings.upstream_connect_timeout_s,
             read_timeout_s=settings.upstream_read_timeout_s,
+            stored_responses=self.store,
         )
         self.jobs = JobsManager(
             settings, self.store, instance_id(settings.instance_file), ledger=self.ledger

@@ -169,6 +169,37 @@ def test_engines_killed_under_load_lose_no_request(fault_server: Server) -> None
     assert load.served >= killed_at + 6
 
 
+def test_a_stream_cut_by_a_lost_replica_ends_with_an_openai_error_event_and_no_done(
+    fault_server: Server,
+) -> None:
+    fault_server.wait_ready("chat", count=2)
+    key = _new_key(fault_server, "cut")
+    ports = _engine_ports(fault_server)
+    pids = dict(zip(ports, _engine_pids(fault_server), strict=True))
+    events: list[str] = []
+    with httpx.stream(
+        "POST",
+        f"{fault_server.url}/v1/chat/completions",
+        json={**LONG_STORY, "stream": True},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    ) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            events.append(line.removeprefix("data:").strip())
+            if len(events) == 5:
+                busy = next(p for p in ports if _generating([p]))
+                os.kill(pids[busy], signal.SIGKILL)
+    assert "[DONE]" not in events
+    last = json.loads(events[-1])
+    assert set(last) == {"error"}, last
+    assert set(last["error"]) == {"message", "type", "param", "code"}
+    assert last["error"]["type"] == "server_error"
+    assert "stopped in the middle" in last["error"]["message"]
+    fault_server.wait_ready("chat", count=2)
+
+
 def test_client_gone_stops_the_engine_and_is_charged(fault_server: Server) -> None:
     fault_server.wait_ready("chat", count=2)
     key = _new_key(fault_server, "quitter")

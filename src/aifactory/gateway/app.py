@@ -44,15 +44,20 @@ from aifactory.errors import (
 from aifactory.gateway.bounds import check_bounds
 from aifactory.gateway.chat_shape import check_chat
 from aifactory.gateway.client_watch import ClientWatches
+from aifactory.gateway.counts import check_counts
+from aifactory.gateway.engine_errors import error_headers, openai_error
 from aifactory.gateway.fold import StreamFold
 from aifactory.gateway.holding import hold_until_ready
 from aifactory.gateway.in_flight import KeyInFlight
 from aifactory.gateway.responses import JSON_HEADERS
+from aifactory.gateway.responses_api import BridgedExchange, StoredResponses
+from aifactory.gateway.responses_bridge import chat_request
 from aifactory.gateway.router import Lease, ModelInfo, Router
 from aifactory.gateway.stream import Exchange
 from aifactory.gateway.usage import Meter, SSEUsageFilter, usage_of_body
 from aifactory.input_limits import parse_json_object
 from aifactory.request_ids import REQUEST_ID, sane_request_id
+from aifactory.store.responses import ResponseQueries
 from aifactory.tenancy import KeyAuthenticator, Limiter, Principal, UsageLedger
 
 logger = logging.getLogger(__name__)
@@ -71,6 +76,8 @@ _RETRYABLE_STATUS = {502, 503}
 _FORWARDED_HEADERS = {b"content-type", b"cache-control"}
 _CANNOT_CONNECT = (aiohttp.ClientConnectorError, TimeoutError)
 _USAGE_OPTION = b'"stream_options":{"include_usage":true}'
+_RESPONSES = "/v1/responses"
+_RESPONSE_PREFIX = "/v1/responses/"
 
 
 class GatewayApp:
@@ -87,8 +94,10 @@ class GatewayApp:
         max_in_flight_per_key: int,
         connect_timeout_s: float,
         read_timeout_s: float,
+        stored_responses: ResponseQueries,
     ) -> None:
         self._router = router
+        self._stored = StoredResponses(stored_responses)
         self._auth = authenticator
         self._ledger = ledger
         self._limiter = limiter
@@ -136,8 +145,8 @@ class GatewayApp:
                 authorization
             )
             endpoint = PROXIED.get(path)
-            if endpoint is None:
-                await self._serve_models(path, method, principal, exchange)
+            if endpoint is None and not (path == _RESPONSES and method == "POST"):
+                await self._serve_other(path, method, principal, exchange)
                 return
             if method != "POST":
                 raise BadRequest(f"{path} takes POST, not {method}.")
@@ -147,7 +156,13 @@ class GatewayApp:
                 admission = await self._limiter.admit(principal)
                 meter = Meter()
                 try:
-                    await self._proxy(endpoint, path, principal, head, receive, exchange, meter)
+                    body = await self._read_body(head, receive)
+                    if endpoint is None:
+                        await self._create_response(principal, head, body, receive, send, meter)
+                    else:
+                        await self._proxy(
+                            endpoint, path, principal, head, body, receive, exchange, meter
+                        )
                 finally:
                     if admission is not None:
                         used = meter.charged()
@@ -164,9 +179,21 @@ class GatewayApp:
         finally:
             REQUEST_ID.reset(token)
 
-    async def _serve_models(
+    async def _serve_other(
         self, path: str, method: str, principal: Principal, exchange: Exchange
     ) -> None:
+        """The models, and stored responses (retrieve, delete)."""
+        if path.startswith(_RESPONSE_PREFIX) and method in ("GET", "DELETE"):
+            response_id = path.removeprefix(_RESPONSE_PREFIX)
+            if method == "GET":
+                row = await self._stored.find(response_id, principal.tenant_id)
+                if row is not None:
+                    await exchange.json(200, row.document)
+                    return
+            elif await self._stored.forget(response_id, principal.tenant_id):
+                await exchange.json(200, {"id": response_id, "object": "response", "deleted": True})
+                return
+            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         if path == "/v1/models" and method == "GET":
             models = self._model_list(principal)
             await exchange.json(200, {"object": "list", "data": models})
@@ -211,6 +238,7 @@ class GatewayApp:
         path: str,
         principal: Principal,
         head: _Head,
+        body: bytes,
         receive: Receive,
         exchange: Exchange,
         meter: Meter,
@@ -223,7 +251,6 @@ class GatewayApp:
         The forwarding runs in the request's own task, so that its places in
         flight are given back before the client can send another request.
         """
-        body = await self._read_body(head, receive)
         payload = parse_json_object(body)
         model = payload.get("model")
         if not isinstance(model, str) or not model:
@@ -239,6 +266,7 @@ class GatewayApp:
             )
         if endpoint == "chat":
             check_chat(payload, entry.text_only)
+        check_counts(endpoint, payload)
         check_bounds(endpoint, payload, entry.context_tokens)
         model = entry.canonical
         session = _session_key(head, payload)
@@ -292,6 +320,53 @@ class GatewayApp:
                     usage.completion_tokens,
                     meter.cut_short,
                 )
+
+    async def _create_response(
+        self,
+        principal: Principal,
+        head: _Head,
+        body: bytes,
+        receive: Receive,
+        send: Send,
+        meter: Meter,
+    ) -> None:
+        """Answer ``POST /v1/responses`` with a chat completion (``responses_api``)."""
+        payload = parse_json_object(body)
+        history: list[dict[str, Any]] = []
+        previous = payload.get("previous_response_id")
+        if previous is not None:
+            row = await self._stored.find(str(previous), principal.tenant_id)
+            if row is None:
+                raise NotFound(
+                    f"Previous response with id '{previous}' not found.",
+                    param="previous_response_id",
+                )
+            history = row.conversation
+        chat, conversation = chat_request(payload, history)
+        keep_it = payload.get("store", True) is not False
+
+        async def keep(document: dict[str, Any], completion: dict[str, Any]) -> None:
+            if keep_it:
+                await self._stored.keep(principal.tenant_id, document, conversation, completion)
+
+        model = str(payload.get("model") or "")
+        exchange = BridgedExchange(send, REQUEST_ID.get().encode(), payload, model, keep)
+        chat_path = _PATHS["chat"]
+        try:
+            await self._proxy(
+                "chat",
+                chat_path,
+                principal,
+                head,
+                json.dumps(chat).encode(),
+                receive,
+                exchange,
+                meter,
+            )
+        except APIError as exc:
+            if not exchange.sse:
+                raise  # nothing went out yet: the gateway answers the error
+            await exchange.fail_stream(exc)
 
     async def _forward(self, call: _Call, exchange: Exchange, meter: Meter) -> int:
         """Send ``call`` to a replica and relay its answer; returns the status."""
@@ -383,8 +458,8 @@ class GatewayApp:
         if exchange.started and not (is_sse and response.status == 200):
             # The SSE response began while the request was held: the upstream
             # error can only be told as an error event.
-            detail = (await response.read())[:500].decode(errors="replace")
-            raise UpstreamError(f"The replica answered {response.status}: {detail}")
+            await exchange.fail_stream_with(openai_error(response.status, await response.read()))
+            return response.status
         if call.fold and is_sse and response.status == 200:
             return await self._fold(response, exchange, meter)
         if not (call.stream and is_sse):
@@ -392,7 +467,11 @@ class GatewayApp:
                 data = await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise UpstreamTimeout(f"The replica stopped answering: {exc}.") from exc
-            headers.append((b"content-length", str(len(data)).encode()))
+            if response.status >= 400:
+                data = openai_error(response.status, data)
+                headers = error_headers(data)
+            else:
+                headers.append((b"content-length", str(len(data)).encode()))
             await exchange.start(response.status, headers)
             await exchange.send({"type": "http.response.body", "body": data})
             if response.status == 200:
@@ -449,6 +528,8 @@ class GatewayApp:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _NoAnswer(f"{type(exc).__name__} {exc}") from exc
         status, data = fold.result()
+        if status >= 400:
+            data = openai_error(status, data)
         headers = [*JSON_HEADERS, (b"content-length", str(len(data)).encode())]
         await exchange.start(status, headers)
         await exchange.send({"type": "http.response.body", "body": data})

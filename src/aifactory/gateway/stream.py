@@ -64,5 +64,8 @@ class Exchange:
 
     async def fail_stream(self, exc: APIError) -> None:
         """End a started SSE response with an error event."""
-        event = b"data: " + json.dumps(error_body(exc)).encode() + b"\n\n"
-        await self.send({"type": "http.response.body", "body": event})
+        await self.fail_stream_with(json.dumps(error_body(exc)).encode())
+
+    async def fail_stream_with(self, document: bytes) -> None:
+        """End a started SSE response with an error event carrying ``document`` (JSON)."""
+        await self.send({"type": "http.response.body", "body": b"data: " + document + b"\n\n"})

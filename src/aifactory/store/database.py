@@ -22,6 +22,7 @@ from aifactory.store.counters import Counters
 from aifactory.store.functions import FunctionQueries
 from aifactory.store.jobs import JobQueries
 from aifactory.store.migrate import upgrade
+from aifactory.store.responses import ResponseQueries
 from aifactory.store.services import ServiceQueries
 from aifactory.store.tenants import TenantQueries
 from aifactory.store.usage import UsageQueries
@@ -44,6 +45,7 @@ class Store(
     FunctionQueries,
     BatchQueries,
     CatalogQueries,
+    ResponseQueries,
 ):
     """All queries of the control plane's state."""
 

@@ -368,3 +368,20 @@ class BatchRow(Base):
     usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class StoredResponseRow(Base):
+    """A response of the Responses API kept for retrieval and chaining (``store: true``).
+
+    ``document`` is the response object as the client got it; ``conversation``
+    the chat messages that led to it and its answer, so that a response naming
+    it as ``previous_response_id`` goes on from there.
+    """
+
+    __tablename__ = "stored_responses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    conversation: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -104,6 +104,7 @@ async def gateway(store: Store, *specs: str, **options: Any) -> AsyncIterator[Ga
         max_in_flight_per_key=options.get("max_in_flight_per_key", 256),
         connect_timeout_s=5.0,
         read_timeout_s=30.0,
+        stored_responses=store,
     )
     await app.start()
     transport = httpx.ASGITransport(app=app)

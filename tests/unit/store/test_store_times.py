@@ -48,6 +48,7 @@ def _a_row_in_every_table_with_times(store: Store) -> None:
     )  # fmt: skip
     where = {"kind": "dataset", "bucket": "data", "prefix": ""}
     store.save_catalog_entry(tenant, "wiki", where, "private", [], {"title": "W"}, [], "w")
+    store.add_response("resp_1", tenant, {"id": "resp_1"}, [])
 
 
 def _stored_as(column_type: Any) -> Any:

@@ -1,0 +1,226 @@
+"""The Responses API served over chat completions: its events, and the exchange that writes them.
+
+``BridgedExchange`` stands where the gateway's ``Exchange`` stands for a chat
+request it proxies, and rewrites what the gateway sends: a whole chat
+completion into one response object, a chat stream into the Responses API's
+events (``response.created``, ``response.output_text.delta``, …,
+``response.completed``), an error event into an ``error`` event. Errors
+(status other than 200) pass through: they are OpenAI's shape already. The
+finished response is kept (``store``, the default) with its conversation,
+for retrieval and ``previous_response_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.types import Message, Send
+
+from aifactory.gateway.fold import StreamFold
+from aifactory.gateway.responses import JSON_HEADERS
+from aifactory.gateway.responses_bridge import (
+    assistant_message,
+    new_id,
+    output_items,
+    response_object,
+)
+from aifactory.gateway.stream import Exchange
+from aifactory.gateway.usage import Usage
+from aifactory.store.responses import ResponseQueries
+from aifactory.store.tables import StoredResponseRow
+
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+_EVENT_END = b"\n\n"
+
+# Called with the finished response object and the chat completion it came from.
+Keep = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
+
+
+class ResponseEvents:
+    """A chat stream's bytes in, the Responses API's SSE events out."""
+
+    def __init__(self, response_id: str, payload: dict[str, Any], model: str) -> None:
+        self._id = response_id
+        self._payload = payload
+        self._model = model
+        self._message_id = new_id("msg")
+        self._sequence = 0
+        self._pending = b""
+        self._text: list[str] = []
+        self._fold = StreamFold(Usage())
+        self.failed = False
+
+    def opening(self) -> bytes:
+        """``response.created`` and ``response.in_progress``."""
+        response = response_object(self._id, self._payload, self._model, None)
+        return self._event("response.created", response=response) + self._event(
+            "response.in_progress", response=response
+        )
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The events for the next bytes of the chat stream."""
+        self._fold.feed(chunk)
+        *events, self._pending = (self._pending + chunk).split(_EVENT_END)
+        out: list[bytes] = []
+        for event in events:
+            for line in event.split(b"\n"):
+                data = line[5:].strip() if line.startswith(b"data:") else b""
+                if not data or data == b"[DONE]":
+                    continue
+                document = json.loads(data)
+                if isinstance(document, dict) and isinstance(document.get("error"), dict):
+                    self.failed = True
+                    error = document["error"]
+                    out.append(self._event("error", **{k: error.get(k) for k in _ERROR_FIELDS}))
+                else:
+                    out.append(self._delta(document))
+        return b"".join(out)
+
+    def finish(self) -> tuple[bytes, dict[str, Any] | None, dict[str, Any] | None]:
+        """The closing events, the response object and the folded chat completion.
+
+        None for both when the stream failed (its ``error`` event was sent).
+        """
+        if self.failed:
+            return b"", None, None
+        _, data = self._fold.result()
+        completion: dict[str, Any] = json.loads(data)
+        document = response_object(self._id, self._payload, self._model, completion)
+        choices = completion.get("choices") or [{}]
+        items = output_items(choices[0].get("message") or {}, self._message_id)
+        out: list[bytes] = []
+        for index, item in enumerate(items):
+            if item["type"] == "message":
+                text = "".join(self._text)
+                part = item["content"][0]
+                where = {"item_id": item["id"], "output_index": index, "content_index": 0}
+                out.append(self._event("response.output_text.done", **where, text=text))
+                out.append(self._event("response.content_part.done", **where, part=part))
+            else:
+                out.append(self._event("response.output_item.added", output_index=index, item=item))
+            out.append(self._event("response.output_item.done", output_index=index, item=item))
+        final = "response.completed" if document["status"] == "completed" else "response.incomplete"
+        out.append(self._event(final, response=document))
+        return b"".join(out), document, completion
+
+    def _delta(self, document: Any) -> bytes:
+        choices = document.get("choices") if isinstance(document, dict) else None
+        delta = (choices[0].get("delta") or {}) if choices else {}
+        text = delta.get("content")
+        if not isinstance(text, str) or not text:
+            return b""
+        out = b""
+        where = {"item_id": self._message_id, "output_index": 0, "content_index": 0}
+        if not self._text:
+            item = {
+                "type": "message",
+                "id": self._message_id,
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            }
+            part = {"type": "output_text", "text": "", "annotations": []}
+            out += self._event("response.output_item.added", output_index=0, item=item)
+            out += self._event("response.content_part.added", **where, part=part)
+        self._text.append(text)
+        return out + self._event("response.output_text.delta", **where, delta=text)
+
+    def _event(self, kind: str, **fields: Any) -> bytes:
+        document = {"type": kind, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        return b"event: " + kind.encode() + b"\ndata: " + json.dumps(document).encode() + b"\n\n"
+
+
+_ERROR_FIELDS = ("message", "code", "param")
+
+
+class BridgedExchange(Exchange):
+    """An ``Exchange`` that answers a chat request as the Responses API (module docstring)."""
+
+    __slots__ = ("_body", "_events", "_keep", "_model", "_passthrough", "_payload", "_response_id")
+
+    def __init__(
+        self, send: Send, request_id: bytes, payload: dict[str, Any], model: str, keep: Keep
+    ) -> None:
+        super().__init__(send, request_id)
+        self._payload = payload
+        self._model = model
+        self._keep = keep
+        self._response_id = new_id("resp")
+        self._events = ResponseEvents(self._response_id, payload, model)
+        self._passthrough = False
+        self._body: list[bytes] = []
+
+    async def start(
+        self, status: int, headers: list[tuple[bytes, bytes]], *, sse: bool = False
+    ) -> None:
+        """Start the response: an error as it is, a stream with its opening events."""
+        if status != 200:
+            self._passthrough = True
+            await super().start(status, headers, sse=sse)
+        elif sse:
+            await super().start(200, SSE_HEADERS, sse=True)
+            await super().send(
+                {"type": "http.response.body", "body": self._events.opening(), "more_body": True}
+            )
+        else:
+            self.started = True  # the response object goes out whole, at the end
+
+    async def send(self, message: Message) -> None:
+        """Send the Responses API's translation of ``message``."""
+        if self._passthrough:
+            await super().send(message)
+            return
+        body: bytes = message.get("body", b"")
+        more: bool = message.get("more_body", False)
+        if not self.sse:
+            self._body.append(body)
+            if not more:
+                await self._answer_whole(json.loads(b"".join(self._body)))
+            return
+        out = self._events.feed(body)
+        if not more:
+            closing, document, completion = self._events.finish()
+            if document is not None and completion is not None:
+                await self._keep(document, completion)
+            out += closing
+        await super().send({"type": "http.response.body", "body": out, "more_body": more})
+
+    async def _answer_whole(self, completion: dict[str, Any]) -> None:
+        document = response_object(self._response_id, self._payload, self._model, completion)
+        await self._keep(document, completion)
+        data = json.dumps(document).encode()
+        headers = [*JSON_HEADERS, (b"content-length", str(len(data)).encode())]
+        await super().start(200, headers)
+        await super().send({"type": "http.response.body", "body": data})
+
+
+class StoredResponses:
+    """The store's side of the Responses API, off the event loop (``asyncio.to_thread``)."""
+
+    def __init__(self, store: ResponseQueries) -> None:
+        self._store = store
+
+    async def keep(
+        self,
+        tenant_id: int,
+        document: dict[str, Any],
+        conversation: list[dict[str, Any]],
+        completion: dict[str, Any],
+    ) -> None:
+        """Keep a finished response, its conversation ending with its answer."""
+        turns = [*conversation, assistant_message(completion)]
+        await asyncio.to_thread(
+            self._store.add_response, document["id"], tenant_id, document, turns
+        )
+
+    async def find(self, response_id: str, tenant_id: int) -> StoredResponseRow | None:
+        """The stored row of ``tenant_id``'s response ``response_id``, or None."""
+        return await asyncio.to_thread(self._store.stored_response, response_id, tenant_id)
+
+    async def forget(self, response_id: str, tenant_id: int) -> bool:
+        """Delete ``tenant_id``'s response ``response_id``; False when there is none."""
+        return await asyncio.to_thread(self._store.delete_response, response_id, tenant_id)
