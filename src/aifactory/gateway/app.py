@@ -57,7 +57,7 @@ from aifactory.gateway.stream import Exchange
 from aifactory.gateway.usage import Meter, SSEUsageFilter, usage_of_body
 from aifactory.input_limits import parse_json_object
 from aifactory.request_ids import REQUEST_ID, sane_request_id
-from aifactory.store.responses import ResponseQueries
+from aifactory.store import ResponseQueries
 from aifactory.tenancy import KeyAuthenticator, Limiter, Principal, UsageLedger
 
 logger = logging.getLogger(__name__)

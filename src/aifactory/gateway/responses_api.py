@@ -29,8 +29,7 @@ from aifactory.gateway.responses_bridge import (
 )
 from aifactory.gateway.stream import Exchange
 from aifactory.gateway.usage import Usage
-from aifactory.store.responses import ResponseQueries
-from aifactory.store.tables import StoredResponseRow
+from aifactory.store import ResponseQueries, StoredResponseRow
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _EVENT_END = b"\n\n"

@@ -4,6 +4,7 @@ from aifactory.store.buckets import BucketRecord
 from aifactory.store.catalog import CatalogEntryRecord, CatalogVersionRecord
 from aifactory.store.counters import Grant
 from aifactory.store.database import Store
+from aifactory.store.responses import ResponseQueries
 from aifactory.store.tables import (
     BatchFileRow,
     BatchRow,
@@ -12,6 +13,7 @@ from aifactory.store.tables import (
     JobRow,
     ReplicaRow,
     ServiceRow,
+    StoredResponseRow,
     TenantRow,
     utcnow,
 )
@@ -34,8 +36,10 @@ __all__ = [
     "LimitSet",
     "QuotaSet",
     "ReplicaRow",
+    "ResponseQueries",
     "ServiceRow",
     "Store",
+    "StoredResponseRow",
     "TenantRow",
     "UsageBucket",
     "UsageTotal",
