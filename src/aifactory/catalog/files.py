@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from aifactory.objects import RESERVED_PREFIX
 
-__all__ = ["DESCRIPTION_FILE", "CatalogFile", "ContentStore", "scan_prefix"]
+__all__ = ["DESCRIPTION_FILE", "CatalogFile", "ContentStore", "no_links_on_the_way", "scan_prefix"]
 
 DESCRIPTION_FILE = "catalog.yaml"
 _CHUNK = 1 << 20
@@ -39,12 +40,22 @@ class CatalogFile:
 
 
 def sha256_of(path: Path) -> str:
-    """The hex SHA-256 of a file, read a megabyte at a time."""
+    """The hex SHA-256 of a file, read a megabyte at a time (never through a symbolic link)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def no_links_on_the_way(path: Path) -> bool:
+    """Whether no component of ``path`` is a symbolic link.
+
+    The control plane reads tenants' trees with more rights than the tenant:
+    a link a tenant's job planted (to ``DATA_DIR/admin.key``, another tenant's
+    bucket) must never be followed.
+    """
+    return os.path.realpath(path) == os.path.normpath(os.path.abspath(path))
 
 
 class ContentStore:
@@ -70,10 +81,12 @@ class ContentStore:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         staged = self.root / f"staged-{uuid.uuid4().hex}"
         try:
-            os.link(source, staged)
+            os.link(source, staged, follow_symlinks=False)
         except OSError:
-            return CatalogFile(source.name, source.stat().st_size, sha256_of(source), kept=False)
+            return CatalogFile(source.name, source.lstat().st_size, sha256_of(source), kept=False)
         try:
+            if not stat.S_ISREG(staged.lstat().st_mode):
+                raise FileNotFoundError(source)  # swapped for a link after the scan saw it
             sha256 = sha256_of(staged)
             size = staged.stat().st_size
             target = self.path_of(sha256)
@@ -94,7 +107,7 @@ def scan_prefix(directory: Path, content: ContentStore) -> list[CatalogFile]:
     Raises:
         FileNotFoundError: ``directory`` is not a directory.
     """
-    if not directory.is_dir():
+    if not no_links_on_the_way(directory) or not directory.is_dir():
         raise FileNotFoundError(directory)
     found = []
     for folder, subfolders, names in os.walk(directory):
@@ -106,6 +119,9 @@ def scan_prefix(directory: Path, content: ContentStore) -> list[CatalogFile]:
                 continue
             if path.is_symlink() or not path.is_file():
                 continue
-            kept = content.keep(path)
+            try:
+                kept = content.keep(path)
+            except FileNotFoundError:
+                continue  # gone, or replaced by a link, since the walk saw it
             found.append(CatalogFile(relative, kept.size, kept.sha256, kept.kept))
     return found

@@ -16,7 +16,13 @@ from typing import Any
 
 from aifactory.catalog.dcat import CatalogView
 from aifactory.catalog.description import EntryRequest, guess_format, read_description
-from aifactory.catalog.files import DESCRIPTION_FILE, ContentStore, scan_prefix, sha256_of
+from aifactory.catalog.files import (
+    DESCRIPTION_FILE,
+    ContentStore,
+    no_links_on_the_way,
+    scan_prefix,
+    sha256_of,
+)
 from aifactory.catalog.partitions import Partition, format_of, shares, split
 from aifactory.errors import APIError, BadRequest, Forbidden, NotFound
 from aifactory.objects import RESERVED_PREFIX, ObjectsService, caller_of
@@ -232,6 +238,8 @@ class Catalog:
             assert self._objects.files is not None
             path = Path(self._objects.files.bucket_dir(view.entry.bucket)) / view.entry.prefix
             path = path / listed["path"]
+            if not no_links_on_the_way(path):
+                return None
         if not path.is_file() or path.stat().st_size != listed["size"]:
             return None
         return path if not hashed or sha256_of(path) == listed["sha256"] else None
@@ -275,7 +283,7 @@ def _where(document: dict[str, Any]) -> tuple[str, str]:
 
 def _described(directory: Path) -> dict[str, Any]:
     path = directory / DESCRIPTION_FILE
-    if not path.is_file():
+    if not no_links_on_the_way(path) or not path.is_file():
         return {}
     if path.stat().st_size > _MAX_DESCRIPTION_BYTES:
         raise BadRequest(f"{DESCRIPTION_FILE} is larger than {_MAX_DESCRIPTION_BYTES} bytes.")
