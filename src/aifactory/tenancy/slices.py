@@ -10,10 +10,11 @@ back to the store.
 The bound, per limit and per gateway:
 
 * a slice is at most ``LEASE_SHARE`` (a quarter) of what the store had left,
-  and at most twice what this gateway used in the last tick or what the
-  requests waiting for it need (one request's worth to start with): small
-  limits are leased one request at a time, and a burst waits for one lease,
-  not one each;
+  and it is topped up to at most twice what this gateway used in the last
+  tick or what the requests waiting for it need (one request's worth to
+  start with): small limits are leased one request at a time, and a burst
+  waits for one lease, not one each; a slice keeps admitting while it is
+  topped up;
 * nothing is admitted that is not in some gateway's slice, so per-minute
   limits and concurrency are never exceeded; token counts are known only
   afterwards, so requests in flight when a token limit runs out finish (as
@@ -21,10 +22,10 @@ The bound, per limit and per gateway:
 * a request refused by the store (nothing left there) may find the other
   gateways still holding their slices: a refusal comes early by at most the
   sum of the other gateways' slices, which go back within two ticks
-  (``TICK_S``) of going unused. With one gateway refusals are exact: its own
-  slice is given back with every lease, so the store sees everything, and
-  what it took and settled while a lease was under way is added to the
-  store's answer (``Allowance.left``).
+  (``TICK_S``) of going unused. With one gateway refusals are exact: a slice
+  too small for a request goes back with the lease it waits for, so the
+  store sees everything, and what it took and settled while a lease was
+  under way is added to the store's answer (``Allowance.left``).
 
 A slice that ran below zero (a request used more tokens than reserved) is
 a debt, paid at once with a lease in the background (after the one under
@@ -145,9 +146,18 @@ class Allowance:
             self._start(self._want()).add_done_callback(_log_failure)
 
     def _start(self, want: float) -> asyncio.Task[Grant]:
-        """The one lease under way for this slice (a new one if none is)."""
+        """The one lease under way for this slice (a new one if none is).
+
+        A slice that still admits a request keeps admitting while the lease
+        tops it up to ``want``: giving it back first would stall every request
+        for the store's round trip. One that does not (or a debt, or ``want``
+        0: giving everything back) goes back with the lease.
+        """
         if self._pending is None:
-            self._pending = asyncio.create_task(self._lease(want))
+            keep = want > 0 and self.slice >= self.per_request
+            give = 0.0 if keep else self.slice
+            ask = max(0.0, want - self.slice) if keep else want
+            self._pending = asyncio.create_task(self._lease(give, ask))
         return self._pending
 
     async def refill(self) -> Grant:
@@ -166,8 +176,8 @@ class Allowance:
         self._fresh = not self._whole
         return Grant(grant.granted, self.left())
 
-    async def _lease(self, want: float) -> Grant:
-        give, self.slice = self.slice, 0.0
+    async def _lease(self, give: float, want: float) -> Grant:
+        self.slice -= give
         self._giving = give
         try:
             grant = await asyncio.to_thread(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,41 @@ def test_a_burst_of_one_key_is_admitted_while_the_store_has_room(stores: list[St
         outcomes = await asyncio.gather(*(one() for _ in range(40)), return_exceptions=True)
         assert [o for o in outcomes if o is not None] == []
         await limiter.stop()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("limits", [{"requests_per_minute": 1000}, {"tokens_per_minute": 10**6}])
+def test_a_slice_keeps_admitting_while_the_store_tops_it_up(
+    stores: list[Store], monkeypatch: pytest.MonkeyPatch, limits: dict[str, Any]
+) -> None:
+    """A prefetch under way must not stall the requests its slice still covers."""
+    store = stores[0]
+    store_answers = threading.Event()
+    leases_asked = 0
+    lease = store.counters.lease
+
+    def slow_lease(*args: Any, **kwargs: Any) -> Any:
+        nonlocal leases_asked
+        leases_asked += 1
+        store_answers.wait(10)
+        return lease(*args, **kwargs)
+
+    async def scenario() -> None:
+        who = tenant(store, **limits)
+        limiter = Limiter(store, clock=frozen)
+        for _ in range(8):  # used in this tick: the slice grows to cover them
+            assert await admitted(limiter, who, tokens=1)
+        monkeypatch.setattr(store.counters, "lease", slow_lease)
+        admitted_while_leasing = 0
+        while admitted_while_leasing < 3:
+            admission = await asyncio.wait_for(limiter.admit(who), 2)
+            limiter.settle(admission, 1)
+            await asyncio.sleep(0.01)  # a prefetch reaches the store (its thread runs)
+            admitted_while_leasing += leases_asked > 0
+        store_answers.set()
+        await background_done()
+        assert leases_asked == 1, "one top-up under way at a time"
 
     run(scenario)
 
