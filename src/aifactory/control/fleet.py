@@ -12,6 +12,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, ValuesView
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from aifactory.control.holding import Held, HoldQueues
 from aifactory.engines import context_tokens, endpoints, stops_only_streams, takes_text_only
@@ -140,9 +141,11 @@ class ReplicaTable(MutableMapping[str, LiveReplica]):
         return self._by_service.get(service, _NONE).values()
 
 
-@dataclass(frozen=True)
-class Lease:
-    """One request's hold on a replica; give it back with ``Fleet.release``."""
+class Lease(NamedTuple):
+    """One request's hold on a replica; give it back with ``Fleet.release``.
+
+    A named tuple: made once per request, ~4x cheaper than a frozen dataclass.
+    """
 
     replica_id: str
     base_url: str
@@ -242,8 +245,8 @@ class Fleet:
         """
         replicas = self.replicas.in_service(service)
         count = len(replicas)
-        if count == 0:
-            return None
+        if count <= 1:
+            return self._only(service, replicas, exclude)
         offset = next(self._turn) % count
         best: LiveReplica | None = None
         best_rank = (0, 0)
@@ -267,6 +270,18 @@ class Fleet:
         self._peak[service] = max(self._peak.get(service, 0), in_flight_total + 1)
         self.last_request[service] = time.monotonic()
         return Lease(chosen.id, chosen.base_url)
+
+    def _only(
+        self, service: str, replicas: ValuesView[LiveReplica], exclude: set[str]
+    ) -> Lease | None:
+        """``_least_loaded`` of a service with one replica (or none): no ranking to do."""
+        for replica in replicas:
+            if replica.state is ReplicaState.READY and replica.id not in exclude:
+                replica.in_flight += 1
+                self._peak[service] = max(self._peak.get(service, 0), replica.in_flight)
+                self.last_request[service] = time.monotonic()
+                return Lease(replica.id, replica.base_url)
+        return None
 
     def release(self, replica_id: str, failed: bool = False) -> None:
         """Give a replica back; ``failed`` marks it suspect until its next health check."""

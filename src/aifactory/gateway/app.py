@@ -489,6 +489,8 @@ class GatewayApp:
         if not exchange.started:
             await exchange.start(response.status, headers, sse=True)
         first_token = True
+        send_more = exchange.send_more
+        next_chunk = chunks.__anext__  # no default-value wrapper per chunk, as anext's
         try:
             while chunk:
                 data = sse.feed(chunk)
@@ -498,10 +500,11 @@ class GatewayApp:
                         first_token = False
                         ttft = time.perf_counter() - call.started
                         call.series.time_to_first_token.observe(ttft)
-                    await exchange.send(
-                        {"type": "http.response.body", "body": data, "more_body": True}
-                    )
-                chunk = await anext(chunks, b"")
+                    await send_more({"type": "http.response.body", "body": data, "more_body": True})
+                try:
+                    chunk = await next_chunk()
+                except StopAsyncIteration:
+                    break
         except (aiohttp.ClientError, TimeoutError) as exc:
             logger.warning("upstream stream broke off: %s", exc)
             meter.cut_short = "interrupted"

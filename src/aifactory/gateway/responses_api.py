@@ -188,6 +188,11 @@ class BridgedExchange(Exchange):
             out += closing
         await super().send({"type": "http.response.body", "body": out, "more_body": more})
 
+    @property
+    def send_more(self) -> Send:
+        """Every chunk is translated: ``send``."""
+        return self.send
+
     async def _answer_whole(self, completion: dict[str, Any]) -> None:
         document = response_object(self._response_id, self._payload, self._model, completion)
         await self._keep(document, completion)

@@ -62,6 +62,11 @@ class Exchange:
             self.finished = True
         await self._send(message)
 
+    @property
+    def send_more(self) -> Send:
+        """What sends body messages with ``more_body`` (``send`` less its check, per chunk)."""
+        return self._send
+
     async def fail_stream(self, exc: APIError) -> None:
         """End a started SSE response with an error event."""
         await self.fail_stream_with(json.dumps(error_body(exc)).encode())

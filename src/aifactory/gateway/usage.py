@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from pydantic_core import from_json
 
 _USAGE = b'"usage"'
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+_DECODER = json.JSONDecoder()
 _USAGE_NULL = b'"usage":null'
 _EVENT_END = b"\n\n"
 _MAX_PENDING = 1 << 20
@@ -62,12 +66,21 @@ class Meter:
 def usage_of_body(body: bytes) -> Usage:
     """The usage of a whole (non-streamed) JSON response.
 
-    pydantic-core's parser: ~3x faster than ``json`` on an answer (bytes in, no decoding).
+    Only the ``usage`` object is parsed, not the answer around it (half the
+    CPU on a short answer, less the longer it is). It is the last ``"usage"``
+    key: engines put it after the choices, and inside the answer's strings a
+    quote is escaped, so no text a model writes can look like it.
     """
     usage = Usage()
-    if _USAGE in body:
-        with contextlib.suppress(ValueError):
-            usage.absorb(from_json(body))
+    at = body.rfind(_USAGE)
+    if at < 0:
+        return usage
+    found = _USAGE_OBJECT.match(body, at)
+    if found is None:  # "usage": null
+        return usage
+    tail = body[found.end() - 1 :].decode("utf-8", "replace")
+    with contextlib.suppress(ValueError):
+        usage.absorb({"usage": _DECODER.raw_decode(tail)[0]})
     return usage
 
 

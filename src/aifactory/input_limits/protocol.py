@@ -89,6 +89,8 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = False
         self._in_body = False
         self._completed_in_feed = False
+        self._feed_bytes = 0  # the size of the chunk being parsed
+        self._begun_in_feed = False  # the request being parsed began in that chunk
         self._refusal: tuple[int, str] | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
@@ -110,7 +112,8 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        self._completed_in_feed = False
+        self._completed_in_feed = self._begun_in_feed = False
+        self._feed_bytes = len(data)
         super().data_received(data)
         if self.transport.is_closing():
             return
@@ -138,6 +141,7 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
+        self._begun_in_feed = True
         self._unparsed_bytes = 0
 
     def on_headers_complete(self) -> None:
@@ -151,8 +155,9 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.headers) > limits.max_headers:
             self._refusal = (431, f"The request has more than {limits.max_headers} headers.")
             raise _Refused
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > limits.max_header_bytes:
+        # A block that began in this chunk is no larger than the chunk (the usual case).
+        small = self._begun_in_feed and self._feed_bytes <= limits.max_header_bytes
+        if not small and self._header_block_bytes() > limits.max_header_bytes:
             self._refusal = (431, self._too_many_header_bytes())
             raise _Refused
         self._in_headers = False
@@ -177,6 +182,9 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(status, reason)
 
     # limits
+
+    def _header_block_bytes(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def _too_many_header_bytes(self) -> str:
         return f"The request line and headers are larger than {self.limits.max_header_bytes} bytes."

@@ -63,11 +63,27 @@ class _Check:
 
 
 @dataclass(slots=True)
+class _Plan:
+    """The checks of one key while they hold: ``[since, until)`` on the limiter's clock.
+
+    A clock set back (or a test's) sees the limits afresh rather than a plan
+    from its future. ``allowances`` and ``slots`` are ``checks``' pools, split
+    once here so that admitting a request asks no pool what it is.
+    """
+
+    since: float
+    until: float
+    checks: list[_Check]
+    allowances: tuple[Allowance, ...]
+    slots: tuple[Slots, ...]
+
+
+@dataclass(slots=True)
 class Admission:
     """What an admitted request holds until it is settled."""
 
     reserved: list[tuple[Allowance, float]] = field(default_factory=list)
-    slots: list[Slots] = field(default_factory=list)
+    slots: tuple[Slots, ...] = ()
 
 
 class Limiter:
@@ -76,9 +92,7 @@ class Limiter:
     def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
-        # Each plan holds while the clock is within [since, until): a clock set back
-        # (or a test's) sees the limits afresh rather than a plan from its future.
-        self._plans: dict[tuple[int, int], tuple[float, float, list[_Check]]] = {}
+        self._plans: dict[tuple[int, int], _Plan] = {}
         self._allowances: dict[str, Allowance] = {}
         self._slots: dict[str, Slots] = {}
         self.holder = secrets.token_hex(8)  # this process, for the slots it holds
@@ -130,14 +144,7 @@ class Limiter:
         if freed:
             logger.warning("gave back %d in-flight slots held by a gateway that stopped", freed)
 
-    def _planned(self, principal: Principal) -> list[_Check] | None:
-        """The plan of ``principal`` while it holds (no await on the hot path), else None."""
-        cached = self._plans.get((principal.tenant_id, principal.key_id))
-        if cached is not None and cached[0] <= self._clock() < cached[1]:
-            return cached[2]
-        return None
-
-    async def _plan(self, principal: Principal) -> list[_Check]:
+    async def _plan(self, principal: Principal) -> _Plan:
         key = (principal.tenant_id, principal.key_id)
         now = self._clock()
         tenant, own = await asyncio.to_thread(
@@ -180,8 +187,15 @@ class Limiter:
                 else:
                     continue
                 checks.append(_Check(name, kind, limits, pool))
-        self._plans[key] = (now, expires, checks)
-        return checks
+        plan = _Plan(
+            now,
+            expires,
+            checks,
+            tuple(c.pool for c in checks if isinstance(c.pool, Allowance)),
+            tuple(c.pool for c in checks if isinstance(c.pool, Slots)),
+        )
+        self._plans[key] = plan
+        return plan
 
     def _allowance(self, name: str, *, whole: bool, spent: bool) -> Allowance:
         allowance = self._allowances.get(name)
@@ -197,9 +211,10 @@ class Limiter:
             QuotaExceeded: the token budget of the period is spent.
             RateLimited: a per-minute or concurrency limit is reached.
         """
-        checks = self._planned(principal)
-        if checks is None:
-            checks = await self._plan(principal)
+        plan = self._plans.get((principal.tenant_id, principal.key_id))
+        if plan is None or not plan.since <= self._clock() < plan.until:
+            plan = await self._plan(principal)  # the only await while the plan holds
+        checks = plan.checks
         if not checks:
             return None
         deadline = 0.0
@@ -210,14 +225,9 @@ class Limiter:
                     short = check
                     break
             if short is None:
-                admission = Admission()
-                for check in checks:
-                    if isinstance(check.pool, Slots):
-                        check.pool.take()
-                        admission.slots.append(check.pool)
-                    else:
-                        admission.reserved.append((check.pool, check.pool.take()))
-                return admission
+                for slots in plan.slots:
+                    slots.take()
+                return Admission([(a, a.take()) for a in plan.allowances], plan.slots)
             now = time.monotonic()  # real waiting, whatever the clock says
             if not deadline:
                 deadline = now + _ADMIT_WAIT_S

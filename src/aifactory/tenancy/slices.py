@@ -113,10 +113,11 @@ class Allowance:
         """Reserve one request's cost out of the slice; returns the reservation."""
         cost = self.per_request
         self._fresh = False
-        self.slice -= cost
+        left = self.slice = self.slice - cost
         self._used_now += cost
         self.open += 1
-        if self.slice < self._want() / 2:
+        # Below half of ``_want()`` (requests waiting have a lease under way already).
+        if left < self._used_now or left < self._used_before or 2 * left < cost:
             self._prefetch()
         return cost
 

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from aifactory.gateway.usage import Meter, SSEUsageFilter, Usage, usage_of_body
 
 
@@ -44,6 +46,41 @@ def test_whole_body_usage() -> None:
     usage = usage_of_body(body)
     assert (usage.prompt_tokens, usage.completion_tokens) == (5, 2)
     assert usage_of_body(b'not json with "usage"').prompt_tokens == 0
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        # vLLM: usage with nested details, then more keys after it
+        (
+            {
+                "choices": [{"message": {"content": "hi"}}],
+                "usage": {
+                    "prompt_tokens": 9,
+                    "completion_tokens": 4,
+                    "prompt_tokens_details": {"cached_tokens": 0},
+                },
+                "kv_transfer_params": None,
+            },
+            (9, 4),
+        ),
+        # usage before the choices, and an answer that talks about "usage": {...}
+        (
+            {
+                "usage": {"prompt_tokens": 3, "completion_tokens": 8},
+                "choices": [{"message": {"content": 'say "usage": {"prompt_tokens": 999}'}}],
+            },
+            (3, 8),
+        ),
+        ({"choices": [], "usage": None}, (0, 0)),
+    ],
+)
+def test_whole_body_usage_is_the_engines_not_the_answers(
+    document: dict[str, object], expected: tuple[int, int]
+) -> None:
+    for body in (json.dumps(document).encode(), json.dumps(document, indent=2).encode()):
+        usage = usage_of_body(body)
+        assert (usage.prompt_tokens, usage.completion_tokens) == expected
 
 
 def test_events_are_counted_as_they_pass() -> None:
