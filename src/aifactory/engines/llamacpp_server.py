@@ -23,6 +23,7 @@ from aifactory.engines.tool_template import tool_calling_template
 from aifactory.errors import EngineError
 
 DEFAULT_CTX_SIZE = 4096
+DEFAULT_PARALLEL = 2
 
 POOLING = {
     "mean": "LLAMA_POOLING_TYPE_MEAN",
@@ -41,7 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ctx-size", type=int, default=DEFAULT_CTX_SIZE)
-    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL)
     parser.add_argument("--batch-size", type=int, default=0)
     parser.add_argument("--ubatch-size", type=int, default=0)
     parser.add_argument("--embedding", action="store_true")

@@ -58,9 +58,11 @@ def test_vllm_recipe() -> None:
 @pytest.mark.parametrize(
     ("engine", "tokens"),
     [
-        ("{type: llama.cpp, model: x, args: {ctx_size: 2048}}", 2048),
-        ("{type: llama.cpp, model: x, args: {ctx-size: '1024'}}", 1024),
-        ("{type: llama.cpp, model: x}", 4096),  # the runner's default
+        # A request fills one slot: the context over the runner's 2 (or the spec's) slots.
+        ("{type: llama.cpp, model: x, args: {ctx_size: 2048}}", 1024),
+        ("{type: llama.cpp, model: x, args: {ctx-size: '1024', parallel: 1}}", 1024),
+        ("{type: llama.cpp, model: x, args: {ctx_size: 4096, parallel: 4}}", 1024),
+        ("{type: llama.cpp, model: x}", 2048),  # the runner's defaults
         ("{type: llama.cpp, model: x, args: {ctx_size: 0}}", None),  # the model's own
         ("{type: vllm, model: x, args: {max_model_len: 8192}}", 8192),
         ("{type: vllm, model: x}", None),
