@@ -257,7 +257,7 @@ class Reconciler:
             if orphaned and replica.state is not ReplicaState.DRAINING:
                 await self.lifecycle.drain(replica, "its service is gone")
         await self.lifecycle.drain_step()
-        await self.response_retention.sweep_if_due()
+        self.response_retention.sweep_if_due()
         self._export_metrics()
 
     async def _observe_store(self) -> CatalogSnapshot | None:
