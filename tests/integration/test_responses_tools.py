@@ -62,17 +62,21 @@ def test_function_call_out_and_its_output_in_with_previous_response_id(client: O
 
 def test_a_streamed_function_call_and_its_events(client: OpenAI) -> None:
     kinds: list[str] = []
+    deltas: list[str] = []
     arguments = ""
     final = None
     for event in client.responses.create(
         model=CHAT, input=ASK, tools=[WEATHER], temperature=0, max_output_tokens=48, stream=True
     ):
         kinds.append(event.type)
+        if event.type == "response.function_call_arguments.delta":
+            deltas.append(event.delta)
         if event.type == "response.function_call_arguments.done":
             arguments = event.arguments
         if event.type == "response.completed":
             final = event.response
     assert json.loads(arguments) == {"city": "Paris"}
+    assert len(deltas) > 1 and "".join(deltas) == arguments
     assert kinds.index("response.output_item.added") < kinds.index("response.output_item.done")
     assert final is not None and final.output[0].type == "function_call"
     # The ids the events named are the ids kept.

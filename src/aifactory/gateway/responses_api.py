@@ -55,6 +55,7 @@ class ResponseEvents:
         self._pending = b""
         self._text: list[str] = []
         self._logprobs: list[dict[str, Any]] | None = [] if wants_logprobs(payload) else None
+        self._calls: list[dict[str, Any]] = []  # function calls begun, in stream order
         self._fold = StreamFold(Usage())
         self.failed = False
 
@@ -97,6 +98,9 @@ class ResponseEvents:
         choices = completion.get("choices") or [{}]
         items = output_items(choices[0].get("message") or {}, self._message_id, self._logprobs)
         document["output"] = items  # the ids the events named
+        calls = [item for item in items if item["type"] == "function_call"]
+        for item, streamed in zip(calls, self._calls, strict=False):
+            item["id"] = streamed["id"]
         out: list[bytes] = []
         for index, item in enumerate(items):
             if item["type"] == "message":
@@ -107,7 +111,10 @@ class ResponseEvents:
                 out.append(self._event("response.output_text.done", **where, text=text, **done))
                 out.append(self._event("response.content_part.done", **where, part=part))
             else:
-                out.append(self._event("response.output_item.added", output_index=index, item=item))
+                if calls.index(item) >= len(self._calls):  # not begun while streaming
+                    out.append(
+                        self._event("response.output_item.added", output_index=index, item=item)
+                    )
                 out.append(
                     self._event(
                         "response.function_call_arguments.done",
@@ -124,10 +131,10 @@ class ResponseEvents:
     def _delta(self, document: Any) -> bytes:
         choices = document.get("choices") if isinstance(document, dict) else None
         delta = (choices[0].get("delta") or {}) if choices else {}
+        out = self._call_deltas(delta.get("tool_calls"))
         text = delta.get("content")
         if not isinstance(text, str) or not text:
-            return b""
-        out = b""
+            return out
         where = {"item_id": self._message_id, "output_index": 0, "content_index": 0}
         if not self._text:
             item = {
@@ -147,6 +154,42 @@ class ResponseEvents:
             self._logprobs.extend(tokens)
             logprobs = {"logprobs": tokens}
         return out + self._event("response.output_text.delta", **where, delta=text, **logprobs)
+
+    def _call_deltas(self, deltas: object) -> bytes:
+        """A function call's item when it begins, then its arguments as they come."""
+        out = b""
+        for delta in deltas if isinstance(deltas, list) else ():
+            if not isinstance(delta, dict):
+                continue
+            function = delta.get("function") or {}
+            index = delta.get("index", 0)
+            if not isinstance(index, int) or index > len(self._calls):
+                continue
+            # Text, when there is any, comes first: the calls' items follow its message.
+            output_index = (1 if self._text else 0) + index
+            if index == len(self._calls):
+                call = {
+                    "type": "function_call",
+                    "id": new_id("fc"),
+                    "call_id": delta.get("id") or new_id("call"),
+                    "name": function.get("name") or "",
+                    "arguments": "",
+                    "status": "in_progress",
+                }
+                self._calls.append(call)
+                out += self._event(
+                    "response.output_item.added", output_index=output_index, item=call
+                )
+            fragment = function.get("arguments")
+            if isinstance(fragment, str) and fragment:
+                item_id = self._calls[index]["id"]
+                out += self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=item_id,
+                    output_index=output_index,
+                    delta=fragment,
+                )
+        return out
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         document = {"type": kind, "sequence_number": self._sequence, **fields}
