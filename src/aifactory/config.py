@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     upstream_connect_timeout_s: float = Field(default=5.0, gt=0)
     upstream_read_timeout_s: float = Field(default=600.0, gt=0)
     reconcile_interval_s: float = Field(default=1.0, gt=0)
+    # How long the Responses API keeps a stored response (retrieval, previous_response_id).
+    responses_retention_s: float = Field(default=30 * 24 * 3600.0, gt=0)
     slurm_partition: str = ""
     slurm_account: str = ""
     slurm_qos: str = ""

@@ -108,6 +108,7 @@ class App(Mounts):
             connect_timeout_s=settings.upstream_connect_timeout_s,
             read_timeout_s=settings.upstream_read_timeout_s,
             stored_responses=self.store,
+            responses_retention_s=settings.responses_retention_s,
         )
         self.jobs = JobsManager(
             settings, self.store, instance_id(settings.instance_file), ledger=self.ledger

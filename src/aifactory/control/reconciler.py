@@ -56,6 +56,7 @@ from aifactory.control.placement import (
 )
 from aifactory.control.planner import AllocationPlanner
 from aifactory.control.pools import Pools
+from aifactory.control.response_retention import ResponseRetention
 from aifactory.control.rotation import due_for_rotation, outdated, replacement_stuck
 from aifactory.control.stack_watch import StackWatch
 from aifactory.control.wakeup import Wakeup
@@ -93,6 +94,7 @@ class Reconciler:
         )
         self.backoff = LaunchBackoff()
         self.preemptions = Preemptions()
+        self.response_retention = ResponseRetention(store, settings.responses_retention_s)
         self._wakeup = wakeup or Wakeup()
         self._task: asyncio.Task[None] | None = None
         self.autoscaler = Autoscaler()
@@ -255,6 +257,7 @@ class Reconciler:
             if orphaned and replica.state is not ReplicaState.DRAINING:
                 await self.lifecycle.drain(replica, "its service is gone")
         await self.lifecycle.drain_step()
+        self.response_retention.sweep_if_due()
         self._export_metrics()
 
     async def _observe_store(self) -> CatalogSnapshot | None:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from aifactory.engines.base import HOST, PORT, EngineLaunch, int_arg
-from aifactory.engines.llamacpp_server import DEFAULT_CTX_SIZE
+from aifactory.engines.llamacpp_server import DEFAULT_CTX_SIZE, DEFAULT_PARALLEL
 from aifactory.errors import EngineError
 from aifactory.specs import Service
 
@@ -20,7 +20,10 @@ ARGS = {
     "pooling": "--pooling",
     "chat_template": "--chat-template",
     "jinja": "--jinja",
+    "tool_calls": "--tool-calls",
 }
+# Flags that take a --no- form: false is said, not left out (they default to on).
+NEGATABLE = frozenset({"--jinja", "--tool-calls"})
 
 
 def render(service: Service, cache_dir: Path | None, python: str = sys.executable) -> EngineLaunch:
@@ -46,8 +49,8 @@ def render(service: Service, cache_dir: Path | None, python: str = sys.executabl
                 fix=f"use one of: {', '.join(sorted(ARGS))}",
             )
         if isinstance(value, bool):
-            if flag == "--jinja":
-                argv.append("--jinja" if value else "--no-jinja")
+            if flag in NEGATABLE:
+                argv.append(flag if value else "--no-" + flag.removeprefix("--"))
             elif value:
                 argv.append(flag)
         else:
@@ -56,11 +59,16 @@ def render(service: Service, cache_dir: Path | None, python: str = sys.executabl
 
 
 def context_tokens(service: Service) -> int | None:
-    """The tokens llama.cpp's context holds (all slots together); None: the model's own."""
+    """The tokens one request may fill: a slot's share of the context; None: the model's own.
+
+    llama.cpp splits ``ctx_size`` evenly among its ``parallel`` slots, and a request
+    longer than its slot is refused.
+    """
     ctx_size = int_arg(service.engine.args, "ctx_size")
     if ctx_size is None:
-        return DEFAULT_CTX_SIZE
-    return ctx_size or None  # 0: the context the model was trained with
+        ctx_size = DEFAULT_CTX_SIZE
+    slots = int_arg(service.engine.args, "parallel") or DEFAULT_PARALLEL
+    return ctx_size // slots or None  # 0: the context the model was trained with
 
 
 def endpoints(service: Service) -> frozenset[str]:

@@ -17,10 +17,13 @@ import threading
 from pathlib import Path
 
 from aifactory.engines._process import die_with_parent
+from aifactory.engines.gguf_metadata import metadata_string
 from aifactory.engines.model_source import resolve_gguf
+from aifactory.engines.tool_template import tool_calling_template
 from aifactory.errors import EngineError
 
 DEFAULT_CTX_SIZE = 4096
+DEFAULT_PARALLEL = 2
 
 POOLING = {
     "mean": "LLAMA_POOLING_TYPE_MEAN",
@@ -39,13 +42,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ctx-size", type=int, default=DEFAULT_CTX_SIZE)
-    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL)
     parser.add_argument("--batch-size", type=int, default=0)
     parser.add_argument("--ubatch-size", type=int, default=0)
     parser.add_argument("--embedding", action="store_true")
     parser.add_argument("--pooling", choices=sorted(POOLING), default="mean")
     parser.add_argument("--chat-template", default="")
     parser.add_argument("--jinja", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--tool-calls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="offer `tools` to a ChatML model whose own template ignores them",
+    )
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "aifactory"))
     return parser.parse_args(argv)
 
@@ -72,6 +81,11 @@ def build_params(args: argparse.Namespace, model_path: Path) -> object:
         params.n_ubatch = args.ubatch_size
     if args.chat_template:
         params.chat_template = args.chat_template
+    elif args.jinja and args.tool_calls and not args.embedding:
+        own = metadata_string(model_path, "tokenizer.chat_template")
+        template = tool_calling_template(own)
+        if template is not None:
+            params.chat_template = template
     if args.embedding:
         params.embedding = True
         params.pooling_type = getattr(xllamacpp.llama_pooling_type, POOLING[args.pooling])

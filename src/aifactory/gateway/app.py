@@ -52,6 +52,8 @@ from aifactory.gateway.in_flight import KeyInFlight
 from aifactory.gateway.responses import JSON_HEADERS
 from aifactory.gateway.responses_api import BridgedExchange, StoredResponses
 from aifactory.gateway.responses_bridge import chat_request
+from aifactory.gateway.responses_inputs import input_items
+from aifactory.gateway.responses_options import fit_to_context
 from aifactory.gateway.router import Lease, ModelInfo, Router
 from aifactory.gateway.stream import Exchange
 from aifactory.gateway.usage import Meter, SSEUsageFilter, usage_of_body
@@ -95,9 +97,10 @@ class GatewayApp:
         connect_timeout_s: float,
         read_timeout_s: float,
         stored_responses: ResponseQueries,
+        responses_retention_s: float = 30 * 24 * 3600.0,
     ) -> None:
         self._router = router
-        self._stored = StoredResponses(stored_responses)
+        self._stored = StoredResponses(stored_responses, responses_retention_s)
         self._auth = authenticator
         self._ledger = ledger
         self._limiter = limiter
@@ -146,7 +149,7 @@ class GatewayApp:
             )
             endpoint = PROXIED.get(path)
             if endpoint is None and not (path == _RESPONSES and method == "POST"):
-                await self._serve_other(path, method, principal, exchange)
+                await self._serve_other(path, method, scope, principal, exchange)
                 return
             if method != "POST":
                 raise BadRequest(f"{path} takes POST, not {method}.")
@@ -180,20 +183,13 @@ class GatewayApp:
             REQUEST_ID.reset(token)
 
     async def _serve_other(
-        self, path: str, method: str, principal: Principal, exchange: Exchange
+        self, path: str, method: str, scope: Scope, principal: Principal, exchange: Exchange
     ) -> None:
-        """The models, and stored responses (retrieve, delete)."""
+        """The models, and stored responses (retrieve, delete, input items)."""
         if path.startswith(_RESPONSE_PREFIX) and method in ("GET", "DELETE"):
-            response_id = path.removeprefix(_RESPONSE_PREFIX)
-            if method == "GET":
-                row = await self._stored.find(response_id, principal.tenant_id)
-                if row is not None:
-                    await exchange.json(200, row.document)
-                    return
-            elif await self._stored.forget(response_id, principal.tenant_id):
-                await exchange.json(200, {"id": response_id, "object": "response", "deleted": True})
-                return
-            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+            rest, query = path.removeprefix(_RESPONSE_PREFIX), scope.get("query_string", b"")
+            await self._stored.serve(rest, method, query, principal.tenant_id, exchange)
+            return
         if path == "/v1/models" and method == "GET":
             models = self._model_list(principal)
             await exchange.json(200, {"object": "list", "data": models})
@@ -343,11 +339,16 @@ class GatewayApp:
                 )
             history = row.conversation
         chat, conversation = chat_request(payload, history)
+        if payload.get("truncation") == "auto":
+            entry = self._router.resolve(str(payload.get("model")))
+            fit_to_context(chat, entry.context_tokens if entry else None)
         keep_it = payload.get("store", True) is not False
 
         async def keep(document: dict[str, Any], completion: dict[str, Any]) -> None:
             if keep_it:
-                await self._stored.keep(principal.tenant_id, document, conversation, completion)
+                inputs = input_items(payload)
+                tenant = principal.tenant_id
+                await self._stored.keep(tenant, document, conversation, completion, inputs)
 
         model = str(payload.get("model") or "")
         exchange = BridgedExchange(send, REQUEST_ID.get().encode(), payload, model, keep)

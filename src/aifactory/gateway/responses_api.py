@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.types import Message, Send
 
+from aifactory.errors import NotFound
 from aifactory.gateway.fold import StreamFold
 from aifactory.gateway.responses import JSON_HEADERS
 from aifactory.gateway.responses_bridge import (
@@ -26,7 +28,10 @@ from aifactory.gateway.responses_bridge import (
     new_id,
     output_items,
     response_object,
+    token_logprobs,
 )
+from aifactory.gateway.responses_inputs import input_items_page
+from aifactory.gateway.responses_options import wants_logprobs
 from aifactory.gateway.stream import Exchange
 from aifactory.gateway.usage import Usage
 from aifactory.store import ResponseQueries, StoredResponseRow
@@ -49,6 +54,8 @@ class ResponseEvents:
         self._sequence = 0
         self._pending = b""
         self._text: list[str] = []
+        self._logprobs: list[dict[str, Any]] | None = [] if wants_logprobs(payload) else None
+        self._calls: list[dict[str, Any]] = []  # function calls begun, in stream order
         self._fold = StreamFold(Usage())
         self.failed = False
 
@@ -89,17 +96,33 @@ class ResponseEvents:
         completion: dict[str, Any] = json.loads(data)
         document = response_object(self._id, self._payload, self._model, completion)
         choices = completion.get("choices") or [{}]
-        items = output_items(choices[0].get("message") or {}, self._message_id)
+        items = output_items(choices[0].get("message") or {}, self._message_id, self._logprobs)
+        document["output"] = items  # the ids the events named
+        calls = [item for item in items if item["type"] == "function_call"]
+        for item, streamed in zip(calls, self._calls, strict=False):
+            item["id"] = streamed["id"]
         out: list[bytes] = []
         for index, item in enumerate(items):
             if item["type"] == "message":
                 text = "".join(self._text)
                 part = item["content"][0]
                 where = {"item_id": item["id"], "output_index": index, "content_index": 0}
-                out.append(self._event("response.output_text.done", **where, text=text))
+                done = {"logprobs": self._logprobs} if self._logprobs is not None else {}
+                out.append(self._event("response.output_text.done", **where, text=text, **done))
                 out.append(self._event("response.content_part.done", **where, part=part))
             else:
-                out.append(self._event("response.output_item.added", output_index=index, item=item))
+                if calls.index(item) >= len(self._calls):  # not begun while streaming
+                    out.append(
+                        self._event("response.output_item.added", output_index=index, item=item)
+                    )
+                out.append(
+                    self._event(
+                        "response.function_call_arguments.done",
+                        item_id=item["id"],
+                        output_index=index,
+                        arguments=item["arguments"],
+                    )
+                )
             out.append(self._event("response.output_item.done", output_index=index, item=item))
         final = "response.completed" if document["status"] == "completed" else "response.incomplete"
         out.append(self._event(final, response=document))
@@ -108,10 +131,10 @@ class ResponseEvents:
     def _delta(self, document: Any) -> bytes:
         choices = document.get("choices") if isinstance(document, dict) else None
         delta = (choices[0].get("delta") or {}) if choices else {}
+        out = self._call_deltas(delta.get("tool_calls"))
         text = delta.get("content")
         if not isinstance(text, str) or not text:
-            return b""
-        out = b""
+            return out
         where = {"item_id": self._message_id, "output_index": 0, "content_index": 0}
         if not self._text:
             item = {
@@ -125,7 +148,48 @@ class ResponseEvents:
             out += self._event("response.output_item.added", output_index=0, item=item)
             out += self._event("response.content_part.added", **where, part=part)
         self._text.append(text)
-        return out + self._event("response.output_text.delta", **where, delta=text)
+        logprobs = {}
+        if self._logprobs is not None and choices:
+            tokens = token_logprobs(choices[0].get("logprobs"))
+            self._logprobs.extend(tokens)
+            logprobs = {"logprobs": tokens}
+        return out + self._event("response.output_text.delta", **where, delta=text, **logprobs)
+
+    def _call_deltas(self, deltas: object) -> bytes:
+        """A function call's item when it begins, then its arguments as they come."""
+        out = b""
+        for delta in deltas if isinstance(deltas, list) else ():
+            if not isinstance(delta, dict):
+                continue
+            function = delta.get("function") or {}
+            index = delta.get("index", 0)
+            if not isinstance(index, int) or index > len(self._calls):
+                continue
+            # Text, when there is any, comes first: the calls' items follow its message.
+            output_index = (1 if self._text else 0) + index
+            if index == len(self._calls):
+                call = {
+                    "type": "function_call",
+                    "id": new_id("fc"),
+                    "call_id": delta.get("id") or new_id("call"),
+                    "name": function.get("name") or "",
+                    "arguments": "",
+                    "status": "in_progress",
+                }
+                self._calls.append(call)
+                out += self._event(
+                    "response.output_item.added", output_index=output_index, item=call
+                )
+            fragment = function.get("arguments")
+            if isinstance(fragment, str) and fragment:
+                item_id = self._calls[index]["id"]
+                out += self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=item_id,
+                    output_index=output_index,
+                    delta=fragment,
+                )
+        return out
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         document = {"type": kind, "sequence_number": self._sequence, **fields}
@@ -203,10 +267,15 @@ class BridgedExchange(Exchange):
 
 
 class StoredResponses:
-    """The store's side of the Responses API, off the event loop (``asyncio.to_thread``)."""
+    """The store's side of the Responses API, off the event loop (``asyncio.to_thread``).
 
-    def __init__(self, store: ResponseQueries) -> None:
+    A response is kept ``retention_s`` seconds: older ones are not found, even before the
+    control plane's sweep (``control/response_retention.py``) deletes them.
+    """
+
+    def __init__(self, store: ResponseQueries, retention_s: float) -> None:
         self._store = store
+        self._retention = timedelta(seconds=retention_s)
 
     async def keep(
         self,
@@ -214,17 +283,42 @@ class StoredResponses:
         document: dict[str, Any],
         conversation: list[dict[str, Any]],
         completion: dict[str, Any],
+        input_items: list[dict[str, Any]],
     ) -> None:
-        """Keep a finished response, its conversation ending with its answer."""
+        """Keep a finished response, its conversation ending with its answer, and its input."""
         turns = [*conversation, assistant_message(completion)]
         await asyncio.to_thread(
-            self._store.add_response, document["id"], tenant_id, document, turns
+            self._store.add_response, document["id"], tenant_id, document, turns, input_items
         )
 
     async def find(self, response_id: str, tenant_id: int) -> StoredResponseRow | None:
         """The stored row of ``tenant_id``'s response ``response_id``, or None."""
-        return await asyncio.to_thread(self._store.stored_response, response_id, tenant_id)
+        kept_since = datetime.now(UTC) - self._retention
+        return await asyncio.to_thread(
+            self._store.stored_response, response_id, tenant_id, kept_since
+        )
 
     async def forget(self, response_id: str, tenant_id: int) -> bool:
         """Delete ``tenant_id``'s response ``response_id``; False when there is none."""
         return await asyncio.to_thread(self._store.delete_response, response_id, tenant_id)
+
+    async def serve(
+        self, rest: str, method: str, query: bytes, tenant_id: int, exchange: Exchange
+    ) -> None:
+        """Answer ``GET``/``DELETE /v1/responses/{id}`` and ``GET …/{id}/input_items``.
+
+        Raises:
+            NotFound: no such response of ``tenant_id``'s (or another route under it).
+            BadRequest: a malformed page of input items.
+        """
+        response_id, _, sub = rest.partition("/")
+        if method == "GET" and sub in ("", "input_items"):
+            row = await self.find(response_id, tenant_id)
+            if row is not None:
+                page = row.document if not sub else input_items_page(row.input_items, query)
+                await exchange.json(200, page)
+                return
+        elif method == "DELETE" and not sub and await self.forget(response_id, tenant_id):
+            await exchange.json(200, {"id": response_id, "object": "response", "deleted": True})
+            return
+        raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")

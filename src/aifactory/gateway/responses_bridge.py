@@ -17,6 +17,7 @@ from typing import Any
 
 from aifactory.errors import BadRequest
 from aifactory.gateway.counts import check_count
+from aifactory.gateway.responses_options import check_options, wants_logprobs
 
 # Sampling fields both APIs spell alike.
 _SAME_FIELDS = ("temperature", "top_p", "parallel_tool_calls", "user", "seed", "metadata")
@@ -40,6 +41,7 @@ def chat_request(
     Raises:
         BadRequest: ``input`` is missing or malformed, naming where.
     """
+    check_options(payload)
     conversation = [*history, *_messages(payload.get("input"))]
     messages = list(conversation)
     instructions = payload.get("instructions")
@@ -60,6 +62,10 @@ def chat_request(
     text = payload.get("text")
     if isinstance(text, dict) and isinstance(text.get("format"), dict):
         chat["response_format"] = _response_format(text["format"])
+    if wants_logprobs(payload):
+        chat["logprobs"] = True
+        if payload.get("top_logprobs") is not None:
+            chat["top_logprobs"] = payload["top_logprobs"]
     if payload.get("stream") is True:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
@@ -166,7 +172,7 @@ def response_object(
         status = "completed"
         if choices[0].get("finish_reason") == "length":
             status, incomplete = "incomplete", {"reason": "max_output_tokens"}
-        output = output_items(message)
+        output = output_items(message, logprobs=_logprobs(choices[0], payload))
         usage = _usage(completion.get("usage") or {})
     return {
         "id": response_id,
@@ -188,22 +194,35 @@ def response_object(
         "tool_choice": payload.get("tool_choice", "auto"),
         "tools": payload.get("tools") or [],
         "text": payload.get("text") or {"format": {"type": "text"}},
+        "truncation": payload.get("truncation") or "disabled",
+        "background": False,
+        "top_logprobs": payload.get("top_logprobs"),
         "metadata": payload.get("metadata") or {},
     }
 
 
-def output_items(message: dict[str, Any], message_id: str | None = None) -> list[dict[str, Any]]:
-    """The output items of an assistant chat message: its text, then its tool calls."""
+def output_items(
+    message: dict[str, Any],
+    message_id: str | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The output items of an assistant chat message: its text, then its tool calls.
+
+    ``logprobs`` (asked with ``include``) go on the text part; None leaves them out.
+    """
     items: list[dict[str, Any]] = []
     text = message.get("content")
     if isinstance(text, str) and text:
+        part: dict[str, Any] = {"type": "output_text", "text": text, "annotations": []}
+        if logprobs is not None:
+            part["logprobs"] = logprobs
         items.append(
             {
                 "type": "message",
                 "id": message_id or new_id("msg"),
                 "status": "completed",
                 "role": "assistant",
-                "content": [{"type": "output_text", "text": text, "annotations": []}],
+                "content": [part],
             }
         )
     for call in message.get("tool_calls") or ():
@@ -219,6 +238,30 @@ def output_items(message: dict[str, Any], message_id: str | None = None) -> list
             }
         )
     return items
+
+
+def _logprobs(choice: dict[str, Any], payload: dict[str, Any]) -> list[dict[str, Any]] | None:
+    if not wants_logprobs(payload):
+        return None
+    return token_logprobs(choice.get("logprobs"))
+
+
+def token_logprobs(chat_logprobs: object) -> list[dict[str, Any]]:
+    """A chat choice's ``logprobs`` as the Responses API spells them on output text."""
+    content = chat_logprobs.get("content") if isinstance(chat_logprobs, dict) else None
+    return [
+        {
+            "token": token.get("token", ""),
+            "logprob": token.get("logprob", 0.0),
+            "bytes": token.get("bytes") or [],
+            "top_logprobs": [
+                {k: top.get(k) for k in ("token", "logprob", "bytes")}
+                for top in token.get("top_logprobs") or ()
+            ],
+        }
+        for token in content or ()
+        if isinstance(token, dict)
+    ]
 
 
 def assistant_message(completion: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""Stored responses of the Responses API, each of one tenant."""
+"""Stored responses of the Responses API, each of one tenant, kept for the site's retention."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete
@@ -11,7 +12,7 @@ from aifactory.store.tables import StoredResponseRow
 
 
 class ResponseQueries(Queries):
-    """Keep, find and forget a tenant's responses."""
+    """Keep, find and forget a tenant's responses; sweep those past the retention."""
 
     def add_response(
         self,
@@ -19,8 +20,9 @@ class ResponseQueries(Queries):
         tenant_id: int,
         document: dict[str, Any],
         conversation: list[dict[str, Any]],
+        input_items: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Keep a response and the conversation it ends."""
+        """Keep a response, the conversation it ends and its request's input items."""
         with self._session() as s:
             s.add(
                 StoredResponseRow(
@@ -28,14 +30,19 @@ class ResponseQueries(Queries):
                     tenant_id=tenant_id,
                     document=document,
                     conversation=conversation,
+                    input_items=input_items or [],
                 )
             )
 
-    def stored_response(self, response_id: str, tenant_id: int) -> StoredResponseRow | None:
-        """The response ``response_id`` if it is ``tenant_id``'s."""
+    def stored_response(
+        self, response_id: str, tenant_id: int, kept_since: datetime | None = None
+    ) -> StoredResponseRow | None:
+        """The response ``response_id`` if it is ``tenant_id``'s (and made after ``kept_since``)."""
         with self._session() as s:
             row = s.get(StoredResponseRow, response_id)
-        return row if row is not None and row.tenant_id == tenant_id else None
+        if row is None or row.tenant_id != tenant_id:
+            return None
+        return row if kept_since is None or row.created_at > kept_since else None
 
     def delete_response(self, response_id: str, tenant_id: int) -> bool:
         """Forget ``tenant_id``'s response ``response_id``; False when it had none such."""
@@ -46,3 +53,11 @@ class ResponseQueries(Queries):
                 )
             )
         return bool(getattr(result, "rowcount", 0))
+
+    def delete_responses_before(self, cutoff: datetime) -> int:
+        """Forget every response made before ``cutoff``; how many there were."""
+        with self._session() as s:
+            result = s.execute(
+                delete(StoredResponseRow).where(StoredResponseRow.created_at < cutoff)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)

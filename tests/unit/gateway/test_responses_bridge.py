@@ -107,3 +107,35 @@ def test_an_error_event_ends_the_stream_without_completion() -> None:
     out = events.feed(_chunk({"error": error}))
     assert b"event: error" in out and b'"message": "lost"' in out
     assert events.finish() == (b"", None, None)
+
+
+def test_a_streamed_tool_call_becomes_function_call_events_with_one_id() -> None:
+    events = ResponseEvents("resp_1", {}, "m")
+    begin = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f"}}
+    deltas = [
+        {"tool_calls": [{**begin, "function": {"name": "f", "arguments": '{"a"'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]},
+    ]
+    out = b""
+    for delta in deltas:
+        out += events.feed(_chunk({"choices": [{"index": 0, "delta": delta}]}))
+    end = {"index": 0, "delta": {}, "finish_reason": "tool_calls"}
+    out += events.feed(_chunk({"choices": [end]}) + b"data: [DONE]\n\n")
+    closing, document, _ = events.finish()
+    sent = [
+        json.loads(line[6:]) for line in (out + closing).split(b"\n") if line.startswith(b"data: ")
+    ]
+    assert [e["type"] for e in sent] == [
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert "".join(e["delta"] for e in sent if "delta" in e) == '{"a": 1}'
+    assert sent[3]["arguments"] == '{"a": 1}'
+    assert document is not None
+    call = document["output"][0]
+    assert call["call_id"] == "call_1" and call["name"] == "f"
+    assert {e.get("item_id", e.get("item", {}).get("id")) for e in sent[:5]} == {call["id"]}
