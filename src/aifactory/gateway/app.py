@@ -75,7 +75,6 @@ _MAX_ANSWERED_ERRORS = 2  # replicas answering 502/503 before that answer is rel
 _RETRY_AFTER_S = "5"
 _CLIENT_GONE = 499  # the status nginx logs for it
 _RETRYABLE_STATUS = {502, 503}
-_FORWARDED_HEADERS = {b"content-type", b"cache-control"}
 _CANNOT_CONNECT = (aiohttp.ClientConnectorError, TimeoutError)
 _USAGE_OPTION = b'"stream_options":{"include_usage":true}'
 _RESPONSES = "/v1/responses"
@@ -450,12 +449,11 @@ class GatewayApp:
             _NoAnswer: the stream broke before its first byte: another replica may serve it.
             _Interrupted: the stream broke in the middle (the client gets an error event).
         """
-        headers = [
-            (lowered, value)
-            for name, value in response.raw_headers
-            if (lowered := name.lower()) in _FORWARDED_HEADERS
-        ]
-        is_sse = response.headers.get("Content-Type", "").startswith("text/event-stream")
+        content_type = response.headers.get("Content-Type", "")
+        is_sse = content_type.startswith("text/event-stream")
+        headers = [(b"content-type", content_type.encode("latin-1"))] if content_type else []
+        if (cache_control := response.headers.get("Cache-Control")) is not None:
+            headers.append((b"cache-control", cache_control.encode("latin-1")))
         if exchange.started and not (is_sse and response.status == 200):
             # The SSE response began while the request was held: the upstream
             # error can only be told as an error event.
@@ -565,24 +563,16 @@ class _Call:
 
 
 class _Head:
-    """The request headers the gateway reads, found in one pass (the first of each)."""
+    """The request headers the gateway reads (the first of each)."""
 
     __slots__ = ("authorization", "content_length", "request_id", "session_id")
 
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
-        self.authorization = b""
-        self.content_length: bytes | None = None
-        self.request_id: bytes | None = None
-        self.session_id: bytes | None = None
-        for name, value in reversed(headers):
-            if name == b"authorization":
-                self.authorization = value
-            elif name == b"content-length":
-                self.content_length = value
-            elif name == b"x-request-id":
-                self.request_id = value
-            elif name == b"x-session-id":
-                self.session_id = value
+        by_name = dict(reversed(headers))  # in C; the first of a name wins
+        self.authorization: bytes = by_name.get(b"authorization", b"")
+        self.content_length = by_name.get(b"content-length")
+        self.request_id = by_name.get(b"x-request-id")
+        self.session_id = by_name.get(b"x-session-id")
 
 
 def _session_key(head: _Head, payload: dict[str, Any]) -> str:

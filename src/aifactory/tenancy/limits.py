@@ -74,6 +74,7 @@ class _Plan:
     since: float
     until: float
     checks: list[_Check]
+    pools: tuple[Allowance | Slots, ...]  # the checks' pools, in their order
     allowances: tuple[Allowance, ...]
     slots: tuple[Slots, ...]
 
@@ -191,6 +192,7 @@ class Limiter:
             now,
             expires,
             checks,
+            tuple(c.pool for c in checks),
             tuple(c.pool for c in checks if isinstance(c.pool, Allowance)),
             tuple(c.pool for c in checks if isinstance(c.pool, Slots)),
         )
@@ -220,9 +222,9 @@ class Limiter:
         deadline = 0.0
         while True:
             short = None
-            for check in checks:
-                if not check.pool.ready():
-                    short = check
+            for pool in plan.pools:
+                if not pool.ready():
+                    short = next(c for c in checks if c.pool is pool)
                     break
             if short is None:
                 for slots in plan.slots:
