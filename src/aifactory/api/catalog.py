@@ -20,6 +20,7 @@ from aifactory.api.routes import read_json_object
 from aifactory.catalog import (
     Catalog,
     CatalogView,
+    Lineage,
     SearchQuery,
     catalog_graph,
     croissant,
@@ -42,11 +43,13 @@ class CatalogAPI:
     Args:
         catalog: Entries and their versions.
         access: Checks each request's key and role.
+        lineage: What produced each entry and what used it.
     """
 
-    def __init__(self, catalog: Catalog, access: Access) -> None:
+    def __init__(self, catalog: Catalog, access: Access, lineage: Lineage) -> None:
         self._catalog = catalog
         self._access = access
+        self._lineage = lineage
 
     def routes(self) -> list[Route]:
         """Every route of this API."""
@@ -59,6 +62,7 @@ class CatalogAPI:
             Route(entry, self.show, methods=["GET"]),
             Route(entry + "/dcat.jsonld", self.dcat_entry, methods=["GET"]),
             Route(entry + "/croissant.json", self.croissant, methods=["GET"]),
+            Route(entry + "/lineage", self.lineage, methods=["GET"]),
             Route(version, self.show, methods=["GET"]),
             Route(version + "/dcat.jsonld", self.dcat_entry, methods=["GET"]),
             Route(version + "/croissant.json", self.croissant, methods=["GET"]),
@@ -101,6 +105,14 @@ class CatalogAPI:
                 "facets": _facets(views),
             }
         )
+
+    async def lineage(self, request: Request) -> Response:
+        """``GET .../lineage``: the jobs, batches, services and keys that made or used it."""
+        params = request.path_params
+        shown = await self._lineage.show(
+            await self._reader(request), params["tenant"], params["name"]
+        )
+        return JSONResponse(shown)
 
     async def dcat_entry(self, request: Request) -> Response:
         """An entry version as DCAT-AP JSON-LD."""

@@ -10,6 +10,7 @@ publishing an entry needs the bucket to be the caller's tenant's own.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,19 @@ class Catalog:
     Args:
         store: Where entries and versions live.
         objects: The object storage service (bucket access and roots).
+        on_change: Awaited once an entry was registered or deleted (S3 lineage
+            reloads the entries' prefixes).
     """
 
-    def __init__(self, store: Store, objects: ObjectsService) -> None:
+    def __init__(
+        self,
+        store: Store,
+        objects: ObjectsService,
+        on_change: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self._objects = objects
+        self._on_change = on_change
 
     @property
     def _root(self) -> Path:
@@ -86,6 +95,11 @@ class Catalog:
     def content(self) -> ContentStore:
         """Where versions' files are kept by hash (beside the buckets, same filesystem)."""
         return ContentStore(self._root / f"{RESERVED_PREFIX}catalog")
+
+    def prefix_path(self, entry: CatalogEntryRecord) -> Path:
+        """The POSIX directory of an entry's prefix (its latest files)."""
+        assert self._objects.files is not None, "the objects service is not prepared"
+        return Path(self._objects.files.bucket_dir(entry.bucket)) / entry.prefix
 
     async def register(self, caller: Principal, document: dict[str, Any]) -> CatalogView:
         """Register (or re-version) the entry ``document`` describes, for the caller's tenant.
@@ -116,7 +130,7 @@ class Catalog:
         if not words.format:
             words.format = guess_format([f.path for f in files])
         description = words.model_dump()
-        await asyncio.to_thread(
+        version = await asyncio.to_thread(
             self._store.save_catalog_entry,
             caller.tenant_id,
             request.name,
@@ -127,6 +141,12 @@ class Catalog:
             [f.as_dict() for f in files],
             _search_text(caller.tenant, request.name, description),
         )
+        # Outputs jobs declared before this version existed: this is the version they made.
+        await asyncio.to_thread(
+            self._store.settle_generated, caller.tenant_id, request.name, version
+        )
+        if self._on_change is not None:
+            await self._on_change()
         return await self.view(caller, caller.tenant, request.name)
 
     async def _may_publish(self, caller: Principal, bucket: str) -> None:
