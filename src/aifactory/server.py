@@ -146,7 +146,7 @@ class App(Mounts):
             *FunctionsAPI(self.invoker, self.functions, self.plane, access).routes(),
             *BucketsAPI(self.objects, partial(access.allowed, action=Action.SITE)).routes(),
             *BatchesAPI(
-                self.batch_files, self.batches, partial(access.allowed, action=Action.INFER)
+                self.batch_files, self.batches, partial(access.allowed, action=Action.INFER), uses
             ).routes(),
             *CatalogAPI(catalog, access, lineage).routes(),
             *DashboardData(self.plane, self.sampler, access, objects=self.objects).routes(),

@@ -179,6 +179,27 @@ def test_a_service_serves_a_model_named_by_catalog_reference(
     (used,) = _lineage(physics, "physics/smol")["used_by"]
     assert (used["activity"], used["version"]) == ({"kind": "service", "id": "smol-chat"}, 1)
 
+    # A batch declares what it reads and writes in its metadata.
+    line = {"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "smol-chat", "messages": [{"role": "user", "content": "hi"}],
+                     "max_tokens": 2}}  # fmt: skip
+    uploaded = client.files.create(file=("in.jsonl", json.dumps(line).encode()), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={
+            "catalog_inputs": "catalog:physics/smol",
+            "catalog_outputs": "catalog:physics/answers",
+        },
+    )
+    client.batches.cancel(batch.id)
+    physics.s3.put_object(Bucket=BUCKET, Key="answers/out.jsonl", Body=b"{}\n")
+    _register(physics, "answers")
+    assert ("batch", batch.id) in _activities(_lineage(physics, "physics/smol"), "used_by")
+    (made,) = _lineage(physics, "physics/answers")["generated_by"]
+    assert (made["activity"], made["version"]) == ({"kind": "batch", "id": batch.id}, 1)
+
     refused = chemistry.http.post(
         "/api/services", content=SERVICE.format(name="stolen", model="catalog:physics/smol@1")
     )

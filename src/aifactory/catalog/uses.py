@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -53,23 +54,44 @@ class CatalogUses:
         """``job`` with its inputs pinned and listed in its environment, and what it uses.
 
         Raises:
-            BadRequest: an input the caller may not read, or an output of another tenant.
+            BadRequest: an input the caller may not read.
+            Forbidden: an output of another tenant.
         """
         if not job.inputs and not job.outputs:
             return job, []
-        uses: list[Use] = []
-        pinned: list[str] = []
-        described: list[dict[str, Any]] = []
-        for text in job.inputs:
-            view = await self._readable(caller, Reference.parse(text), "inputs")
-            reference = Reference(view.entry.tenant, view.entry.name, view.version.version)
-            pinned.append(str(reference))
-            described.append(self._described(view))
-            uses.append(Use(view.entry.tenant_id, view.entry.name, view.version.version, "used"))
-        for text in job.outputs:
-            uses.append(await self._writable(caller, Reference.parse(text)))
+        views = await self._inputs(caller, job.inputs, "inputs")
+        uses = [*map(_used, views), *await self._outputs(caller, job.outputs, "outputs")]
+        pinned = tuple(
+            f"{CATALOG_SCHEME}{v.entry.tenant}/{v.entry.name}@{v.version.version}" for v in views
+        )
+        described = [self._described(view) for view in views]
         env = {**job.env, INPUTS_ENV: json.dumps(described, separators=(",", ":"))}
-        return job.model_copy(update={"inputs": tuple(pinned), "env": env}), uses
+        return job.model_copy(update={"inputs": pinned, "env": env}), uses
+
+    async def declared(
+        self, caller: Principal, inputs: list[str], outputs: list[str], param: str
+    ) -> list[Use]:
+        """What an activity declares it reads and writes (a batch's ``metadata``).
+
+        Raises:
+            BadRequest: a reference that is not one, or an input the caller may not read.
+            Forbidden: an output of another tenant.
+        """
+        for text in (*inputs, *outputs):
+            try:
+                Reference.parse(text)
+            except ValueError as exc:
+                raise BadRequest(f"{param}: {exc}", param=param) from exc
+        views = await self._inputs(caller, inputs, param)
+        return [*map(_used, views), *await self._outputs(caller, outputs, param)]
+
+    async def _inputs(
+        self, caller: Principal, texts: Iterable[str], param: str
+    ) -> list[CatalogView]:
+        return [await self._readable(caller, Reference.parse(t), param) for t in texts]
+
+    async def _outputs(self, caller: Principal, texts: Iterable[str], param: str) -> list[Use]:
+        return [await self._writable(caller, Reference.parse(t), param) for t in texts]
 
     async def service(self, caller: Principal, service: Service) -> tuple[Service, list[Use]]:
         """``service`` with a ``catalog:`` model replaced by its GGUF file's path.
@@ -96,8 +118,7 @@ class CatalogUses:
         kept = await self._catalog.file(view, ggufs[0]["path"], hashed=False)
         path = await asyncio.to_thread(self._readable_path, view, ggufs[0]["path"], kept)
         engine = service.engine.model_copy(update={"model": str(path)})
-        use = Use(view.entry.tenant_id, view.entry.name, view.version.version, "used")
-        return service.model_copy(update={"engine": engine}), [use]
+        return service.model_copy(update={"engine": engine}), [_used(view)]
 
     async def _readable(self, caller: Principal, reference: Reference, param: str) -> CatalogView:
         try:
@@ -111,21 +132,21 @@ class CatalogUses:
                 param=param,
             ) from exc
 
-    async def _writable(self, caller: Principal, reference: Reference) -> Use:
+    async def _writable(self, caller: Principal, reference: Reference, param: str) -> Use:
         if reference.version is not None:
             raise BadRequest(
-                f"outputs: {reference} names a version; an output's version is made by the job.",
+                f"{param}: {reference} names a version; an output's version is made by its writer.",
                 fix=f"write catalog:{reference.entry}",
-                param="outputs",
+                param=param,
             )
         if not caller.is_admin and reference.tenant != caller.tenant:
             raise Forbidden(
-                f"outputs: {reference.entry} is not an entry of tenant {caller.tenant!r}.",
+                f"{param}: {reference.entry} is not an entry of tenant {caller.tenant!r}.",
                 fix=f"name an output of your own tenant, catalog:{caller.tenant}/NAME",
             )
         tenant = await asyncio.to_thread(self._store.tenant, reference.tenant)
         if tenant is None:
-            raise BadRequest(f"outputs: tenant {reference.tenant!r} does not exist.")
+            raise BadRequest(f"{param}: tenant {reference.tenant!r} does not exist.", param=param)
         return Use(tenant.id, reference.name, None, "generated")
 
     def _described(self, view: CatalogView) -> dict[str, Any]:
@@ -146,6 +167,10 @@ class CatalogUses:
         except OSError:
             pass
         return kept
+
+
+def _used(view: CatalogView) -> Use:
+    return Use(view.entry.tenant_id, view.entry.name, view.version.version, "used")
 
 
 def _model_reference(model: str) -> Reference:
