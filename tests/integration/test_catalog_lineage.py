@@ -210,3 +210,27 @@ def test_a_service_serves_a_model_named_by_catalog_reference(
     )
     assert missing.status_code == 400 and "no version 9" in missing.json()["error"]["message"]
     server.cli("delete", "smol-chat")
+
+
+def test_only_the_owner_deletes_an_entry_and_the_bytes_only_it_kept_are_freed(
+    up: tuple[Server, str], physics: Tenant, chemistry: Tenant
+) -> None:
+    server, _ = up
+    physics.s3.put_object(Bucket=BUCKET, Key="gone/a.jsonl", Body=b"first\n")
+    _register(physics, "gone")
+    physics.s3.put_object(Bucket=BUCKET, Key="gone/a.jsonl", Body=b"second!\n")
+    assert _register(physics, "gone")["version"] == 2
+    assert chemistry.http.delete("/api/catalog/physics/gone").status_code == 404
+    reader = server.admin.post("/api/keys", json={"tenant": "physics", "role": "inference"})
+    headers = {"Authorization": f"Bearer {reader.json()['key']}"}
+    refused = physics.http.delete("/api/catalog/physics/gone", headers=headers)
+    assert refused.status_code == 403, refused.text
+    done = physics.http.delete("/api/catalog/physics/gone")
+    assert done.status_code == 200, done.text
+    # Version 1's bytes were kept by the catalog alone; version 2's are still the bucket's file.
+    assert done.json() == {"deleted": "physics/gone", "versions": 2, "freed_bytes": len(b"first\n")}
+    assert physics.http.get("/api/catalog/physics/gone").status_code == 404
+    assert physics.http.get("/api/catalog/physics/gone/lineage").status_code == 404
+    body = physics.s3.get_object(Bucket=BUCKET, Key="gone/a.jsonl")["Body"].read()
+    assert body == b"second!\n", "the bucket's files stay"
+    assert _register(physics, "gone")["version"] == 1, "the name starts over"

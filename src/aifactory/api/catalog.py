@@ -60,6 +60,7 @@ class CatalogAPI:
             Route("/api/catalog", self.search, methods=["GET"]),
             Route("/api/catalog.jsonld", self.dcat_catalog, methods=["GET"]),
             Route(entry, self.show, methods=["GET"]),
+            Route(entry, self.delete, methods=["DELETE"]),
             Route(entry + "/dcat.jsonld", self.dcat_entry, methods=["GET"]),
             Route(entry + "/croissant.json", self.croissant, methods=["GET"]),
             Route(entry + "/lineage", self.lineage, methods=["GET"]),
@@ -87,6 +88,12 @@ class CatalogAPI:
         caller = await self._access.allowed(request, Action.DEPLOY)
         view = await self._catalog.register(caller, await read_json_object(request))
         return JSONResponse(await self._document(view, caller), status_code=201)
+
+    async def delete(self, request: Request) -> Response:
+        """``DELETE`` an entry: its versions and lineage go, and the bytes only they kept."""
+        caller = await self._access.allowed(request, Action.DEPLOY)
+        params = request.path_params
+        return JSONResponse(await self._catalog.delete(caller, params["tenant"], params["name"]))
 
     async def show(self, request: Request) -> Response:
         """``GET`` an entry (its latest version, or the one named) with its version list."""

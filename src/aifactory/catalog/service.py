@@ -149,6 +149,46 @@ class Catalog:
             await self._on_change()
         return await self.view(caller, caller.tenant, request.name)
 
+    async def delete(self, caller: Principal, tenant: str, name: str) -> dict[str, Any]:
+        """Delete an entry (every version, its lineage), freeing the bytes only it kept.
+
+        The bucket's files stay: only the catalog's record and kept copies go.
+
+        Raises:
+            NotFound: no such entry, or one the caller may not see.
+            Forbidden: the caller's tenant does not own it.
+        """
+        view = await self.view(caller, tenant, name)
+        entry = view.entry
+        if not caller.is_admin and caller.tenant_id != entry.tenant_id:
+            raise Forbidden(
+                f"only tenant {entry.tenant!r} may delete {entry.tenant}/{entry.name}.",
+                fix="ask its owner to delete it",
+            )
+        kept = await asyncio.to_thread(self._store.delete_catalog_entry, entry.id)
+        freed = await asyncio.to_thread(self._free, kept)
+        await asyncio.to_thread(self._store.delete_lineage, entry.tenant_id, entry.name)
+        if self._on_change is not None:
+            await self._on_change()
+        return {
+            "deleted": f"{entry.tenant}/{entry.name}",
+            "versions": entry.latest,
+            "freed_bytes": freed,
+        }
+
+    def _free(self, kept: dict[str, int]) -> int:
+        """Unlink kept files; the bytes freed (a file still in a bucket frees none)."""
+        freed = 0
+        for sha256 in kept:
+            path = self.content.path_of(sha256)
+            try:
+                links = path.stat().st_nlink
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            freed += kept[sha256] if links == 1 else 0
+        return freed
+
     async def _may_publish(self, caller: Principal, bucket: str) -> None:
         """Refuse sharing or publishing another tenant's files (a read grant is not enough)."""
         assert self._objects.registry is not None

@@ -140,3 +140,15 @@ def catalog_lineage(
             f"and activities of other tenants: {hidden['generated_by']} generated it, "
             f"{hidden['used_by']} used it"
         )
+
+
+@catalog_app.command("delete")
+def catalog_delete(
+    entry: Annotated[str, typer.Argument(help="TENANT/NAME.")],
+) -> None:
+    """Delete an entry and all its versions (the bucket's files stay)."""
+    done = _client().json("DELETE", f"/api/catalog/{entry}")
+    console.print(
+        f"deleted {done['deleted']}: {done['versions']} versions, "
+        f"{done['freed_bytes']} kept bytes freed"
+    )
