@@ -650,7 +650,8 @@ async function catalogPage(view, params) {
         `${value} (${count})`, chosen ? " ✕" : ""));
     })));
   }));
-  const results = table(`${found.entries.length} entries${params.toString() ? " match" : ""}`, [
+  const count = `${found.entries.length} ${found.entries.length === 1 ? "entry" : "entries"}`;
+  const results = table(`${count}${params.toString() ? " found" : ""}`, [
     { label: "Entry", cell: (e) => h("td", {}, h("a", { href: `#/catalog/${e.id}` }, e.id)) },
     { label: "Title", cell: (e) => e.title },
     { label: "Kind", cell: (e) => e.kind },
@@ -662,6 +663,7 @@ async function catalogPage(view, params) {
     { label: "Size", num: true, cell: (e) => bytes(e.bytes) },
   ], found.entries, "No entry matches: `aif catalog add BUCKET/PREFIX` registers one.");
   replace("catalog-results", h("div", { id: "catalog-results", class: "catalog" }, facets, results));
+  $("live").textContent = `live · updated ${new Date().toLocaleTimeString()}`;
 }
 
 async function showJson(path, target) {
@@ -686,7 +688,13 @@ function lineageTable(caption, edges) {
 
 async function entryPage(view, id, version) {
   const base = entryPath(id);
-  const shown = await api(version ? `${base}/versions/${version}` : base);
+  let shown;
+  try {
+    shown = await api(version ? `${base}/versions/${version}` : base);
+  } catch (error) {
+    view.append(h("h1", {}, `Catalog entry ${id}`), h("p", { class: "error", role: "alert" }, error.message));
+    return;
+  }
   const here = `${base}/versions/${shown.version}`;
   const metadata = h("pre", { id: "entry-metadata", class: "log", tabindex: 0, "aria-live": "polite" }, "Choose a description to show it here.");
   const describe = (label, path) => h("button", { type: "button", class: "secondary", on: { click: async () => {
@@ -741,6 +749,7 @@ async function entryPage(view, id, version) {
     lineageTable("Used by (prov:used)", lineage.used_by),
     hidden.generated_by || hidden.used_by
       ? h("p", { class: "hint" }, `And activities of other tenants: ${hidden.generated_by} generated it, ${hidden.used_by} used it.`) : null));
+  $("live").textContent = `live · updated ${new Date().toLocaleTimeString()}`;
 }
 
 // --- the tenant's own page: quotas, spend, keys, and deploying a spec ---------
