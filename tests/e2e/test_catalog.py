@@ -18,6 +18,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from integration.server import Server, free_port, start_server
+from integration.waiting import wait_until
 
 from .test_buckets import LAPTOP, s3_of, sign_in
 
@@ -47,6 +48,11 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
     ):  # fmt: skip
         assert http.post("/api/catalog", json={"bucket": BUCKET, **body}).status_code == 201
     s3.get_object(Bucket=BUCKET, Key="wiki/train.jsonl")["Body"].read()  # an S3 read: lineage
+    wait_until(
+        lambda: http.get("/api/catalog/physics/wiki/lineage").json()["used_by"],
+        timeout_s=10,
+        what="the S3 read in the lineage (written once a second)",
+    )
     yield server, keys
     assert server.stop() in (0, -signal.SIGTERM), server.log_tail()
 
