@@ -87,7 +87,8 @@ def test_search_facets_and_an_entrys_page(
     page.get_by_role("button", name="DCAT-AP (JSON-LD)").click()
     expect(page.locator("#entry-metadata")).to_contain_text("dcat:Dataset")
     page.get_by_role("button", name="Croissant (JSON-LD)").click()
-    expect(page.locator("#entry-metadata")).to_contain_text("cr:FileObject")
+    # The server imports mlcroissant (and pandas) on first use: seconds on a busy machine.
+    expect(page.locator("#entry-metadata")).to_contain_text("cr:FileObject", timeout=60_000)
     expect(page.locator("#lineage")).to_contain_text("prov:used")
     expect(page.locator("#lineage")).to_contain_text("s3")
     page.screenshot(path=screenshots / "catalog-entry.png", full_page=True)
