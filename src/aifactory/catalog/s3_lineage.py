@@ -55,6 +55,8 @@ class S3Lineage:
         self._remembered: set[_Mark] = set()
         self._pending: dict[_Mark, int] = {}
         self._task: asyncio.Task[None] | None = None
+        # One flush at a time: a slower one must not set prefixes older than a newer one's.
+        self._flushing = asyncio.Lock()
 
     def seen(self, caller: S3Caller, bucket: str, key: str, write: bool) -> None:
         """An object ``key`` of ``bucket`` was read (or written) with ``caller``'s key."""
@@ -91,10 +93,11 @@ class S3Lineage:
 
     async def flush(self) -> None:
         """Write the edges seen since the last flush; reload the entries' prefixes."""
-        pending, self._pending = self._pending, {}
-        if len(self._remembered) > _MAX_REMEMBERED:
-            self._remembered = set(pending)
-        self._prefixes = await asyncio.to_thread(self._write, pending)
+        async with self._flushing:
+            pending, self._pending = self._pending, {}
+            if len(self._remembered) > _MAX_REMEMBERED:
+                self._remembered = set(pending)
+            self._prefixes = await asyncio.to_thread(self._write, pending)
 
     def _write(self, pending: dict[_Mark, int]) -> dict[str, list[tuple[str, int, str]]]:
         versions = {}

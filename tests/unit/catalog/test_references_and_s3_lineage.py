@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -50,3 +52,41 @@ def test_s3_accesses_under_a_prefix_become_one_edge_per_key_and_relation(store: 
         for r in store.lineage_of(tenant, "raw")
     )
     assert edges == [("generated", str(key), "s3", 1), ("used", str(key), "s3", 1)]
+
+
+def test_a_slow_flush_never_leaves_older_prefixes_than_a_newer_one(store: Store) -> None:
+    tenant = store.ensure_tenant("physics")
+    key = store.add_key(tenant, "a" * 64, "aif-a", "member", "")
+    answered = threading.Event()
+    first = True
+
+    class SlowFirstRead:
+        """The store, whose first prefix read answers from before the entry, and late."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        def catalog_prefixes(self) -> list[tuple[str, str, int, str, int]]:
+            nonlocal first
+            if not first:
+                return store.catalog_prefixes()
+            first = False
+            before = store.catalog_prefixes()
+            answered.set()
+            time.sleep(0.3)
+            return before
+
+    lineage = S3Lineage(SlowFirstRead())  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        background = asyncio.create_task(lineage.flush())
+        await asyncio.to_thread(answered.wait)
+        where = {"kind": "dataset", "bucket": "data", "prefix": "raw"}
+        store.save_catalog_entry(tenant, "raw", where, "private", [], {"title": "R"}, [], "r")
+        await lineage.flush()  # what a registration awaits
+        await background
+        lineage.seen(_Caller(key, tenant), "data", "raw/x.jsonl", write=False)
+        await lineage.flush()
+
+    asyncio.run(scenario())
+    assert [r.edge.relation for r in store.lineage_of(tenant, "raw")] == ["used"]

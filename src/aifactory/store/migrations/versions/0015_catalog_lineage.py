@@ -1,7 +1,7 @@
-"""Migration 0014: lineage of catalog entries (PROV-style edges to jobs, batches, services, keys).
+"""Migration 0015: lineage of catalog entries (PROV-style edges to jobs, batches, services, keys).
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Created: 2026-12-07 06:30:00
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
