@@ -53,7 +53,7 @@ from aifactory.batches import (
     ShardRunner,
     SlurmShards,
 )
-from aifactory.catalog import Catalog
+from aifactory.catalog import Catalog, CatalogUses, Lineage, S3Lineage
 from aifactory.config import Settings
 from aifactory.control import ControlPlane, FleetFollower, instance_id
 from aifactory.data_dir import lock_down
@@ -113,7 +113,8 @@ class App(Mounts):
         self.jobs = JobsManager(
             settings, self.store, instance_id(settings.instance_file), ledger=self.ledger
         )
-        self.objects = ObjectsService(settings, self.store, self.ledger)
+        self.s3_lineage = S3Lineage(self.store)
+        self.objects = ObjectsService(settings, self.store, self.ledger, self.s3_lineage.seen)
         self.batch_files = BatchFiles(
             self.store, self.objects, settings.batch_max_file_bytes, settings.batch_max_lines
         )
@@ -134,17 +135,20 @@ class App(Mounts):
         access = Access(self.authenticator)
         quotas = Quotas(self.store)
         policy = SpecPolicy.of(settings)
+        catalog = Catalog(self.store, self.objects, self.s3_lineage.flush)
+        lineage = Lineage(self.store, catalog)
+        uses = CatalogUses(catalog, self.store, lineage)
         routes = [
             Route("/healthz", self._healthz, methods=["GET"]),
-            *AdminAPI(self.plane, access, quotas, policy).routes(),
-            *JobsAPI(self.jobs, access, quotas, policy).routes(),
+            *AdminAPI(self.plane, access, quotas, policy, uses).routes(),
+            *JobsAPI(self.jobs, access, quotas, policy, uses).routes(),
             *TenantsAPI(self.store, access, self.jobs.identities).routes(),
             *FunctionsAPI(self.invoker, self.functions, self.plane, access).routes(),
             *BucketsAPI(self.objects, partial(access.allowed, action=Action.SITE)).routes(),
             *BatchesAPI(
-                self.batch_files, self.batches, partial(access.allowed, action=Action.INFER)
+                self.batch_files, self.batches, partial(access.allowed, action=Action.INFER), uses
             ).routes(),
-            *CatalogAPI(Catalog(self.store, self.objects), access).routes(),
+            *CatalogAPI(catalog, access, lineage).routes(),
             *DashboardData(self.plane, self.sampler, access, objects=self.objects).routes(),
             *page_routes(),
         ]
@@ -178,6 +182,7 @@ class App(Mounts):
             await self.batch_supervisor.start()
             metrics.watch_function_pools(lambda: self.functions.stats().pools)
         self.sampler.start()
+        self.s3_lineage.start()
         await self.objects.start()
         logger.info("aifactory (%s) listening on %s", self.settings.role, self.settings.control_url)
         # Everything loaded so far lives for the whole process: keep the
@@ -187,6 +192,7 @@ class App(Mounts):
             yield
         finally:
             await self.objects.stop()
+            await self.s3_lineage.stop()
             await self.sampler.stop()
             metrics.watch_function_pools(None)
             if self.follower is not None:

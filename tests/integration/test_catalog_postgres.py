@@ -1,4 +1,5 @@
-"""The catalog's store queries on a real PostgreSQL, in a schema of their own."""
+"""The catalog's store queries (entries, versions, lineage) on a real PostgreSQL, in a
+schema of their own."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from sqlalchemy import create_engine, text
 
 from aifactory.store import Store
 from catalog_store_cases import (
+    a_jobs_edge_carries_its_row_and_the_ledger_row_that_charged_it,
     concurrent_first_registrations_make_one_version,
+    lineage_edges_are_a_set_and_outputs_settle_to_the_version_registered,
     search_matches_words_by_prefix_in_the_full_text_index,
     versions_are_immutable_and_new_only_on_change,
 )
@@ -55,3 +58,11 @@ def test_search_matches_words_by_prefix_in_the_full_text_index(store: Store) -> 
 
 def test_concurrent_first_registrations_make_one_version(store: Store) -> None:
     concurrent_first_registrations_make_one_version(store)
+
+
+def test_lineage_edges_are_a_set_and_outputs_settle(store: Store) -> None:
+    lineage_edges_are_a_set_and_outputs_settle_to_the_version_registered(store)
+
+
+def test_a_jobs_edge_carries_its_ledger_row(store: Store) -> None:
+    a_jobs_edge_carries_its_row_and_the_ledger_row_that_charged_it(store)

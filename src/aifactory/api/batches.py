@@ -16,6 +16,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aifactory.batches import BatchFiles, BatchService, Download, file_view
+from aifactory.catalog import CatalogUses, Use
 from aifactory.errors import BadRequest
 from aifactory.input_limits import parse_json_object
 from aifactory.tenancy import Principal
@@ -23,6 +24,7 @@ from aifactory.tenancy import Principal
 Authenticate = Callable[[Request], Awaitable[Principal]]
 
 _MAX_PAGE = 10_000
+_SIDES = ("inputs", "outputs")
 
 
 class BatchesAPI:
@@ -32,11 +34,18 @@ class BatchesAPI:
         files: The tenants' batch files.
         batches: The batches facade.
         authenticate: Checks the request's key; raises ``Unauthorized`` otherwise.
+        uses: Resolves the catalog entries a batch's ``metadata.catalog_inputs``
+            and ``metadata.catalog_outputs`` name (space-separated), and records them.
     """
 
     def __init__(
-        self, files: BatchFiles, batches: BatchService, authenticate: Authenticate
+        self,
+        files: BatchFiles,
+        batches: BatchService,
+        authenticate: Authenticate,
+        uses: CatalogUses | None = None,
     ) -> None:
+        self._uses = uses
         self._files = files
         self._batches = batches
         self._auth = authenticate
@@ -103,7 +112,15 @@ class BatchesAPI:
         """POST /v1/batches."""
         caller = await self._auth(request)
         body = parse_json_object(await request.body())
-        return JSONResponse(await self._batches.create(caller, body))
+        metadata = body.get("metadata")
+        declared: list[Use] = []
+        if self._uses is not None and isinstance(metadata, dict):
+            inputs, outputs = (str(metadata.get(f"catalog_{side}", "")).split() for side in _SIDES)
+            declared = await self._uses.declared(caller, inputs, outputs, "metadata")
+        batch = await self._batches.create(caller, body)
+        if self._uses is not None:
+            await self._uses.record(declared, "batch", batch["id"], caller.tenant_id)
+        return JSONResponse(batch)
 
     async def list_batches(self, request: Request) -> Response:
         """GET /v1/batches?after=&limit=."""

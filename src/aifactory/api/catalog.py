@@ -20,6 +20,7 @@ from aifactory.api.routes import read_json_object
 from aifactory.catalog import (
     Catalog,
     CatalogView,
+    Lineage,
     SearchQuery,
     catalog_graph,
     croissant,
@@ -42,11 +43,13 @@ class CatalogAPI:
     Args:
         catalog: Entries and their versions.
         access: Checks each request's key and role.
+        lineage: What produced each entry and what used it.
     """
 
-    def __init__(self, catalog: Catalog, access: Access) -> None:
+    def __init__(self, catalog: Catalog, access: Access, lineage: Lineage) -> None:
         self._catalog = catalog
         self._access = access
+        self._lineage = lineage
 
     def routes(self) -> list[Route]:
         """Every route of this API."""
@@ -57,8 +60,10 @@ class CatalogAPI:
             Route("/api/catalog", self.search, methods=["GET"]),
             Route("/api/catalog.jsonld", self.dcat_catalog, methods=["GET"]),
             Route(entry, self.show, methods=["GET"]),
+            Route(entry, self.delete, methods=["DELETE"]),
             Route(entry + "/dcat.jsonld", self.dcat_entry, methods=["GET"]),
             Route(entry + "/croissant.json", self.croissant, methods=["GET"]),
+            Route(entry + "/lineage", self.lineage, methods=["GET"]),
             Route(version, self.show, methods=["GET"]),
             Route(version + "/dcat.jsonld", self.dcat_entry, methods=["GET"]),
             Route(version + "/croissant.json", self.croissant, methods=["GET"]),
@@ -84,6 +89,12 @@ class CatalogAPI:
         view = await self._catalog.register(caller, await read_json_object(request))
         return JSONResponse(await self._document(view, caller), status_code=201)
 
+    async def delete(self, request: Request) -> Response:
+        """``DELETE`` an entry: its versions and lineage go, and the bytes only they kept."""
+        caller = await self._access.allowed(request, Action.DEPLOY)
+        params = request.path_params
+        return JSONResponse(await self._catalog.delete(caller, params["tenant"], params["name"]))
+
     async def show(self, request: Request) -> Response:
         """``GET`` an entry (its latest version, or the one named) with its version list."""
         view = await self._view(request)
@@ -101,6 +112,14 @@ class CatalogAPI:
                 "facets": _facets(views),
             }
         )
+
+    async def lineage(self, request: Request) -> Response:
+        """``GET .../lineage``: the jobs, batches, services and keys that made or used it."""
+        params = request.path_params
+        shown = await self._lineage.show(
+            await self._reader(request), params["tenant"], params["name"]
+        )
+        return JSONResponse(shown)
 
     async def dcat_entry(self, request: Request) -> Response:
         """An entry version as DCAT-AP JSON-LD."""

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from aifactory.api.access import Access
+from aifactory.catalog import CatalogUses, Use
 from aifactory.errors import BadRequest, SpecError
 from aifactory.jobs import JobsManager
 from aifactory.specs import SpecPolicy, load_job
@@ -31,15 +32,22 @@ class JobsAPI:
         access: Checks each request's key and role.
         quotas: The tenants' quotas.
         policy: What tenants may set in a job spec.
+        uses: Resolves the catalog entries a job names (and records its lineage).
     """
 
     def __init__(
-        self, manager: JobsManager, access: Access, quotas: Quotas, policy: SpecPolicy
+        self,
+        manager: JobsManager,
+        access: Access,
+        quotas: Quotas,
+        policy: SpecPolicy,
+        uses: CatalogUses | None = None,
     ) -> None:
         self._jobs = manager
         self._access = access
         self._quotas = quotas
         self._policy = policy
+        self._uses = uses
 
     def routes(self) -> list[Route]:
         """Every route of the jobs API."""
@@ -73,6 +81,9 @@ class JobsAPI:
                 self._policy.check(job)
         except SpecError as exc:
             raise BadRequest(exc.message, exc.fix) from exc
+        uses: list[Use] = []
+        if self._uses is not None:
+            job, uses = await self._uses.job(principal, job)
         if request.query_params.get("dry_run") in ("1", "true"):
             return PlainTextResponse(self._jobs.render(job))
         if not principal.is_admin:
@@ -81,6 +92,8 @@ class JobsAPI:
                 self._quotas.check_job, principal.tenant_id, principal.tenant, active
             )
         view = await self._jobs.submit(job, principal.tenant_id)
+        if self._uses is not None:
+            await self._uses.record(uses, "job", view["id"], principal.tenant_id)
         return JSONResponse(view, status_code=201)
 
     async def describe(self, request: Request) -> Response:

@@ -19,10 +19,11 @@ from starlette.routing import Route
 from aifactory import metrics
 from aifactory.api.access import Access
 from aifactory.api.visibility import ServiceVisibility
+from aifactory.catalog import CatalogUses, Use
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest, Forbidden, NotFound, SpecError, Unauthorized
 from aifactory.input_limits import parse_json_object
-from aifactory.specs import SpecPolicy, load_deployable, parse_duration_s
+from aifactory.specs import Service, SpecPolicy, load_deployable, parse_duration_s
 from aifactory.tenancy import (
     ROLES,
     Action,
@@ -48,11 +49,18 @@ class AdminAPI:
         access: Checks each request's key and role.
         quotas: The tenants' quotas, checked when a tenant deploys.
         policy: What tenants may set in the specs they deploy.
+        uses: Resolves a ``catalog:`` model for the deployer (and records its lineage).
     """
 
     def __init__(
-        self, plane: ControlPlane, access: Access, quotas: Quotas, policy: SpecPolicy
+        self,
+        plane: ControlPlane,
+        access: Access,
+        quotas: Quotas,
+        policy: SpecPolicy,
+        uses: CatalogUses | None = None,
     ) -> None:
+        self._uses = uses
         self._plane = plane
         self._access = access
         self._quotas = quotas
@@ -156,7 +164,12 @@ class AdminAPI:
                     fix="deploy it with a key whose scope includes it",
                 )
             await _run(self._quotas.check_deploy, tenant_id, principal.tenant, service)
+        uses: list[Use] = []
+        if self._uses is not None and isinstance(service, Service):
+            service, uses = await self._uses.service(principal, service)
         outcome = await self._plane.deploy(service, tenant_id)
+        if self._uses is not None:
+            await self._uses.record(uses, "service", service.name, tenant_id)
         if outcome != "unchanged":
             action = "service.deployed" if outcome == "created" else "service.updated"
             await record_action(

@@ -10,6 +10,7 @@ publishing an entry needs the bucket to be the caller's tenant's own.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,19 @@ class Catalog:
     Args:
         store: Where entries and versions live.
         objects: The object storage service (bucket access and roots).
+        on_change: Awaited once an entry was registered or deleted (S3 lineage
+            reloads the entries' prefixes).
     """
 
-    def __init__(self, store: Store, objects: ObjectsService) -> None:
+    def __init__(
+        self,
+        store: Store,
+        objects: ObjectsService,
+        on_change: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self._objects = objects
+        self._on_change = on_change
 
     @property
     def _root(self) -> Path:
@@ -86,6 +95,11 @@ class Catalog:
     def content(self) -> ContentStore:
         """Where versions' files are kept by hash (beside the buckets, same filesystem)."""
         return ContentStore(self._root / f"{RESERVED_PREFIX}catalog")
+
+    def prefix_path(self, entry: CatalogEntryRecord) -> Path:
+        """The POSIX directory of an entry's prefix (its latest files)."""
+        assert self._objects.files is not None, "the objects service is not prepared"
+        return Path(self._objects.files.bucket_dir(entry.bucket)) / entry.prefix
 
     async def register(self, caller: Principal, document: dict[str, Any]) -> CatalogView:
         """Register (or re-version) the entry ``document`` describes, for the caller's tenant.
@@ -116,7 +130,7 @@ class Catalog:
         if not words.format:
             words.format = guess_format([f.path for f in files])
         description = words.model_dump()
-        await asyncio.to_thread(
+        version = await asyncio.to_thread(
             self._store.save_catalog_entry,
             caller.tenant_id,
             request.name,
@@ -127,7 +141,53 @@ class Catalog:
             [f.as_dict() for f in files],
             _search_text(caller.tenant, request.name, description),
         )
+        # Outputs jobs declared before this version existed: this is the version they made.
+        await asyncio.to_thread(
+            self._store.settle_generated, caller.tenant_id, request.name, version
+        )
+        if self._on_change is not None:
+            await self._on_change()
         return await self.view(caller, caller.tenant, request.name)
+
+    async def delete(self, caller: Principal, tenant: str, name: str) -> dict[str, Any]:
+        """Delete an entry (every version, its lineage), freeing the bytes only it kept.
+
+        The bucket's files stay: only the catalog's record and kept copies go.
+
+        Raises:
+            NotFound: no such entry, or one the caller may not see.
+            Forbidden: the caller's tenant does not own it.
+        """
+        view = await self.view(caller, tenant, name)
+        entry = view.entry
+        if not caller.is_admin and caller.tenant_id != entry.tenant_id:
+            raise Forbidden(
+                f"only tenant {entry.tenant!r} may delete {entry.tenant}/{entry.name}.",
+                fix="ask its owner to delete it",
+            )
+        kept = await asyncio.to_thread(self._store.delete_catalog_entry, entry.id)
+        freed = await asyncio.to_thread(self._free, kept)
+        await asyncio.to_thread(self._store.delete_lineage, entry.tenant_id, entry.name)
+        if self._on_change is not None:
+            await self._on_change()
+        return {
+            "deleted": f"{entry.tenant}/{entry.name}",
+            "versions": entry.latest,
+            "freed_bytes": freed,
+        }
+
+    def _free(self, kept: dict[str, int]) -> int:
+        """Unlink kept files; the bytes freed (a file still in a bucket frees none)."""
+        freed = 0
+        for sha256 in kept:
+            path = self.content.path_of(sha256)
+            try:
+                links = path.stat().st_nlink
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            freed += kept[sha256] if links == 1 else 0
+        return freed
 
     async def _may_publish(self, caller: Principal, bucket: str) -> None:
         """Refuse sharing or publishing another tenant's files (a read grant is not enough)."""

@@ -107,3 +107,48 @@ def catalog_search(
             entry["visibility"],
         )
     console.print(table)
+
+
+@catalog_app.command("lineage")
+def catalog_lineage(
+    entry: Annotated[str, typer.Argument(help="TENANT/NAME.")],
+) -> None:
+    """Show what produced an entry and what used it: jobs (with ledger rows), services, keys."""
+    found = _client().json("GET", f"/api/catalog/{entry}/lineage")
+    table = Table("relation", "version", "activity", "tenant", "via", "job state", "ledger")
+    for side in ("generated_by", "used_by"):
+        for edge in found[side]:
+            activity = edge["activity"]
+            job = edge.get("job") or {}
+            ledger = ", ".join(
+                f"#{row['id']} {row['node_hours']:.6f} node-h" for row in job.get("ledger", [])
+            )
+            table.add_row(
+                edge["relation"],
+                "" if edge["version"] is None else str(edge["version"]),
+                f"{activity['kind']} {activity['id']}",
+                edge["tenant"],
+                edge["via"],
+                job.get("state", ""),
+                ledger,
+            )
+    console.print(f"[bold]{found['entry']}[/bold] (latest version {found['latest']})")
+    console.print(table)
+    hidden = found["other_tenants"]
+    if hidden["generated_by"] or hidden["used_by"]:
+        console.print(
+            f"and activities of other tenants: {hidden['generated_by']} generated it, "
+            f"{hidden['used_by']} used it"
+        )
+
+
+@catalog_app.command("delete")
+def catalog_delete(
+    entry: Annotated[str, typer.Argument(help="TENANT/NAME.")],
+) -> None:
+    """Delete an entry and all its versions (the bucket's files stay)."""
+    done = _client().json("DELETE", f"/api/catalog/{entry}")
+    console.print(
+        f"deleted {done['deleted']}: {done['versions']} versions, "
+        f"{done['freed_bytes']} kept bytes freed"
+    )

@@ -31,7 +31,7 @@ from aifactory.objects.posix.sharing import BucketSharing
 from aifactory.objects.posix.storage import FileStore
 from aifactory.objects.posix.tally import count_files
 from aifactory.objects.s3.access import BucketRegistry
-from aifactory.objects.s3.app import ObjectsApp
+from aifactory.objects.s3.app import ObjectHook, ObjectsApp
 from aifactory.objects.s3.auth import Caller, StoreCredentials
 from aifactory.store import Store
 from aifactory.tenancy import (
@@ -53,9 +53,17 @@ class ObjectsService:
         settings: Port, root directory, virtual-host domain and TLS files.
         store: The state store (keys and bucket owners).
         ledger: Where bytes in and out of buckets are charged to tenants.
+        on_object: Told of each object read or write over S3 (the catalog's lineage).
     """
 
-    def __init__(self, settings: Settings, store: Store, ledger: UsageLedger | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        ledger: UsageLedger | None = None,
+        on_object: ObjectHook | None = None,
+    ) -> None:
+        self._on_object = on_object
         self.settings = settings
         self.store = store
         self._ledger = ledger
@@ -86,6 +94,7 @@ class ObjectsService:
             multipart,
             self.settings.objects_domain,
             self._charge if self._ledger is not None else None,
+            self._on_object,
         )
         self.browser = BucketBrowser(
             self.app.services, self._charge if self._ledger is not None else None

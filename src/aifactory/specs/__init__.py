@@ -10,7 +10,7 @@ agents), ``job``, and ``loading`` (YAML in, errors naming each field out).
 """
 
 from aifactory.specs.fields import NAME_PATTERN, parse_duration_s
-from aifactory.specs.job import Job, expand_indexes
+from aifactory.specs.job import CATALOG_REFERENCE_PATTERN, Job, expand_indexes
 from aifactory.specs.loading import load_deployable, load_job, load_service
 from aifactory.specs.policy import SpecPolicy
 from aifactory.specs.service import (
@@ -37,6 +37,7 @@ from aifactory.specs.stacks import (
 from aifactory.specs.workloads import Agent, Deployable, FunctionPool
 
 __all__ = [
+    "CATALOG_REFERENCE_PATTERN",
     "DNS_LABEL",
     "DNS_SUBDOMAIN",
     "LABEL_VALUE",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -18,6 +18,13 @@ from aifactory.specs.stacks import KubernetesJobOptions, SlurmOptions
 JOB_ARRAY_PATTERN = (
     r"^\d{1,7}(-\d{1,7}(:\d{1,7})?)?(,\d{1,7}(-\d{1,7}(:\d{1,7})?)?){0,63}(%\d{1,5})?$"
 )
+
+
+# A catalog entry named from a spec: catalog:TENANT/NAME, or catalog:TENANT/NAME@VERSION.
+CATALOG_REFERENCE_PATTERN = (
+    r"^catalog:[a-z][a-z0-9-]{0,62}/[a-z0-9][a-z0-9._-]{0,63}(@[1-9][0-9]{0,8})?$"
+)
+_CATALOG_REFERENCE = Annotated[str, Field(pattern=CATALOG_REFERENCE_PATTERN)]
 
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -65,6 +72,9 @@ class Job(SpecModel):
     backend: Literal["slurm", "kubernetes"] = "slurm"
     slurm: SlurmOptions = SlurmOptions()
     kubernetes: KubernetesJobOptions = KubernetesJobOptions()
+    # Catalog entries the job reads and writes: recorded as the entries' lineage.
+    inputs: tuple[_CATALOG_REFERENCE, ...] = Field(default=(), max_length=64)
+    outputs: tuple[_CATALOG_REFERENCE, ...] = Field(default=(), max_length=64)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

@@ -4,6 +4,7 @@ from aifactory.store.buckets import BucketRecord
 from aifactory.store.catalog import CatalogEntryRecord, CatalogVersionRecord
 from aifactory.store.counters import Grant
 from aifactory.store.database import Store
+from aifactory.store.lineage import LineageEdge, LineageRecord
 from aifactory.store.responses import ResponseQueries
 from aifactory.store.tables import (
     BatchFileRow,
@@ -34,6 +35,8 @@ __all__ = [
     "JobRow",
     "KeyRecord",
     "LimitSet",
+    "LineageEdge",
+    "LineageRecord",
     "QuotaSet",
     "ReplicaRow",
     "ResponseQueries",

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     column,
+    delete,
     func,
     literal_column,
     select,
@@ -153,6 +154,26 @@ class CatalogQueries(Queries):
                 .order_by(CatalogVersionRow.version)
             ).scalars()
             return [_version(row) for row in rows]
+
+    def delete_catalog_entry(self, entry_id: int) -> dict[str, int]:
+        """Delete an entry and its versions; the kept files no other version lists.
+
+        Returns their SHA-256 and size: the caller frees them.
+        """
+        with self._session() as s:
+            versions = s.execute(
+                select(CatalogVersionRow.files).where(CatalogVersionRow.entry_id == entry_id)
+            ).scalars()
+            kept = {
+                f["sha256"]: int(f["size"]) for files in versions for f in files if f.get("kept")
+            }
+            s.execute(delete(CatalogVersionRow).where(CatalogVersionRow.entry_id == entry_id))
+            s.execute(delete(CatalogEntryRow).where(CatalogEntryRow.id == entry_id))
+            # Another entry's version may keep the same bytes (same hash): those stay.
+            for files in s.execute(select(CatalogVersionRow.files)).scalars():
+                for listed in files:
+                    kept.pop(listed["sha256"], None)
+            return kept
 
     def save_catalog_entry(
         self,

@@ -21,6 +21,7 @@ from aifactory.store.catalog import CatalogQueries
 from aifactory.store.counters import Counters
 from aifactory.store.functions import FunctionQueries
 from aifactory.store.jobs import JobQueries
+from aifactory.store.lineage import LineageQueries
 from aifactory.store.migrate import upgrade
 from aifactory.store.responses import ResponseQueries
 from aifactory.store.services import ServiceQueries
@@ -45,6 +46,7 @@ class Store(
     FunctionQueries,
     BatchQueries,
     CatalogQueries,
+    LineageQueries,
     ResponseQueries,
 ):
     """All queries of the control plane's state."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, select, text
 
-from aifactory.store import Store
+from aifactory.store import LineageEdge, Store
 from aifactory.store.tables import Base
 
 TOKYO = timezone(timedelta(hours=9))
@@ -49,6 +49,7 @@ def _a_row_in_every_table_with_times(store: Store) -> None:
     where = {"kind": "dataset", "bucket": "data", "prefix": ""}
     store.save_catalog_entry(tenant, "wiki", where, "private", [], {"title": "W"}, [], "w")
     store.add_response("resp_1", tenant, {"id": "resp_1"}, [])
+    store.add_lineage([LineageEdge(tenant, "wiki", 1, "used", "job", "j1", tenant, "spec")])
 
 
 def _stored_as(column_type: Any) -> Any:

@@ -50,6 +50,8 @@ _UNSUPPORTED = frozenset(
 
 
 UsageHook = Callable[[Caller, str, str, int, int], None]
+# Told (caller, bucket, key, whether it wrote) after each object read or write served.
+ObjectHook = Callable[[Caller, str, str, bool], None]
 
 
 class ObjectsApp:
@@ -63,6 +65,8 @@ class ObjectsApp:
         domain: Virtual-host domain (``bucket.DOMAIN``), or ``""`` for path style only.
         on_usage: Told, after each authenticated request, who moved how many bytes
             in and out of which bucket (the usage ledger).
+        on_object: Told, after each object read or write it served, by whom
+            and which key (the catalog's lineage).
     """
 
     def __init__(
@@ -73,9 +77,11 @@ class ObjectsApp:
         multipart: Multipart,
         domain: str = "",
         on_usage: UsageHook | None = None,
+        on_object: ObjectHook | None = None,
     ) -> None:
         self._credentials = credentials
         self._on_usage = on_usage
+        self._on_object = on_object
         self._domain = domain.lower().strip(".")
         self.stats = Stats()
         self._executor = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="s3-io")
@@ -164,12 +170,22 @@ class ObjectsApp:
         context = Context(request, caller, payload, receive, send, self._services, headers)
         try:
             await handler(context)
+            if self._on_object is not None and name in _OBJECT_IO:
+                self._on_object(caller, request.bucket, request.key, _OBJECT_IO[name])
         finally:
             if room is not None:
                 await room.wrote(request.bucket, moved[0])
             if self._on_usage is not None:
                 self._on_usage(caller, request.bucket, name, moved[0], moved[1])
 
+
+# The requests that read or write an object's bytes (True: write).
+_OBJECT_IO = {
+    "GetObject": False,
+    "PutObject": True,
+    "CopyObject": True,
+    "CompleteMultipartUpload": True,
+}
 
 # The requests that add bytes to a bucket (and count against its tenant's bytes quota).
 _ADDS_BYTES = frozenset({"PutObject", "UploadPart", "CopyObject"})

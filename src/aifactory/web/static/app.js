@@ -11,6 +11,7 @@ const $ = (id) => document.getElementById(id);
 let session = null; // {tenant, role, may: ["infer", "read", "deploy", "manage_tenant", "site"]}
 const may = (action) => session !== null && session.may.includes(action);
 let timers = [];
+let routed = 0; // counts page changes: a page's late answer must not draw over the next page
 
 // --- building blocks --------------------------------------------------------
 
@@ -618,6 +619,146 @@ async function usagePage(view) {
   every(POLL_MS * 2.5, refresh);
 }
 
+// --- the data catalog ---------------------------------------------------------
+
+const CATALOG = "/api/catalog";
+const FACETS = [["kind", "Kind"], ["format", "Format"], ["license", "License"], ["keyword", "Keyword"], ["tenant", "Tenant"]];
+const entryPath = (id) => `${CATALOG}/${id.split("/").map(encodeURIComponent).join("/")}`;
+const catalogHref = (params) => `#/catalog${params.toString() ? `?${params}` : ""}`;
+
+async function catalogPage(view, params) {
+  const text = h("input", { id: "catalog-q", name: "q", type: "search", autocomplete: "off", value: params.get("q") || "" });
+  const form = h("form", { id: "catalog-search", class: "card", role: "search", on: { submit: (event) => {
+    event.preventDefault();
+    const next = new URLSearchParams(params);
+    if (text.value.trim()) next.set("q", text.value.trim()); else next.delete("q");
+    location.hash = catalogHref(next);
+  } } },
+  h("label", { for: "catalog-q" }, "Search datasets and models"),
+  h("div", { class: "row" }, text, h("button", { type: "submit" }, "Search")));
+  view.append(h("h1", {}, "Data catalog"), form, h("div", { id: "catalog-results", class: "catalog" }));
+  const query = new URLSearchParams();
+  for (const [name, value] of params) if (value) query.set(name, value);
+  const page = routed;
+  const found = await api(`${CATALOG}?${query}`);
+  if (page !== routed) return;
+  const facets = h("nav", { class: "facets", "aria-label": "Filters" }, FACETS.map(([facet, label]) => {
+    const counts = Object.entries(found.facets[facet] || {});
+    if (!counts.length && !params.get(facet)) return null;
+    return h("section", { "aria-label": label }, h("h2", {}, label), h("ul", {}, counts.map(([value, count]) => {
+      const chosen = params.get(facet) === value;
+      const next = new URLSearchParams(params);
+      if (chosen) next.delete(facet); else next.set(facet, value);
+      return h("li", {}, h("a", { href: catalogHref(next), "aria-pressed": chosen ? "true" : "false", "data-facet": `${facet}:${value}` },
+        `${value} (${count})`, chosen ? " ✕" : ""));
+    })));
+  }));
+  const count = `${found.entries.length} ${found.entries.length === 1 ? "entry" : "entries"}`;
+  const results = table(`${count}${params.toString() ? " found" : ""}`, [
+    { label: "Entry", cell: (e) => h("td", {}, h("a", { href: `#/catalog/${e.id}` }, e.id)) },
+    { label: "Title", cell: (e) => e.title },
+    { label: "Kind", cell: (e) => e.kind },
+    { label: "Format", cell: (e) => e.format || "–" },
+    { label: "License", cell: (e) => e.license },
+    { label: "Keywords", cell: (e) => (e.keywords || []).join(", ") },
+    { label: "Visibility", cell: (e) => e.visibility },
+    { label: "Version", num: true, cell: (e) => e.version },
+    { label: "Size", num: true, cell: (e) => bytes(e.bytes) },
+  ], found.entries, "No entry matches: `aif catalog add BUCKET/PREFIX` registers one.");
+  replace("catalog-results", h("div", { id: "catalog-results", class: "catalog" }, facets, results));
+  $("live").textContent = `live · updated ${new Date().toLocaleTimeString()}`;
+}
+
+async function showJson(path, target) {
+  const response = await fetch(path, { headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}` }, cache: "no-store" });
+  const body = await response.text();
+  if (!response.ok) throw new ApiError(response.status, `${response.status}: ${body}`);
+  target.textContent = JSON.stringify(JSON.parse(body), null, 2);
+}
+
+function lineageTable(caption, edges) {
+  return table(caption, [
+    { label: "Relation", cell: (e) => e.relation },
+    { label: "Version", num: true, cell: (e) => e.version ?? "–" },
+    { label: "Activity", cell: (e) => `${e.activity.kind} ${e.activity.id}` },
+    { label: "Tenant", cell: (e) => e.tenant },
+    { label: "Via", cell: (e) => e.via },
+    { label: "Job state", cell: (e) => (e.job ? stateCell(e.job.state) : "–") },
+    { label: "Ledger", cell: (e) => (e.job && e.job.ledger.length
+      ? e.job.ledger.map((row) => `#${row.id}: ${duration(row.seconds)}, ${number(row.node_hours, 4)} node-h`).join("; ") : "–") },
+  ], edges, "None recorded.");
+}
+
+async function entryPage(view, id, version) {
+  const base = entryPath(id);
+  const page = routed;
+  let shown;
+  try {
+    shown = await api(version ? `${base}/versions/${version}` : base);
+    if (page !== routed) return;
+  } catch (error) {
+    if (page !== routed) return;
+    view.append(h("h1", {}, `Catalog entry ${id}`), h("p", { class: "error", role: "alert" }, error.message));
+    return;
+  }
+  const here = `${base}/versions/${shown.version}`;
+  const metadata = h("pre", { id: "entry-metadata", class: "log", tabindex: 0, "aria-live": "polite" }, "Choose a description to show it here.");
+  const describe = (label, path) => h("button", { type: "button", class: "secondary", on: { click: async () => {
+    metadata.textContent = "Loading…";
+    try { await showJson(path, metadata); } catch (error) { metadata.textContent = error.message; }
+  } } }, label);
+  const owner = session.role === "admin" || session.tenant === shown.tenant;
+  view.append(
+    h("nav", { class: "breadcrumb", "aria-label": "Breadcrumb" }, h("ol", {},
+      h("li", {}, h("a", { href: "#/catalog" }, "Catalog")),
+      h("li", {}, h("a", { href: `#/catalog/${id}`, "aria-current": "page" }, id)))),
+    h("h1", {}, shown.title),
+    h("p", { class: "hint" }, shown.description || ""),
+    h("dl", { class: "stats", id: "entry-stats" },
+      stat("entry-version", "Version", `${shown.version} of ${shown.latest}`),
+      stat("entry-kind", "Kind", shown.kind),
+      stat("entry-license", "License", shown.license),
+      stat("entry-visibility", "Visibility", shown.visibility),
+      stat("entry-size", "Size", bytes(shown.bytes))),
+    h("p", {}, "Files at ", h("code", {}, `s3://${shown.bucket}/${shown.prefix}`), shown.format ? `, ${shown.format}` : "",
+      shown.keywords.length ? `; keywords: ${shown.keywords.join(", ")}` : ""),
+    section("Files", table(`Version ${shown.version}: checksums computed by the server`, [
+      { label: "Path", cell: (f) => f.path },
+      { label: "Size", num: true, cell: (f) => bytes(f.size) },
+      { label: "SHA-256", cell: (f) => h("td", {}, h("code", { title: f.sha256 }, `${f.sha256.slice(0, 16)}…`)) },
+    ], shown.files)),
+    section("Versions", table("Each version is an immutable snapshot", [
+      { label: "Version", cell: (v) => h("td", {}, h("a", { href: `#/catalog/${id}@${v.version}` }, `v${v.version}`)) },
+      { label: "Registered", cell: (v) => new Date(v.created_at).toLocaleString() },
+      { label: "Files", num: true, cell: (v) => v.files },
+    ], shown.versions)),
+    section("Descriptions in open standards",
+      h("div", { class: "row" }, describe("DCAT-AP (JSON-LD)", `${here}/dcat.jsonld`),
+        shown.kind === "dataset" ? describe("Croissant (JSON-LD)", `${here}/croissant.json`) : null),
+      metadata),
+    section("Lineage", h("div", { id: "lineage" }, "…")),
+    owner ? section("Delete", h("p", { class: "hint" }, "Deleting forgets every version and frees the bytes kept for older versions; the bucket's files stay."),
+      h("button", { type: "button", class: "danger", id: "delete-entry", on: { click: async () => {
+        if (!window.confirm(`Delete catalog entry ${id} and all its versions?`)) return;
+        try {
+          await api(base, { method: "DELETE" });
+          location.hash = "#/catalog";
+        } catch (error) {
+          say("delete-entry-status", error.message, true);
+        }
+      } } }, `Delete ${id}`), statusLine("delete-entry-status")) : null,
+  );
+  const lineage = await api(`${base}/lineage`);
+  if (page !== routed) return;
+  const hidden = lineage.other_tenants;
+  replace("lineage", h("div", { id: "lineage" },
+    lineageTable("Generated by (prov:wasGeneratedBy)", lineage.generated_by),
+    lineageTable("Used by (prov:used)", lineage.used_by),
+    hidden.generated_by || hidden.used_by
+      ? h("p", { class: "hint" }, `And activities of other tenants: ${hidden.generated_by} generated it, ${hidden.used_by} used it.`) : null));
+  $("live").textContent = `live · updated ${new Date().toLocaleTimeString()}`;
+}
+
 // --- the tenant's own page: quotas, spend, keys, and deploying a spec ---------
 
 const KEY_ROLES = ["member", "inference", "tenant-admin"];
@@ -731,6 +872,7 @@ async function signIn(event) {
 }
 
 async function route() {
+  routed += 1;
   timers.forEach(clearInterval);
   timers = [];
   const view = $("view");
@@ -755,11 +897,15 @@ async function route() {
   }
   const service = path.match(/^\/services\/(.+)$/);
   const bucket = path.match(/^\/buckets\/([^?]+)(?:\?(.*))?$/);
+  const catalog = path.match(/^\/catalog(?:\?(.*))?$/);
+  const entry = path.match(/^\/catalog\/([^/?@]+\/[^/?@]+)(?:@(\d+))?$/);
   if (service) await servicePage(view, decodeURIComponent(service[1]));
   else if (path === "/jobs") await jobsPage(view);
   else if (path === "/functions") await functionsPage(view);
   else if (path === "/buckets") await bucketsPage(view);
   else if (bucket) await bucketPage(view, decodeURIComponent(bucket[1]), new URLSearchParams(bucket[2] || "").get("prefix") || "");
+  else if (catalog) await catalogPage(view, new URLSearchParams(catalog[1] || ""));
+  else if (entry) await entryPage(view, decodeURIComponent(entry[1]), entry[2]);
   else if (path === "/usage") await usagePage(view);
   else if (path === "/tenant" && may("read")) await tenantPage(view);
   else await overviewPage(view);

@@ -1,0 +1,285 @@
+"""Partitioned reads of a catalog entry against one sequential reader feeding the same workers.
+
+Runs ``aifactory up``, uploads a JSONL file and a CSV file whose every record
+holds a quoted newline (boto3, one tenant's key), and registers each as a
+catalog entry. Then, for each number of workers W, on the same machine:
+
+* **partitioned**: ``GET /api/catalog/.../partitions?n=W`` (the catalog's
+  ``partitions(entry, n)``), then W worker processes each read their own
+  byte range over S3 (a ``Range`` GET; CSV parts also read the header's
+  range) and parse its records; again with n=4W parts, so a worker's
+  download overlaps another's parsing;
+* **sequential**: one reader streams the whole object over S3, cuts it at
+  record boundaries (a quote-aware scan for CSV) into ~1 MiB batches, and
+  hands them to the same W worker processes, which parse them.
+
+Both sides parse every record the same way (``json.loads``, ``csv.reader``)
+and must return the same count and the same sum of ids. The pools (and
+their S3 clients) are started before the clock. Reported: wall seconds (median of the rounds;
+the partitions call is inside the partitioned time and also shown alone),
+and the ratios sequential / partitioned (above 1: partitioned is faster).
+The sequential side is a pipeline of W+1 processes (the reader overlaps
+its download with the workers' parsing).
+
+::
+
+    .venv/bin/python bench/catalog_partitions.py [--records 300000] [--workers 1,2,4] [--rounds 3]
+
+Results: a markdown table on stdout and ``bench/results/catalog_partitions.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+
+from _harness import _die_with_us, free_port, tail
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BUCKET = "bench-data"
+_BATCH = 1 << 20
+
+_s3: Any = None  # each worker process's own client
+
+
+def _client(endpoint: str, key: str, secret: str) -> Any:
+    global _s3
+    if _s3 is None:
+        _s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            region_name="us-east-1",
+        )
+    return _s3
+
+
+def _get(s3: Any, key: str, start: int, end: int) -> bytes:
+    body = s3.get_object(Bucket=BUCKET, Key=key, Range=f"bytes={start}-{end - 1}")["Body"]
+    return bytes(body.read())
+
+
+def _parse(kind: str, data: bytes, header: bool = False) -> tuple[int, int]:
+    """(records, sum of ids) of whole records: JSONL lines, or CSV rows (``header``: skip one)."""
+    if kind == "jsonl":
+        ids = [json.loads(line)["id"] for line in data.splitlines() if line.strip()]
+    else:
+        rows = csv.reader(io.StringIO(data.decode(), newline=""))
+        if header:
+            next(rows, None)
+        ids = [int(row[0]) for row in rows]
+    return len(ids), sum(ids)
+
+
+def read_part(task: tuple[tuple[str, str, str], str, dict[str, Any]]) -> tuple[int, int]:
+    """A worker: read one part's byte range over S3 and parse it (a CSV part after its header)."""
+    credentials, key, part = task
+    s3 = _client(*credentials)
+    data = _get(s3, key, part["start"], part["end"])
+    if part["format"] == "csv":
+        return _parse("csv", _get(s3, key, *part["header"]) + data, header=True)
+    return _parse("jsonl", data)
+
+
+def parse_batch(task: tuple[str, bytes, bool]) -> tuple[int, int]:
+    """A worker: parse one batch of whole records the sequential reader cut."""
+    return _parse(*task)
+
+
+def _record_cuts(kind: str, stream: Iterator[bytes]) -> Iterator[bytes]:
+    """~1 MiB batches of whole records from a byte stream (CSV: newlines outside quotes)."""
+    pending = b""
+    for chunk in stream:
+        pending += chunk
+        if len(pending) < _BATCH:
+            continue
+        cut = pending.rfind(b"\n") + 1 if kind == "jsonl" else _last_record_end(pending)
+        if cut > 0:
+            batch, pending = pending[:cut], pending[cut:]
+            yield batch
+    if pending:
+        yield pending
+
+
+def _last_record_end(data: bytes) -> int:
+    """The offset after the last newline outside quotes (``data`` starts at a record)."""
+    quoted = False
+    last = start = 0
+    while (newline := data.find(b"\n", start)) >= 0:
+        quoted = (data.count(b'"', start, newline) % 2 == 1) != quoted
+        if not quoted:
+            last = newline + 1
+        start = newline + 1
+    return last
+
+
+def start_control_plane(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str, str]:
+    port, objects_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "AIFACTORY_DATA_DIR": str(data_dir),
+        "AIFACTORY_PORT": str(port),
+        "AIFACTORY_CONFIG": str(data_dir / "absent.toml"),
+        "AIFACTORY_OBJECTS_PORT": str(objects_port),
+        "AIFACTORY_FUNCTIONS_WORKER_PORT": "0",
+        "AIFACTORY_FUNCTIONS_CLIENT_PORT": "0",
+    }
+    out = (data_dir / "server.out").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aifactory", "up"], env=env, stdout=out, stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_us,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                key = (data_dir / "admin.key").read_text().strip()
+                return process, url, f"http://127.0.0.1:{objects_port}", key
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"aifactory up did not start:\n{tail(data_dir / 'server.out')}")
+
+
+def make_files(records: int) -> dict[str, bytes]:
+    text = "a sentence of some length, as a corpus line would be"
+    jsonl = "".join(json.dumps({"id": i, "text": f"{text} {i}"}) + "\n" for i in range(records))
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    writer.writerow(["id", "text"])
+    for i in range(records):
+        writer.writerow([i, f"{text}\nwith a quoted newline, {i}"])
+    return {"jsonl": jsonl.encode(), "csv": rows.getvalue().encode()}
+
+
+def partitioned(
+    pool: Any, http: httpx.Client, credentials: tuple[str, str, str], kind: str, parts_n: int
+) -> tuple[float, float, tuple[int, int]]:
+    started = time.perf_counter()
+    parts = http.get(f"/api/catalog/bench/{kind}/versions/1/partitions", params={"n": parts_n})
+    parts.raise_for_status()
+    planned = time.perf_counter() - started
+    key = f"{kind}/data.{kind}"
+    tasks = [(credentials, key, part) for part in parts.json()["partitions"]]
+    results = pool.map(read_part, tasks, chunksize=1)
+    took = time.perf_counter() - started
+    return took, planned, (sum(r[0] for r in results), sum(r[1] for r in results))
+
+
+def sequential(
+    pool: Any, credentials: tuple[str, str, str], kind: str
+) -> tuple[float, tuple[int, int]]:
+    started = time.perf_counter()
+    s3 = _client(*credentials)
+    body = s3.get_object(Bucket=BUCKET, Key=f"{kind}/data.{kind}")["Body"]
+    cuts = _record_cuts(kind, body.iter_chunks(256 * 1024))
+    batches = ((kind, batch, i == 0 and kind == "csv") for i, batch in enumerate(cuts))
+    results = list(pool.imap_unordered(parse_batch, batches))
+    took = time.perf_counter() - started
+    return took, (sum(r[0] for r in results), sum(r[1] for r in results))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    widths = [int(w) for w in args.workers.split(",")]
+    files = make_files(args.records)
+    expected = (args.records, args.records * (args.records - 1) // 2)
+    with tempfile.TemporaryDirectory(prefix="aif-bench-catalog-") as folder:
+        process, url, endpoint, admin_key = start_control_plane(Path(folder))
+        try:
+            admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
+            issued = admin.post("/api/keys", json={"tenant": "bench"}).json()
+            credentials = (endpoint, issued["s3_access_key_id"], issued["s3_secret_access_key"])
+            http = httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {issued['key']}"}, timeout=120
+            )
+            s3 = _client(*credentials)
+            s3.create_bucket(Bucket=BUCKET)
+            for kind, data in files.items():
+                s3.put_object(Bucket=BUCKET, Key=f"{kind}/data.{kind}", Body=data)
+                registered = http.post(
+                    "/api/catalog",
+                    json={"bucket": BUCKET, "prefix": kind, "name": kind, "title": kind,
+                          "license": "CC0-1.0"},
+                )  # fmt: skip
+                registered.raise_for_status()
+            rows = []
+            context = multiprocessing.get_context("spawn")
+            for workers in widths:
+                # Each worker makes its S3 client as it starts, before the clock.
+                with context.Pool(workers, _client, credentials) as pool:
+                    pool.map(time.sleep, [0.5] * workers, chunksize=1)  # every worker is up
+                    for kind in files:
+                        times: dict[str, list[float]] = {"p": [], "p4": [], "plan": [], "s": []}
+                        for round_ in range(args.rounds):
+                            sides = ["p", "p4", "s"]
+                            for side in sides[round_ % 3 :] + sides[: round_ % 3]:
+                                if side == "s":
+                                    took, got = sequential(pool, credentials, kind)
+                                else:
+                                    n = workers * (4 if side == "p4" else 1)
+                                    took, planned, got = partitioned(
+                                        pool, http, credentials, kind, n
+                                    )
+                                    if side == "p":
+                                        times["plan"].append(planned)
+                                times[side].append(took)
+                                assert got == expected, (side, kind, workers, got, expected)
+                        rows.append(
+                            {
+                                "format": kind,
+                                "bytes": len(files[kind]),
+                                "workers": workers,
+                                "partitioned_s": statistics.median(times["p"]),
+                                "partitions_call_s": statistics.median(times["plan"]),
+                                "partitioned_4n_s": statistics.median(times["p4"]),
+                                "sequential_s": statistics.median(times["s"]),
+                            }
+                        )
+                        print(f"{kind} W={workers}: {rows[-1]}", flush=True)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    print()
+    print(f"{args.records:,} records, {os.cpu_count()} CPUs, median of {args.rounds} rounds")
+    print("| format | MB | workers | partitioned n=W s | (partitions call s) | "
+          "partitioned n=4W s | sequential s | sequential / partitioned n=W | "
+          "sequential / partitioned n=4W |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['format']} | {row['bytes'] / 1e6:.0f} | {row['workers']} | "
+            f"{row['partitioned_s']:.2f} | {row['partitions_call_s']:.3f} | "
+            f"{row['partitioned_4n_s']:.2f} | {row['sequential_s']:.2f} | "
+            f"{row['sequential_s'] / row['partitioned_s']:.2f}x | "
+            f"{row['sequential_s'] / row['partitioned_4n_s']:.2f}x |"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    document = {"records": args.records, "rounds": args.rounds, "cpus": os.cpu_count(),
+                "machine": platform.node(), "rows": rows}  # fmt: skip
+    (RESULTS / "catalog_partitions.json").write_text(json.dumps(document, indent=2))
+
+
+if __name__ == "__main__":
+    main()
