@@ -424,6 +424,11 @@ async def start_aifactory(
         "AIFACTORY_PORT": str(port),
         "AIFACTORY_CONFIG": str(workdir / "no-config.toml"),
         "AIFACTORY_DRAIN_TIMEOUT_S": "2",
+        # Only the gateway is measured: no S3 or functions listeners that could
+        # collide with another aifactory on this machine.
+        "AIFACTORY_OBJECTS_PORT": "0",
+        "AIFACTORY_FUNCTIONS_WORKER_PORT": "0",
+        "AIFACTORY_FUNCTIONS_CLIENT_PORT": "0",
     }
     if tls:
         cert, key = self_signed_certificate(workdir / "tls")

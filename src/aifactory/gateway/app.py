@@ -155,7 +155,9 @@ class GatewayApp:
             key_id = principal.key_id
             self._in_flight.take(key_id)
             try:
-                admission = await self._limiter.admit(principal)
+                admission = self._limiter.admit_now(principal)
+                if admission is False:
+                    admission = await self._limiter.admit(principal)
                 meter = Meter()
                 try:
                     body = await self._read_body(head, receive)

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 from aifactory.errors import QuotaExceeded, RateLimited
 from aifactory.store import LimitSet, Store
@@ -206,6 +207,26 @@ class Limiter:
             self._allowances[name] = allowance
         return allowance
 
+    def admit_now(self, principal: Principal) -> Admission | Literal[False] | None:
+        """``admit`` from memory, without an await: False when it needs ``admit``.
+
+        The gateway's hot path: nearly every request is admitted here.
+        """
+        plan = self._plans.get((principal.tenant_id, principal.key_id))
+        if plan is None or not plan.since <= self._clock() < plan.until:
+            return False
+        if not plan.checks:
+            return None
+        for pool in plan.pools:
+            if not pool.ready():
+                return False
+        return self._take(plan)
+
+    def _take(self, plan: _Plan) -> Admission:
+        for slots in plan.slots:
+            slots.take()
+        return Admission([(a, a.take()) for a in plan.allowances], plan.slots)
+
     async def admit(self, principal: Principal) -> Admission | None:
         """Admit one request, or raise the refusal; None when no limit applies.
 
@@ -215,7 +236,7 @@ class Limiter:
         """
         plan = self._plans.get((principal.tenant_id, principal.key_id))
         if plan is None or not plan.since <= self._clock() < plan.until:
-            plan = await self._plan(principal)  # the only await while the plan holds
+            plan = await self._plan(principal)
         checks = plan.checks
         if not checks:
             return None
@@ -227,9 +248,7 @@ class Limiter:
                     short = next(c for c in checks if c.pool is pool)
                     break
             if short is None:
-                for slots in plan.slots:
-                    slots.take()
-                return Admission([(a, a.take()) for a in plan.allowances], plan.slots)
+                return self._take(plan)
             now = time.monotonic()  # real waiting, whatever the clock says
             if not deadline:
                 deadline = now + _ADMIT_WAIT_S

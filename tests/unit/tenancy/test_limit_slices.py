@@ -333,3 +333,24 @@ def test_one_gateway_admits_exactly_while_the_limit_has_room_whatever_the_timing
                 await limiter.tick()
 
     run(scenario)
+
+
+def test_admit_now_admits_from_memory_once_the_plan_and_slices_are_there(
+    stores: list[Store],
+) -> None:
+    async def scenario() -> None:
+        limiter = Limiter(stores[0], clock=frozen)
+        who = tenant(stores[0], requests_per_minute=100)
+        assert limiter.admit_now(who) is False, "no plan yet: the store must be asked"
+        limiter.settle(await limiter.admit(who), 0)
+        await background_done()
+        admission = limiter.admit_now(who)
+        assert admission, "a plan and a slice in memory admit without an await"
+        limiter.settle(admission, 0)
+        free = Principal(
+            key_id=2, tenant_id=stores[0].ensure_tenant("free"), tenant="free", role="member"
+        )
+        assert await limiter.admit(free) is None
+        assert limiter.admit_now(free) is None, "no limit applies"
+
+    run(scenario)
