@@ -38,6 +38,7 @@ from aifactory.objects.posix.ownership import (
     Ownership,
     hand_dir,
     hand_file,
+    object_mode,
     warn_unless_traversable,
 )
 from aifactory.objects.posix.paths import RESERVED_PREFIX, SYSTEM_DIR, key_path
@@ -129,6 +130,21 @@ class FileStore:
             self.create_bucket(bucket)
             fd = os.open(self.bucket_dir(bucket), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         return descend(fd, names, key, create, owner)
+
+    def open_way(self, bucket: str, key: str) -> None:
+        """Let others pass (``o+x``, not list) the directories down to a public object's file.
+
+        Only public files are readable by others, so passing exposes nothing else.
+        """
+        if not self.owners.enabled:
+            return
+        parents, _name = split_key(key)
+        for depth in range(len(parents) + 1):
+            fd = self.walk(bucket, parents[:depth], key)
+            try:
+                os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | 0o001)
+            finally:
+                os.close(fd)
 
     def delete_bucket(self, bucket: str) -> None:
         """Remove an empty bucket (stale temporary files do not count)."""
@@ -409,6 +425,8 @@ class FileWriter:
         meta.size, meta.mtime_ns = st.st_size, st.st_mtime_ns
         try:
             self._store.meta.before_publish(self._fd, meta)
+            if meta.public and self._owner is not None:
+                os.fchmod(self._fd, object_mode(public=True))
             os.close(self._fd)
             self._fd = -2
             with self._store.publish_lock(self._bucket, self.key):
@@ -418,6 +436,8 @@ class FileWriter:
                     self._temporary, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd
                 )
                 self._store.meta.after_publish(self._bucket, self.key, meta, self._owner)
+            if meta.public:
+                self._store.open_way(self._bucket, self.key)
         except IsADirectoryError:
             self.abort()
             raise S3Error("ExistingObjectIsDirectory", resource=self.key) from None

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix.listing import MAX_KEYS, Page, list_page
+from aifactory.objects.s3 import acl_ops
 from aifactory.objects.s3.context import Context
 from aifactory.objects.s3.responses import (
     child_text,
@@ -52,7 +53,10 @@ async def create_bucket(ctx: Context) -> None:
                 f"This server has one region, {REGION}; {region!r} was asked.",
                 fix=f"omit LocationConstraint or use {REGION}",
             )
+    grants = await acl_ops.bucket_grants_of_create(ctx)
     await ctx.services.buckets.create(ctx.caller, ctx.request.bucket)
+    if grants:
+        await ctx.services.buckets.set_grants(ctx.request.bucket, grants)
     await send_empty(
         ctx.send, 200, [*ctx.headers, (b"location", f"/{ctx.request.bucket}".encode())]
     )

@@ -11,6 +11,7 @@ from aifactory.objects.posix.metadata import ObjectMeta
 from aifactory.objects.posix.multipart import Multipart, Part, PartWriter, Upload
 from aifactory.objects.posix.paths import check_key, is_directory_key
 from aifactory.objects.posix.storage import FileStore
+from aifactory.objects.s3 import acl_ops
 from aifactory.objects.s3.context import Context
 from aifactory.objects.s3.object_ops import (
     check_copy_conditions,
@@ -51,9 +52,10 @@ async def create_upload(ctx: Context) -> None:
     if algorithm and algorithm not in checksums.ALGORITHMS:
         checksums.algorithm_of_header(checksums.header_name(algorithm))
     kind = checksums.multipart_type(algorithm, ctx.request.header("x-amz-checksum-type"))
+    grants = await acl_ops.object_grants_of_write(ctx)
     await ctx.read_small_body(0)
     upload = Upload(
-        "", key, time.time(), meta.content_type, meta.user, meta.headers, algorithm, kind
+        "", key, time.time(), meta.content_type, meta.user, meta.headers, algorithm, kind, grants
     )
     upload_id = await ctx.run(_multipart(ctx).create, ctx.request.bucket, upload)
     body = document(

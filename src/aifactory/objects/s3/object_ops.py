@@ -19,6 +19,7 @@ from aifactory.objects.posix.metadata import (
 from aifactory.objects.posix.multipart import MAX_PART_NUMBER
 from aifactory.objects.posix.paths import check_key, is_directory_key
 from aifactory.objects.posix.storage import FileStore, ObjectInfo
+from aifactory.objects.s3 import acl_ops
 from aifactory.objects.s3.context import QUICK_BYTES, READ_BYTES, Context
 from aifactory.objects.s3.request import S3Request
 from aifactory.objects.s3.responses import (
@@ -95,6 +96,7 @@ async def put_object(ctx: Context) -> None:
     request = ctx.request
     check_key(request.key)
     meta = meta_from_request(request)
+    meta.acl = await acl_ops.object_grants_of_write(ctx)
     if is_directory_key(request.key):
         await _put_directory(ctx, meta)
         return
@@ -182,6 +184,7 @@ async def get_object(ctx: Context, head: bool) -> None:
         whole_up_to = QUICK_BYTES if ctx.quick() else READ_BYTES
         opened = await ctx.run_quick(_open, ctx.files, request.bucket, request.key, whole_up_to)
     try:
+        ctx.check_object_read(opened.info.meta)
         await _respond_with_object(ctx, opened, head, overrides)
     finally:
         if opened.fd >= 0:
@@ -472,8 +475,9 @@ async def copy_object(ctx: Context) -> None:
             "without changing its metadata.",
             fix="set x-amz-metadata-directive: REPLACE",
         )
+    grants = await acl_ops.object_grants_of_write(ctx)
     await ctx.read_small_body(0, too_large="InvalidRequest")
-    stored = await ctx.run(_copy, ctx.files, request, source_bucket, source_key, new_meta)
+    stored = await ctx.run(_copy, ctx.files, request, source_bucket, source_key, new_meta, grants)
     result = document(
         "CopyObjectResult",
         [element("LastModified", iso_time(stored.mtime_ns / 1e9)), element("ETag", stored.etag)],
@@ -487,6 +491,7 @@ def _copy(
     source_bucket: str,
     source_key: str,
     new_meta: ObjectMeta | None,
+    grants: dict[str, str],
 ) -> ObjectMeta:
     fd, info = files.open(source_bucket, source_key)
     try:
@@ -496,6 +501,7 @@ def _copy(
             source.etag, 0, 0, source.content_type, dict(source.user), dict(source.headers)
         )
         meta.etag, meta.parts = source.etag, source.parts
+        meta.acl = grants  # a copy is a new object: its ACL is the request's, not the source's
         meta.checksum_algorithm, meta.checksum = source.checksum_algorithm, source.checksum
         if is_directory_key(source_key) or is_directory_key(request.key):
             if not (is_directory_key(source_key) and is_directory_key(request.key)):
