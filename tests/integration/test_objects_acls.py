@@ -169,11 +169,6 @@ def test_grants_that_cannot_be_honoured_are_refused(alice: Any) -> None:
     assert _code(
         alice.put_object, Bucket="refusals", Key="k", Body=b"", ACL="public-read-write"
     ) == (403, "AccessDenied")
-    assert _code(
-        alice.put_bucket_versioning,
-        Bucket="refusals",
-        VersioningConfiguration={"Status": "Enabled"},
-    ) == (501, "NotImplemented")
 
 
 def test_public_objects_and_buckets_are_read_unsigned(

@@ -53,6 +53,7 @@ class ObjectMeta:
     part_runs: list[list[int]] = field(default_factory=list)
     # Grantee -> "read" (aifactory.objects.s3.acl); the bucket's tenant owns every object.
     acl: dict[str, str] = field(default_factory=dict)
+    version_id: str = ""  # "" is the null version (a bucket without versioning)
 
     def to_bytes(self) -> bytes:
         """Compact JSON (every field is a str, int, bool or dict of str: no deep copy needed)."""

@@ -25,7 +25,7 @@ from starlette.types import Message, Receive, Scope, Send
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix.multipart import Multipart
 from aifactory.objects.posix.storage import FileStore
-from aifactory.objects.s3 import acl_ops, bucket_ops, multipart_ops, object_ops
+from aifactory.objects.s3 import acl_ops, bucket_ops, multipart_ops, object_ops, versioning_ops
 from aifactory.objects.s3.access import BucketRegistry
 from aifactory.objects.s3.anonymous import AnonymousLimit
 from aifactory.objects.s3.auth import Caller, Credentials, authenticate
@@ -262,9 +262,9 @@ def _bucket_route(method: str, params: dict[str, str]) -> tuple[str, Handler, bo
         if "acl" in params:
             return "GetBucketAcl", acl_ops.get_bucket_acl, False
         if "versioning" in params:
-            return "GetBucketVersioning", bucket_ops.bucket_versioning, False
+            return "GetBucketVersioning", versioning_ops.get_bucket_versioning, False
         if "versions" in params:
-            return "ListObjectVersions", bucket_ops.list_object_versions, False
+            return "ListObjectVersions", versioning_ops.list_object_versions, False
         if "uploads" in params:
             return "ListMultipartUploads", multipart_ops.list_uploads, False
         if params.get("list-type") == "2":
@@ -275,16 +275,13 @@ def _bucket_route(method: str, params: dict[str, str]) -> tuple[str, Handler, bo
     if method == "PUT" and "acl" in params:
         return "PutBucketAcl", acl_ops.put_bucket_acl, True
     if method == "PUT" and "versioning" in params:
-        raise S3Error(
-            "NotImplemented",
-            "Versioning is not implemented by aifactory: a bucket keeps one version of each key.",
-        )
+        return "PutBucketVersioning", versioning_ops.put_bucket_versioning, True
     if method == "PUT" and not params:
         return "CreateBucket", bucket_ops.create_bucket, True
     if method == "DELETE" and not params:
         return "DeleteBucket", bucket_ops.delete_bucket, True
     if method == "POST" and "delete" in params:
-        return "DeleteObjects", object_ops.delete_objects, True
+        return "DeleteObjects", versioning_ops.delete_objects, True
     raise S3Error("MethodNotAllowed")
 
 
@@ -312,7 +309,7 @@ def _object_route(
     if method == "DELETE":
         if "uploadId" in params:
             return "AbortMultipartUpload", multipart_ops.abort_upload, True
-        return "DeleteObject", object_ops.delete_object, True
+        return "DeleteObject", versioning_ops.delete_object, True
     if method == "POST":
         if "uploads" in params:
             return "CreateMultipartUpload", multipart_ops.create_upload, True

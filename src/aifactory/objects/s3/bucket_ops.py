@@ -78,12 +78,8 @@ async def bucket_location(ctx: Context) -> None:
     await send_xml(ctx.send, 200, document("LocationConstraint", []), ctx.headers)
 
 
-async def bucket_versioning(ctx: Context) -> None:
-    """GET /bucket?versioning: never enabled."""
-    await send_xml(ctx.send, 200, document("VersioningConfiguration", []), ctx.headers)
-
-
-def _max_keys(ctx: Context, name: str = "max-keys") -> int:
+def max_keys_of(ctx: Context, name: str = "max-keys") -> int:
+    """The page size a listing asks for (``max-keys``), at most ``MAX_KEYS``."""
     value = ctx.request.params.get(name, str(MAX_KEYS))
     try:
         count = int(value)
@@ -101,7 +97,7 @@ def _page(ctx: Context, after: str, skip_prefix: str = "", max_keys: int | None 
         ctx.request.bucket,
         params.get("prefix", ""),
         params.get("delimiter", ""),
-        _max_keys(ctx) if max_keys is None else max_keys,
+        max_keys_of(ctx) if max_keys is None else max_keys,
         after,
         skip_prefix,
     )
@@ -165,7 +161,7 @@ async def list_objects_v2(ctx: Context) -> None:
     if token is not None:
         after, skip = resume(token)
         after = max(after, start_after)
-    max_keys = _max_keys(ctx)
+    max_keys = max_keys_of(ctx)
     page = await ctx.run(_page, ctx, after, skip, max_keys)
     parts = _common(ctx, page, encode, max_keys)
     parts.append(element("KeyCount", len(page.objects) + len(page.prefixes)))
@@ -192,7 +188,7 @@ async def list_objects_v1(ctx: Context) -> None:
     encode = url_encoder(params.get("encoding-type", ""))
     marker = params.get("marker", "")
     after, skip = _marker_resume(ctx, marker)
-    max_keys = _max_keys(ctx)
+    max_keys = max_keys_of(ctx)
     page = await ctx.run(_page, ctx, after, skip, max_keys)
     parts = _common(ctx, page, encode, max_keys)
     parts.append(element("Marker", encode(marker)))
@@ -208,7 +204,7 @@ async def list_object_versions(ctx: Context) -> None:
     encode = url_encoder(params.get("encoding-type", ""))
     marker = params.get("key-marker", "")
     after, skip = _marker_resume(ctx, marker)
-    max_keys = _max_keys(ctx)
+    max_keys = max_keys_of(ctx)
     page = await ctx.run(_page, ctx, after, skip, max_keys)
     parts = _common(ctx, page, encode, max_keys)
     parts += [element("KeyMarker", encode(marker)), element("VersionIdMarker", "")]

@@ -18,6 +18,7 @@ from aifactory.objects.s3.object_ops import (
     copy_with_md5,
     meta_from_request,
     parse_copy_source,
+    version_headers,
 )
 from aifactory.objects.s3.request import S3Request
 from aifactory.objects.s3.responses import (
@@ -194,7 +195,8 @@ async def complete_upload(ctx: Context) -> None:
     if meta.checksum:
         kind = checksums.type_of(meta.checksum)
         parts += [element(checksum_tag, meta.checksum), element("ChecksumType", kind)]
-    await send_xml(ctx.send, 200, document("CompleteMultipartUploadResult", parts), ctx.headers)
+    headers = [*ctx.headers, *version_headers(meta)]
+    await send_xml(ctx.send, 200, document("CompleteMultipartUploadResult", parts), headers)
 
 
 async def _complete(ctx: Context, key: str) -> ObjectMeta:

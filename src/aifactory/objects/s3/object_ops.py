@@ -80,6 +80,11 @@ def meta_from_request(request: S3Request) -> ObjectMeta:
     return ObjectMeta("", 0, 0, content_type, user, headers)
 
 
+def version_headers(meta: ObjectMeta) -> list[tuple[bytes, bytes]]:
+    """``x-amz-version-id`` of an object in a bucket that keeps versions (none: null)."""
+    return [(b"x-amz-version-id", meta.version_id.encode())] if meta.version_id else []
+
+
 def checksum_headers(meta: ObjectMeta) -> list[tuple[bytes, bytes]]:
     """``x-amz-checksum-*`` (and its type) of an object, if it has one."""
     if not meta.checksum:
@@ -101,9 +106,8 @@ async def put_object(ctx: Context) -> None:
         await _put_directory(ctx, meta)
         return
     stored = await receive_object(ctx, meta)
-    await send_empty(
-        ctx.send, 200, [*ctx.headers, (b"etag", stored.etag.encode()), *checksum_headers(stored)]
-    )
+    headers = [*ctx.headers, (b"etag", stored.etag.encode()), *checksum_headers(stored)]
+    await send_empty(ctx.send, 200, [*headers, *version_headers(stored)])
 
 
 async def receive_object(ctx: Context, meta: ObjectMeta) -> ObjectMeta:
@@ -152,6 +156,11 @@ def _open(files: FileStore, bucket: str, key: str, whole_up_to: int) -> _Opened:
     return _Opened(-1, info, first)
 
 
+def _open_version(files: FileStore, bucket: str, key: str, version: str) -> _Opened:
+    fd, info = files.versions.open(bucket, key, version)
+    return _Opened(fd, info, b"")
+
+
 def _overrides(request: S3Request) -> dict[str, str]:
     """The response headers ``response-*`` parameters ask for.
 
@@ -175,9 +184,11 @@ async def get_object(ctx: Context, head: bool) -> None:
     """GET or HEAD /bucket/key, with ranges, conditions and response-* overrides."""
     request = ctx.request
     check_key(request.key)
-    _check_version(request.params.get("versionId", ""), request.key)
+    version = request.params.get("versionId", "")
     overrides = _overrides(request)
-    if head:
+    if version:
+        opened = await ctx.run_quick(_open_version, ctx.files, request.bucket, request.key, version)
+    elif head:
         info = await ctx.run_quick(ctx.files.head, request.bucket, request.key)
         opened = _Opened(-1, info, b"")
     else:
@@ -257,6 +268,7 @@ async def _respond_with_object(
         for name, value in meta.user.items()
     ]
     headers.append((b"accept-ranges", b"bytes"))
+    headers += version_headers(meta)
     if meta.parts:
         headers.append((b"x-amz-mp-parts-count", str(meta.parts).encode()))
     byte_range = _part_or_range(request, meta, size)
@@ -482,7 +494,8 @@ async def copy_object(ctx: Context) -> None:
         "CopyObjectResult",
         [element("LastModified", iso_time(stored.mtime_ns / 1e9)), element("ETag", stored.etag)],
     )
-    await send_xml(ctx.send, 200, result, [*ctx.headers, *checksum_headers(stored)])
+    headers = [*ctx.headers, *checksum_headers(stored), *version_headers(stored)]
+    await send_xml(ctx.send, 200, result, headers)
 
 
 def _copy(

@@ -1,0 +1,125 @@
+"""Versioned buckets on a real `objects serve`: old versions aside, the current one a plain file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from .objects_server import S3Server, start_objects_server
+
+
+@pytest.fixture(scope="module")
+def s3server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = start_objects_server(tmp_path_factory.mktemp("objects-versioning"))
+    yield server
+    assert server.stop() in (0, -15), server.log_tail()
+
+
+@pytest.fixture(scope="module")
+def s3(s3server: S3Server) -> Any:
+    client = s3server.client(s3server.issue("versions"))
+    client.create_bucket(Bucket="kept")
+    client.put_bucket_versioning(Bucket="kept", VersioningConfiguration={"Status": "Enabled"})
+    return client
+
+
+def _error(call: Any, **kwargs: Any) -> tuple[int, str]:
+    with pytest.raises(ClientError) as caught:
+        call(**kwargs)
+    response = caught.value.response
+    return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"].get("Code", "")
+
+
+def _versions(s3: Any, prefix: str) -> list[tuple[str, str, bool]]:
+    listed = s3.list_object_versions(Bucket="kept", Prefix=prefix)
+    found = [(v["VersionId"], "v", v["IsLatest"]) for v in listed.get("Versions", [])]
+    found += [(m["VersionId"], "m", m["IsLatest"]) for m in listed.get("DeleteMarkers", [])]
+    return found
+
+
+def test_three_puts_keep_three_versions_and_ls_shows_the_current_file(
+    s3server: S3Server, s3: Any
+) -> None:
+    assert s3.get_bucket_versioning(Bucket="kept")["Status"] == "Enabled"
+    ids = [
+        s3.put_object(Bucket="kept", Key="doc.txt", Body=f"v{n}".encode())["VersionId"]
+        for n in (1, 2, 3)
+    ]
+    assert len(set(ids)) == 3
+    assert os.listdir(s3server.root / "kept") == ["doc.txt"]
+    assert (s3server.root / "kept" / "doc.txt").read_bytes() == b"v3"
+    for number, version in enumerate(ids, 1):
+        got = s3.get_object(Bucket="kept", Key="doc.txt", VersionId=version)
+        assert got["Body"].read() == f"v{number}".encode()
+        assert got["VersionId"] == version
+    listed = s3.list_object_versions(Bucket="kept", Prefix="doc.txt")["Versions"]
+    assert [(v["VersionId"], v["IsLatest"]) for v in listed] == [
+        (ids[2], True),
+        (ids[1], False),
+        (ids[0], False),
+    ]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="kept")["Contents"]] == ["doc.txt"]
+
+
+def test_a_delete_makes_a_marker_and_deleting_it_brings_the_object_back(
+    s3server: S3Server, s3: Any
+) -> None:
+    first = s3.put_object(Bucket="kept", Key="gone.txt", Body=b"one")["VersionId"]
+    second = s3.put_object(Bucket="kept", Key="gone.txt", Body=b"two")["VersionId"]
+    deleted = s3.delete_object(Bucket="kept", Key="gone.txt")
+    assert deleted["DeleteMarker"] is True
+    marker = deleted["VersionId"]
+    assert not (s3server.root / "kept" / "gone.txt").exists()
+    assert _error(s3.get_object, Bucket="kept", Key="gone.txt")[0] == 404
+    assert _error(s3.get_object, Bucket="kept", Key="gone.txt", VersionId=marker)[0] == 405
+    assert s3.get_object(Bucket="kept", Key="gone.txt", VersionId=first)["Body"].read() == b"one"
+    assert _versions(s3, "gone.txt") == [
+        (second, "v", False),
+        (first, "v", False),
+        (marker, "m", True),
+    ]
+
+    s3.delete_object(Bucket="kept", Key="gone.txt", VersionId=marker)
+    assert (s3server.root / "kept" / "gone.txt").read_bytes() == b"two"
+    assert s3.get_object(Bucket="kept", Key="gone.txt")["Body"].read() == b"two"
+    # Deleting the current version by id puts the one before it back.
+    s3.delete_object(Bucket="kept", Key="gone.txt", VersionId=second)
+    assert (s3server.root / "kept" / "gone.txt").read_bytes() == b"one"
+    s3.delete_object(Bucket="kept", Key="gone.txt", VersionId=first)
+    assert _versions(s3, "gone.txt") == []
+    assert not (s3server.root / "kept" / "gone.txt").exists()
+    assert _error(s3.get_object, Bucket="kept", Key="x", VersionId=first) == (404, "NoSuchVersion")
+
+
+def test_suspended_writes_replace_the_null_version(s3: Any) -> None:
+    s3.create_bucket(Bucket="paused")
+    s3.put_object(Bucket="paused", Key="k", Body=b"before")
+    s3.put_bucket_versioning(Bucket="paused", VersioningConfiguration={"Status": "Enabled"})
+    enabled = s3.put_object(Bucket="paused", Key="k", Body=b"enabled")["VersionId"]
+    s3.put_bucket_versioning(Bucket="paused", VersioningConfiguration={"Status": "Suspended"})
+    s3.put_object(Bucket="paused", Key="k", Body=b"suspended-1")
+    s3.put_object(Bucket="paused", Key="k", Body=b"suspended-2")
+    listed = s3.list_object_versions(Bucket="paused")["Versions"]
+    assert [(v["VersionId"], v["IsLatest"]) for v in listed] == [("null", True), (enabled, False)]
+    assert (
+        s3.get_object(Bucket="paused", Key="k", VersionId="null")["Body"].read() == b"suspended-2"
+    )
+    assert _error(s3.delete_bucket, Bucket="paused") == (409, "BucketNotEmpty")
+    for version in ("null", enabled):
+        s3.delete_object(Bucket="paused", Key="k", VersionId=version)
+    s3.delete_bucket(Bucket="paused")
+
+
+def test_only_the_owner_turns_versioning_on(s3server: S3Server, s3: Any) -> None:
+    other = s3server.client(s3server.issue("intruder"))
+    config = {"Status": "Enabled"}
+    assert (
+        _error(other.put_bucket_versioning, Bucket="kept", VersioningConfiguration=config)[0] == 403
+    )
+    assert _error(
+        s3.put_bucket_versioning, Bucket="kept", VersioningConfiguration={"Status": "Off"}
+    ) == (400, "MalformedXML")
