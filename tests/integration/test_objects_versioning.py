@@ -63,6 +63,10 @@ def test_three_puts_keep_three_versions_and_ls_shows_the_current_file(
         (ids[0], False),
     ]
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="kept")["Contents"]] == ["doc.txt"]
+    # A directory marker has one version, and deletes as before.
+    s3.put_object(Bucket="kept", Key="folder/", Body=b"")
+    s3.delete_object(Bucket="kept", Key="folder/")
+    assert os.listdir(s3server.root / "kept") == ["doc.txt"]
 
 
 def test_a_delete_makes_a_marker_and_deleting_it_brings_the_object_back(

@@ -5,9 +5,9 @@ tenant (a row in the store). Its owner may do everything; tenants it is
 shared with get ``read`` or ``write`` on its objects; admin keys may use
 every bucket, including directories that appeared under the root without
 going through aifactory (those have no owner and are admin-only). A bucket
-readable by a group (``acl.py``: AllUsers, AuthenticatedUsers) is read by
-unsigned callers or by any tenant; an object's own ACL, or a prefix the
-catalog published, lets a caller read that object alone.
+readable by a group (``acl.py``: AllUsers, AuthenticatedUsers) is listed by
+unsigned callers or by any tenant, as on S3: its objects' bytes are read
+only by whom their own ACL names (or under a prefix the catalog published).
 """
 
 from __future__ import annotations
@@ -74,8 +74,13 @@ class BucketRegistry:
         self._cache.pop(bucket, None)
         self._files.owners.forget(bucket)
 
-    async def authorize(self, caller: Caller, bucket: str, write: bool) -> None:
+    async def authorize(
+        self, caller: Caller, bucket: str, write: bool, listing: bool = False
+    ) -> None:
         """Raise unless ``caller`` may read (or write) objects of ``bucket``.
+
+        ``listing``: only the bucket's keys are read (a listing, HeadBucket), which
+        a group's read grant allows too; the objects' bytes need more.
 
         Raises:
             S3Error: InvalidBucketName, NoSuchBucket or AccessDenied.
@@ -94,7 +99,7 @@ class BucketRegistry:
             return
         granted = None if caller.anonymous else record.grants.get(caller.tenant)
         if granted == "write" or (
-            not write and (granted == "read" or _group_reads(caller, record.grants))
+            not write and (granted == "read" or (listing and _group_reads(caller, record.grants)))
         ):
             return
         raise _denied(bucket)

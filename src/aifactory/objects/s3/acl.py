@@ -8,10 +8,11 @@ as grantee -> level::
     ALL_USERS (the AllUsers group)    read           anyone, without a key
     AUTHENTICATED (AuthenticatedUsers) read          any tenant's key
 
-A bucket grant reaches the bucket's objects too (as ``buckets share`` always
-did, and as the POSIX ACLs on its tree do); an object grant reaches that
-object. The owner's FULL_CONTROL is implicit: only the bucket's tenant (or
-an admin) manages ACLs, so READ_ACP, WRITE_ACP and FULL_CONTROL for anyone
+A tenant's bucket grant reaches the bucket's objects too (as ``buckets
+share`` always did, and as the POSIX ACLs on its tree do); a group's bucket
+grant lists the bucket only, as on S3; an object grant reaches that object.
+The owner's FULL_CONTROL is implicit: only the bucket's tenant (or an admin)
+manages ACLs, so READ_ACP, WRITE_ACP and FULL_CONTROL for anyone
 else are refused, and so is every write by a group (no anonymous writes).
 Nothing asked is ever dropped silently: what cannot be honoured is refused
 with the S3 error a client understands.
@@ -143,12 +144,16 @@ def reads(grants: Grants, caller: Caller) -> bool:
 
 
 def policy_xml(owner: str, grants: Grants) -> bytes:
-    """The ``AccessControlPolicy`` document of ``grants``, the owner's FULL_CONTROL first."""
-    entries = [_grant_xml("CanonicalUser", owner, "FULL_CONTROL")]
+    """The ``AccessControlPolicy`` document of ``grants``: groups, the owner, then tenants.
+
+    (The order RGW gives, which clients' tests expect.)
+    """
+    entries = [_grant_xml("Group", group, "READ") for group in GROUPS if group in grants]
+    entries.append(_grant_xml("CanonicalUser", owner, "FULL_CONTROL"))
     for grantee, level in sorted(grants.items()):
-        kind = "Group" if grantee in GROUPS else "CanonicalUser"
-        permissions = ["READ", "WRITE"] if level == WRITE else ["READ"]
-        entries += [_grant_xml(kind, grantee, permission) for permission in permissions]
+        if grantee not in GROUPS:
+            permissions = ["READ", "WRITE"] if level == WRITE else ["READ"]
+            entries += [_grant_xml("CanonicalUser", grantee, p) for p in permissions]
     owner_xml = f"<Owner>{element('ID', owner)}{element('DisplayName', owner)}</Owner>"
     return document(
         "AccessControlPolicy",

@@ -177,7 +177,7 @@ class ObjectsApp:
         if name in _OBJECT_READS:
             object_read = await buckets.authorize_object_read(caller, request.bucket, request.key)
         elif request.bucket and name not in ("CreateBucket", "DeleteBucket"):
-            await buckets.authorize(caller, request.bucket, write)
+            await buckets.authorize(caller, request.bucket, write, name in _LISTINGS)
         room = buckets.room if write and name in _ADDS_BYTES else None
         if room is not None:
             await room.check(request.bucket, _declared_length(request))
@@ -210,6 +210,11 @@ _OBJECT_IO = {
 
 # The reads an object's own ACL (or the catalog) may allow where its bucket does not.
 _OBJECT_READS = frozenset({"GetObject", "HeadObject"})
+
+# What a group's read grant on a bucket allows (as on S3: its keys, not their bytes).
+_LISTINGS = frozenset(
+    {"ListObjects", "ListObjectsV2", "ListObjectVersions", "HeadBucket", "GetBucketLocation"}
+)
 
 # The requests that add bytes to a bucket (and count against its tenant's bytes quota).
 _ADDS_BYTES = frozenset({"PutObject", "UploadPart", "CopyObject"})

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix.listing import MAX_KEYS, list_page
-from aifactory.objects.posix.paths import check_key
+from aifactory.objects.posix.paths import check_key, is_directory_key
 from aifactory.objects.posix.storage import FileStore, ObjectInfo
 from aifactory.objects.posix.versions import ENABLED, NULL, SUSPENDED, Deleted, KeptVersion
 from aifactory.objects.s3 import bucket_ops, object_ops
@@ -37,11 +37,7 @@ async def put_bucket_versioning(ctx: Context) -> None:
         raise S3Error("MalformedXML", "Status must be Enabled or Suspended.")
     if child_text(root, "MfaDelete") == ENABLED:
         raise S3Error("NotImplemented", "MFA delete is not implemented by aifactory.")
-    files = ctx.files
-    if status == SUSPENDED and not await ctx.run(files.versions.status, ctx.request.bucket):
-        await send_empty(ctx.send, 200, ctx.headers)  # never on: nothing to pause
-        return
-    await ctx.run(files.versions.set_status, ctx.request.bucket, status)
+    await ctx.run(ctx.files.versions.set_status, ctx.request.bucket, status)
     await send_empty(ctx.send, 200, ctx.headers)
 
 
@@ -104,6 +100,11 @@ async def delete_objects(ctx: Context) -> None:
 def _delete(files: FileStore, bucket: str, key: str, version: str) -> Deleted:
     if not files.bucket_exists(bucket):
         raise S3Error("NoSuchBucket", resource=bucket)
+    if is_directory_key(key):  # a directory is no file to keep: it has one version
+        if version not in ("", NULL):
+            raise S3Error("NoSuchVersion", resource=key)
+        files.delete(bucket, key)
+        return Deleted(NULL, False)
     if version:
         return files.versions.delete_version(bucket, key, version)
     return files.versions.delete(bucket, key)
