@@ -204,6 +204,7 @@ def test_public_objects_and_buckets_are_read_unsigned(
     )
     assert _code(unsigned.delete_object, Bucket="open-data", Key="public.csv")[0] == 403
     assert _curl(f"{s3server.url}/", "-X", "GET")[0] == 403
+    assert _curl(f"{s3server.url}/open-data", "-X", "POST")[0] == 403  # no route: still 403
 
     # A public bucket lists for anyone; its objects' bytes follow their own ACLs (as on S3).
     alice.put_bucket_acl(Bucket="open-data", ACL="public-read")
@@ -212,6 +213,8 @@ def test_public_objects_and_buckets_are_read_unsigned(
     assert _curl(f"{s3server.url}/open-data?list-type=2")[0] == 200
     assert _code(unsigned.get_object, Bucket="open-data", Key="private.csv")[0] == 403
     assert unsigned.get_object(Bucket="open-data", Key="public.csv")["Body"].read() == b"a,b\n"
+    # Who may list a bucket may learn a key is absent; others are only told 403.
+    assert _code(unsigned.get_object, Bucket="open-data", Key="absent") == (404, "NoSuchKey")
     assert _code(unsigned.put_object, Bucket="open-data", Key="x", Body=b"x") == (
         403,
         "AccessDenied",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aifactory.errors import ConfigError
 from aifactory.objects.errors import S3Error
@@ -34,8 +35,16 @@ _CACHE_TTL_S = 5.0
 _CACHE_MAX = 10_000
 ACCESS_LEVELS = ("read", "write")
 
-# Whether the caller may read one object, told its metadata (its own ACL).
-ObjectReadCheck = Callable[[ObjectMeta], bool]
+
+@dataclass(frozen=True)
+class ObjectReadCheck:
+    """What a read of one object must still pass: its own ACL.
+
+    ``lists``: the caller may list the bucket, so may learn a key is absent.
+    """
+
+    reads: Callable[[ObjectMeta], bool]
+    lists: bool
 
 
 class BucketRegistry:
@@ -130,7 +139,8 @@ class BucketRegistry:
                 return None
             if not caller.anonymous and not caller.reaches(bucket):
                 raise
-        return lambda meta: acl.reads(meta.acl, caller)
+        lists = _group_reads(caller, record.grants)
+        return ObjectReadCheck(lambda meta: acl.reads(meta.acl, caller), lists)
 
     async def owner(self, caller: Caller, bucket: str) -> str:
         """The tenant owning ``bucket``, when the caller may manage its ACLs (owner or admin).

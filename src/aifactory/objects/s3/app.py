@@ -168,7 +168,12 @@ class ObjectsApp:
         moved: list[int],
     ) -> None:
         caller, payload = await authenticate(request, self._credentials)
-        name, handler, write = route(request)
+        try:
+            name, handler, write = route(request)
+        except S3Error:
+            if caller.anonymous:
+                self._anonymous.admit("", address)  # no read: refused as unsigned
+            raise
         self.stats.requests[name] = self.stats.requests.get(name, 0) + 1
         if caller.anonymous:
             self._anonymous.admit(name, address)
@@ -189,7 +194,7 @@ class ObjectsApp:
             if self._on_object is not None and name in _OBJECT_IO and not caller.anonymous:
                 self._on_object(caller, request.bucket, request.key, _OBJECT_IO[name])
         except S3Error as exc:
-            if object_read is not None and exc.code == "NoSuchKey":
+            if object_read is not None and not object_read.lists and exc.code == "NoSuchKey":
                 # Only the object's ACL could have let this caller in: no word on what exists.
                 raise S3Error("AccessDenied", resource=request.resource) from None
             raise

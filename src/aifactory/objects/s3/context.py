@@ -74,7 +74,7 @@ class Context:
 
     def check_object_read(self, meta: ObjectMeta) -> None:
         """Raise AccessDenied unless the caller may read the object ``meta`` describes."""
-        if self.object_read is not None and not self.object_read(meta):
+        if self.object_read is not None and not self.object_read.reads(meta):
             raise S3Error("AccessDenied", resource=self.request.resource)
 
     @property
