@@ -157,6 +157,20 @@ class Versions:
             return
         self._keep(bucket, key, current)
 
+    def remove(self, bucket: str, key: str, version_id: str = "") -> Deleted:
+        """Delete as S3 does: a delete marker where versions are kept, else the file itself.
+
+        With ``version_id``, that version goes for good (``delete_version``).
+        """
+        if version_id not in ("", NULL) and is_directory_key(key):
+            raise S3Error("NoSuchVersion", resource=key)  # a directory has one version
+        if is_directory_key(key) or (not version_id and not self.status(bucket)):
+            self._files.delete(bucket, key)
+            return Deleted(NULL, False)
+        if version_id:
+            return self.delete_version(bucket, key, version_id)
+        return self.delete(bucket, key)
+
     def delete(self, bucket: str, key: str) -> Deleted:
         """Delete ``key`` in a versioned bucket: its current version is kept, a marker made.
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix.listing import MAX_KEYS, list_page
-from aifactory.objects.posix.paths import check_key, is_directory_key
+from aifactory.objects.posix.paths import check_key
 from aifactory.objects.posix.storage import FileStore, ObjectInfo
 from aifactory.objects.posix.versions import ENABLED, NULL, SUSPENDED, Deleted, KeptVersion
 from aifactory.objects.s3 import bucket_ops, object_ops
@@ -100,14 +100,7 @@ async def delete_objects(ctx: Context) -> None:
 def _delete(files: FileStore, bucket: str, key: str, version: str) -> Deleted:
     if not files.bucket_exists(bucket):
         raise S3Error("NoSuchBucket", resource=bucket)
-    if is_directory_key(key):  # a directory is no file to keep: it has one version
-        if version not in ("", NULL):
-            raise S3Error("NoSuchVersion", resource=key)
-        files.delete(bucket, key)
-        return Deleted(NULL, False)
-    if version:
-        return files.versions.delete_version(bucket, key, version)
-    return files.versions.delete(bucket, key)
+    return files.versions.remove(bucket, key, version)
 
 
 def _deleted_headers(deleted: Deleted) -> list[tuple[bytes, bytes]]:
