@@ -17,6 +17,7 @@ from aifactory.objects.s3.object_ops import (
     check_copy_conditions,
     copy_with_md5,
     meta_from_request,
+    open_copy_source,
     parse_copy_source,
     version_headers,
 )
@@ -125,7 +126,7 @@ async def _upload_part_copy(ctx: Context, writer: PartWriter) -> None:
 def _copy_part(
     files: FileStore, request: S3Request, bucket: str, key: str, writer: PartWriter
 ) -> Part:
-    fd, info = files.open(bucket, key)
+    fd, info = open_copy_source(files, request, bucket, key)
     try:
         check_copy_conditions(request, info)
         size = 0 if is_directory_key(key) else info.st.st_size  # a marker has no bytes

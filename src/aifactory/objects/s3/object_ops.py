@@ -450,13 +450,31 @@ def _check_version(version: str, key: str) -> None:
 
 
 def parse_copy_source(request: S3Request) -> tuple[str, str]:
-    """(bucket, key) of ``x-amz-copy-source``."""
-    source = unquote(request.header("x-amz-copy-source")).partition("?")[0].lstrip("/")
+    """(bucket, key) of ``x-amz-copy-source``; the ``?versionId=`` after it is apart."""
+    source = unquote(request.header("x-amz-copy-source").partition("?")[0]).lstrip("/")
     bucket, _, key = source.partition("/")
     if not bucket or not key:
         raise S3Error("InvalidArgument", "x-amz-copy-source must be /bucket/key.")
     check_key(key)
     return bucket, key
+
+
+def copy_source_version(request: S3Request) -> str:
+    """The ``versionId`` named after ``x-amz-copy-source``'s key, or ``""``."""
+    query = request.header("x-amz-copy-source").partition("?")[2]
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "versionId":
+            return unquote(value)
+    return ""
+
+
+def open_copy_source(
+    files: FileStore, request: S3Request, bucket: str, key: str
+) -> tuple[int, ObjectInfo]:
+    """The copy source open for reading: the version named, else the current one."""
+    version = copy_source_version(request)
+    return files.versions.open(bucket, key, version) if version else files.open(bucket, key)
 
 
 def check_copy_conditions(request: S3Request, info: ObjectInfo) -> None:
@@ -480,7 +498,8 @@ async def copy_object(ctx: Context) -> None:
     await ctx.services.buckets.authorize(ctx.caller, source_bucket, write=False)
     replace = request.header("x-amz-metadata-directive", "COPY").upper() == "REPLACE"
     new_meta = meta_from_request(request) if replace else None
-    if (source_bucket, source_key) == (request.bucket, request.key) and not replace:
+    same = (source_bucket, source_key) == (request.bucket, request.key)
+    if same and not replace and not copy_source_version(request):
         raise S3Error(
             "InvalidRequest",
             "This copy request is illegal because it copies an object to itself "
@@ -506,7 +525,7 @@ def _copy(
     new_meta: ObjectMeta | None,
     grants: dict[str, str],
 ) -> ObjectMeta:
-    fd, info = files.open(source_bucket, source_key)
+    fd, info = open_copy_source(files, request, source_bucket, source_key)
     try:
         check_copy_conditions(request, info)
         source = info.meta

@@ -138,17 +138,7 @@ async def list_object_versions(ctx: Context) -> None:
     shown: list[_Entry | str] = []
     seen_prefixes: set[str] = set()
     truncated = False
-    past_marker = not key_marker
-    for entry in entries:
-        if not past_marker:
-            if entry.key < key_marker or (entry.key == key_marker and not version_marker):
-                continue
-            if entry.key == key_marker and entry.version_id != version_marker:
-                continue
-            if entry.key == key_marker:
-                past_marker = True
-                continue
-            past_marker = True
+    for entry in entries[_start(entries, key_marker, version_marker, delimiter) :]:
         common = _common_prefix(entry.key, prefix, delimiter)
         if common is not None and common in seen_prefixes:
             continue
@@ -170,6 +160,8 @@ async def list_object_versions(ctx: Context) -> None:
     ]
     if delimiter:
         parts.append(element("Delimiter", encode(delimiter)))
+    if params.get("encoding-type"):
+        parts.append(element("EncodingType", params["encoding-type"]))  # clients decode by it
     if truncated and shown:
         last = shown[-1]
         next_key = last if isinstance(last, str) else last.key
@@ -198,6 +190,40 @@ async def list_object_versions(ctx: Context) -> None:
         if isinstance(p, str)
     ]
     await send_xml(ctx.send, 200, document("ListVersionsResult", parts), ctx.headers)
+
+
+def _start(entries: list[_Entry], key_marker: str, version_marker: str, delimiter: str) -> int:
+    """Where a page after (``key_marker``, ``version_marker``) starts.
+
+    The marker's version may be gone (a client deleting page by page): then
+    the page starts at the next older version of that key, by the time
+    version ids begin with.
+    """
+    if not key_marker:
+        return 0
+    for index, entry in enumerate(entries):
+        if entry.key == key_marker and version_marker and entry.version_id == version_marker:
+            return index + 1
+    for index, entry in enumerate(entries):
+        if entry.key > key_marker and not (
+            delimiter and key_marker.endswith(delimiter) and entry.key.startswith(key_marker)
+        ):
+            return index
+        if (
+            entry.key == key_marker
+            and version_marker
+            and _id_time(entry.version_id) < _id_time(version_marker)
+        ):
+            return index
+    return len(entries)
+
+
+def _id_time(version_id: str) -> int:
+    """When a version id was made (``null``: before any)."""
+    try:
+        return int(version_id[:16], 16) if version_id != NULL else 0
+    except ValueError:
+        return 0
 
 
 def _common_prefix(key: str, prefix: str, delimiter: str) -> str | None:
