@@ -78,7 +78,11 @@ def test_a_delete_makes_a_marker_and_deleting_it_brings_the_object_back(
     assert deleted["DeleteMarker"] is True
     marker = deleted["VersionId"]
     assert not (s3server.root / "kept" / "gone.txt").exists()
-    assert _error(s3.get_object, Bucket="kept", Key="gone.txt")[0] == 404
+    with pytest.raises(ClientError) as absent:
+        s3.head_object(Bucket="kept", Key="gone.txt")
+    headers = absent.value.response["ResponseMetadata"]["HTTPHeaders"]
+    assert absent.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert (headers["x-amz-delete-marker"], headers["x-amz-version-id"]) == ("true", marker)
     assert _error(s3.get_object, Bucket="kept", Key="gone.txt", VersionId=marker)[0] == 405
     assert s3.get_object(Bucket="kept", Key="gone.txt", VersionId=first)["Body"].read() == b"one"
     assert _versions(s3, "gone.txt") == [

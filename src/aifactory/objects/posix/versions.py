@@ -238,6 +238,13 @@ class Versions:
             raise S3Error("NoSuchVersion", resource=key) from None
         return fd, ObjectInfo(key, path, os.fstat(fd), kept.meta)
 
+    def marker_headers(self, bucket: str, key: str) -> dict[str, str]:
+        """What a read of absent ``key`` says: whether its newest version is a delete marker."""
+        versions = self.kept_of(bucket, key) if self.status(bucket) else []
+        if versions and versions[0].marker:
+            return {"x-amz-delete-marker": "true", "x-amz-version-id": versions[0].version_id}
+        return {"x-amz-delete-marker": "false"}
+
     def kept(self, bucket: str, prefix: str) -> dict[str, list[KeptVersion]]:
         """The kept versions of every key starting with ``prefix``, newest first."""
         keys_dir = os.path.join(self._root, bucket, "keys")

@@ -186,14 +186,22 @@ async def get_object(ctx: Context, head: bool) -> None:
     check_key(request.key)
     version = request.params.get("versionId", "")
     overrides = _overrides(request)
-    if version:
-        opened = await ctx.run_quick(_open_version, ctx.files, request.bucket, request.key, version)
-    elif head:
-        info = await ctx.run_quick(ctx.files.head, request.bucket, request.key)
-        opened = _Opened(-1, info, b"")
-    else:
-        whole_up_to = QUICK_BYTES if ctx.quick() else READ_BYTES
-        opened = await ctx.run_quick(_open, ctx.files, request.bucket, request.key, whole_up_to)
+    try:
+        if version:
+            opened = await ctx.run_quick(
+                _open_version, ctx.files, request.bucket, request.key, version
+            )
+        elif head:
+            info = await ctx.run_quick(ctx.files.head, request.bucket, request.key)
+            opened = _Opened(-1, info, b"")
+        else:
+            whole_up_to = QUICK_BYTES if ctx.quick() else READ_BYTES
+            opened = await ctx.run_quick(_open, ctx.files, request.bucket, request.key, whole_up_to)
+    except S3Error as exc:
+        if exc.code == "NoSuchKey":  # say whether a delete marker stands there (as S3)
+            marker = ctx.files.versions.marker_headers
+            exc.headers.update(await ctx.run_quick(marker, request.bucket, request.key))
+        raise
     try:
         ctx.check_object_read(opened.info.meta)
         await _respond_with_object(ctx, opened, head, overrides)
