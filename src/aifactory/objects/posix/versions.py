@@ -195,6 +195,8 @@ class Versions:
         Deleting the current version (or the newest delete marker) brings the
         newest kept version with bytes back in place.
         """
+        if not _valid_id(version_id):
+            raise S3Error("NoSuchVersion", resource=key)
         with self._files.publish_lock(bucket, key):
             current = self._files.current(bucket, key)
             if current is not None and (current.meta.version_id or NULL) == version_id:

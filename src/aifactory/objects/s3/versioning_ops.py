@@ -53,8 +53,8 @@ async def delete_object(ctx: Context) -> None:
     request = ctx.request
     version = request.params.get("versionId", "")
     status = await ctx.run_quick(ctx.files.versions.status, request.bucket)
-    if not status and version in ("", NULL):
-        await object_ops.delete_object(ctx)
+    if not status:
+        await object_ops.delete_object(ctx)  # every object's one version is null
         return
     check_key(request.key)
     if request.header("if-match"):
