@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
+from aifactory.store import Store
 
 from .objects_server import S3Server, start_objects_server
 
@@ -156,3 +159,23 @@ def test_copy_from_a_version_and_delete_page_by_page(s3: Any) -> None:
         kwargs["KeyMarker"] = listed["NextKeyMarker"]
         kwargs["VersionIdMarker"] = listed.get("NextVersionIdMarker", "")
     s3.delete_bucket(Bucket="paged")
+
+
+def test_kept_versions_count_in_the_bytes_quota(s3server: S3Server) -> None:
+    s3 = s3server.client(s3server.issue("quota-versions"))
+    s3.create_bucket(Bucket="quota-kept")
+    s3.put_bucket_versioning(Bucket="quota-kept", VersioningConfiguration={"Status": "Enabled"})
+    for _ in range(2):
+        s3.put_object(Bucket="quota-kept", Key="same", Body=b"x" * 1000)
+    # One file of 1000 bytes in the tree, 2000 bytes held: 100 more do not fit in 1500.
+    store = Store(f"sqlite:///{s3server.data_dir / 'aifactory.db'}")
+    try:
+        tenant = store.tenant("quota-versions")
+        assert tenant is not None
+        store.set_quotas(tenant.id, bytes=1500)
+    finally:
+        store.close()
+    time.sleep(5.5)  # quotas are read again every 5 s
+    with pytest.raises(ClientError) as refused:
+        s3.put_object(Bucket="quota-kept", Key="other", Body=b"x" * 100)
+    assert refused.value.response["Error"]["Code"] == "QuotaExceeded"

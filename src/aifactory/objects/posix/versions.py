@@ -93,6 +93,10 @@ class Versions:
         self._root = os.path.join(files.system_dir, "versions")
         self._status: dict[str, tuple[float, str]] = {}
 
+    def bucket_dir(self, bucket: str) -> str:
+        """Where ``bucket``'s versions are kept (counted in its tenant's bytes quota)."""
+        return os.path.join(self._root, bucket)
+
     # status
 
     def status(self, bucket: str) -> str:
