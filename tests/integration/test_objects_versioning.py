@@ -59,6 +59,10 @@ def test_three_puts_keep_three_versions_and_ls_shows_the_current_file(
         got = s3.get_object(Bucket="kept", Key="doc.txt", VersionId=version)
         assert got["Body"].read() == f"v{number}".encode()
         assert got["VersionId"] == version
+        attributes = s3.get_object_attributes(
+            Bucket="kept", Key="doc.txt", VersionId=version, ObjectAttributes=["ObjectSize"]
+        )
+        assert (attributes["VersionId"], attributes["ObjectSize"]) == (version, 2)
     listed = s3.list_object_versions(Bucket="kept", Prefix="doc.txt")["Versions"]
     assert [(v["VersionId"], v["IsLatest"]) for v in listed] == [
         (ids[2], True),

@@ -214,7 +214,7 @@ async def get_object_attributes(ctx: Context) -> None:
     """GET /bucket/key?attributes: what ``x-amz-object-attributes`` names, without the bytes."""
     request = ctx.request
     check_key(request.key)
-    _check_version(request.params.get("versionId", ""), request.key)
+    version = request.params.get("versionId", "")
     wanted = {name.strip() for name in request.header("x-amz-object-attributes").split(",")}
     wanted.discard("")
     if not wanted or not wanted.issubset(_ATTRIBUTES):
@@ -222,7 +222,12 @@ async def get_object_attributes(ctx: Context) -> None:
             "InvalidArgument",
             f"x-amz-object-attributes names some of {', '.join(_ATTRIBUTES)}.",
         )
-    info = await ctx.run_quick(ctx.files.head, request.bucket, request.key)
+    if version:
+        opened = await ctx.run_quick(_open_version, ctx.files, request.bucket, request.key, version)
+        await ctx.run_quick(os.close, opened.fd)
+        info = opened.info
+    else:
+        info = await ctx.run_quick(ctx.files.head, request.bucket, request.key)
     meta = info.meta
     size = 0 if is_directory_key(info.key) else info.st.st_size
     found = []
@@ -241,6 +246,7 @@ async def get_object_attributes(ctx: Context) -> None:
     if "ObjectSize" in wanted:
         found.append(element("ObjectSize", size))
     headers = [*ctx.headers, (b"last-modified", http_time(info.st.st_mtime).encode())]
+    headers += version_headers(meta)
     await send_xml(ctx.send, 200, document("GetObjectAttributesResponse", found), headers)
 
 
