@@ -144,6 +144,8 @@ class Settings(BaseSettings):
     objects_domain: str = ""
     objects_tls_cert: Path | None = None
     objects_tls_key: Path | None = None
+    # Unsigned reads of public buckets and objects, per client address (0: refused).
+    objects_anonymous_rps: float = Field(default=20.0, ge=0)
     log_format: Literal["text", "json"] = "text"
     # Who workloads run as (see the README's threat model): tenants with no
     # Unix user of their own run as `workload_user`, or as the user the

@@ -136,6 +136,7 @@ class App(Mounts):
         quotas = Quotas(self.store)
         policy = SpecPolicy.of(settings)
         catalog = Catalog(self.store, self.objects, self.s3_lineage.flush)
+        self.objects.publish_with(catalog)  # public entries read unsigned over S3 too
         lineage = Lineage(self.store, catalog)
         uses = CatalogUses(catalog, self.store, lineage)
         routes = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,9 @@ import httpx
 import mlcroissant as mlc
 import pyshacl
 import pytest
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from rdflib import Graph
 
 import aifactory.catalog
@@ -316,3 +320,35 @@ def test_a_read_grant_registers_privately_but_does_not_publish(
         server.admin.put(
             "/api/buckets/physics-data/grants", json={"tenant": "chemistry", "access": None}
         )
+
+
+def test_a_public_entry_reads_unsigned_over_s3_and_nothing_beside_it(
+    up: tuple[Server, str], physics: Tenant
+) -> None:
+    _put(physics, "open-s3/data.csv", b"x\n1\n")
+    _put(physics, "closed-s3/data.csv", b"secret\n")
+    unsigned = boto3.client(
+        "s3",
+        endpoint_url=up[1],
+        region_name="us-east-1",
+        config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}),
+    )
+    with pytest.raises(ClientError):
+        unsigned.get_object(Bucket="physics-data", Key="open-s3/data.csv")
+    words = {"title": "Open", "license": "CC0-1.0"}
+    _register(physics, prefix="open-s3", visibility="public", **words)
+    _register(physics, prefix="closed-s3", **words)
+    time.sleep(5.5)  # the catalog's public prefixes are read again every 5 s
+    got = unsigned.get_object(Bucket="physics-data", Key="open-s3/data.csv")
+    assert got["Body"].read() == b"x\n1\n"
+    for key, code in (
+        ("closed-s3/data.csv", "AccessDenied"),
+        ("open-s3x", "AccessDenied"),
+        ("open-s3/absent.csv", "NoSuchKey"),  # within a public prefix, absence is public too
+    ):
+        with pytest.raises(ClientError) as refused:
+            unsigned.get_object(Bucket="physics-data", Key=key)
+        assert refused.value.response["Error"]["Code"] == code, key
+    with pytest.raises(ClientError) as refused:
+        unsigned.put_object(Bucket="physics-data", Key="open-s3/new.csv", Body=b"no")
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"

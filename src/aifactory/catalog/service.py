@@ -10,6 +10,7 @@ publishing an entry needs the bucket to be the caller's tenant's own.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from aifactory.tenancy import Principal
 __all__ = ["Catalog", "Gone", "SearchQuery"]
 
 _MAX_DESCRIPTION_BYTES = 256 * 1024
+_PUBLIC_TTL_S = 5.0
 
 
 class Gone(APIError):
@@ -85,6 +87,27 @@ class Catalog:
         self._store = store
         self._objects = objects
         self._on_change = on_change
+        self._public: tuple[float, dict[str, list[tuple[int, str]]]] = (0.0, {})
+
+    async def is_public(self, bucket: str, owner_tenant_id: int, key: str) -> bool:
+        """Whether ``key`` lies under a public entry's prefix of ``bucket`` (the S3 API asks).
+
+        The entry must be the bucket owner's: a bucket deleted and made again
+        by another tenant opens nothing its former owner published. Entries
+        are read again every few seconds.
+        """
+        now = time.monotonic()
+        if self._public[0] <= now:
+            entries = await asyncio.to_thread(self._store.catalog_entries, "")
+            published: dict[str, list[tuple[int, str]]] = {}
+            for entry in entries:
+                if entry.visibility == "public":
+                    published.setdefault(entry.bucket, []).append((entry.tenant_id, entry.prefix))
+            self._public = (now + _PUBLIC_TTL_S, published)
+        return any(
+            tenant_id == owner_tenant_id and (not prefix or key.startswith(prefix + "/"))
+            for tenant_id, prefix in self._public[1].get(bucket, ())
+        )
 
     @property
     def _root(self) -> Path:

@@ -36,6 +36,7 @@ _CODES: dict[str, tuple[int, str]] = {
     "InvalidRange": (416, "The requested range is not satisfiable."),
     "InvalidRequest": (400, "Invalid request."),
     "KeyTooLongError": (400, "Your key is too long."),
+    "MalformedACLError": (400, "The XML you provided was not well-formed or valid as an ACL."),
     "MalformedXML": (400, "The XML you provided was not well-formed."),
     "MetadataTooLarge": (400, "Your metadata headers exceed the maximum allowed size."),
     "MethodNotAllowed": (405, "The specified method is not allowed against this resource."),
@@ -50,7 +51,9 @@ _CODES: dict[str, tuple[int, str]] = {
     "QuotaExceeded": (403, "The bucket's tenant would pass its storage quota."),
     "RequestTimeTooSkewed": (403, "The difference between request time and now is too large."),
     "SignatureDoesNotMatch": (403, "The request signature we calculated does not match."),
+    "SlowDown": (503, "Please reduce your request rate."),
     "TooManyBuckets": (400, "You have attempted to create more buckets than allowed."),
+    "UnresolvableGrantByEmailAddress": (400, "The e-mail address does not match an account."),
     "XAmzContentSHA256Mismatch": (400, "The payload's SHA-256 does not match the header."),
 }
 

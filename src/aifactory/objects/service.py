@@ -33,6 +33,7 @@ from aifactory.objects.posix.tally import count_files
 from aifactory.objects.s3.access import BucketRegistry
 from aifactory.objects.s3.app import ObjectHook, ObjectsApp
 from aifactory.objects.s3.auth import Caller, StoreCredentials
+from aifactory.objects.s3.public import PublicPrefixes
 from aifactory.store import Store
 from aifactory.tenancy import (
     IssuedKey,
@@ -74,6 +75,7 @@ class ObjectsService:
         self.sharing: BucketSharing | None = None
         self.browser: BucketBrowser | None = None
         self._server: uvicorn.Server | None = None
+        self._public: PublicPrefixes | None = None
         self._task: asyncio.Task[None] | None = None
 
     def prepare(self) -> None:
@@ -85,7 +87,8 @@ class ObjectsService:
         self.files = FileStore(str(self.settings.objects_dir), ownership)
         self.sharing = BucketSharing(self.store, self.files, tenants)
         multipart = Multipart(self.files)
-        self.registry = BucketRegistry(self.store, self.files, multipart)
+        self.registry = BucketRegistry(self.store, self.files, multipart, self.sharing)
+        self.registry.public = self._public
         credentials = StoreCredentials(self.store, self.master)
         self.app = ObjectsApp(
             self.files,
@@ -95,10 +98,17 @@ class ObjectsService:
             self.settings.objects_domain,
             self._charge if self._ledger is not None else None,
             self._on_object,
+            self.settings.objects_anonymous_rps,
         )
         self.browser = BucketBrowser(
             self.app.services, self._charge if self._ledger is not None else None
         )
+
+    def publish_with(self, public: PublicPrefixes) -> None:
+        """Let ``public`` (the catalog) open prefixes of buckets to unsigned reads."""
+        self._public = public
+        if self.registry is not None:
+            self.registry.public = public
 
     def _identities(self) -> TenantIdentities | None:
         """Tenants' identities when this control plane can hand files over (root), else None."""

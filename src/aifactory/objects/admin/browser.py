@@ -200,7 +200,7 @@ class BucketBrowser:
         caller = caller_of(principal)
         await self._registry.authorize(caller, bucket, write=True)
         check_key(key)
-        await _run(self._services, self._services.files.delete, bucket, key)
+        await _run(self._services, self._services.files.versions.remove, bucket, key)
         self._charge(caller, bucket, "DeleteObject")
 
     def _context(

@@ -30,6 +30,8 @@ from aifactory.objects.posix.ownership import STAGED_MODE, hand_file
 XATTR_NAME = "user.aifactory.meta"
 MAX_USER_METADATA_BYTES = 2048
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+# The grantee that stands for anyone at all (S3's AllUsers group).
+ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 
 
 @dataclass
@@ -49,10 +51,18 @@ class ObjectMeta:
     # A multipart object's part sizes as runs of [size, count]: clients cut
     # objects into equal parts, so this is two runs, however many parts.
     part_runs: list[list[int]] = field(default_factory=list)
+    # Grantee -> "read" (aifactory.objects.s3.acl); the bucket's tenant owns every object.
+    acl: dict[str, str] = field(default_factory=dict)
+    version_id: str = ""  # "" is the null version (a bucket without versioning)
 
     def to_bytes(self) -> bytes:
         """Compact JSON (every field is a str, int, bool or dict of str: no deep copy needed)."""
         return json.dumps(self.__dict__, separators=(",", ":")).encode()
+
+    @property
+    def public(self) -> bool:
+        """Whether anyone at all may read the object (its ACL grants AllUsers)."""
+        return ALL_USERS in self.acl
 
     def part_range(self, number: int) -> tuple[int, int]:
         """The inclusive byte range of part ``number`` (from 1); a single upload is part 1.
@@ -148,6 +158,12 @@ class MetadataStore:
         self, bucket: str, key: str, fd: int, meta: ObjectMeta, owner: Identity | None
     ) -> None:
         """Record a directory marker's metadata on its directory (open as ``fd``)."""
+        self.rewrite(bucket, key, fd, meta, owner)
+
+    def rewrite(
+        self, bucket: str, key: str, fd: int, meta: ObjectMeta, owner: Identity | None
+    ) -> None:
+        """Replace the record of the published object (or directory) open as ``fd``."""
         if self.use_xattr:
             os.setxattr(fd, XATTR_NAME, meta.to_bytes())
         else:

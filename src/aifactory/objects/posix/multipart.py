@@ -36,7 +36,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aifactory.identity import Identity
 from aifactory.objects.errors import S3Error
@@ -83,6 +83,7 @@ class Upload:
     headers: dict[str, str]
     checksum_algorithm: str
     checksum_type: str = ""  # COMPOSITE or FULL_OBJECT, with an algorithm
+    acl: dict[str, str] = field(default_factory=dict)  # the object's grants, once completed
 
 
 @dataclass
@@ -224,6 +225,7 @@ class Multipart:
             checksum,
             len(parts),
             part_runs=part_runs([part.size for part in parts], MAX_PART_RUNS),
+            acl=dict(upload.acl),
         )
         try:
             meta = writer.publish(meta, check)

@@ -39,6 +39,7 @@ __all__ = [
     "IdentityOf",
     "Ownership",
     "bucket_owners",
+    "object_mode",
     "tenant_lookup",
     "warn_unless_traversable",
 ]
@@ -137,6 +138,11 @@ def hand_file(fd: int, owner: Identity | None, mode: int = FILE_MODE) -> None:
     if owner is not None:
         os.fchown(fd, owner.uid, owner.gid)
         os.fchmod(fd, mode)
+
+
+def object_mode(public: bool) -> int:
+    """An object file's mode: others may read a public object too."""
+    return FILE_MODE | 0o004 if public else FILE_MODE
 
 
 def hand_dir(fd: int, owner: Identity | None) -> None:

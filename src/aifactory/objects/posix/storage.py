@@ -38,9 +38,11 @@ from aifactory.objects.posix.ownership import (
     Ownership,
     hand_dir,
     hand_file,
+    object_mode,
     warn_unless_traversable,
 )
 from aifactory.objects.posix.paths import RESERVED_PREFIX, SYSTEM_DIR, key_path
+from aifactory.objects.posix.versions import Versions
 
 _COPY_CHUNK_BYTES = 8 * 1024 * 1024
 _TEMP_PREFIX = RESERVED_PREFIX + "tmp-"
@@ -82,6 +84,7 @@ class FileStore:
             warn_unless_traversable(self.root)
         self.meta = MetadataStore(self.root, xattrs_supported(self.system_dir))
         self.local = LocalTree(self.root)
+        self.versions = Versions(self)
         self._publish_locks = [threading.Lock() for _ in range(_PUBLISH_LOCKS)]
 
     # buckets
@@ -130,6 +133,21 @@ class FileStore:
             fd = os.open(self.bucket_dir(bucket), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         return descend(fd, names, key, create, owner)
 
+    def open_way(self, bucket: str, key: str) -> None:
+        """Let others pass (``o+x``, not list) the directories down to a public object's file.
+
+        Only public files are readable by others, so passing exposes nothing else.
+        """
+        if not self.owners.enabled:
+            return
+        parents, _name = split_key(key)
+        for depth in range(len(parents) + 1):
+            fd = self.walk(bucket, parents[:depth], key)
+            try:
+                os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | 0o001)
+            finally:
+                os.close(fd)
+
     def delete_bucket(self, bucket: str) -> None:
         """Remove an empty bucket (stale temporary files do not count)."""
         directory = self.bucket_dir(bucket)
@@ -139,6 +157,7 @@ class FileStore:
             raise S3Error("NoSuchBucket", resource=bucket) from None
         if any(not name.startswith(_TEMP_PREFIX) for name in names):
             raise S3Error("BucketNotEmpty", fix="delete every object first", resource=bucket)
+        self.versions.drop_bucket(bucket)
         for name in names:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(directory, name))
@@ -226,6 +245,20 @@ class FileStore:
     def writer(self, bucket: str, key: str) -> FileWriter:
         """A writer that publishes a new object at ``key`` when done."""
         return FileWriter(self, bucket, key)
+
+    def restore_file(self, bucket: str, key: str, source: str, meta: ObjectMeta) -> None:
+        """Move a kept version's file ``source`` back to ``key``, with ``meta`` (under its lock)."""
+        parents, name = split_key(key)
+        directory = self.walk(bucket, parents, key, create=True)
+        try:
+            os.rename(source, name, dst_dir_fd=directory)
+            fd = os.open(name, _READ_FLAGS, dir_fd=directory)
+            try:
+                self.meta.rewrite(bucket, key, fd, meta, self.owners.of(bucket))
+            finally:
+                os.close(fd)
+        finally:
+            os.close(directory)
 
     def make_directory(self, bucket: str, key: str, meta: ObjectMeta) -> ObjectMeta:
         """Create the directory marker ``key`` (ending in ``/``)."""
@@ -408,16 +441,23 @@ class FileWriter:
         st = os.fstat(self.fd)
         meta.size, meta.mtime_ns = st.st_size, st.st_mtime_ns
         try:
+            versioned = self._store.versions.assign(self._bucket, self.key, meta)
             self._store.meta.before_publish(self._fd, meta)
+            if meta.public and self._owner is not None:
+                os.fchmod(self._fd, object_mode(public=True))
             os.close(self._fd)
             self._fd = -2
             with self._store.publish_lock(self._bucket, self.key):
                 if check is not None:
                     check(self._store.current(self._bucket, self.key))
+                if versioned:
+                    self._store.versions.keep_current(self._bucket, self.key)
                 os.replace(
                     self._temporary, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd
                 )
                 self._store.meta.after_publish(self._bucket, self.key, meta, self._owner)
+            if meta.public:
+                self._store.open_way(self._bucket, self.key)
         except IsADirectoryError:
             self.abort()
             raise S3Error("ExistingObjectIsDirectory", resource=self.key) from None

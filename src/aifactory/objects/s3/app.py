@@ -25,8 +25,9 @@ from starlette.types import Message, Receive, Scope, Send
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix.multipart import Multipart
 from aifactory.objects.posix.storage import FileStore
-from aifactory.objects.s3 import bucket_ops, multipart_ops, object_ops
+from aifactory.objects.s3 import acl_ops, bucket_ops, multipart_ops, object_ops, versioning_ops
 from aifactory.objects.s3.access import BucketRegistry
+from aifactory.objects.s3.anonymous import AnonymousLimit
 from aifactory.objects.s3.auth import Caller, Credentials, authenticate
 from aifactory.objects.s3.context import Context, Services, Stats
 from aifactory.objects.s3.request import S3Request, parse_request
@@ -40,7 +41,7 @@ IO_THREADS = 32
 # Sub-resources this server does not implement: a clear 501 beats a wrong answer.
 _UNSUPPORTED = frozenset(
     {
-        "acl", "policy", "cors", "lifecycle", "tagging", "website", "logging",
+        "policy", "cors", "lifecycle", "tagging", "website", "logging",
         "notification", "replication", "encryption", "object-lock", "ownershipControls",
         "publicAccessBlock", "accelerate", "requestPayment", "inventory", "metrics",
         "analytics", "intelligent-tiering", "retention", "legal-hold", "torrent",
@@ -67,6 +68,8 @@ class ObjectsApp:
             in and out of which bucket (the usage ledger).
         on_object: Told, after each object read or write it served, by whom
             and which key (the catalog's lineage).
+        anonymous_rps: Unsigned reads of public data each client address may
+            make per second (0: none).
     """
 
     def __init__(
@@ -78,8 +81,10 @@ class ObjectsApp:
         domain: str = "",
         on_usage: UsageHook | None = None,
         on_object: ObjectHook | None = None,
+        anonymous_rps: float = 0.0,
     ) -> None:
         self._credentials = credentials
+        self._anonymous = AnonymousLimit(anonymous_rps)
         self._on_usage = on_usage
         self._on_object = on_object
         self._domain = domain.lower().strip(".")
@@ -128,7 +133,9 @@ class ObjectsApp:
         self.stats.in_flight += 1
         try:
             request = parse_request(scope, self._domain, request_id)
-            await self._serve(request, tracking_receive, tracking_send, headers, moved)
+            client = scope.get("client")
+            address = client[0] if client else ""
+            await self._serve(request, address, tracking_receive, tracking_send, headers, moved)
         except S3Error as exc:
             self._count_error(exc.code or "")
             if started:
@@ -154,28 +161,47 @@ class ObjectsApp:
     async def _serve(
         self,
         request: S3Request,
+        address: str,
         receive: Receive,
         send: Send,
         headers: list[tuple[bytes, bytes]],
         moved: list[int],
     ) -> None:
         caller, payload = await authenticate(request, self._credentials)
-        name, handler, write = route(request)
+        try:
+            name, handler, write = route(request)
+        except S3Error:
+            if caller.anonymous:
+                self._anonymous.admit("", address)  # no read: refused as unsigned
+            raise
         self.stats.requests[name] = self.stats.requests.get(name, 0) + 1
-        if request.bucket and name not in ("CreateBucket", "DeleteBucket"):
-            await self._services.buckets.authorize(caller, request.bucket, write)
-        room = self._services.buckets.room if write and name in _ADDS_BYTES else None
+        if caller.anonymous:
+            self._anonymous.admit(name, address)
+        buckets = self._services.buckets
+        object_read = None
+        if name in _OBJECT_READS:
+            object_read = await buckets.authorize_object_read(caller, request.bucket, request.key)
+        elif request.bucket and name not in ("CreateBucket", "DeleteBucket"):
+            await buckets.authorize(caller, request.bucket, write, name in _LISTINGS)
+        room = buckets.room if write and name in _ADDS_BYTES else None
         if room is not None:
             await room.check(request.bucket, _declared_length(request))
-        context = Context(request, caller, payload, receive, send, self._services, headers)
+        context = Context(
+            request, caller, payload, receive, send, self._services, headers, object_read
+        )
         try:
             await handler(context)
-            if self._on_object is not None and name in _OBJECT_IO:
+            if self._on_object is not None and name in _OBJECT_IO and not caller.anonymous:
                 self._on_object(caller, request.bucket, request.key, _OBJECT_IO[name])
+        except S3Error as exc:
+            if object_read is not None and not object_read.lists and exc.code == "NoSuchKey":
+                # Only the object's ACL could have let this caller in: no word on what exists.
+                raise S3Error("AccessDenied", resource=request.resource) from None
+            raise
         finally:
             if room is not None:
                 await room.wrote(request.bucket, moved[0])
-            if self._on_usage is not None:
+            if self._on_usage is not None and not caller.anonymous:
                 self._on_usage(caller, request.bucket, name, moved[0], moved[1])
 
 
@@ -186,6 +212,14 @@ _OBJECT_IO = {
     "CopyObject": True,
     "CompleteMultipartUpload": True,
 }
+
+# The reads an object's own ACL (or the catalog) may allow where its bucket does not.
+_OBJECT_READS = frozenset({"GetObject", "HeadObject"})
+
+# What a group's read grant on a bucket allows (as on S3: its keys, not their bytes).
+_LISTINGS = frozenset(
+    {"ListObjects", "ListObjectsV2", "ListObjectVersions", "HeadBucket", "GetBucketLocation"}
+)
 
 # The requests that add bytes to a bucket (and count against its tenant's bytes quota).
 _ADDS_BYTES = frozenset({"PutObject", "UploadPart", "CopyObject"})
@@ -235,10 +269,12 @@ def _bucket_route(method: str, params: dict[str, str]) -> tuple[str, Handler, bo
     if method == "GET":
         if "location" in params:
             return "GetBucketLocation", bucket_ops.bucket_location, False
+        if "acl" in params:
+            return "GetBucketAcl", acl_ops.get_bucket_acl, False
         if "versioning" in params:
-            return "GetBucketVersioning", bucket_ops.bucket_versioning, False
+            return "GetBucketVersioning", versioning_ops.get_bucket_versioning, False
         if "versions" in params:
-            return "ListObjectVersions", bucket_ops.list_object_versions, False
+            return "ListObjectVersions", versioning_ops.list_object_versions, False
         if "uploads" in params:
             return "ListMultipartUploads", multipart_ops.list_uploads, False
         if params.get("list-type") == "2":
@@ -246,12 +282,16 @@ def _bucket_route(method: str, params: dict[str, str]) -> tuple[str, Handler, bo
         return "ListObjects", bucket_ops.list_objects_v1, False
     if method == "HEAD":
         return "HeadBucket", bucket_ops.head_bucket, False
+    if method == "PUT" and "acl" in params:
+        return "PutBucketAcl", acl_ops.put_bucket_acl, True
+    if method == "PUT" and "versioning" in params:
+        return "PutBucketVersioning", versioning_ops.put_bucket_versioning, True
     if method == "PUT" and not params:
         return "CreateBucket", bucket_ops.create_bucket, True
     if method == "DELETE" and not params:
         return "DeleteBucket", bucket_ops.delete_bucket, True
     if method == "POST" and "delete" in params:
-        return "DeleteObjects", object_ops.delete_objects, True
+        return "DeleteObjects", versioning_ops.delete_objects, True
     raise S3Error("MethodNotAllowed")
 
 
@@ -263,10 +303,14 @@ def _object_route(
             return "ListParts", multipart_ops.list_parts, False
         if "attributes" in params:
             return "GetObjectAttributes", object_ops.get_object_attributes, False
+        if "acl" in params:
+            return "GetObjectAcl", acl_ops.get_object_acl, False
         return "GetObject", _get, False
     if method == "HEAD":
         return "HeadObject", _head, False
     if method == "PUT":
+        if "acl" in params:
+            return "PutObjectAcl", acl_ops.put_object_acl, True
         if "uploadId" in params and "partNumber" in params:
             return "UploadPart", multipart_ops.upload_part, True
         if request.header("x-amz-copy-source"):
@@ -275,7 +319,7 @@ def _object_route(
     if method == "DELETE":
         if "uploadId" in params:
             return "AbortMultipartUpload", multipart_ops.abort_upload, True
-        return "DeleteObject", object_ops.delete_object, True
+        return "DeleteObject", versioning_ops.delete_object, True
     if method == "POST":
         if "uploads" in params:
             return "CreateMultipartUpload", multipart_ops.create_upload, True

@@ -5,7 +5,7 @@
     Authorization: AWS4-HMAC-SHA256 ...   -> header SigV4, payload per x-amz-content-sha256
     ?X-Amz-Algorithm=AWS4-HMAC-SHA256&... -> presigned SigV4 (X-Amz-Expires <= 7 days)
     ?AWSAccessKeyId=...&Signature=...     -> presigned SigV2 (boto3's default presign)
-    nothing                               -> AccessDenied (no anonymous access)
+    nothing                               -> the anonymous caller (public reads only)
 
 The outcome names the caller and says how the body must be checked while it
 streams in (``PayloadCheck``).
@@ -53,6 +53,15 @@ class Caller:
     def reaches(self, bucket: str) -> bool:
         """Whether the key's scope includes ``bucket``."""
         return self.buckets is None or bucket in self.buckets
+
+    @property
+    def anonymous(self) -> bool:
+        """Whether the request carried no signature at all."""
+        return self.role == ANONYMOUS_ROLE
+
+
+ANONYMOUS_ROLE = "anonymous"
+ANONYMOUS = Caller("", 0, "", is_admin=False, role=ANONYMOUS_ROLE, buckets=frozenset())
 
 
 @dataclass
@@ -131,7 +140,7 @@ async def authenticate(
     """Verify the request's signature.
 
     Raises:
-        S3Error: AccessDenied (anonymous or expired), InvalidAccessKeyId,
+        S3Error: AccessDenied (expired, or an unknown scheme), InvalidAccessKeyId,
             SignatureDoesNotMatch, RequestTimeTooSkewed, or a malformed-auth error.
     """
     now = now or datetime.now(UTC)
@@ -148,11 +157,7 @@ async def authenticate(
             "Only AWS Signature Version 4 (and SigV2 presigned URLs) are accepted.",
             fix="configure the client for signature version s3v4",
         )
-    raise S3Error(
-        "AccessDenied",
-        "Anonymous requests are not allowed.",
-        fix="sign requests with the S3 access key id and secret shown by `aifactory keys create`",
-    )
+    return ANONYMOUS, PayloadCheck()
 
 
 async def _secret(credentials: Credentials, access_key_id: str) -> tuple[Caller, str]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix.listing import MAX_KEYS, Page, list_page
+from aifactory.objects.s3 import acl_ops
 from aifactory.objects.s3.context import Context
 from aifactory.objects.s3.responses import (
     child_text,
@@ -52,7 +53,10 @@ async def create_bucket(ctx: Context) -> None:
                 f"This server has one region, {REGION}; {region!r} was asked.",
                 fix=f"omit LocationConstraint or use {REGION}",
             )
+    grants = await acl_ops.bucket_grants_of_create(ctx)
     await ctx.services.buckets.create(ctx.caller, ctx.request.bucket)
+    if grants:
+        await ctx.services.buckets.set_grants(ctx.request.bucket, grants)
     await send_empty(
         ctx.send, 200, [*ctx.headers, (b"location", f"/{ctx.request.bucket}".encode())]
     )
@@ -74,12 +78,8 @@ async def bucket_location(ctx: Context) -> None:
     await send_xml(ctx.send, 200, document("LocationConstraint", []), ctx.headers)
 
 
-async def bucket_versioning(ctx: Context) -> None:
-    """GET /bucket?versioning: never enabled."""
-    await send_xml(ctx.send, 200, document("VersioningConfiguration", []), ctx.headers)
-
-
-def _max_keys(ctx: Context, name: str = "max-keys") -> int:
+def max_keys_of(ctx: Context, name: str = "max-keys") -> int:
+    """The page size a listing asks for (``max-keys``), at most ``MAX_KEYS``."""
     value = ctx.request.params.get(name, str(MAX_KEYS))
     try:
         count = int(value)
@@ -97,7 +97,7 @@ def _page(ctx: Context, after: str, skip_prefix: str = "", max_keys: int | None 
         ctx.request.bucket,
         params.get("prefix", ""),
         params.get("delimiter", ""),
-        _max_keys(ctx) if max_keys is None else max_keys,
+        max_keys_of(ctx) if max_keys is None else max_keys,
         after,
         skip_prefix,
     )
@@ -161,7 +161,7 @@ async def list_objects_v2(ctx: Context) -> None:
     if token is not None:
         after, skip = resume(token)
         after = max(after, start_after)
-    max_keys = _max_keys(ctx)
+    max_keys = max_keys_of(ctx)
     page = await ctx.run(_page, ctx, after, skip, max_keys)
     parts = _common(ctx, page, encode, max_keys)
     parts.append(element("KeyCount", len(page.objects) + len(page.prefixes)))
@@ -188,7 +188,7 @@ async def list_objects_v1(ctx: Context) -> None:
     encode = url_encoder(params.get("encoding-type", ""))
     marker = params.get("marker", "")
     after, skip = _marker_resume(ctx, marker)
-    max_keys = _max_keys(ctx)
+    max_keys = max_keys_of(ctx)
     page = await ctx.run(_page, ctx, after, skip, max_keys)
     parts = _common(ctx, page, encode, max_keys)
     parts.append(element("Marker", encode(marker)))
@@ -204,7 +204,7 @@ async def list_object_versions(ctx: Context) -> None:
     encode = url_encoder(params.get("encoding-type", ""))
     marker = params.get("key-marker", "")
     after, skip = _marker_resume(ctx, marker)
-    max_keys = _max_keys(ctx)
+    max_keys = max_keys_of(ctx)
     page = await ctx.run(_page, ctx, after, skip, max_keys)
     parts = _common(ctx, page, encode, max_keys)
     parts += [element("KeyMarker", encode(marker)), element("VersionIdMarker", "")]

@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 from starlette.types import Receive, Send
 
 from aifactory.objects.errors import S3Error
+from aifactory.objects.posix.metadata import ObjectMeta
 from aifactory.objects.posix.multipart import Multipart
 from aifactory.objects.posix.storage import FileStore
-from aifactory.objects.s3.access import BucketRegistry
+from aifactory.objects.s3.access import BucketRegistry, ObjectReadCheck
 from aifactory.objects.s3.auth import Caller, PayloadCheck
 from aifactory.objects.s3.request import S3Request
 from aifactory.objects.s3.upload import Digests, Sink, UploadBody
@@ -68,6 +69,13 @@ class Context:
     send: Send
     services: Services
     headers: list[tuple[bytes, bytes]]
+    # Set when only the object's own ACL may let the caller read it.
+    object_read: ObjectReadCheck | None = None
+
+    def check_object_read(self, meta: ObjectMeta) -> None:
+        """Raise AccessDenied unless the caller may read the object ``meta`` describes."""
+        if self.object_read is not None and not self.object_read.reads(meta):
+            raise S3Error("AccessDenied", resource=self.request.resource)
 
     @property
     def files(self) -> FileStore:

@@ -11,12 +11,15 @@ from aifactory.objects.posix.metadata import ObjectMeta
 from aifactory.objects.posix.multipart import Multipart, Part, PartWriter, Upload
 from aifactory.objects.posix.paths import check_key, is_directory_key
 from aifactory.objects.posix.storage import FileStore
+from aifactory.objects.s3 import acl_ops
 from aifactory.objects.s3.context import Context
 from aifactory.objects.s3.object_ops import (
     check_copy_conditions,
     copy_with_md5,
     meta_from_request,
+    open_copy_source,
     parse_copy_source,
+    version_headers,
 )
 from aifactory.objects.s3.request import S3Request
 from aifactory.objects.s3.responses import (
@@ -51,9 +54,10 @@ async def create_upload(ctx: Context) -> None:
     if algorithm and algorithm not in checksums.ALGORITHMS:
         checksums.algorithm_of_header(checksums.header_name(algorithm))
     kind = checksums.multipart_type(algorithm, ctx.request.header("x-amz-checksum-type"))
+    grants = await acl_ops.object_grants_of_write(ctx)
     await ctx.read_small_body(0)
     upload = Upload(
-        "", key, time.time(), meta.content_type, meta.user, meta.headers, algorithm, kind
+        "", key, time.time(), meta.content_type, meta.user, meta.headers, algorithm, kind, grants
     )
     upload_id = await ctx.run(_multipart(ctx).create, ctx.request.bucket, upload)
     body = document(
@@ -122,7 +126,7 @@ async def _upload_part_copy(ctx: Context, writer: PartWriter) -> None:
 def _copy_part(
     files: FileStore, request: S3Request, bucket: str, key: str, writer: PartWriter
 ) -> Part:
-    fd, info = files.open(bucket, key)
+    fd, info = open_copy_source(files, request, bucket, key)
     try:
         check_copy_conditions(request, info)
         size = 0 if is_directory_key(key) else info.st.st_size  # a marker has no bytes
@@ -192,7 +196,8 @@ async def complete_upload(ctx: Context) -> None:
     if meta.checksum:
         kind = checksums.type_of(meta.checksum)
         parts += [element(checksum_tag, meta.checksum), element("ChecksumType", kind)]
-    await send_xml(ctx.send, 200, document("CompleteMultipartUploadResult", parts), ctx.headers)
+    headers = [*ctx.headers, *version_headers(meta)]
+    await send_xml(ctx.send, 200, document("CompleteMultipartUploadResult", parts), headers)
 
 
 async def _complete(ctx: Context, key: str) -> ObjectMeta:

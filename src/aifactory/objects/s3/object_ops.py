@@ -19,6 +19,7 @@ from aifactory.objects.posix.metadata import (
 from aifactory.objects.posix.multipart import MAX_PART_NUMBER
 from aifactory.objects.posix.paths import check_key, is_directory_key
 from aifactory.objects.posix.storage import FileStore, ObjectInfo
+from aifactory.objects.s3 import acl_ops
 from aifactory.objects.s3.context import QUICK_BYTES, READ_BYTES, Context
 from aifactory.objects.s3.request import S3Request
 from aifactory.objects.s3.responses import (
@@ -79,6 +80,11 @@ def meta_from_request(request: S3Request) -> ObjectMeta:
     return ObjectMeta("", 0, 0, content_type, user, headers)
 
 
+def version_headers(meta: ObjectMeta) -> list[tuple[bytes, bytes]]:
+    """``x-amz-version-id`` of an object in a bucket that keeps versions (none: null)."""
+    return [(b"x-amz-version-id", meta.version_id.encode())] if meta.version_id else []
+
+
 def checksum_headers(meta: ObjectMeta) -> list[tuple[bytes, bytes]]:
     """``x-amz-checksum-*`` (and its type) of an object, if it has one."""
     if not meta.checksum:
@@ -95,13 +101,13 @@ async def put_object(ctx: Context) -> None:
     request = ctx.request
     check_key(request.key)
     meta = meta_from_request(request)
+    meta.acl = await acl_ops.object_grants_of_write(ctx)
     if is_directory_key(request.key):
         await _put_directory(ctx, meta)
         return
     stored = await receive_object(ctx, meta)
-    await send_empty(
-        ctx.send, 200, [*ctx.headers, (b"etag", stored.etag.encode()), *checksum_headers(stored)]
-    )
+    headers = [*ctx.headers, (b"etag", stored.etag.encode()), *checksum_headers(stored)]
+    await send_empty(ctx.send, 200, [*headers, *version_headers(stored)])
 
 
 async def receive_object(ctx: Context, meta: ObjectMeta) -> ObjectMeta:
@@ -150,6 +156,11 @@ def _open(files: FileStore, bucket: str, key: str, whole_up_to: int) -> _Opened:
     return _Opened(-1, info, first)
 
 
+def _open_version(files: FileStore, bucket: str, key: str, version: str) -> _Opened:
+    fd, info = files.versions.open(bucket, key, version)
+    return _Opened(fd, info, b"")
+
+
 def _overrides(request: S3Request) -> dict[str, str]:
     """The response headers ``response-*`` parameters ask for.
 
@@ -173,15 +184,26 @@ async def get_object(ctx: Context, head: bool) -> None:
     """GET or HEAD /bucket/key, with ranges, conditions and response-* overrides."""
     request = ctx.request
     check_key(request.key)
-    _check_version(request.params.get("versionId", ""), request.key)
+    version = request.params.get("versionId", "")
     overrides = _overrides(request)
-    if head:
-        info = await ctx.run_quick(ctx.files.head, request.bucket, request.key)
-        opened = _Opened(-1, info, b"")
-    else:
-        whole_up_to = QUICK_BYTES if ctx.quick() else READ_BYTES
-        opened = await ctx.run_quick(_open, ctx.files, request.bucket, request.key, whole_up_to)
     try:
+        if version:
+            opened = await ctx.run_quick(
+                _open_version, ctx.files, request.bucket, request.key, version
+            )
+        elif head:
+            info = await ctx.run_quick(ctx.files.head, request.bucket, request.key)
+            opened = _Opened(-1, info, b"")
+        else:
+            whole_up_to = QUICK_BYTES if ctx.quick() else READ_BYTES
+            opened = await ctx.run_quick(_open, ctx.files, request.bucket, request.key, whole_up_to)
+    except S3Error as exc:
+        if exc.code == "NoSuchKey":  # say whether a delete marker stands there (as S3)
+            marker = ctx.files.versions.marker_headers
+            exc.headers.update(await ctx.run_quick(marker, request.bucket, request.key))
+        raise
+    try:
+        ctx.check_object_read(opened.info.meta)
         await _respond_with_object(ctx, opened, head, overrides)
     finally:
         if opened.fd >= 0:
@@ -192,7 +214,7 @@ async def get_object_attributes(ctx: Context) -> None:
     """GET /bucket/key?attributes: what ``x-amz-object-attributes`` names, without the bytes."""
     request = ctx.request
     check_key(request.key)
-    _check_version(request.params.get("versionId", ""), request.key)
+    version = request.params.get("versionId", "")
     wanted = {name.strip() for name in request.header("x-amz-object-attributes").split(",")}
     wanted.discard("")
     if not wanted or not wanted.issubset(_ATTRIBUTES):
@@ -200,7 +222,12 @@ async def get_object_attributes(ctx: Context) -> None:
             "InvalidArgument",
             f"x-amz-object-attributes names some of {', '.join(_ATTRIBUTES)}.",
         )
-    info = await ctx.run_quick(ctx.files.head, request.bucket, request.key)
+    if version:
+        opened = await ctx.run_quick(_open_version, ctx.files, request.bucket, request.key, version)
+        await ctx.run_quick(os.close, opened.fd)
+        info = opened.info
+    else:
+        info = await ctx.run_quick(ctx.files.head, request.bucket, request.key)
     meta = info.meta
     size = 0 if is_directory_key(info.key) else info.st.st_size
     found = []
@@ -219,6 +246,7 @@ async def get_object_attributes(ctx: Context) -> None:
     if "ObjectSize" in wanted:
         found.append(element("ObjectSize", size))
     headers = [*ctx.headers, (b"last-modified", http_time(info.st.st_mtime).encode())]
+    headers += version_headers(meta)
     await send_xml(ctx.send, 200, document("GetObjectAttributesResponse", found), headers)
 
 
@@ -254,6 +282,7 @@ async def _respond_with_object(
         for name, value in meta.user.items()
     ]
     headers.append((b"accept-ranges", b"bytes"))
+    headers += version_headers(meta)
     if meta.parts:
         headers.append((b"x-amz-mp-parts-count", str(meta.parts).encode()))
     byte_range = _part_or_range(request, meta, size)
@@ -435,13 +464,31 @@ def _check_version(version: str, key: str) -> None:
 
 
 def parse_copy_source(request: S3Request) -> tuple[str, str]:
-    """(bucket, key) of ``x-amz-copy-source``."""
-    source = unquote(request.header("x-amz-copy-source")).partition("?")[0].lstrip("/")
+    """(bucket, key) of ``x-amz-copy-source``; the ``?versionId=`` after it is apart."""
+    source = unquote(request.header("x-amz-copy-source").partition("?")[0]).lstrip("/")
     bucket, _, key = source.partition("/")
     if not bucket or not key:
         raise S3Error("InvalidArgument", "x-amz-copy-source must be /bucket/key.")
     check_key(key)
     return bucket, key
+
+
+def copy_source_version(request: S3Request) -> str:
+    """The ``versionId`` named after ``x-amz-copy-source``'s key, or ``""``."""
+    query = request.header("x-amz-copy-source").partition("?")[2]
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "versionId":
+            return unquote(value)
+    return ""
+
+
+def open_copy_source(
+    files: FileStore, request: S3Request, bucket: str, key: str
+) -> tuple[int, ObjectInfo]:
+    """The copy source open for reading: the version named, else the current one."""
+    version = copy_source_version(request)
+    return files.versions.open(bucket, key, version) if version else files.open(bucket, key)
 
 
 def check_copy_conditions(request: S3Request, info: ObjectInfo) -> None:
@@ -465,20 +512,23 @@ async def copy_object(ctx: Context) -> None:
     await ctx.services.buckets.authorize(ctx.caller, source_bucket, write=False)
     replace = request.header("x-amz-metadata-directive", "COPY").upper() == "REPLACE"
     new_meta = meta_from_request(request) if replace else None
-    if (source_bucket, source_key) == (request.bucket, request.key) and not replace:
+    same = (source_bucket, source_key) == (request.bucket, request.key)
+    if same and not replace and not copy_source_version(request):
         raise S3Error(
             "InvalidRequest",
             "This copy request is illegal because it copies an object to itself "
             "without changing its metadata.",
             fix="set x-amz-metadata-directive: REPLACE",
         )
+    grants = await acl_ops.object_grants_of_write(ctx)
     await ctx.read_small_body(0, too_large="InvalidRequest")
-    stored = await ctx.run(_copy, ctx.files, request, source_bucket, source_key, new_meta)
+    stored = await ctx.run(_copy, ctx.files, request, source_bucket, source_key, new_meta, grants)
     result = document(
         "CopyObjectResult",
         [element("LastModified", iso_time(stored.mtime_ns / 1e9)), element("ETag", stored.etag)],
     )
-    await send_xml(ctx.send, 200, result, [*ctx.headers, *checksum_headers(stored)])
+    headers = [*ctx.headers, *checksum_headers(stored), *version_headers(stored)]
+    await send_xml(ctx.send, 200, result, headers)
 
 
 def _copy(
@@ -487,8 +537,9 @@ def _copy(
     source_bucket: str,
     source_key: str,
     new_meta: ObjectMeta | None,
+    grants: dict[str, str],
 ) -> ObjectMeta:
-    fd, info = files.open(source_bucket, source_key)
+    fd, info = open_copy_source(files, request, source_bucket, source_key)
     try:
         check_copy_conditions(request, info)
         source = info.meta
@@ -496,6 +547,7 @@ def _copy(
             source.etag, 0, 0, source.content_type, dict(source.user), dict(source.headers)
         )
         meta.etag, meta.parts = source.etag, source.parts
+        meta.acl = grants  # a copy is a new object: its ACL is the request's, not the source's
         meta.checksum_algorithm, meta.checksum = source.checksum_algorithm, source.checksum
         if is_directory_key(source_key) or is_directory_key(request.key):
             if not (is_directory_key(source_key) and is_directory_key(request.key)):

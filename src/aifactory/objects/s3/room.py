@@ -1,11 +1,12 @@
 """A tenant's bytes quota: what its buckets hold, measured now and then, kept current between.
 
-The bytes a tenant's buckets hold are counted on the filesystem at most
-every ``_RECOUNT_S`` seconds (a walk of its buckets) and every byte written
-through this server is added at once, so a quota holds to within what other
-writers (a job writing the tree over POSIX) add between two counts. A write
-is refused when what is held plus what it declares (its Content-Length)
-would pass the quota; overwrites count as new bytes until the next count.
+The bytes a tenant's buckets hold (with the older versions they keep) are
+counted on the filesystem at most every ``_RECOUNT_S`` seconds (a walk of
+its buckets) and every byte written through this server is added at once,
+so a quota holds to within what other writers (a job writing the tree over
+POSIX) add between two counts. A write is refused when what is held plus
+what it declares (its Content-Length) would pass the quota; overwrites
+count as new bytes until the next count.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class StorageRoom:
         buckets = [r.name for r in self._store.buckets() if r.tenant_id == tenant_id]
         return sum(
             count_files(self._files.bucket_dir(name), limit=None)[1]
+            + count_files(self._files.versions.bucket_dir(name), limit=None)[1]
             for name in buckets
             if self._files.bucket_exists(name)
         )
