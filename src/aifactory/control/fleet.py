@@ -128,6 +128,10 @@ class ReplicaTable(MutableMapping[str, LiveReplica]):
     def __len__(self) -> int:
         return len(self._by_id)
 
+    def get(self, replica_id: str, default: LiveReplica | None = None) -> LiveReplica | None:  # type: ignore[override]
+        """The replica ``replica_id`` (the dict's own get: the routing path's)."""
+        return self._by_id.get(replica_id, default)
+
     def values(self) -> ValuesView[LiveReplica]:
         """Every live replica (the dict's own view: no lookup per item)."""
         return self._by_id.values()
