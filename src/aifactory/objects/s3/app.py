@@ -28,8 +28,9 @@ from aifactory.objects.posix.storage import FileStore
 from aifactory.objects.s3 import acl_ops, bucket_ops, multipart_ops, object_ops, versioning_ops
 from aifactory.objects.s3.access import BucketRegistry
 from aifactory.objects.s3.anonymous import AnonymousLimit
-from aifactory.objects.s3.auth import Caller, Credentials, authenticate
+from aifactory.objects.s3.auth import Caller, Credentials, PayloadCheck, authenticate
 from aifactory.objects.s3.context import Context, Services, Stats
+from aifactory.objects.s3.post_object import FormUpload, is_form_upload
 from aifactory.objects.s3.request import S3Request, parse_request
 from aifactory.objects.s3.responses import send_error
 
@@ -135,7 +136,9 @@ class ObjectsApp:
             request = parse_request(scope, self._domain, request_id)
             client = scope.get("client")
             address = client[0] if client else ""
-            await self._serve(request, address, tracking_receive, tracking_send, headers, moved)
+            await self._serve(
+                request, address, tracking_receive, tracking_send, headers, moved, scope["scheme"]
+            )
         except S3Error as exc:
             self._count_error(exc.code or "")
             if started:
@@ -166,14 +169,21 @@ class ObjectsApp:
         send: Send,
         headers: list[tuple[bytes, bytes]],
         moved: list[int],
+        scheme: str,
     ) -> None:
-        caller, payload = await authenticate(request, self._credentials)
-        try:
-            name, handler, write = route(request)
-        except S3Error:
-            if caller.anonymous:
-                self._anonymous.admit("", address)  # no read: refused as unsigned
-            raise
+        handler: Handler
+        if is_form_upload(request):
+            form = await FormUpload.read(request, receive, self._credentials, scheme)
+            caller, payload = form.caller, PayloadCheck()
+            name, handler, write = "PostObject", form.serve, True
+        else:
+            caller, payload = await authenticate(request, self._credentials)
+            try:
+                name, handler, write = route(request)
+            except S3Error:
+                if caller.anonymous:
+                    self._anonymous.admit("", address)  # no read: refused as unsigned
+                raise
         self.stats.requests[name] = self.stats.requests.get(name, 0) + 1
         if caller.anonymous:
             self._anonymous.admit(name, address)
@@ -222,7 +232,7 @@ _LISTINGS = frozenset(
 )
 
 # The requests that add bytes to a bucket (and count against its tenant's bytes quota).
-_ADDS_BYTES = frozenset({"PutObject", "UploadPart", "CopyObject"})
+_ADDS_BYTES = frozenset({"PutObject", "UploadPart", "CopyObject", "PostObject"})
 
 
 def _declared_length(request: S3Request) -> int:
