@@ -15,7 +15,9 @@ __all__ = ["S3Error"]
 
 _CODES: dict[str, tuple[int, str]] = {
     "AccessDenied": (403, "Access Denied."),
+    "AccessForbidden": (403, "CORSResponse: This CORS request is not allowed."),
     "AuthorizationQueryParametersError": (400, "The presigned URL is malformed."),
+    "BadRequest": (400, "Bad request."),
     "BadDigest": (400, "The checksum you specified did not match what was received."),
     "BucketAlreadyExists": (409, "The requested bucket name is not available."),
     "BucketAlreadyOwnedByYou": (409, "You already own this bucket."),
@@ -46,6 +48,7 @@ _CODES: dict[str, tuple[int, str]] = {
     "MethodNotAllowed": (405, "The specified method is not allowed against this resource."),
     "MissingContentLength": (411, "You must provide the Content-Length HTTP header."),
     "NoSuchBucket": (404, "The specified bucket does not exist."),
+    "NoSuchCORSConfiguration": (404, "The CORS configuration does not exist."),
     "NoSuchKey": (404, "The specified key does not exist."),
     "NoSuchUpload": (404, "The specified multipart upload does not exist."),
     "NoSuchVersion": (404, "The specified version does not exist."),

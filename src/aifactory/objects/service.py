@@ -17,6 +17,7 @@ import shutil
 import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.types import Receive
@@ -99,6 +100,7 @@ class ObjectsService:
             self._charge if self._ledger is not None else None,
             self._on_object,
             self.settings.objects_anonymous_rps,
+            form_origin=_origin(self.settings.control_url),
         )
         self.browser = BucketBrowser(
             self.app.services, self._charge if self._ledger is not None else None
@@ -287,6 +289,12 @@ class ObjectsService:
             "bytes_out": stats.bytes_out,
             "in_flight": stats.in_flight,
         }
+
+
+def _origin(url: str) -> str:
+    """The web origin (scheme://host:port) of a URL, as browsers send it."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
