@@ -147,7 +147,8 @@ class ObjectsApp:
         try:
             request = parse_request(scope, self._domain, request_id)
             if request.method == "OPTIONS":
-                allowed = await cors_ops.preflight(request, self._services.cors)
+                cors = self._services.cors
+                allowed = await cors_ops.preflight(request, cors, self._form_origin)
                 await send_empty(tracking_send, 200, [*headers, *allowed])
                 return
             if "origin" in request.headers:

@@ -80,9 +80,12 @@ async def _require_owner(ctx: Context) -> None:
 
 
 async def preflight(
-    request: S3Request, configurations: CorsConfigurations
+    request: S3Request, configurations: CorsConfigurations, form_origin: str
 ) -> list[tuple[bytes, bytes]]:
     """The headers of an allowed preflight (OPTIONS) request.
+
+    The dashboard's form uploads are preflighted too (a page that watches
+    an upload's progress makes the browser ask first): see ``response_headers``.
 
     Raises:
         S3Error: BadRequest without Origin or Access-Control-Request-Method,
@@ -101,6 +104,13 @@ async def preflight(
         raise S3Error("AccessForbidden", _FORBIDDEN)
     check_bucket_name(request.bucket)
     wanted = requested_headers(request.header("access-control-request-headers"))
+    if _dashboard_form(request, origin, method, form_origin):
+        return [
+            *_dashboard_headers(origin),
+            (b"access-control-allow-methods", b"POST"),
+            *([(b"access-control-allow-headers", ", ".join(wanted).encode())] if wanted else []),
+            (b"access-control-max-age", b"600"),
+        ]
     rule = matching_rule(await configurations.rules(request.bucket), origin, method, wanted)
     if rule is None:
         raise S3Error("AccessForbidden", _FORBIDDEN, resource=request.resource)
@@ -119,12 +129,8 @@ async def response_headers(
     origin = request.header("origin")
     if not origin or not request.bucket:
         return []
-    if origin == form_origin and request.method == "POST" and not request.key:
-        return [
-            (b"access-control-allow-origin", origin.encode()),
-            (b"access-control-expose-headers", b"ETag, Location"),
-            (b"vary", b"Origin"),
-        ]
+    if _dashboard_form(request, origin, request.method, form_origin):
+        return _dashboard_headers(origin)
     try:
         check_bucket_name(request.bucket)
     except S3Error:
@@ -132,3 +138,16 @@ async def response_headers(
     method = request.header("access-control-request-method") or request.method
     rule = matching_rule(await configurations.rules(request.bucket), origin, method, [])
     return [] if rule is None else rule.response_headers(origin)
+
+
+def _dashboard_form(request: S3Request, origin: str, method: str, form_origin: str) -> bool:
+    """Whether this is the dashboard posting a form to a bucket (or asking to)."""
+    return bool(form_origin) and origin == form_origin and method == "POST" and not request.key
+
+
+def _dashboard_headers(origin: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"access-control-allow-origin", origin.encode()),
+        (b"access-control-expose-headers", b"ETag, Location"),
+        (b"vary", b"Origin"),
+    ]
