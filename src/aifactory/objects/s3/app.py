@@ -207,6 +207,8 @@ class ObjectsApp:
         self.stats.requests[name] = self.stats.requests.get(name, 0) + 1
         if caller.anonymous:
             self._anonymous.admit(name, address)
+        if name in _NEEDS_LENGTH and not _says_length(request):
+            raise S3Error("MissingContentLength", fix="send Content-Length (or a chunked body)")
         buckets = self._services.buckets
         object_read = None
         if name in _OBJECT_READS:
@@ -253,6 +255,14 @@ _LISTINGS = frozenset(
 
 # The requests that add bytes to a bucket (and count against its tenant's bytes quota).
 _ADDS_BYTES = frozenset({"PutObject", "UploadPart", "CopyObject", "PostObject"})
+
+
+# Writes whose body S3 wants announced: without a length (or chunks) it is lost on the way.
+_NEEDS_LENGTH = frozenset({"PutObject", "UploadPart"})
+
+
+def _says_length(request: S3Request) -> bool:
+    return "content-length" in request.headers or "transfer-encoding" in request.headers
 
 
 def _declared_length(request: S3Request) -> int:

@@ -64,7 +64,7 @@ _UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 def meta_from_request(request: S3Request) -> ObjectMeta:
     """Content type, user metadata (lower case) and stored headers of a write request."""
     user = {
-        name[len("x-amz-meta-") :]: values[0]
+        name[len("x-amz-meta-") :]: _metadata_text(values[0])
         for name, values in request.headers.items()
         if name.startswith("x-amz-meta-")
     }
@@ -78,6 +78,26 @@ def meta_from_request(request: S3Request) -> ObjectMeta:
         headers.pop("content-encoding", None)
     content_type = request.header("content-type") or DEFAULT_CONTENT_TYPE
     return ObjectMeta("", 0, 0, content_type, user, headers)
+
+
+def _metadata_text(value: str) -> str:
+    """A metadata header's text: its bytes (read one per character) as UTF-8 when they are.
+
+    SDKs send non-ASCII metadata as UTF-8 bytes but read answers' headers as
+    Latin-1; keeping the text lets ``_metadata_bytes`` answer what they read back.
+    """
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
+def _metadata_bytes(value: str) -> bytes:
+    """A metadata value on the wire: Latin-1 when it can be (what SDKs decode), else UTF-8."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
 
 
 def version_headers(meta: ObjectMeta) -> list[tuple[bytes, bytes]]:
@@ -278,8 +298,7 @@ async def _respond_with_object(
         (name.encode(), value.encode("latin-1", "replace")) for name, value in described.items()
     ]
     headers += [
-        (f"x-amz-meta-{name}".encode(), value.encode("latin-1", "replace"))
-        for name, value in meta.user.items()
+        (f"x-amz-meta-{name}".encode(), _metadata_bytes(value)) for name, value in meta.user.items()
     ]
     headers.append((b"accept-ranges", b"bytes"))
     headers += version_headers(meta)

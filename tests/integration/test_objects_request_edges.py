@@ -1,0 +1,139 @@
+"""Edges of S3 requests the conformance suite found answered wrongly, with boto3 and raw HTTP.
+
+Re-creating one's own bucket, paginated ListBuckets, an empty continuation
+token, query values that are not UTF-8, presigned URLs out of their time,
+non-ASCII metadata, an empty Content-MD5, a PUT without Content-Length.
+"""
+
+from __future__ import annotations
+
+import http.client
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from .objects_server import S3Server, start_objects_server
+
+BUCKET = "edges"
+
+
+@pytest.fixture(scope="module")
+def s3server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = start_objects_server(tmp_path_factory.mktemp("objects-edges"))
+    yield server
+    assert server.stop() in (0, -15), server.log_tail()
+
+
+@pytest.fixture(scope="module")
+def pair(s3server: S3Server) -> tuple[str, str]:
+    return s3server.issue("edges")
+
+
+@pytest.fixture(scope="module")
+def s3(s3server: S3Server, pair: tuple[str, str]) -> Any:
+    client = s3server.client(pair, signature_version="s3v4")
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+def _error(error: ClientError) -> tuple[int, str]:
+    return error.response["ResponseMetadata"]["HTTPStatusCode"], error.response["Error"]["Code"]
+
+
+def test_re_creating_ones_own_bucket_keeps_it_and_its_objects(s3server: S3Server, s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key="kept", Body=b"1")
+    s3.create_bucket(Bucket=BUCKET)  # us-east-1: the owner's re-create succeeds
+    assert s3.get_object(Bucket=BUCKET, Key="kept")["Body"].read() == b"1"
+    other = s3server.client(s3server.issue("edges-other"))
+    with pytest.raises(ClientError) as taken:
+        other.create_bucket(Bucket=BUCKET)
+    assert _error(taken.value) == (409, "BucketAlreadyExists")
+
+
+def test_list_buckets_pages_with_max_buckets_and_a_continuation_token(s3server: S3Server) -> None:
+    client = s3server.client(s3server.issue("pager"))
+    assert client.list_buckets(MaxBuckets=1)["Buckets"] == []
+    for name in ("pager-a", "pager-b", "pager-c"):
+        client.create_bucket(Bucket=name)
+    first = client.list_buckets(MaxBuckets=2)
+    assert [b["Name"] for b in first["Buckets"]] == ["pager-a", "pager-b"]
+    rest = client.list_buckets(MaxBuckets=2, ContinuationToken=first["ContinuationToken"])
+    assert [b["Name"] for b in rest["Buckets"]] == ["pager-c"] and "ContinuationToken" not in rest
+    assert [b["Name"] for b in client.list_buckets(Prefix="pager-b")["Buckets"]] == ["pager-b"]
+
+
+def test_an_empty_continuation_token_lists_from_the_start(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key="a", Body=b"")
+    listed = s3.list_objects_v2(Bucket=BUCKET, ContinuationToken="")
+    assert listed["ContinuationToken"] == "" and "a" in [o["Key"] for o in listed["Contents"]]
+
+
+def test_a_query_value_that_is_not_utf8_is_a_bad_request(s3: Any) -> None:
+    url = s3.generate_presigned_url("list_objects_v2", Params={"Bucket": BUCKET})
+    response = requests.get(url + "&prefix=%ff%fe", timeout=10)
+    assert response.status_code == 400
+    assert ET.fromstring(response.content).findtext("Code") == "InvalidArgument"
+
+
+@pytest.mark.parametrize("expires_in", [-1000, 0])
+def test_a_presigned_url_already_expired_is_access_denied(
+    s3server: S3Server, pair: tuple[str, str], s3: Any, expires_in: int
+) -> None:
+    s3.put_object(Bucket=BUCKET, Key="timed", Body=b"t")
+    # botocore's own signer: the CRT one boto3 prefers refuses to sign these at all.
+    request = AWSRequest("GET", f"{s3server.url}/{BUCKET}/timed")
+    signer = S3SigV4QueryAuth(Credentials(*pair), "s3", "us-east-1", expires=expires_in)
+    signer.add_auth(request)
+    response = requests.get(request.url, timeout=10)
+    assert response.status_code == 403, response.text
+    assert ET.fromstring(response.content).findtext("Code") == "AccessDenied"
+
+
+def test_non_ascii_metadata_is_signed_stored_and_returned(s3: Any) -> None:
+    def add_latin1_metadata(params: dict[str, Any], **_: Any) -> None:
+        params["headers"]["x-amz-meta-greeting"] = "Hello World\xe9"
+
+    s3.meta.events.register("before-call.s3.PutObject", add_latin1_metadata)
+    try:
+        s3.put_object(Bucket=BUCKET, Key="greeting", Body=b"hi")
+    finally:
+        s3.meta.events.unregister("before-call.s3.PutObject", add_latin1_metadata)
+    assert s3.get_object(Bucket=BUCKET, Key="greeting")["Metadata"] == {
+        "greeting": "Hello World\xe9"
+    }
+
+
+def test_an_empty_content_md5_is_an_invalid_digest(s3: Any) -> None:
+    def empty_md5(params: dict[str, Any], **_: Any) -> None:
+        params["headers"]["Content-MD5"] = ""
+
+    s3.meta.events.register("before-call.s3.PutObject", empty_md5)
+    try:
+        with pytest.raises(ClientError) as refused:
+            s3.put_object(Bucket=BUCKET, Key="md5", Body=b"bar")
+    finally:
+        s3.meta.events.unregister("before-call.s3.PutObject", empty_md5)
+    assert _error(refused.value) == (400, "InvalidDigest")
+
+
+def test_a_put_without_content_length_is_refused_411(s3server: S3Server, s3: Any) -> None:
+    url = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": BUCKET, "Key": "nolength"}, HttpMethod="PUT"
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", s3server.port, timeout=10)
+    connection.putrequest("PUT", url.split(str(s3server.port), 1)[1])
+    connection.endheaders()
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    assert response.status == 411, body
+    assert ET.fromstring(body).findtext("Code") == "MissingContentLength"
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=BUCKET, Key="nolength")
