@@ -137,3 +137,25 @@ def test_a_put_without_content_length_is_refused_411(s3server: S3Server, s3: Any
     assert ET.fromstring(body).findtext("Code") == "MissingContentLength"
     with pytest.raises(ClientError):
         s3.head_object(Bucket=BUCKET, Key="nolength")
+
+
+def test_listobjects_v1_answers_its_prefix_as_sent(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key="line\nbreak", Body=b"")
+    listed = s3.list_objects(Bucket=BUCKET, Prefix="\n")
+    assert listed["Prefix"] == "\n" and "Contents" not in listed
+    assert s3.list_objects(Bucket=BUCKET, Prefix="line\n")["Contents"][0]["Key"] == "line\nbreak"
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("deflate, gzip", "deflate, gzip"),
+        ("aws-chunked, gzip, br", "gzip, br"),
+        ("aws-chunked", None),
+    ],
+)
+def test_content_encoding_is_kept_as_sent_less_aws_chunked(
+    s3: Any, sent: str, stored: str | None
+) -> None:
+    s3.put_object(Bucket=BUCKET, Key="encoded", Body=b"x", ContentEncoding=sent)
+    assert s3.head_object(Bucket=BUCKET, Key="encoded").get("ContentEncoding") == stored

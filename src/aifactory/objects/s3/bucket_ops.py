@@ -156,11 +156,18 @@ def _contents(ctx: Context, page: Page, encode: Callable[[str], str], owner: boo
     return parts
 
 
-def _common(ctx: Context, page: Page, encode: Callable[[str], str], max_keys: int) -> list[str]:
+def _common(
+    ctx: Context,
+    page: Page,
+    encode: Callable[[str], str],
+    max_keys: int,
+    encode_prefix: bool = True,
+) -> list[str]:
     params = ctx.request.params
+    prefix = params.get("prefix", "")
     parts = [
         element("Name", ctx.request.bucket),
-        element("Prefix", encode(params.get("prefix", ""))),
+        element("Prefix", encode(prefix) if encode_prefix else prefix),
         element("MaxKeys", max_keys),
         element("IsTruncated", "true" if page.truncated else "false"),
     ]
@@ -227,7 +234,8 @@ async def list_objects_v1(ctx: Context) -> None:
     after, skip = _marker_resume(ctx, marker)
     max_keys = max_keys_of(ctx)
     page = await ctx.run(_page, ctx, after, skip, max_keys)
-    parts = _common(ctx, page, encode, max_keys)
+    # ListObjects (v1) answers its Prefix as sent, encoding-type or not (SDKs decode no other).
+    parts = _common(ctx, page, encode, max_keys, encode_prefix=False)
     parts.append(element("Marker", encode(marker)))
     if page.truncated:
         parts.append(element("NextMarker", encode(page.last)))

@@ -70,12 +70,13 @@ def meta_from_request(request: S3Request) -> ObjectMeta:
     }
     check_user_metadata(user)
     headers = {name: request.header(name) for name in STORED_HEADERS if request.header(name)}
-    encodings = [e.strip() for e in headers.get("content-encoding", "").split(",") if e.strip()]
-    encodings = [e for e in encodings if e != "aws-chunked"]
-    if encodings:
-        headers["content-encoding"] = ",".join(encodings)
-    else:
+    sent = headers.get("content-encoding", "")
+    encodings = [e.strip() for e in sent.split(",") if e.strip()]
+    kept = [e for e in encodings if e != "aws-chunked"]
+    if not kept:
         headers.pop("content-encoding", None)
+    elif len(kept) < len(encodings):
+        headers["content-encoding"] = ", ".join(kept)
     content_type = request.header("content-type") or DEFAULT_CONTENT_TYPE
     return ObjectMeta("", 0, 0, content_type, user, headers)
 
