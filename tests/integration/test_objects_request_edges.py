@@ -159,3 +159,27 @@ def test_content_encoding_is_kept_as_sent_less_aws_chunked(
 ) -> None:
     s3.put_object(Bucket=BUCKET, Key="encoded", Body=b"x", ContentEncoding=sent)
     assert s3.head_object(Bucket=BUCKET, Key="encoded").get("ContentEncoding") == stored
+
+
+def test_a_copy_source_key_with_a_question_mark_is_copied(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key="?versionId", Body=b"odd name")
+    s3.copy_object(Bucket=BUCKET, Key="copied", CopySource={"Bucket": BUCKET, "Key": "?versionId"})
+    assert s3.get_object(Bucket=BUCKET, Key="copied")["Body"].read() == b"odd name"
+
+
+def test_a_part_listed_twice_completes_with_its_last_upload(s3: Any) -> None:
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="twice")["UploadId"]
+    first = s3.upload_part(Bucket=BUCKET, Key="twice", UploadId=upload, PartNumber=1, Body=b"B")
+    last = s3.upload_part(Bucket=BUCKET, Key="twice", UploadId=upload, PartNumber=1, Body=b"A")
+    s3.complete_multipart_upload(
+        Bucket=BUCKET,
+        Key="twice",
+        UploadId=upload,
+        MultipartUpload={
+            "Parts": [
+                {"PartNumber": 1, "ETag": first["ETag"]},
+                {"PartNumber": 1, "ETag": last["ETag"]},
+            ]
+        },
+    )
+    assert s3.get_object(Bucket=BUCKET, Key="twice")["Body"].read() == b"A"

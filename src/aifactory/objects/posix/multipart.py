@@ -172,8 +172,10 @@ class Multipart:
         if not requested:
             raise S3Error("MalformedXML", "The part list is empty.")
         numbers = [number for number, _etag, _checksum in requested]
-        if any(later <= earlier for earlier, later in itertools.pairwise(numbers)):
+        if any(later < earlier for earlier, later in itertools.pairwise(numbers)):
             raise S3Error("InvalidPartOrder", fix="list the parts by ascending part number")
+        # A part listed twice (a client that re-sent it) is its last listing, as in S3.
+        requested = list({entry[0]: entry for entry in requested}.values())
         parts = []
         for index, (number, etag, checksum) in enumerate(requested):
             part = _read_part(directory, number)
