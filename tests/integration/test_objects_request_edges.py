@@ -183,3 +183,30 @@ def test_a_part_listed_twice_completes_with_its_last_upload(s3: Any) -> None:
         },
     )
     assert s3.get_object(Bucket=BUCKET, Key="twice")["Body"].read() == b"A"
+
+
+def test_object_attributes_list_the_parts_a_page_at_a_time(s3: Any) -> None:
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="parted")["UploadId"]
+    sizes = [5 * 1024 * 1024] * 3 + [7]
+    parts = [
+        {"PartNumber": n, "ETag": s3.upload_part(
+            Bucket=BUCKET, Key="parted", UploadId=upload, PartNumber=n, Body=b"p" * size
+        )["ETag"]}
+        for n, size in enumerate(sizes, start=1)
+    ]  # fmt: skip
+    s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="parted", UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    wanted = ["ObjectParts", "ObjectSize"]
+    whole = s3.get_object_attributes(Bucket=BUCKET, Key="parted", ObjectAttributes=wanted)
+    listed = whole["ObjectParts"]
+    assert listed["TotalPartsCount"] == 4 and listed["IsTruncated"] is False
+    assert [(p["PartNumber"], p["Size"]) for p in listed["Parts"]] == list(
+        enumerate(sizes, start=1)
+    )
+    page = s3.get_object_attributes(
+        Bucket=BUCKET, Key="parted", ObjectAttributes=wanted, MaxParts=2, PartNumberMarker=1
+    )["ObjectParts"]
+    assert [p["PartNumber"] for p in page["Parts"]] == [2, 3]
+    assert page["IsTruncated"] is True and page["NextPartNumberMarker"] == 3
+    assert page["MaxParts"] == 2 and page["PartNumberMarker"] == 1

@@ -56,6 +56,7 @@ _OVERRIDES = {
     "response-content-encoding": "content-encoding",
 }
 MAX_DELETE_KEYS = 1000
+MAX_PARTS_LISTED = 1000
 _ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
 # Control characters no HTTP header value may carry (a tab may).
 _UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -261,7 +262,7 @@ async def get_object_attributes(ctx: Context) -> None:
             f"<Checksum>{element(tag, meta.checksum)}{element('ChecksumType', kind)}</Checksum>"
         )
     if "ObjectParts" in wanted and meta.parts:
-        found.append(f"<ObjectParts>{element('PartsCount', meta.parts)}</ObjectParts>")
+        found.append(_object_parts(request, meta))
     if "StorageClass" in wanted:
         found.append(element("StorageClass", "STANDARD"))
     if "ObjectSize" in wanted:
@@ -269,6 +270,41 @@ async def get_object_attributes(ctx: Context) -> None:
     headers = [*ctx.headers, (b"last-modified", http_time(info.st.st_mtime).encode())]
     headers += version_headers(meta)
     await send_xml(ctx.send, 200, document("GetObjectAttributesResponse", found), headers)
+
+
+def _object_parts(request: S3Request, meta: ObjectMeta) -> str:
+    """``<ObjectParts>``: the count and, when the sizes were kept, a page of parts.
+
+    The page starts after ``x-amz-part-number-marker`` and holds up to
+    ``x-amz-max-parts`` (1000) parts.
+    """
+    marker = _whole_number(request, "x-amz-part-number-marker", 0)
+    most = _whole_number(request, "x-amz-max-parts", MAX_PARTS_LISTED)
+    inner = [element("PartsCount", meta.parts)]
+    if meta.part_runs:
+        numbers = range(marker + 1, min(meta.parts, marker + most) + 1)
+        truncated = marker + most < meta.parts
+        inner += [
+            element("PartNumberMarker", marker),
+            element("MaxParts", most),
+            element("IsTruncated", "true" if truncated else "false"),
+        ]
+        if truncated:
+            inner.append(element("NextPartNumberMarker", numbers[-1] if numbers else marker))
+        for number in numbers:
+            start, end = meta.part_range(number)
+            size = end - start + 1
+            inner.append(f"<Part>{element('PartNumber', number)}{element('Size', size)}</Part>")
+    return f"<ObjectParts>{''.join(inner)}</ObjectParts>"
+
+
+def _whole_number(request: S3Request, header: str, default: int) -> int:
+    text = request.header(header)
+    if not text:
+        return default
+    if not text.isdigit() or int(text) > MAX_PART_NUMBER:
+        raise S3Error("InvalidArgument", f"{header} must be a whole number up to 10000.")
+    return int(text)
 
 
 async def _respond_with_object(
