@@ -210,3 +210,30 @@ def test_object_attributes_list_the_parts_a_page_at_a_time(s3: Any) -> None:
     assert [p["PartNumber"] for p in page["Parts"]] == [2, 3]
     assert page["IsTruncated"] is True and page["NextPartNumberMarker"] == 3
     assert page["MaxParts"] == 2 and page["PartNumberMarker"] == 1
+
+
+def test_each_parts_checksum_is_kept_for_part_reads_and_attributes(s3: Any) -> None:
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="summed", ChecksumAlgorithm="SHA256")[
+        "UploadId"
+    ]
+    bodies = [b"a" * 5 * 1024 * 1024, b"b" * 1024]
+    parts = []
+    for number, body in enumerate(bodies, start=1):
+        sent = s3.upload_part(
+            Bucket=BUCKET, Key="summed", UploadId=upload, PartNumber=number, Body=body,
+            ChecksumAlgorithm="SHA256",
+        )  # fmt: skip
+        parts.append(
+            {"PartNumber": number, "ETag": sent["ETag"], "ChecksumSHA256": sent["ChecksumSHA256"]}
+        )
+    s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="summed", UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    attributes = s3.get_object_attributes(
+        Bucket=BUCKET, Key="summed", ObjectAttributes=["ObjectParts"]
+    )
+    listed = attributes["ObjectParts"]["Parts"]
+    assert [p["ChecksumSHA256"] for p in listed] == [p["ChecksumSHA256"] for p in parts]
+    second = s3.get_object(Bucket=BUCKET, Key="summed", PartNumber=2, ChecksumMode="ENABLED")
+    assert second["Body"].read() == bodies[1]  # boto3 checks the part's checksum as it reads
+    assert second["ChecksumSHA256"] == parts[1]["ChecksumSHA256"]

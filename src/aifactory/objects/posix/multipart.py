@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from aifactory.identity import Identity
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix import checksums
-from aifactory.objects.posix.metadata import ObjectMeta, part_runs
+from aifactory.objects.posix.metadata import ObjectMeta, kept_part_checksums, part_runs
 from aifactory.objects.posix.ownership import STAGED_MODE, hand_file
 from aifactory.objects.posix.storage import FileStore, FileWriter, ObjectInfo, remove_tree
 
@@ -228,6 +228,7 @@ class Multipart:
             len(parts),
             part_runs=part_runs([part.size for part in parts], MAX_PART_RUNS),
             acl=dict(upload.acl),
+            part_checksums=kept_part_checksums([part.checksum for part in parts]),
         )
         try:
             meta = writer.publish(meta, check)

@@ -291,10 +291,13 @@ def _object_parts(request: S3Request, meta: ObjectMeta) -> str:
         ]
         if truncated:
             inner.append(element("NextPartNumberMarker", numbers[-1] if numbers else marker))
+        tag = "Checksum" + meta.checksum_algorithm.upper()
         for number in numbers:
             start, end = meta.part_range(number)
-            size = end - start + 1
-            inner.append(f"<Part>{element('PartNumber', number)}{element('Size', size)}</Part>")
+            part = [element("PartNumber", number), element("Size", end - start + 1)]
+            if meta.part_checksums:
+                part.append(element(tag, meta.part_checksum(number)))
+            inner.append(f"<Part>{''.join(part)}</Part>")
     return f"<ObjectParts>{''.join(inner)}</ObjectParts>"
 
 
@@ -350,6 +353,7 @@ async def _respond_with_object(
         start, end = byte_range
         length, status = end - start + 1, 206
         headers.append((b"content-range", f"bytes {start}-{end}/{size}".encode()))
+        headers += _part_checksum_header(request, meta)
     headers.append((b"content-length", str(length).encode()))
     await ctx.send({"type": "http.response.start", "status": status, "headers": headers})
     if head or length == 0:
@@ -362,6 +366,21 @@ async def _respond_with_object(
         return
     fd, opened.fd = opened.fd, -1  # send_file closes it
     await ctx.send_file(fd, start, length)
+
+
+def _part_checksum_header(request: S3Request, meta: ObjectMeta) -> list[tuple[bytes, bytes]]:
+    """A part read's own checksum, when asked for (``x-amz-checksum-mode``) and kept.
+
+    Only for ``?partNumber=``: a Range is no part, and the object's checksum
+    would not match its bytes (SDKs check it).
+    """
+    number = request.params.get("partNumber", "")
+    if request.header("x-amz-checksum-mode").upper() != "ENABLED" or not number.isdigit():
+        return []
+    value = meta.part_checksum(int(number))
+    if not value or "-" in value:
+        return []
+    return [(checksums.header_name(meta.checksum_algorithm).encode(), value.encode())]
 
 
 def _part_or_range(request: S3Request, meta: ObjectMeta, size: int) -> tuple[int, int] | None:
