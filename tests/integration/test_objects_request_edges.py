@@ -237,3 +237,4 @@ def test_each_parts_checksum_is_kept_for_part_reads_and_attributes(s3: Any) -> N
     second = s3.get_object(Bucket=BUCKET, Key="summed", PartNumber=2, ChecksumMode="ENABLED")
     assert second["Body"].read() == bodies[1]  # boto3 checks the part's checksum as it reads
     assert second["ChecksumSHA256"] == parts[1]["ChecksumSHA256"]
+    assert second["ChecksumType"] == "COMPOSITE"  # the object's, as S3 answers

@@ -380,7 +380,10 @@ def _part_checksum_header(request: S3Request, meta: ObjectMeta) -> list[tuple[by
     value = meta.part_checksum(int(number))
     if not value or "-" in value:
         return []
-    return [(checksums.header_name(meta.checksum_algorithm).encode(), value.encode())]
+    return [
+        (checksums.header_name(meta.checksum_algorithm).encode(), value.encode()),
+        (b"x-amz-checksum-type", checksums.type_of(meta.checksum).encode()),
+    ]
 
 
 def _part_or_range(request: S3Request, meta: ObjectMeta, size: int) -> tuple[int, int] | None:
