@@ -142,7 +142,13 @@ async def response_headers(
 
 def _dashboard_form(request: S3Request, origin: str, method: str, form_origin: str) -> bool:
     """Whether this is the dashboard posting a form to a bucket (or asking to)."""
-    return bool(form_origin) and origin == form_origin and method == "POST" and not request.key
+    return (
+        bool(form_origin)
+        and origin == form_origin
+        and method == "POST"
+        and not request.key
+        and not request.params
+    )
 
 
 def _dashboard_headers(origin: str) -> list[tuple[bytes, bytes]]:
