@@ -161,3 +161,34 @@ def test_only_the_owner_sets_cors_and_a_recreated_bucket_starts_without(
         timeout=10,
     )
     assert _code(preflight) == (403, "AccessForbidden")
+
+
+def test_only_the_dashboards_origin_reads_its_form_posts_without_a_rule(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    dashboard = "http://dashboard.example:8000"
+    server = start_objects_server(
+        tmp_path_factory.mktemp("objects-cors-dash"), public_url=dashboard
+    )
+    try:
+        s3 = server.client(server.issue("dash"), signature_version="s3v4")
+        s3.create_bucket(Bucket="uploads")
+        post = s3.generate_presigned_post("uploads", "a.txt")
+        preflight = {"Access-Control-Request-Method": "POST"}
+        for origin, allowed in ((dashboard, True), ("https://evil.example", False)):
+            asked = requests.options(
+                post["url"], headers={"Origin": origin, **preflight}, timeout=10
+            )
+            assert (asked.status_code == 200) is allowed
+            sent = requests.post(
+                post["url"], data=post["fields"], files={"file": b"x"},
+                headers={"Origin": origin}, timeout=10,
+            )  # fmt: skip
+            assert sent.status_code == 204  # a form post is sent anyway; reading it is the point
+            assert (sent.headers.get("Access-Control-Allow-Origin") == origin) is allowed
+            assert ("ETag" in sent.headers.get("Access-Control-Expose-Headers", "")) is allowed
+        url = s3.generate_presigned_url("list_objects_v2", Params={"Bucket": "uploads"})
+        listing = requests.get(url, headers={"Origin": dashboard}, timeout=10)
+        assert "Access-Control-Allow-Origin" not in listing.headers  # forms only
+    finally:
+        assert server.stop() in (0, -15), server.log_tail()
