@@ -192,10 +192,11 @@ class ObjectsApp:
         scheme: str,
     ) -> None:
         handler: Handler
+        key = request.key
         if is_form_upload(request):
             form = await FormUpload.read(request, receive, self._credentials, scheme)
             caller, payload = form.caller, PayloadCheck()
-            name, handler, write = "PostObject", form.serve, True
+            name, handler, write, key = "PostObject", form.serve, True, form.key
         else:
             caller, payload = await authenticate(request, self._credentials)
             try:
@@ -224,7 +225,7 @@ class ObjectsApp:
         try:
             await handler(context)
             if self._on_object is not None and name in _OBJECT_IO and not caller.anonymous:
-                self._on_object(caller, request.bucket, request.key, _OBJECT_IO[name])
+                self._on_object(caller, request.bucket, key, _OBJECT_IO[name])
         except S3Error as exc:
             if object_read is not None and not object_read.lists and exc.code == "NoSuchKey":
                 # Only the object's ACL could have let this caller in: no word on what exists.
@@ -241,6 +242,7 @@ class ObjectsApp:
 _OBJECT_IO = {
     "GetObject": False,
     "PutObject": True,
+    "PostObject": True,
     "CopyObject": True,
     "CompleteMultipartUpload": True,
 }
