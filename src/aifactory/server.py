@@ -27,6 +27,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from functools import partial
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
@@ -151,7 +152,7 @@ class App(Mounts):
             ).routes(),
             *CatalogAPI(catalog, access, lineage).routes(),
             *DashboardData(self.plane, self.sampler, access, objects=self.objects).routes(),
-            *page_routes(),
+            *page_routes(_browser_origins(settings)),
         ]
         self.admin = Starlette(
             routes=routes,
@@ -241,6 +242,14 @@ class App(Mounts):
         if self.follower is not None:
             return JSONResponse({"status": "ok"})
         return JSONResponse(self.plane.health())
+
+
+def _browser_origins(settings: Settings) -> tuple[str, ...]:
+    """Origins besides its own the dashboard's script reaches: S3, where uploads go."""
+    if settings.objects_port == 0:
+        return ()
+    parts = urlsplit(settings.objects_url)
+    return (f"{parts.scheme}://{parts.netloc}",)
 
 
 def _admin_body_rules(settings: Settings) -> list[BodyRule]:

@@ -94,6 +94,10 @@ def test_upload_and_download_a_file_in_a_bucket(
     row = page.get_by_role("row").filter(has_text="spectrum.bin")
     expect(row).to_contain_text(etag)
 
+    # The page posted a form the API signed straight to S3 (POST Object), not through the API.
+    assert f"{endpoint}/{BUCKET}" in urls
+    assert not [u for u in urls if u.endswith("object?key=spectrum.bin")]
+
     # The same object through S3: same bytes, same ETag, same content type.
     got = physics.get_object(Bucket=BUCKET, Key="spectrum.bin")
     assert got["Body"].read() == data
@@ -150,6 +154,7 @@ def test_another_tenant_can_neither_list_nor_download_it(
     assert BUCKET not in [b["name"] for b in listed]
     for refused in (
         httpx.get(f"{base}/{BUCKET}/objects", headers=chemistry),
+        httpx.post(f"{base}/{BUCKET}/upload-form", json={"key": "x"}, headers=chemistry),
         httpx.get(f"{base}/{BUCKET}/object", params={"key": "private.txt"}, headers=chemistry),
         httpx.delete(f"{base}/{BUCKET}/object", params={"key": "private.txt"}, headers=chemistry),
     ):

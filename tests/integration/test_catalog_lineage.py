@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from openai import OpenAI
 
@@ -234,3 +235,23 @@ def test_only_the_owner_deletes_an_entry_and_the_bytes_only_it_kept_are_freed(
     body = physics.s3.get_object(Bucket=BUCKET, Key="gone/a.jsonl")["Body"].read()
     assert body == b"second!\n", "the bucket's files stay"
     assert _register(physics, "gone")["version"] == 1, "the name starts over"
+
+
+def test_a_browser_form_upload_under_a_prefix_is_lineage_too(physics: Tenant) -> None:
+    physics.s3.put_object(Bucket=BUCKET, Key="forms/seed.csv", Body=b"a\n")
+    _register(physics, "forms")
+    asked = physics.http.post(
+        f"/api/dashboard/buckets/{BUCKET}/upload-form",
+        json={"key": "forms/from-browser.csv", "content_type": "text/csv"},
+    )
+    assert asked.status_code == 200, asked.text
+    form = asked.json()
+    sent = httpx.post(form["url"], data=form["fields"], files={"file": b"a,b\n"}, timeout=10)
+    assert sent.status_code == 204, sent.text
+    found = wait_until(
+        lambda: _lineage(physics, "physics/forms"),
+        lambda f: f["generated_by"],
+        timeout_s=10,
+        what="form upload lineage",
+    )
+    assert [e["via"] for e in found["generated_by"]] == ["s3"]

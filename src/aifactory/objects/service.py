@@ -17,14 +17,16 @@ import shutil
 import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.types import Receive
 
 from aifactory.config import Settings
-from aifactory.errors import ConfigError
+from aifactory.errors import ConfigError, Conflict
 from aifactory.input_limits import HttpLimits, uvicorn_options
 from aifactory.objects.admin.browser import BucketBrowser, ObjectDownload
+from aifactory.objects.admin.upload_forms import UploadForms
 from aifactory.objects.posix.multipart import Multipart
 from aifactory.objects.posix.ownership import Ownership, bucket_owners, tenant_lookup
 from aifactory.objects.posix.sharing import BucketSharing
@@ -74,6 +76,7 @@ class ObjectsService:
         self.files: FileStore | None = None
         self.sharing: BucketSharing | None = None
         self.browser: BucketBrowser | None = None
+        self.forms: UploadForms | None = None
         self._server: uvicorn.Server | None = None
         self._public: PublicPrefixes | None = None
         self._task: asyncio.Task[None] | None = None
@@ -99,10 +102,12 @@ class ObjectsService:
             self._charge if self._ledger is not None else None,
             self._on_object,
             self.settings.objects_anonymous_rps,
+            form_origin=_origin(self.settings.control_url),
         )
         self.browser = BucketBrowser(
             self.app.services, self._charge if self._ledger is not None else None
         )
+        self.forms = UploadForms(self.store, self.master, self.registry, self.settings.objects_url)
 
     def publish_with(self, public: PublicPrefixes) -> None:
         """Let ``public`` (the catalog) open prefixes of buckets to unsigned reads."""
@@ -256,6 +261,22 @@ class ObjectsService:
         """Stream a body into an object (``BucketBrowser.put_object``)."""
         return await self._browsing().put_object(caller, bucket, key, content_type, receive)
 
+    async def upload_form(
+        self, caller: Principal, bucket: str, key: str, content_type: str
+    ) -> dict[str, Any]:
+        """A signed form to upload one file straight to S3 (``UploadForms.sign``).
+
+        Raises:
+            Conflict: the S3 API is off, so there is nowhere to post the form.
+        """
+        assert self.forms is not None, "call prepare() first"
+        if self.settings.objects_port == 0:
+            raise Conflict(
+                "the S3 API is off (objects_port = 0), so browsers cannot upload to it.",
+                fix="set AIFACTORY_OBJECTS_PORT, or upload with the dashboard's PUT route",
+            )
+        return await self.forms.sign(caller, bucket, key, content_type)
+
     async def get_object(self, caller: Principal, bucket: str, key: str) -> ObjectDownload:
         """An object opened for download (``BucketBrowser.get_object``)."""
         return await self._browsing().get_object(caller, bucket, key)
@@ -287,6 +308,12 @@ class ObjectsService:
             "bytes_out": stats.bytes_out,
             "in_flight": stats.in_flight,
         }
+
+
+def _origin(url: str) -> str:
+    """The web origin (scheme://host:port) of a URL, as browsers send it."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -167,6 +167,13 @@ class TenantQueries(Queries):
             )
         )
 
+    def s3_access_key_of(self, key_id: int) -> str | None:
+        """The S3 access key id of an API key; None when it has no S3 pair."""
+        with self._session() as s:
+            return s.scalar(
+                select(S3AccessKeyRow.access_key_id).where(S3AccessKeyRow.api_key_id == key_id)
+            )
+
     def list_keys(self, tenant_id: int | None = None) -> list[dict[str, Any]]:
         """Every key (of ``tenant_id`` when given), without hashes."""
         query = _KEYS.order_by(ApiKeyRow.id)

@@ -9,6 +9,8 @@ caller's API key, checked exactly like its S3 credentials::
     POST   /api/dashboard/buckets  {"name": NAME}             create one for the key's tenant
     GET    /api/dashboard/buckets/{bucket}/objects?prefix=&delimiter=&token=&limit=
     PUT    /api/dashboard/buckets/{bucket}/object?key=KEY    upload the raw body
+    POST   /api/dashboard/buckets/{bucket}/upload-form  {"key", "content_type"}
+                                                   a signed form to upload straight to S3
     GET    /api/dashboard/buckets/{bucket}/object?key=KEY    download (attachment)
     DELETE /api/dashboard/buckets/{bucket}/object?key=KEY    delete
 
@@ -95,6 +97,12 @@ class ObjectBrowser(Protocol):
         """Open ``key`` for download."""
         ...
 
+    async def upload_form(
+        self, caller: Principal, bucket: str, key: str, content_type: str
+    ) -> dict[str, Any]:
+        """A form, signed for the caller, to post one file to S3: ``{"url", "fields", ...}``."""
+        ...
+
     async def delete_object(self, caller: Principal, bucket: str, key: str) -> None:
         """Delete ``key`` (nothing to do when it is absent)."""
         ...
@@ -123,6 +131,7 @@ class BucketsData:
             Route(base, self.create_bucket, methods=["POST"]),
             Route(base + "/{bucket}/objects", self.list_objects, methods=["GET"]),
             Route(base + "/{bucket}/object", self.upload_object, methods=["PUT"]),
+            Route(base + "/{bucket}/upload-form", self.upload_form, methods=["POST"]),
             Route(base + "/{bucket}/object", self.download_object, methods=["GET"]),
             Route(base + "/{bucket}/object", self.delete_object, methods=["DELETE"]),
         ]
@@ -171,6 +180,23 @@ class BucketsData:
             caller, request.path_params["bucket"], _key(request), content_type, request.receive
         )
         return JSONResponse(stored, status_code=201)
+
+    async def upload_form(self, request: Request) -> Response:
+        """POST …/upload-form {"key": KEY, "content_type": TYPE}: a form the browser posts to S3."""
+        caller = await self._authenticate(request)
+        objects = self._enabled()
+        document = parse_json(await request.body())
+        key = document.get("key") if isinstance(document, dict) else None
+        content_type = document.get("content_type", "") if isinstance(document, dict) else None
+        if not isinstance(key, str) or not key or not isinstance(content_type, str):
+            raise BadRequest('Send {"key": KEY, "content_type": TYPE}.', param="key")
+        form = await objects.upload_form(
+            caller,
+            request.path_params["bucket"],
+            key,
+            content_type[:_MAX_CONTENT_TYPE] or "application/octet-stream",
+        )
+        return JSONResponse(form)
 
     async def download_object(self, request: Request) -> Response:
         """GET …/object?key=KEY: the object as an attachment, streamed from disk."""

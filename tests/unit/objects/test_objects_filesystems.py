@@ -47,7 +47,7 @@ class _Files:
 def _where_quick_work_runs(mountinfo: str) -> str:
     executor = ThreadPoolExecutor(1)
     files: Any = _Files(LocalTree("/srv/data", mountinfo))
-    services = Services(files, None, None, executor, None)  # type: ignore[arg-type]
+    services = Services(files, None, None, executor, None, None)  # type: ignore[arg-type]
     context = Context(None, None, None, None, None, services, [])  # type: ignore[arg-type]
 
     async def run() -> str:

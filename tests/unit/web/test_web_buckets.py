@@ -4,6 +4,7 @@ import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from aifactory.control import ControlPlane
 from aifactory.errors import APIError
 from aifactory.gateway import error_body
 from aifactory.objects import ObjectsService
+from aifactory.objects.s3.post_policy import parse_policy, v4_signature
+from aifactory.objects.s3.sigv4 import parse_credential
 from aifactory.store import Store
 from aifactory.tenancy import KeyAuthenticator, issue_key
 from aifactory.web import DashboardData, MetricsSampler
@@ -259,3 +262,31 @@ def test_transfers_are_charged_to_the_tenant_like_s3(world: World) -> None:
     ]
     assert charged == [("s3.PutObject", "a-data", 5, 0), ("s3.GetObject", "a-data", 0, 5)]
     assert {r["tenant_id"] for r in world.ledger.records} == {world.store.ensure_tenant("a")}
+
+
+def test_an_upload_form_is_signed_with_the_callers_own_s3_pair_for_one_key(world: World) -> None:
+    issued = issue_key(world.store, "a", "member", "s3", s3_master=world.objects.master)
+    world.keys["a-s3"] = issued.secret
+    path = f"{BASE}/a-data/upload-form"
+    form = world.call("POST", path, "a-s3", json={"key": "in/x.csv", "content_type": "text/csv"})
+    assert form.status_code == 200, form.text
+    fields = form.json()["fields"]
+    assert form.json()["url"].endswith("/a-data")
+    assert fields["x-amz-credential"].startswith(f"{issued.s3_access_key_id}/")
+    policy = parse_policy(fields["policy"])
+    credential = parse_credential(fields["x-amz-credential"])
+    assert credential is not None
+    assert fields["x-amz-signature"] == v4_signature(
+        issued.s3_secret_access_key, credential, fields["policy"]
+    )
+    signed = {name.lower(): value for name, value in fields.items()} | {"bucket": "a-data"}
+    policy.check(signed, datetime.now(UTC))
+    with pytest.raises(APIError):  # the form names one key: another is refused
+        policy.check(signed | {"key": "in/other.csv"}, datetime.now(UTC))
+
+    refused = world.call("POST", path, "b", json={"key": "planted"})
+    assert refused.status_code == 403 and code(refused) == "AccessDenied"
+    no_pair = world.call("POST", path, "a", json={"key": "in/x.csv"})
+    assert no_pair.status_code == 409 and "S3" in no_pair.json()["error"]["message"]
+    folder = world.call("POST", path, "a-s3", json={"key": "in/"})
+    assert folder.status_code == 400 and code(folder) == "InvalidArgument"

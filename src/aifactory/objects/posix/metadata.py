@@ -29,6 +29,7 @@ from aifactory.objects.posix.ownership import STAGED_MODE, hand_file
 
 XATTR_NAME = "user.aifactory.meta"
 MAX_USER_METADATA_BYTES = 2048
+MAX_PART_CHECKSUM_BYTES = 1024
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 # The grantee that stands for anyone at all (S3's AllUsers group).
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
@@ -54,6 +55,8 @@ class ObjectMeta:
     # Grantee -> "read" (aifactory.objects.s3.acl); the bucket's tenant owns every object.
     acl: dict[str, str] = field(default_factory=dict)
     version_id: str = ""  # "" is the null version (a bucket without versioning)
+    # Each part's checksum (base64), in order, when they fit in ``MAX_PART_CHECKSUM_BYTES``.
+    part_checksums: list[str] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         """Compact JSON (every field is a str, int, bool or dict of str: no deep copy needed)."""
@@ -63,6 +66,12 @@ class ObjectMeta:
     def public(self) -> bool:
         """Whether anyone at all may read the object (its ACL grants AllUsers)."""
         return ALL_USERS in self.acl
+
+    def part_checksum(self, number: int) -> str:
+        """Part ``number``'s own checksum (a single upload's part 1 is the object); "": unknown."""
+        if not self.parts:
+            return self.checksum if number == 1 else ""
+        return self.part_checksums[number - 1] if number <= len(self.part_checksums) else ""
 
     def part_range(self, number: int) -> tuple[int, int]:
         """The inclusive byte range of part ``number`` (from 1); a single upload is part 1.
@@ -208,6 +217,17 @@ class MetadataStore:
     def _sidecar(self, bucket: str, key: str) -> str:
         digest = hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()
         return os.path.join(self._sidecars, digest[:2], digest)
+
+
+def kept_part_checksums(values: list[str]) -> list[str]:
+    """The parts' checksums to keep with the object: all, or none.
+
+    None when one is missing, or when they would crowd the metadata (an
+    extended attribute holds a few KiB).
+    """
+    if not all(values) or sum(len(value) for value in values) > MAX_PART_CHECKSUM_BYTES:
+        return []
+    return values
 
 
 def part_runs(sizes: list[int], most: int) -> list[list[int]]:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from aifactory.identity import Identity
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix import checksums
-from aifactory.objects.posix.metadata import ObjectMeta, part_runs
+from aifactory.objects.posix.metadata import ObjectMeta, kept_part_checksums, part_runs
 from aifactory.objects.posix.ownership import STAGED_MODE, hand_file
 from aifactory.objects.posix.storage import FileStore, FileWriter, ObjectInfo, remove_tree
 
@@ -172,8 +172,10 @@ class Multipart:
         if not requested:
             raise S3Error("MalformedXML", "The part list is empty.")
         numbers = [number for number, _etag, _checksum in requested]
-        if any(later <= earlier for earlier, later in itertools.pairwise(numbers)):
+        if any(later < earlier for earlier, later in itertools.pairwise(numbers)):
             raise S3Error("InvalidPartOrder", fix="list the parts by ascending part number")
+        # A part listed twice (a client that re-sent it) is its last listing, as in S3.
+        requested = list({entry[0]: entry for entry in requested}.values())
         parts = []
         for index, (number, etag, checksum) in enumerate(requested):
             part = _read_part(directory, number)
@@ -226,6 +228,7 @@ class Multipart:
             len(parts),
             part_runs=part_runs([part.size for part in parts], MAX_PART_RUNS),
             acl=dict(upload.acl),
+            part_checksums=kept_part_checksums([part.checksum for part in parts]),
         )
         try:
             meta = writer.publish(meta, check)

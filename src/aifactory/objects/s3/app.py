@@ -25,13 +25,22 @@ from starlette.types import Message, Receive, Scope, Send
 from aifactory.objects.errors import S3Error
 from aifactory.objects.posix.multipart import Multipart
 from aifactory.objects.posix.storage import FileStore
-from aifactory.objects.s3 import acl_ops, bucket_ops, multipart_ops, object_ops, versioning_ops
+from aifactory.objects.s3 import (
+    acl_ops,
+    bucket_ops,
+    cors_ops,
+    multipart_ops,
+    object_ops,
+    versioning_ops,
+)
 from aifactory.objects.s3.access import BucketRegistry
 from aifactory.objects.s3.anonymous import AnonymousLimit
-from aifactory.objects.s3.auth import Caller, Credentials, authenticate
+from aifactory.objects.s3.auth import Caller, Credentials, PayloadCheck, authenticate
 from aifactory.objects.s3.context import Context, Services, Stats
+from aifactory.objects.s3.cors_store import CorsConfigurations
+from aifactory.objects.s3.post_object import FormUpload, is_form_upload
 from aifactory.objects.s3.request import S3Request, parse_request
-from aifactory.objects.s3.responses import send_error
+from aifactory.objects.s3.responses import send_empty, send_error
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +50,7 @@ IO_THREADS = 32
 # Sub-resources this server does not implement: a clear 501 beats a wrong answer.
 _UNSUPPORTED = frozenset(
     {
-        "policy", "cors", "lifecycle", "tagging", "website", "logging",
+        "policy", "lifecycle", "tagging", "website", "logging",
         "notification", "replication", "encryption", "object-lock", "ownershipControls",
         "publicAccessBlock", "accelerate", "requestPayment", "inventory", "metrics",
         "analytics", "intelligent-tiering", "retention", "legal-hold", "torrent",
@@ -70,6 +79,7 @@ class ObjectsApp:
             and which key (the catalog's lineage).
         anonymous_rps: Unsigned reads of public data each client address may
             make per second (0: none).
+        form_origin: The dashboard's origin, whose form uploads may read their answers.
     """
 
     def __init__(
@@ -82,15 +92,18 @@ class ObjectsApp:
         on_usage: UsageHook | None = None,
         on_object: ObjectHook | None = None,
         anonymous_rps: float = 0.0,
+        form_origin: str = "",
     ) -> None:
         self._credentials = credentials
         self._anonymous = AnonymousLimit(anonymous_rps)
         self._on_usage = on_usage
         self._on_object = on_object
         self._domain = domain.lower().strip(".")
+        self._form_origin = form_origin
         self.stats = Stats()
         self._executor = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="s3-io")
-        self._services = Services(files, multipart, buckets, self._executor, self.stats)
+        cors = CorsConfigurations(files.system_dir, buckets.record)
+        self._services = Services(files, multipart, buckets, self._executor, self.stats, cors)
 
     @property
     def services(self) -> Services:
@@ -133,9 +146,19 @@ class ObjectsApp:
         self.stats.in_flight += 1
         try:
             request = parse_request(scope, self._domain, request_id)
+            if request.method == "OPTIONS":
+                cors = self._services.cors
+                allowed = await cors_ops.preflight(request, cors, self._form_origin)
+                await send_empty(tracking_send, 200, [*headers, *allowed])
+                return
+            if "origin" in request.headers:
+                cors = self._services.cors
+                headers += await cors_ops.response_headers(request, cors, self._form_origin)
             client = scope.get("client")
             address = client[0] if client else ""
-            await self._serve(request, address, tracking_receive, tracking_send, headers, moved)
+            await self._serve(
+                request, address, tracking_receive, tracking_send, headers, moved, scope["scheme"]
+            )
         except S3Error as exc:
             self._count_error(exc.code or "")
             if started:
@@ -166,17 +189,27 @@ class ObjectsApp:
         send: Send,
         headers: list[tuple[bytes, bytes]],
         moved: list[int],
+        scheme: str,
     ) -> None:
-        caller, payload = await authenticate(request, self._credentials)
-        try:
-            name, handler, write = route(request)
-        except S3Error:
-            if caller.anonymous:
-                self._anonymous.admit("", address)  # no read: refused as unsigned
-            raise
+        handler: Handler
+        key = request.key
+        if is_form_upload(request):
+            form = await FormUpload.read(request, receive, self._credentials, scheme)
+            caller, payload = form.caller, PayloadCheck()
+            name, handler, write, key = "PostObject", form.serve, True, form.key
+        else:
+            caller, payload = await authenticate(request, self._credentials)
+            try:
+                name, handler, write = route(request)
+            except S3Error:
+                if caller.anonymous:
+                    self._anonymous.admit("", address)  # no read: refused as unsigned
+                raise
         self.stats.requests[name] = self.stats.requests.get(name, 0) + 1
         if caller.anonymous:
             self._anonymous.admit(name, address)
+        if name in _NEEDS_LENGTH and not _says_length(request):
+            raise S3Error("MissingContentLength", fix="send Content-Length (or a chunked body)")
         buckets = self._services.buckets
         object_read = None
         if name in _OBJECT_READS:
@@ -192,7 +225,7 @@ class ObjectsApp:
         try:
             await handler(context)
             if self._on_object is not None and name in _OBJECT_IO and not caller.anonymous:
-                self._on_object(caller, request.bucket, request.key, _OBJECT_IO[name])
+                self._on_object(caller, request.bucket, key, _OBJECT_IO[name])
         except S3Error as exc:
             if object_read is not None and not object_read.lists and exc.code == "NoSuchKey":
                 # Only the object's ACL could have let this caller in: no word on what exists.
@@ -209,6 +242,7 @@ class ObjectsApp:
 _OBJECT_IO = {
     "GetObject": False,
     "PutObject": True,
+    "PostObject": True,
     "CopyObject": True,
     "CompleteMultipartUpload": True,
 }
@@ -222,7 +256,15 @@ _LISTINGS = frozenset(
 )
 
 # The requests that add bytes to a bucket (and count against its tenant's bytes quota).
-_ADDS_BYTES = frozenset({"PutObject", "UploadPart", "CopyObject"})
+_ADDS_BYTES = frozenset({"PutObject", "UploadPart", "CopyObject", "PostObject"})
+
+
+# Writes whose body S3 wants announced: without a length (or chunks) it is lost on the way.
+_NEEDS_LENGTH = frozenset({"PutObject", "UploadPart"})
+
+
+def _says_length(request: S3Request) -> bool:
+    return "content-length" in request.headers or "transfer-encoding" in request.headers
 
 
 def _declared_length(request: S3Request) -> int:
@@ -266,6 +308,8 @@ def route(request: S3Request) -> tuple[str, Handler, bool]:
 
 
 def _bucket_route(method: str, params: dict[str, str]) -> tuple[str, Handler, bool]:
+    if "cors" in params:
+        return _cors_route(method)
     if method == "GET":
         if "location" in params:
             return "GetBucketLocation", bucket_ops.bucket_location, False
@@ -292,6 +336,16 @@ def _bucket_route(method: str, params: dict[str, str]) -> tuple[str, Handler, bo
         return "DeleteBucket", bucket_ops.delete_bucket, True
     if method == "POST" and "delete" in params:
         return "DeleteObjects", versioning_ops.delete_objects, True
+    raise S3Error("MethodNotAllowed")
+
+
+def _cors_route(method: str) -> tuple[str, Handler, bool]:
+    if method == "GET":
+        return "GetBucketCors", cors_ops.get_bucket_cors, False
+    if method == "PUT":
+        return "PutBucketCors", cors_ops.put_bucket_cors, True
+    if method == "DELETE":
+        return "DeleteBucketCors", cors_ops.delete_bucket_cors, True
     raise S3Error("MethodNotAllowed")
 
 

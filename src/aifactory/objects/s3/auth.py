@@ -207,16 +207,21 @@ async def _query_v4(
     try:
         expires_s = int(params.get("X-Amz-Expires", ""))
     except ValueError:
-        expires_s = -1
-    if credential is None or signed_at is None or "X-Amz-Signature" not in params:
+        expires_s = None
+    if (
+        credential is None
+        or signed_at is None
+        or expires_s is None
+        or "X-Amz-Signature" not in params
+    ):
         raise S3Error("AuthorizationQueryParametersError")
-    if not 0 < expires_s <= MAX_PRESIGN_EXPIRY_S:
+    if expires_s > MAX_PRESIGN_EXPIRY_S:
         raise S3Error(
             "AuthorizationQueryParametersError",
-            "X-Amz-Expires must be between 1 second and 7 days.",
+            "X-Amz-Expires must be less than a week (604800 seconds).",
             fix="presign with ExpiresIn <= 604800",
         )
-    if now > signed_at + timedelta(seconds=expires_s):
+    if expires_s <= 0 or now > signed_at + timedelta(seconds=expires_s):
         raise S3Error("AccessDenied", "Request has expired.", fix="presign a new URL")
     if signed_at - now > MAX_CLOCK_SKEW:
         raise S3Error("AccessDenied", "Request is not valid yet.")

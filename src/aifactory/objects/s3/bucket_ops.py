@@ -22,6 +22,7 @@ from aifactory.objects.s3.responses import (
 )
 
 REGION = "us-east-1"
+MAX_BUCKETS_PAGE = 10_000
 
 
 def owner_xml(ctx: Context) -> str:
@@ -31,14 +32,40 @@ def owner_xml(ctx: Context) -> str:
 
 
 async def list_buckets(ctx: Context) -> None:
-    """GET /."""
-    buckets = await ctx.services.buckets.visible(ctx.caller)
+    """GET /, by name, a page of ``max-buckets`` at a time when asked (``continuation-token``)."""
+    params = ctx.request.params
+    prefix = params.get("prefix", "")
+    limit = max_keys_of(ctx, "max-buckets") if "max-buckets" in params else MAX_BUCKETS_PAGE
+    if not 1 <= limit <= MAX_BUCKETS_PAGE:
+        raise S3Error("InvalidArgument", f"max-buckets must be between 1 and {MAX_BUCKETS_PAGE}.")
+    after = _bucket_after(params.get("continuation-token", ""))
+    buckets = sorted(
+        (name, created)
+        for name, created in await ctx.services.buckets.visible(ctx.caller)
+        if name.startswith(prefix) and name > after
+    )
+    page = buckets[:limit]
     entries = "".join(
         f"<Bucket>{element('Name', name)}{element('CreationDate', iso_time(created))}</Bucket>"
-        for name, created in buckets
+        for name, created in page
     )
-    body = document("ListAllMyBucketsResult", [owner_xml(ctx), f"<Buckets>{entries}</Buckets>"])
-    await send_xml(ctx.send, 200, body, ctx.headers)
+    parts = [owner_xml(ctx), f"<Buckets>{entries}</Buckets>"]
+    if len(buckets) > limit:
+        token = base64.urlsafe_b64encode(page[-1][0].encode()).decode()
+        parts.append(element("ContinuationToken", token))
+    if prefix:
+        parts.append(element("Prefix", prefix))
+    await send_xml(ctx.send, 200, document("ListAllMyBucketsResult", parts), ctx.headers)
+
+
+def _bucket_after(token: str) -> str:
+    """The bucket name a ListBuckets continuation token resumes after."""
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise S3Error("InvalidArgument", "The continuation token is not valid.") from None
 
 
 async def create_bucket(ctx: Context) -> None:
@@ -54,9 +81,19 @@ async def create_bucket(ctx: Context) -> None:
                 fix=f"omit LocationConstraint or use {REGION}",
             )
     grants = await acl_ops.bucket_grants_of_create(ctx)
-    await ctx.services.buckets.create(ctx.caller, ctx.request.bucket)
-    if grants:
-        await ctx.services.buckets.set_grants(ctx.request.bucket, grants)
+    try:
+        await ctx.services.buckets.create(ctx.caller, ctx.request.bucket)
+    except S3Error as exc:
+        # As in us-east-1 (the region served): the owner's re-create succeeds and changes
+        # nothing, unless it asks for another ACL than the bucket has.
+        if exc.code != "BucketAlreadyOwnedByYou":
+            raise
+        record = await ctx.services.buckets.record(ctx.request.bucket)
+        if record is not None and (grants or {}) != record.grants:
+            raise S3Error("BucketAlreadyExists", resource=ctx.request.bucket) from None
+    else:
+        if grants:
+            await ctx.services.buckets.set_grants(ctx.request.bucket, grants)
     await send_empty(
         ctx.send, 200, [*ctx.headers, (b"location", f"/{ctx.request.bucket}".encode())]
     )
@@ -119,11 +156,18 @@ def _contents(ctx: Context, page: Page, encode: Callable[[str], str], owner: boo
     return parts
 
 
-def _common(ctx: Context, page: Page, encode: Callable[[str], str], max_keys: int) -> list[str]:
+def _common(
+    ctx: Context,
+    page: Page,
+    encode: Callable[[str], str],
+    max_keys: int,
+    encode_prefix: bool = True,
+) -> list[str]:
     params = ctx.request.params
+    prefix = params.get("prefix", "")
     parts = [
         element("Name", ctx.request.bucket),
-        element("Prefix", encode(params.get("prefix", ""))),
+        element("Prefix", encode(prefix) if encode_prefix else prefix),
         element("MaxKeys", max_keys),
         element("IsTruncated", "true" if page.truncated else "false"),
     ]
@@ -158,7 +202,7 @@ async def list_objects_v2(ctx: Context) -> None:
     start_after = params.get("start-after", "")
     after, skip = start_after, ""
     token = params.get("continuation-token")
-    if token is not None:
+    if token:
         after, skip = resume(token)
         after = max(after, start_after)
     max_keys = max_keys_of(ctx)
@@ -190,7 +234,8 @@ async def list_objects_v1(ctx: Context) -> None:
     after, skip = _marker_resume(ctx, marker)
     max_keys = max_keys_of(ctx)
     page = await ctx.run(_page, ctx, after, skip, max_keys)
-    parts = _common(ctx, page, encode, max_keys)
+    # ListObjects (v1) answers its Prefix as sent, encoding-type or not (SDKs decode no other).
+    parts = _common(ctx, page, encode, max_keys, encode_prefix=False)
     parts.append(element("Marker", encode(marker)))
     if page.truncated:
         parts.append(element("NextMarker", encode(page.last)))

@@ -25,6 +25,7 @@ from aifactory.objects.posix.multipart import Multipart
 from aifactory.objects.posix.storage import FileStore
 from aifactory.objects.s3.access import BucketRegistry, ObjectReadCheck
 from aifactory.objects.s3.auth import Caller, PayloadCheck
+from aifactory.objects.s3.cors_store import CorsConfigurations
 from aifactory.objects.s3.request import S3Request
 from aifactory.objects.s3.upload import Digests, Sink, UploadBody
 
@@ -56,6 +57,7 @@ class Services:
     buckets: BucketRegistry
     executor: ThreadPoolExecutor
     stats: Stats
+    cors: CorsConfigurations
 
 
 @dataclass

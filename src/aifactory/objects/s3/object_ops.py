@@ -56,6 +56,7 @@ _OVERRIDES = {
     "response-content-encoding": "content-encoding",
 }
 MAX_DELETE_KEYS = 1000
+MAX_PARTS_LISTED = 1000
 _ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
 # Control characters no HTTP header value may carry (a tab may).
 _UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -64,20 +65,41 @@ _UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 def meta_from_request(request: S3Request) -> ObjectMeta:
     """Content type, user metadata (lower case) and stored headers of a write request."""
     user = {
-        name[len("x-amz-meta-") :]: values[0]
+        name[len("x-amz-meta-") :]: _metadata_text(values[0])
         for name, values in request.headers.items()
         if name.startswith("x-amz-meta-")
     }
     check_user_metadata(user)
     headers = {name: request.header(name) for name in STORED_HEADERS if request.header(name)}
-    encodings = [e.strip() for e in headers.get("content-encoding", "").split(",") if e.strip()]
-    encodings = [e for e in encodings if e != "aws-chunked"]
-    if encodings:
-        headers["content-encoding"] = ",".join(encodings)
-    else:
+    sent = headers.get("content-encoding", "")
+    encodings = [e.strip() for e in sent.split(",") if e.strip()]
+    kept = [e for e in encodings if e != "aws-chunked"]
+    if not kept:
         headers.pop("content-encoding", None)
+    elif len(kept) < len(encodings):
+        headers["content-encoding"] = ", ".join(kept)
     content_type = request.header("content-type") or DEFAULT_CONTENT_TYPE
     return ObjectMeta("", 0, 0, content_type, user, headers)
+
+
+def _metadata_text(value: str) -> str:
+    """A metadata header's text: its bytes (read one per character) as UTF-8 when they are.
+
+    SDKs send non-ASCII metadata as UTF-8 bytes but read answers' headers as
+    Latin-1; keeping the text lets ``_metadata_bytes`` answer what they read back.
+    """
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
+def _metadata_bytes(value: str) -> bytes:
+    """A metadata value on the wire: Latin-1 when it can be (what SDKs decode), else UTF-8."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
 
 
 def version_headers(meta: ObjectMeta) -> list[tuple[bytes, bytes]]:
@@ -240,7 +262,7 @@ async def get_object_attributes(ctx: Context) -> None:
             f"<Checksum>{element(tag, meta.checksum)}{element('ChecksumType', kind)}</Checksum>"
         )
     if "ObjectParts" in wanted and meta.parts:
-        found.append(f"<ObjectParts>{element('PartsCount', meta.parts)}</ObjectParts>")
+        found.append(_object_parts(request, meta))
     if "StorageClass" in wanted:
         found.append(element("StorageClass", "STANDARD"))
     if "ObjectSize" in wanted:
@@ -248,6 +270,44 @@ async def get_object_attributes(ctx: Context) -> None:
     headers = [*ctx.headers, (b"last-modified", http_time(info.st.st_mtime).encode())]
     headers += version_headers(meta)
     await send_xml(ctx.send, 200, document("GetObjectAttributesResponse", found), headers)
+
+
+def _object_parts(request: S3Request, meta: ObjectMeta) -> str:
+    """``<ObjectParts>``: the count and, when the sizes were kept, a page of parts.
+
+    The page starts after ``x-amz-part-number-marker`` and holds up to
+    ``x-amz-max-parts`` (1000) parts.
+    """
+    marker = _whole_number(request, "x-amz-part-number-marker", 0)
+    most = _whole_number(request, "x-amz-max-parts", MAX_PARTS_LISTED)
+    inner = [element("PartsCount", meta.parts)]
+    if meta.part_runs:
+        numbers = range(marker + 1, min(meta.parts, marker + most) + 1)
+        truncated = marker + most < meta.parts
+        inner += [
+            element("PartNumberMarker", marker),
+            element("MaxParts", most),
+            element("IsTruncated", "true" if truncated else "false"),
+        ]
+        if truncated:
+            inner.append(element("NextPartNumberMarker", numbers[-1] if numbers else marker))
+        tag = "Checksum" + meta.checksum_algorithm.upper()
+        for number in numbers:
+            start, end = meta.part_range(number)
+            part = [element("PartNumber", number), element("Size", end - start + 1)]
+            if meta.part_checksums:
+                part.append(element(tag, meta.part_checksum(number)))
+            inner.append(f"<Part>{''.join(part)}</Part>")
+    return f"<ObjectParts>{''.join(inner)}</ObjectParts>"
+
+
+def _whole_number(request: S3Request, header: str, default: int) -> int:
+    text = request.header(header)
+    if not text:
+        return default
+    if not text.isdigit() or int(text) > MAX_PART_NUMBER:
+        raise S3Error("InvalidArgument", f"{header} must be a whole number up to 10000.")
+    return int(text)
 
 
 async def _respond_with_object(
@@ -278,8 +338,7 @@ async def _respond_with_object(
         (name.encode(), value.encode("latin-1", "replace")) for name, value in described.items()
     ]
     headers += [
-        (f"x-amz-meta-{name}".encode(), value.encode("latin-1", "replace"))
-        for name, value in meta.user.items()
+        (f"x-amz-meta-{name}".encode(), _metadata_bytes(value)) for name, value in meta.user.items()
     ]
     headers.append((b"accept-ranges", b"bytes"))
     headers += version_headers(meta)
@@ -294,6 +353,7 @@ async def _respond_with_object(
         start, end = byte_range
         length, status = end - start + 1, 206
         headers.append((b"content-range", f"bytes {start}-{end}/{size}".encode()))
+        headers += _part_checksum_header(request, meta)
     headers.append((b"content-length", str(length).encode()))
     await ctx.send({"type": "http.response.start", "status": status, "headers": headers})
     if head or length == 0:
@@ -306,6 +366,24 @@ async def _respond_with_object(
         return
     fd, opened.fd = opened.fd, -1  # send_file closes it
     await ctx.send_file(fd, start, length)
+
+
+def _part_checksum_header(request: S3Request, meta: ObjectMeta) -> list[tuple[bytes, bytes]]:
+    """A part read's own checksum, when asked for (``x-amz-checksum-mode``) and kept.
+
+    Only for ``?partNumber=``: a Range is no part, and the object's checksum
+    would not match its bytes (SDKs check it).
+    """
+    number = request.params.get("partNumber", "")
+    if request.header("x-amz-checksum-mode").upper() != "ENABLED" or not number.isdigit():
+        return []
+    value = meta.part_checksum(int(number))
+    if not value or "-" in value:
+        return []
+    return [
+        (checksums.header_name(meta.checksum_algorithm).encode(), value.encode()),
+        (b"x-amz-checksum-type", checksums.type_of(meta.checksum).encode()),
+    ]
 
 
 def _part_or_range(request: S3Request, meta: ObjectMeta, size: int) -> tuple[int, int] | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import unquote_plus, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import Scope
 
@@ -80,5 +80,15 @@ def _parse_query(query_string: bytes) -> list[tuple[str, str]]:
     for item in query_string.decode("latin-1").split("&"):
         if item:
             name, _, value = item.partition("=")
-            pairs.append((unquote_plus(name), unquote_plus(value)))
+            pairs.append((_unquote(name), _unquote(value)))
     return pairs
+
+
+def _unquote(text: str) -> str:
+    """A decoded query name or value; S3 refuses one that is not UTF-8 once decoded."""
+    try:
+        return unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise S3Error(
+            "InvalidArgument", "A query parameter is not valid UTF-8 once decoded."
+        ) from None

@@ -152,8 +152,13 @@ def canonical_request(
 
 
 def string_to_sign(amz_date: str, scope: str, request: str) -> str:
-    """The string to sign of a canonical request."""
-    digest = hashlib.sha256(request.encode()).hexdigest()
+    """The string to sign of a canonical request.
+
+    Its URI and query are percent-encoded ASCII, and header values were
+    decoded one byte per character (Latin-1): encoding it back the same way
+    hashes the very bytes the client sent and signed, UTF-8 metadata included.
+    """
+    digest = hashlib.sha256(request.encode("latin-1")).hexdigest()
     return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
 
 

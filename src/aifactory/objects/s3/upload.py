@@ -67,6 +67,8 @@ class UploadBody:
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._sha256 = hashlib.sha256() if check.sha256 else None
         self._content_md5 = request.header("content-md5")
+        if "content-md5" in request.headers and not self._content_md5.strip():
+            raise S3Error("InvalidDigest", "The Content-MD5 header is empty.")
         self._expected_checksum = ""
         self._algorithm = default_algorithm
         for name, values in request.headers.items():

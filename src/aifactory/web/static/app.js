@@ -378,21 +378,31 @@ function say(id, text, failed = false) {
   line.classList.toggle("error", failed);
 }
 
-// fetch() cannot report upload progress; XMLHttpRequest can, with the same bearer header.
-function uploadFile(path, file, onProgress) {
+// Uploads go straight to S3 as a form the control plane signed for this key (POST Object):
+// the bytes never pass through the control plane and the page never holds an S3 secret.
+// XMLHttpRequest, unlike fetch(), reports upload progress.
+async function uploadFile(bucket, key, file, onProgress) {
+  const form = await api(`${BUCKETS}/${encodeURIComponent(bucket)}/upload-form`, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ key, content_type: file.type || "application/octet-stream" }),
+  });
+  const body = new FormData();
+  for (const [name, value] of Object.entries(form.fields)) body.append(name, value);
+  body.append("file", file);
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("PUT", path);
-    xhr.setRequestHeader("Authorization", `Bearer ${sessionStorage.getItem(KEY) || ""}`);
+    xhr.open("POST", form.url);
     xhr.upload.addEventListener("progress", (e) => { if (e.lengthComputable) onProgress(e.loaded, e.total); });
     xhr.addEventListener("load", () => {
-      let body = null;
-      try { body = JSON.parse(xhr.responseText); } catch { /* not JSON: use the status line */ }
-      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
-      else reject(new ApiError(xhr.status, body && body.error ? body.error.message : `${xhr.status} ${xhr.statusText}`));
+      if (xhr.status >= 200 && xhr.status < 300) {
+        resolve({ key, size: file.size, etag: xhr.getResponseHeader("ETag") });
+        return;
+      }
+      const error = xhr.responseXML && xhr.responseXML.querySelector("Error > Message");
+      reject(new ApiError(xhr.status, error ? error.textContent : `${xhr.status} ${xhr.statusText}`));
     });
-    xhr.addEventListener("error", () => reject(new ApiError(0, "The upload did not reach the server; check the connection and try again.")));
-    xhr.send(file);
+    xhr.addEventListener("error", () => reject(new ApiError(0, "The upload did not reach the object storage; check the connection and try again.")));
+    xhr.send(body);
   });
 }
 
@@ -466,7 +476,7 @@ async function bucketPage(view, bucket, prefix) {
     progress.value = 0;
     say("upload-status", `Uploading ${key}…`);
     try {
-      const stored = await uploadFile(objectPath(bucket, key), chosen, (loaded, total) => {
+      const stored = await uploadFile(bucket, key, chosen, (loaded, total) => {
         progress.value = Math.round((loaded / total) * 100);
         say("upload-status", `Uploading ${key}: ${bytes(loaded)} of ${bytes(total)}`);
       });
