@@ -75,7 +75,8 @@ class HealthMonitor:
 
     async def start(self) -> None:
         """Open the HTTP session probes use."""
-        self._session = aiohttp.ClientSession()
+        # No cookie one engine sets is sent to another (engines may be tenants' code).
+        self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
 
     async def stop(self) -> None:
         """Close the HTTP session."""

@@ -120,6 +120,9 @@ class GatewayApp:
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=3),
             timeout=self._timeout,
             auto_decompress=False,
+            # Engines may be tenants' own code: a cookie one sets must never be
+            # sent to another (a jar scopes cookies by host, not by port).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def aclose(self) -> None:

@@ -36,6 +36,7 @@ class Upstream:
 
     status: int = 200
     base_url: str = ""
+    set_cookie: str = ""  # a Set-Cookie header on every answer (a hostile engine's)
     received: list[Received] = field(default_factory=list)
     # Set once a request has arrived; cleared by whoever waits for the next one.
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -88,7 +89,10 @@ class Upstream:
                 "choices": [choice],
                 "usage": usage,
             }
-            return web.json_response(document)
+            answer = web.json_response(document)
+            if self.set_cookie:
+                answer.headers["Set-Cookie"] = self.set_cookie
+            return answer
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for word in WORDS:

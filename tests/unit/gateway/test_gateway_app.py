@@ -149,6 +149,31 @@ def free_port() -> int:
 # routing and metering
 
 
+def test_a_cookie_one_engine_sets_never_reaches_another_engine(store: Store) -> None:
+    """Engines may be tenants' own code: the gateway keeps no cookie jar across them."""
+
+    async def scenario(gw: Gateway) -> None:
+        # Reached by host name, as replicas on a cluster's nodes are (a cookie jar
+        # refuses cookies from bare IP addresses, not from names).
+        hostile, other = Upstream(set_cookie="session=stolen; Path=/"), Upstream()
+        for replica_id, service, upstream in (
+            ("secret-1", "secret", hostile),
+            ("chat-1", "chat", other),
+        ):
+            gw.upstreams.append(upstream)
+            gw.ready(
+                replica_id, (await upstream.start()).replace("127.0.0.1", "localhost"), service
+            )
+        response = await gw.post(key="biology", model="secret-model")
+        assert response.status_code == 200
+        assert "set-cookie" not in response.headers, "an engine's cookie is not relayed"
+        assert (await gw.post(key="physics")).status_code == 200  # same host, another port
+        (received,) = other.received
+        assert "Cookie" not in received.headers
+
+    run(store, scenario, CHAT, SECRET)
+
+
 @pytest.mark.parametrize(
     ("path", "endpoint"),
     [
