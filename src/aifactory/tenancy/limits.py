@@ -95,6 +95,7 @@ class Limiter:
         self._store = store
         self._clock = clock
         self._plans: dict[tuple[int, int], _Plan] = {}
+        self._planning: dict[tuple[int, int], asyncio.Task[_Plan]] = {}
         self._allowances: dict[str, Allowance] = {}
         self._slots: dict[str, Slots] = {}
         self.holder = secrets.token_hex(8)  # this process, for the slots it holds
@@ -145,6 +146,16 @@ class Limiter:
         freed = await asyncio.to_thread(counters.reclaim, now - _STALE_S)
         if freed:
             logger.warning("gave back %d in-flight slots held by a gateway that stopped", freed)
+
+    async def _replan(self, principal: Principal) -> _Plan:
+        """``_plan``, once for all the requests of a key arriving while it is made."""
+        key = (principal.tenant_id, principal.key_id)
+        task = self._planning.get(key)
+        if task is None:
+            task = asyncio.create_task(self._plan(principal))
+            self._planning[key] = task
+            task.add_done_callback(lambda _done: self._planning.pop(key, None))
+        return await asyncio.shield(task)
 
     async def _plan(self, principal: Principal) -> _Plan:
         key = (principal.tenant_id, principal.key_id)
@@ -236,7 +247,7 @@ class Limiter:
         """
         plan = self._plans.get((principal.tenant_id, principal.key_id))
         if plan is None or not plan.since <= self._clock() < plan.until:
-            plan = await self._plan(principal)
+            plan = await self._replan(principal)
         checks = plan.checks
         if not checks:
             return None

@@ -354,3 +354,25 @@ def test_admit_now_admits_from_memory_once_the_plan_and_slices_are_there(
         assert limiter.admit_now(free) is None, "no limit applies"
 
     run(scenario)
+
+
+def test_requests_arriving_together_read_the_limits_once(
+    stores: list[Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = stores[0]
+    reads = 0
+    limits_of = store.limits_of
+
+    def counted(*args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return limits_of(*args)
+
+    async def scenario() -> None:
+        who = tenant(store, requests_per_minute=100)
+        monkeypatch.setattr(store, "limits_of", counted)
+        limiter = Limiter(store, clock=frozen)
+        admissions = await asyncio.gather(*(limiter.admit(who) for _ in range(20)))
+        assert all(admissions) and reads == 1
+
+    run(scenario)
