@@ -96,37 +96,40 @@ class Counters:
         at least ``need``, at most ``want`` and at most ``LEASE_SHARE`` of what
         is left (whole units when ``need`` is 1).
         """
-        self._ensure(name, 0.0 if spent else capacity, now)
         for _ in range(_CAS_TRIES):
             with self._sessions.begin() as s:
-                row = s.get(CounterRow, name)
-                assert row is not None
-                old_value, old_stamp = row.value, row.stamp
-                if spent:
-                    level = capacity - old_value + give
-                else:
-                    refilled = old_value + max(0.0, now - old_stamp) * rate
-                    level = min(capacity, min(capacity, refilled) + give)
-                grant = Grant(0.0, level)
-                if want > 0 and grant.admits(need):
-                    share = max(need, min(want, level * LEASE_SHARE))
-                    granted = min(level, share)
-                    grant = Grant(math.floor(granted) if need >= 1 else granted, level)
-                left = level - grant.granted
-                changed = s.execute(
-                    update(CounterRow)
-                    .where(
-                        CounterRow.name == name,
-                        CounterRow.value == old_value,
-                        CounterRow.stamp == old_stamp,
+                found = s.execute(
+                    select(CounterRow.value, CounterRow.stamp).where(CounterRow.name == name)
+                ).first()
+                if found is not None:
+                    old_value, old_stamp = found
+                    if spent:
+                        level = capacity - old_value + give
+                    else:
+                        refilled = old_value + max(0.0, now - old_stamp) * rate
+                        level = min(capacity, min(capacity, refilled) + give)
+                    grant = Grant(0.0, level)
+                    if want > 0 and grant.admits(need):
+                        share = max(need, min(want, level * LEASE_SHARE))
+                        granted = min(level, share)
+                        grant = Grant(math.floor(granted) if need >= 1 else granted, level)
+                    left = level - grant.granted
+                    changed = s.execute(
+                        update(CounterRow)
+                        .where(
+                            CounterRow.name == name,
+                            CounterRow.value == old_value,
+                            CounterRow.stamp == old_stamp,
+                        )
+                        .values(
+                            value=capacity - left if spent else left,
+                            stamp=old_stamp if spent else max(now, old_stamp),
+                        )
                     )
-                    .values(
-                        value=capacity - left if spent else left,
-                        stamp=old_stamp if spent else max(now, old_stamp),
-                    )
-                )
-                if changed.rowcount:  # type: ignore[attr-defined]
-                    return grant
+                    if changed.rowcount:  # type: ignore[attr-defined]
+                        return grant
+            if found is None:  # the first lease of this counter, by any gateway
+                self._ensure(name, 0.0 if spent else capacity, now)
         raise RuntimeError(f"counter {name!r} kept changing under {_CAS_TRIES} tries")
 
     def acquire(self, name: str, limit: int, holder: str, now: float, count: int = 1) -> int:
