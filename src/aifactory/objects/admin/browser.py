@@ -132,16 +132,7 @@ class BucketBrowser:
             S3Error: from the bucket check, the key check, or the write (EntityTooLarge,
                 IncompleteBody, ObjectParentIsFile, ExistingObjectIsDirectory).
         """
-        caller = caller_of(principal)
-        await self._registry.authorize(caller, bucket, write=True)
-        check_key(key)
-        if is_directory_key(key):
-            raise S3Error(
-                "InvalidArgument",
-                f"The key {key!r} ends in '/', which names a folder, not a file.",
-                fix="upload to a key that ends in the file's name",
-                resource=key,
-            )
+        caller = await authorize_file_write(self._registry, principal, bucket, key)
         received = 0
 
         async def counting_receive() -> Message:
@@ -265,6 +256,27 @@ class ObjectDownload:
         fd, self._fd = self._fd, -1
         await asyncio.shield(_run(self._services, os.close, fd))
         self._on_close(self._sent)
+
+
+async def authorize_file_write(
+    registry: BucketRegistry, principal: Principal, bucket: str, key: str
+) -> Caller:
+    """``principal`` as an S3 caller allowed to write a file at ``bucket``/``key``.
+
+    Raises:
+        S3Error: no write access to the bucket, or ``key`` is not a file's.
+    """
+    caller = caller_of(principal)
+    await registry.authorize(caller, bucket, write=True)
+    check_key(key)
+    if is_directory_key(key):
+        raise S3Error(
+            "InvalidArgument",
+            f"The key {key!r} ends in '/', which names a folder, not a file.",
+            fix="upload to a key that ends in the file's name",
+            resource=key,
+        )
+    return caller
 
 
 def caller_of(principal: Principal) -> Caller:

@@ -15,9 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aifactory.errors import Conflict
-from aifactory.objects.admin.browser import caller_of
-from aifactory.objects.errors import S3Error
-from aifactory.objects.posix.paths import check_key, is_directory_key
+from aifactory.objects.admin.browser import authorize_file_write
 from aifactory.objects.s3 import sigv4
 from aifactory.objects.s3.access import BucketRegistry
 from aifactory.objects.s3.bucket_ops import REGION
@@ -59,16 +57,7 @@ class UploadForms:
             S3Error: the caller may not write the bucket, or the key is not a file's.
             Conflict: the caller's API key has no S3 credentials.
         """
-        caller = caller_of(principal)
-        await self._registry.authorize(caller, bucket, write=True)
-        check_key(key)
-        if is_directory_key(key):
-            raise S3Error(
-                "InvalidArgument",
-                f"The key {key!r} ends in '/', which names a folder, not a file.",
-                fix="upload to a key that ends in the file's name",
-                resource=key,
-            )
+        await authorize_file_write(self._registry, principal, bucket, key)
         access_key_id = await asyncio.to_thread(self._store.s3_access_key_of, principal.key_id)
         if access_key_id is None:
             raise Conflict(
