@@ -211,12 +211,15 @@ class BatchSupervisor:
         outputs = [folder.relative_to(own) / f"shard-{s['index']}.jsonl" for s in row.shards]
         launches = []
         if isinstance(spec, Service):
-            engine = render_engine(spec, own / "cache", sys.executable)
+            # A pod has its own filesystem: the image's interpreter, its $HOME cache.
+            in_pod = row.backend == "kubernetes"
+            python = self._settings.kubernetes_pod_python if in_pod else sys.executable
+            engine = render_engine(spec, None if in_pod else own / "cache", python)
             concurrency = _slots(spec)
             time_limit = row.metadata_.get("time_limit")
             for shard, output in zip(row.shards, outputs, strict=True):
                 argv = (
-                    sys.executable, "-m", "aifactory.batches.worker",
+                    python, "-m", "aifactory.batches.worker",
                     "--input", str(input_file), "--output", str(own / output),
                     "--shard", str(shard["index"]), "--shards", str(len(row.shards)),
                     "--concurrency", str(concurrency), "--", *engine.argv,
@@ -227,6 +230,7 @@ class BatchSupervisor:
                         argv=argv,
                         identity=identity,
                         folder=folder,
+                        input=input_file,
                         resources=spec.resources,
                         time_limit_s=parse_duration_s(time_limit) if time_limit else None,
                         lend=bool(shard.get("lend")) and bool(self._settings.slurm_lend_partition),
