@@ -54,6 +54,7 @@ from aifactory.batches import (
     LocalShards,
     ShardRunner,
     SlurmShards,
+    WarmShards,
 )
 from aifactory.catalog import Catalog, CatalogUses, Lineage, S3Lineage
 from aifactory.config import Settings
@@ -217,6 +218,8 @@ class App(Mounts):
             self._shard_runners[backend] = (
                 LocalShards(self.plane.reconciler.backend("local"), logs)
                 if backend == "local"
+                else WarmShards(self.plane.fleet)
+                if backend == "warm"
                 else KubernetesShards(self.jobs.runner(backend), logs)
                 if backend == "kubernetes"
                 else SlurmShards(

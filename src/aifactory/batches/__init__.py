@@ -10,6 +10,7 @@ from aifactory.batches.files import BatchFiles, Download, bucket_of, file_view
 from aifactory.batches.service import BatchService
 from aifactory.batches.shards import KubernetesShards, LocalShards, ShardRunner, SlurmShards
 from aifactory.batches.supervisor import BatchSupervisor
+from aifactory.batches.warm import WarmShards
 
 __all__ = [
     "BatchFiles",
@@ -20,6 +21,7 @@ __all__ = [
     "LocalShards",
     "ShardRunner",
     "SlurmShards",
+    "WarmShards",
     "bucket_of",
     "file_view",
 ]

@@ -3,7 +3,8 @@
 A batch names an input file (its lines were checked on upload) and an
 endpoint; its model must be a deployed service's that the tenant may use,
 whose engine serves that endpoint. The batch runs on the service's stack
-(``metadata.backend`` may choose ``local``, ``slurm`` or ``kubernetes``), as lent work
+(``metadata.backend`` may choose ``local``, ``slurm`` or ``kubernetes``;
+``warm`` sends its lines to the model's own replicas' idle slots: ``warm.py``), as lent work
 unless ``metadata.priority`` is ``normal``, in ``metadata.shards`` shards
 (default 1). Everything after creation is the ``BatchSupervisor``'s.
 """
@@ -28,7 +29,7 @@ from aifactory.specs import Service, parse_duration_s
 from aifactory.store import BatchRow, Store
 from aifactory.tenancy import Principal
 
-BACKENDS = ("local", "slurm", "kubernetes")
+BACKENDS = ("local", "slurm", "kubernetes", "warm")
 _MAX_SHARDS = 64
 _MAX_METADATA = 16
 _ENDPOINT_KIND = {

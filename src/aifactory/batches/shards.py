@@ -51,6 +51,7 @@ class ShardLaunch:
 
     Attributes:
         name: The shard's name (``batch-ID-I``), unique among this control plane's.
+        service: The service whose model the batch asks for.
         argv: The worker's command line.
         identity: The tenant's Unix identity it runs as.
         folder: The shard's folder (the identity's): its output, a Slurm job's script and log.
@@ -62,6 +63,7 @@ class ShardLaunch:
     """
 
     name: str
+    service: str
     argv: tuple[str, ...]
     identity: Identity
     folder: Path

@@ -200,15 +200,22 @@ class BatchSupervisor:
         identity = self._identities.of(tenant)
         privilege = self._identities.privilege
         own = privilege.workload_dir(identity)
-        folder = own / "batches" / row.id
-        privilege.make_dir(identity, folder)
+        if row.backend == "warm":
+            # This process answers a warm batch itself: into its own folder.
+            top, uid = self._settings.logs_dir / "batches" / "warm", None
+            folder = top / row.id
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        else:
+            top, uid = own, None if privilege.single_user else identity.uid
+            folder = own / "batches" / row.id
+            privilege.make_dir(identity, folder)
         input_row = self._store.batch_file(row.input_file_id, row.tenant_id)
         if input_row is None:
             raise AIFactoryError(f"batch {row.id}: its input file {row.input_file_id} is gone")
         input_file = self._files.path(input_row)
         entry = self._catalog.refresh().get(row.service)
         spec = entry.spec if entry is not None else None
-        outputs = [folder.relative_to(own) / f"shard-{s['index']}.jsonl" for s in row.shards]
+        outputs = [folder.relative_to(top) / f"shard-{s['index']}.jsonl" for s in row.shards]
         launches = []
         if isinstance(spec, Service):
             # A pod has its own filesystem: the image's interpreter, its $HOME cache.
@@ -220,13 +227,14 @@ class BatchSupervisor:
             for shard, output in zip(row.shards, outputs, strict=True):
                 argv = (
                     python, "-m", "aifactory.batches.worker",
-                    "--input", str(input_file), "--output", str(own / output),
+                    "--input", str(input_file), "--output", str(top / output),
                     "--shard", str(shard["index"]), "--shards", str(len(row.shards)),
                     "--concurrency", str(concurrency), "--", *engine.argv,
                 )  # fmt: skip
                 launches.append(
                     ShardLaunch(
                         name=f"batch-{row.id.removeprefix('batch_')[:12]}-{shard['index']}",
+                        service=row.service,
                         argv=argv,
                         identity=identity,
                         folder=folder,
@@ -244,8 +252,7 @@ class BatchSupervisor:
             role="member",
         )
         refusal = budget_refusal(self._store, row.tenant_id)
-        uid = None if privilege.single_user else identity.uid
-        return _Plan(tenant, principal, launches, OwnFolder(own, uid), outputs, input_row, refusal)
+        return _Plan(tenant, principal, launches, OwnFolder(top, uid), outputs, input_row, refusal)
 
     async def _follow(
         self, row: BatchRow, plan: _Plan, shards: list[dict[str, Any]], start: bool
@@ -391,7 +398,9 @@ class BatchSupervisor:
     ) -> dict[str, Any]:
         """Charge the tokens and node-hours at the site's discount; return the usage shown."""
         discount = self._settings.batch_discount
-        seconds = sum(float(s.get("seconds", 0.0)) for s in shards)
+        # A warm batch ran on replicas already paid for: its tokens are its cost.
+        ran = row.backend != "warm"
+        seconds = sum(float(s.get("seconds", 0.0)) for s in shards) if ran else 0.0
         prompt, completion = tokens
         node_hours = seconds / 3600
         pay = 1 - discount

@@ -1,0 +1,207 @@
+"""Batch lines on a model's warm replicas, in their idle slots only: interactive requests first.
+
+A batch created with ``metadata.backend: warm`` starts no job and no
+engine: the control plane sends its lines to the replicas that already
+serve the model, itself, through the fleet's public view (the same state
+the gateway routes by). A replica takes a batch line only when::
+
+    it is ready and not suspect,
+    no interactive request is in flight on it (the gateway's leases), and
+    none went to the model for COOLDOWN_S (a request in a burst has company coming),
+    and the batch's own lines on it leave half its engine's slots free (at least one)
+
+so an interactive request arriving always finds a free slot at once, and
+no new batch line joins a replica busy with interactive work; the lines
+already there finish (they are short or they are not, the engine does not
+pause them: that is the delay the bench measures, bench/warm_batches.py).
+Batch lines take no lease, so they neither count towards autoscaling nor
+keep a replica from scaling down.
+
+A run is an asyncio task of this process, one per shard, with the worker's
+checkpoint: each answer is appended to the shard's output (the control
+plane's own folder: it writes there itself) and fsynced before the next is
+counted, and a run started again skips what the output holds. A run dies
+with the control plane; the supervisor then starts it again. Lines run on
+capacity already paid for: a warm run is charged its tokens, no node-hours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from aifactory.backends import AllocationState
+from aifactory.batches.shards import ShardLaunch, ShardState
+from aifactory.batches.worker import Appender, done_ids, parse_args, record_of, shard_lines
+from aifactory.control import Fleet, Lease, ReplicaState
+
+logger = logging.getLogger(__name__)
+
+COOLDOWN_S = 0.5
+_TICK_S = 0.02
+_REQUEST_TIMEOUT_S = 600.0
+
+
+@dataclass
+class _Run:
+    """One run of a shard on warm replicas."""
+
+    task: asyncio.Task[int] | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    reason: str = ""
+
+
+class WarmShards:
+    """Shards whose lines go to the model's warm replicas' idle slots (a ``ShardRunner``).
+
+    Args:
+        fleet: The control plane's fleet (its replicas, their interactive
+            requests in flight, the last request per service).
+        cooldown_s: How long after an interactive request no batch line starts.
+    """
+
+    name = "warm"
+
+    def __init__(self, fleet: Fleet, cooldown_s: float = COOLDOWN_S) -> None:
+        self._fleet = fleet
+        self._cooldown_s = cooldown_s
+        self._runs: dict[str, _Run] = {}
+        self._numbers = itertools.count(1)
+        # Batch lines in flight per replica, over every run of this process.
+        self._lines_on: dict[str, int] = {}
+
+    async def start(self, launch: ShardLaunch) -> str:
+        """Start sending the shard's undone lines; the run's handle."""
+        handle = f"warm-{next(self._numbers)}"
+        run = _Run()
+        run.task = asyncio.create_task(self._run(launch, run), name=f"{launch.name} {handle}")
+        self._runs[handle] = run
+        return handle
+
+    async def state(self, launch: ShardLaunch, handle: str) -> ShardState:
+        """Running until every line is answered or it was stopped (unknown after a restart)."""
+        run = self._runs.get(handle)
+        if run is None:
+            return ShardState(AllocationState.UNKNOWN.value, "the control plane restarted")
+        if run.task is None or not run.task.done():
+            waiting = "" if run.in_flight else "waiting for an idle slot of a warm replica"
+            return ShardState(AllocationState.RUNNING.value, waiting, run.started_at)
+        del self._runs[handle]
+        if run.task.cancelled() or run.stop.is_set():
+            return ShardState(
+                AllocationState.CANCELLED.value, "cancelled", run.started_at, run.ended_at
+            )
+        error = run.task.exception()
+        if error is not None:
+            return ShardState(
+                AllocationState.FAILED.value, str(error), run.started_at, run.ended_at
+            )
+        state = AllocationState.COMPLETED if run.task.result() == 0 else AllocationState.FAILED
+        return ShardState(state.value, run.reason, run.started_at, run.ended_at)
+
+    async def cancel(self, launch: ShardLaunch, handle: str) -> None:
+        """Send no new line; the lines in flight finish and are kept."""
+        run = self._runs.get(handle)
+        if run is not None:
+            run.stop.set()
+
+    def idle_replica(self, service: str, slots: int) -> Lease | None:
+        """A replica of ``service`` with room for a batch line now (the least busy), if any.
+
+        Not a fleet lease: nothing is taken from the fleet.
+        """
+        if time.monotonic() - self._fleet.last_request.get(service, 0.0) < self._cooldown_s:
+            return None
+        room = max(1, slots // 2)
+        best: Lease | None = None
+        least = room
+        for replica in self._fleet.of_service(service):
+            if replica.state is not ReplicaState.READY or replica.suspect or replica.in_flight:
+                continue
+            taken = self._lines_on.get(replica.id, 0)
+            if taken < least:
+                best, least = Lease(replica.id, replica.base_url), taken
+        return best
+
+    async def _run(self, launch: ShardLaunch, run: _Run) -> int:
+        """Answer the shard's undone lines on idle replicas; 0 when all are done."""
+        args = parse_args(list(launch.argv[3:]))
+        appender = await asyncio.to_thread(Appender, args.output)
+        try:
+            done = await asyncio.to_thread(done_ids, args.output)
+            lines = await asyncio.to_thread(list, shard_lines(args.input, args.shard, args.shards))
+            todo = [r for r in lines if r["custom_id"] not in done]
+            logger.info("%s: %d done, %d to do on warm replicas", launch.name, len(done), len(todo))
+            timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT_S)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                left = await self._send(
+                    launch.service, session, todo, args.concurrency, appender, run
+                )
+        finally:
+            await asyncio.to_thread(appender.close)
+            run.ended_at = time.time()
+        run.reason = f"{left} lines not answered" if left else ""
+        return 1 if left else 0
+
+    async def _send(
+        self,
+        service: str,
+        session: aiohttp.ClientSession,
+        todo: list[dict[str, Any]],
+        slots: int,
+        appender: Appender,
+        run: _Run,
+    ) -> int:
+        """Send ``todo`` one line per idle slot, in order; how many are left unanswered."""
+        pending = list(reversed(todo))
+        running: dict[asyncio.Task[dict[str, Any] | None], tuple[str, dict[str, Any]]] = {}
+        while (pending and not run.stop.is_set()) or running:
+            while pending and not run.stop.is_set():
+                replica = self.idle_replica(service, slots)
+                if replica is None:
+                    break
+                request = pending.pop()
+                self._lines_on[replica.replica_id] = self._lines_on.get(replica.replica_id, 0) + 1
+                answer = asyncio.create_task(_answer(session, replica.base_url, request))
+                running[answer] = (replica.replica_id, request)
+            run.in_flight = len(running)
+            if not running:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(run.stop.wait(), _TICK_S)
+                continue
+            finished, _ = await asyncio.wait(
+                running, timeout=_TICK_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in finished:
+                replica_id, request = running.pop(task)
+                self._lines_on[replica_id] -= 1
+                if not self._lines_on[replica_id]:
+                    del self._lines_on[replica_id]
+                record = task.result()
+                if record is None:
+                    pending.append(request)  # the replica never answered: later, maybe elsewhere
+                else:
+                    await asyncio.to_thread(appender.append, record)
+        return len(pending)
+
+
+async def _answer(
+    session: aiohttp.ClientSession, base_url: str, request: dict[str, Any]
+) -> dict[str, Any] | None:
+    """One output line: the replica's answer (any HTTP status); None when it gave none."""
+    try:
+        async with session.post(base_url + request["url"], json=request["body"]) as response:
+            return record_of(request, response.status, await response.read())
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        logger.warning("a batch line on %s got no answer: %s", base_url, exc)
+        return None
