@@ -23,6 +23,7 @@ import pytest
 from openai import OpenAI
 
 from .batches import (
+    FINAL,
     chat_lines,
     check_chat_answers,
     check_embeddings,
@@ -109,6 +110,32 @@ def test_a_1000_line_embeddings_batch_matches_direct_calls(alice: OpenAI) -> Non
     assert batch.status == "completed", batch
     check_embeddings(alice, data, lines_of(alice, batch.output_file_id))
     print(f"\n{count}-line embeddings batch: {took:.1f}s")
+
+
+def test_a_warm_batch_runs_on_the_models_replica_without_a_worker(
+    server: Server, alice: OpenAI
+) -> None:
+    count = 200
+    data = short_chat_lines(count)
+    started = time.monotonic()
+    batch_id = _create(alice, data, "/v1/chat/completions", backend="warm")
+    workers: set[str] = set()
+
+    def finished(batch: Any) -> bool:
+        workers.update(p for p in processes_mentioning(batch_id) if "batches.worker" in p)
+        return batch.status in FINAL
+
+    batch = wait_for(alice, batch_id, finished)
+    took = time.monotonic() - started
+    assert batch.status == "completed", batch
+    assert workers == set()  # no engine of its own: the chat replica answered
+    check_chat_answers(alice, data, lines_of(alice, batch.output_file_id))
+    progress = (batch.model_extra or {})["progress"]
+    assert progress["jobs"][0]["backend"] == "warm" and progress["jobs"][0]["attempts"] == 1
+    charges: dict[str, Any] = (batch.usage.model_extra or {}) if batch.usage else {}
+    assert batch.usage is not None and batch.usage.output_tokens == count
+    assert charges["node_hours"] == 0
+    print(f"\n{count}-line warm batch: {took:.1f}s, {progress}")
 
 
 def test_files_are_in_the_tenants_bucket(server: Server, alice: OpenAI) -> None:
