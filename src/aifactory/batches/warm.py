@@ -6,16 +6,18 @@ serve the model, itself, through the fleet's public view (the same state
 the gateway routes by). A replica takes a batch line only when::
 
     it is ready and not suspect,
-    no interactive request is in flight on it (the gateway's leases), and
+    no interactive request is in flight on it (the gateway's leases),
     none went to the model for COOLDOWN_S (a request in a burst has company coming),
     and the batch's own lines on it leave half its engine's slots free (at least one)
 
-so an interactive request arriving always finds a free slot at once, and
-no new batch line joins a replica busy with interactive work; the lines
-already there finish (they are short or they are not, the engine does not
-pause them: that is the delay the bench measures, bench/warm_batches.py).
-Batch lines take no lease, so they neither count towards autoscaling nor
-keep a replica from scaling down.
+and a line in flight on a replica that an interactive request came to is
+dropped at once (within ``_TICK_S``): its connection is closed, which stops
+the engine at its next token (text is streamed from the engine and folded,
+as the gateway does), and the line is sent again later. So interactive
+requests find a free slot and the engine to themselves within a token or
+two; the delay that is left is measured by bench/warm_batches.py. Batch
+lines take no lease, so they neither count towards autoscaling nor keep a
+replica from scaling down.
 
 A run is an asyncio task of this process, one per shard, with the worker's
 checkpoint: each answer is appended to the shard's output (the control
@@ -41,12 +43,15 @@ from aifactory.backends import AllocationState
 from aifactory.batches.shards import ShardLaunch, ShardState
 from aifactory.batches.worker import Appender, done_ids, parse_args, record_of, shard_lines
 from aifactory.control import Fleet, Lease, ReplicaState
+from aifactory.errors import AIFactoryError
+from aifactory.gateway import StreamFold, Usage
 
 logger = logging.getLogger(__name__)
 
 COOLDOWN_S = 0.5
 _TICK_S = 0.02
 _REQUEST_TIMEOUT_S = 600.0
+_STREAMED = ("/v1/chat/completions", "/v1/completions")
 
 
 @dataclass
@@ -182,26 +187,62 @@ class WarmShards:
             finished, _ = await asyncio.wait(
                 running, timeout=_TICK_S, return_when=asyncio.FIRST_COMPLETED
             )
-            for task in finished:
+            preempted = self._preempt(running, finished)
+            if preempted:
+                await asyncio.wait(preempted)
+            for task in finished | preempted:
                 replica_id, request = running.pop(task)
                 self._lines_on[replica_id] -= 1
                 if not self._lines_on[replica_id]:
                     del self._lines_on[replica_id]
-                record = task.result()
+                record = None if task.cancelled() else task.result()
                 if record is None:
-                    pending.append(request)  # the replica never answered: later, maybe elsewhere
+                    # Preempted, or the replica never answered: again later, maybe elsewhere.
+                    pending.append(request)
                 else:
                     await asyncio.to_thread(appender.append, record)
         return len(pending)
+
+    def _preempt(
+        self,
+        running: dict[asyncio.Task[dict[str, Any] | None], tuple[str, dict[str, Any]]],
+        finished: set[asyncio.Task[dict[str, Any] | None]],
+    ) -> set[asyncio.Task[dict[str, Any] | None]]:
+        """Drop the lines on a replica an interactive request came to (they are sent again).
+
+        Closing the connection stops the engine at its next token.
+        """
+        preempted = set()
+        for task, (replica_id, _request) in running.items():
+            replica = self._fleet.replicas.get(replica_id)
+            if task not in finished and (replica is None or replica.in_flight):
+                task.cancel()
+                preempted.add(task)
+        return preempted
 
 
 async def _answer(
     session: aiohttp.ClientSession, base_url: str, request: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """One output line: the replica's answer (any HTTP status); None when it gave none."""
+    """One output line: the replica's answer (any HTTP status); None when it gave none.
+
+    Text is asked for as a stream and folded into the one answer (as the
+    gateway does): llama.cpp stops generating for a client that left only
+    while it streams, and a preempted line's client leaves.
+    """
+    body = request["body"]
+    streamed = request["url"] in _STREAMED
+    if streamed:
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
     try:
-        async with session.post(base_url + request["url"], json=request["body"]) as response:
-            return record_of(request, response.status, await response.read())
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        async with session.post(base_url + request["url"], json=body) as response:
+            if not streamed or response.status != 200:
+                return record_of(request, response.status, await response.read())
+            fold = StreamFold(Usage())
+            async for chunk in response.content.iter_any():
+                fold.feed(chunk)
+            status, payload = fold.result()
+            return record_of(request, status, payload)
+    except (aiohttp.ClientError, TimeoutError, AIFactoryError) as exc:
         logger.warning("a batch line on %s got no answer: %s", base_url, exc)
         return None

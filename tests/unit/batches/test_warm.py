@@ -51,12 +51,22 @@ def _launch(tmp_path: Path, count: int) -> ShardLaunch:
     )
 
 
-async def _engine(seen: list[int]) -> tuple[web.AppRunner, str]:
-    async def chat(request: web.Request) -> web.Response:
+async def _engine(seen: list[int], token_s: float = 0.002) -> tuple[web.AppRunner, str]:
+    """A stand-in engine: streams four words, then usage; ``seen`` gets what it finished."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for word in ("n", "=", " ", str(body["n"])):
+            await asyncio.sleep(token_s)
+            delta = {"choices": [{"index": 0, "delta": {"content": word}}]}
+            await response.write(f"data: {json.dumps(delta)}\n\n".encode())
+        usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
+        await response.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
         seen.append(body["n"])
-        await asyncio.sleep(0.01)
-        return web.json_response({"answer": body["n"]})
+        return response
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
@@ -68,10 +78,12 @@ async def _engine(seen: list[int]) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}"
 
 
-def _scenario(body: Callable[[Fleet, LiveReplica, list[int]], Awaitable[None]]) -> None:
+def _scenario(
+    body: Callable[[Fleet, LiveReplica, list[int]], Awaitable[None]], token_s: float = 0.002
+) -> None:
     async def run() -> None:
         seen: list[int] = []
-        runner, url = await _engine(seen)
+        runner, url = await _engine(seen, token_s)
         fleet = Fleet()
         replica = LiveReplica("chat-1", "chat", "local", state=ReplicaState.READY, base_url=url)
         fleet.replicas[replica.id] = replica
@@ -109,7 +121,9 @@ def test_lines_wait_while_the_replica_serves_an_interactive_request(tmp_path: Pa
         # One line at a time: half the engine's two slots stay free for interactive requests.
         assert seen == list(range(20))
         answers = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-        assert [a["response"]["body"]["answer"] for a in answers] == list(range(20))
+        contents = [a["response"]["body"]["choices"][0]["message"]["content"] for a in answers]
+        assert contents == [f"n= {i}" for i in range(20)]
+        assert answers[0]["response"]["body"]["usage"]["completion_tokens"] == 4
         assert answers[0]["custom_id"] == "q0" and answers[0]["response"]["status_code"] == 200
 
     _scenario(body)
@@ -155,3 +169,24 @@ def test_a_cancelled_run_keeps_its_lines_and_a_new_run_resumes(tmp_path: Path) -
         assert len(seen) == 40
 
     _scenario(body)
+
+
+def test_a_line_an_interactive_request_overtakes_is_dropped_and_sent_again(
+    tmp_path: Path,
+) -> None:
+    async def body(fleet: Fleet, replica: LiveReplica, seen: list[int]) -> None:
+        shards = WarmShards(fleet, cooldown_s=0.0)
+        launch = _launch(tmp_path, 3)
+        handle = await shards.start(launch)
+        await asyncio.sleep(0.1)  # the first line is half streamed (0.05 s a word)
+        replica.in_flight = 1
+        await asyncio.sleep(0.3)
+        assert seen == []  # dropped: the engine never finished it
+        replica.in_flight = 0
+        state = await _until_ended(shards, launch, handle)
+        assert state.state == "completed", state
+        assert seen == [0, 1, 2]
+        lines = (tmp_path / "out.jsonl").read_text().splitlines()
+        assert [json.loads(line)["custom_id"] for line in lines] == ["q0", "q1", "q2"]
+
+    _scenario(body, token_s=0.05)
