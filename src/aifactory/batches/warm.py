@@ -49,7 +49,7 @@ from aifactory.gateway import StreamFold, Usage
 logger = logging.getLogger(__name__)
 
 COOLDOWN_S = 0.5
-_TICK_S = 0.02
+_TICK_S = 0.005
 _REQUEST_TIMEOUT_S = 600.0
 _STREAMED = ("/v1/chat/completions", "/v1/completions")
 
