@@ -93,6 +93,14 @@ def _batch_pods(namespace: str) -> list[dict[str, Any]]:
     return list(json.loads(out)["items"])
 
 
+def _gone(namespace: str) -> None:
+    """Wait until no batch pod is left (a deleted Job's pod goes a moment after it ended)."""
+    deadline = time.monotonic() + 60
+    while _batch_pods(namespace) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _batch_pods(namespace) == []
+
+
 def _running_pod(namespace: str) -> dict[str, Any]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -131,7 +139,7 @@ def test_a_chat_batch_runs_as_a_kubernetes_job_of_the_tenant(
     shard = own / "batches" / batch_id / "shard-0.jsonl"
     assert shard.stat().st_uid == uid
     # An ended run's Job is deleted; its pod's output is kept by the control plane.
-    assert _batch_pods(namespace) == []
+    _gone(namespace)
     print(f"\n{count}-line chat batch on Kubernetes: {took:.1f}s, {progress}")
 
 
@@ -157,3 +165,19 @@ def test_a_killed_batch_pod_resumes_in_a_new_job_without_losing_or_repeating_lin
     runs = f"batch-{batch_id.removeprefix('batch_')[:12]}-0-*/0.log"
     kept = sorted(k.read_text() for k in (server.data_dir / "logs" / "batches").glob(runs))
     assert len(kept) == 2 and sum(f": 0 done, {count} to do" in text for text in kept) == 1
+
+
+def test_cancel_deletes_the_job_and_keeps_finished_lines(
+    server: Server, alice: OpenAI, namespace: str
+) -> None:
+    count = 30
+    batch_id = _create(alice, chat_lines(count, max_tokens=32, model="smollm2-kbatch"))
+    wait_for(alice, batch_id, lambda b: (b.model_extra or {})["progress"]["lines_done"] >= 3)
+    alice.batches.cancel(batch_id)
+    batch = wait_for(alice, batch_id, timeout_s=120)
+    assert batch.status == "cancelled", batch
+    out, errors = lines_of(alice, batch.output_file_id), lines_of(alice, batch.error_file_id)
+    assert len(out) >= 3 and len(out) + len(errors) == count
+    assert {e["error"]["code"] for e in errors} <= {"batch_cancelled"}
+    assert (batch.model_extra or {})["progress"]["jobs"][0]["state"] == "cancelled"
+    _gone(namespace)

@@ -298,9 +298,15 @@ class KubernetesShards:
                 return ShardState(AllocationState.CANCELLED.value, "cancelled")
             return ShardState(AllocationState.UNKNOWN.value, "Kubernetes forgot the job")
         task = tasks[0]
-        if task.state.finished:
-            await self._runner.keep_output(submitted, tasks)
-            await self._runner.cancel(submitted)
+        if not task.state.finished:
+            return ShardState(task.state.value, task.reason, task.started_at)
+        await self._runner.keep_output(submitted, tasks)
+        await self._runner.cancel(submitted)
+        if handle in self._cancelled:
+            # Its pod ended because we deleted its Job (Kubernetes says "failed").
+            return ShardState(
+                AllocationState.CANCELLED.value, "cancelled", task.started_at, task.ended_at
+            )
         return ShardState(task.state.value, task.reason, task.started_at, task.ended_at)
 
     async def cancel(self, launch: ShardLaunch, handle: str) -> None:
