@@ -252,6 +252,27 @@ def test_a_killed_shard_resumes_without_losing_or_repeating_lines(
     assert len(shard.read_bytes().splitlines()) == count
 
 
+def test_a_shard_past_its_walltime_resumes_in_a_new_run(server: Server, alice: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        _create(alice, chat_lines(2), "/v1/chat/completions", time_limit="soon")
+    assert "metadata.time_limit 'soon' is not a duration" in str(refused.value.body)
+    # About 9 s of answering on an idle machine: the first run is cut whatever the load.
+    count = 40
+    batch_id = _create(
+        alice, chat_lines(count, max_tokens=32), "/v1/chat/completions", time_limit="6s"
+    )
+    batch = wait_for(alice, batch_id)
+    assert batch.status == "completed", batch
+    out = lines_of(alice, batch.output_file_id)
+    assert sorted(line["custom_id"] for line in out) == sorted(f"q{i}" for i in range(count))
+    (job,) = (batch.model_extra or {})["progress"]["jobs"]
+    assert job["attempts"] >= 2, job
+    log = (server.data_dir / "logs" / "batches" / f"batch-{batch_id[6:18]}-0.log").read_text()
+    assert "got SIGTERM" in log, log[-2000:]
+    shard = next(Path(server.data_dir).glob(f"identities/*/batches/{batch_id}/shard-0.jsonl"))
+    assert len(shard.read_bytes().splitlines()) == count
+
+
 def _cli(server: Server, key: str, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "aifactory", "batches", *args],

@@ -241,6 +241,16 @@ def _metadata(value: Any) -> dict[str, str]:
             "metadata.priority must be 'low' (lent, preemptible: the default) or 'normal'.",
             param="metadata.priority",
         )
+    time_limit = value.get("time_limit")
+    if time_limit is not None:
+        try:
+            parse_duration_s(time_limit)
+        except ValueError as exc:
+            raise BadRequest(
+                f"metadata.time_limit {time_limit!r} is not a duration.",
+                fix="give each shard's run a walltime such as '30m' or '2h'",
+                param="metadata.time_limit",
+            ) from exc
     return dict(value)
 
 

@@ -6,8 +6,8 @@ whenever a batch is created or cancelled)::
     validating  -> shards started (runner.start)                  -> in_progress
     in_progress -> each shard's run followed, its lines counted from its output;
                    a run that ended with lines left is started again (it
-                   resumes: the worker skips what its output holds), up to
-                   _MAX_ATTEMPTS runs a shard
+                   resumes: the worker skips what its output holds), until
+                   _MAX_ATTEMPTS runs in a row answered no line
                 -> every line answered, or no shard may run again  -> finalizing
                 -> the completion window passed: runs stopped      -> finalizing (expired)
     cancelling  -> runs stopped; once none runs                    -> finalizing (cancelled)
@@ -272,7 +272,11 @@ class BatchSupervisor:
                 _note(shard, await runner.state(launch, handle), now)
             if not start or done >= shard["lines_total"] or not _ended(shard):
                 continue
-            if shard.get("attempts", 0) >= _MAX_ATTEMPTS:
+            if "done_at_start" in shard:
+                # A run that answered lines was no failure (a walltime, a preemption).
+                progressed = done > shard.pop("done_at_start")
+                shard["stalled"] = 0 if progressed else shard.get("stalled", 0) + 1
+            if shard.get("stalled", 0) >= _MAX_ATTEMPTS:
                 continue
             if plan.refusal is not None:
                 shard["reason"] = f"not started: {plan.refusal}"
@@ -281,7 +285,7 @@ class BatchSupervisor:
                 shard.update(
                     state="failed",
                     reason=f"service {row.service!r} is gone",
-                    attempts=_MAX_ATTEMPTS,
+                    stalled=_MAX_ATTEMPTS,
                 )
                 continue
             try:
@@ -293,9 +297,11 @@ class BatchSupervisor:
             except AIFactoryError as exc:
                 shard.update(state="failed", reason=f"could not start: {exc}", handle="")
                 shard["attempts"] = shard.get("attempts", 0) + 1
+                shard["stalled"] = shard.get("stalled", 0) + 1
                 continue
             shard.update(state="pending", reason="", started_at=None, ended_at=None)
             shard["attempts"] = shard.get("attempts", 0) + 1
+            shard["done_at_start"] = done
             logger.info(
                 "batch %s: shard %s run %s started as %s",
                 row.id,
@@ -445,8 +451,8 @@ def _ended(shard: dict[str, Any]) -> bool:
 
 
 def _settled(shard: dict[str, Any]) -> bool:
-    """Whether the shard will not run again: every line answered, or every attempt spent."""
-    spent = shard.get("attempts", 0) >= _MAX_ATTEMPTS
+    """Whether the shard will not run again: every line answered, or runs in a row answered none."""
+    spent = shard.get("stalled", 0) >= _MAX_ATTEMPTS
     return _ended(shard) and (shard.get("lines_done", 0) >= shard["lines_total"] or spent)
 
 
