@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +253,12 @@ class BatchSupervisor:
             role="member",
         )
         refusal = budget_refusal(self._store, row.tenant_id)
-        return _Plan(tenant, principal, launches, OwnFolder(top, uid), outputs, input_row, refusal)
+        # An unprivileged control plane cannot open the tenant's folder: the tenant reads for it.
+        through = top == own and privilege.through_prefix(identity)
+        folder_view = OwnFolder(
+            top, uid, partial(privilege.read_file, identity) if through else None
+        )
+        return _Plan(tenant, principal, launches, folder_view, outputs, input_row, refusal)
 
     async def _follow(
         self, row: BatchRow, plan: _Plan, shards: list[dict[str, Any]], start: bool
