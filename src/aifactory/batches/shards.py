@@ -29,10 +29,10 @@ from aifactory.backends import (
     AllocationRequest,
     AllocationState,
     Backend,
+    HostMount,
     JobRunner,
     SubmittedJob,
 )
-from aifactory.backends.kubernetes.pod import HostMount
 from aifactory.identity import Identity, Privilege
 from aifactory.specs import Job, Resources, SlurmOptions
 from aifactory.store import TenantRow

@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from aifactory.backends import AllocationState, KubernetesJobRunner
+from aifactory.backends import AllocationState, HostMount, KubernetesJobRunner
 from aifactory.backends.kubernetes.connection import KubernetesConnection
 from aifactory.backends.kubernetes.job_set import job_task, set_name
-from aifactory.backends.kubernetes.pod import HostMount
 from aifactory.errors import BackendError
 from aifactory.specs import load_job
 

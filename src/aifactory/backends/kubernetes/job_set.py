@@ -37,6 +37,7 @@ from aifactory.backends.base import (
     DEFAULT_TIME_LIMIT_S,
     AllocationState,
     AllocationStatus,
+    HostMount,
     JobTask,
 )
 from aifactory.backends.kubernetes.identity import confine
@@ -44,7 +45,6 @@ from aifactory.backends.kubernetes.pod import (
     CONTAINER_NAME,
     INSTANCE_LABEL,
     LABEL_PREFIX,
-    HostMount,
     container_status,
     literal,
     placement,

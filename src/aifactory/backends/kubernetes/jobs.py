@@ -40,7 +40,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from aifactory.backends._files import tail, write_text
-from aifactory.backends.base import DEFAULT_TIME_LIMIT_S, JobTask, SubmittedJob
+from aifactory.backends.base import DEFAULT_TIME_LIMIT_S, HostMount, JobTask, SubmittedJob
 from aifactory.backends.kubernetes.connection import KubernetesConnection, api_message, call_api
 from aifactory.backends.kubernetes.job_set import (
     INDEX_LABEL,
@@ -49,7 +49,7 @@ from aifactory.backends.kubernetes.job_set import (
     selector,
     set_name,
 )
-from aifactory.backends.kubernetes.pod import CONTAINER_NAME, HostMount
+from aifactory.backends.kubernetes.pod import CONTAINER_NAME
 from aifactory.errors import BackendError, BadRequest, NotFound
 from aifactory.identity import Identity
 from aifactory.specs import Job

@@ -35,12 +35,16 @@ from __future__ import annotations
 import base64
 import logging
 import math
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
+from aifactory.backends.base import (
+    AllocationRequest,
+    AllocationState,
+    AllocationStatus,
+    HostMount,
+)
 from aifactory.backends.kubernetes.identity import confine
 from aifactory.errors import BackendError
 from aifactory.specs import DNS_LABEL, DNS_SUBDOMAIN, LABEL_VALUE, KubernetesOptions, Resources
@@ -87,22 +91,6 @@ REASONS = {
     "NodeLost": "its node stopped answering",
     "Shutdown": "its node shut down",
 }
-
-
-@dataclass(frozen=True)
-class HostMount:
-    """A host folder or file a job's container sees at the same path.
-
-    Attributes:
-        path: The absolute path, on every node (a filesystem they share).
-        writable: Whether the container may write there (the host's modes still apply).
-        file: A file, not a folder: the kubelet refuses to start the Pod
-            when it is missing, instead of making an empty folder there.
-    """
-
-    path: Path
-    writable: bool = False
-    file: bool = False
 
 
 def pod_name(instance: str, replica_id: str) -> str:
