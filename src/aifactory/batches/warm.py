@@ -148,7 +148,9 @@ class WarmShards:
             todo = [r for r in lines if r["custom_id"] not in done]
             logger.info("%s: %d done, %d to do on warm replicas", launch.name, len(done), len(todo))
             timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT_S)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            # Keep no cookies: an engine must not set what the next engine is sent.
+            jar = aiohttp.DummyCookieJar()
+            async with aiohttp.ClientSession(timeout=timeout, cookie_jar=jar) as session:
                 left = await self._send(
                     launch.service, session, todo, args.concurrency, appender, run
                 )
