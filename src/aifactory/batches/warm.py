@@ -10,10 +10,13 @@ the gateway routes by). A replica takes a batch line only when::
     none went to the model for COOLDOWN_S (a request in a burst has company coming),
     and the batch's own lines on it leave half its engine's slots free (at least one)
 
-and a line in flight on a replica that an interactive request came to is
-dropped at once (within ``_TICK_S``): its connection is closed, which stops
-the engine at its next token (text is streamed from the engine and folded,
-as the gateway does), and the line is sent again later. So interactive
+A line is checked as the gateway checks a request (its shape, counts and
+size against the model's context) and one it would refuse is answered with
+the gateway's error, never sent. A line in flight on a replica that an
+interactive request came to is dropped at once (within ``_TICK_S``): its
+connection is closed, which stops the engine at its next token (text is
+streamed from the engine and folded, as the gateway does), and the line is
+sent again later. So interactive
 requests find a free slot and the engine to themselves within a token or
 two; the delay that is left is measured by bench/warm_batches.py. Batch
 lines take no lease, so they neither count towards autoscaling nor keep a
@@ -32,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -42,9 +46,16 @@ import aiohttp
 from aifactory.backends import AllocationState
 from aifactory.batches.shards import ShardLaunch, ShardState
 from aifactory.batches.worker import Appender, done_ids, parse_args, record_of, shard_lines
-from aifactory.control import Fleet, Lease, ReplicaState
-from aifactory.errors import AIFactoryError
-from aifactory.gateway import StreamFold, Usage
+from aifactory.control import Fleet, Lease, ModelEntry, ReplicaState
+from aifactory.errors import AIFactoryError, APIError
+from aifactory.gateway import (
+    StreamFold,
+    Usage,
+    check_bounds,
+    check_chat,
+    check_counts,
+    error_body,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +63,11 @@ COOLDOWN_S = 0.5
 _TICK_S = 0.005
 _REQUEST_TIMEOUT_S = 600.0
 _STREAMED = ("/v1/chat/completions", "/v1/completions")
+_ENDPOINTS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
 
 
 @dataclass
@@ -178,6 +194,10 @@ class WarmShards:
                 if replica is None:
                     break
                 request = pending.pop()
+                refused = _refused(request, self._fleet.resolve(request["body"]["model"]))
+                if refused is not None:
+                    await asyncio.to_thread(appender.append, refused)
+                    continue
                 self._lines_on[replica.replica_id] = self._lines_on.get(replica.replica_id, 0) + 1
                 answer = asyncio.create_task(_answer(session, replica.base_url, request))
                 running[answer] = (replica.replica_id, request)
@@ -221,6 +241,23 @@ class WarmShards:
                 task.cancel()
                 preempted.add(task)
         return preempted
+
+
+def _refused(request: dict[str, Any], entry: ModelEntry | None) -> dict[str, Any] | None:
+    """The output line of a request the gateway would refuse (None: send it).
+
+    A shared replica gets from a batch only what it would take from the
+    gateway: the same shape, count and size checks, answered the same way.
+    """
+    try:
+        endpoint = _ENDPOINTS[request["url"]]
+        if endpoint == "chat":
+            check_chat(request["body"], entry.text_only if entry else False)
+        check_counts(endpoint, request["body"])
+        check_bounds(endpoint, request["body"], entry.context_tokens if entry else None)
+    except APIError as exc:
+        return record_of(request, exc.status_code, json.dumps(error_body(exc)).encode())
+    return None
 
 
 async def _answer(

@@ -29,7 +29,11 @@ ALICE = Identity(user="alice", uid=1001, group="alice", gid=1001)
 def _launch(tmp_path: Path, count: int) -> ShardLaunch:
     source = tmp_path / "in.jsonl"
     lines = (
-        {"custom_id": f"q{i}", "url": "/v1/chat/completions", "body": {"model": "m", "n": i}}
+        {
+            "custom_id": f"q{i}",
+            "url": "/v1/chat/completions",
+            "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": i},
+        }
         for i in range(count)
     )
     source.write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -59,13 +63,13 @@ async def _engine(seen: list[int], token_s: float = 0.002) -> tuple[web.AppRunne
         assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for word in ("n", "=", " ", str(body["n"])):
+        for word in ("n", "=", " ", str(body["seed"])):
             await asyncio.sleep(token_s)
             delta = {"choices": [{"index": 0, "delta": {"content": word}}]}
             await response.write(f"data: {json.dumps(delta)}\n\n".encode())
         usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
         await response.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
-        seen.append(body["n"])
+        seen.append(body["seed"])
         return response
 
     app = web.Application()
@@ -190,3 +194,26 @@ def test_a_line_an_interactive_request_overtakes_is_dropped_and_sent_again(
         assert [json.loads(line)["custom_id"] for line in lines] == ["q0", "q1", "q2"]
 
     _scenario(body, token_s=0.05)
+
+
+def test_a_line_the_gateway_would_refuse_is_answered_with_its_error_not_sent(
+    tmp_path: Path,
+) -> None:
+    async def body(fleet: Fleet, replica: LiveReplica, seen: list[int]) -> None:
+        shards = WarmShards(fleet, cooldown_s=0.0)
+        launch = _launch(tmp_path, 2)
+        lines = launch.input.read_text().splitlines()
+        bad = json.loads(lines[1])
+        bad["body"]["max_tokens"] = -1  # llama.cpp: no limit; the gateway: 400
+        launch.input.write_text(lines[0] + "\n" + json.dumps(bad) + "\n")
+        state = await _until_ended(shards, launch, await shards.start(launch))
+        assert state.state == "completed", state
+        assert seen == [0]
+        answers = {
+            a["custom_id"]: a["response"]
+            for a in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())
+        }
+        assert answers["q1"]["status_code"] == 400
+        assert answers["q1"]["body"]["error"]["param"] == "max_tokens"
+
+    _scenario(body)
