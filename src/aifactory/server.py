@@ -50,9 +50,11 @@ from aifactory.batches import (
     BatchFiles,
     BatchService,
     BatchSupervisor,
+    KubernetesShards,
     LocalShards,
     ShardRunner,
     SlurmShards,
+    WarmShards,
 )
 from aifactory.catalog import Catalog, CatalogUses, Lineage, S3Lineage
 from aifactory.config import Settings
@@ -212,11 +214,14 @@ class App(Mounts):
     def _shard_runner(self, backend: str) -> ShardRunner:
         """Where a batch's shards run on ``backend`` (built on first use)."""
         if backend not in self._shard_runners:
+            logs = self.settings.logs_dir / "batches"
             self._shard_runners[backend] = (
-                LocalShards(
-                    self.plane.reconciler.backend("local"), self.settings.logs_dir / "batches"
-                )
+                LocalShards(self.plane.reconciler.backend("local"), logs)
                 if backend == "local"
+                else WarmShards(self.plane.fleet)
+                if backend == "warm"
+                else KubernetesShards(self.jobs.runner(backend), logs)
+                if backend == "kubernetes"
                 else SlurmShards(
                     self.jobs.runner(backend),
                     self.settings.privilege,

@@ -31,6 +31,62 @@ def chat_lines(count: int, max_tokens: int = 8, model: str = "chat") -> bytes:
     )
 
 
+def short_chat_lines(count: int, model: str = "chat", repeat: int = 10) -> bytes:
+    """``count`` one-token chat requests, each body repeated on ``repeat`` lines in a row.
+
+    Affordable at 1,000 lines (seconds, not minutes, on one CPU thread): the
+    engine answers a request whose prompt its slot just saw from its prompt
+    cache, and a body is called directly once for all its lines.
+    """
+    return _jsonl(
+        {
+            "custom_id": f"q{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": model,
+                "messages": [{"role": "user", "content": f"Say {i // repeat}."}],
+                "max_tokens": 1,
+                "temperature": 0,
+                "seed": 7,
+            },
+        }
+        for i in range(count)
+    )
+
+
+def check_chat_answers(client: OpenAI, data: bytes, out: list[dict[str, Any]]) -> None:
+    """Every output line answers its request as a direct call of its body does, in input order."""
+    requests = [json.loads(line) for line in data.splitlines()]
+    assert [line["custom_id"] for line in out] == [r["custom_id"] for r in requests]
+    direct: dict[str, str | None] = {}
+    for line, request in zip(out, requests, strict=True):
+        assert line["response"]["status_code"] == 200 and line["error"] is None, line
+        body = json.dumps(request["body"], sort_keys=True)
+        if body not in direct:
+            reply = client.chat.completions.create(**request["body"])
+            direct[body] = reply.choices[0].message.content
+        got = line["response"]["body"]["choices"][0]["message"]["content"]
+        assert got == direct[body], line["custom_id"]
+
+
+def check_embeddings(client: OpenAI, data: bytes, out: list[dict[str, Any]]) -> None:
+    """Every output line's vector is, within 1e-4, the direct call's for its input.
+
+    The direct calls send 100 inputs each (the engine embeds each one alone).
+    """
+    requests = [json.loads(line) for line in data.splitlines()]
+    assert [line["custom_id"] for line in out] == [r["custom_id"] for r in requests]
+    for start in range(0, len(requests), 100):
+        chunk = requests[start : start + 100]
+        model = chunk[0]["body"]["model"]
+        direct = client.embeddings.create(model=model, input=[r["body"]["input"] for r in chunk])
+        for line, want in zip(out[start : start + 100], direct.data, strict=True):
+            got = line["response"]["body"]["data"][0]["embedding"]
+            assert len(got) == len(want.embedding), line["custom_id"]
+            assert max(abs(a - b) for a, b in zip(got, want.embedding, strict=True)) < 1e-4
+
+
 def embedding_lines(count: int) -> bytes:
     """``count`` embeddings requests, one per line."""
     return _jsonl(

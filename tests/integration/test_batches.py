@@ -22,7 +22,16 @@ import openai
 import pytest
 from openai import OpenAI
 
-from .batches import chat_lines, embedding_lines, lines_of, wait_for
+from .batches import (
+    FINAL,
+    chat_lines,
+    check_chat_answers,
+    check_embeddings,
+    embedding_lines,
+    lines_of,
+    short_chat_lines,
+    wait_for,
+)
 from .server import REPO, Server, client_for, processes_mentioning, start_server
 
 
@@ -30,7 +39,7 @@ from .server import REPO, Server, client_for, processes_mentioning, start_server
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A control plane with the chat and embeddings services, and a small file limit."""
     srv = start_server(
-        tmp_path_factory.mktemp("batches"), local_cpus="3", batch_max_file_bytes="200000"
+        tmp_path_factory.mktemp("batches"), local_cpus="3", batch_max_file_bytes="300000"
     )
     for name in ("chat", "embeddings"):
         srv.deploy((REPO / "examples" / f"{name}.yaml").read_text())
@@ -65,25 +74,19 @@ def _create(client: OpenAI, data: bytes, endpoint: str, **metadata: str) -> str:
     return batch.id
 
 
-def test_a_chat_batch_matches_direct_calls(server: Server, alice: OpenAI) -> None:
-    count = 50
+def test_a_1000_line_chat_batch_matches_direct_calls(server: Server, alice: OpenAI) -> None:
+    count = 1000
+    data = short_chat_lines(count)
     started = time.monotonic()
-    batch_id = _create(alice, chat_lines(count), "/v1/chat/completions")
+    batch_id = _create(alice, data, "/v1/chat/completions")
     batch = wait_for(alice, batch_id)
     took = time.monotonic() - started
     assert batch.status == "completed", batch
     assert batch.request_counts is not None
     assert (batch.request_counts.total, batch.request_counts.completed) == (count, count)
     assert batch.error_file_id is None
-    out = lines_of(alice, batch.output_file_id)
-    assert [line["custom_id"] for line in out] == [f"q{i}" for i in range(count)]
-    requests = {r["custom_id"]: r["body"] for r in map(json.loads, chat_lines(count).splitlines())}
-    for line in out:
-        assert line["response"]["status_code"] == 200 and line["error"] is None
-        direct = alice.chat.completions.create(**requests[line["custom_id"]])
-        got = line["response"]["body"]["choices"][0]["message"]["content"]
-        assert got == direct.choices[0].message.content, line["custom_id"]
-    assert batch.usage is not None and batch.usage.output_tokens > 0
+    check_chat_answers(alice, data, lines_of(alice, batch.output_file_id))
+    assert batch.usage is not None and batch.usage.output_tokens == count
     charges: dict[str, Any] = batch.usage.model_extra or {}
     assert charges["discount"] == 0.5 and charges["node_hours"] > 0
     assert charges["charged"]["completion_tokens"] == round(batch.usage.output_tokens * 0.5)
@@ -98,20 +101,41 @@ def test_a_chat_batch_matches_direct_calls(server: Server, alice: OpenAI) -> Non
     assert charged["node_hours"] > 0
 
 
-def test_an_embeddings_batch_matches_direct_calls(alice: OpenAI) -> None:
-    count = 20
-    batch = wait_for(alice, _create(alice, embedding_lines(count), "/v1/embeddings"))
+def test_a_1000_line_embeddings_batch_matches_direct_calls(alice: OpenAI) -> None:
+    count = 1000
+    data = embedding_lines(count)
+    started = time.monotonic()
+    batch = wait_for(alice, _create(alice, data, "/v1/embeddings"))
+    took = time.monotonic() - started
     assert batch.status == "completed", batch
-    out = lines_of(alice, batch.output_file_id)
-    assert len(out) == count
-    for line in out:
-        i = int(line["custom_id"][1:])
-        direct = alice.embeddings.create(model="embed", input=f"sentence number {i} about the sea")
-        got = line["response"]["body"]["data"][0]["embedding"]
-        want = direct.data[0].embedding
-        assert (
-            len(got) == len(want) and max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4
-        )
+    check_embeddings(alice, data, lines_of(alice, batch.output_file_id))
+    print(f"\n{count}-line embeddings batch: {took:.1f}s")
+
+
+def test_a_warm_batch_runs_on_the_models_replica_without_a_worker(
+    server: Server, alice: OpenAI
+) -> None:
+    count = 200
+    data = short_chat_lines(count)
+    started = time.monotonic()
+    batch_id = _create(alice, data, "/v1/chat/completions", backend="warm")
+    workers: set[str] = set()
+
+    def finished(batch: Any) -> bool:
+        workers.update(p for p in processes_mentioning(batch_id) if "batches.worker" in p)
+        return batch.status in FINAL
+
+    batch = wait_for(alice, batch_id, finished)
+    took = time.monotonic() - started
+    assert batch.status == "completed", batch
+    assert workers == set()  # no engine of its own: the chat replica answered
+    check_chat_answers(alice, data, lines_of(alice, batch.output_file_id))
+    progress = (batch.model_extra or {})["progress"]
+    assert progress["jobs"][0]["backend"] == "warm" and progress["jobs"][0]["attempts"] == 1
+    charges: dict[str, Any] = (batch.usage.model_extra or {}) if batch.usage else {}
+    assert batch.usage is not None and batch.usage.output_tokens == count
+    assert charges["node_hours"] == 0
+    print(f"\n{count}-line warm batch: {took:.1f}s, {progress}")
 
 
 def test_files_are_in_the_tenants_bucket(server: Server, alice: OpenAI) -> None:
@@ -160,7 +184,7 @@ def test_an_oversize_file_is_refused(alice: OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as refused:
         _upload(alice, chat_lines(1500))
     assert refused.value.status_code == 413
-    assert "at most 200000 bytes" in str(refused.value.body)
+    assert "at most 300000 bytes" in str(refused.value.body)
 
 
 def test_an_unknown_model_and_a_wrong_endpoint_are_refused(alice: OpenAI) -> None:
@@ -224,6 +248,27 @@ def test_a_killed_shard_resumes_without_losing_or_repeating_lines(
     out = lines_of(alice, batch.output_file_id)
     assert sorted(line["custom_id"] for line in out) == sorted(f"q{i}" for i in range(count))
     assert (batch.model_extra or {})["progress"]["jobs"][0]["attempts"] == 2
+    shard = next(Path(server.data_dir).glob(f"identities/*/batches/{batch_id}/shard-0.jsonl"))
+    assert len(shard.read_bytes().splitlines()) == count
+
+
+def test_a_shard_past_its_walltime_resumes_in_a_new_run(server: Server, alice: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        _create(alice, chat_lines(2), "/v1/chat/completions", time_limit="soon")
+    assert "metadata.time_limit 'soon' is not a duration" in str(refused.value.body)
+    # About 9 s of answering on an idle machine: the first run is cut whatever the load.
+    count = 40
+    batch_id = _create(
+        alice, chat_lines(count, max_tokens=32), "/v1/chat/completions", time_limit="6s"
+    )
+    batch = wait_for(alice, batch_id)
+    assert batch.status == "completed", batch
+    out = lines_of(alice, batch.output_file_id)
+    assert sorted(line["custom_id"] for line in out) == sorted(f"q{i}" for i in range(count))
+    (job,) = (batch.model_extra or {})["progress"]["jobs"]
+    assert job["attempts"] >= 2, job
+    log = (server.data_dir / "logs" / "batches" / f"batch-{batch_id[6:18]}-0.log").read_text()
+    assert "got SIGTERM" in log, log[-2000:]
     shard = next(Path(server.data_dir).glob(f"identities/*/batches/{batch_id}/shard-0.jsonl"))
     assert len(shard.read_bytes().splitlines()) == count
 

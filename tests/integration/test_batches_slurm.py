@@ -11,13 +11,22 @@ import io
 import json
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from openai import OpenAI
 
-from .batches import chat_lines, embedding_lines, lines_of, wait_for
+from .batches import (
+    chat_lines,
+    check_chat_answers,
+    check_embeddings,
+    embedding_lines,
+    lines_of,
+    short_chat_lines,
+    wait_for,
+)
 from .server import REPO, Server, client_for, start_server
 from .slurm import needs_slurm
 
@@ -77,38 +86,37 @@ def _progress(client: OpenAI, batch_id: str) -> dict[str, Any]:
     return progress
 
 
-def test_a_lent_chat_batch_on_slurm_matches_direct_calls(server: Server, alice: OpenAI) -> None:
-    count = 20
-    batch_id = _create(alice, chat_lines(count), "/v1/chat/completions")
+def test_a_lent_1000_line_chat_batch_on_slurm_matches_direct_calls(
+    server: Server, alice: OpenAI
+) -> None:
+    count = 1000
+    data = short_chat_lines(count)
+    started = time.monotonic()
+    batch_id = _create(alice, data, "/v1/chat/completions")
     batch = wait_for(alice, batch_id)
+    took = time.monotonic() - started
     assert batch.status == "completed", batch
-    out = lines_of(alice, batch.output_file_id)
-    assert [line["custom_id"] for line in out] == [f"q{i}" for i in range(count)]
-    requests = {r["custom_id"]: r["body"] for r in map(json.loads, chat_lines(count).splitlines())}
-    for line in out:
-        direct = alice.chat.completions.create(**requests[line["custom_id"]])
-        got = line["response"]["body"]["choices"][0]["message"]["content"]
-        assert got == direct.choices[0].message.content, line["custom_id"]
+    check_chat_answers(alice, data, lines_of(alice, batch.output_file_id))
     progress = (batch.model_extra or {})["progress"]
     (job,) = progress["jobs"]
     assert job["job"].isdigit() and _partition(server, batch_id) == "lend"
     assert progress["scheduler_wait_s"] is not None and progress["first_line_s"] is not None
-    print(f"\nSlurm chat batch: {progress}")
+    print(f"\n{count}-line Slurm chat batch: {took:.1f}s, {progress}")
 
 
-def test_a_normal_priority_embeddings_batch_on_slurm(server: Server, alice: OpenAI) -> None:
-    count = 10
-    batch_id = _create(alice, embedding_lines(count), "/v1/embeddings", priority="normal")
+def test_a_normal_priority_1000_line_embeddings_batch_on_slurm(
+    server: Server, alice: OpenAI
+) -> None:
+    count = 1000
+    data = embedding_lines(count)
+    started = time.monotonic()
+    batch_id = _create(alice, data, "/v1/embeddings", priority="normal")
     batch = wait_for(alice, batch_id)
+    took = time.monotonic() - started
     assert batch.status == "completed", batch
-    out = lines_of(alice, batch.output_file_id)
-    assert len(out) == count
-    for line in out:
-        i = int(line["custom_id"][1:])
-        direct = alice.embeddings.create(model="embed", input=f"sentence number {i} about the sea")
-        got, want = line["response"]["body"]["data"][0]["embedding"], direct.data[0].embedding
-        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4
+    check_embeddings(alice, data, lines_of(alice, batch.output_file_id))
     assert _partition(server, batch_id) != "lend"
+    print(f"\n{count}-line Slurm embeddings batch: {took:.1f}s")
 
 
 def _node_of(job_id: str) -> str:

@@ -382,3 +382,19 @@ class JobRunner(Protocol):
     async def aclose(self) -> None:
         """Release the scheduler's client."""
         ...
+
+
+@dataclass(frozen=True)
+class HostMount:
+    """A host folder or file a job's container sees at the same path.
+
+    Attributes:
+        path: The absolute path, on every node (a filesystem they share).
+        writable: Whether the container may write there (the host's modes still apply).
+        file: A file, not a folder: the kubelet refuses to start the Pod
+            when it is missing, instead of making an empty folder there.
+    """
+
+    path: Path
+    writable: bool = False
+    file: bool = False

@@ -6,13 +6,17 @@ output (or any file root may read) must not be read by the control plane
 and handed back in the tenant's output file. Every folder on the way is
 opened with ``O_NOFOLLOW`` from the identity's own directory (whose parent
 is the control plane's), and the file must be a regular file of the
-tenant's user.
+tenant's user. An unprivileged control plane (a launch prefix) cannot open
+the tenant's 0700 folder at all: the tenant's identity reads its own file
+for it, through the prefix, refusing links the same way
+(``Privilege.read_file``).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -32,10 +36,13 @@ class OwnFolder:
         top: The identity's directory (its parent is the control plane's).
         uid: The owner files must have; None where nothing is handed to
             other users (single-user mode).
+        as_owner: Reads a file as its owner (path, offset -> size, bytes; a
+            ``ValueError`` for a link): the launch prefix's way. None: read here.
     """
 
     top: Path
     uid: int | None
+    as_owner: Callable[[Path, int], tuple[int, bytes]] | None = None
 
     def read(self, relative: PurePath, offset: int = 0) -> tuple[int, bytes]:
         """The size of ``top/relative`` and its bytes from ``offset`` (0, b"" when absent).
@@ -45,6 +52,11 @@ class OwnFolder:
         Raises:
             NotOwnFile: a symbolic link on the way, or not a regular file of ``uid``.
         """
+        if self.as_owner is not None:
+            try:
+                return self.as_owner(self.top / relative, offset)
+            except ValueError as exc:
+                raise NotOwnFile(str(exc)) from exc
         fd = self._open(relative)
         if fd is None:
             return 0, b""

@@ -3,7 +3,8 @@
 A batch names an input file (its lines were checked on upload) and an
 endpoint; its model must be a deployed service's that the tenant may use,
 whose engine serves that endpoint. The batch runs on the service's stack
-(``metadata.backend`` may choose ``local`` or ``slurm``), as lent work
+(``metadata.backend`` may choose ``local``, ``slurm`` or ``kubernetes``;
+``warm`` sends its lines to the model's own replicas' idle slots: ``warm.py``), as lent work
 unless ``metadata.priority`` is ``normal``, in ``metadata.shards`` shards
 (default 1). Everything after creation is the ``BatchSupervisor``'s.
 """
@@ -28,7 +29,7 @@ from aifactory.specs import Service, parse_duration_s
 from aifactory.store import BatchRow, Store
 from aifactory.tenancy import Principal
 
-BACKENDS = ("local", "slurm")
+BACKENDS = ("local", "slurm", "kubernetes", "warm")
 _MAX_SHARDS = 64
 _MAX_METADATA = 16
 _ENDPOINT_KIND = {
@@ -240,6 +241,16 @@ def _metadata(value: Any) -> dict[str, str]:
             "metadata.priority must be 'low' (lent, preemptible: the default) or 'normal'.",
             param="metadata.priority",
         )
+    time_limit = value.get("time_limit")
+    if time_limit is not None:
+        try:
+            parse_duration_s(time_limit)
+        except ValueError as exc:
+            raise BadRequest(
+                f"metadata.time_limit {time_limit!r} is not a duration.",
+                fix="give each shard's run a walltime such as '30m' or '2h'",
+                param="metadata.time_limit",
+            ) from exc
     return dict(value)
 
 

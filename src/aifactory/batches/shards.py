@@ -9,27 +9,36 @@ Both runners take the same ``ShardLaunch`` and answer with the same
                                                                    handle: the pid
     slurm:  JobRunner.render/submit (sbatch --uid as the tenant)   handle: Slurm's job id
             on the lending partition/QOS unless the batch asks for normal priority
+    kubernetes: a set of one batch/v1 Job, its pod as the tenant    handle: the set's name
+            seeing the input file (read-only) and the shard's folder (writable)
+            at their host paths: the nodes share the control plane's data folder,
+            as Slurm's do
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from aifactory.backends import (
     AllocationRequest,
     AllocationState,
     Backend,
+    HostMount,
     JobRunner,
     SubmittedJob,
 )
 from aifactory.identity import Identity, Privilege
 from aifactory.specs import Job, Resources, SlurmOptions
 from aifactory.store import TenantRow
+
+if TYPE_CHECKING:
+    from aifactory.backends import KubernetesJobRunner
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +51,11 @@ class ShardLaunch:
 
     Attributes:
         name: The shard's name (``batch-ID-I``), unique among this control plane's.
+        service: The service whose model the batch asks for.
         argv: The worker's command line.
         identity: The tenant's Unix identity it runs as.
         folder: The shard's folder (the identity's): its output, a Slurm job's script and log.
+        input: The batch's input file (the tenant's, in its bucket).
         resources: The engine's CPUs, memory and GPUs (the model's service spec's).
         time_limit_s: The job's walltime (None: the site's).
         lend: Whether it runs as lent, preemptible work.
@@ -52,9 +63,11 @@ class ShardLaunch:
     """
 
     name: str
+    service: str
     argv: tuple[str, ...]
     identity: Identity
     folder: Path
+    input: Path
     resources: Resources
     time_limit_s: float | None
     lend: bool
@@ -220,4 +233,83 @@ class SlurmShards:
 
     async def cancel(self, launch: ShardLaunch, handle: str) -> None:
         """Cancel the job."""
+        await self._runner.cancel(self._submitted(launch, handle))
+
+
+class KubernetesShards:
+    """Shards as Kubernetes Jobs through the jobs layer's runner, their pods as the tenant.
+
+    Each run is a new set of one Job (a fresh name): a finished Job stays
+    until deleted, and its name cannot be taken again before the API server
+    let it go. Once a run ended, its pod's output is kept in the control
+    plane's folder and its Job deleted. Lending does not apply: Kubernetes
+    has no lending partition here.
+
+    Args:
+        runner: Kubernetes' job runner (``KubernetesJobRunner``).
+        logs_dir: Where each run's pod output is kept (``HANDLE/0.log``, the control
+            plane's folder).
+    """
+
+    name = "kubernetes"
+
+    def __init__(self, runner: JobRunner, logs_dir: Path) -> None:
+        assert runner.name == "kubernetes", runner.name
+        # Imported lazily elsewhere (the Kubernetes client is optional); it takes mounts.
+        self._runner = cast("KubernetesJobRunner", runner)
+        self._logs_dir = logs_dir
+        self._cancelled: set[str] = set()
+
+    def job(self, launch: ShardLaunch) -> Job:
+        """The shard's Job spec: the worker in the shard's folder."""
+        return Job(
+            name=launch.name[:63],
+            command=launch.argv,
+            resources=launch.resources,
+            time_limit_s=launch.time_limit_s,
+            workdir=str(launch.folder),
+            backend="kubernetes",
+        )
+
+    @staticmethod
+    def mounts(launch: ShardLaunch) -> tuple[HostMount, ...]:
+        """What the pod sees of the host: the input, read-only; the shard's folder, writable."""
+        return (HostMount(launch.input, file=True), HostMount(launch.folder, writable=True))
+
+    async def start(self, launch: ShardLaunch) -> str:
+        """Create the run's Job; its pod runs as the tenant's identity."""
+        run_id = f"{launch.name}-{secrets.token_hex(3)}"
+        return await self._runner.submit(
+            self.job(launch), run_id, identity=launch.identity, mounts=self.mounts(launch)
+        )
+
+    def _submitted(self, launch: ShardLaunch, handle: str) -> SubmittedJob:
+        # Its log_dir is ours: the tenant's folder is not where root writes.
+        return SubmittedJob(
+            launch.name, handle, self.job(launch), self._logs_dir / handle, (), launch.identity
+        )
+
+    async def state(self, launch: ShardLaunch, handle: str) -> ShardState:
+        """The Job's one task; an ended run's output is kept and its Job deleted."""
+        submitted = self._submitted(launch, handle)
+        tasks = await self._runner.tasks(submitted)
+        if not tasks:
+            if handle in self._cancelled:
+                return ShardState(AllocationState.CANCELLED.value, "cancelled")
+            return ShardState(AllocationState.UNKNOWN.value, "Kubernetes forgot the job")
+        task = tasks[0]
+        if not task.state.finished:
+            return ShardState(task.state.value, task.reason, task.started_at)
+        await self._runner.keep_output(submitted, tasks)
+        await self._runner.cancel(submitted)
+        if handle in self._cancelled:
+            # Its pod ended because we deleted its Job (Kubernetes says "failed").
+            return ShardState(
+                AllocationState.CANCELLED.value, "cancelled", task.started_at, task.ended_at
+            )
+        return ShardState(task.state.value, task.reason, task.started_at, task.ended_at)
+
+    async def cancel(self, launch: ShardLaunch, handle: str) -> None:
+        """Delete the run's Job: its pod is stopped (SIGTERM, then the grace period)."""
+        self._cancelled.add(handle)
         await self._runner.cancel(self._submitted(launch, handle))

@@ -6,8 +6,8 @@ whenever a batch is created or cancelled)::
     validating  -> shards started (runner.start)                  -> in_progress
     in_progress -> each shard's run followed, its lines counted from its output;
                    a run that ended with lines left is started again (it
-                   resumes: the worker skips what its output holds), up to
-                   _MAX_ATTEMPTS runs a shard
+                   resumes: the worker skips what its output holds), until
+                   _MAX_ATTEMPTS runs in a row answered no line
                 -> every line answered, or no shard may run again  -> finalizing
                 -> the completion window passed: runs stopped      -> finalizing (expired)
     cancelling  -> runs stopped; once none runs                    -> finalizing (cancelled)
@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -200,33 +201,45 @@ class BatchSupervisor:
         identity = self._identities.of(tenant)
         privilege = self._identities.privilege
         own = privilege.workload_dir(identity)
-        folder = own / "batches" / row.id
-        privilege.make_dir(identity, folder)
+        if row.backend == "warm":
+            # This process answers a warm batch itself: into its own folder.
+            top, uid = self._settings.logs_dir / "batches" / "warm", None
+            folder = top / row.id
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        else:
+            top, uid = own, None if privilege.single_user else identity.uid
+            folder = own / "batches" / row.id
+            privilege.make_dir(identity, folder)
         input_row = self._store.batch_file(row.input_file_id, row.tenant_id)
         if input_row is None:
             raise AIFactoryError(f"batch {row.id}: its input file {row.input_file_id} is gone")
         input_file = self._files.path(input_row)
         entry = self._catalog.refresh().get(row.service)
         spec = entry.spec if entry is not None else None
-        outputs = [folder.relative_to(own) / f"shard-{s['index']}.jsonl" for s in row.shards]
+        outputs = [folder.relative_to(top) / f"shard-{s['index']}.jsonl" for s in row.shards]
         launches = []
         if isinstance(spec, Service):
-            engine = render_engine(spec, own / "cache", sys.executable)
+            # A pod has its own filesystem: the image's interpreter, its $HOME cache.
+            in_pod = row.backend == "kubernetes"
+            python = self._settings.kubernetes_pod_python if in_pod else sys.executable
+            engine = render_engine(spec, None if in_pod else own / "cache", python)
             concurrency = _slots(spec)
             time_limit = row.metadata_.get("time_limit")
             for shard, output in zip(row.shards, outputs, strict=True):
                 argv = (
-                    sys.executable, "-m", "aifactory.batches.worker",
-                    "--input", str(input_file), "--output", str(own / output),
+                    python, "-m", "aifactory.batches.worker",
+                    "--input", str(input_file), "--output", str(top / output),
                     "--shard", str(shard["index"]), "--shards", str(len(row.shards)),
                     "--concurrency", str(concurrency), "--", *engine.argv,
                 )  # fmt: skip
                 launches.append(
                     ShardLaunch(
                         name=f"batch-{row.id.removeprefix('batch_')[:12]}-{shard['index']}",
+                        service=row.service,
                         argv=argv,
                         identity=identity,
                         folder=folder,
+                        input=input_file,
                         resources=spec.resources,
                         time_limit_s=parse_duration_s(time_limit) if time_limit else None,
                         lend=bool(shard.get("lend")) and bool(self._settings.slurm_lend_partition),
@@ -240,8 +253,12 @@ class BatchSupervisor:
             role="member",
         )
         refusal = budget_refusal(self._store, row.tenant_id)
-        uid = None if privilege.single_user else identity.uid
-        return _Plan(tenant, principal, launches, OwnFolder(own, uid), outputs, input_row, refusal)
+        # An unprivileged control plane cannot open the tenant's folder: the tenant reads for it.
+        through = top == own and privilege.through_prefix(identity)
+        folder_view = OwnFolder(
+            top, uid, partial(privilege.read_file, identity) if through else None
+        )
+        return _Plan(tenant, principal, launches, folder_view, outputs, input_row, refusal)
 
     async def _follow(
         self, row: BatchRow, plan: _Plan, shards: list[dict[str, Any]], start: bool
@@ -261,7 +278,11 @@ class BatchSupervisor:
                 _note(shard, await runner.state(launch, handle), now)
             if not start or done >= shard["lines_total"] or not _ended(shard):
                 continue
-            if shard.get("attempts", 0) >= _MAX_ATTEMPTS:
+            if "done_at_start" in shard:
+                # A run that answered lines was no failure (a walltime, a preemption).
+                progressed = done > shard.pop("done_at_start")
+                shard["stalled"] = 0 if progressed else shard.get("stalled", 0) + 1
+            if shard.get("stalled", 0) >= _MAX_ATTEMPTS:
                 continue
             if plan.refusal is not None:
                 shard["reason"] = f"not started: {plan.refusal}"
@@ -270,7 +291,7 @@ class BatchSupervisor:
                 shard.update(
                     state="failed",
                     reason=f"service {row.service!r} is gone",
-                    attempts=_MAX_ATTEMPTS,
+                    stalled=_MAX_ATTEMPTS,
                 )
                 continue
             try:
@@ -282,9 +303,11 @@ class BatchSupervisor:
             except AIFactoryError as exc:
                 shard.update(state="failed", reason=f"could not start: {exc}", handle="")
                 shard["attempts"] = shard.get("attempts", 0) + 1
+                shard["stalled"] = shard.get("stalled", 0) + 1
                 continue
             shard.update(state="pending", reason="", started_at=None, ended_at=None)
             shard["attempts"] = shard.get("attempts", 0) + 1
+            shard["done_at_start"] = done
             logger.info(
                 "batch %s: shard %s run %s started as %s",
                 row.id,
@@ -387,7 +410,9 @@ class BatchSupervisor:
     ) -> dict[str, Any]:
         """Charge the tokens and node-hours at the site's discount; return the usage shown."""
         discount = self._settings.batch_discount
-        seconds = sum(float(s.get("seconds", 0.0)) for s in shards)
+        # A warm batch ran on replicas already paid for: its tokens are its cost.
+        ran = row.backend != "warm"
+        seconds = sum(float(s.get("seconds", 0.0)) for s in shards) if ran else 0.0
         prompt, completion = tokens
         node_hours = seconds / 3600
         pay = 1 - discount
@@ -432,8 +457,8 @@ def _ended(shard: dict[str, Any]) -> bool:
 
 
 def _settled(shard: dict[str, Any]) -> bool:
-    """Whether the shard will not run again: every line answered, or every attempt spent."""
-    spent = shard.get("attempts", 0) >= _MAX_ATTEMPTS
+    """Whether the shard will not run again: every line answered, or runs in a row answered none."""
+    spent = shard.get("stalled", 0) >= _MAX_ATTEMPTS
     return _ended(shard) and (shard.get("lines_done", 0) >= shard["lines_total"] or spent)
 
 

@@ -105,12 +105,16 @@ def answer(base_url: str, request: dict[str, Any]) -> dict[str, Any]:
     http = urllib.request.Request(
         url, data=body, headers={"Content-Type": "application/json"}, method="POST"
     )
-    request_id = "req_" + secrets.token_hex(12)
     try:
         with urllib.request.urlopen(http, timeout=_REQUEST_TIMEOUT_S) as response:
             status, payload = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, payload = exc.code, exc.read()
+    return record_of(request, status, payload)
+
+
+def record_of(request: dict[str, Any], status: int, payload: bytes) -> dict[str, Any]:
+    """The output line of ``request`` the engine answered with ``status`` and ``payload``."""
     try:
         parsed: Any = json.loads(payload)
     except ValueError:
@@ -118,7 +122,11 @@ def answer(base_url: str, request: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": "batch_req_" + secrets.token_hex(12),
         "custom_id": request["custom_id"],
-        "response": {"status_code": status, "request_id": request_id, "body": parsed},
+        "response": {
+            "status_code": status,
+            "request_id": "req_" + secrets.token_hex(12),
+            "body": parsed,
+        },
         "error": None,
     }
 

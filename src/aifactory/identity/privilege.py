@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from aifactory.errors import ConfigError
+from aifactory.identity.handoff import NOT_A_FILE
 from aifactory.identity.posix import Identity, current_identity
 
 __all__ = ["Privilege", "PrivilegeMode", "choose_privilege"]
@@ -150,6 +151,31 @@ class Privilege:
             return
         path.unlink(missing_ok=True)
 
+    def through_prefix(self, identity: Identity) -> bool:
+        """Whether acting as ``identity`` goes through the launch prefix (not as root or itself)."""
+        return self.mode == "prefix" and identity.uid != os.getuid()
+
+    def read_file(self, identity: Identity, path: Path, offset: int) -> tuple[int, bytes]:
+        """The size of ``path`` and its bytes from ``offset``, read by ``identity`` itself.
+
+        Through the launch prefix: an unprivileged control plane cannot read
+        the identity's own folder. A file that is not there reads as
+        ``(0, b"")``. Blocking.
+
+        Raises:
+            ValueError: ``path`` is a link or not a regular file.
+            ConfigError: the prefix could not act as ``identity``.
+        """
+        handoff = [sys.executable, "-m", "aifactory.identity.handoff", "read", str(path)]
+        done = self._run(identity, self.command(identity, [*handoff, str(offset)]), b"")
+        if done.returncode == NOT_A_FILE:
+            raise ValueError(done.stderr.decode(errors="replace").strip()[:300])
+        self._refused(identity, done)
+        if not done.stdout:
+            return 0, b""
+        size, _, data = done.stdout.partition(b"\n")
+        return int(size), data
+
     def check(self, identity: Identity) -> None:
         """Raise unless this control plane can run processes as ``identity``.
 
@@ -169,8 +195,13 @@ class Privilege:
 
     def _handoff(self, identity: Identity, args: list[str], data: bytes) -> None:
         argv = self.command(identity, [sys.executable, "-m", "aifactory.identity.handoff", *args])
+        self._refused(identity, self._run(identity, argv, data))
+
+    def _run(
+        self, identity: Identity, argv: list[str], data: bytes
+    ) -> subprocess.CompletedProcess[bytes]:
         try:
-            done = subprocess.run(
+            return subprocess.run(
                 argv, input=data, capture_output=True, timeout=_HANDOFF_TIMEOUT_S, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -178,6 +209,8 @@ class Privilege:
                 f"could not run {shlex.join(argv[:4])}… as {identity.user}: {exc}.",
                 fix="check AIFACTORY_LAUNCH_PREFIX and the sudoers rule in the README",
             ) from exc
+
+    def _refused(self, identity: Identity, done: subprocess.CompletedProcess[bytes]) -> None:
         if done.returncode != 0:
             raise ConfigError(
                 f"the launch prefix could not act as {identity.user} "

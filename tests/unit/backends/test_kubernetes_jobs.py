@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from aifactory.backends import AllocationState, KubernetesJobRunner
+from aifactory.backends import AllocationState, HostMount, KubernetesJobRunner
 from aifactory.backends.kubernetes.connection import KubernetesConnection
 from aifactory.backends.kubernetes.job_set import job_task, set_name
 from aifactory.errors import BackendError
@@ -261,3 +262,27 @@ def test_a_pod_just_past_its_deadline_ends_at_the_deadline() -> None:
     assert task.state is AllocationState.TIMEOUT
     assert task.started_at is not None and task.ended_at is not None
     assert task.ended_at - task.started_at == 2  # the container started 1 s after the pod
+
+
+def test_a_jobs_own_mounts_are_at_their_host_paths_the_folder_alone_writable() -> None:
+    job = load_job({"name": "shard", "command": ["python", "-V"], "backend": "kubernetes"})
+    mounts = (
+        HostMount(Path("/data/batches-a/files/f.jsonl"), file=True),
+        HostMount(Path("/data/identities/alice/batches/b1"), writable=True),
+    )
+    (manifest,) = yaml.safe_load_all(runner().render(job, "shard-0a1b2c", mounts=mounts))
+    pod = manifest["spec"]["template"]["spec"]
+    assert pod["volumes"] == [
+        {"name": "host-0", "hostPath": {"path": "/opt/venv"}},
+        {"name": "mount-0", "hostPath": {"path": "/data/batches-a/files/f.jsonl", "type": "File"}},
+        {
+            "name": "mount-1",
+            "hostPath": {"path": "/data/identities/alice/batches/b1", "type": "Directory"},
+        },
+    ]
+    (container,) = pod["containers"]
+    assert container["volumeMounts"] == [
+        {"name": "host-0", "mountPath": "/opt/venv", "readOnly": True},
+        {"name": "mount-0", "mountPath": "/data/batches-a/files/f.jsonl", "readOnly": True},
+        {"name": "mount-1", "mountPath": "/data/identities/alice/batches/b1", "readOnly": False},
+    ]

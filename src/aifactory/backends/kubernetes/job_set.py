@@ -37,6 +37,7 @@ from aifactory.backends.base import (
     DEFAULT_TIME_LIMIT_S,
     AllocationState,
     AllocationStatus,
+    HostMount,
     JobTask,
 )
 from aifactory.backends.kubernetes.identity import confine
@@ -87,12 +88,14 @@ def render_jobs(
     host_paths: tuple[Path, ...] = (),
     identity: Identity | None = None,
     default_time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+    mounts: tuple[HostMount, ...] = (),
 ) -> list[dict[str, Any]]:
     """The Job manifests of ``job``'s set, one per task index, ready for the API.
 
     Each pod runs as ``identity`` (``identity``); None (single-user
     mode) leaves it to the image's user. A job without ``time_limit`` gets
-    ``default_time_limit_s``.
+    ``default_time_limit_s``. ``mounts`` are host paths its pods see (a batch
+    shard's input and folder).
 
     Raises:
         BackendError: when ``instance`` cannot be a label value, or for a root identity.
@@ -104,7 +107,7 @@ def render_jobs(
         )
     handle = set_name(job_id)
     indexes = job.task_indexes
-    pod_volumes, mounts = volumes(handle, host_paths, ())
+    pod_volumes, container_mounts = volumes(handle, host_paths, (), mounts)
     pod: dict[str, Any] = {
         # A failed task is reported, not retried (as on Slurm).
         "restartPolicy": "Never",
@@ -151,8 +154,8 @@ def render_jobs(
         }
         if job.workdir:
             container["workingDir"] = job.workdir
-        if mounts:
-            container["volumeMounts"] = mounts
+        if container_mounts:
+            container["volumeMounts"] = container_mounts
         pod_spec = {**pod, "containers": [container]}
         if identity is not None:
             confine(pod_spec, container, identity)

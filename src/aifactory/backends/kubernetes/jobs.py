@@ -40,7 +40,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from aifactory.backends._files import tail, write_text
-from aifactory.backends.base import DEFAULT_TIME_LIMIT_S, JobTask, SubmittedJob
+from aifactory.backends.base import DEFAULT_TIME_LIMIT_S, HostMount, JobTask, SubmittedJob
 from aifactory.backends.kubernetes.connection import KubernetesConnection, api_message, call_api
 from aifactory.backends.kubernetes.job_set import (
     INDEX_LABEL,
@@ -100,9 +100,16 @@ class KubernetesJobRunner:
         return job
 
     def manifests(
-        self, job: Job, job_id: str, identity: Identity | None = None
+        self,
+        job: Job,
+        job_id: str,
+        identity: Identity | None = None,
+        mounts: tuple[HostMount, ...] = (),
     ) -> list[dict[str, Any]]:
         """The Jobs ``submit`` creates for ``job``, their pods running as ``identity``.
+
+        ``mounts`` are host paths the pods see besides the site's (a batch
+        shard's input and folder): never from a user's spec.
 
         Raises:
             BackendError: when a value cannot be rendered for Kubernetes, or
@@ -118,16 +125,22 @@ class KubernetesJobRunner:
             host_paths=self.connection.host_paths,
             identity=identity,
             default_time_limit_s=self.default_time_limit_s,
+            mounts=mounts,
         )
 
     def render(
-        self, job: Job, job_id: str, log_dir: Path | None = None, identity: Identity | None = None
+        self,
+        job: Job,
+        job_id: str,
+        log_dir: Path | None = None,
+        identity: Identity | None = None,
+        mounts: tuple[HostMount, ...] = (),
     ) -> str:
         """The Job manifests, as YAML documents, exactly as submitted as ``identity``.
 
         ``log_dir`` is unused: the pods' output is kept by ``keep_output``.
         """
-        return yaml.safe_dump_all(self.manifests(job, job_id, identity), sort_keys=False)
+        return yaml.safe_dump_all(self.manifests(job, job_id, identity, mounts), sort_keys=False)
 
     async def submit(
         self,
@@ -135,11 +148,12 @@ class KubernetesJobRunner:
         job_id: str,
         log_dir: Path | None = None,
         identity: Identity | None = None,
+        mounts: tuple[HostMount, ...] = (),
     ) -> str:
         """Create the set's Jobs, all or none; return the set's name.
 
         Their pods run as ``identity``; None (single-user mode only) runs them
-        as the image's user.
+        as the image's user. They see ``mounts`` (``manifests``).
 
         Raises:
             BackendError: when the API server refused a Job or did not answer,
@@ -147,7 +161,7 @@ class KubernetesJobRunner:
         """
         handle = set_name(job_id)
         try:
-            for manifest in self.manifests(job, job_id, identity):
+            for manifest in self.manifests(job, job_id, identity, mounts):
                 await self._call(
                     self.connection.batch.create_namespaced_job, self.connection.namespace, manifest
                 )

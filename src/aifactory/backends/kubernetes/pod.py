@@ -10,7 +10,7 @@ as ``$$`` (which it turns back into ``$``): values arrive exactly as given.
 The one exception is ``POD_IP``, the launcher's advertise host, which the
 kubelet replaces with the Pod's IP (from the downward API).
 
-Two kinds of volume: the site's host paths (``host_paths``: on the dev
+Three kinds of volume: the site's host paths (``host_paths``: on the dev
 cluster the checkout's venv and source, so the launcher argv's interpreter
 exists in the Pod at the same path; none with aifactory's own image,
 deploy/Containerfile), mounted read-only at the same path; and
@@ -18,7 +18,10 @@ the replica's one-time secrets (its registration token, a pool's worker
 token, an agent's key) as a Secret named like the Pod, mounted read-only
 where the launcher looks for them (readable by the Pod's identity alone).
 The Secret never appears in the manifest's text and is deleted with its Pod
-(``render_secret``: the Pod owns it). A Pod of a request with an identity
+(``render_secret``: the Pod owns it); and a job's own host folders and
+files (``HostMount``: a batch shard's input and output), at the same path,
+the folder writable by the Pod's identity only as the host's modes allow.
+A Pod of a request with an identity
 runs as it, with an ``emptyDir`` as its home (``identity``).
 
 Status mapping reads the Pod as the API server sends it (a JSON dict), in one
@@ -36,7 +39,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aifactory.backends.base import AllocationRequest, AllocationState, AllocationStatus
+from aifactory.backends.base import (
+    AllocationRequest,
+    AllocationState,
+    AllocationStatus,
+    HostMount,
+)
 from aifactory.backends.kubernetes.identity import confine
 from aifactory.errors import BackendError
 from aifactory.specs import DNS_LABEL, DNS_SUBDOMAIN, LABEL_VALUE, KubernetesOptions, Resources
@@ -205,9 +213,12 @@ def placement(options: KubernetesOptions) -> dict[str, Any]:
 
 
 def volumes(
-    name: str, host_paths: tuple[Path, ...], secret_files: tuple[Path, ...]
+    name: str,
+    host_paths: tuple[Path, ...],
+    secret_files: tuple[Path, ...],
+    host_mounts: tuple[HostMount, ...] = (),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The Pod's volumes and the container's mounts: host paths, then the secrets.
+    """The Pod's volumes and the container's mounts: host paths, the job's mounts, the secrets.
 
     Raises:
         BackendError: when the secret files do not share one directory.
@@ -217,6 +228,14 @@ def volumes(
     for index, path in enumerate(host_paths):
         volumes.append({"name": f"host-{index}", "hostPath": {"path": str(path)}})
         mounts.append({"name": f"host-{index}", "mountPath": str(path), "readOnly": True})
+    for index, mount in enumerate(host_mounts):
+        kind = "File" if mount.file else "Directory"
+        volumes.append(
+            {"name": f"mount-{index}", "hostPath": {"path": str(mount.path), "type": kind}}
+        )
+        mounts.append(
+            {"name": f"mount-{index}", "mountPath": str(mount.path), "readOnly": not mount.writable}
+        )
     if secret_files:
         folders = {path.parent for path in secret_files}
         if len(folders) != 1:
