@@ -53,6 +53,10 @@
 # restrict_oom_score_adj (without it runc cannot start a pod sandbox:
 # "can't get final child's PID from pipe").
 #
+# PriorityClasses (deploy/k8s-priority-classes.yaml): aifactory-lent (-1000,
+# lent batch pods: AIFACTORY_KUBERNETES_LENT_PRIORITY_CLASS) and
+# aifactory-urgent (1000000, an example of urgent work that preempts them).
+#
 # `up` is idempotent and repairs: daemons alive and healthy are left alone, a
 # killed one is started again (so killing kube-apiserver and running `up`
 # restarts just it). Needs root (re-runs itself under sudo when not root).
@@ -565,6 +569,9 @@ cmd_up() {
     start_apiserver
     start_controllers
     wait_for "the default service account" default_account_ready
+    kubectl_admin apply -f "$HERE/k8s-priority-classes.yaml" >/dev/null ||
+        die "creating the PriorityClasses of $HERE/k8s-priority-classes.yaml failed" \
+            "read $STATE_DIR/log/kube-apiserver.log"
     start_node
     local name
     for name in kube-controller-manager kube-scheduler; do

@@ -133,6 +133,15 @@ class Settings(BaseSettings):
     # (/opt/aifactory/bin/python), or this control plane's own when
     # kubernetes_host_paths mounts it from the host.
     kubernetes_python: str = Field(default="", pattern=r"^(/[^\x00]*)?$")
+    # The PriorityClass of lent (preemptible) batch pods, below the cluster's
+    # default so that any other pod that needs their room preempts them; the
+    # site creates it (deploy/k8s-priority-classes.yaml). "": none, batch pods
+    # then run at the default priority. A user's spec never names a class.
+    kubernetes_lent_priority_class: str = Field(
+        default="",
+        max_length=253,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$",
+    )
     drain_timeout_s: float = Field(default=30.0, ge=0)
     functions_worker_port: int = Field(default=5561, ge=0, le=65535)
     functions_client_port: int = Field(default=5562, ge=0, le=65535)

@@ -220,7 +220,11 @@ class App(Mounts):
                 if backend == "local"
                 else WarmShards(self.plane.fleet)
                 if backend == "warm"
-                else KubernetesShards(self.jobs.runner(backend), logs)
+                else KubernetesShards(
+                    self.jobs.runner(backend),
+                    logs,
+                    self.settings.kubernetes_lent_priority_class,
+                )
                 if backend == "kubernetes"
                 else SlurmShards(
                     self.jobs.runner(backend),

@@ -12,7 +12,7 @@ Both runners take the same ``ShardLaunch`` and answer with the same
     kubernetes: a set of one batch/v1 Job, its pod as the tenant    handle: the set's name
             seeing the input file (read-only) and the shard's folder (writable)
             at their host paths: the nodes share the control plane's data folder,
-            as Slurm's do
+            as Slurm's do; lent, its pod has the site's low PriorityClass
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ class ShardLaunch:
         input: The batch's input file (the tenant's, in its bucket).
         resources: The engine's CPUs, memory and GPUs (the model's service spec's).
         time_limit_s: The job's walltime (None: the site's).
-        lend: Whether it runs as lent, preemptible work.
+        lend: Whether it asks to run as lent, preemptible work (where the
+            site has a place for it: a lending partition, a low PriorityClass).
         tenant: The tenant's row (its Slurm account and defaults).
     """
 
@@ -185,7 +186,7 @@ class SlurmShards:
 
     def job(self, launch: ShardLaunch) -> Job:
         """The shard's Job spec, charged to the tenant's account."""
-        partition, qos = self._lend if launch.lend else ("", "")
+        partition, qos = self._lend if launch.lend and self._lend[0] else ("", "")
         job = Job(
             name=launch.name[:63],
             command=launch.argv,
@@ -242,22 +243,27 @@ class KubernetesShards:
     Each run is a new set of one Job (a fresh name): a finished Job stays
     until deleted, and its name cannot be taken again before the API server
     let it go. Once a run ended, its pod's output is kept in the control
-    plane's folder and its Job deleted. Lending does not apply: Kubernetes
-    has no lending partition here.
+    plane's folder and its Job deleted. A lent shard's pod has the site's
+    low PriorityClass: the scheduler preempts it (deletes its pod) for any
+    pod of a higher class that needs its room; the Job then makes a new pod,
+    which waits for room and resumes where the preempted one stopped.
 
     Args:
         runner: Kubernetes' job runner (``KubernetesJobRunner``).
         logs_dir: Where each run's pod output is kept (``HANDLE/0.log``, the control
             plane's folder).
+        lent_priority_class: The site's PriorityClass for lent pods ("": none;
+            lent shards then run at the cluster's default priority).
     """
 
     name = "kubernetes"
 
-    def __init__(self, runner: JobRunner, logs_dir: Path) -> None:
+    def __init__(self, runner: JobRunner, logs_dir: Path, lent_priority_class: str = "") -> None:
         assert runner.name == "kubernetes", runner.name
         # Imported lazily elsewhere (the Kubernetes client is optional); it takes mounts.
         self._runner = cast("KubernetesJobRunner", runner)
         self._logs_dir = logs_dir
+        self._lent_priority_class = lent_priority_class
         self._cancelled: set[str] = set()
 
     def job(self, launch: ShardLaunch) -> Job:
@@ -276,11 +282,19 @@ class KubernetesShards:
         """What the pod sees of the host: the input, read-only; the shard's folder, writable."""
         return (HostMount(launch.input, file=True), HostMount(launch.folder, writable=True))
 
+    def priority_class(self, launch: ShardLaunch) -> str:
+        """The pod's PriorityClass: the site's lent one, unless the batch asked for normal."""
+        return self._lent_priority_class if launch.lend else ""
+
     async def start(self, launch: ShardLaunch) -> str:
         """Create the run's Job; its pod runs as the tenant's identity."""
         run_id = f"{launch.name}-{secrets.token_hex(3)}"
         return await self._runner.submit(
-            self.job(launch), run_id, identity=launch.identity, mounts=self.mounts(launch)
+            self.job(launch),
+            run_id,
+            identity=launch.identity,
+            mounts=self.mounts(launch),
+            priority_class=self.priority_class(launch),
         )
 
     def _submitted(self, launch: ShardLaunch, handle: str) -> SubmittedJob:

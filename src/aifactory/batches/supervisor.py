@@ -242,7 +242,7 @@ class BatchSupervisor:
                         input=input_file,
                         resources=spec.resources,
                         time_limit_s=parse_duration_s(time_limit) if time_limit else None,
-                        lend=bool(shard.get("lend")) and bool(self._settings.slurm_lend_partition),
+                        lend=bool(shard.get("lend")),
                         tenant=tenant,
                     )
                 )

@@ -11,7 +11,7 @@ import yaml
 from aifactory.backends import AllocationState, HostMount, KubernetesJobRunner
 from aifactory.backends.kubernetes.connection import KubernetesConnection
 from aifactory.backends.kubernetes.job_set import job_task, set_name
-from aifactory.errors import BackendError
+from aifactory.errors import BackendError, SpecError
 from aifactory.specs import load_job
 
 
@@ -286,3 +286,14 @@ def test_a_jobs_own_mounts_are_at_their_host_paths_the_folder_alone_writable() -
         {"name": "mount-0", "mountPath": "/data/batches-a/files/f.jsonl", "readOnly": True},
         {"name": "mount-1", "mountPath": "/data/identities/alice/batches/b1", "readOnly": False},
     ]
+
+
+def test_a_pods_priority_class_is_the_runners_to_give_never_the_specs() -> None:
+    job = load_job({"name": "shard", "command": ["python", "-V"], "backend": "kubernetes"})
+    (manifest,) = yaml.safe_load_all(runner().render(job, "shard-0a1b2c", priority_class="low"))
+    assert manifest["spec"]["template"]["spec"]["priorityClassName"] == "low"
+    (plain,) = rendered()
+    assert "priorityClassName" not in plain["spec"]["template"]["spec"]
+    for field in ("priorityClassName", "priority_class_name", "priority"):
+        with pytest.raises(SpecError, match=f"kubernetes.{field}: Extra inputs are not permitted"):
+            load_job({"name": "j", "command": ["ls"], "kubernetes": {field: "urgent"}})

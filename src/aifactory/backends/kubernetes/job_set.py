@@ -89,13 +89,15 @@ def render_jobs(
     identity: Identity | None = None,
     default_time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     mounts: tuple[HostMount, ...] = (),
+    priority_class: str = "",
 ) -> list[dict[str, Any]]:
     """The Job manifests of ``job``'s set, one per task index, ready for the API.
 
     Each pod runs as ``identity`` (``identity``); None (single-user
     mode) leaves it to the image's user. A job without ``time_limit`` gets
     ``default_time_limit_s``. ``mounts`` are host paths its pods see (a batch
-    shard's input and folder).
+    shard's input and folder). ``priority_class`` is the pods' PriorityClass,
+    one the site named (lent batch work); "" leaves the cluster's default.
 
     Raises:
         BackendError: when ``instance`` cannot be a label value, or for a root identity.
@@ -118,6 +120,8 @@ def render_jobs(
     }
     if pod_volumes:
         pod["volumes"] = pod_volumes
+    if priority_class:
+        pod["priorityClassName"] = priority_class
     # On the pod, not the Job: counted from the pod's start (as Slurm counts
     # from the job's), and the kubelet stops the pod in place, so its exit
     # record and log remain (a Job's deadline deletes its pods).

@@ -105,11 +105,13 @@ class KubernetesJobRunner:
         job_id: str,
         identity: Identity | None = None,
         mounts: tuple[HostMount, ...] = (),
+        priority_class: str = "",
     ) -> list[dict[str, Any]]:
         """The Jobs ``submit`` creates for ``job``, their pods running as ``identity``.
 
         ``mounts`` are host paths the pods see besides the site's (a batch
-        shard's input and folder): never from a user's spec.
+        shard's input and folder), ``priority_class`` their PriorityClass (the
+        site's class for lent work): never from a user's spec.
 
         Raises:
             BackendError: when a value cannot be rendered for Kubernetes, or
@@ -126,6 +128,7 @@ class KubernetesJobRunner:
             identity=identity,
             default_time_limit_s=self.default_time_limit_s,
             mounts=mounts,
+            priority_class=priority_class,
         )
 
     def render(
@@ -135,12 +138,14 @@ class KubernetesJobRunner:
         log_dir: Path | None = None,
         identity: Identity | None = None,
         mounts: tuple[HostMount, ...] = (),
+        priority_class: str = "",
     ) -> str:
         """The Job manifests, as YAML documents, exactly as submitted as ``identity``.
 
         ``log_dir`` is unused: the pods' output is kept by ``keep_output``.
         """
-        return yaml.safe_dump_all(self.manifests(job, job_id, identity, mounts), sort_keys=False)
+        manifests = self.manifests(job, job_id, identity, mounts, priority_class)
+        return yaml.safe_dump_all(manifests, sort_keys=False)
 
     async def submit(
         self,
@@ -149,11 +154,13 @@ class KubernetesJobRunner:
         log_dir: Path | None = None,
         identity: Identity | None = None,
         mounts: tuple[HostMount, ...] = (),
+        priority_class: str = "",
     ) -> str:
         """Create the set's Jobs, all or none; return the set's name.
 
         Their pods run as ``identity``; None (single-user mode only) runs them
-        as the image's user. They see ``mounts`` (``manifests``).
+        as the image's user. They see ``mounts`` and have ``priority_class``
+        (``manifests``).
 
         Raises:
             BackendError: when the API server refused a Job or did not answer,
@@ -161,7 +168,7 @@ class KubernetesJobRunner:
         """
         handle = set_name(job_id)
         try:
-            for manifest in self.manifests(job, job_id, identity, mounts):
+            for manifest in self.manifests(job, job_id, identity, mounts, priority_class):
                 await self._call(
                     self.connection.batch.create_namespaced_job, self.connection.namespace, manifest
                 )
