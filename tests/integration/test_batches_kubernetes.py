@@ -6,6 +6,9 @@ as the tenant's Unix user, the batch worker and its own engine, reading the
 input file from the tenant's bucket and appending answers to the shard's
 folder, both mounted at their host paths (deploy/k8s-dev-cluster.sh's node
 is this machine). The openai SDK drives it; answers must match direct calls.
+Batches are lent by default: their pods have the dev cluster's low
+PriorityClass (aifactory-lent), and urgent work (aifactory-urgent) that needs
+their room preempts them.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import io
 import json
 import os
 import pwd
+import re
 import signal
+import subprocess
 import sys
 import sysconfig
 import time
@@ -23,14 +28,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.utils import parse_quantity
 from openai import OpenAI
 
 from .batches import chat_lines, lines_of, wait_for
-from .kube import fresh_namespace, kubectl, pod_facing_settings, running_cluster
+from .kube import (
+    KUBECONFIG,
+    NODE,
+    fresh_namespace,
+    kubectl,
+    pod_facing_settings,
+    running_cluster,
+    service_pods,
+)
 from .server import REPO, Server, free_port, processes_mentioning, start_server
 
 IMAGE = "localhost/python:aifactory"
 TENANT_USER = "aif-alice"
+LENT_CLASS = "aifactory-lent"
+URGENT_CLASS = "aifactory-urgent"
 
 pytestmark = pytest.mark.kubernetes
 
@@ -48,6 +64,8 @@ health: {interval_s: 1, start_timeout_s: 300}
 @pytest.fixture(scope="module")
 def namespace() -> Iterator[str]:
     for _ in running_cluster(IMAGE):
+        # A cluster started by an older script lacks them; applying is idempotent.
+        kubectl("apply", "-f", str(REPO / "deploy" / "k8s-priority-classes.yaml"))
         yield from fresh_namespace("aif-batch")
 
 
@@ -65,6 +83,7 @@ def _checkout_paths() -> list[str]:
 def server(namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     settings = pod_facing_settings(namespace, port, IMAGE, _checkout_paths())
+    settings["kubernetes_lent_priority_class"] = LENT_CLASS
     srv = start_server(tmp_path_factory.mktemp("kbatch"), port=port, **settings)
     created = srv.admin.post("/api/tenants", json={"name": "physics", "unix_user": TENANT_USER})
     assert created.status_code == 201, created.text
@@ -80,10 +99,13 @@ def alice(server: Server) -> OpenAI:
     return OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
 
 
-def _create(client: OpenAI, data: bytes) -> str:
+def _create(client: OpenAI, data: bytes, metadata: dict[str, str] | None = None) -> str:
     upload = client.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch")
     batch = client.batches.create(
-        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata=metadata,
     )
     return batch.id
 
@@ -120,6 +142,8 @@ def test_a_chat_batch_runs_as_a_kubernetes_job_of_the_tenant(
     pod = _running_pod(namespace)
     uid = pwd.getpwnam(TENANT_USER).pw_uid
     assert pod["spec"]["securityContext"]["runAsUser"] == uid
+    # Lent by default: the site's low class, below the default pods' 0.
+    assert (pod["spec"]["priorityClassName"], pod["spec"]["priority"]) == (LENT_CLASS, -1000)
     batch = wait_for(alice, batch_id, timeout_s=300)
     took = time.monotonic() - started
     assert batch.status == "completed", batch
@@ -171,7 +195,11 @@ def test_cancel_deletes_the_job_and_keeps_finished_lines(
     server: Server, alice: OpenAI, namespace: str
 ) -> None:
     count = 30
-    batch_id = _create(alice, chat_lines(count, max_tokens=32, model="smollm2-kbatch"))
+    lines = chat_lines(count, max_tokens=32, model="smollm2-kbatch")
+    batch_id = _create(alice, lines, metadata={"priority": "normal"})
+    # A batch that asks for normal priority is not lent: no class, the default priority.
+    pod = _running_pod(namespace)
+    assert "priorityClassName" not in pod["spec"] and pod["spec"]["priority"] == 0
     wait_for(alice, batch_id, lambda b: (b.model_extra or {})["progress"]["lines_done"] >= 3)
     alice.batches.cancel(batch_id)
     batch = wait_for(alice, batch_id, timeout_s=120)
@@ -181,3 +209,112 @@ def test_cancel_deletes_the_job_and_keeps_finished_lines(
     assert {e["error"]["code"] for e in errors} <= {"batch_cancelled"}
     assert (batch.model_extra or {})["progress"]["jobs"][0]["state"] == "cancelled"
     _gone(namespace)
+
+
+def _node_pods() -> list[dict[str, Any]]:
+    out = kubectl("get", "pods", "-A", "-o", "json", "--field-selector", f"spec.nodeName={NODE}")
+    return list(json.loads(out)["items"])
+
+
+def _memory(pod: dict[str, Any]) -> int:
+    requests = (c.get("resources", {}).get("requests", {}) for c in pod["spec"]["containers"])
+    return sum(int(parse_quantity(r.get("memory", "0"))) for r in requests)
+
+
+def _free_memory() -> int:
+    """The node's memory no pod holds, once no pod is leaving (the scheduler still counts those)."""
+    deadline = time.monotonic() + 60
+    while True:
+        holding = [
+            p for p in _node_pods() if p["status"].get("phase") not in ("Succeeded", "Failed")
+        ]
+        if not any(p["metadata"].get("deletionTimestamp") for p in holding):
+            break
+        assert time.monotonic() < deadline, "pods on the node did not finish leaving"
+        time.sleep(0.5)
+    allocatable = kubectl("get", "node", NODE, "-o", "jsonpath={.status.allocatable.memory}")
+    return int(parse_quantity(allocatable)) - sum(_memory(p) for p in holding)
+
+
+def _urgent_pod(namespace: str, memory: int) -> str:
+    """Create an urgent pod asking ``memory`` bytes (a sleep: it holds the room, uses none)."""
+    name = f"urgent-{os.getpid()}"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "priorityClassName": URGENT_CLASS,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "urgent",
+                    "image": "localhost/busybox:aifactory",
+                    "imagePullPolicy": "Never",
+                    "command": ["/bin/sleep", "300"],
+                    "resources": {"requests": {"memory": str(memory)}},
+                }
+            ],
+        },
+    }
+    subprocess.run(
+        ["kubectl", "--kubeconfig", str(KUBECONFIG), "create", "-f", "-"],
+        input=json.dumps(pod), text=True, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return name
+
+
+def _phase(namespace: str, pod: str) -> str:
+    return kubectl("get", "pod", "-n", namespace, pod, "-o", "jsonpath={.status.phase}")
+
+
+def test_a_lent_batch_yields_to_an_urgent_pod_and_resumes_after_it_without_losing_lines(
+    server: Server, alice: OpenAI, namespace: str
+) -> None:
+    count = 30
+    started = time.monotonic()
+    batch_id = _create(alice, chat_lines(count, max_tokens=32, model="smollm2-kbatch"))
+    wait_for(alice, batch_id, lambda b: (b.model_extra or {})["progress"]["lines_done"] >= 2)
+    lent = _running_pod(namespace)
+    assert lent["spec"]["priorityClassName"] == LENT_CLASS
+    # Sized so that the node holds the urgent pod only without the lent one:
+    # the scheduler must preempt it (the replica's default-priority pod stays).
+    replica = [p["metadata"]["uid"] for p in service_pods(namespace, "kchat")]
+    urgent = _urgent_pod(namespace, _free_memory() + _memory(lent) // 2)
+    try:
+        deadline = time.monotonic() + 60
+        while _phase(namespace, urgent) != "Running":
+            assert time.monotonic() < deadline, "the urgent pod did not run"
+            time.sleep(0.5)
+        preempted_at = time.monotonic()
+        events = kubectl(
+            "get", "events", "-n", namespace, "--field-selector", "reason=Preempted", "-o", "json"
+        )
+        victims = {e["involvedObject"]["name"] for e in json.loads(events)["items"]}
+        assert victims == {lent["metadata"]["name"]}
+        done_then = (alice.batches.retrieve(batch_id).model_extra or {})["progress"]["lines_done"]
+        assert done_then < count, "the batch ended before it was preempted"
+        # The Job's next pod waits while the urgent pod holds the room.
+        time.sleep(3)
+        waiting = [p for p in _batch_pods(namespace) if not p["metadata"].get("deletionTimestamp")]
+        assert [p["status"]["phase"] for p in waiting] == ["Pending"], waiting
+        assert [p["metadata"]["uid"] for p in service_pods(namespace, "kchat")] == replica
+    finally:
+        kubectl("delete", "pod", "-n", namespace, urgent, "--wait=false")
+    batch = wait_for(alice, batch_id, timeout_s=180)
+    took = time.monotonic() - started
+    assert batch.status == "completed", batch
+    out = lines_of(alice, batch.output_file_id)
+    assert sorted(line["custom_id"] for line in out) == sorted(f"q{i}" for i in range(count))
+    shard = next(Path(server.data_dir).glob(f"identities/*/batches/{batch_id}/shard-0.jsonl"))
+    assert len(shard.read_bytes().splitlines()) == count
+    # One Job: its second pod resumed after the lines the preempted one had written.
+    (job,) = (batch.model_extra or {})["progress"]["jobs"]
+    kept = (server.data_dir / "logs" / "batches" / job["job"] / "0.log").read_text()
+    (resumed,) = re.findall(r"shard 0/1: (\d+) done, (\d+) to do", kept)
+    assert int(resumed[0]) >= done_then and sum(map(int, resumed)) == count, kept
+    print(
+        f"\npreempted after {done_then}/{count} lines; completed"
+        f" {time.monotonic() - preempted_at:.1f} s after the urgent pod ran, {took:.1f} s in all"
+    )
