@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from aifactory.backends import HostMount, KubernetesJobRunner
 from aifactory.backends.kubernetes.connection import KubernetesConnection
 from aifactory.batches.shards import KubernetesShards, ShardLaunch, SlurmShards
+from aifactory.errors import BackendError
 from aifactory.identity import Identity
 from aifactory.specs import Job, Resources
 
@@ -105,3 +107,33 @@ def test_a_lent_slurm_shard_goes_to_the_lending_partition_only_where_there_is_on
     shards = SlurmShards(_SlurmRunner(), None, partition, "lent")  # type: ignore[arg-type]
     slurm = shards.job(_launch(tmp_path, lend=lend)).slurm
     assert (slurm.partition, slurm.qos) == expected
+
+
+def test_a_site_class_the_cluster_lacks_refuses_the_run_with_the_fix(tmp_path: Path) -> None:
+    # Kubernetes would take the Job and never make its pod (no such class): say so at start.
+    kubeconfig = tmp_path / "kubeconfig"  # a server never reached: the calls are faked
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    connection = KubernetesConnection(namespace="batch", image="i:1", kubeconfig=str(kubeconfig))
+    runner = KubernetesJobRunner("ab12cd34", connection)
+    created: list[Any] = []
+
+    async def call(method: Any, *args: Any, **kwargs: Any) -> Any:
+        if method.__name__ == "read_priority_class":
+            raise ApiException(status=404, reason="Not Found")
+        created.append(args)
+        return {}
+
+    runner._call = call  # type: ignore[method-assign]
+    shards = KubernetesShards(runner, tmp_path, "aifactory-lent")
+    with pytest.raises(BackendError, match="PriorityClass 'aifactory-lent'") as refused:
+        asyncio.run(shards.start(_launch(tmp_path, lend=True)))
+    assert "k8s-priority-classes.yaml" in (refused.value.fix or "")
+    assert created == []
+    # Normal priority needs no class: it runs.
+    asyncio.run(shards.start(_launch(tmp_path, lend=False)))
+    assert len(created) == 1

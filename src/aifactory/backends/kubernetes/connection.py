@@ -74,6 +74,11 @@ class KubernetesConnection:
         """The BatchV1 API (Jobs)."""
         return client.BatchV1Api(self._client())
 
+    @property
+    def scheduling(self) -> client.SchedulingV1Api:
+        """The SchedulingV1 API (PriorityClasses)."""
+        return client.SchedulingV1Api(self._client())
+
     async def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One API call in a thread; the answer as the JSON the server sent (None when empty).
 

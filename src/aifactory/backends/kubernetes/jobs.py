@@ -167,6 +167,8 @@ class KubernetesJobRunner:
                 or for a root identity.
         """
         handle = set_name(job_id)
+        if priority_class:
+            await self._require_class(priority_class)
         try:
             for manifest in self.manifests(job, job_id, identity, mounts, priority_class):
                 await self._call(
@@ -182,6 +184,26 @@ class KubernetesJobRunner:
             "job %s: created Kubernetes job set %s/%s", job_id, self.connection.namespace, handle
         )
         return handle
+
+    async def _require_class(self, name: str) -> None:
+        """Refuse a PriorityClass the cluster lacks: its Jobs' pods would never be made.
+
+        A control plane not allowed to read PriorityClasses does not know:
+        it goes on (the pods' creation then says).
+
+        Raises:
+            BackendError: when the cluster has no such class.
+        """
+        try:
+            await self._call(self.connection.scheduling.read_priority_class, name)
+        except ApiException as exc:
+            if exc.status == _NOT_FOUND:
+                raise BackendError(
+                    f"the cluster has no PriorityClass {name!r} (the site's class for lent work)",
+                    fix="create it (deploy/k8s-priority-classes.yaml has one: kubectl apply -f) "
+                    "or set AIFACTORY_KUBERNETES_LENT_PRIORITY_CLASS to a class the cluster has",
+                ) from exc
+            logger.warning("PriorityClass %s not checked: %s", name, api_message(exc))
 
     async def tasks(self, job: SubmittedJob) -> list[JobTask]:
         """Every task of the job's set, by index.
