@@ -76,7 +76,8 @@ def _checkout_paths() -> list[str]:
     """
     pths = Path(sysconfig.get_paths()["purelib"]).glob("__editable__*.pth")
     sources = {line.strip() for pth in pths for line in pth.read_text().splitlines()}
-    return [sys.prefix, str(REPO / "src"), *sorted(s for s in sources if s.startswith("/"))]
+    paths = [sys.prefix, str(REPO / "src"), *sorted(s for s in sources if s.startswith("/"))]
+    return list(dict.fromkeys(paths))  # a checkout's own venv names its own src: mount it once
 
 
 @pytest.fixture(scope="module")
