@@ -7,7 +7,7 @@ and at the cost of a few ``startswith`` on the hot path.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,19 +22,30 @@ class Mount:
 
 
 class Mounts:
-    """The first mount whose prefix the path starts with serves it; else ``default``.
+    """The exact path's app, else the first mount whose prefix it starts with, else ``default``.
 
-    Everything that is not HTTP (the lifespan) goes to ``default``.
+    ``exact`` serves the hot paths with one lookup, before any prefix is
+    tried. Everything that is not HTTP (the lifespan) goes to ``default``.
     """
 
-    def __init__(self, mounts: Sequence[Mount], default: ASGIApp) -> None:
+    def __init__(
+        self,
+        mounts: Sequence[Mount],
+        default: ASGIApp,
+        exact: Mapping[str, ASGIApp] | None = None,
+    ) -> None:
         self._mounts = tuple((m.prefix, m.app) for m in mounts)
+        self._exact = dict(exact or {})
         self._default = default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI scope with the app its path is mounted at."""
         if scope["type"] == "http":
             path = scope["path"]
+            exact = self._exact.get(path)
+            if exact is not None:
+                await exact(scope, receive, send)
+                return
             for prefix, app in self._mounts:
                 if path.startswith(prefix):
                     await app(scope, receive, send)

@@ -62,7 +62,7 @@ from aifactory.control import ControlPlane, FleetFollower, instance_id
 from aifactory.data_dir import lock_down
 from aifactory.errors import APIError, ConfigError, NotFound
 from aifactory.functions import FunctionsHub, Invoker, code_refusal
-from aifactory.gateway import GatewayApp, error_body
+from aifactory.gateway import ENGINE_PATHS, GatewayApp, error_body
 from aifactory.input_limits import BodyLimit, BodyRule, HttpLimits, uvicorn_options
 from aifactory.jobs import JobsManager
 from aifactory.logs import configure_logging
@@ -170,7 +170,7 @@ class App(Mounts):
             *(Mount(prefix, admin) for prefix in _API_UNDER_V1),
             Mount("/v1/", self.gateway),
         ]
-        super().__init__(mounts, default=admin)
+        super().__init__(mounts, default=admin, exact=dict.fromkeys(ENGINE_PATHS, self.gateway))
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:

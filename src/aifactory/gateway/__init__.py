@@ -1,6 +1,6 @@
 """The OpenAI-compatible gateway: auth, routing, streaming proxy, metering."""
 
-from aifactory.gateway.app import GatewayApp
+from aifactory.gateway.app import ENGINE_PATHS, GatewayApp
 from aifactory.gateway.bounds import check_bounds
 from aifactory.gateway.chat_shape import check_chat
 from aifactory.gateway.counts import check_counts
@@ -10,6 +10,7 @@ from aifactory.gateway.router import Router
 from aifactory.gateway.usage import Usage
 
 __all__ = [
+    "ENGINE_PATHS",
     "GatewayApp",
     "Router",
     "StreamFold",

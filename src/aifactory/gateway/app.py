@@ -78,6 +78,8 @@ _RETRYABLE_STATUS = {502, 503}
 _CANNOT_CONNECT = (aiohttp.ClientConnectorError, TimeoutError)
 _USAGE_OPTION = b'"stream_options":{"include_usage":true}'
 _RESPONSES = "/v1/responses"
+# The paths the gateway serves requests to engines on (its hot paths).
+ENGINE_PATHS = (*PROXIED, _RESPONSES)
 _RESPONSE_PREFIX = "/v1/responses/"
 
 
@@ -614,4 +616,4 @@ def _no_model(model: str) -> str:
     return f"The model `{model}` does not exist or you do not have access to it."
 
 
-__all__ = ["GatewayApp", "Lease"]
+__all__ = ["ENGINE_PATHS", "GatewayApp", "Lease"]
