@@ -141,7 +141,12 @@ class App(Mounts):
         catalog = Catalog(self.store, self.objects, self.s3_lineage.flush)
         self.objects.publish_with(catalog)  # public entries read unsigned over S3 too
         lineage = Lineage(self.store, catalog)
-        uses = CatalogUses(catalog, self.store, lineage)
+        uses = CatalogUses(
+            catalog,
+            self.store,
+            lineage,
+            self.jobs.identities if settings.privilege.mode == "root" else None,
+        )
         routes = [
             Route("/healthz", self._healthz, methods=["GET"]),
             *AdminAPI(self.plane, access, quotas, policy, uses).routes(),

@@ -26,6 +26,7 @@ from aifactory.catalog.files import (
     sha256_of,
 )
 from aifactory.catalog.partitions import Partition, format_of, shares, split
+from aifactory.catalog.pins import ModelPins
 from aifactory.errors import APIError, BadRequest, Forbidden, NotFound
 from aifactory.objects import RESERVED_PREFIX, ObjectsService, caller_of
 from aifactory.store import CatalogEntryRecord, Store
@@ -118,6 +119,11 @@ class Catalog:
     def content(self) -> ContentStore:
         """Where versions' files are kept by hash (beside the buckets, same filesystem)."""
         return ContentStore(self._root / f"{RESERVED_PREFIX}catalog")
+
+    @property
+    def pins(self) -> ModelPins:
+        """Where deployed models are pinned for the tenants whose replicas read them."""
+        return ModelPins(self._root / f"{RESERVED_PREFIX}pins")
 
     def prefix_path(self, entry: CatalogEntryRecord) -> Path:
         """The POSIX directory of an entry's prefix (its latest files)."""
