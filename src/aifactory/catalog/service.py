@@ -145,31 +145,33 @@ class Catalog:
         request = EntryRequest.of(document, described)
         if request.visibility != "private":
             await self._may_publish(caller, bucket)
-        try:
-            files = await asyncio.to_thread(scan_prefix, directory, self.content)
-        except FileNotFoundError:
-            files = []
-        if not files:
-            raise BadRequest(
-                f"s3://{bucket}/{prefix} holds no files.",
-                fix="upload the files first, then register the prefix that holds them",
-                param="prefix",
+        content = self.content
+        async with content.keeping():
+            try:
+                files = await asyncio.to_thread(scan_prefix, directory, content)
+            except FileNotFoundError:
+                files = []
+            if not files:
+                raise BadRequest(
+                    f"s3://{bucket}/{prefix} holds no files.",
+                    fix="upload the files first, then register the prefix that holds them",
+                    param="prefix",
+                )
+            words = request.description_only()
+            if not words.format:
+                words.format = guess_format([f.path for f in files])
+            description = words.model_dump()
+            version = await asyncio.to_thread(
+                self._store.save_catalog_entry,
+                caller.tenant_id,
+                request.name,
+                {"kind": request.kind, "bucket": bucket, "prefix": request.prefix},
+                request.visibility,
+                sorted(set(request.shared_with)),
+                description,
+                [f.as_dict() for f in files],
+                _search_text(caller.tenant, request.name, description),
             )
-        words = request.description_only()
-        if not words.format:
-            words.format = guess_format([f.path for f in files])
-        description = words.model_dump()
-        version = await asyncio.to_thread(
-            self._store.save_catalog_entry,
-            caller.tenant_id,
-            request.name,
-            {"kind": request.kind, "bucket": bucket, "prefix": request.prefix},
-            request.visibility,
-            sorted(set(request.shared_with)),
-            description,
-            [f.as_dict() for f in files],
-            _search_text(caller.tenant, request.name, description),
-        )
         # Outputs jobs declared before this version existed: this is the version they made.
         await asyncio.to_thread(
             self._store.settle_generated, caller.tenant_id, request.name, version
@@ -194,8 +196,9 @@ class Catalog:
                 f"only tenant {entry.tenant!r} may delete {entry.tenant}/{entry.name}.",
                 fix="ask its owner to delete it",
             )
-        kept = await asyncio.to_thread(self._store.delete_catalog_entry, entry.id)
-        freed = await asyncio.to_thread(self._free, kept)
+        async with self.content.freeing():
+            kept = await asyncio.to_thread(self._store.delete_catalog_entry, entry.id)
+            freed = await asyncio.to_thread(self._free, kept)
         await asyncio.to_thread(self._store.delete_lineage, entry.tenant_id, entry.name)
         if self._on_change is not None:
             await self._on_change()
