@@ -140,6 +140,7 @@ class App(Mounts):
         policy = SpecPolicy.of(settings)
         catalog = Catalog(self.store, self.objects, self.s3_lineage.flush)
         self.objects.publish_with(catalog)  # public entries read unsigned over S3 too
+        self.objects.count_with(catalog)  # kept versions count in their tenant's bytes quota
         lineage = Lineage(self.store, catalog)
         uses = CatalogUses(
             catalog,

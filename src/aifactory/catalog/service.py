@@ -221,6 +221,25 @@ class Catalog:
             freed += kept[sha256] if links == 1 else 0
         return freed
 
+    def bytes_held(self, tenant_id: int) -> int:
+        """The bytes only the catalog holds for ``tenant_id`` (its bytes quota counts them).
+
+        Those are the kept files of its entries that no bucket links any more
+        (their only links are the content store's and pins), and the copies
+        pinned for its services. Blocking.
+        """
+        kept = self._store.catalog_kept_files(tenant_id)
+        pins = self.pins
+        pinned = pins.links() if kept else {}
+        held = 0
+        for sha256, size in kept.items():
+            try:
+                links = self.content.path_of(sha256).stat().st_nlink
+            except FileNotFoundError:
+                continue
+            held += size if links <= 1 + pinned.get(sha256, 0) else 0
+        return held + pins.copied_bytes(tenant_id)
+
     async def _may_publish(self, caller: Principal, bucket: str) -> None:
         """Refuse sharing or publishing another tenant's files (a read grant is not enough)."""
         assert self._objects.registry is not None
