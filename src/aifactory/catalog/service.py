@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = ["Catalog", "Gone", "SearchQuery"]
 
 _MAX_DESCRIPTION_BYTES = 256 * 1024
 _PUBLIC_TTL_S = 5.0
+_CACHED_SPLITS = 256
 
 
 class Gone(APIError):
@@ -89,6 +91,7 @@ class Catalog:
         self._objects = objects
         self._on_change = on_change
         self._public: tuple[float, dict[str, list[tuple[int, str]]]] = (0.0, {})
+        self._parts: OrderedDict[tuple[Any, ...], list[Partition]] = OrderedDict()
 
     async def is_public(self, bucket: str, owner_tenant_id: int, key: str) -> bool:
         """Whether ``key`` lies under a public entry's prefix of ``bucket`` (the S3 API asks).
@@ -335,11 +338,20 @@ class Catalog:
                 fix="read its files whole",
             )
         sizes = [int(f["size"]) for f in view.version.files if f["path"] in splittable]
+        locals_ = [str(await self.file(view, path, hashed=False)) for path in splittable]
+        entry, version = view.entry, view.version
+        # A version never changes: split it once per n (a CSV's split reads it whole).
+        key = (entry.tenant_id, entry.name, version.version, version.created_at, n)
+        if (cached := self._parts.get(key)) is not None:
+            self._parts.move_to_end(key)
+            return cached
         parts: list[Partition] = []
-        for path, share in zip(splittable, shares(sizes, n), strict=True):
-            local = str(await self.file(view, path, hashed=False))
+        for path, local, share in zip(splittable, locals_, shares(sizes, n), strict=True):
             found = await asyncio.to_thread(split, local, share, format_of(path))
             parts.extend(replace(part, path=path) for part in found)
+        self._parts[key] = parts
+        while len(self._parts) > _CACHED_SPLITS:
+            self._parts.popitem(last=False)
         return parts
 
     def _checked_file(self, view: CatalogView, listed: dict[str, Any], hashed: bool) -> Path | None:

@@ -1,4 +1,8 @@
-"""A delete racing a registration of the same bytes never unlinks the file the new version lists."""
+"""The catalog in-process over a real object store: races and caches.
+
+A delete racing a registration of the same bytes never unlinks the file the
+new version lists; a version's partitions are split once per n.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from aifactory.catalog import Catalog
+from aifactory.catalog import Catalog, Partition, service
+from aifactory.catalog.partitions import split
 from aifactory.config import Settings
 from aifactory.objects import ObjectsService
 from aifactory.store import Store
@@ -30,13 +35,13 @@ class World:
         assert principal is not None
         self.lab: Principal = principal
 
-    async def bucket_with(self, *prefixes: str) -> None:
+    async def bucket_with(self, *prefixes: str, name: str = "x.jsonl", data: bytes = BYTES) -> None:
         assert self.objects.registry is not None and self.objects.files is not None
         await self.objects.registry.create_for(self.lab.tenant_id, "data")
         for prefix in prefixes:
             folder = Path(self.objects.files.bucket_dir("data")) / prefix
             folder.mkdir()
-            (folder / "x.jsonl").write_bytes(BYTES)  # the same bytes, separate inodes
+            (folder / name).write_bytes(data)  # the same bytes, separate inodes
 
     async def register(self, prefix: str) -> Any:
         document = {"bucket": "data", "prefix": prefix, "title": prefix, "license": "CC0-1.0"}
@@ -73,3 +78,26 @@ def test_a_delete_waits_for_a_registration_that_shares_its_kept_file(
     second = asyncio.run(world.catalog.view(world.lab, "lab", "second"))
     kept = asyncio.run(world.catalog.file(second, "x.jsonl"))
     assert kept.read_bytes() == BYTES
+
+
+def test_a_versions_partitions_are_split_once_per_n(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(tmp_path)
+    rows = b"id,text\n" + b"".join(b'%d,"line\nbreak"\n' % i for i in range(100))
+    splits: list[int] = []
+
+    def counted(path: str, n: int, kind: str = "") -> list[Partition]:
+        splits.append(n)
+        return split(path, n, kind)
+
+    monkeypatch.setattr(service, "split", counted)
+
+    async def scenario() -> list[list[Partition]]:
+        await world.bucket_with("table", name="t.csv", data=rows)
+        view = await world.register("table")
+        return [await world.catalog.partitions(view, n) for n in (4, 4, 2, 4)]
+
+    first, again, two, last = asyncio.run(scenario())
+    assert splits == [4, 2], "one split for each n asked"
+    assert first == again == last and len(first) == 4 and len(two) == 2
