@@ -153,7 +153,7 @@ class App(Mounts):
             *AdminAPI(self.plane, access, quotas, policy, uses).routes(),
             *JobsAPI(self.jobs, access, quotas, policy, uses).routes(),
             *TenantsAPI(self.store, access, self.jobs.identities).routes(),
-            *FunctionsAPI(self.invoker, self.functions, self.plane, access).routes(),
+            *FunctionsAPI(self.invoker, self.functions, self.plane, access, uses).routes(),
             *BucketsAPI(self.objects, partial(access.allowed, action=Action.SITE)).routes(),
             *BatchesAPI(
                 self.batch_files, self.batches, partial(access.allowed, action=Action.INFER), uses

@@ -288,3 +288,42 @@ def test_a_browser_form_upload_under_a_prefix_is_lineage_too(physics: Tenant) ->
         what="form upload lineage",
     )
     assert [e["via"] for e in found["generated_by"]] == ["s3"]
+
+
+def test_a_named_function_call_declares_the_entries_it_reads_and_writes(
+    up: tuple[Server, str], physics: Tenant, chemistry: Tenant
+) -> None:
+    server, _ = up
+    code = server.data_dir / "lab-code"
+    code.mkdir()
+    (code / "lab_code.py").write_text("def count(n):\n    return n + 1\n")
+    pool = "kind: FunctionPool\nname: lab-pool\nworkers: 1\nallocations: {min: 0, max: 1}\n"
+    pool += f'env: {{PYTHONPATH: "{code}"}}\n'
+    assert physics.http.post("/api/services", content=pool).status_code == 201
+    function = {"name": "count", "target": "lab_code:count", "pool": "lab-pool"}
+    assert physics.http.post("/api/functions", json=function).status_code == 201
+    physics.s3.put_object(Bucket=BUCKET, Key="calls-in/a.jsonl", Body=b"{}\n")
+    _register(physics, "calls-in")
+    body = {
+        "args": [1],
+        "inputs": ["catalog:physics/calls-in"],
+        "outputs": ["catalog:physics/calls-out"],
+    }
+    called = physics.http.post("/v1/functions/count/invoke", json=body, timeout=120)
+    assert called.status_code == 200 and called.json()["result"] == 2, called.text
+    call = ("function", called.json()["id"])
+    (used,) = [
+        e
+        for e in _lineage(physics, "physics/calls-in")["used_by"]
+        if e["activity"]["kind"] == "function"
+    ]
+    assert ((used["activity"]["kind"], used["activity"]["id"]), used["version"]) == (call, 1)
+    physics.s3.put_object(Bucket=BUCKET, Key="calls-out/b.jsonl", Body=b"{}\n")
+    _register(physics, "calls-out")
+    assert call in _activities(_lineage(physics, "physics/calls-out"), "generated_by")
+
+    hidden = {"args": [1], "inputs": ["catalog:physics/calls-in"]}
+    refused = chemistry.http.post("/v1/functions/count/invoke", json=hidden)
+    assert refused.status_code == 400 and "physics/calls-in" in refused.text, refused.text
+    malformed = physics.http.post("/v1/functions/count/invoke", json={"inputs": "catalog:x/y"})
+    assert malformed.status_code == 400 and "inputs" in malformed.text, malformed.text

@@ -49,7 +49,7 @@ class LineageRow(Base):
     # The entry's version used or made; null for an output not yet registered.
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     relation: Mapped[str] = mapped_column(String(16))  # used | generated
-    activity_kind: Mapped[str] = mapped_column(String(16))  # job | batch | service | key
+    activity_kind: Mapped[str] = mapped_column(String(16))  # job | batch | service | function | key
     activity_id: Mapped[str] = mapped_column(String(128))
     activity_tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
     via: Mapped[str] = mapped_column(String(16))  # spec | s3
