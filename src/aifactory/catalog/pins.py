@@ -14,7 +14,8 @@ shared model, or a file on another filesystem) a copy handed to the tenant,
 mode 0440, hashed while copied. A link shares its inode with the tenant's
 own bucket file: an S3 write replaces that file by renaming a new one into
 place, so the pin keeps the old bytes; only the tenant itself, writing its
-own file in place through POSIX, could change them.
+own file in place through POSIX, could change them. Each deploy of a
+``catalog:`` model prunes its tenant's pins that no stored service names.
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 
 from aifactory.identity import Identity
 
-__all__ = ["ModelPins", "PinMismatch"]
+__all__ = ["PRUNE_GRACE_S", "ModelPins", "PinMismatch"]
 
+PRUNE_GRACE_S = 600.0
 _CHUNK = 1 << 20
 _PIN_MODE = 0o440
 
@@ -65,6 +69,8 @@ class ModelPins:
         folder = self._folder(tenant_id, identity)
         target = folder / f"{sha256}.gguf"
         if _is_pin(target, size):
+            # A fresh ctime keeps it from a prune running before this deploy is stored.
+            os.chmod(target, stat.S_IMODE(target.lstat().st_mode), follow_symlinks=False)
             return target
         staged = folder / f".staged-{uuid.uuid4().hex}"
         try:
@@ -74,6 +80,23 @@ class ModelPins:
         finally:
             staged.unlink(missing_ok=True)
         return target
+
+    def prune(
+        self, tenant_id: int, in_use: Collection[str], older_than_s: float = PRUNE_GRACE_S
+    ) -> int:
+        """Unlink ``tenant_id``'s pins no path of ``in_use`` names; how many went.
+
+        A pin made (or reused) in the last ``older_than_s`` seconds stays:
+        the deploy that made it may not be stored yet. Blocking.
+        """
+        now = time.time()
+        removed = 0
+        for path in self._all(self.folder(tenant_id)):
+            if str(path) in in_use or now - path.lstat().st_ctime < older_than_s:
+                continue
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     def links(self) -> dict[str, int]:
         """How many pins (across tenants) each SHA-256 has (blocking)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from aifactory.catalog.dcat import CatalogView
@@ -141,8 +142,18 @@ class CatalogUses:
                 f"{view.entry.tenant}/{view.entry.name} changed after it was registered.",
                 fix=f"deploy the latest version ({view.entry.latest})",
             ) from exc
+        await asyncio.to_thread(self._prune, runs_for, path)
         engine = service.engine.model_copy(update={"model": str(path)})
         return service.model_copy(update={"engine": engine}), [_used(view)]
+
+    def _prune(self, tenant_id: int, pinned: Path) -> None:
+        """Let go of the tenant's pins that no service of it names any more."""
+        in_use = {str(pinned)}
+        for row in self._store.services():
+            engine = row.spec.get("engine")
+            if row.tenant_id == tenant_id and isinstance(engine, dict):
+                in_use.add(str(engine.get("model", "")))
+        self._catalog.pins.prune(tenant_id, in_use)
 
     def _identity(self, tenant_id: int) -> Identity | None:
         if self._identities is None:

@@ -70,3 +70,17 @@ def test_another_tenants_model_is_copied_to_the_deployer_and_checked(tmp_path: P
     with pytest.raises(PinMismatch):
         pins.pin(kept, sha256, len(MODEL), 8, bob)
     assert not any(pins.folder(8).iterdir()), "a failed copy leaves nothing behind"
+
+
+@needs_root
+def test_pins_no_service_names_go_once_past_their_grace(tmp_path: Path) -> None:
+    alice = lookup("aif-alice")
+    kept, sha256 = _kept(tmp_path, alice)
+    other = kept.with_name("other")
+    other.write_bytes(b"another model")
+    pins = ModelPins(tmp_path / "objects" / ".aifactory-pins")
+    used = pins.pin(kept, sha256, len(MODEL), 7, alice)
+    unused = pins.pin(other, "ab" * 32, len(b"another model"), 7, alice)
+    assert pins.prune(7, {str(used)}) == 0, "a fresh pin may belong to a deploy not yet stored"
+    assert pins.prune(7, {str(used)}, older_than_s=0) == 1
+    assert used.exists() and not unused.exists() and other.exists()
