@@ -96,7 +96,13 @@ def a_jobs_edge_carries_its_row_and_the_ledger_row_that_charged_it(store: Store)
     store.update_job("train-1", state="completed", ended_at=ended)
     before = {"tenant_id": tenant, "kind": "allocation", "model": "train", "endpoint": "job.slurm"}
     store.add_usage([{**before, "seconds": 9.0, "created_at": ended - timedelta(hours=1)}])
-    store.add_usage([{**before, "seconds": 5.0, "node_hours": 0.5, "created_at": utcnow()}])
+    now = utcnow()
+    # Another job of the same name, ended at the same time, charged first: not train-1's row.
+    store.add_job(id="train-2", name="train", spec={}, backend="slurm", tenant_id=tenant)
+    store.update_job("train-2", state="completed", ended_at=ended)
+    store.add_usage([{**before, "seconds": 7.0, "activity": "train-2", "created_at": now}])
+    store.add_usage([{**before, "seconds": 5.0, "node_hours": 0.5, "activity": "train-1",
+                      "created_at": now}])  # fmt: skip
     store.add_lineage([_edge(tenant, "raw", "used", "train-1")])
     (record,) = store.lineage_of(tenant, "raw")
     assert record.job is not None

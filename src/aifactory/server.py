@@ -140,14 +140,20 @@ class App(Mounts):
         policy = SpecPolicy.of(settings)
         catalog = Catalog(self.store, self.objects, self.s3_lineage.flush)
         self.objects.publish_with(catalog)  # public entries read unsigned over S3 too
+        self.objects.count_with(catalog)  # kept versions count in their tenant's bytes quota
         lineage = Lineage(self.store, catalog)
-        uses = CatalogUses(catalog, self.store, lineage)
+        uses = CatalogUses(
+            catalog,
+            self.store,
+            lineage,
+            self.jobs.identities if settings.privilege.mode == "root" else None,
+        )
         routes = [
             Route("/healthz", self._healthz, methods=["GET"]),
             *AdminAPI(self.plane, access, quotas, policy, uses).routes(),
             *JobsAPI(self.jobs, access, quotas, policy, uses).routes(),
             *TenantsAPI(self.store, access, self.jobs.identities).routes(),
-            *FunctionsAPI(self.invoker, self.functions, self.plane, access).routes(),
+            *FunctionsAPI(self.invoker, self.functions, self.plane, access, uses).routes(),
             *BucketsAPI(self.objects, partial(access.allowed, action=Action.SITE)).routes(),
             *BatchesAPI(
                 self.batch_files, self.batches, partial(access.allowed, action=Action.INFER), uses

@@ -352,3 +352,29 @@ def test_a_public_entry_reads_unsigned_over_s3_and_nothing_beside_it(
     with pytest.raises(ClientError) as refused:
         unsigned.put_object(Bucket="physics-data", Key="open-s3/new.csv", Body=b"no")
     assert refused.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_bytes_only_the_catalog_keeps_count_in_the_owners_bytes_quota(
+    up: tuple[Server, str],
+) -> None:
+    server, endpoint = up
+    archive = Tenant(server, endpoint, "archive")
+    archive.s3.create_bucket(Bucket="archive-data")
+    archive.s3.put_object(Bucket="archive-data", Key="v/a.bin", Body=b"1" * 1000)
+    _register(archive, bucket="archive-data", prefix="v", title="v", license="CC0-1.0")
+    archive.s3.put_object(Bucket="archive-data", Key="v/a.bin", Body=b"2" * 1000)
+    # Version 1's bytes now live in the catalog alone: 1,000 in the bucket, 1,000 kept.
+    assert (
+        _register(archive, bucket="archive-data", prefix="v", title="v", license="CC0-1.0")[
+            "version"
+        ]
+        == 2
+    )
+    assert server.admin.put("/api/tenants/archive/quotas", json={"bytes": 2500}).is_success
+    time.sleep(5.5)  # the S3 server reads a tenant's quota again after 5 s
+    archive.s3.put_object(Bucket="archive-data", Key="w/b.bin", Body=b"3" * 400)
+    with pytest.raises(ClientError) as refused:
+        archive.s3.put_object(Bucket="archive-data", Key="w/c.bin", Body=b"4" * 200)
+    error = refused.value.response["Error"]
+    assert error["Code"] == "QuotaExceeded", error
+    assert "they hold 2400" in error["Message"], error

@@ -5,7 +5,10 @@ catalog entry. Another tenant neither sees a private entry's lineage nor uses it
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -168,8 +171,8 @@ def test_a_service_serves_a_model_named_by_catalog_reference(
     spec = SERVICE.format(name="smol-chat", model="catalog:physics/smol@1")
     deployed = physics.http.post("/api/services", content=spec)
     assert deployed.status_code == 201, deployed.text
-    described = physics.http.get("/api/services/smol-chat").json()
-    assert described["spec"]["engine"]["model"].endswith(f"/{BUCKET}/smol/model.gguf")
+    pinned = physics.http.get("/api/services/smol-chat").json()["spec"]["engine"]["model"]
+    assert "/.aifactory-pins/" in pinned, pinned
     server.wait_ready("smol-chat")
     key = physics.http.headers["authorization"].removeprefix("Bearer ")
     client = OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
@@ -177,6 +180,23 @@ def test_a_service_serves_a_model_named_by_catalog_reference(
         model="smol-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=2
     )
     assert answer.usage is not None and answer.usage.completion_tokens > 0
+
+    # The bucket's file is replaced after the deploy: a replica started later still serves @1.
+    physics.s3.put_object(Bucket=BUCKET, Key="smol/model.gguf", Body=b"not a model any more")
+    replicas = "/api/services/smol-chat/replicas"
+    before = {r["id"] for r in server.admin.get(replicas).json()["replicas"]}
+    (engine,) = _processes_reading(pinned)
+    os.kill(engine, signal.SIGKILL)
+    wait_until(
+        lambda: server.admin.get(replicas).json()["replicas"],
+        lambda found: any(r["id"] not in before and r["state"] == "ready" for r in found),
+        timeout_s=90,
+        what="a replacement replica, ready",
+    )
+    again = client.chat.completions.create(
+        model="smol-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    assert again.usage is not None and again.usage.completion_tokens > 0
     (used,) = _lineage(physics, "physics/smol")["used_by"]
     assert (used["activity"], used["version"]) == ({"kind": "service", "id": "smol-chat"}, 1)
 
@@ -211,6 +231,19 @@ def test_a_service_serves_a_model_named_by_catalog_reference(
     )
     assert missing.status_code == 400 and "no version 9" in missing.json()["error"]["message"]
     server.cli("delete", "smol-chat")
+
+
+def _processes_reading(model: str) -> list[int]:
+    """The llama.cpp engines serving ``model`` (not their launchers)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            words = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if words[1:3] == [b"-m", b"aifactory.engines.llamacpp_server"] and model.encode() in words:
+            found.append(int(proc.name))
+    return found
 
 
 def test_only_the_owner_deletes_an_entry_and_the_bytes_only_it_kept_are_freed(
@@ -255,3 +288,42 @@ def test_a_browser_form_upload_under_a_prefix_is_lineage_too(physics: Tenant) ->
         what="form upload lineage",
     )
     assert [e["via"] for e in found["generated_by"]] == ["s3"]
+
+
+def test_a_named_function_call_declares_the_entries_it_reads_and_writes(
+    up: tuple[Server, str], physics: Tenant, chemistry: Tenant
+) -> None:
+    server, _ = up
+    code = server.data_dir / "lab-code"
+    code.mkdir()
+    (code / "lab_code.py").write_text("def count(n):\n    return n + 1\n")
+    pool = "kind: FunctionPool\nname: lab-pool\nworkers: 1\nallocations: {min: 0, max: 1}\n"
+    pool += f'env: {{PYTHONPATH: "{code}"}}\n'
+    assert physics.http.post("/api/services", content=pool).status_code == 201
+    function = {"name": "count", "target": "lab_code:count", "pool": "lab-pool"}
+    assert physics.http.post("/api/functions", json=function).status_code == 201
+    physics.s3.put_object(Bucket=BUCKET, Key="calls-in/a.jsonl", Body=b"{}\n")
+    _register(physics, "calls-in")
+    body = {
+        "args": [1],
+        "inputs": ["catalog:physics/calls-in"],
+        "outputs": ["catalog:physics/calls-out"],
+    }
+    called = physics.http.post("/v1/functions/count/invoke", json=body, timeout=120)
+    assert called.status_code == 200 and called.json()["result"] == 2, called.text
+    call = ("function", called.json()["id"])
+    (used,) = [
+        e
+        for e in _lineage(physics, "physics/calls-in")["used_by"]
+        if e["activity"]["kind"] == "function"
+    ]
+    assert ((used["activity"]["kind"], used["activity"]["id"]), used["version"]) == (call, 1)
+    physics.s3.put_object(Bucket=BUCKET, Key="calls-out/b.jsonl", Body=b"{}\n")
+    _register(physics, "calls-out")
+    assert call in _activities(_lineage(physics, "physics/calls-out"), "generated_by")
+
+    hidden = {"args": [1], "inputs": ["catalog:physics/calls-in"]}
+    refused = chemistry.http.post("/v1/functions/count/invoke", json=hidden)
+    assert refused.status_code == 400 and "physics/calls-in" in refused.text, refused.text
+    malformed = physics.http.post("/v1/functions/count/invoke", json={"inputs": "catalog:x/y"})
+    assert malformed.status_code == 400 and "inputs" in malformed.text, malformed.text

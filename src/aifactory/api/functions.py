@@ -18,10 +18,11 @@ from starlette.routing import Route
 from aifactory.api.access import Access
 from aifactory.api.routes import read_json_object
 from aifactory.api.visibility import ServiceVisibility
+from aifactory.catalog import CatalogUses, Use
 from aifactory.control import ControlPlane
 from aifactory.errors import BadRequest, NotFound
 from aifactory.functions import FunctionsHub, Invoker
-from aifactory.tenancy import Action, record_action
+from aifactory.tenancy import Action, Principal, record_action
 
 __all__ = ["FunctionsAPI"]
 
@@ -36,6 +37,8 @@ class FunctionsAPI:
         hub: The broker, for pool counters and its client address.
         plane: Pool replicas, queue and scaling, as for services.
         access: Checks each request's key and role.
+        uses: Checks a call's declared catalog ``inputs`` and ``outputs`` and
+            records them as the call's lineage.
     """
 
     def __init__(
@@ -44,7 +47,9 @@ class FunctionsAPI:
         hub: FunctionsHub,
         plane: ControlPlane,
         access: Access,
+        uses: CatalogUses | None = None,
     ) -> None:
+        self._uses = uses
         self._invoker = invoker
         self._hub = hub
         self._plane = plane
@@ -72,6 +77,9 @@ class FunctionsAPI:
     async def invoke(self, request: Request) -> Response:
         """POST /v1/functions/{name}/invoke[?async=true] with ``{"args", "kwargs"}``.
 
+        ``inputs`` and ``outputs`` (``catalog:TENANT/NAME[@VERSION]`` lists)
+        declare the catalog entries the call reads and writes: checked as a
+        job's are, and recorded as the call's lineage.
         Synchronous: 200 with the result, or the call's error with 500 (the
         function raised), 502 (its worker was lost) or 504 (it timed out).
         Asynchronous: 202 with the call id.
@@ -79,10 +87,26 @@ class FunctionsAPI:
         caller = await self._access.allowed(request, Action.INFER)
         wait = request.query_params.get("async", "false").lower() not in ("true", "1")
         document = await read_json_object(request) if (await request.body()).strip() else {}
+        uses = await self._declared(caller, document)
         call = await self._invoker.invoke(request.path_params["name"], document, caller, wait)
+        if self._uses is not None and uses:
+            await self._uses.record(uses, "function", call["id"], caller.tenant_id)
         if not wait:
             return JSONResponse(call, status_code=202)
         return JSONResponse(call, status_code=_FAILED_STATUS.get(call["status"], 200))
+
+    async def _declared(self, caller: Principal, document: dict[str, Any]) -> list[Use]:
+        """The catalog entries a call declares (taken out of ``document``)."""
+        inputs, outputs = document.pop("inputs", []), document.pop("outputs", [])
+        for field, texts in (("inputs", inputs), ("outputs", outputs)):
+            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                raise BadRequest(
+                    f"{field} must be a list of catalog:TENANT/NAME[@VERSION] references.",
+                    param=field,
+                )
+        if self._uses is None or not (inputs or outputs):
+            return []
+        return await self._uses.declared(caller, inputs, outputs, "inputs")
 
     async def call(self, request: Request) -> Response:
         """GET /v1/functions/calls/{id}: a call's status and, once done, its outcome."""

@@ -166,7 +166,7 @@ class AdminAPI:
             await _run(self._quotas.check_deploy, tenant_id, principal.tenant, service)
         uses: list[Use] = []
         if self._uses is not None and isinstance(service, Service):
-            service, uses = await self._uses.service(principal, service)
+            service, uses = await self._uses.service(principal, service, tenant_id)
         outcome = await self._plane.deploy(service, tenant_id)
         if self._uses is not None:
             await self._uses.record(uses, "service", service.name, tenant_id)

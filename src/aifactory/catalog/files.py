@@ -6,14 +6,25 @@ hash describes the very inode kept. S3 writes replace an object by renaming a
 new file into place, so the old inode, and with it every older version's
 bytes, stays readable there. A file changed in place (through POSIX) changes
 the kept inode too: reading it back checks its hash and answers 410 then.
+
+Registrations hold the store's lock shared from the first file kept to their
+version saved; a delete holds it alone while it finds and unlinks the files
+no version lists any more. Otherwise a delete could unlink a kept file that a
+registration of identical bytes (in another entry) found already there and
+is about to list. The lock is a ``flock`` on a file in the store, so it holds
+across the control plane's processes on one host.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import hashlib
 import os
 import stat
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +79,42 @@ class ContentStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @contextlib.asynccontextmanager
+    async def keeping(self) -> AsyncIterator[None]:
+        """Held (shared) while files are kept and their version saved."""
+        async with self._locked(fcntl.LOCK_SH):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def freeing(self) -> AsyncIterator[None]:
+        """Held alone while a delete finds and unlinks the files no version lists."""
+        async with self._locked(fcntl.LOCK_EX):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, operation: int) -> AsyncIterator[None]:
+        taking = asyncio.ensure_future(asyncio.to_thread(self._lock, operation))
+        try:
+            descriptor = await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            # The thread may still get the lock: let go of it whenever it does.
+            taking.add_done_callback(_close_when_taken)
+            raise
+        try:
+            yield
+        finally:
+            os.close(descriptor)
+
+    def _lock(self, operation: int) -> int:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(descriptor, operation)
+        except BaseException:
+            os.close(descriptor)
+            raise
+        return descriptor
+
     def path_of(self, sha256: str) -> Path:
         """Where the file with ``sha256`` is kept."""
         return self.root / sha256[:2] / sha256
@@ -99,6 +146,11 @@ class ContentStore:
             staged.unlink(missing_ok=True)
             raise
         return CatalogFile(source.name, size, sha256, kept=True)
+
+
+def _close_when_taken(taking: asyncio.Future[int]) -> None:
+    if not taking.cancelled() and taking.exception() is None:
+        os.close(taking.result())
 
 
 def scan_prefix(directory: Path, content: ContentStore) -> list[CatalogFile]:

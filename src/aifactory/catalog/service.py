@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from aifactory.catalog.files import (
     sha256_of,
 )
 from aifactory.catalog.partitions import Partition, format_of, shares, split
+from aifactory.catalog.pins import ModelPins
 from aifactory.errors import APIError, BadRequest, Forbidden, NotFound
 from aifactory.objects import RESERVED_PREFIX, ObjectsService, caller_of
 from aifactory.store import CatalogEntryRecord, Store
@@ -35,6 +37,7 @@ __all__ = ["Catalog", "Gone", "SearchQuery"]
 
 _MAX_DESCRIPTION_BYTES = 256 * 1024
 _PUBLIC_TTL_S = 5.0
+_CACHED_SPLITS = 256
 
 
 class Gone(APIError):
@@ -88,6 +91,7 @@ class Catalog:
         self._objects = objects
         self._on_change = on_change
         self._public: tuple[float, dict[str, list[tuple[int, str]]]] = (0.0, {})
+        self._parts: OrderedDict[tuple[Any, ...], list[Partition]] = OrderedDict()
 
     async def is_public(self, bucket: str, owner_tenant_id: int, key: str) -> bool:
         """Whether ``key`` lies under a public entry's prefix of ``bucket`` (the S3 API asks).
@@ -119,6 +123,11 @@ class Catalog:
         """Where versions' files are kept by hash (beside the buckets, same filesystem)."""
         return ContentStore(self._root / f"{RESERVED_PREFIX}catalog")
 
+    @property
+    def pins(self) -> ModelPins:
+        """Where deployed models are pinned for the tenants whose replicas read them."""
+        return ModelPins(self._root / f"{RESERVED_PREFIX}pins")
+
     def prefix_path(self, entry: CatalogEntryRecord) -> Path:
         """The POSIX directory of an entry's prefix (its latest files)."""
         assert self._objects.files is not None, "the objects service is not prepared"
@@ -139,31 +148,33 @@ class Catalog:
         request = EntryRequest.of(document, described)
         if request.visibility != "private":
             await self._may_publish(caller, bucket)
-        try:
-            files = await asyncio.to_thread(scan_prefix, directory, self.content)
-        except FileNotFoundError:
-            files = []
-        if not files:
-            raise BadRequest(
-                f"s3://{bucket}/{prefix} holds no files.",
-                fix="upload the files first, then register the prefix that holds them",
-                param="prefix",
+        content = self.content
+        async with content.keeping():
+            try:
+                files = await asyncio.to_thread(scan_prefix, directory, content)
+            except FileNotFoundError:
+                files = []
+            if not files:
+                raise BadRequest(
+                    f"s3://{bucket}/{prefix} holds no files.",
+                    fix="upload the files first, then register the prefix that holds them",
+                    param="prefix",
+                )
+            words = request.description_only()
+            if not words.format:
+                words.format = guess_format([f.path for f in files])
+            description = words.model_dump()
+            version = await asyncio.to_thread(
+                self._store.save_catalog_entry,
+                caller.tenant_id,
+                request.name,
+                {"kind": request.kind, "bucket": bucket, "prefix": request.prefix},
+                request.visibility,
+                sorted(set(request.shared_with)),
+                description,
+                [f.as_dict() for f in files],
+                _search_text(caller.tenant, request.name, description),
             )
-        words = request.description_only()
-        if not words.format:
-            words.format = guess_format([f.path for f in files])
-        description = words.model_dump()
-        version = await asyncio.to_thread(
-            self._store.save_catalog_entry,
-            caller.tenant_id,
-            request.name,
-            {"kind": request.kind, "bucket": bucket, "prefix": request.prefix},
-            request.visibility,
-            sorted(set(request.shared_with)),
-            description,
-            [f.as_dict() for f in files],
-            _search_text(caller.tenant, request.name, description),
-        )
         # Outputs jobs declared before this version existed: this is the version they made.
         await asyncio.to_thread(
             self._store.settle_generated, caller.tenant_id, request.name, version
@@ -188,8 +199,9 @@ class Catalog:
                 f"only tenant {entry.tenant!r} may delete {entry.tenant}/{entry.name}.",
                 fix="ask its owner to delete it",
             )
-        kept = await asyncio.to_thread(self._store.delete_catalog_entry, entry.id)
-        freed = await asyncio.to_thread(self._free, kept)
+        async with self.content.freeing():
+            kept = await asyncio.to_thread(self._store.delete_catalog_entry, entry.id)
+            freed = await asyncio.to_thread(self._free, kept)
         await asyncio.to_thread(self._store.delete_lineage, entry.tenant_id, entry.name)
         if self._on_change is not None:
             await self._on_change()
@@ -211,6 +223,25 @@ class Catalog:
                 continue
             freed += kept[sha256] if links == 1 else 0
         return freed
+
+    def bytes_held(self, tenant_id: int) -> int:
+        """The bytes only the catalog holds for ``tenant_id`` (its bytes quota counts them).
+
+        Those are the kept files of its entries that no bucket links any more
+        (their only links are the content store's and pins), and the copies
+        pinned for its services. Blocking.
+        """
+        kept = self._store.catalog_kept_files(tenant_id)
+        pins = self.pins
+        pinned = pins.links() if kept else {}
+        held = 0
+        for sha256, size in kept.items():
+            try:
+                links = self.content.path_of(sha256).stat().st_nlink
+            except FileNotFoundError:
+                continue
+            held += size if links <= 1 + pinned.get(sha256, 0) else 0
+        return held + pins.copied_bytes(tenant_id)
 
     async def _may_publish(self, caller: Principal, bucket: str) -> None:
         """Refuse sharing or publishing another tenant's files (a read grant is not enough)."""
@@ -307,11 +338,20 @@ class Catalog:
                 fix="read its files whole",
             )
         sizes = [int(f["size"]) for f in view.version.files if f["path"] in splittable]
+        locals_ = [str(await self.file(view, path, hashed=False)) for path in splittable]
+        entry, version = view.entry, view.version
+        # A version never changes: split it once per n (a CSV's split reads it whole).
+        key = (entry.tenant_id, entry.name, version.version, version.created_at, n)
+        if (cached := self._parts.get(key)) is not None:
+            self._parts.move_to_end(key)
+            return cached
         parts: list[Partition] = []
-        for path, share in zip(splittable, shares(sizes, n), strict=True):
-            local = str(await self.file(view, path, hashed=False))
+        for path, local, share in zip(splittable, locals_, shares(sizes, n), strict=True):
             found = await asyncio.to_thread(split, local, share, format_of(path))
             parts.extend(replace(part, path=path) for part in found)
+        self._parts[key] = parts
+        while len(self._parts) > _CACHED_SPLITS:
+            self._parts.popitem(last=False)
         return parts
 
     def _checked_file(self, view: CatalogView, listed: dict[str, Any], hashed: bool) -> Path | None:

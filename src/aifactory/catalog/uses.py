@@ -6,26 +6,27 @@ finds them in ``AIF_CATALOG_INPUTS`` (JSON: entry, version, bucket, prefix,
 and the prefix's POSIX path). Its ``outputs`` must be the submitter's
 tenant's own entries (they need not exist yet). A service's
 ``engine.model: catalog:TENANT/NAME@VERSION`` becomes the path of that
-version's GGUF file.
+version's GGUF file, pinned for the service's tenant (``pins.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from aifactory.catalog.dcat import CatalogView
 from aifactory.catalog.lineage import Lineage, Use
+from aifactory.catalog.pins import PinMismatch
 from aifactory.catalog.references import CATALOG_SCHEME, Reference
-from aifactory.catalog.service import Catalog
+from aifactory.catalog.service import Catalog, Gone
 from aifactory.errors import BadRequest, Forbidden, NotFound
+from aifactory.identity import Identity
 from aifactory.specs import Job, Service
 from aifactory.store import Store
-from aifactory.tenancy import Principal
+from aifactory.tenancy import Principal, TenantIdentities
 
 __all__ = ["INPUTS_ENV", "CatalogUses"]
 
@@ -39,12 +40,21 @@ class CatalogUses:
         catalog: Entries, their versions and files, and who may see them.
         store: Tenants by name (a declared output's owner).
         lineage: Where what a submitted spec uses is recorded.
+        identities: Who each tenant's workloads run as, where the control
+            plane hands files over (root); None: pins stay its own.
     """
 
-    def __init__(self, catalog: Catalog, store: Store, lineage: Lineage) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: Store,
+        lineage: Lineage,
+        identities: TenantIdentities | None = None,
+    ) -> None:
         self._catalog = catalog
         self._store = store
         self._lineage = lineage
+        self._identities = identities
 
     async def record(self, uses: list[Use], kind: str, activity_id: str, tenant_id: int) -> None:
         """Record the uses of a submitted job (``kind`` job) or deployed service."""
@@ -93,15 +103,18 @@ class CatalogUses:
     async def _outputs(self, caller: Principal, texts: Iterable[str], param: str) -> list[Use]:
         return [await self._writable(caller, Reference.parse(t), param) for t in texts]
 
-    async def service(self, caller: Principal, service: Service) -> tuple[Service, list[Use]]:
-        """``service`` with a ``catalog:`` model replaced by its GGUF file's path.
+    async def service(
+        self, caller: Principal, service: Service, tenant_id: int | None = None
+    ) -> tuple[Service, list[Use]]:
+        """``service`` with a ``catalog:`` model replaced by its version's pinned file.
 
-        The path is the bucket's own file while it still holds the version's
-        bytes (the same inode), so the replica reads it with its tenant's
-        rights; else the kept copy.
+        The pin holds exactly that version's bytes, readable by the tenant the
+        service runs for (``tenant_id``, else the caller's), whatever becomes
+        of the bucket's file later: every replica, however late, serves them.
 
         Raises:
             BadRequest: a model the caller may not read, or a version without one GGUF file.
+            Gone: the version's bytes were not kept and changed since.
         """
         model = service.engine.model
         if not model.startswith(CATALOG_SCHEME):
@@ -115,10 +128,37 @@ class CatalogUses:
                 fix="register a prefix that holds exactly one GGUF model file",
                 param="engine.model",
             )
-        kept = await self._catalog.file(view, ggufs[0]["path"], hashed=False)
-        path = await asyncio.to_thread(self._readable_path, view, ggufs[0]["path"], kept)
+        (listed,) = ggufs
+        kept = await self._catalog.file(view, listed["path"], hashed=False)
+        runs_for = caller.tenant_id if tenant_id is None else tenant_id
+        identity = await asyncio.to_thread(self._identity, runs_for)
+        try:
+            path = await asyncio.to_thread(
+                self._catalog.pins.pin, kept, listed["sha256"], listed["size"], runs_for, identity
+            )
+        except PinMismatch as exc:
+            raise Gone(
+                f"engine.model: {listed['path']!r} of version {view.version.version} of "
+                f"{view.entry.tenant}/{view.entry.name} changed after it was registered.",
+                fix=f"deploy the latest version ({view.entry.latest})",
+            ) from exc
+        await asyncio.to_thread(self._prune, runs_for, path)
         engine = service.engine.model_copy(update={"model": str(path)})
         return service.model_copy(update={"engine": engine}), [_used(view)]
+
+    def _prune(self, tenant_id: int, pinned: Path) -> None:
+        """Let go of the tenant's pins that no service of it names any more."""
+        in_use = {str(pinned)}
+        for row in self._store.services():
+            engine = row.spec.get("engine")
+            if row.tenant_id == tenant_id and isinstance(engine, dict):
+                in_use.add(str(engine.get("model", "")))
+        self._catalog.pins.prune(tenant_id, in_use)
+
+    def _identity(self, tenant_id: int) -> Identity | None:
+        if self._identities is None:
+            return None
+        return self._identities.of(self._store.tenant_by_id(tenant_id))
 
     async def _readable(self, caller: Principal, reference: Reference, param: str) -> CatalogView:
         try:
@@ -158,15 +198,6 @@ class CatalogUses:
             "prefix": entry.prefix,
             "path": str(self._catalog.prefix_path(entry)),
         }
-
-    def _readable_path(self, view: CatalogView, listed: str, kept: Path) -> Path:
-        current = self._catalog.prefix_path(view.entry) / listed
-        try:
-            if os.stat(current, follow_symlinks=False).st_ino == kept.stat().st_ino:
-                return current
-        except OSError:
-            pass
-        return kept
 
 
 def _used(view: CatalogView) -> Use:

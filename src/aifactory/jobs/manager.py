@@ -309,6 +309,7 @@ class JobsManager:
             node_hours=seconds * nodes / 3600,
             gpu_hours=seconds * nodes * job.resources.gpus / 3600,
             source=row.backend,
+            activity=row.id,
         )
 
 

@@ -10,6 +10,7 @@ plane; ``serve`` runs the S3 API alone.
 from aifactory.objects.admin.api import BucketsAPI
 from aifactory.objects.admin.browser import caller_of
 from aifactory.objects.errors import S3Error
+from aifactory.objects.holdings import OtherHoldings
 from aifactory.objects.posix.paths import RESERVED_PREFIX
 from aifactory.objects.s3.app import ObjectsApp
 from aifactory.objects.service import ObjectsService, serve
@@ -19,6 +20,7 @@ __all__ = [
     "BucketsAPI",
     "ObjectsApp",
     "ObjectsService",
+    "OtherHoldings",
     "S3Error",
     "caller_of",
     "serve",

@@ -27,6 +27,7 @@ from aifactory.errors import ConfigError, Conflict
 from aifactory.input_limits import HttpLimits, uvicorn_options
 from aifactory.objects.admin.browser import BucketBrowser, ObjectDownload
 from aifactory.objects.admin.upload_forms import UploadForms
+from aifactory.objects.holdings import OtherHoldings
 from aifactory.objects.posix.multipart import Multipart
 from aifactory.objects.posix.ownership import Ownership, bucket_owners, tenant_lookup
 from aifactory.objects.posix.sharing import BucketSharing
@@ -80,6 +81,7 @@ class ObjectsService:
         self._server: uvicorn.Server | None = None
         self._public: PublicPrefixes | None = None
         self._task: asyncio.Task[None] | None = None
+        self._other: OtherHoldings | None = None
 
     def prepare(self) -> None:
         """Load (or create) the master secret and open the root (blocking)."""
@@ -92,6 +94,7 @@ class ObjectsService:
         multipart = Multipart(self.files)
         self.registry = BucketRegistry(self.store, self.files, multipart, self.sharing)
         self.registry.public = self._public
+        self.registry.room.other = self._other
         credentials = StoreCredentials(self.store, self.master)
         self.app = ObjectsApp(
             self.files,
@@ -114,6 +117,12 @@ class ObjectsService:
         self._public = public
         if self.registry is not None:
             self.registry.public = public
+
+    def count_with(self, other: OtherHoldings) -> None:
+        """Count what ``other`` (the catalog) holds for a tenant in its bytes quota."""
+        self._other = other
+        if self.registry is not None:
+            self.registry.room.other = other
 
     def _identities(self) -> TenantIdentities | None:
         """Tenants' identities when this control plane can hand files over (root), else None."""

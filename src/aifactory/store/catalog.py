@@ -155,6 +155,16 @@ class CatalogQueries(Queries):
             ).scalars()
             return [_version(row) for row in rows]
 
+    def catalog_kept_files(self, tenant_id: int) -> dict[str, int]:
+        """The SHA-256 and size of each kept file that a version of the tenant's entries lists."""
+        with self._session() as s:
+            listed = s.execute(
+                select(CatalogVersionRow.files)
+                .join(CatalogEntryRow, CatalogEntryRow.id == CatalogVersionRow.entry_id)
+                .where(CatalogEntryRow.tenant_id == tenant_id)
+            ).scalars()
+            return {f["sha256"]: int(f["size"]) for files in listed for f in files if f.get("kept")}
+
     def delete_catalog_entry(self, entry_id: int) -> dict[str, int]:
         """Delete an entry and its versions; the kept files no other version lists.
 

@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint, delete, select, update
+from sqlalchemy import (
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    and_,
+    delete,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -49,7 +59,7 @@ class LineageRow(Base):
     # The entry's version used or made; null for an output not yet registered.
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     relation: Mapped[str] = mapped_column(String(16))  # used | generated
-    activity_kind: Mapped[str] = mapped_column(String(16))  # job | batch | service | key
+    activity_kind: Mapped[str] = mapped_column(String(16))  # job | batch | service | function | key
     activity_id: Mapped[str] = mapped_column(String(128))
     activity_tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
     via: Mapped[str] = mapped_column(String(16))  # spec | s3
@@ -174,13 +184,14 @@ def _edge(row: LineageRow) -> LineageEdge:
 
 
 def _job(s: Any, job_id: str) -> dict[str, Any] | None:
-    """A job's state and the ledger rows that charged it (its name, once it ended)."""
+    """A job's state and the ledger rows that charged it (by its id)."""
     job = s.get(JobRow, job_id)
     if job is None:
         return None
     ledger: list[dict[str, Any]] = []
     if job.ended_at is not None and job.tenant_id is not None:
-        # The ledger names a job by its name; the rows written once it ended are its charge.
+        # A row names its job's id; one written before rows did (activity "") is
+        # matched by the job's name, backend and end time instead.
         charged = s.scalars(
             select(UsageRow)
             .where(
@@ -188,7 +199,10 @@ def _job(s: Any, job_id: str) -> dict[str, Any] | None:
                 UsageRow.kind == "allocation",
                 UsageRow.model == job.name,
                 UsageRow.endpoint == f"job.{job.backend}",
-                UsageRow.created_at >= job.ended_at,
+                or_(
+                    UsageRow.activity == job.id,
+                    and_(UsageRow.activity == "", UsageRow.created_at >= job.ended_at),
+                ),
             )
             .order_by(UsageRow.id)
             .limit(_LEDGER_ROWS_PER_JOB)

@@ -182,6 +182,8 @@ class UsageRow(Base):
     source: Mapped[str] = mapped_column(String(16), default="")
     # How many ledger entries this row sums (the ledger aggregates them per flush).
     entries: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # The activity charged, when the row charges one (a job's id); "" otherwise.
+    activity: Mapped[str] = mapped_column(String(128), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
 

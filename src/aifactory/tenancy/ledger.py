@@ -54,7 +54,8 @@ class UsageLedger:
             kind: ``tokens``, ``function``, ``allocation`` or ``objects``.
             **quantities: Columns of the entry: ``prompt_tokens``,
                 ``completion_tokens``, ``calls``, ``seconds``, ``bytes_in``,
-                ``bytes_out``, ``node_hours``, ``gpu_hours``, ``source``.
+                ``bytes_out``, ``node_hours``, ``gpu_hours``, ``source``,
+                ``activity`` (the job charged).
         """
         labels = tuple(sorted((k, v) for k, v in quantities.items() if isinstance(v, str)))
         self._add((tenant_id, key_id, kind, model, endpoint, labels), quantities, 1)

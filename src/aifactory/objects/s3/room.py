@@ -7,6 +7,8 @@ so a quota holds to within what other writers (a job writing the tree over
 POSIX) add between two counts. A write is refused when what is held plus
 what it declares (its Content-Length) would pass the quota; overwrites
 count as new bytes until the next count.
+A count adds what else holds the tenant's bytes (``other``: the catalog's
+kept versions).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aifactory.objects.errors import S3Error
+from aifactory.objects.holdings import OtherHoldings
 from aifactory.objects.posix.storage import FileStore
 from aifactory.objects.posix.tally import count_files
 from aifactory.store import BucketRecord, Store
@@ -46,6 +49,7 @@ class StorageRoom:
         self._record = record
         self._held: dict[int, tuple[float, int]] = {}
         self._quotas: dict[int, tuple[float, int | None]] = {}
+        self.other: OtherHoldings | None = None
 
     async def check(self, bucket: str, incoming: int) -> None:
         """Returns when ``incoming`` more bytes in ``bucket`` fit its tenant's quota.
@@ -97,9 +101,12 @@ class StorageRoom:
 
     def _count(self, tenant_id: int) -> int:
         buckets = [r.name for r in self._store.buckets() if r.tenant_id == tenant_id]
-        return sum(
+        return self._held_elsewhere(tenant_id) + sum(
             count_files(self._files.bucket_dir(name), limit=None)[1]
             + count_files(self._files.versions.bucket_dir(name), limit=None)[1]
             for name in buckets
             if self._files.bucket_exists(name)
         )
+
+    def _held_elsewhere(self, tenant_id: int) -> int:
+        return self.other.bytes_held(tenant_id) if self.other is not None else 0
