@@ -32,14 +32,14 @@ import math
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
 from aifactory.errors import QuotaExceeded, RateLimited
 from aifactory.store import LimitSet, Store
 from aifactory.tenancy.keys import Principal
-from aifactory.tenancy.slices import TICK_S, Allowance, Slots
+from aifactory.tenancy.slices import TICK_S, Allowance, Slots, all_ready, settle_all, take_all
 
 __all__ = ["Admission", "Limiter", "period_bounds"]
 
@@ -82,10 +82,10 @@ class _Plan:
 
 @dataclass(slots=True)
 class Admission:
-    """What an admitted request holds until it is settled."""
+    """What an admitted request holds until it is settled: its plan's pools, what it reserved."""
 
-    reserved: list[tuple[Allowance, float]] = field(default_factory=list)
-    slots: tuple[Slots, ...] = ()
+    plan: _Plan
+    costs: list[float]  # reserved out of each of ``plan.allowances``
 
 
 class Limiter:
@@ -228,15 +228,9 @@ class Limiter:
             return False
         if not plan.checks:
             return None
-        for pool in plan.pools:
-            if not pool.ready():
-                return False
-        return self._take(plan)
-
-    def _take(self, plan: _Plan) -> Admission:
-        for slots in plan.slots:
-            slots.take()
-        return Admission([(a, a.take()) for a in plan.allowances], plan.slots)
+        if not all_ready(plan.allowances, plan.slots):
+            return False
+        return Admission(plan, take_all(plan.allowances, plan.slots))
 
     async def admit(self, principal: Principal) -> Admission | None:
         """Admit one request, or raise the refusal; None when no limit applies.
@@ -259,7 +253,7 @@ class Limiter:
                     short = next(c for c in checks if c.pool is pool)
                     break
             if short is None:
-                return self._take(plan)
+                return Admission(plan, take_all(plan.allowances, plan.slots))
             now = time.monotonic()  # real waiting, whatever the clock says
             if not deadline:
                 deadline = now + _ADMIT_WAIT_S
@@ -312,12 +306,9 @@ class Limiter:
 
     def settle(self, admission: Admission | None, tokens: int) -> None:
         """Spend the request's tokens and give its slots back (in memory)."""
-        if admission is None:
-            return
-        for allowance, reserved in admission.reserved:
-            allowance.settle(reserved, tokens)
-        for slots in admission.slots:
-            slots.release()
+        if admission is not None:
+            plan = admission.plan
+            settle_all(plan.allowances, admission.costs, tokens, plan.slots)
 
 
 def _budget_counter(scope: str, period_start: float) -> str:

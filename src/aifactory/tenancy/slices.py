@@ -40,7 +40,7 @@ from collections.abc import Callable
 
 from aifactory.store import Grant, Store
 
-__all__ = ["TICK_S", "Allowance", "Slots"]
+__all__ = ["TICK_S", "Allowance", "Slots", "all_ready", "settle_all", "take_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,35 +108,6 @@ class Allowance:
         if self.slice >= self.per_request:
             return self._store_left + self._giving >= 0 or self.left() > 0  # cheap when not owed
         return self._fresh and self.left() > 0
-
-    def take(self) -> float:
-        """Reserve one request's cost out of the slice; returns the reservation."""
-        cost = self.per_request
-        self._fresh = False
-        left = self.slice = self.slice - cost
-        self._used_now += cost
-        self.open += 1
-        # Below half of ``_want()`` (requests waiting have a lease under way already).
-        if left < self._used_now or left < self._used_before or 2 * left < cost:
-            self._prefetch()
-        return cost
-
-    def settle(self, reserved: float, used: float) -> None:
-        """Correct a token reservation by what the request really used."""
-        self.open -= 1
-        if self._whole:
-            return
-        self.slice += reserved - used
-        self._used_now += used - reserved
-        # Up at once, down slowly: a slice admits only requests it can cover, so
-        # an estimate too low would let one gateway spend what another's debt took.
-        cost = max(1.0, used)
-        if cost > self.per_request:
-            self.per_request = cost
-        else:
-            self.per_request += (cost - self.per_request) * _SMOOTHING
-        if self.slice < 0:
-            self._prefetch()  # pay the debt soon, so the other gateways see it
 
     def _want(self) -> float:
         recent = 2 * max(self._used_now, self._used_before)
@@ -231,22 +202,13 @@ class Slots:
         self._clock = clock
         self.leased = 0
         self.in_use = 0
-        self._peak = 0
+        self.peak = 0  # the most in use since the last tick
         self._waiting = 0  # requests waiting for a lease to admit them
         self._pending: asyncio.Task[int] | None = None
 
     def ready(self) -> bool:
         """Whether a leased slot is free."""
         return self.in_use < self.leased
-
-    def take(self) -> None:
-        """Use one leased slot."""
-        self.in_use += 1
-        self._peak = max(self._peak, self.in_use)
-
-    def release(self) -> None:
-        """A request ended: its slot stays leased until a tick finds it spare."""
-        self.in_use -= 1
 
     async def refill(self) -> int:
         """Lease more slots (joining a lease under way); returns how many came."""
@@ -284,7 +246,7 @@ class Slots:
 
     async def tick(self) -> bool:
         """Give back the slots no request used during the last tick; True when none are left."""
-        spare, self._peak = self.leased - self._peak, self.in_use
+        spare, self.peak = self.leased - self.peak, self.in_use
         if spare > 0 and self._pending is None:
             await self._release(spare)
         return self.leased == 0 and self._pending is None
@@ -295,6 +257,75 @@ class Slots:
             await asyncio.gather(self._pending, return_exceptions=True)
         if self.leased:
             await self._release(self.leased)
+
+
+def all_ready(allowances: tuple[Allowance, ...], slots: tuple[Slots, ...]) -> bool:
+    """Whether every slice covers one more request and every limit has a leased slot free.
+
+    ``Allowance.ready`` and ``Slots.ready`` of them all without a call per
+    pool (``take_all`` and ``settle_all`` alike): every request of a limited
+    key goes through these three, and a call costs what the check does.
+    """
+    for allowance in allowances:
+        if allowance.slice < allowance.per_request or (
+            allowance._store_left + allowance._giving < 0 and allowance.left() <= 0
+        ):
+            return False
+    for pool in slots:  # noqa: SIM110 (not all(): a generator per request)
+        if pool.in_use >= pool.leased:
+            return False
+    return True
+
+
+def take_all(allowances: tuple[Allowance, ...], slots: tuple[Slots, ...]) -> list[float]:
+    """Reserve one request's cost out of each slice and use a slot of each; returns the costs.
+
+    A slice run below half of what it wants (``Allowance._want``) is topped
+    up in the background (requests waiting have a lease under way already).
+    """
+    costs = []
+    for allowance in allowances:
+        cost = allowance.per_request
+        allowance._fresh = False
+        left = allowance.slice = allowance.slice - cost
+        allowance._used_now += cost
+        allowance.open += 1
+        if left < allowance._used_now or left < allowance._used_before or 2 * left < cost:
+            allowance._prefetch()
+        costs.append(cost)
+    for pool in slots:
+        pool.in_use += 1
+        if pool.in_use > pool.peak:
+            pool.peak = pool.in_use
+    return costs
+
+
+def settle_all(
+    allowances: tuple[Allowance, ...], costs: list[float], used: float, slots: tuple[Slots, ...]
+) -> None:
+    """A request ended having used ``used`` tokens: correct its reservations, free its slots.
+
+    A request costs one of a ``whole`` allowance whatever it used. A token
+    estimate goes up at once and down slowly: a slice admits only requests
+    it can cover, so an estimate too low would let one gateway spend what
+    another's debt took. A slice left below zero is a debt, paid soon so the
+    other gateways see it. A slot stays leased until a tick finds it spare.
+    """
+    for allowance, reserved in zip(allowances, costs):  # noqa: B905 (same length: take_all's)
+        allowance.open -= 1
+        if allowance._whole:
+            continue
+        allowance.slice += reserved - used
+        allowance._used_now += used - reserved
+        cost = max(1.0, used)
+        if cost > allowance.per_request:
+            allowance.per_request = cost
+        else:
+            allowance.per_request += (cost - allowance.per_request) * _SMOOTHING
+        if allowance.slice < 0:
+            allowance._prefetch()
+    for pool in slots:
+        pool.in_use -= 1
 
 
 def _log_failure(task: asyncio.Task[Grant]) -> None:

@@ -321,7 +321,7 @@ def test_one_gateway_admits_exactly_while_the_limit_has_room_whatever_the_timing
                     continue
                 assert left >= 1 if whole else left > 0, f"admitted with {left} left"
                 assert admission is not None
-                open_.append((admission, 1.0 if whole else admission.reserved[0][1]))
+                open_.append((admission, 1.0 if whole else admission.costs[0]))
             elif step < 0.7 and open_:
                 admission, reserved = open_.pop(chance.randrange(len(open_)))
                 tokens = chance.randrange(15)
