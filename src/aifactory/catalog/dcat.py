@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from rdflib import BNode, Graph, Literal, Namespace, URIRef
-from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, RDFS, XSD
+from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, RDFS, SKOS, XSD
 
 from aifactory.store import CatalogEntryRecord, CatalogVersionRecord
 
@@ -30,6 +30,18 @@ _KINDS = {
     "dataset": URIRef("http://purl.org/dc/dcmitype/Dataset"),
     "model": URIRef("http://purl.org/dc/dcmitype/Software"),
 }
+# The EU's file-type authority table, the vocabulary DCAT-AP names for ``dct:format``.
+_FILE_TYPE = "http://publications.europa.eu/resource/authority/file-type/"
+_FILE_TYPES = {
+    "csv": "CSV",
+    "json": "JSON",
+    "parquet": "PARQUET",
+    "txt": "TXT",
+    "zip": "ZIP",
+    "tar": "TAR",
+    "gz": "GZIP",
+    "gzip": "GZIP",
+}
 _CONTEXT = {
     "dcat": str(DCAT),
     "dct": str(DCTERMS),
@@ -37,6 +49,7 @@ _CONTEXT = {
     "spdx": str(SPDX),
     "xsd": str(XSD),
     "rdfs": str(RDFS),
+    "skos": str(SKOS),
 }
 
 
@@ -65,11 +78,16 @@ def entry_graph(view: CatalogView, base_url: str, graph: Graph | None = None) ->
     graph.add((dataset, DCTERMS.identifier, Literal(f"{view.entry.tenant}/{view.entry.name}")))
     graph.add((dataset, DCTERMS.title, Literal(words["title"])))
     graph.add((dataset, DCTERMS.description, Literal(words.get("description") or words["title"])))
-    graph.add((dataset, DCTERMS.type, _KINDS[view.entry.kind]))
+    kind = _KINDS[view.entry.kind]
+    graph.add((kind, RDF.type, SKOS.Concept))
+    graph.add((kind, SKOS.prefLabel, Literal(view.entry.kind)))
+    graph.add((dataset, DCTERMS.type, kind))
     graph.add((dataset, _VERSION, Literal(str(view.version.version))))
     graph.add((dataset, DCTERMS.issued, Literal(view.version.created_at, datatype=XSD.dateTime)))
     graph.add((dataset, DCTERMS.isVersionOf, URIRef(view.iri(base_url))))
-    graph.add((dataset, DCAT.landingPage, URIRef(view.version_iri(base_url))))
+    landing = URIRef(view.version_iri(base_url))
+    graph.add((landing, RDF.type, FOAF.Document))
+    graph.add((dataset, DCAT.landingPage, landing))
     for keyword in words.get("keywords", []):
         graph.add((dataset, DCAT.keyword, Literal(keyword)))
     if words.get("creator"):
@@ -129,7 +147,7 @@ def _distribution(
         (url, DCAT.byteSize, Literal(int(str(listed["size"])), datatype=XSD.nonNegativeInteger))
     )
     if view.version.description.get("format"):
-        graph.add((url, DCTERMS.format, Literal(view.version.description["format"])))
+        graph.add((url, DCTERMS.format, _format(graph, str(view.version.description["format"]))))
     checksum = BNode()
     graph.add((checksum, RDF.type, SPDX.Checksum))
     graph.add((checksum, SPDX.algorithm, SPDX.checksumAlgorithm_sha256))
@@ -138,6 +156,15 @@ def _distribution(
     )
     graph.add((url, SPDX.checksum, checksum))
     return url
+
+
+def _format(graph: Graph, name: str) -> URIRef | BNode:
+    """The EU file type named ``name``, or a node labelled with it (DCAT-AP wants a node)."""
+    code = _FILE_TYPES.get(name.lower().lstrip("."))
+    node: URIRef | BNode = URIRef(_FILE_TYPE + code) if code else BNode()
+    graph.add((node, RDF.type, DCTERMS.MediaTypeOrExtent))
+    graph.add((node, RDFS.label, Literal(name)))
+    return node
 
 
 def _license(graph: Graph, name: str) -> URIRef | BNode:
