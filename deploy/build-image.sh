@@ -168,6 +168,17 @@ build_image() { # base version hash tag
         awk '{printf "%.0f MB", $1 / 1e6}')"
 }
 
+prune_old_builds() { # tag: podman keeps every build otherwise (~3 GB each with its build stage)
+    local keep=$1 image
+    for image in $(podman images --format '{{.Repository}}:{{.Tag}}'); do
+        case "$image" in
+        "$keep") ;;
+        "$NAME:"*-*) podman rmi "$image" >/dev/null 2>&1 || true ;; # in use: kept
+        esac
+    done
+    podman image prune -f >/dev/null 2>&1 || true
+}
+
 import_image() { # tag
     local t1
     t1=$(date +%s)
@@ -256,6 +267,7 @@ main() {
         fi
     fi
     podman tag "$tag" "$NAME:$version" "$NAME:latest" 2>/dev/null || true
+    prune_old_builds "$tag"
     if [ "$import" = 1 ]; then
         ctr_k8s images tag --force "$tag" "$NAME:$version" >/dev/null
         ctr_k8s images tag --force "$tag" "$NAME:latest" >/dev/null
