@@ -126,6 +126,13 @@ def _node_of(job_id: str) -> str:
     return out.strip()
 
 
+def _state_of(job_id: str) -> str:
+    out = subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, check=True
+    ).stdout
+    return out.strip()
+
+
 def test_a_preempted_shard_resumes_with_no_line_lost_or_repeated(
     server: Server, alice: OpenAI
 ) -> None:
@@ -142,7 +149,14 @@ def test_a_preempted_shard_resumes_with_no_line_lost_or_repeated(
         ],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
+    preempted = time.monotonic()
     try:
+        # The shard runs as a step, so it hears the preemption at once and lets
+        # the node go well before the lending partition's 20 s GraceTime ends.
+        while _state_of(urgent) != "RUNNING":
+            assert time.monotonic() - preempted < 18, "the lent shard held the node"
+            time.sleep(0.5)
+        yielded_s = time.monotonic() - preempted
         batch = wait_for(alice, batch_id, timeout_s=600)
     finally:
         subprocess.run(["scancel", urgent], check=False, timeout=30)
@@ -154,7 +168,7 @@ def test_a_preempted_shard_resumes_with_no_line_lost_or_repeated(
     shard = next(server.data_dir.glob(f"identities/*/batches/{batch_id}/shard-0.jsonl"))
     ids = [json.loads(line)["custom_id"] for line in shard.read_bytes().splitlines()]
     assert len(ids) == len(set(ids)) == count
-    print(f"\npreempted batch: {progress}")
+    print(f"\npreempted batch: the urgent job ran after {yielded_s:.1f} s; {progress}")
 
 
 def test_cancel_stops_the_slurm_job_and_keeps_finished_lines(alice: OpenAI) -> None:

@@ -186,10 +186,17 @@ class SlurmShards:
 
     def job(self, launch: ShardLaunch) -> Job:
         """The shard's Job spec, charged to the tenant's account."""
-        partition, qos = self._lend if launch.lend and self._lend[0] else ("", "")
+        lent = launch.lend and bool(self._lend[0])
+        partition, qos = self._lend if lent else ("", "")
+        command = list(launch.argv)
+        if lent:
+            # Slurm signals a preempted job's steps at once but its batch shell
+            # only when GraceTime ends: a lent shard runs as a step to hear it
+            # and yield its node now (its finished lines are kept).
+            command = ["srun", "--ntasks=1", f"--cpus-per-task={launch.resources.cpus}", *command]
         job = Job(
             name=launch.name[:63],
-            command=launch.argv,
+            command=command,
             resources=launch.resources,
             time_limit_s=launch.time_limit_s,
             workdir=str(launch.folder),

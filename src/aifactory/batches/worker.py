@@ -14,7 +14,8 @@ Only the standard library is used (nodes may have little installed)::
 
 The shard is the input's lines ``i`` with ``i % N == I``. An answer the
 engine gave (any HTTP status) is written; a request the engine never
-answered (it died, the job is stopping) is not, and is retried by the next run.
+answered (it died, the job is stopping), or failed with a server error while
+the job was stopping, is not, and is retried by the next run.
 Exit status: 0 when every line of the shard is done, 1 otherwise.
 """
 
@@ -43,7 +44,7 @@ from aifactory.launcher import free_port
 
 _HEALTH_TIMEOUT_S = 600.0
 _REQUEST_TIMEOUT_S = 600.0
-_STOP_GRACE_S = 8.0
+_STOP_GRACE_S = 5.0
 _HOST = "127.0.0.1"
 
 
@@ -195,18 +196,33 @@ def _answer_all(
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     try:
-                        appender.append(future.result())
-                        answered += 1
+                        answered += _keep(appender, future.result(), stop)
                     except OSError as exc:
                         print(f"worker: the engine did not answer ({exc}); stopping", flush=True)
                         stop.set()
-            for future in wait(running).done:
+            finished, unfinished = wait(running, timeout=_STOP_GRACE_S)
+            for future in finished:
                 if future.exception() is None:
-                    appender.append(future.result())
-                    answered += 1
+                    answered += _keep(appender, future.result(), stop)
+            if unfinished:
+                # The engine may never answer them (a preempted one hears the signal
+                # too): stopping it ends their connections, so their threads end.
+                _stop_engine(engine)
     finally:
         _stop_engine(engine)
     return answered
+
+
+def _keep(appender: Appender, record: dict[str, Any], stop: threading.Event) -> int:
+    """Write ``record``; 1 when written. A server error while stopping is not an answer.
+
+    A preempted job's engine hears the signal too and may fail what it has in
+    flight as it shuts down: such a line is left for the next run.
+    """
+    if stop.is_set() and record["response"]["status_code"] >= 500:
+        return 0
+    appender.append(record)
+    return 1
 
 
 def _stop_engine(engine: subprocess.Popen[bytes]) -> None:

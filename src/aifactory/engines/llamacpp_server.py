@@ -22,6 +22,9 @@ from aifactory.engines.model_source import resolve_gguf
 from aifactory.engines.tool_template import tool_calling_template
 from aifactory.errors import EngineError
 
+# xllamacpp's Server waits forever on requests in flight when it is deleted.
+_STOP_BOUND_S = 5
+
 DEFAULT_CTX_SIZE = 4096
 DEFAULT_PARALLEL = 2
 
@@ -110,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     server = xllamacpp.Server(build_params(args, model_path))
     stop.wait()
     print("llama.cpp server: stopping", flush=True)
+    # The kernel ends the process then: the deletion holds the GIL, so no thread could.
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(_STOP_BOUND_S)
     del server
     return 0
 

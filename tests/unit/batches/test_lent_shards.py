@@ -105,8 +105,11 @@ def test_a_lent_slurm_shard_goes_to_the_lending_partition_only_where_there_is_on
     tmp_path: Path, partition: str, lend: bool, expected: tuple[str | None, str | None]
 ) -> None:
     shards = SlurmShards(_SlurmRunner(), None, partition, "lent")  # type: ignore[arg-type]
-    slurm = shards.job(_launch(tmp_path, lend=lend)).slurm
-    assert (slurm.partition, slurm.qos) == expected
+    job = shards.job(_launch(tmp_path, lend=lend))
+    assert (job.slurm.partition, job.slurm.qos) == expected
+    # A lent shard runs as a step: Slurm signals steps at preemption, the batch shell only later.
+    step = ["srun", "--ntasks=1", "--cpus-per-task=1"] if expected[0] else []
+    assert list(job.command) == [*step, "python", "-m", "aifactory.batches.worker"]
 
 
 def test_a_site_class_the_cluster_lacks_refuses_the_run_with_the_fix(tmp_path: Path) -> None:

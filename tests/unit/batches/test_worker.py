@@ -6,7 +6,7 @@ import json
 import threading
 from pathlib import Path
 
-from aifactory.batches.worker import Appender, done_ids, shard_lines
+from aifactory.batches.worker import Appender, _keep, done_ids, record_of, shard_lines
 
 
 def test_a_torn_last_line_is_cut_and_not_counted(tmp_path: Path) -> None:
@@ -43,3 +43,17 @@ def test_a_second_run_waits_until_the_first_lets_its_output_go(tmp_path: Path) -
     first.close()
     assert taken.wait(5)
     thread.join()
+
+
+def test_a_server_error_while_stopping_is_left_for_the_next_run(tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
+    appender = Appender(output)
+    stop = threading.Event()
+    failed = record_of({"custom_id": "a"}, 503, b'{"error": {"message": "shutting down"}}')
+    refused = record_of({"custom_id": "b"}, 400, b'{"error": {"message": "bad"}}')
+    assert _keep(appender, failed, stop) == 1  # not stopping: the engine's answer stands
+    stop.set()
+    assert _keep(appender, dict(failed, custom_id="c"), stop) == 0
+    assert _keep(appender, refused, stop) == 1  # a client error is an answer whatever happens
+    appender.close()
+    assert done_ids(output) == {"a", "b"}
