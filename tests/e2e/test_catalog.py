@@ -74,6 +74,8 @@ def test_search_facets_and_an_entrys_page(
     expect(results.get_by_role("link", name="physics/tiny")).to_be_visible()
     expect(results).not_to_contain_text("physics/wiki")
     page.get_by_role("link", name="model (1) ✕").click()
+    # The page is drawn anew for the new address: type into the new page's box, not the old's.
+    expect(results).to_contain_text("physics/wiki")
     page.get_by_label("Search datasets and models").fill("sentences")
     page.get_by_role("button", name="Search").click()
     expect(results.get_by_role("link", name="physics/wiki")).to_be_visible()
