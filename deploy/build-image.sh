@@ -20,7 +20,7 @@
 # localhost/aifactory:VERSION-HASH, :VERSION and :latest.
 #
 # Cache: HASH is a content hash of the Containerfile, this script, pyproject.toml,
-# README.md, every file under src/ (but bytecode and the egg-info the wheel build
+# README.md, every file under src/ (but bytecode, modules compiled here and the egg-info the wheel build
 # leaves there), the model pins and the base image's id. When an image with that
 # tag is already there (in containerd, or in podman with --no-import), nothing is
 # built. The last line printed is `image: REFERENCE`.
@@ -87,7 +87,7 @@ content_hash() { # base-id
         cd "$REPO"
         printf '%s\n' "$1" "${MODELS[@]}"
         find deploy/Containerfile deploy/build-image.sh pyproject.toml README.md src -type f \
-            ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 |
+            ! -path '*/__pycache__/*' ! -name '*.pyc' ! -name '*.so' ! -path '*.egg-info/*' -print0 |
             LC_ALL=C sort -z | xargs -0 sha256sum
     ) | sha256sum | cut -c1-12
 }

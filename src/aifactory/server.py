@@ -57,6 +57,7 @@ from aifactory.batches import (
     WarmShards,
 )
 from aifactory.catalog import Catalog, CatalogUses, Lineage, S3Lineage
+from aifactory.compiled import check_builds
 from aifactory.config import Settings
 from aifactory.control import ControlPlane, FleetFollower, instance_id
 from aifactory.data_dir import lock_down
@@ -315,9 +316,11 @@ def serve(settings: Settings) -> None:
     """Run the control plane in this process until SIGINT or SIGTERM.
 
     Raises:
-        ConfigError: a port it must listen on is taken (said before anything starts).
+        ConfigError: a port it must listen on is taken (said before anything starts),
+            or a compiled module is older than its source.
     """
     configure_logging(settings.log_level, settings.log_format)
+    check_builds()
     _check_ports_free(settings)
     if settings.plaintext_warning:
         logger.warning("%s", settings.plaintext_warning)

@@ -7,12 +7,11 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from pydantic_core import from_json
-
 _USAGE = b'"usage"'
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _DECODER = json.JSONDecoder()
-_USAGE_NULL = b'"usage":null'
+_CHOICES = b'"choices"'
+_NO_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 _EVENT_END = b"\n\n"
 _MAX_PENDING = 1 << 20
 # OpenAI's rule of thumb, for prompts whose count the engine never reported.
@@ -30,7 +29,10 @@ class Usage:
         """Take the ``usage`` object of a response document; True when one was there."""
         if not isinstance(document, dict):
             return False
-        usage = document.get("usage")
+        return self.take(document.get("usage"))
+
+    def take(self, usage: object) -> bool:
+        """Take a ``usage`` object itself; True when it is one."""
         if not isinstance(usage, dict):
             return False
         self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
@@ -63,27 +65,31 @@ class Meter:
 
 
 def usage_of_body(body: bytes) -> Usage:
-    """The usage of a whole (non-streamed) JSON response.
-
-    Only the ``usage`` object is parsed, not the answer around it (half the
-    CPU on a short answer, less the longer it is). It is the last ``"usage"``
-    key: engines put it after the choices, and inside the answer's strings a
-    quote is escaped, so no text a model writes can look like it.
-    """
+    """The usage of a whole (non-streamed) JSON response."""
     usage = Usage()
-    at = body.rfind(_USAGE)
-    if at < 0:
-        return usage
-    found = _USAGE_OBJECT.match(body, at)
-    if found is None:  # "usage": null
-        return usage
-    tail = body[found.end() - 1 :].decode("utf-8", "replace")
-    # Not contextlib.suppress: a Python-level context manager per request.
-    try:  # noqa: SIM105
-        usage.absorb({"usage": _DECODER.raw_decode(tail)[0]})
-    except ValueError:
-        pass
+    usage.take(_usage_object(body))
     return usage
+
+
+def _usage_object(document: bytes) -> object:
+    """The value of the last ``"usage"`` key of a JSON ``document`` when it is an object.
+
+    Only that object is parsed, not the answer around it (half the CPU on a
+    short answer, less the longer it is). It is the last ``"usage"`` key:
+    engines put it after the choices, and inside the answer's strings a quote
+    is escaped, so no text a model writes can look like it.
+    """
+    at = document.rfind(_USAGE)
+    if at < 0:
+        return None
+    found = _USAGE_OBJECT.match(document, at)
+    if found is None:  # "usage": null
+        return None
+    tail = document[found.end() - 1 :].decode("utf-8", "replace")
+    try:
+        return _DECODER.raw_decode(tail)[0]
+    except ValueError:
+        return None
 
 
 class SSEUsageFilter:
@@ -114,9 +120,12 @@ class SSEUsageFilter:
             complete, self._pending = data, b""
         else:
             complete, self._pending = data[: end + 2], data[end + 2 :]
-        self.events += complete.count(_EVENT_END)
+        events = complete.count(_EVENT_END)
+        self.events += events
         if _USAGE not in complete:
             return complete
+        if events == 1:  # the usual read: one event
+            return self._filter(complete)
         return self._filter_usage_events(complete)
 
     def _filter_usage_events(self, complete: bytes) -> bytes:
@@ -128,8 +137,7 @@ class SSEUsageFilter:
             begin = start if begin < 0 else begin + 2
             end = complete.find(_EVENT_END, at)  # complete events end with one
             kept.append(complete[start:begin])
-            if event := complete[begin:end]:
-                kept.append(self._filter(event))
+            kept.append(self._filter(complete[begin : end + 2]))
             start = end + 2
         kept.append(complete[start:])
         return b"".join(kept)
@@ -140,17 +148,9 @@ class SSEUsageFilter:
         return rest
 
     def _filter(self, event: bytes) -> bytes:
-        kept = event + _EVENT_END
-        if _USAGE not in event or _USAGE_NULL in event.replace(b" ", b""):
-            return kept
-        for line in event.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue
-            try:
-                document = from_json(line[5:])
-            except ValueError:
-                return kept
-            absorbed = self.usage.absorb(document)
-            if absorbed and not self._forward_usage_chunk and not document.get("choices"):
-                return b""
-        return kept
+        """``event`` (with its end), or nothing: a usage-only chunk the client did not ask for."""
+        if not self.usage.take(_usage_object(event)):
+            return event
+        if not self._forward_usage_chunk and (_CHOICES not in event or _NO_CHOICES.search(event)):
+            return b""
+        return event

@@ -111,3 +111,14 @@ def test_only_the_usage_event_is_taken_out_of_a_read_of_many() -> None:
     asked = SSEUsageFilter(forward_usage_chunk=True)
     assert asked.feed(USAGE + CHUNK + USAGE[:9]) == USAGE + CHUNK
     assert asked.feed(USAGE[9:] + DONE) + asked.flush() == USAGE + DONE
+
+
+def test_a_usage_chunk_without_choices_is_dropped_and_a_text_about_usage_is_not_one() -> None:
+    bare_usage = _event({"usage": {"prompt_tokens": 4, "completion_tokens": 2}})
+    talk = _event({"choices": [{"delta": {"content": '"usage": {"prompt_tokens": 99}'}}]})
+    spaced = b'data: {"choices" : [ ], "usage" : {"prompt_tokens": 6, "completion_tokens": 1}}\n\n'
+    sse = SSEUsageFilter(forward_usage_chunk=False)
+    assert sse.feed(talk + bare_usage) == talk
+    assert (sse.usage.prompt_tokens, sse.usage.completion_tokens) == (4, 2)
+    assert sse.feed(spaced + DONE) == DONE
+    assert (sse.usage.prompt_tokens, sse.usage.completion_tokens) == (6, 1)
