@@ -1,17 +1,21 @@
-"""Helpers the Slurm benchmarks share: logging, processes, the dev cluster, statistics."""
+"""Helpers the benchmarks share: logs, processes, a control plane, the Slurm cluster, statistics."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import ctypes
+import os
 import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 CLUSTER_SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "slurm-dev-cluster.sh"
 
@@ -50,6 +54,42 @@ def tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def start_control_plane(
+    data_dir: Path, **settings: str
+) -> tuple[subprocess.Popen[bytes], str, str, str]:
+    """``aifactory up`` on free ports with ``settings`` (``AIFACTORY_…``) added.
+
+    Returns:
+        The process, the API's URL, the S3 endpoint's URL and the admin key.
+    """
+    port, objects_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "AIFACTORY_DATA_DIR": str(data_dir),
+        "AIFACTORY_PORT": str(port),
+        "AIFACTORY_CONFIG": str(data_dir / "absent.toml"),
+        "AIFACTORY_OBJECTS_PORT": str(objects_port),
+        "AIFACTORY_FUNCTIONS_WORKER_PORT": "0",
+        "AIFACTORY_FUNCTIONS_CLIENT_PORT": "0",
+        **settings,
+    }
+    out = (data_dir / "server.out").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aifactory", "up"], env=env, stdout=out, stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_us,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                key = (data_dir / "admin.key").read_text().strip()
+                return process, url, f"http://127.0.0.1:{objects_port}", key
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"aifactory up did not start:\n{tail(data_dir / 'server.out')}")
 
 
 def run(argv: list[str], timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:

@@ -47,7 +47,7 @@ import httpx
 from openai import OpenAI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import _die_with_us, free_port, log, tail
+from _harness import _die_with_us, free_port, log, start_control_plane
 from aifactory.engines import fill_address, render_engine
 from aifactory.specs import load_deployable
 
@@ -71,34 +71,6 @@ def lines(count: int, max_tokens: int) -> list[dict[str, Any]]:
         }
         for i in range(count)
     ]
-
-
-def start_control_plane(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "AIFACTORY_DATA_DIR": str(data_dir),
-        "AIFACTORY_PORT": str(port),
-        "AIFACTORY_CONFIG": str(data_dir / "absent.toml"),
-        "AIFACTORY_OBJECTS_PORT": str(free_port()),
-        "AIFACTORY_FUNCTIONS_WORKER_PORT": "0",
-        "AIFACTORY_FUNCTIONS_CLIENT_PORT": "0",
-        "AIFACTORY_SLURM_LEND_PARTITION": "lend",
-    }
-    out = (data_dir / "server.out").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aifactory", "up"], env=env, stdout=out, stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_us,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return process, url, (data_dir / "admin.key").read_text().strip()
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise SystemExit(f"aifactory up did not start:\n{tail(data_dir / 'server.out')}")
 
 
 def tenant_client(url: str, admin_key: str) -> OpenAI:
@@ -192,7 +164,7 @@ def main() -> None:
     requests = lines(args.lines, args.max_tokens)
     data_dir = Path(tempfile.mkdtemp(prefix="bench-batches-"))
     os.chmod(data_dir, 0o711)
-    process, url, key = start_control_plane(data_dir)
+    process, url, _, key = start_control_plane(data_dir, AIFACTORY_SLURM_LEND_PARTITION="lend")
     rounds: list[dict[str, Any]] = []
     try:
         client = tenant_client(url, key)

@@ -41,8 +41,6 @@ import multiprocessing
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -52,7 +50,7 @@ from typing import Any
 import boto3
 import httpx
 
-from _harness import _die_with_us, free_port, tail
+from _harness import start_control_plane
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUCKET = "bench-data"
@@ -159,34 +157,6 @@ def _last_record_end(data: bytes) -> int:
             last = newline + 1
         start = newline + 1
     return last
-
-
-def start_control_plane(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str, str]:
-    port, objects_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "AIFACTORY_DATA_DIR": str(data_dir),
-        "AIFACTORY_PORT": str(port),
-        "AIFACTORY_CONFIG": str(data_dir / "absent.toml"),
-        "AIFACTORY_OBJECTS_PORT": str(objects_port),
-        "AIFACTORY_FUNCTIONS_WORKER_PORT": "0",
-        "AIFACTORY_FUNCTIONS_CLIENT_PORT": "0",
-    }
-    out = (data_dir / "server.out").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aifactory", "up"], env=env, stdout=out, stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_us,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                key = (data_dir / "admin.key").read_text().strip()
-                return process, url, f"http://127.0.0.1:{objects_port}", key
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise SystemExit(f"aifactory up did not start:\n{tail(data_dir / 'server.out')}")
 
 
 def make_files(records: int) -> dict[str, bytes]:

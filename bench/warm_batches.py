@@ -42,7 +42,7 @@ import httpx
 from openai import OpenAI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from batches import start_control_plane
+from _harness import start_control_plane
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = (REPO / "examples" / "chat.yaml").read_text()
@@ -150,7 +150,9 @@ def main() -> None:
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="bench-warm-"))
     os.chmod(data_dir, 0o711)
-    process, url, admin_key = start_control_plane(data_dir)
+    process, url, _, admin_key = start_control_plane(
+        data_dir, AIFACTORY_SLURM_LEND_PARTITION="lend"
+    )
     phases: list[dict[str, Any]] = []
     try:
         admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})

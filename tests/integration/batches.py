@@ -117,6 +117,14 @@ def wait_for(client: OpenAI, batch_id: str, done: Any = None, timeout_s: float =
         time.sleep(0.5)
 
 
+def wait_completed(client: OpenAI, batch_id: str) -> tuple[Batch, float]:
+    """Poll the batch until it ends; it must have completed. Returns it and the seconds waited."""
+    started = time.monotonic()
+    batch = wait_for(client, batch_id)
+    assert batch.status == "completed", batch
+    return batch, time.monotonic() - started
+
+
 def lines_of(client: OpenAI, file_id: str | None) -> list[dict[str, Any]]:
     """The JSON lines of an output or error file (none without a file)."""
     if file_id is None:

@@ -30,6 +30,7 @@ from .batches import (
     embedding_lines,
     lines_of,
     short_chat_lines,
+    wait_completed,
     wait_for,
 )
 from .server import REPO, Server, client_for, processes_mentioning, start_server
@@ -77,11 +78,8 @@ def _create(client: OpenAI, data: bytes, endpoint: str, **metadata: str) -> str:
 def test_a_1000_line_chat_batch_matches_direct_calls(server: Server, alice: OpenAI) -> None:
     count = 1000
     data = short_chat_lines(count)
-    started = time.monotonic()
     batch_id = _create(alice, data, "/v1/chat/completions")
-    batch = wait_for(alice, batch_id)
-    took = time.monotonic() - started
-    assert batch.status == "completed", batch
+    batch, took = wait_completed(alice, batch_id)
     assert batch.request_counts is not None
     assert (batch.request_counts.total, batch.request_counts.completed) == (count, count)
     assert batch.error_file_id is None
@@ -104,10 +102,7 @@ def test_a_1000_line_chat_batch_matches_direct_calls(server: Server, alice: Open
 def test_a_1000_line_embeddings_batch_matches_direct_calls(alice: OpenAI) -> None:
     count = 1000
     data = embedding_lines(count)
-    started = time.monotonic()
-    batch = wait_for(alice, _create(alice, data, "/v1/embeddings"))
-    took = time.monotonic() - started
-    assert batch.status == "completed", batch
+    batch, took = wait_completed(alice, _create(alice, data, "/v1/embeddings"))
     check_embeddings(alice, data, lines_of(alice, batch.output_file_id))
     print(f"\n{count}-line embeddings batch: {took:.1f}s")
 

@@ -25,6 +25,7 @@ from .batches import (
     embedding_lines,
     lines_of,
     short_chat_lines,
+    wait_completed,
     wait_for,
 )
 from .server import REPO, Server, client_for, start_server
@@ -91,11 +92,8 @@ def test_a_lent_1000_line_chat_batch_on_slurm_matches_direct_calls(
 ) -> None:
     count = 1000
     data = short_chat_lines(count)
-    started = time.monotonic()
     batch_id = _create(alice, data, "/v1/chat/completions")
-    batch = wait_for(alice, batch_id)
-    took = time.monotonic() - started
-    assert batch.status == "completed", batch
+    batch, took = wait_completed(alice, batch_id)
     check_chat_answers(alice, data, lines_of(alice, batch.output_file_id))
     progress = (batch.model_extra or {})["progress"]
     (job,) = progress["jobs"]
@@ -109,11 +107,8 @@ def test_a_normal_priority_1000_line_embeddings_batch_on_slurm(
 ) -> None:
     count = 1000
     data = embedding_lines(count)
-    started = time.monotonic()
     batch_id = _create(alice, data, "/v1/embeddings", priority="normal")
-    batch = wait_for(alice, batch_id)
-    took = time.monotonic() - started
-    assert batch.status == "completed", batch
+    batch, took = wait_completed(alice, batch_id)
     check_embeddings(alice, data, lines_of(alice, batch.output_file_id))
     assert _partition(server, batch_id) != "lend"
     print(f"\n{count}-line Slurm embeddings batch: {took:.1f}s")
