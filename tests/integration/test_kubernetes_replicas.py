@@ -313,7 +313,11 @@ def test_bursts_go_to_the_stack_that_starts_them_soonest(srv: Server, namespace:
         assert baseline["backend"] == "slurm"
 
         blockers = fill_slurm()
-        with SteadyLoad(client, "smollm2-burst", threads=2, max_tokens=48) as load:
+        # Whole answers, not streams: the SDK drops a stream at its [DONE] and
+        # sends its next request while the gateway still holds the last one's
+        # lease (until the engine's end of stream), and that overlap counts as a
+        # third request in flight, which can scale to 3 before the node is filled.
+        with SteadyLoad(client, "smollm2-burst", threads=2, max_tokens=48, stream=False) as load:
             wait_for(lambda: len(replicas_of(srv, "burst")) == 2, 120, "a burst replica", srv)
             bursts = srv.admin.get("/v1/services/burst").json()["bursts"]
             assert bursts[-1]["stack"] == "kubernetes"
@@ -322,10 +326,11 @@ def test_bursts_go_to_the_stack_that_starts_them_soonest(srv: Server, namespace:
             srv.wait_ready("burst", count=2, timeout_s=300)
 
             fill_node(namespace)
-            with SteadyLoad(client, "smollm2-burst", threads=1, max_tokens=48) as more:
+            more = SteadyLoad(client, "smollm2-burst", threads=1, max_tokens=48, stream=False)
+            with more:
                 wait_for(lambda: len(replicas_of(srv, "burst")) == 3, 120, "a 3rd replica", srv)
                 bursts = srv.admin.get("/v1/services/burst").json()["bursts"]
-                assert bursts[-1]["stack"] == "slurm"
+                assert bursts[-1]["stack"] == "slurm", (bursts, srv.log_tail())
                 assert bursts[-1]["start_estimates_s"]["kubernetes"] is None
                 third = next(r for r in replicas_of(srv, "burst") if r["id"] != baseline["id"]
                              and r["backend"] == "slurm")  # fmt: skip
