@@ -78,6 +78,8 @@ _RETRYABLE_STATUS = {502, 503}
 _CANNOT_CONNECT = (aiohttp.ClientConnectorError, TimeoutError)
 _USAGE_OPTION = b'"stream_options":{"include_usage":true}'
 _RESPONSES = "/v1/responses"
+# The end of an answer: a client may send its next request as soon as it sees it.
+_DONE_EVENT = b"data: [DONE]\n\n"
 # The paths the gateway serves requests to engines on (its hot paths).
 ENGINE_PATHS = (*PROXIED, _RESPONSES)
 _RESPONSE_PREFIX = "/v1/responses/"
@@ -429,6 +431,7 @@ class GatewayApp:
                 self._router.release(lease.replica_id, failed=True)
                 continue
             relayed = failed = False
+            call.replica_id = lease.replica_id
             try:
                 status = await self._relay(response, call, exchange, meter)
                 relayed = True
@@ -445,12 +448,18 @@ class GatewayApp:
                     response.release()
                 else:
                     response.close()  # the engine sees the connection go and stops
-                self._router.release(lease.replica_id, failed=failed)
+                if call.replica_id:  # not given back at the answer's end already
+                    self._router.release(lease.replica_id, failed=failed)
 
     async def _relay(
         self, response: aiohttp.ClientResponse, call: _Call, exchange: Exchange, meter: Meter
     ) -> int:
         """Relay the replica's answer to the client; returns its status.
+
+        A stream's lease is given back once its ``[DONE]`` is relayed: the
+        client may send its next request then, while the engine has yet to
+        close the stream, and the two would count as two requests in flight
+        (the autoscaler would see one more client than there is).
 
         Raises:
             _NoAnswer: the stream broke before its first byte: another replica may serve it.
@@ -507,17 +516,21 @@ class GatewayApp:
                         ttft = time.perf_counter() - call.started
                         call.series.time_to_first_token.observe(ttft)
                     await send_more({"type": "http.response.body", "body": data, "more_body": True})
+                    if call.replica_id and data.endswith(_DONE_EVENT):
+                        self._router.release(call.replica_id)
+                        call.replica_id = ""
                 try:
                     chunk = await next_chunk()
                 except StopAsyncIteration:
                     break
         except (aiohttp.ClientError, TimeoutError) as exc:
-            logger.warning("upstream stream broke off: %s", exc)
-            meter.cut_short = "interrupted"
-            raise _Interrupted(
-                f"The replica stopped in the middle of the answer ({type(exc).__name__}).",
-                fix="retry; the control plane is replacing the failed replica",
-            ) from exc
+            if call.replica_id:  # else the whole answer went out: only the close is missing
+                logger.warning("upstream stream broke off: %s", exc)
+                meter.cut_short = "interrupted"
+                raise _Interrupted(
+                    f"The replica stopped in the middle of the answer ({type(exc).__name__}).",
+                    fix="retry; the control plane is replacing the failed replica",
+                ) from exc
         await exchange.send({"type": "http.response.body", "body": sse.flush()})
         return response.status
 
@@ -567,6 +580,7 @@ class _Call:
     fold: bool  # streamed from the engine, answered whole (``StreamFold``)
     series: metrics.RequestSeries
     started: float = field(default_factory=time.perf_counter)
+    replica_id: str = ""  # the replica whose lease the answer holds, until given back
 
 
 class _Head:

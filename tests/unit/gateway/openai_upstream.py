@@ -42,11 +42,18 @@ class Upstream:
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     # Answers go out only while this is set.
     answering: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once a stream's [DONE] is written; a stream then ends only while
+    # ``closing`` is set, by closing its connection without ending the
+    # chunked body when ``close_uncleanly``.
+    sent_done: asyncio.Event = field(default_factory=asyncio.Event)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    close_uncleanly: bool = False
     _runner: web.AppRunner | None = None
 
     async def start(self) -> str:
         """Listen on a free port of 127.0.0.1; returns the base URL."""
         self.answering.set()
+        self.closing.set()
         app = web.Application()
         for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
             app.router.add_post(path, self._answer)
@@ -103,6 +110,11 @@ class Upstream:
                 event({"object": "chat.completion.chunk", "choices": [], "usage": usage})
             )
         await response.write(b"data: [DONE]\n\n")
+        self.sent_done.set()
+        await self.closing.wait()
+        if self.close_uncleanly and request.transport is not None:
+            request.transport.close()
+            return response
         await response.write_eof()
         return response
 

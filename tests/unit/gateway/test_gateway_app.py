@@ -230,6 +230,53 @@ def test_a_stream_is_relayed_and_metered_without_the_usage_chunk_not_asked_for(
     run(store, scenario)
 
 
+def test_a_streams_replica_is_free_once_its_done_is_relayed(store: Store) -> None:
+    """A client sends its next request on ``[DONE]``: the replica must count it as free then."""
+
+    async def scenario(gw: Gateway) -> None:
+        upstream = await gw.engine("chat-1")
+        upstream.closing.clear()  # the engine is slow to end the stream after [DONE]
+        answer = asyncio.create_task(gw.post(stream=True))
+        await upstream.sent_done.wait()
+        replica = gw.fleet.replicas["chat-1"]
+        await _until(lambda: replica.in_flight == 0)
+        assert not answer.done()  # the stream itself is still open
+        upstream.closing.set()
+        response = await answer
+        assert events(response.text)[-1] == "[DONE]"
+        # Given back once, not twice; metered as before.
+        assert replica.in_flight == 0 and gw.fleet.take_peak("chat") == 1
+        (row,) = await gw.metered()
+        assert row["completion_tokens"] == COMPLETION_TOKENS
+
+    run(store, scenario)
+
+
+def test_an_engine_that_drops_the_connection_after_done_has_answered_whole(
+    store: Store,
+) -> None:
+    async def scenario(gw: Gateway) -> None:
+        upstream = await gw.engine("chat-1")
+        upstream.close_uncleanly = True
+        response = await gw.post(stream=True)
+        assert response.status_code == 200
+        chunks = events(response.text)
+        # No error event after the answer: the client got all of it.
+        assert chunks[-1] == "[DONE]" and not any("error" in c for c in chunks[:-1])
+        replica = gw.fleet.replicas["chat-1"]
+        assert replica.in_flight == 0 and not replica.suspect
+        (row,) = await gw.metered()
+        assert row["completion_tokens"] == COMPLETION_TOKENS
+
+    run(store, scenario)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait for ``condition`` on state that signals no event (a replica's count)."""
+    while not condition():  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
 def test_a_client_that_asks_for_usage_in_the_stream_gets_it(store: Store) -> None:
     async def scenario(gw: Gateway) -> None:
         await gw.engine("chat-1")
