@@ -313,10 +313,9 @@ def test_bursts_go_to_the_stack_that_starts_them_soonest(srv: Server, namespace:
         assert baseline["backend"] == "slurm"
 
         blockers = fill_slurm()
-        # Whole answers, not streams: the SDK drops a stream at its [DONE] and
-        # sends its next request while the gateway still holds the last one's
-        # lease (until the engine's end of stream), and that overlap counts as a
-        # third request in flight, which can scale to 3 before the node is filled.
+        # Whole answers: a lease ends the instant its answer is sent, so two
+        # threads are two requests in flight, never three for a moment (a third
+        # sustained for the scale-up window would burst before the node is full).
         with SteadyLoad(client, "smollm2-burst", threads=2, max_tokens=48, stream=False) as load:
             wait_for(lambda: len(replicas_of(srv, "burst")) == 2, 120, "a burst replica", srv)
             bursts = srv.admin.get("/v1/services/burst").json()["bursts"]
